@@ -1,0 +1,34 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Client-to-server streams (RFC 6120 sections 4-7): the negotiation state
+ * table (header -> STARTTLS -> SASL -> bind -> ready), stream features and
+ * stream errors. Stanzas of a ready session go to the router.
+ */
+#ifndef STANZAD_C2S_H
+#define STANZAD_C2S_H
+
+#include "conn.h"
+
+/* A connection was accepted on a c2s listener (direct_tls already set). */
+void c2s_accepted(struct conn *c);
+
+/* The TLS handshake finished (STARTTLS or Direct TLS). */
+void c2s_tls_established(struct conn *c);
+
+/* The peer sent </stream:stream> or close_notify. */
+void c2s_stream_closed_by_peer(struct conn *c);
+
+/*
+ * Sends a stream error (RFC 6120 4.9) with `condition` and optional text,
+ * our stream header first if it was not sent yet, then the closing tag,
+ * and closes the connection.
+ */
+void c2s_stream_error(struct conn *c, const char *condition, const char *text);
+
+/* The connection is closing (any reason): unbind the session, cancel auth. */
+void c2s_closing(struct conn *c);
+
+/* The connection's deadline expired (not called once closing). */
+void c2s_deadline(struct conn *c);
+
+#endif

@@ -1,0 +1,530 @@
+/* SPDX-License-Identifier: MIT */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <ini.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "jid.h"
+#include "log.h"
+
+#ifndef STANZAD_VERSION
+#define STANZAD_VERSION "0.1.0"
+#endif
+
+enum opt_type {
+	OPT_STRING = 1,
+	OPT_UINT,
+	OPT_YESNO,	/* yes|no */
+	OPT_OPENCLOSED,	/* open|closed */
+	OPT_LIST,	/* repeatable string */
+};
+
+struct config_option {
+	const char *key;
+	enum opt_type type;
+	size_t offset;
+	uint32_t min, max;	/* OPT_UINT */
+	const char *metavar;
+	const char *help;
+};
+
+#define OFF(field) offsetof(struct config, field)
+
+/* The one description of every key: file, flags and --help all use it. */
+static const struct config_option options[] = {
+	{ "domain", OPT_STRING, OFF(domain), 0, 0, "NAME",
+	  "XMPP domain served (default localhost)" },
+	{ "state_dir", OPT_STRING, OFF(state_dir), 0, 0, "DIR",
+	  "database, certificate and other state (default /var/lib/stanzad)" },
+	{ "workers", OPT_UINT, OFF(workers), 1, 256, "N",
+	  "event-loop worker threads (default: online CPUs)" },
+	{ "log_level", OPT_STRING, OFF(log_level), 0, 0, "LEVEL",
+	  "debug|info|warn|error (default info)" },
+	{ "listen_c2s", OPT_LIST, OFF(listen_c2s), 0, 0, "ADDR:PORT",
+	  "client listener with STARTTLS, repeatable, 'off' to disable (default 127.0.0.1:5222)" },
+	{ "listen_c2s_tls", OPT_LIST, OFF(listen_c2s_tls), 0, 0, "ADDR:PORT",
+	  "client Direct TLS listener (XEP-0368), repeatable, 'off' to disable (default 127.0.0.1:5223)" },
+	{ "registration", OPT_OPENCLOSED, OFF(registration_open), 0, 0, "open|closed",
+	  "in-band account registration, XEP-0077 (default closed)" },
+	{ "require_tls", OPT_YESNO, OFF(require_tls), 0, 0, "yes|no",
+	  "require TLS before authentication (default yes)" },
+	{ "cert", OPT_STRING, OFF(cert), 0, 0, "FILE",
+	  "server certificate chain, PEM (default: self-signed, generated in state_dir)" },
+	{ "key", OPT_STRING, OFF(key), 0, 0, "FILE",
+	  "private key of the certificate, PEM" },
+	{ "max_stanza_bytes", OPT_UINT, OFF(max_stanza_bytes), 1024, 16 << 20, "BYTES",
+	  "largest stanza accepted after authentication (default 262144)" },
+	{ "max_stanza_bytes_preauth", OPT_UINT, OFF(max_stanza_bytes_preauth), 1024, 16 << 20, "BYTES",
+	  "largest stanza accepted before authentication (default 16384)" },
+	{ "max_output_bytes", OPT_UINT, OFF(max_output_bytes), 65536, 1u << 30, "BYTES",
+	  "output queued for a client before it is disconnected as too slow (default 2097152)" },
+	{ "max_connections", OPT_UINT, OFF(max_connections), 1, 10000000, "N",
+	  "concurrent client connections per worker (default: from the fd limit)" },
+	{ "max_auth_failures", OPT_UINT, OFF(max_auth_failures), 1, 100, "N",
+	  "failed SASL attempts before the stream is closed (default 3)" },
+	{ "max_resources", OPT_UINT, OFF(max_resources), 1, 1000, "N",
+	  "concurrent sessions (resources) per account (default 16)" },
+	{ "auth_timeout", OPT_UINT, OFF(auth_timeout), 1, 3600, "SECONDS",
+	  "time from connect to a bound session (default 60)" },
+	{ "idle_timeout", OPT_UINT, OFF(idle_timeout), 0, 86400, "SECONDS",
+	  "silence before the server pings a session, 0 = never (default 300)" },
+	{ "ping_timeout", OPT_UINT, OFF(ping_timeout), 1, 3600, "SECONDS",
+	  "time to answer that ping before disconnection (default 60)" },
+};
+
+#define NOPTIONS (sizeof(options) / sizeof(options[0]))
+
+static const struct config_option *option_find(const char *key)
+{
+	for (size_t i = 0; i < NOPTIONS; i++)
+		if (strcmp(options[i].key, key) == 0)
+			return &options[i];
+	return NULL;
+}
+
+static void list_clear(struct config_list *l)
+{
+	for (unsigned i = 0; i < l->n; i++)
+		free(l->v[i]);
+	l->n = 0;
+}
+
+/*
+ * Sets one option from text. `where` names the source for the error line
+ * ("--domain" or "stanzad.conf:12"). replace_list: a repeatable key's
+ * first value from a new source replaces the earlier ones.
+ */
+static int option_set(struct config *cfg, const struct config_option *o, const char *value,
+		      const char *where, bool replace_list)
+{
+	void *field = (char *)cfg + o->offset;
+	char *end;
+	unsigned long v;
+
+	switch (o->type) {
+	case OPT_STRING: {
+		char **s = field;
+		char *dup = strdup(value);
+
+		if (!dup)
+			return -ENOMEM;
+		free(*s);
+		*s = dup;
+		return 0;
+	}
+	case OPT_UINT:
+		errno = 0;
+		v = strtoul(value, &end, 10);
+		if (errno || end == value || *end || value[0] == '-' || v < o->min || v > o->max) {
+			fprintf(stderr, "stanzad: %s: '%s' is not a number from %u to %u\n", where, value,
+				o->min, o->max);
+			return -EINVAL;
+		}
+		*(uint32_t *)field = (uint32_t)v;
+		return 0;
+	case OPT_YESNO:
+	case OPT_OPENCLOSED: {
+		const char *yes = o->type == OPT_YESNO ? "yes" : "open";
+		const char *no = o->type == OPT_YESNO ? "no" : "closed";
+
+		if (strcmp(value, yes) == 0) {
+			*(bool *)field = true;
+		} else if (strcmp(value, no) == 0) {
+			*(bool *)field = false;
+		} else {
+			fprintf(stderr, "stanzad: %s: '%s' must be %s or %s\n", where, value, yes, no);
+			return -EINVAL;
+		}
+		return 0;
+	}
+	case OPT_LIST: {
+		struct config_list *l = field;
+
+		if (replace_list)
+			list_clear(l);
+		l->set = true;
+		if (strcmp(value, "off") == 0)
+			return 0;
+		if (l->n == CONFIG_MAX_LIST) {
+			fprintf(stderr, "stanzad: %s: at most %d values\n", where, CONFIG_MAX_LIST);
+			return -EINVAL;
+		}
+		l->v[l->n] = strdup(value);
+		if (!l->v[l->n])
+			return -ENOMEM;
+		l->n++;
+		return 0;
+	}
+	}
+	return -EINVAL;
+}
+
+struct ini_ctx {
+	struct config *cfg;
+	const char *file;
+	FILE *f;
+	int lineno;	/* lines read so far: inih reports no line to handlers */
+	int err;
+	/* Which list keys the file already set (the file's own repeats add up). */
+	bool list_seen[NOPTIONS];
+};
+
+/* fgets for inih that counts lines, so errors can name the line. */
+static char *config_ini_read(char *str, int num, void *stream)
+{
+	struct ini_ctx *ctx = stream;
+	char *r = fgets(str, num, ctx->f);
+
+	if (r)
+		ctx->lineno++;
+	return r;
+}
+
+static int config_ini_key(void *user, const char *section, const char *name, const char *value)
+{
+	struct ini_ctx *ctx = user;
+	const struct config_option *o;
+	char where[PATH_MAX + 32];
+	bool first;
+
+	snprintf(where, sizeof(where), "%s:%d", ctx->file, ctx->lineno);
+	if (section[0]) {
+		fprintf(stderr, "stanzad: %s: unknown section [%s] (keys go at the top level)\n",
+			where, section);
+		ctx->err = -EINVAL;
+		return 0;
+	}
+	o = option_find(name);
+	if (!o) {
+		fprintf(stderr, "stanzad: %s: unknown key '%s'\n", where, name);
+		ctx->err = -EINVAL;
+		return 0;
+	}
+	first = !ctx->list_seen[o - options];
+	ctx->list_seen[o - options] = true;
+	if (option_set(ctx->cfg, o, value, where, first) < 0) {
+		ctx->err = -EINVAL;
+		return 0;
+	}
+	return 1;
+}
+
+static int config_load_file(struct config *cfg, const char *file)
+{
+	struct ini_ctx ctx = { .cfg = cfg, .file = file };
+	int ret;
+
+	ctx.f = fopen(file, "r");
+	if (!ctx.f) {
+		ret = -errno;
+		fprintf(stderr, "stanzad: cannot read config file %s: %s\n", file, strerror(errno));
+		return ret;
+	}
+	ret = ini_parse_stream(config_ini_read, &ctx, config_ini_key, &ctx);
+	fclose(ctx.f);
+	if (ctx.err)
+		return ctx.err;
+	if (ret > 0) {
+		fprintf(stderr, "stanzad: %s:%d: syntax error (expected key = value)\n", file, ret);
+		return -EINVAL;
+	}
+	if (ret < 0) {
+		fprintf(stderr, "stanzad: cannot parse config file %s\n", file);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static void config_defaults(struct config *cfg)
+{
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->workers = ncpu > 0 ? (uint32_t)ncpu : 1;
+	cfg->require_tls = true;
+	cfg->registration_open = false;
+	cfg->max_stanza_bytes = 256 * 1024;
+	cfg->max_stanza_bytes_preauth = 16 * 1024;
+	cfg->max_output_bytes = 2 * 1024 * 1024;
+	cfg->max_auth_failures = 3;
+	cfg->max_resources = 16;
+	cfg->auth_timeout = 60;
+	cfg->idle_timeout = 300;
+	cfg->ping_timeout = 60;
+}
+
+/* Fills what is still unset after file and flags. 0 or -ENOMEM. */
+static int config_fill_strings(struct config *cfg)
+{
+	if (!cfg->domain && !(cfg->domain = strdup("localhost")))
+		return -ENOMEM;
+	if (!cfg->state_dir && !(cfg->state_dir = strdup("/var/lib/stanzad")))
+		return -ENOMEM;
+	if (!cfg->log_level && !(cfg->log_level = strdup("info")))
+		return -ENOMEM;
+	return 0;
+}
+
+static void usage(FILE *out)
+{
+	fprintf(out, "usage: stanzad [--config FILE] [--KEY VALUE ...]\n\n"
+		     "Every configuration key can be given as a flag (key listen_c2s is\n"
+		     "--listen-c2s); flags override the config file.\n\n"
+		     "  --config FILE              read keys from FILE (INI: key = value)\n"
+		     "  --help, --version\n");
+	for (size_t i = 0; i < NOPTIONS; i++) {
+		char flag[64];
+
+		snprintf(flag, sizeof(flag), "--%s %s", options[i].key, options[i].metavar);
+		for (char *p = flag + 2; *p && *p != ' '; p++)
+			if (*p == '_')
+				*p = '-';
+		fprintf(out, "  %-26s %s\n", flag, options[i].help);
+	}
+}
+
+/* "--listen-c2s" -> the option for key listen_c2s, or NULL. */
+static const struct config_option *option_for_flag(const char *flag, size_t len)
+{
+	char key[64];
+
+	if (len >= sizeof(key))
+		return NULL;
+	for (size_t i = 0; i < len; i++)
+		key[i] = flag[i] == '-' ? '_' : flag[i];
+	key[len] = '\0';
+	return option_find(key);
+}
+
+/*
+ * Validation across keys, after everything is applied: the domain must be
+ * a valid domainpart, addresses must parse, the log level must exist.
+ */
+static int config_validate(struct config *cfg)
+{
+	char dom[JID_PART_MAX + 1];
+	struct sockaddr_storage ss;
+	enum log_level lvl;
+	unsigned len;
+
+	if (jid_prep_domain(dom, sizeof(dom), cfg->domain, strlen(cfg->domain)) < 0) {
+		fprintf(stderr, "stanzad: domain '%s' is not a valid XMPP domain\n", cfg->domain);
+		return -EINVAL;
+	}
+	free(cfg->domain);
+	cfg->domain = strdup(dom);
+	if (!cfg->domain)
+		return -ENOMEM;
+	if (log_level_parse(cfg->log_level, &lvl) < 0) {
+		fprintf(stderr, "stanzad: log_level '%s' must be debug, info, warn or error\n",
+			cfg->log_level);
+		return -EINVAL;
+	}
+	for (unsigned i = 0; i < cfg->listen_c2s.n; i++)
+		if (config_parse_addr(cfg->listen_c2s.v[i], &ss, &len) < 0) {
+			fprintf(stderr, "stanzad: listen_c2s '%s' is not ADDR:PORT\n", cfg->listen_c2s.v[i]);
+			return -EINVAL;
+		}
+	for (unsigned i = 0; i < cfg->listen_c2s_tls.n; i++)
+		if (config_parse_addr(cfg->listen_c2s_tls.v[i], &ss, &len) < 0) {
+			fprintf(stderr, "stanzad: listen_c2s_tls '%s' is not ADDR:PORT\n",
+				cfg->listen_c2s_tls.v[i]);
+			return -EINVAL;
+		}
+	if (!cfg->listen_c2s.n && !cfg->listen_c2s_tls.n) {
+		fprintf(stderr, "stanzad: no client listener (listen_c2s and listen_c2s_tls are both off)\n");
+		return -EINVAL;
+	}
+	if ((cfg->cert == NULL) != (cfg->key == NULL)) {
+		fprintf(stderr, "stanzad: cert and key must be given together\n");
+		return -EINVAL;
+	}
+	if (cfg->max_stanza_bytes_preauth > cfg->max_stanza_bytes)
+		cfg->max_stanza_bytes_preauth = cfg->max_stanza_bytes;
+	return 0;
+}
+
+int config_load(struct config *cfg, int argc, char **argv)
+{
+	bool list_flag_seen[NOPTIONS] = { false };
+	int ret;
+
+	config_defaults(cfg);
+
+	/* Pass 1: --help, --version and --config, so the file loads first. */
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+
+		if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+			usage(stdout);
+			return 1;
+		}
+		if (strcmp(a, "--version") == 0) {
+			printf("stanzad %s\n", STANZAD_VERSION);
+			return 1;
+		}
+		if (strcmp(a, "--config") == 0 || strncmp(a, "--config=", 9) == 0) {
+			const char *v = a[8] == '=' ? a + 9 : (i + 1 < argc ? argv[++i] : NULL);
+
+			if (!v) {
+				fprintf(stderr, "stanzad: --config needs a FILE\n");
+				return -EINVAL;
+			}
+			free(cfg->config_file);
+			cfg->config_file = strdup(v);
+			if (!cfg->config_file)
+				return -ENOMEM;
+		}
+	}
+	if (cfg->config_file) {
+		ret = config_load_file(cfg, cfg->config_file);
+		if (ret < 0)
+			return ret;
+	}
+
+	/* Pass 2: every other flag, in order; later flags win. */
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i], *eq, *value;
+		const struct config_option *o;
+		size_t nlen;
+
+		if (strncmp(a, "--", 2) != 0) {
+			fprintf(stderr, "stanzad: unexpected argument '%s' (see --help)\n", a);
+			return -EINVAL;
+		}
+		eq = strchr(a, '=');
+		nlen = eq ? (size_t)(eq - a - 2) : strlen(a + 2);
+		if (nlen == 6 && strncmp(a + 2, "config", 6) == 0) {
+			if (!eq)
+				i++;
+			continue;
+		}
+		o = option_for_flag(a + 2, nlen);
+		if (!o) {
+			fprintf(stderr, "stanzad: unknown option '%.*s' (see --help)\n", (int)nlen + 2, a);
+			return -EINVAL;
+		}
+		if (eq) {
+			value = eq + 1;
+		} else if (i + 1 < argc) {
+			value = argv[++i];
+		} else {
+			fprintf(stderr, "stanzad: %s needs a value (%s)\n", a, o->metavar);
+			return -EINVAL;
+		}
+		ret = option_set(cfg, o, value, a, !list_flag_seen[o - options]);
+		list_flag_seen[o - options] = true;
+		if (ret < 0)
+			return ret;
+	}
+
+	ret = config_fill_strings(cfg);
+	if (ret < 0)
+		return ret;
+	/* Listeners take their defaults only if neither source named them. */
+	if (!cfg->listen_c2s.set)
+		ret = option_set(cfg, option_find("listen_c2s"), "127.0.0.1:5222", "default", true);
+	if (!ret && !cfg->listen_c2s_tls.set)
+		ret = option_set(cfg, option_find("listen_c2s_tls"), "127.0.0.1:5223", "default", true);
+	if (ret < 0)
+		return ret;
+	return config_validate(cfg);
+}
+
+void config_free(struct config *cfg)
+{
+	free(cfg->config_file);
+	free(cfg->domain);
+	free(cfg->state_dir);
+	free(cfg->log_level);
+	free(cfg->cert);
+	free(cfg->key);
+	list_clear(&cfg->listen_c2s);
+	list_clear(&cfg->listen_c2s_tls);
+	memset(cfg, 0, sizeof(*cfg));
+}
+
+const char *config_cert_path(const struct config *cfg)
+{
+	static __thread char path[PATH_MAX];
+
+	if (cfg->cert)
+		return cfg->cert;
+	snprintf(path, sizeof(path), "%s/cert.pem", cfg->state_dir);
+	return path;
+}
+
+const char *config_key_path(const struct config *cfg)
+{
+	static __thread char path[PATH_MAX];
+
+	if (cfg->key)
+		return cfg->key;
+	snprintf(path, sizeof(path), "%s/key.pem", cfg->state_dir);
+	return path;
+}
+
+int config_parse_addr(const char *s, struct sockaddr_storage *out, unsigned *out_len)
+{
+	char host[64];
+	const char *colon, *port_s;
+	unsigned long port;
+	char *end;
+	size_t hlen;
+
+	if (s[0] == '[') {
+		const char *close = strchr(s, ']');
+
+		if (!close || close[1] != ':')
+			return -EINVAL;
+		hlen = (size_t)(close - s - 1);
+		if (hlen >= sizeof(host))
+			return -EINVAL;
+		memcpy(host, s + 1, hlen);
+		host[hlen] = '\0';
+		port_s = close + 2;
+	} else {
+		colon = strrchr(s, ':');
+		if (!colon)
+			return -EINVAL;
+		hlen = (size_t)(colon - s);
+		if (hlen >= sizeof(host))
+			return -EINVAL;
+		memcpy(host, s, hlen);
+		host[hlen] = '\0';
+		port_s = colon + 1;
+	}
+	errno = 0;
+	port = strtoul(port_s, &end, 10);
+	if (errno || end == port_s || *end || port > 65535)
+		return -EINVAL;
+
+	memset(out, 0, sizeof(*out));
+	if (strcmp(host, "*") == 0 || strcmp(host, "::") == 0 || s[0] == '[') {
+		struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)out;
+
+		a6->sin6_family = AF_INET6;
+		a6->sin6_port = htons((uint16_t)port);
+		if (strcmp(host, "*") == 0)
+			a6->sin6_addr = in6addr_any;
+		else if (inet_pton(AF_INET6, host, &a6->sin6_addr) != 1)
+			return -EINVAL;
+		*out_len = sizeof(*a6);
+		return 0;
+	}
+	struct sockaddr_in *a4 = (struct sockaddr_in *)out;
+
+	a4->sin_family = AF_INET;
+	a4->sin_port = htons((uint16_t)port);
+	if (inet_pton(AF_INET, host, &a4->sin_addr) != 1)
+		return -EINVAL;
+	*out_len = sizeof(*a4);
+	return 0;
+}

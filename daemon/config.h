@@ -1,0 +1,71 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Configuration: an INI file (libinih) and command-line flags with the
+ * same names (key listen_c2s <-> flag --listen-c2s). Flags win over the
+ * file; a repeatable key given as flags replaces the file's values.
+ *
+ * Every key is described once, in the option table in config.c, which
+ * drives the file parser, the flag parser and --help.
+ */
+#ifndef STANZAD_CONFIG_H
+#define STANZAD_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define CONFIG_MAX_LIST 8	/* values of one repeatable key */
+
+struct config_list {
+	char *v[CONFIG_MAX_LIST];
+	unsigned n;
+	bool set;	/* given by the file or a flag (maybe as 'off') */
+};
+
+struct config {
+	char *config_file;	/* --config, NULL if none */
+	char *domain;		/* normalized */
+	char *state_dir;
+	uint32_t workers;
+	char *log_level;
+
+	struct config_list listen_c2s;		/* ADDR:PORT; empty = off */
+	struct config_list listen_c2s_tls;
+
+	bool registration_open;
+	bool require_tls;
+	char *cert;		/* NULL: <state_dir>/cert.pem, generated */
+	char *key;
+
+	/* Limits (named so operators can find them in logs and docs). */
+	uint32_t max_stanza_bytes;
+	uint32_t max_stanza_bytes_preauth;
+	uint32_t max_output_bytes;
+	uint32_t max_connections;
+	uint32_t max_auth_failures;
+	uint32_t max_resources;
+	uint32_t auth_timeout;		/* seconds from accept to bound session */
+	uint32_t idle_timeout;		/* seconds of silence before a ping; 0 = off */
+	uint32_t ping_timeout;		/* seconds to answer that ping */
+};
+
+/*
+ * Fills cfg from argv (and the file named by --config). Prints one clear
+ * line to stderr and returns -EINVAL on a bad flag, key or value; returns 1
+ * after printing --help or --version (the caller exits 0); 0 on success.
+ */
+int config_load(struct config *cfg, int argc, char **argv);
+void config_free(struct config *cfg);
+
+/* Paths of the certificate and key, defaulted under state_dir. */
+const char *config_cert_path(const struct config *cfg);
+const char *config_key_path(const struct config *cfg);
+
+/*
+ * Parses "ADDR:PORT" ("127.0.0.1:5222", "[::1]:5222", "*:5222" for any)
+ * into a sockaddr. 0 or -EINVAL.
+ */
+struct sockaddr_storage;
+int config_parse_addr(const char *s, struct sockaddr_storage *out, unsigned *out_len);
+
+#endif

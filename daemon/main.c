@@ -1,0 +1,315 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * stanzad: startup and shutdown.
+ *
+ * ORDER: configuration -> storage (creates the state directory) ->
+ * certificate -> TLS contexts -> listeners (so "port in use" is reported
+ * before anything runs) -> SASL -> storage thread -> session directory ->
+ * signals -> workers. Teardown runs in reverse.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "log.h"
+#include "sasl.h"
+#include "server.h"
+#include "session.h"
+#include "storage.h"
+#include "tls.h"
+#include "worker.h"
+
+/* Listen backlog: reconnect storms arrive all at once. */
+#define LISTEN_BACKLOG 4096
+
+static int open_listener(struct server *srv, const char *addr, enum listener_kind kind)
+{
+	struct sockaddr_storage ss;
+	struct listener *l;
+	unsigned len;
+	int fd, one = 1;
+
+	if (srv->nlisteners == SERVER_MAX_LISTENERS) {
+		fprintf(stderr, "stanzad: too many listeners (at most %d)\n", SERVER_MAX_LISTENERS);
+		return -EINVAL;
+	}
+	if (config_parse_addr(addr, &ss, &len) < 0) {
+		fprintf(stderr, "stanzad: cannot parse listen address '%s'\n", addr);
+		return -EINVAL;
+	}
+	fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		goto err;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(fd, (struct sockaddr *)&ss, len) < 0 || listen(fd, LISTEN_BACKLOG) < 0) {
+		int e = errno;
+
+		close(fd);
+		errno = e;
+		goto err;
+	}
+	l = &srv->listeners[srv->nlisteners++];
+	l->fd = fd;
+	l->kind = kind;
+	snprintf(l->addr, sizeof(l->addr), "%s", addr);
+	return 0;
+err:
+	fprintf(stderr, "stanzad: cannot listen on %s: %s\n", addr, strerror(errno));
+	return -errno;
+}
+
+static void close_listeners(struct server *srv)
+{
+	for (unsigned i = 0; i < srv->nlisteners; i++)
+		close(srv->listeners[i].fd);
+	srv->nlisteners = 0;
+}
+
+/* Uses the whole hard fd limit; derives max_connections from it if unset. */
+static void raise_fd_limit(struct config *cfg)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return;
+	if (rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+	if (!cfg->max_connections) {
+		rlim_t n = rl.rlim_cur > 128 ? rl.rlim_cur - 64 : 64;
+
+		cfg->max_connections = n > 10000000 ? 10000000 : (uint32_t)n;
+	}
+}
+
+static int file_exists(const char *path)
+{
+	struct stat st;
+
+	return stat(path, &st) == 0;
+}
+
+/* Loads the configured certificate, or makes a self-signed one on first start. */
+static int setup_tls(struct server *srv)
+{
+	const struct config *cfg = srv->cfg;
+	const char *cert = config_cert_path(cfg), *key;
+	char cert_path[4096];
+
+	snprintf(cert_path, sizeof(cert_path), "%s", cert);
+	key = config_key_path(cfg);
+	if (!cfg->cert && (!file_exists(cert_path) || !file_exists(key))) {
+		int ret = tls_generate_self_signed(cfg->domain, cert_path, key);
+
+		if (ret < 0) {
+			fprintf(stderr, "stanzad: cannot create a self-signed certificate in %s: %s\n",
+				cfg->state_dir, strerror(-ret));
+			return ret;
+		}
+		log_info("tls.self_signed", "domain=%s cert=%s", cfg->domain, cert_path);
+	}
+	srv->tls_starttls = tls_server_new(cert_path, key, NULL);
+	if (!srv->tls_starttls)
+		goto err;
+	/* Same certificate and ticket keys: a ticket from one port resumes on the other. */
+	srv->tls_direct = tls_server_share(srv->tls_starttls, "xmpp-client");
+	if (!srv->tls_direct)
+		goto err;
+	return 0;
+err:
+	fprintf(stderr, "stanzad: cannot load certificate %s and key %s (see the log line above)\n",
+		cert_path, key);
+	return -EINVAL;
+}
+
+/*
+ * Reads a 32-byte secret from state_dir/name, creating it (mode 0600) on
+ * first start. The SCRAM decoys for unknown users derive from it; it must
+ * survive restarts, or an unknown user's salt would change while a real
+ * one's does not. 0 or -errno.
+ */
+static int load_secret(const char *state_dir, const char *name, uint8_t out[32])
+{
+	char path[4096], tmp[4200];
+	ssize_t n;
+	int fd, ret;
+
+	snprintf(path, sizeof(path), "%s/%s", state_dir, name);
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd >= 0) {
+		n = read(fd, out, 32);
+		ret = n == 32 ? 0 : -EINVAL;
+		close(fd);
+		return ret;
+	}
+	if (errno != ENOENT)
+		return -errno;
+	if (getrandom(out, 32, 0) != 32)
+		return -errno;
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0)
+		return -errno;
+	ret = write(fd, out, 32) == 32 && fsync(fd) == 0 ? 0 : -EIO;
+	close(fd);
+	if (ret == 0 && rename(tmp, path) < 0)
+		ret = -errno;
+	if (ret < 0)
+		unlink(tmp);
+	return ret;
+}
+
+static int setup_signals(void)
+{
+	sigset_t set;
+
+	/* Signals arrive through a signalfd that the loop watches. */
+	signal(SIGPIPE, SIG_IGN);
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGHUP);
+	if (pthread_sigmask(SIG_BLOCK, &set, NULL) != 0)
+		return -errno;
+	return signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+}
+
+static void log_startup(const struct server *srv)
+{
+	const struct config *cfg = srv->cfg;
+	char c2s[256] = "", tls[256] = "";
+
+	for (unsigned i = 0; i < srv->nlisteners; i++) {
+		char *dst = srv->listeners[i].kind == LISTENER_C2S ? c2s : tls;
+
+		snprintf(dst + strlen(dst), 256 - strlen(dst), "%s%s", dst[0] ? "," : "",
+			 srv->listeners[i].addr);
+	}
+	log_info("server.start", "domain=%s c2s=%s c2s_tls=%s state_dir=%s storage=sqlite "
+		 "registration=%s require_tls=%s", cfg->domain, c2s[0] ? c2s : "off",
+		 tls[0] ? tls : "off", cfg->state_dir, cfg->registration_open ? "open" : "closed",
+		 cfg->require_tls ? "yes" : "no");
+	/* Which kernel paths are in use, and why the others are not. */
+	log_info("server.paths", "io_uring=on tls=userspace ktls=off ktls_reason=\"not built yet\" "
+		 "steering=none steering_reason=\"single worker\" workers=1");
+	if (cfg->workers > 1)
+		log_warn("server.workers", "requested=%u running=1 msg=\"this build runs one event-loop "
+			 "worker; the others stay idle\"", cfg->workers);
+	if (!cfg->require_tls)
+		log_warn("server.insecure", "msg=\"require_tls=no: clients may authenticate without "
+			 "TLS; use only on trusted networks and for benchmarks\"");
+}
+
+int main(int argc, char **argv)
+{
+	struct config cfg;
+	struct server srv;
+	struct worker w;
+	struct storage *st = NULL;
+	enum log_level lvl;
+	int ret, sfd, status = 1;
+
+	memset(&srv, 0, sizeof(srv));
+	ret = config_load(&cfg, argc, argv);
+	if (ret == 1)
+		return 0;
+	if (ret < 0)
+		return ret == -EINVAL ? 2 : 1;
+	srv.cfg = &cfg;
+	if (log_level_parse(cfg.log_level, &lvl) == 0)
+		log_threshold = lvl;
+	raise_fd_limit(&cfg);
+
+	ret = storage_open(&st, cfg.state_dir);
+	if (ret < 0) {
+		fprintf(stderr, "stanzad: cannot open storage in %s: %s\n", cfg.state_dir,
+			strerror(-ret));
+		goto out_config;
+	}
+	if (setup_tls(&srv) < 0)
+		goto out_storage;
+	for (unsigned i = 0; i < cfg.listen_c2s.n; i++)
+		if (open_listener(&srv, cfg.listen_c2s.v[i], LISTENER_C2S) < 0)
+			goto out_listeners;
+	for (unsigned i = 0; i < cfg.listen_c2s_tls.n; i++)
+		if (open_listener(&srv, cfg.listen_c2s_tls.v[i], LISTENER_C2S_TLS) < 0)
+			goto out_listeners;
+
+	ret = load_secret(cfg.state_dir, "decoy.key", srv.decoy_secret);
+	if (ret < 0) {
+		fprintf(stderr, "stanzad: cannot read or create %s/decoy.key: %s\n", cfg.state_dir,
+			strerror(-ret));
+		goto out_listeners;
+	}
+	srv.sasl = sasl_server_new(cfg.domain, srv.decoy_secret);
+	if (!srv.sasl) {
+		fprintf(stderr, "stanzad: cannot initialise SASL: %s\n", strerror(errno));
+		goto out_listeners;
+	}
+	srv.sessions = sessdir_new();
+	if (!srv.sessions)
+		goto out_sasl;
+	ret = storage_queue_start(&srv.store, st);
+	if (ret < 0) {
+		fprintf(stderr, "stanzad: cannot start the storage thread: %s\n", strerror(-ret));
+		goto out_sessions;
+	}
+	st = NULL;	/* the queue owns the store now */
+
+	sfd = setup_signals();
+	if (sfd < 0) {
+		fprintf(stderr, "stanzad: cannot set up signals: %s\n", strerror(errno));
+		goto out_store;
+	}
+	ret = worker_init(&w, &srv, 0, sfd);
+	if (ret < 0) {
+		fprintf(stderr, "stanzad: cannot start the event loop: %s\n", strerror(-ret));
+		goto out_signals;
+	}
+	srv.workers = &w;
+	srv.nworkers = 1;
+	log_startup(&srv);
+
+	ret = worker_run(&w);
+	status = ret < 0 ? 1 : 0;
+	log_info("server.stop", "status=%d", status);
+
+	/*
+	 * The storage thread finishes what is queued and posts completions to
+	 * the worker's inbox, so it stops while the inbox still exists;
+	 * worker_destroy() then drains them against closed connections.
+	 */
+	storage_queue_stop(srv.store);
+	srv.store = NULL;
+	worker_destroy(&w);
+out_signals:
+	close(sfd);
+out_store:
+	if (srv.store)
+		storage_queue_stop(srv.store);
+out_sessions:
+	sessdir_free(srv.sessions);
+out_sasl:
+	sasl_server_free(srv.sasl);
+out_listeners:
+	close_listeners(&srv);
+	tls_server_free(srv.tls_direct);
+	tls_server_free(srv.tls_starttls);
+out_storage:
+	if (st)
+		storage_close(st);
+out_config:
+	config_free(&cfg);
+	return status;
+}

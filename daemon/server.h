@@ -1,0 +1,53 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Process-wide state shared (read-mostly) by the workers: configuration,
+ * listeners, TLS contexts, the SASL context, the storage queue and the
+ * session directory.
+ */
+#ifndef STANZAD_SERVER_H
+#define STANZAD_SERVER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "config.h"
+
+struct tls_server;
+struct sasl_server;
+struct storage_queue;
+struct sessdir;
+struct worker;
+
+enum listener_kind {
+	LISTENER_C2S = 1,	/* plain TCP, STARTTLS offered */
+	LISTENER_C2S_TLS,	/* Direct TLS (XEP-0368) */
+};
+
+#define SERVER_MAX_LISTENERS 8
+
+struct listener {
+	int fd;
+	enum listener_kind kind;
+	char addr[80];		/* as configured, for logs */
+};
+
+struct server {
+	struct config *cfg;
+	struct listener listeners[SERVER_MAX_LISTENERS];
+	unsigned nlisteners;
+
+	struct tls_server *tls_starttls;	/* no ALPN requirement */
+	struct tls_server *tls_direct;		/* ALPN xmpp-client */
+	struct sasl_server *sasl;
+	struct storage_queue *store;
+	struct sessdir *sessions;
+
+	/* Key for decoy SCRAM parameters of unknown users. */
+	uint8_t decoy_secret[32];
+
+	struct worker *workers;
+	unsigned nworkers;
+	volatile bool shutting_down;
+};
+
+#endif

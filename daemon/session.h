@@ -1,0 +1,55 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Sessions (bound resources) and the directory that finds them by JID.
+ *
+ * The directory maps a bare JID to the account's sessions (one per bound
+ * resource). Lookups are by normalized strings, so callers pass JIDs that
+ * went through jid_parse(). The directory is owned by the server; with a
+ * single worker no locking is needed (see DESIGN notes in the README for
+ * the multi-worker plan).
+ */
+#ifndef STANZAD_SESSION_H
+#define STANZAD_SESSION_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct conn;
+struct sessdir_account;
+
+struct session {
+	struct conn *conn;
+	struct sessdir_account *acct;
+	struct session *next;		/* next session of the same account */
+	int priority;			/* -128..127, from the last presence */
+	bool available;			/* sent available presence, not yet unavailable */
+	size_t bare_len;		/* jid[0..bare_len) is the bare JID */
+	size_t jid_len;
+	char jid[];			/* full JID, NUL-terminated */
+};
+
+struct sessdir;
+
+struct sessdir *sessdir_new(void);
+void sessdir_free(struct sessdir *d);
+
+/* A new unbound session for full JID text (bare_len = bytes before '/'). */
+struct session *session_new(struct conn *c, const char *full_jid, size_t bare_len);
+void session_free(struct session *s);
+
+/* Adds s. -EEXIST if its full JID is bound already, -ENOMEM. */
+int sessdir_add(struct sessdir *d, struct session *s);
+/* Removes s (no-op when not added). */
+void sessdir_remove(struct sessdir *d, struct session *s);
+
+/* The first session of the bare JID (iterate with ->next), or NULL. */
+struct session *sessdir_find_bare(struct sessdir *d, const char *bare, size_t bare_len);
+/* The session with exactly this full JID, or NULL. */
+struct session *sessdir_find_full(struct sessdir *d, const char *full, size_t len);
+/* Sessions bound for the bare JID. */
+unsigned sessdir_count_bare(struct sessdir *d, const char *bare, size_t bare_len);
+/* Total sessions. */
+size_t sessdir_size(const struct sessdir *d);
+
+#endif

@@ -1,0 +1,928 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The synchronous store on SQLite: one connection in WAL mode with
+ * synchronous=FULL (a commit is on disk when it returns: power-loss
+ * durability is a product promise), foreign keys on, and a busy timeout so
+ * stanzactl and the daemon can share the file.
+ *
+ * The schema is versioned with PRAGMA user_version and upgraded at open by
+ * an ordered list of migrations, each in its own transaction. Every table
+ * that belongs to an account references accounts(username) with ON DELETE
+ * CASCADE, so deleting the account row deletes everything it owns.
+ *
+ * Statements are prepared once at open and reset after each use.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#include "log.h"
+#include "storage.h"
+
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+/* PRAGMA application_id of a stanzad database: "STNZ". */
+#define STORAGE_APPLICATION_ID 0x53544e5a
+/* Room for a reason given to storage_open_why() or logged. */
+#define STORAGE_WHY_MAX 512
+
+/*
+ * Schema migrations, oldest first; entry i takes the store from version i
+ * to i + 1. Never edit an entry that has shipped: append a new one.
+ *
+ * Tables added later (rosters, offline messages, archive, pubsub, ...)
+ * reference accounts(username) ON DELETE CASCADE, e.g.
+ *   username TEXT NOT NULL REFERENCES accounts(username) ON DELETE CASCADE
+ * and index that column, so storage_account_delete() stays one statement.
+ */
+static const char *const storage_migrations[] = {
+	/* 1: accounts with SCRAM credentials only, never a password. */
+	"CREATE TABLE accounts ("
+	"  username      TEXT NOT NULL PRIMARY KEY,"
+	"  iterations    INTEGER NOT NULL CHECK (iterations > 0),"
+	"  salt          BLOB NOT NULL,"
+	"  sha1_stored   BLOB NOT NULL CHECK (length(sha1_stored) = 20),"
+	"  sha1_server   BLOB NOT NULL CHECK (length(sha1_server) = 20),"
+	"  sha256_stored BLOB NOT NULL CHECK (length(sha256_stored) = 32),"
+	"  sha256_server BLOB NOT NULL CHECK (length(sha256_server) = 32),"
+	"  created_at    INTEGER NOT NULL"
+	");",
+};
+
+enum storage_stmt {
+	STMT_BEGIN = 0,
+	STMT_COMMIT,
+	STMT_ROLLBACK,
+	STMT_SAVEPOINT,
+	STMT_RELEASE,
+	STMT_ROLLBACK_TO,
+	STMT_ACCOUNT_GET,
+	STMT_ACCOUNT_INSERT,
+	STMT_ACCOUNT_UPDATE,
+	STMT_ACCOUNT_DELETE,
+	STMT_ACCOUNT_LIST,
+	STMT_COUNT,
+};
+
+static const char *const storage_stmt_sql[STMT_COUNT] = {
+	[STMT_BEGIN] = "BEGIN IMMEDIATE",
+	[STMT_COMMIT] = "COMMIT",
+	[STMT_ROLLBACK] = "ROLLBACK",
+	[STMT_SAVEPOINT] = "SAVEPOINT req",
+	[STMT_RELEASE] = "RELEASE req",
+	[STMT_ROLLBACK_TO] = "ROLLBACK TO req",
+	[STMT_ACCOUNT_GET] =
+		"SELECT iterations, salt, sha1_stored, sha1_server,"
+		" sha256_stored, sha256_server FROM accounts WHERE username = ?1",
+	[STMT_ACCOUNT_INSERT] =
+		"INSERT INTO accounts (username, iterations, salt, sha1_stored,"
+		" sha1_server, sha256_stored, sha256_server, created_at)"
+		" VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+	[STMT_ACCOUNT_UPDATE] =
+		"UPDATE accounts SET iterations = ?2, salt = ?3, sha1_stored = ?4,"
+		" sha1_server = ?5, sha256_stored = ?6, sha256_server = ?7"
+		" WHERE username = ?1",
+	[STMT_ACCOUNT_DELETE] = "DELETE FROM accounts WHERE username = ?1",
+	[STMT_ACCOUNT_LIST] = "SELECT username FROM accounts ORDER BY username",
+};
+
+/*
+ * One connection and its statements. Opened with SQLITE_OPEN_NOMUTEX, so
+ * SQLite does no locking of its own on it: one thread at a time.
+ */
+struct storage {
+	sqlite3 *db;
+	sqlite3_stmt *stmt[STMT_COUNT];
+	int version;		/* schema version after migration */
+	int busy_timeout_ms;	/* for log lines */
+	char path[];		/* the database file, for log lines */
+};
+
+/* Where a failure to open is reported: the log, or the caller's buffer. */
+struct storage_open_ctx {
+	const char *path;
+	char *why;
+	size_t why_size;
+};
+
+static void open_fail(struct storage_open_ctx *ctx, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+/*
+ * Says why opening failed: one line naming the path, logged (daemon) or
+ * written to the caller's buffer (stanzactl, which prints it itself).
+ */
+static void open_fail(struct storage_open_ctx *ctx, const char *fmt, ...)
+{
+	char reason[STORAGE_WHY_MAX];
+	char qpath[STORAGE_WHY_MAX], qreason[STORAGE_WHY_MAX];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(reason, sizeof(reason), fmt, ap);
+	va_end(ap);
+	if (ctx->why) {
+		snprintf(ctx->why, ctx->why_size, "%s: %s", ctx->path, reason);
+		return;
+	}
+	log_error("storage.open_failed", "path=%s reason=%s",
+		  log_sanitize(qpath, sizeof(qpath), ctx->path, strlen(ctx->path)),
+		  log_sanitize(qreason, sizeof(qreason), reason, strlen(reason)));
+}
+
+/*
+ * Maps an SQLite result code to -errno for the open path. Only the primary
+ * code matters (extended codes are on); CANTOPEN carries the errno of the
+ * failed system call, which says more (EACCES, ENOENT) than EIO would.
+ */
+static int sqlite_to_errno(sqlite3 *db, int rc)
+{
+	switch (rc & 0xff) {
+	case SQLITE_NOTADB:
+	case SQLITE_CORRUPT:
+		return -EBADMSG;
+	case SQLITE_BUSY:
+	case SQLITE_LOCKED:
+		return -EBUSY;
+	case SQLITE_READONLY:
+		return -EROFS;
+	case SQLITE_PERM:
+	case SQLITE_AUTH:
+		return -EACCES;
+	case SQLITE_FULL:
+		return -ENOSPC;
+	case SQLITE_NOMEM:
+		return -ENOMEM;
+	case SQLITE_CANTOPEN:
+		if (db && sqlite3_system_errno(db) > 0)
+			return -sqlite3_system_errno(db);
+		return -EIO;
+	default:
+		return -EIO;
+	}
+}
+
+/*
+ * Logs a failed statement outside the open path (never bound values) and
+ * maps it: -EBUSY when another process kept the lock for longer than the
+ * busy timeout (an operational condition, logged as a warning), else -EIO.
+ */
+static int sql_error(struct storage *st, const char *op, int rc)
+{
+	char qmsg[256];
+	const char *msg = sqlite3_errmsg(st->db);
+
+	log_sanitize(qmsg, sizeof(qmsg), msg, strlen(msg));
+	if ((rc & 0xff) == SQLITE_BUSY) {
+		log_warn("storage.busy", "op=%s timeout_ms=%d err=%s", op,
+			 st->busy_timeout_ms, qmsg);
+		return -EBUSY;
+	}
+	log_error("storage.sql_failed", "op=%s rc=%d err=%s", op, rc, qmsg);
+	return -EIO;
+}
+
+/* Resets a cached statement for its next use and drops its bindings. */
+static void stmt_release(sqlite3_stmt *s)
+{
+	sqlite3_reset(s);
+	sqlite3_clear_bindings(s);
+}
+
+/* Runs a statement that returns no rows. SQLite result code. */
+static int stmt_exec(struct storage *st, enum storage_stmt id)
+{
+	sqlite3_stmt *s = st->stmt[id];
+	int rc = sqlite3_step(s);
+
+	stmt_release(s);
+	return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+/* ---- Opening: permissions, file, pragmas, migrations ---- */
+
+/*
+ * Makes sure state_dir exists as a directory we may write and nobody else
+ * may: created 0700 when missing. Others-writable is refused (anyone could
+ * swap the database file); group-writable only warned about.
+ */
+static int check_state_dir(struct storage_open_ctx *ctx, const char *dir, struct stat *sb)
+{
+	if (stat(dir, sb) < 0) {
+		if (errno != ENOENT) {
+			int err = errno;
+
+			open_fail(ctx, "cannot access state directory: %s", strerror(err));
+			return -err;
+		}
+		if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
+			int err = errno;
+
+			open_fail(ctx, "cannot create state directory: %s", strerror(err));
+			return -err;
+		}
+		if (stat(dir, sb) < 0) {
+			int err = errno;
+
+			open_fail(ctx, "cannot access state directory: %s", strerror(err));
+			return -err;
+		}
+		log_info("storage.dir_created", "mode=0700");
+	}
+	if (!S_ISDIR(sb->st_mode)) {
+		open_fail(ctx, "not a directory");
+		return -ENOTDIR;
+	}
+	if (sb->st_mode & S_IWOTH) {
+		open_fail(ctx, "state directory is writable by others (mode %04o);"
+			  " chmod 700 it", (unsigned int)(sb->st_mode & 07777));
+		return -EPERM;
+	}
+	if (sb->st_mode & S_IWGRP)
+		log_warn("storage.dir_group_writable", "mode=%04o",
+			 (unsigned int)(sb->st_mode & 07777));
+	/* WAL needs to create -wal and -shm files beside the database. */
+	if (faccessat(AT_FDCWD, dir, W_OK | X_OK, AT_EACCESS) < 0) {
+		int err = errno;
+
+		open_fail(ctx, "no write access to state directory: %s", strerror(err));
+		return -err;
+	}
+	return 0;
+}
+
+/*
+ * Creates the database file with mode 0600 before SQLite sees it (SQLite
+ * would create it 0644), or checks the mode of an existing one. SQLite
+ * gives the -wal and -shm files the mode of the database file, and when
+ * run as root also its owner, so this covers them too.
+ */
+static int prepare_db_file(struct storage_open_ctx *ctx, const struct stat *dir_sb)
+{
+	struct stat sb;
+	int fd;
+
+	fd = open(ctx->path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd >= 0) {
+		int ret = 0;
+
+		/* Exactly 0600, whatever the umask. */
+		if (fchmod(fd, 0600) < 0)
+			ret = -errno;
+		/*
+		 * root (stanzactl before the first start) creating the store
+		 * in the daemon's directory: give it to the directory's owner,
+		 * or the daemon could not open it.
+		 */
+		if (!ret && geteuid() == 0 && dir_sb->st_uid != 0 &&
+		    fchown(fd, dir_sb->st_uid, dir_sb->st_gid) < 0)
+			ret = -errno;
+		close(fd);
+		if (ret) {
+			open_fail(ctx, "cannot set owner and mode of new database: %s",
+				  strerror(-ret));
+			unlink(ctx->path);
+			return ret;
+		}
+		log_info("storage.db_created", "mode=0600");
+		return 0;
+	}
+	if (errno != EEXIST) {
+		int err = errno;
+
+		open_fail(ctx, "cannot create database: %s", strerror(err));
+		return -err;
+	}
+	if (lstat(ctx->path, &sb) < 0) {
+		int err = errno;
+
+		open_fail(ctx, "cannot access database: %s", strerror(err));
+		return -err;
+	}
+	if (S_ISLNK(sb.st_mode)) {
+		open_fail(ctx, "database is a symbolic link; refusing to follow it");
+		return -ELOOP;
+	}
+	if (!S_ISREG(sb.st_mode)) {
+		open_fail(ctx, "database is not a regular file");
+		return -EBADMSG;
+	}
+	if (sb.st_mode & (S_IWGRP | S_IWOTH)) {
+		open_fail(ctx, "database is writable by group or others (mode %04o);"
+			  " chmod 600 it", (unsigned int)(sb.st_mode & 07777));
+		return -EPERM;
+	}
+	if (sb.st_mode & (S_IRGRP | S_IROTH))
+		log_warn("storage.db_readable_by_others", "mode=%04o",
+			 (unsigned int)(sb.st_mode & 07777));
+	return 0;
+}
+
+/*
+ * Reads a one-integer pragma (or any one-integer query) with a throwaway
+ * statement: used only while opening, before the cache is prepared.
+ * SQLite result code.
+ */
+static int pragma_get_int(sqlite3 *db, const char *sql, int *out)
+{
+	sqlite3_stmt *s;
+	int rc;
+
+	rc = sqlite3_prepare_v2(db, sql, -1, &s, NULL);
+	if (rc != SQLITE_OK)
+		return rc;
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		*out = sqlite3_column_int(s, 0);
+		rc = SQLITE_OK;
+	} else if (rc == SQLITE_DONE) {
+		rc = SQLITE_ERROR;
+	}
+	sqlite3_finalize(s);
+	return rc;
+}
+
+/* Runs a pragma that answers with one text value and checks the answer. */
+static int pragma_expect_text(sqlite3 *db, const char *sql, const char *want)
+{
+	sqlite3_stmt *s;
+	int rc;
+
+	rc = sqlite3_prepare_v2(db, sql, -1, &s, NULL);
+	if (rc != SQLITE_OK)
+		return rc;
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		const char *got = (const char *)sqlite3_column_text(s, 0);
+
+		rc = got && strcasecmp(got, want) == 0 ? SQLITE_OK : SQLITE_ERROR;
+	} else if (rc == SQLITE_DONE) {
+		rc = SQLITE_ERROR;
+	}
+	sqlite3_finalize(s);
+	return rc;
+}
+
+/*
+ * Refuses a file that is not ours before changing anything in it (WAL mode
+ * is persistent): garbage gives SQLITE_NOTADB on the first read, a foreign
+ * SQLite database has tables but no version, or the wrong application_id.
+ */
+static int check_identity(struct storage_open_ctx *ctx, sqlite3 *db)
+{
+	int version, app_id, tables;
+	int rc;
+
+	rc = pragma_get_int(db, "PRAGMA user_version", &version);
+	if (rc == SQLITE_OK)
+		rc = pragma_get_int(db, "PRAGMA application_id", &app_id);
+	if (rc == SQLITE_OK)
+		rc = pragma_get_int(db, "SELECT count(*) FROM sqlite_schema", &tables);
+	if (rc != SQLITE_OK) {
+		if ((rc & 0xff) == SQLITE_NOTADB)
+			open_fail(ctx, "not an SQLite database (foreign or damaged file)");
+		else
+			open_fail(ctx, "cannot read database: %s", sqlite3_errstr(rc));
+		return sqlite_to_errno(db, rc);
+	}
+	if (version == 0 && tables > 0) {
+		open_fail(ctx, "an SQLite database, but not a stanzad one");
+		return -EBADMSG;
+	}
+	if (version != 0 && (uint32_t)app_id != STORAGE_APPLICATION_ID) {
+		open_fail(ctx, "an SQLite database, but not a stanzad one"
+			  " (application_id %#x)", (unsigned int)app_id);
+		return -EBADMSG;
+	}
+	if (version > (int)ARRAY_SIZE(storage_migrations)) {
+		open_fail(ctx, "schema version %d is newer than this build supports (%d);"
+			  " use a newer stanzad", version, (int)ARRAY_SIZE(storage_migrations));
+		return -EPROTO;
+	}
+	return 0;
+}
+
+/*
+ * Connection settings. WAL lets readers (stanzactl list, lookups) run
+ * while one writer commits, and makes a commit one append plus fsync.
+ * synchronous=FULL fsyncs the WAL on every commit: NORMAL would be faster
+ * but can lose the last commits on power loss, and an acknowledged
+ * message must survive that. WAL mode is stored in the file; the other
+ * pragmas hold for this connection only, hence set at every open.
+ */
+static int configure(struct storage_open_ctx *ctx, sqlite3 *db)
+{
+	static const struct {
+		const char *sql;
+		const char *want;	/* expected answer, NULL for none */
+	} pragmas[] = {
+		{ "PRAGMA journal_mode = WAL", "wal" },
+		{ "PRAGMA synchronous = FULL", NULL },
+		{ "PRAGMA foreign_keys = ON", NULL },
+		/* Deleted credentials do not linger in free pages when cheap. */
+		{ "PRAGMA secure_delete = FAST", NULL },
+	};
+	int on = 0;
+	int rc;
+
+	for (size_t i = 0; i < ARRAY_SIZE(pragmas); i++) {
+		if (pragmas[i].want)
+			rc = pragma_expect_text(db, pragmas[i].sql, pragmas[i].want);
+		else
+			rc = sqlite3_exec(db, pragmas[i].sql, NULL, NULL, NULL);
+		if (rc != SQLITE_OK) {
+			open_fail(ctx, "cannot apply \"%s\": %s", pragmas[i].sql,
+				  sqlite3_errstr(rc));
+			return sqlite_to_errno(db, rc);
+		}
+	}
+	/* foreign_keys is silently ignored by builds without them: check. */
+	rc = pragma_get_int(db, "PRAGMA foreign_keys", &on);
+	if (rc != SQLITE_OK || on != 1) {
+		open_fail(ctx, "this SQLite cannot enforce foreign keys");
+		return -ENOTSUP;
+	}
+	return 0;
+}
+
+/*
+ * Brings the schema to the newest version, one migration per transaction.
+ * The version is re-read under the write lock because the daemon and
+ * stanzactl may open the same store at the same moment.
+ */
+static int migrate(struct storage_open_ctx *ctx, sqlite3 *db, int *version)
+{
+	char sql[64];
+	int rc, v;
+
+	/*
+	 * The usual case needs no write lock: reading the version does not
+	 * wait for a writer in WAL mode, so a store busy in a long write
+	 * still opens (check_identity already refused newer versions).
+	 */
+	rc = pragma_get_int(db, "PRAGMA user_version", &v);
+	if (rc != SQLITE_OK) {
+		open_fail(ctx, "cannot read schema version: %s", sqlite3_errmsg(db));
+		return sqlite_to_errno(db, rc);
+	}
+	if (v == (int)ARRAY_SIZE(storage_migrations)) {
+		*version = v;
+		return 0;
+	}
+	for (;;) {
+		rc = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+		if (rc != SQLITE_OK)
+			goto err;
+		rc = pragma_get_int(db, "PRAGMA user_version", &v);
+		if (rc != SQLITE_OK)
+			goto err_rollback;
+		if (v > (int)ARRAY_SIZE(storage_migrations)) {
+			sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+			open_fail(ctx, "schema version %d is newer than this build supports (%d)",
+				  v, (int)ARRAY_SIZE(storage_migrations));
+			return -EPROTO;
+		}
+		if (v == (int)ARRAY_SIZE(storage_migrations)) {
+			sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+			*version = v;
+			return 0;
+		}
+		rc = sqlite3_exec(db, storage_migrations[v], NULL, NULL, NULL);
+		if (rc != SQLITE_OK)
+			goto err_rollback;
+		/* Both live in the file header and roll back with the transaction. */
+		snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", v + 1);
+		rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+		if (rc == SQLITE_OK && v == 0) {
+			snprintf(sql, sizeof(sql), "PRAGMA application_id = %d",
+				 (int)STORAGE_APPLICATION_ID);
+			rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+		}
+		if (rc != SQLITE_OK)
+			goto err_rollback;
+		rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+		if (rc != SQLITE_OK)
+			goto err_rollback;
+		log_info("storage.migrated", "from=%d to=%d", v, v + 1);
+	}
+
+err_rollback:
+	open_fail(ctx, "schema migration failed: %s", sqlite3_errmsg(db));
+	if (!sqlite3_get_autocommit(db))
+		sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+	return sqlite_to_errno(db, rc);
+err:
+	open_fail(ctx, "cannot start schema migration: %s", sqlite3_errmsg(db));
+	return sqlite_to_errno(db, rc);
+}
+
+/*
+ * Prepares every statement once. PERSISTENT tells SQLite they live long,
+ * so it allocates them outside its short-lived lookaside memory.
+ */
+static int prepare_statements(struct storage_open_ctx *ctx, struct storage *st)
+{
+	for (int i = 0; i < STMT_COUNT; i++) {
+		int rc = sqlite3_prepare_v3(st->db, storage_stmt_sql[i], -1,
+					    SQLITE_PREPARE_PERSISTENT, &st->stmt[i], NULL);
+
+		if (rc != SQLITE_OK) {
+			open_fail(ctx, "cannot prepare statement %d: %s", i,
+				  sqlite3_errmsg(st->db));
+			return sqlite_to_errno(st->db, rc);
+		}
+	}
+	return 0;
+}
+
+int storage_open_why(struct storage **out, const char *state_dir, char *why,
+		     size_t why_size)
+{
+	struct storage_open_ctx ctx = { .path = state_dir, .why = why, .why_size = why_size };
+	struct storage *st;
+	struct stat dir_sb;
+	size_t dlen;
+	int rc, ret;
+
+	*out = NULL;
+	if (why && why_size)
+		why[0] = '\0';
+	if (!state_dir || !state_dir[0]) {
+		ctx.path = "(none)";
+		open_fail(&ctx, "no state directory given");
+		return -EINVAL;
+	}
+	if (!sqlite3_threadsafe()) {
+		open_fail(&ctx, "SQLite was built without thread support");
+		return -ENOTSUP;
+	}
+	dlen = strlen(state_dir);
+	st = calloc(1, sizeof(*st) + dlen + sizeof("/" STORAGE_DB_FILE));
+	if (!st) {
+		open_fail(&ctx, "out of memory");
+		return -ENOMEM;
+	}
+	memcpy(st->path, state_dir, dlen);
+	memcpy(st->path + dlen, "/" STORAGE_DB_FILE, sizeof("/" STORAGE_DB_FILE));
+
+	/* Order: permissions, then the file, then what is in it. */
+	ret = check_state_dir(&ctx, state_dir, &dir_sb);
+	if (ret)
+		goto err_free;
+	ctx.path = st->path;
+	ret = prepare_db_file(&ctx, &dir_sb);
+	if (ret)
+		goto err_free;
+
+	/*
+	 * No SQLITE_OPEN_CREATE: the file exists with the right mode by now.
+	 * NOMUTEX: one thread uses a store at a time (see storage.h).
+	 */
+	rc = sqlite3_open_v2(st->path, &st->db,
+			     SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX |
+			     SQLITE_OPEN_NOFOLLOW | SQLITE_OPEN_EXRESCODE, NULL);
+	if (rc != SQLITE_OK) {
+		open_fail(&ctx, "cannot open database: %s",
+			  st->db ? sqlite3_errmsg(st->db) : sqlite3_errstr(rc));
+		ret = sqlite_to_errno(st->db, rc);
+		goto err_close_db;
+	}
+	st->busy_timeout_ms = STORAGE_BUSY_TIMEOUT_MS;
+	sqlite3_busy_timeout(st->db, STORAGE_BUSY_TIMEOUT_MS);
+
+	ret = check_identity(&ctx, st->db);
+	if (ret)
+		goto err_close_db;
+	ret = configure(&ctx, st->db);
+	if (ret)
+		goto err_close_db;
+	ret = migrate(&ctx, st->db, &st->version);
+	if (ret)
+		goto err_close_db;
+	ret = prepare_statements(&ctx, st);
+	if (ret)
+		goto err_finalize;
+
+	log_debug("storage.opened", "version=%d", st->version);
+	*out = st;
+	return 0;
+
+err_finalize:
+	for (int i = 0; i < STMT_COUNT; i++)
+		sqlite3_finalize(st->stmt[i]);
+err_close_db:
+	/* sqlite3_open_v2 may hand back a handle even when it fails. */
+	sqlite3_close(st->db);
+err_free:
+	free(st);
+	return ret;
+}
+
+int storage_open(struct storage **out, const char *state_dir)
+{
+	return storage_open_why(out, state_dir, NULL, 0);
+}
+
+void storage_close(struct storage *st)
+{
+	if (!st)
+		return;
+	if (!sqlite3_get_autocommit(st->db))
+		stmt_exec(st, STMT_ROLLBACK);
+	for (int i = 0; i < STMT_COUNT; i++)
+		sqlite3_finalize(st->stmt[i]);
+	/* The last connection to close checkpoints the WAL into the file. */
+	if (sqlite3_close(st->db) != SQLITE_OK)
+		log_error("storage.close_failed", "err=busy");
+	free(st);
+}
+
+void storage_set_busy_timeout(struct storage *st, int ms)
+{
+	st->busy_timeout_ms = ms;
+	sqlite3_busy_timeout(st->db, ms);
+}
+
+int storage_schema_version(struct storage *st)
+{
+	return st->version;
+}
+
+int storage_schema_latest(void)
+{
+	return (int)ARRAY_SIZE(storage_migrations);
+}
+
+/* ---- Transactions ---- */
+
+int storage_begin(struct storage *st)
+{
+	int rc = stmt_exec(st, STMT_BEGIN);
+
+	if (rc != SQLITE_OK)
+		return sql_error(st, "begin", rc);
+	return 0;
+}
+
+int storage_commit(struct storage *st)
+{
+	int rc = stmt_exec(st, STMT_COMMIT);
+
+	if (rc != SQLITE_OK)
+		return sql_error(st, "commit", rc);
+	return 0;
+}
+
+void storage_rollback(struct storage *st)
+{
+	/* SQLite ends the transaction itself after some errors (full disk). */
+	if (!sqlite3_get_autocommit(st->db))
+		stmt_exec(st, STMT_ROLLBACK);
+}
+
+bool storage_in_batch(struct storage *st)
+{
+	return !sqlite3_get_autocommit(st->db);
+}
+
+int storage_savepoint(struct storage *st)
+{
+	int rc = stmt_exec(st, STMT_SAVEPOINT);
+
+	if (rc != SQLITE_OK)
+		return sql_error(st, "savepoint", rc);
+	return 0;
+}
+
+int storage_savepoint_release(struct storage *st)
+{
+	int rc = stmt_exec(st, STMT_RELEASE);
+
+	if (rc != SQLITE_OK)
+		return sql_error(st, "release", rc);
+	return 0;
+}
+
+int storage_savepoint_undo(struct storage *st)
+{
+	/* ROLLBACK TO keeps the savepoint open; RELEASE pops it. */
+	int rc = stmt_exec(st, STMT_ROLLBACK_TO);
+
+	if (rc == SQLITE_OK)
+		rc = stmt_exec(st, STMT_RELEASE);
+	if (rc != SQLITE_OK)
+		return sql_error(st, "rollback_to", rc);
+	return 0;
+}
+
+/* ---- Accounts ---- */
+
+/* A username the store accepts: 1..STORAGE_USER_MAX bytes. Sets *len. */
+static int check_user(const char *user, size_t *len)
+{
+	if (!user)
+		return -EINVAL;
+	*len = strnlen(user, STORAGE_USER_MAX + 1);
+	if (*len == 0 || *len > STORAGE_USER_MAX)
+		return -EINVAL;
+	return 0;
+}
+
+/*
+ * The keys have fixed sizes by type; the count is checked here because a
+ * count of 0 or of billions would make every later login fail or hang.
+ */
+static int check_creds(const struct scram_creds *c)
+{
+	if (!c || c->iterations == 0 || c->iterations > SCRAM_ITERATIONS_MAX)
+		return -EINVAL;
+	return 0;
+}
+
+/*
+ * Binds ?2..?7 of the insert and update statements. SQLITE_STATIC: the
+ * credentials outlive the step, and no copy of the keys is made.
+ */
+static int bind_creds(sqlite3_stmt *s, const struct scram_creds *c)
+{
+	int rc;
+
+	rc = sqlite3_bind_int64(s, 2, c->iterations);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_blob(s, 3, c->salt, sizeof(c->salt), SQLITE_STATIC);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_blob(s, 4, c->sha1_stored_key,
+				       sizeof(c->sha1_stored_key), SQLITE_STATIC);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_blob(s, 5, c->sha1_server_key,
+				       sizeof(c->sha1_server_key), SQLITE_STATIC);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_blob(s, 6, c->sha256_stored_key,
+				       sizeof(c->sha256_stored_key), SQLITE_STATIC);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_blob(s, 7, c->sha256_server_key,
+				       sizeof(c->sha256_server_key), SQLITE_STATIC);
+	return rc;
+}
+
+/* Copies a blob column that must be exactly `len` bytes long. */
+static bool column_blob_exact(sqlite3_stmt *s, int col, void *dst, size_t len)
+{
+	const void *p = sqlite3_column_blob(s, col);
+
+	if (!p || (size_t)sqlite3_column_bytes(s, col) != len)
+		return false;
+	memcpy(dst, p, len);
+	return true;
+}
+
+int storage_account_get(struct storage *st, const char *user, struct scram_creds *out)
+{
+	sqlite3_stmt *s = st->stmt[STMT_ACCOUNT_GET];
+	sqlite3_int64 iter;
+	size_t len;
+	int rc, ret;
+
+	ret = check_user(user, &len);
+	if (ret)
+		return ret;
+	rc = sqlite3_bind_text(s, 1, user, (int)len, SQLITE_STATIC);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(s);
+	if (rc == SQLITE_DONE) {
+		ret = -ENOENT;
+		goto out_release;
+	}
+	if (rc != SQLITE_ROW) {
+		ret = sql_error(st, "account_get", rc);
+		goto out_release;
+	}
+	/* Stored values are checked like input: a bad row is an error, not a crash. */
+	iter = sqlite3_column_int64(s, 0);
+	if (iter <= 0 || iter > SCRAM_ITERATIONS_MAX ||
+	    !column_blob_exact(s, 1, out->salt, sizeof(out->salt)) ||
+	    !column_blob_exact(s, 2, out->sha1_stored_key, sizeof(out->sha1_stored_key)) ||
+	    !column_blob_exact(s, 3, out->sha1_server_key, sizeof(out->sha1_server_key)) ||
+	    !column_blob_exact(s, 4, out->sha256_stored_key, sizeof(out->sha256_stored_key)) ||
+	    !column_blob_exact(s, 5, out->sha256_server_key, sizeof(out->sha256_server_key))) {
+		log_error("storage.bad_account_row", "iterations=%lld", (long long)iter);
+		scram_creds_wipe(out);
+		ret = -EIO;
+		goto out_release;
+	}
+	out->iterations = (uint32_t)iter;
+	ret = 0;
+out_release:
+	stmt_release(s);
+	return ret;
+}
+
+int storage_account_create(struct storage *st, const char *user, const struct scram_creds *c)
+{
+	sqlite3_stmt *s = st->stmt[STMT_ACCOUNT_INSERT];
+	size_t len;
+	int rc, ret;
+
+	ret = check_user(user, &len);
+	if (!ret)
+		ret = check_creds(c);
+	if (ret)
+		return ret;
+	rc = sqlite3_bind_text(s, 1, user, (int)len, SQLITE_STATIC);
+	if (rc == SQLITE_OK)
+		rc = bind_creds(s, c);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(s, 8, (sqlite3_int64)time(NULL));
+	/* The primary key, not a lookup first, decides: no race with stanzactl. */
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(s);
+	if (rc == SQLITE_DONE) {
+		ret = 0;
+	} else if (rc == SQLITE_CONSTRAINT_PRIMARYKEY) {
+		ret = -EEXIST;
+	} else {
+		ret = sql_error(st, "account_create", rc);
+		if ((rc & 0xff) == SQLITE_CONSTRAINT)
+			ret = -EINVAL;
+	}
+	stmt_release(s);
+	return ret;
+}
+
+int storage_account_set_creds(struct storage *st, const char *user, const struct scram_creds *c)
+{
+	sqlite3_stmt *s = st->stmt[STMT_ACCOUNT_UPDATE];
+	size_t len;
+	int rc, ret;
+
+	ret = check_user(user, &len);
+	if (!ret)
+		ret = check_creds(c);
+	if (ret)
+		return ret;
+	rc = sqlite3_bind_text(s, 1, user, (int)len, SQLITE_STATIC);
+	if (rc == SQLITE_OK)
+		rc = bind_creds(s, c);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(s);
+	/* No row changed: there was no such account. */
+	if (rc == SQLITE_DONE) {
+		ret = sqlite3_changes(st->db) ? 0 : -ENOENT;
+	} else {
+		ret = sql_error(st, "account_set_creds", rc);
+		if ((rc & 0xff) == SQLITE_CONSTRAINT)
+			ret = -EINVAL;
+	}
+	stmt_release(s);
+	return ret;
+}
+
+int storage_account_delete(struct storage *st, const char *user)
+{
+	sqlite3_stmt *s = st->stmt[STMT_ACCOUNT_DELETE];
+	size_t len;
+	int rc, ret;
+
+	ret = check_user(user, &len);
+	if (ret)
+		return ret;
+	/* Owned rows in other tables go with it: ON DELETE CASCADE. */
+	rc = sqlite3_bind_text(s, 1, user, (int)len, SQLITE_STATIC);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(s);
+	if (rc == SQLITE_DONE) {
+		ret = sqlite3_changes(st->db) ? 0 : -ENOENT;
+	} else {
+		ret = sql_error(st, "account_delete", rc);
+	}
+	stmt_release(s);
+	return ret;
+}
+
+int storage_account_list(struct storage *st, int (*fn)(void *arg, const char *user), void *arg)
+{
+	sqlite3_stmt *s = st->stmt[STMT_ACCOUNT_LIST];
+	int rc, ret = 0;
+
+	/* A nested list would reset the statement under the outer loop. */
+	if (sqlite3_stmt_busy(s))
+		return -EBUSY;
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		const char *user = (const char *)sqlite3_column_text(s, 0);
+
+		if (user && fn(arg, user) != 0)
+			break;
+	}
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		ret = sql_error(st, "account_list", rc);
+	stmt_release(s);
+	return ret;
+}

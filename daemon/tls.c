@@ -1,0 +1,1195 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Userspace TLS on OpenSSL 3, driven by buffers instead of sockets.
+ *
+ * The loop owns the socket. Each connection has one custom BIO that plays
+ * both roles OpenSSL needs:
+ *   - read: serves the bytes tls_conn_input() lends for the duration of one
+ *     call and says "retry" once they are used up, so a partial record is
+ *     kept by OpenSSL in its own (released-when-empty) read buffer and the
+ *     caller never has to keep leftovers;
+ *   - write: passes every record straight to the connection's sink (its
+ *     output queue). No BIO_s_mem in between, so no second copy.
+ * One BIO object instead of two saves a BIO and its lock (about 250 bytes)
+ * per connection; read and write clear their own retry flags, so sharing
+ * is safe (socket BIOs are shared the same way).
+ *
+ * Because the sink accepts everything, OpenSSL never sees a short write:
+ * SSL_write() always completes or fails, and partial-write modes are not
+ * needed.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/bio.h>
+#include <openssl/bn.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+#include "log.h"
+#include "tls.h"
+
+/* TLS 1.2 suites: forward secrecy (ECDHE) and AEAD only, fastest first. */
+#define TLS_CIPHERS_TLS12                                                     \
+	"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"          \
+	"ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"          \
+	"ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384"
+/* TLS 1.3 suites; all three can be handed to kTLS later. */
+#define TLS_CIPHERS_TLS13 \
+	"TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_256_GCM_SHA384"
+#define TLS_GROUPS		"X25519:P-256:P-384"
+
+#define TLS_NUM_TICKETS		1	/* TLS 1.3 tickets per handshake (one reconnect) */
+#define TLS_SESSION_LIFETIME	7200	/* seconds a ticket stays valid */
+#define TLS_READ_CHUNK		16384	/* largest plaintext record (RFC 8446 5.1) */
+#define TLS_STASH_MAX		(256 * 1024)	/* input kept while the reader is stopped */
+#define TLS_ALPN_NAME_MAX	255	/* one ALPN protocol name (RFC 7301) */
+#define TLS_DOMAIN_MAX		253	/* DNS name in text form */
+#define TLS_CN_MAX		64	/* X.520 ub-common-name */
+#define TLS_CERT_DAYS		3650	/* self-signed validity */
+#define TLS_CERT_BACKDATE	3600	/* seconds, for peers with a slow clock */
+#define TLS_SERIAL_BYTES	16	/* 128-bit random serial */
+#define TLS_EXPORTER_LEN	32	/* RFC 9266 */
+#define TLS_EXPORTER_LABEL	"EXPORTER-Channel-Binding"
+
+struct tls_server {
+	SSL_CTX *ctx;			/* shared between siblings, refcounted */
+	size_t alpn_len;		/* 0: any ALPN offer is ignored */
+	char alpn[TLS_ALPN_NAME_MAX + 1];
+};
+
+enum tls_conn_state {
+	TLS_ST_HANDSHAKE = 0,
+	TLS_ST_OPEN,
+	TLS_ST_CLOSED,			/* close_notify received */
+	TLS_ST_FAILED,			/* fatal error: no more SSL calls but free */
+};
+
+struct tls_conn {
+	SSL *ssl;
+	const struct tls_server *srv;
+	tls_sink_fn sink;
+	void *sink_arg;
+	/* Ciphertext lent by tls_conn_input(); valid only during that call. */
+	const unsigned char *in;
+	size_t in_len;
+	size_t in_off;
+	/* Unconsumed input kept after TLS_STOPPED (heap, NULL when empty). */
+	unsigned char *stash;
+	size_t stash_len;
+	char *err;			/* heap reason, or NULL */
+	const char *err_static;		/* fallback reason if err could not be built */
+	int sink_err;			/* first error the sink returned */
+	uint8_t state;			/* enum tls_conn_state */
+	bool hs_done;			/* the handshake completed (sticky) */
+	bool in_input;			/* tls_conn_input() is on the stack */
+	bool shutdown_sent;
+};
+
+/* ---------------------------------------------------------------------- */
+/* The buffer BIO                                                          */
+
+static BIO_METHOD *tls_bio_method;
+static pthread_once_t tls_bio_once = PTHREAD_ONCE_INIT;
+
+/* Read side: hands out the lent slice, then asks OpenSSL to retry later. */
+static int tls_bio_read(BIO *b, char *buf, size_t cap, size_t *got)
+{
+	struct tls_conn *t = BIO_get_data(b);
+	size_t n = t->in_len - t->in_off;
+
+	BIO_clear_retry_flags(b);
+	if (n == 0) {
+		*got = 0;
+		BIO_set_retry_read(b);
+		return 0;
+	}
+	if (n > cap)
+		n = cap;
+	memcpy(buf, t->in + t->in_off, n);
+	t->in_off += n;
+	*got = n;
+	return 1;
+}
+
+/*
+ * Write side: every record goes to the sink as OpenSSL produces it. A sink
+ * failure is remembered and reported as a hard (non-retry) BIO error, which
+ * makes the SSL call fail with SSL_ERROR_SYSCALL.
+ */
+static int tls_bio_write(BIO *b, const char *data, size_t len, size_t *written)
+{
+	struct tls_conn *t = BIO_get_data(b);
+	int ret;
+
+	BIO_clear_retry_flags(b);
+	*written = 0;
+	if (t->sink_err)
+		return 0;
+	ret = t->sink(t->sink_arg, data, len);
+	if (ret != 0) {
+		t->sink_err = ret < 0 ? ret : -EIO;
+		return 0;
+	}
+	*written = len;
+	return 1;
+}
+
+static long tls_bio_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+	/* Flush must succeed or the handshake state machine stalls. */
+	return cmd == BIO_CTRL_FLUSH ? 1 : 0;
+}
+
+static void tls_bio_init_once(void)
+{
+	BIO_METHOD *m;
+
+	m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "stanzad-buffer");
+	if (!m)
+		return;
+	if (!BIO_meth_set_read_ex(m, tls_bio_read) || !BIO_meth_set_write_ex(m, tls_bio_write) ||
+	    !BIO_meth_set_ctrl(m, tls_bio_ctrl)) {
+		BIO_meth_free(m);
+		return;
+	}
+	tls_bio_method = m;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Error reporting                                                         */
+
+/* OpenSSL's reason for one queued error, never NULL. */
+static const char *tls_err_reason(unsigned long e)
+{
+	const char *r;
+
+	if (e == 0)
+		return "unknown error";
+	if (ERR_SYSTEM_ERROR(e)) {
+		/* ERR_reason_error_string() has no text for errno values. */
+		r = strerrordesc_np(ERR_GET_REASON(e));
+		return r ? r : "system error";
+	}
+	r = ERR_reason_error_string(e);
+	return r ? r : "unknown error";
+}
+
+/*
+ * Drains the thread's OpenSSL error queue (it is per thread, so a stale
+ * entry would be blamed on the next connection). Returns the reason of the
+ * earliest entry, which names the root cause, and stores an errno for it.
+ * With detail non-NULL, the entry's extra text (e.g. "No supported data to
+ * decode. Input type: PEM") is copied there, or "" if it has none.
+ */
+static const char *tls_err_drain_detail(int *err_out, char *detail, size_t detail_size)
+{
+	unsigned long e, first = 0;
+	const char *data;
+	int err = 0, flags;
+
+	if (detail && detail_size)
+		detail[0] = '\0';
+	while ((e = ERR_get_error_all(NULL, NULL, NULL, &data, &flags)) != 0) {
+		if (!first) {
+			first = e;
+			/* A system error's text is "calling fopen(path)": the path is logged anyway. */
+			if (detail && (flags & ERR_TXT_STRING) && data && !ERR_SYSTEM_ERROR(e))
+				snprintf(detail, detail_size, "%s", data);
+		}
+		if (err)
+			continue;
+		if (ERR_SYSTEM_ERROR(e) && ERR_GET_REASON(e) > 0)
+			err = ERR_GET_REASON(e);
+		else if (ERR_GET_LIB(e) == ERR_LIB_X509 &&
+			 (ERR_GET_REASON(e) == X509_R_KEY_VALUES_MISMATCH ||
+			  ERR_GET_REASON(e) == X509_R_KEY_TYPE_MISMATCH))
+			err = EKEYREJECTED;
+		else if (ERR_GET_REASON(e) == ERR_R_MALLOC_FAILURE)
+			err = ENOMEM;
+	}
+	if (err_out)
+		*err_out = err ? err : EINVAL;
+	return tls_err_reason(first);
+}
+
+static const char *tls_err_drain(int *err_out)
+{
+	return tls_err_drain_detail(err_out, NULL, 0);
+}
+
+/*
+ * Logs one line naming the file (and the certificate a key was checked
+ * against, if cert is non-NULL) and the OpenSSL reason; sets errno.
+ */
+static void tls_log_file_error(const char *event, const char *file, const char *cert,
+			       int err_override)
+{
+	char path[256], cpath[256], why[200], detail[120], text[240];
+	const char *reason;
+	int err;
+
+	reason = tls_err_drain_detail(&err, detail, sizeof(detail));
+	if (detail[0])
+		snprintf(text, sizeof(text), "%s (%s)", reason, detail);
+	else
+		snprintf(text, sizeof(text), "%s", reason);
+	log_error(event, "file=%s%s%s reason=%s",
+		  log_sanitize(path, sizeof(path), file, strlen(file)), cert ? " cert=" : "",
+		  cert ? log_sanitize(cpath, sizeof(cpath), cert, strlen(cert)) : "",
+		  log_sanitize(why, sizeof(why), text, strlen(text)));
+	errno = err_override ? err_override : err;
+}
+
+/* Records "phase: reason" as the connection's error and marks it failed. */
+static void tls_conn_fail(struct tls_conn *t, const char *phase, const char *reason)
+{
+	free(t->err);
+	t->err = NULL;
+	if (asprintf(&t->err, "%s: %s", phase, reason) < 0)
+		t->err = NULL;
+	t->err_static = phase;
+	t->state = TLS_ST_FAILED;
+}
+
+/* Turns a failed SSL call into a reason; ret is what the call returned. */
+static void tls_conn_fail_ssl(struct tls_conn *t, const char *phase, int ret)
+{
+	int code = SSL_get_error(t->ssl, ret);
+	char why[64];
+
+	if (t->sink_err) {
+		ERR_clear_error();
+		snprintf(why, sizeof(why), "output sink failed (%s)",
+			 strerrorname_np(-t->sink_err) ? strerrorname_np(-t->sink_err) : "?");
+		tls_conn_fail(t, phase, why);
+		return;
+	}
+	if (code == SSL_ERROR_SSL || ERR_peek_error()) {
+		tls_conn_fail(t, phase, tls_err_drain(NULL));
+		return;
+	}
+	/* SYSCALL without a sink error, or a state we never ask for. */
+	snprintf(why, sizeof(why), "unexpected OpenSSL state %d", code);
+	tls_conn_fail(t, phase, why);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Server context                                                          */
+
+/*
+ * ALPN selection (XEP-0368). With a required protocol: pick it if the
+ * client offers it, otherwise fail the handshake with no_application_protocol.
+ * Without one (STARTTLS port): ignore whatever is offered. Clients offering
+ * no ALPN at all never reach this callback and are accepted.
+ */
+static int tls_alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+			   const unsigned char *in, unsigned int inlen, void *arg)
+{
+	const struct tls_conn *t = SSL_get_app_data(ssl);
+	const struct tls_server *srv = t ? t->srv : NULL;
+	unsigned int i = 0;
+
+	if (!srv || srv->alpn_len == 0)
+		return SSL_TLSEXT_ERR_NOACK;
+	/* OpenSSL has validated the list framing; stay in bounds anyway. */
+	while (i < inlen) {
+		unsigned int n = in[i];
+
+		if (n == 0 || n > inlen - i - 1)
+			break;
+		if (n == srv->alpn_len && memcmp(in + i + 1, srv->alpn, n) == 0) {
+			*out = (const unsigned char *)srv->alpn;
+			*outlen = (unsigned char)n;
+			return SSL_TLSEXT_ERR_OK;
+		}
+		i += n + 1;
+	}
+	return SSL_TLSEXT_ERR_ALERT_FATAL;
+}
+
+/* Copies an ALPN name into srv; 0 or -EINVAL for an empty or long name. */
+static int tls_server_set_alpn(struct tls_server *srv, const char *alpn)
+{
+	size_t n;
+
+	srv->alpn_len = 0;
+	srv->alpn[0] = '\0';
+	if (!alpn)
+		return 0;
+	n = strlen(alpn);
+	if (n == 0 || n > TLS_ALPN_NAME_MAX)
+		return -EINVAL;
+	memcpy(srv->alpn, alpn, n + 1);
+	srv->alpn_len = n;
+	return 0;
+}
+
+/* Protocol policy of the context; 0 or -EINVAL (logged). */
+static int tls_ctx_configure(SSL_CTX *ctx)
+{
+	const char *what;
+
+	/*
+	 * No compression (CRIME), no renegotiation (it breaks tls-unique and
+	 * kTLS, and costs CPU for nothing), server picks the suite, but lets a
+	 * client that prefers ChaCha20 (no AES hardware) have it.
+	 */
+	SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
+					 SSL_OP_CIPHER_SERVER_PREFERENCE |
+					 SSL_OP_PRIORITIZE_CHACHA);
+	SSL_CTX_clear_options(ctx, SSL_OP_NO_TICKET);
+	/* Idle connections give their 17 KiB record buffers back. */
+	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+	/*
+	 * Resumption is by stateless tickets only: a server-side session cache
+	 * would pin one session per connection in a table shared (and locked)
+	 * by all workers. Ticket keys are made by OpenSSL per context.
+	 */
+	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+	SSL_CTX_set_timeout(ctx, TLS_SESSION_LIFETIME);
+
+	what = "min protocol";
+	if (!SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION))
+		goto err;
+	what = "cipher list";
+	if (!SSL_CTX_set_cipher_list(ctx, TLS_CIPHERS_TLS12))
+		goto err;
+	what = "cipher suites";
+	if (!SSL_CTX_set_ciphersuites(ctx, TLS_CIPHERS_TLS13))
+		goto err;
+	what = "groups";
+	if (!SSL_CTX_set1_groups_list(ctx, TLS_GROUPS))
+		goto err;
+	what = "tickets";
+	if (!SSL_CTX_set_num_tickets(ctx, TLS_NUM_TICKETS))
+		goto err;
+	SSL_CTX_set_alpn_select_cb(ctx, tls_alpn_select, NULL);
+	return 0;
+
+err:
+	log_error("tls.config", "setting=\"%s\" reason=\"%s\"", what, tls_err_drain(NULL));
+	return -EINVAL;
+}
+
+struct tls_server *tls_server_new(const char *cert_file, const char *key_file,
+				  const char *alpn)
+{
+	struct tls_server *srv;
+	int err;
+
+	pthread_once(&tls_bio_once, tls_bio_init_once);
+	if (!tls_bio_method) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	if (!cert_file || !key_file) {
+		errno = EINVAL;
+		return NULL;
+	}
+	srv = calloc(1, sizeof(*srv));
+	if (!srv)
+		return NULL;
+	if (tls_server_set_alpn(srv, alpn) < 0) {
+		log_error("tls.config", "reason=\"ALPN name must be 1-255 bytes\"");
+		err = EINVAL;
+		goto err_free_srv;
+	}
+
+	ERR_clear_error();
+	srv->ctx = SSL_CTX_new(TLS_server_method());
+	if (!srv->ctx) {
+		tls_err_drain(&err);
+		log_error("tls.config", "reason=\"cannot create SSL_CTX\"");
+		goto err_free_srv;
+	}
+	if (tls_ctx_configure(srv->ctx) < 0) {
+		err = EINVAL;
+		goto err_free_ctx;
+	}
+	if (SSL_CTX_use_certificate_chain_file(srv->ctx, cert_file) != 1) {
+		tls_log_file_error("tls.cert_load", cert_file, NULL, 0);
+		err = errno;
+		goto err_free_ctx;
+	}
+	/* Also checks the key against the certificate when both are EC/RSA alike. */
+	if (SSL_CTX_use_PrivateKey_file(srv->ctx, key_file, SSL_FILETYPE_PEM) != 1) {
+		tls_log_file_error("tls.key_load", key_file, cert_file, 0);
+		err = errno;
+		goto err_free_ctx;
+	}
+	if (SSL_CTX_check_private_key(srv->ctx) != 1) {
+		tls_log_file_error("tls.key_mismatch", key_file, cert_file, EKEYREJECTED);
+		err = EKEYREJECTED;
+		goto err_free_ctx;
+	}
+	return srv;
+
+err_free_ctx:
+	SSL_CTX_free(srv->ctx);
+err_free_srv:
+	free(srv);
+	errno = err;
+	return NULL;
+}
+
+struct tls_server *tls_server_share(const struct tls_server *base, const char *alpn)
+{
+	struct tls_server *srv;
+
+	if (!base) {
+		errno = EINVAL;
+		return NULL;
+	}
+	srv = calloc(1, sizeof(*srv));
+	if (!srv)
+		return NULL;
+	if (tls_server_set_alpn(srv, alpn) < 0) {
+		free(srv);
+		errno = EINVAL;
+		return NULL;
+	}
+	if (!SSL_CTX_up_ref(base->ctx)) {
+		free(srv);
+		errno = ENOMEM;
+		return NULL;
+	}
+	srv->ctx = base->ctx;
+	return srv;
+}
+
+void tls_server_free(struct tls_server *srv)
+{
+	if (!srv)
+		return;
+	SSL_CTX_free(srv->ctx);
+	free(srv);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Self-signed certificate                                                 */
+
+/*
+ * A domain we are willing to put in a certificate: DNS labels of letters,
+ * digits and hyphens (1-63 bytes, no hyphen at either end), dot-separated,
+ * at most 253 bytes. This also keeps the OpenSSL extension syntax
+ * ("DNS:a,DNS:*.a") free of injected commas or colons.
+ */
+static bool tls_domain_valid(const char *d)
+{
+	size_t len = strlen(d), label = 0;
+
+	if (len == 0 || len > TLS_DOMAIN_MAX)
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		char c = d[i];
+
+		if (c == '.') {
+			if (label == 0 || d[i - 1] == '-')
+				return false;
+			label = 0;
+			continue;
+		}
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		      (c >= '0' && c <= '9') || c == '-'))
+			return false;
+		if (c == '-' && label == 0)
+			return false;
+		if (++label > 63)
+			return false;
+	}
+	return label > 0 && d[len - 1] != '-';
+}
+
+static int tls_add_ext(X509 *x, X509V3_CTX *v3, int nid, const char *value)
+{
+	X509_EXTENSION *ext = X509V3_EXT_nconf_nid(NULL, v3, nid, value);
+	int ok;
+
+	if (!ext)
+		return -EINVAL;
+	ok = X509_add_ext(x, ext, -1);
+	X509_EXTENSION_free(ext);
+	return ok ? 0 : -ENOMEM;
+}
+
+/* Builds and signs the certificate for pkey. NULL on failure. */
+static X509 *tls_make_cert(const char *domain, EVP_PKEY *pkey)
+{
+	unsigned char serial[TLS_SERIAL_BYTES];
+	char *san = NULL;
+	X509V3_CTX v3;
+	BIGNUM *bn = NULL;
+	X509 *x;
+	X509_NAME *name;
+
+	x = X509_new();
+	if (!x)
+		return NULL;
+	if (!X509_set_version(x, X509_VERSION_3))
+		goto err;
+
+	/* Positive (top bit clear) and never zero. */
+	if (RAND_bytes(serial, sizeof(serial)) != 1)
+		goto err;
+	serial[0] = (serial[0] & 0x7f) | 0x01;
+	bn = BN_bin2bn(serial, sizeof(serial), NULL);
+	if (!bn || !BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(x)))
+		goto err;
+
+	if (!X509_gmtime_adj(X509_getm_notBefore(x), -TLS_CERT_BACKDATE) ||
+	    !X509_time_adj_ex(X509_getm_notAfter(x), TLS_CERT_DAYS, 0, NULL))
+		goto err;
+
+	/* CN only when it fits; clients match on the SAN anyway. */
+	name = X509_get_subject_name(x);
+	if (strlen(domain) <= TLS_CN_MAX &&
+	    !X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
+					(const unsigned char *)domain, -1, -1, 0))
+		goto err;
+	if (!X509_set_issuer_name(x, name) || !X509_set_pubkey(x, pkey))
+		goto err;
+
+	X509V3_set_ctx(&v3, x, x, NULL, NULL, 0);
+	/* *.domain also covers service hosts like conference.domain. */
+	if (asprintf(&san, "DNS:%s,DNS:*.%s", domain, domain) < 0) {
+		san = NULL;
+		goto err;
+	}
+	if (tls_add_ext(x, &v3, NID_subject_alt_name, san) < 0 ||
+	    tls_add_ext(x, &v3, NID_basic_constraints, "critical,CA:FALSE") < 0 ||
+	    tls_add_ext(x, &v3, NID_key_usage, "critical,digitalSignature") < 0 ||
+	    tls_add_ext(x, &v3, NID_ext_key_usage, "serverAuth,clientAuth") < 0 ||
+	    tls_add_ext(x, &v3, NID_subject_key_identifier, "hash") < 0)
+		goto err;
+	if (X509_sign(x, pkey, EVP_sha256()) <= 0)
+		goto err;
+
+	free(san);
+	BN_free(bn);
+	return x;
+
+err:
+	free(san);
+	BN_free(bn);
+	X509_free(x);
+	return NULL;
+}
+
+/* Writes all of buf to fd. 0 or -errno. */
+static int tls_write_all(int fd, const char *buf, size_t len)
+{
+	while (len > 0) {
+		ssize_t n = write(fd, buf, len);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		buf += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/*
+ * Writes the contents of mem to a new temporary file next to path, with
+ * `mode`, synced. On success *tmp_out is the temp file's name (caller
+ * renames or unlinks it and frees the string). 0 or -errno.
+ */
+static int tls_write_temp(const char *path, BIO *mem, mode_t mode, char **tmp_out)
+{
+	char *data, *tmp;
+	long len;
+	int fd, ret;
+
+	if (asprintf(&tmp, "%s.tmp.XXXXXX", path) < 0)
+		return -ENOMEM;
+	/* mkstemp creates the file 0600, so the key is never readable by others. */
+	fd = mkostemp(tmp, O_CLOEXEC);
+	if (fd < 0) {
+		ret = -errno;
+		goto err_free_name;
+	}
+	if (fchmod(fd, mode) < 0) {
+		ret = -errno;
+		goto err_unlink;
+	}
+	len = BIO_get_mem_data(mem, &data);
+	if (len <= 0) {
+		ret = -EIO;
+		goto err_unlink;
+	}
+	ret = tls_write_all(fd, data, (size_t)len);
+	if (ret < 0)
+		goto err_unlink;
+	if (fsync(fd) < 0) {
+		ret = -errno;
+		goto err_unlink;
+	}
+	if (close(fd) < 0) {
+		fd = -1;
+		ret = -errno;
+		goto err_unlink;
+	}
+	*tmp_out = tmp;
+	return 0;
+
+err_unlink:
+	if (fd >= 0)
+		close(fd);
+	unlink(tmp);
+err_free_name:
+	free(tmp);
+	return ret;
+}
+
+/* fsyncs the directory holding path so a rename survives a power cut. */
+static void tls_sync_dir(const char *path)
+{
+	char *dir = strdup(path), *slash;
+	int fd;
+
+	if (!dir)
+		return;
+	slash = strrchr(dir, '/');
+	if (!slash)
+		strcpy(dir, ".");
+	else if (slash == dir)
+		slash[1] = '\0';
+	else
+		*slash = '\0';
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd >= 0) {
+		fsync(fd);
+		close(fd);
+	}
+	free(dir);
+}
+
+/* One error line: the file, the errno, and OpenSSL's reason if it has one. */
+static void tls_log_generate_error(const char *domain, const char *file, int ret)
+{
+	char path[256];
+	const char *reason = ERR_peek_error() ? tls_err_drain(NULL) : strerrordesc_np(-ret);
+
+	log_error("tls.self_signed", "domain=%s file=%s error=%s reason=\"%s\"", domain,
+		  log_sanitize(path, sizeof(path), file, strlen(file)),
+		  strerrorname_np(-ret) ? strerrorname_np(-ret) : "?", reason ? reason : "?");
+}
+
+/*
+ * Both files are written to synced temp files first and only then renamed
+ * into place, so a crash leaves either the old file or the new one, never
+ * a truncated one. (Between the two renames a crash can pair a new key with
+ * an old certificate; tls_server_new() then refuses the pair by name.)
+ */
+int tls_generate_self_signed(const char *domain, const char *cert_file,
+			     const char *key_file)
+{
+	EVP_PKEY *pkey;
+	X509 *x;
+	BIO *key_pem = NULL, *cert_pem = NULL;
+	char *key_tmp = NULL, *cert_tmp = NULL;
+	const char *failed = key_file;	/* the file named in the error line */
+	int ret;
+
+	if (!domain || !cert_file || !key_file || !tls_domain_valid(domain))
+		return -EINVAL;
+
+	ERR_clear_error();
+	pkey = EVP_EC_gen("P-256");
+	if (!pkey) {
+		ret = -ENOMEM;
+		goto out_log;
+	}
+	x = tls_make_cert(domain, pkey);
+	if (!x) {
+		ret = -EIO;
+		goto out_free_key;
+	}
+	/* The key's PEM lives in secure-heap memory that is wiped on free. */
+	key_pem = BIO_new(BIO_s_secmem());
+	cert_pem = BIO_new(BIO_s_mem());
+	if (!key_pem || !cert_pem) {
+		ret = -ENOMEM;
+		goto out_free_bios;
+	}
+	if (!PEM_write_bio_PrivateKey(key_pem, pkey, NULL, NULL, 0, NULL, NULL) ||
+	    !PEM_write_bio_X509(cert_pem, x)) {
+		ret = -EIO;
+		goto out_free_bios;
+	}
+	ret = tls_write_temp(key_file, key_pem, 0600, &key_tmp);
+	if (ret < 0)
+		goto out_free_bios;
+	failed = cert_file;
+	ret = tls_write_temp(cert_file, cert_pem, 0644, &cert_tmp);
+	if (ret < 0)
+		goto err_unlink_key;
+	failed = key_file;
+	if (rename(key_tmp, key_file) < 0) {
+		ret = -errno;
+		goto err_unlink_cert;
+	}
+	failed = cert_file;
+	if (rename(cert_tmp, cert_file) < 0) {
+		ret = -errno;
+		goto err_unlink_cert;
+	}
+	tls_sync_dir(key_file);
+	tls_sync_dir(cert_file);
+	/* Success is logged by the caller, which knows why it generated. */
+	ret = 0;
+	goto out_free_bios;	/* same cleanup as the failures below */
+
+err_unlink_cert:
+	unlink(cert_tmp);
+err_unlink_key:
+	unlink(key_tmp);	/* harmless ENOENT if it was already renamed */
+out_free_bios:
+	free(cert_tmp);
+	free(key_tmp);
+	BIO_free(cert_pem);
+	BIO_free(key_pem);
+	X509_free(x);
+out_free_key:
+	EVP_PKEY_free(pkey);
+out_log:
+	if (ret < 0)
+		tls_log_generate_error(domain, failed, ret);
+	ERR_clear_error();
+	return ret;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Connections                                                             */
+
+struct tls_conn *tls_conn_new(struct tls_server *srv, tls_sink_fn sink, void *sink_arg)
+{
+	struct tls_conn *t;
+	BIO *bio;
+
+	if (!srv || !sink) {
+		errno = EINVAL;
+		return NULL;
+	}
+	t = calloc(1, sizeof(*t));
+	if (!t)
+		return NULL;
+	t->srv = srv;
+	t->sink = sink;
+	t->sink_arg = sink_arg;
+
+	ERR_clear_error();
+	t->ssl = SSL_new(srv->ctx);
+	if (!t->ssl)
+		goto err_free_conn;
+	bio = BIO_new(tls_bio_method);
+	if (!bio)
+		goto err_free_ssl;
+	BIO_set_data(bio, t);
+	BIO_set_init(bio, 1);
+	/* Same BIO both ways: SSL_set_bio() takes the one reference. */
+	SSL_set_bio(t->ssl, bio, bio);
+	SSL_set_app_data(t->ssl, t);
+	SSL_set_accept_state(t->ssl);
+	return t;
+
+err_free_ssl:
+	SSL_free(t->ssl);
+err_free_conn:
+	ERR_clear_error();
+	free(t);
+	errno = ENOMEM;
+	return NULL;
+}
+
+void tls_conn_free(struct tls_conn *t)
+{
+	if (!t)
+		return;
+	SSL_free(t->ssl);
+	free(t->stash);
+	free(t->err);
+	free(t);
+}
+
+/*
+ * Keeps the unread part of the lent input after the plaintext callback
+ * asked to stop. When the stash itself was lent, it is only trimmed.
+ * 0 or -ENOMEM.
+ */
+static int tls_conn_keep_rest(struct tls_conn *t)
+{
+	size_t rest = t->in_len - t->in_off;
+	unsigned char *copy;
+
+	if (rest == 0) {
+		free(t->stash);
+		t->stash = NULL;
+		t->stash_len = 0;
+		return 0;
+	}
+	if (t->in == t->stash) {
+		memmove(t->stash, t->stash + t->in_off, rest);
+		t->stash_len = rest;
+		return 0;
+	}
+	copy = malloc(rest);
+	if (!copy)
+		return -ENOMEM;
+	memcpy(copy, t->in + t->in_off, rest);
+	free(t->stash);
+	t->stash = copy;
+	t->stash_len = rest;
+	return 0;
+}
+
+/* Appends new input behind a stash left by TLS_STOPPED. 0 or -errno. */
+static int tls_conn_stash_append(struct tls_conn *t, const void *data, size_t len)
+{
+	unsigned char *p;
+
+	if (len > TLS_STASH_MAX - t->stash_len)
+		return -ENOBUFS;
+	p = realloc(t->stash, t->stash_len + len);
+	if (!p)
+		return -ENOMEM;
+	memcpy(p + t->stash_len, data, len);
+	t->stash = p;
+	t->stash_len += len;
+	return 0;
+}
+
+/*
+ * Finishes the handshake if it is still running. Returns 1 when it is done
+ * (it completed now or earlier), 0 when more input is needed, -1 on a fatal
+ * error (recorded in t).
+ */
+static int tls_conn_drive_handshake(struct tls_conn *t)
+{
+	int ret;
+
+	if (t->state != TLS_ST_HANDSHAKE)
+		return 1;
+	ret = SSL_do_handshake(t->ssl);
+	if (ret == 1) {
+		t->state = TLS_ST_OPEN;
+		t->hs_done = true;
+		return 1;
+	}
+	if (SSL_get_error(t->ssl, ret) == SSL_ERROR_WANT_READ && !t->sink_err)
+		return 0;
+	tls_conn_fail_ssl(t, "handshake failed", ret);
+	return -1;
+}
+
+/*
+ * Decrypts everything the lent input holds, passing each record's
+ * plaintext to on_plain. Returns TLS_OK when the input is used up, or the
+ * status that ended the loop.
+ */
+static enum tls_status tls_conn_read_all(struct tls_conn *t, tls_plain_fn on_plain, void *arg)
+{
+	char buf[TLS_READ_CHUNK];
+	size_t got, dirty = 0;
+	enum tls_status st = TLS_OK;
+
+	for (;;) {
+		int ret = SSL_read_ex(t->ssl, buf, sizeof(buf), &got);
+
+		if (ret == 1) {
+			if (got > dirty)
+				dirty = got;
+			if (on_plain(arg, buf, got) != 0) {
+				st = TLS_STOPPED;
+				break;
+			}
+			/* The callback may have written, and failed, on this conn. */
+			if (t->state == TLS_ST_FAILED) {
+				st = TLS_ERROR;
+				break;
+			}
+			continue;
+		}
+		switch (SSL_get_error(t->ssl, ret)) {
+		case SSL_ERROR_WANT_READ:
+			if (!t->sink_err)
+				goto out;
+			tls_conn_fail_ssl(t, "read failed", ret);
+			st = TLS_ERROR;
+			goto out;
+		case SSL_ERROR_ZERO_RETURN:
+			t->state = TLS_ST_CLOSED;
+			st = TLS_CLOSED;
+			goto out;
+		default:
+			tls_conn_fail_ssl(t, "read failed", ret);
+			st = TLS_ERROR;
+			goto out;
+		}
+	}
+out:
+	/* Plaintext may hold credentials (SASL PLAIN): do not leave it on the stack. */
+	explicit_bzero(buf, dirty);
+	return st;
+}
+
+enum tls_status tls_conn_input(struct tls_conn *t, const void *data, size_t len,
+			       tls_plain_fn on_plain, void *arg)
+{
+	enum tls_status st;
+	bool was_handshaking;
+	int ret;
+
+	if (t->state == TLS_ST_FAILED)
+		return TLS_ERROR;
+	if (t->state == TLS_ST_CLOSED)
+		return TLS_CLOSED;	/* nothing after close_notify is valid */
+	if (t->in_input || !on_plain || (len && !data)) {
+		tls_conn_fail(t, "input failed", "invalid call");
+		return TLS_ERROR;
+	}
+
+	/* Bytes kept from a stopped call come first. */
+	if (t->stash && len) {
+		ret = tls_conn_stash_append(t, data, len);
+		if (ret < 0) {
+			tls_conn_fail(t, "input failed", ret == -ENOBUFS ?
+				      "too much input while stopped" : "out of memory");
+			return TLS_ERROR;
+		}
+	}
+	if (t->stash) {
+		t->in = t->stash;
+		t->in_len = t->stash_len;
+	} else {
+		t->in = data;
+		t->in_len = len;
+	}
+	t->in_off = 0;
+	t->in_input = true;
+	was_handshaking = t->state == TLS_ST_HANDSHAKE;
+	ERR_clear_error();
+
+	ret = tls_conn_drive_handshake(t);
+	if (ret < 0) {
+		st = TLS_ERROR;
+		goto out;
+	}
+	if (ret == 0) {
+		st = TLS_OK;
+		goto out;
+	}
+	st = tls_conn_read_all(t, on_plain, arg);
+	if (st == TLS_STOPPED && tls_conn_keep_rest(t) < 0) {
+		tls_conn_fail(t, "input failed", "out of memory");
+		st = TLS_ERROR;
+	}
+	if (st == TLS_OK && was_handshaking)
+		st = TLS_HANDSHAKE_DONE;
+
+out:
+	/* Everything lent was consumed unless we stopped; drop the stash. */
+	if (st != TLS_STOPPED && t->stash) {
+		free(t->stash);
+		t->stash = NULL;
+		t->stash_len = 0;
+	}
+	t->in = NULL;
+	t->in_len = 0;
+	t->in_off = 0;
+	t->in_input = false;
+	ERR_clear_error();
+	return st;
+}
+
+bool tls_conn_pending(const struct tls_conn *t)
+{
+	return t->stash != NULL;
+}
+
+int tls_conn_write(struct tls_conn *t, const void *data, size_t len)
+{
+	size_t written;
+	int ret;
+
+	if (t->state == TLS_ST_FAILED)
+		return t->sink_err ? t->sink_err : -EIO;
+	if (t->state == TLS_ST_HANDSHAKE)
+		return -ENOTCONN;
+	if (len == 0)
+		return 0;
+	ERR_clear_error();
+	/* Without partial-write mode this writes every byte or fails. */
+	ret = SSL_write_ex(t->ssl, data, len, &written);
+	if (ret == 1 && written == len)
+		return 0;
+	tls_conn_fail_ssl(t, "write failed", ret);
+	ERR_clear_error();
+	return t->sink_err ? t->sink_err : -EIO;
+}
+
+void tls_conn_shutdown(struct tls_conn *t)
+{
+	/* OpenSSL forbids SSL_shutdown() after a fatal error or mid-handshake. */
+	if (t->shutdown_sent || t->state == TLS_ST_FAILED || t->state == TLS_ST_HANDSHAKE)
+		return;
+	t->shutdown_sent = true;
+	ERR_clear_error();
+	/* 0 = sent, peer's not yet seen; 1 = both done. Both are fine here. */
+	if (SSL_shutdown(t->ssl) < 0)
+		tls_conn_fail_ssl(t, "shutdown failed", -1);
+	ERR_clear_error();
+}
+
+/* ---------------------------------------------------------------------- */
+/* Accessors                                                               */
+
+bool tls_conn_handshake_done(const struct tls_conn *t)
+{
+	return t->hs_done;
+}
+
+const char *tls_conn_version(const struct tls_conn *t)
+{
+	return tls_conn_handshake_done(t) ? SSL_get_version(t->ssl) : "";
+}
+
+const char *tls_conn_cipher(const struct tls_conn *t)
+{
+	const SSL_CIPHER *c;
+
+	if (!tls_conn_handshake_done(t))
+		return "";
+	c = SSL_get_current_cipher(t->ssl);
+	return c ? SSL_CIPHER_get_name(c) : "";
+}
+
+const char *tls_conn_alpn(const struct tls_conn *t)
+{
+	const unsigned char *p;
+	unsigned int n;
+
+	SSL_get0_alpn_selected(t->ssl, &p, &n);
+	/* We only ever select our own name, so return its NUL-terminated copy. */
+	return n > 0 && n == t->srv->alpn_len ? t->srv->alpn : "";
+}
+
+const char *tls_conn_error(const struct tls_conn *t)
+{
+	if (t->err)
+		return t->err;
+	return t->err_static ? t->err_static : "";
+}
+
+bool tls_conn_is_tls13(const struct tls_conn *t)
+{
+	return tls_conn_handshake_done(t) && SSL_version(t->ssl) == TLS1_3_VERSION;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Channel binding                                                         */
+
+/* RFC 9266: 32 bytes of exporter output, label only, no context. */
+static ssize_t tls_cb_exporter(const struct tls_conn *t, unsigned char *out, size_t cap)
+{
+	/*
+	 * On TLS 1.2 the exporter is only unique per connection when the
+	 * master secret covers the whole handshake (RFC 7627).
+	 */
+	if (SSL_version(t->ssl) != TLS1_3_VERSION && SSL_get_extms_support(t->ssl) != 1)
+		return -ENOTSUP;
+	if (cap < TLS_EXPORTER_LEN)
+		return -ENOSPC;
+	if (SSL_export_keying_material(t->ssl, out, TLS_EXPORTER_LEN, TLS_EXPORTER_LABEL,
+				       strlen(TLS_EXPORTER_LABEL), NULL, 0, 0) != 1) {
+		ERR_clear_error();
+		return -EIO;
+	}
+	return TLS_EXPORTER_LEN;
+}
+
+/*
+ * RFC 5929 tls-unique: the first Finished message of the handshake. This
+ * mirrors CPython's SSLSocket.get_channel_binding() (Modules/_ssl.c), which
+ * is what Python XMPP clients (slixmpp, ...) send: a full handshake uses
+ * the client's Finished, a resumed one the server's. On the server side
+ * that is the peer's Finished for a new session and our own for a resumed
+ * one. OpenSSL keeps both on TLS 1.3 too, where deployed clients use the
+ * same rule although RFC 8446 left tls-unique undefined.
+ */
+static ssize_t tls_cb_unique(const struct tls_conn *t, unsigned char *out, size_t cap)
+{
+	unsigned char buf[EVP_MAX_MD_SIZE];
+	size_t len;
+
+	if (SSL_session_reused(t->ssl))
+		len = SSL_get_finished(t->ssl, buf, sizeof(buf));
+	else
+		len = SSL_get_peer_finished(t->ssl, buf, sizeof(buf));
+	if (len == 0 || len > sizeof(buf))
+		return -ENOTCONN;
+	if (cap < len)
+		return -ENOSPC;
+	memcpy(out, buf, len);
+	return (ssize_t)len;
+}
+
+/*
+ * RFC 5929 tls-server-end-point: hash of our certificate with its signature
+ * hash (SHA-256 when that is MD5 or SHA-1).
+ */
+static ssize_t tls_cb_end_point(const struct tls_conn *t, unsigned char *out, size_t cap)
+{
+	unsigned char buf[EVP_MAX_MD_SIZE];
+	unsigned int len;
+	const EVP_MD *md;
+	X509 *x = SSL_get_certificate(t->ssl);
+	int mdnid;
+
+	if (!x || !X509_get_signature_info(x, &mdnid, NULL, NULL, NULL))
+		return -ENOTSUP;
+	if (mdnid == NID_md5 || mdnid == NID_sha1 || mdnid == NID_undef)
+		mdnid = NID_sha256;
+	md = EVP_get_digestbynid(mdnid);
+	if (!md || !X509_digest(x, md, buf, &len)) {
+		ERR_clear_error();
+		return -ENOTSUP;
+	}
+	if (cap < len)
+		return -ENOSPC;
+	memcpy(out, buf, len);
+	return len;
+}
+
+ssize_t tls_conn_channel_binding(const struct tls_conn *t, const char *type,
+				 unsigned char *out, size_t cap)
+{
+	if (!type || !out)
+		return -EINVAL;
+	if (t->state != TLS_ST_OPEN)
+		return -ENOTCONN;
+	if (strcmp(type, "tls-exporter") == 0)
+		return tls_cb_exporter(t, out, cap);
+	if (strcmp(type, "tls-unique") == 0)
+		return tls_cb_unique(t, out, cap);
+	if (strcmp(type, "tls-server-end-point") == 0)
+		return tls_cb_end_point(t, out, cap);
+	return -ENOTSUP;
+}

@@ -1,0 +1,535 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Worker: the loop's upcalls (accept, receive, send, watched fds, end of
+ * turn), the connection slot table, output batching and reaping.
+ */
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "c2s.h"
+#include "config.h"
+#include "conn.h"
+#include "log.h"
+#include "server.h"
+#include "tls.h"
+#include "worker.h"
+#include "xml.h"
+
+#define WORKER_CHUNK_POOL_MAX	1024	/* idle output chunks kept per worker */
+#define WORKER_SHUTDOWN_MS	5000	/* longest a graceful shutdown may take */
+
+#define container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+
+/* ---- Slots ---- */
+
+struct conn *worker_conn(struct worker *w, uint32_t slot, uint32_t gen)
+{
+	struct conn *c;
+
+	if (slot >= w->cap)
+		return NULL;
+	c = w->conns[slot];
+	if (!c || c->gen != gen)
+		return NULL;
+	return c;
+}
+
+/* Grows the slot table geometrically up to max_connections. */
+static int worker_grow_slots(struct worker *w)
+{
+	uint32_t max = w->srv->cfg->max_connections;
+	uint32_t ncap = w->cap ? w->cap * 2 : 64;
+	struct conn **conns;
+	uint32_t *gens, *free_slots;
+
+	if (ncap > max)
+		ncap = max;
+	if (ncap <= w->cap)
+		return -EMFILE;
+	conns = realloc(w->conns, ncap * sizeof(*conns));
+	if (!conns)
+		return -ENOMEM;
+	w->conns = conns;
+	gens = realloc(w->gens, ncap * sizeof(*gens));
+	if (!gens)
+		return -ENOMEM;
+	w->gens = gens;
+	free_slots = realloc(w->free_slots, ncap * sizeof(*free_slots));
+	if (!free_slots)
+		return -ENOMEM;
+	w->free_slots = free_slots;
+	/* New slots go on the free stack highest first, so low ones are used first. */
+	for (uint32_t s = ncap; s > w->cap; s--) {
+		w->conns[s - 1] = NULL;
+		w->gens[s - 1] = 0;
+		w->free_slots[w->nfree++] = s - 1;
+	}
+	w->cap = ncap;
+	return 0;
+}
+
+/* ---- Output chunks ---- */
+
+struct out_chunk *worker_chunk_get(struct worker *w, size_t need)
+{
+	struct out_chunk *ch;
+	size_t cap = CONN_CHUNK_SIZE - sizeof(struct out_chunk);
+
+	if (need <= cap && w->chunk_free) {
+		ch = w->chunk_free;
+		w->chunk_free = ch->next;
+		w->chunk_free_count--;
+	} else {
+		if (need > cap)
+			cap = need;
+		ch = malloc(sizeof(*ch) + cap);
+		if (!ch)
+			return NULL;
+		ch->cap = (uint32_t)cap;
+	}
+	ch->next = NULL;
+	ch->len = 0;
+	ch->off = 0;
+	return ch;
+}
+
+void worker_chunk_put(struct worker *w, struct out_chunk *ch)
+{
+	if (ch->cap == CONN_CHUNK_SIZE - sizeof(struct out_chunk) &&
+	    w->chunk_free_count < WORKER_CHUNK_POOL_MAX) {
+		ch->next = w->chunk_free;
+		w->chunk_free = ch;
+		w->chunk_free_count++;
+		return;
+	}
+	free(ch);
+}
+
+/* ---- Flush and reap lists ---- */
+
+void worker_want_flush(struct worker *w, struct conn *c)
+{
+	if (c->in_flush_list)
+		return;
+	c->in_flush_list = true;
+	c->flush_next = w->flush_list;
+	w->flush_list = c;
+}
+
+void worker_want_reap(struct worker *w, struct conn *c)
+{
+	if (c->in_reap_list)
+		return;
+	c->in_reap_list = true;
+	c->closing = true;
+	loop_timer_cancel(&c->timer);
+	c->reap_next = w->reap_list;
+	w->reap_list = c;
+}
+
+static void conn_free(struct worker *w, struct conn *c)
+{
+	struct out_chunk *ch = c->out_head;
+
+	while (ch) {
+		struct out_chunk *next = ch->next;
+
+		worker_chunk_put(w, ch);
+		ch = next;
+	}
+	loop_timer_cancel(&c->timer);
+	xml_stream_destroy(&c->xs);
+	if (c->tls)
+		tls_conn_free(c->tls);
+	free(c->pending_in);
+	free(c->jid);
+	w->conns[c->slot] = NULL;
+	w->gens[c->slot] = (c->gen + 1) & LOOP_GEN_MASK;
+	w->free_slots[w->nfree++] = c->slot;
+	w->nconns--;
+	free(c);
+}
+
+static void conn_log_close(const struct conn *c)
+{
+	static const char *const reasons[] = {
+		[CONN_CLOSE_NONE] = "unknown",	  [CONN_CLOSE_PEER] = "peer",
+		[CONN_CLOSE_ERROR] = "stream-error", [CONN_CLOSE_IO] = "io-error",
+		[CONN_CLOSE_TIMEOUT] = "timeout", [CONN_CLOSE_SHUTDOWN] = "shutdown",
+		[CONN_CLOSE_REPLACED] = "replaced", [CONN_CLOSE_SLOW] = "slow-reader",
+	};
+
+	log_info("conn.close", "conn=%llu reason=%s", (unsigned long long)c->id,
+		 reasons[c->close_reason]);
+}
+
+/*
+ * Frees closed connections whose operations have all completed; asks the
+ * kernel to cancel the rest (their CQEs bring them back here next turn).
+ */
+static void worker_reap(struct worker *w)
+{
+	struct conn **pp = &w->reap_list;
+	struct conn *c;
+
+	while ((c = *pp) != NULL) {
+		if (c->recv_armed || c->send_inflight) {
+			if (!c->cancel_sent && c->fd >= 0) {
+				loop_cancel_fd(w->loop, c->fd);
+				c->cancel_sent = true;
+			}
+			pp = &c->reap_next;
+			continue;
+		}
+		*pp = c->reap_next;
+		conn_log_close(c);
+		close(c->fd);
+		c->fd = -1;
+		conn_free(w, c);
+	}
+}
+
+/* Queues one send per connection with output and no send in flight. */
+static void worker_flush(void *ctx)
+{
+	struct worker *w = ctx;
+	struct conn *c = w->flush_list, *next;
+
+	w->flush_list = NULL;
+	for (; c; c = next) {
+		next = c->flush_next;
+		c->in_flush_list = false;
+		c->flush_next = NULL;
+		if (c->in_reap_list || c->send_inflight || !c->out_head)
+			continue;
+		struct out_chunk *h = c->out_head;
+
+		loop_send(w->loop, c->fd, c->slot, c->gen, h->data + h->off, h->len - h->off);
+		c->send_inflight = true;
+	}
+	/* After the flush list is empty: reaping may free its members. */
+	worker_reap(w);
+
+	if (w->draining && w->nconns == 0)
+		loop_stop(w->loop);
+}
+
+static void conn_timer_fired(struct loop_timer *t);
+
+/* ---- Loop upcalls ---- */
+
+static void worker_accepted(void *ctx, unsigned listener, int fd)
+{
+	struct worker *w = ctx;
+	const struct listener *l = &w->srv->listeners[listener];
+	struct sockaddr_storage ss;
+	socklen_t sslen = sizeof(ss);
+	struct conn *c;
+	uint32_t slot;
+	int one = 1;
+
+	if (w->draining || (!w->nfree && worker_grow_slots(w) < 0)) {
+		log_warn("conn.refused", "listener=%s reason=%s", l->addr,
+			 w->draining ? "shutting-down" : "max-connections");
+		close(fd);
+		return;
+	}
+	c = calloc(1, sizeof(*c));
+	if (!c) {
+		close(fd);
+		return;
+	}
+	slot = w->free_slots[--w->nfree];
+	c->w = w;
+	c->fd = fd;
+	c->slot = slot;
+	c->gen = w->gens[slot];
+	c->id = ++w->next_conn_id * 256 + w->id;
+	c->kind = CONN_C2S;
+	c->direct_tls = l->kind == LISTENER_C2S_TLS;
+	c->timer.fn = conn_timer_fired;
+	w->conns[slot] = c;
+	w->nconns++;
+
+	if (getpeername(fd, (struct sockaddr *)&ss, &sslen) == 0) {
+		if (ss.ss_family == AF_INET) {
+			const struct sockaddr_in *a4 = (const struct sockaddr_in *)&ss;
+
+			c->peer.sin6_family = AF_INET6;
+			c->peer.sin6_port = a4->sin_port;
+			c->peer.sin6_addr.s6_addr[10] = 0xff;
+			c->peer.sin6_addr.s6_addr[11] = 0xff;
+			memcpy(&c->peer.sin6_addr.s6_addr[12], &a4->sin_addr, 4);
+		} else if (ss.ss_family == AF_INET6) {
+			memcpy(&c->peer, &ss, sizeof(c->peer));
+		}
+	}
+	/* Stanzas are small and latency matters more than packet count. */
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+
+	char peer[64];
+
+	log_info("conn.open", "conn=%llu peer=%s listener=%s", (unsigned long long)c->id,
+		 conn_peer_str(c, peer, sizeof(peer)), l->addr);
+	loop_recv(w->loop, fd, c->slot, c->gen);
+	c->recv_armed = true;
+	c2s_accepted(c);
+}
+
+static void worker_accept_error(void *ctx, unsigned listener, int err)
+{
+	struct worker *w = ctx;
+
+	if (err == -ECANCELED)
+		return;
+	log_warn("listener.accept_error", "listener=%s err=\"%s\"", w->srv->listeners[listener].addr,
+		 strerror(-err));
+}
+
+static void worker_received(void *ctx, uint32_t slot, uint32_t gen, const char *data, size_t len,
+			    int err, bool more)
+{
+	struct worker *w = ctx;
+	struct conn *c = worker_conn(w, slot, gen);
+
+	if (!c)
+		return;
+	if (!more)
+		c->recv_armed = false;
+	if (len) {
+		conn_input(c, data, len);
+		if (!c->closing && !c->input_paused)
+			xml_stream_release_idle(&c->xs);
+	} else if (err == 0) {
+		conn_input_end(c, 0);
+		return;
+	} else if (err != -ENOBUFS && err != -ECANCELED) {
+		conn_input_end(c, err);
+		return;
+	}
+	/*
+	 * Multishot receive stops when the buffer ring ran dry (ENOBUFS) or
+	 * for kernel reasons of its own; keep reading unless we are done.
+	 */
+	if (!c->recv_armed && !c->in_reap_list && err != -ECANCELED) {
+		loop_recv(w->loop, c->fd, c->slot, c->gen);
+		c->recv_armed = true;
+	}
+}
+
+static void worker_sent(void *ctx, uint32_t slot, uint32_t gen, int res)
+{
+	struct worker *w = ctx;
+	struct conn *c = worker_conn(w, slot, gen);
+	struct out_chunk *h;
+
+	if (!c)
+		return;
+	c->send_inflight = false;
+	if (c->in_reap_list)
+		return;
+	if (res < 0) {
+		if (res != -ECANCELED)
+			log_debug("conn.send_error", "conn=%llu err=\"%s\"", (unsigned long long)c->id,
+				  strerror(-res));
+		conn_abort(c, CONN_CLOSE_IO);
+		return;
+	}
+	h = c->out_head;
+	h->off += (uint32_t)res;
+	c->out_bytes -= (size_t)res;
+	if (h->off == h->len) {
+		c->out_head = h->next;
+		if (!c->out_head)
+			c->out_tail = NULL;
+		worker_chunk_put(w, h);
+	}
+	if (c->out_head)
+		worker_want_flush(w, c);
+	else
+		conn_output_drained(c);
+}
+
+static void worker_handle_signal(struct worker *w)
+{
+	struct signalfd_siginfo si;
+
+	while (read(w->signal_fd, &si, sizeof(si)) == sizeof(si)) {
+		switch (si.ssi_signo) {
+		case SIGINT:
+		case SIGTERM:
+			log_info("server.signal", "signal=%s action=shutdown",
+				 si.ssi_signo == SIGINT ? "SIGINT" : "SIGTERM");
+			worker_begin_shutdown(w);
+			break;
+		case SIGHUP:
+			log_info("server.signal", "signal=SIGHUP action=none msg=\"reload is not supported; restart to apply changes\"");
+			break;
+		}
+	}
+}
+
+static void worker_watch(void *ctx, unsigned id)
+{
+	struct worker *w = ctx;
+
+	switch (id) {
+	case WORKER_WATCH_INBOX:
+		storage_inbox_drain(&w->inbox);
+		break;
+	case WORKER_WATCH_SIGNAL:
+		worker_handle_signal(w);
+		break;
+	}
+}
+
+static const struct loop_handlers worker_loop_handlers = {
+	.accepted = worker_accepted,
+	.accept_error = worker_accept_error,
+	.received = worker_received,
+	.sent = worker_sent,
+	.watch = worker_watch,
+	.flush = worker_flush,
+};
+
+/* ---- Deadlines and shutdown ---- */
+
+static void conn_timer_fired(struct loop_timer *t)
+{
+	struct conn *c = container_of(t, struct conn, timer);
+
+	if (c->closing) {
+		/* Linger over: the peer had its chance to read and to close. */
+		worker_want_reap(c->w, c);
+		return;
+	}
+	c2s_deadline(c);
+}
+
+static void worker_shutdown_expired(struct loop_timer *t)
+{
+	struct worker *w = container_of(t, struct worker, shutdown_timer);
+
+	log_warn("server.shutdown_forced", "connections=%u", w->nconns);
+	for (uint32_t s = 0; s < w->cap; s++)
+		if (w->conns[s])
+			conn_abort(w->conns[s], CONN_CLOSE_SHUTDOWN);
+}
+
+void worker_begin_shutdown(struct worker *w)
+{
+	if (w->draining)
+		return;
+	w->draining = true;
+	w->srv->shutting_down = true;
+	for (uint32_t s = 0; s < w->cap; s++) {
+		struct conn *c = w->conns[s];
+
+		if (c && !c->closing) {
+			c->close_reason = CONN_CLOSE_SHUTDOWN;
+			c2s_stream_error(c, "system-shutdown", NULL);
+		}
+	}
+	w->shutdown_timer.fn = worker_shutdown_expired;
+	loop_timer_arm(w->loop, &w->shutdown_timer, WORKER_SHUTDOWN_MS);
+	if (w->nconns == 0)
+		loop_stop(w->loop);
+}
+
+/* ---- Setup ---- */
+
+int worker_init(struct worker *w, struct server *srv, unsigned id, int signal_fd)
+{
+	const struct loop_config lcfg = LOOP_CONFIG_DEFAULT;
+	struct xml_limits limits = XML_LIMITS_DEFAULT;
+	int ret;
+
+	memset(w, 0, sizeof(*w));
+	w->srv = srv;
+	w->id = id;
+	w->signal_fd = signal_fd;
+	arena_init(&w->tmp, 4096);
+
+	limits.max_stanza_bytes = srv->cfg->max_stanza_bytes;
+	w->xml = xml_pool_new(&limits);
+	if (!w->xml)
+		return -errno;
+
+	ret = storage_inbox_init(&w->inbox);
+	if (ret < 0)
+		goto err_free_pool;
+
+	w->loop = loop_new(&lcfg, &worker_loop_handlers, w);
+	if (!w->loop) {
+		ret = -errno;
+		log_error("worker.init", "worker=%u msg=\"cannot create io_uring: %s\"", id, strerror(errno));
+		goto err_destroy_inbox;
+	}
+	ret = loop_watch(w->loop, w->inbox.eventfd, WORKER_WATCH_INBOX);
+	if (ret < 0)
+		goto err_free_loop;
+	if (signal_fd >= 0) {
+		ret = loop_watch(w->loop, signal_fd, WORKER_WATCH_SIGNAL);
+		if (ret < 0)
+			goto err_free_loop;
+	}
+	for (unsigned i = 0; i < srv->nlisteners; i++) {
+		ret = loop_add_listener(w->loop, srv->listeners[i].fd, i);
+		if (ret < 0)
+			goto err_free_loop;
+	}
+	return 0;
+
+err_free_loop:
+	loop_free(w->loop);
+	w->loop = NULL;
+err_destroy_inbox:
+	storage_inbox_destroy(&w->inbox);
+err_free_pool:
+	xml_pool_free(w->xml);
+	w->xml = NULL;
+	return ret;
+}
+
+int worker_run(struct worker *w)
+{
+	return loop_run(w->loop);
+}
+
+void worker_destroy(struct worker *w)
+{
+	struct out_chunk *ch;
+
+	for (uint32_t s = 0; s < w->cap; s++) {
+		struct conn *c = w->conns[s];
+
+		if (c) {
+			close(c->fd);
+			c->fd = -1;
+			conn_free(w, c);
+		}
+	}
+	/* Completions for requests still queued would find no loop. */
+	storage_inbox_drain(&w->inbox);
+	loop_free(w->loop);
+	storage_inbox_destroy(&w->inbox);
+	xml_pool_free(w->xml);
+	while ((ch = w->chunk_free) != NULL) {
+		w->chunk_free = ch->next;
+		free(ch);
+	}
+	free(w->conns);
+	free(w->gens);
+	free(w->free_slots);
+	strbuf_free(&w->scratch);
+	arena_release(&w->tmp);
+}

@@ -1,0 +1,85 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * A worker: one thread, one event loop, the connections it accepted, and
+ * the per-thread pools they share (XML parsers, output chunks, scratch
+ * buffers). Nothing here is touched by another thread except the storage
+ * inbox (which has its own lock).
+ */
+#ifndef STANZAD_WORKER_H
+#define STANZAD_WORKER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "arena.h"
+#include "conn.h"
+#include "loop.h"
+#include "storage.h"
+#include "strbuf.h"
+
+struct server;
+struct xml_pool;
+
+enum worker_watch {
+	WORKER_WATCH_INBOX = 0,		/* storage completions */
+	WORKER_WATCH_SIGNAL,		/* signalfd (worker 0 only) */
+};
+
+struct worker {
+	struct server *srv;
+	unsigned id;
+	struct loop *loop;
+
+	/* Connection slots: conns[slot] or NULL; gens survive reuse. */
+	struct conn **conns;
+	uint32_t *gens;
+	uint32_t *free_slots;
+	uint32_t nfree;
+	uint32_t cap;
+	uint32_t nconns;
+
+	struct conn *flush_list;	/* connections with output to send */
+	struct conn *reap_list;		/* closed, waiting for ops to finish */
+
+	struct xml_pool *xml;
+	struct storage_inbox inbox;
+	int signal_fd;			/* -1 unless this worker handles signals */
+
+	/* Free output chunks of CONN_CHUNK_SIZE, to avoid malloc per write. */
+	struct out_chunk *chunk_free;
+	unsigned chunk_free_count;
+
+	/* Scratch space reused by handlers within one call (never kept). */
+	struct strbuf scratch;
+	struct arena tmp;
+
+	uint64_t next_conn_id;
+	bool draining;			/* shutdown: closing everyone */
+	struct loop_timer shutdown_timer;
+};
+
+/*
+ * Sets up a worker on the calling thread: ring, pools, inbox, listeners.
+ * 0 or -errno.
+ */
+int worker_init(struct worker *w, struct server *srv, unsigned id, int signal_fd);
+/* Runs the worker's loop until shutdown completes. 0 or -errno. */
+int worker_run(struct worker *w);
+void worker_destroy(struct worker *w);
+
+/* The connection at slot if its generation matches, else NULL. */
+struct conn *worker_conn(struct worker *w, uint32_t slot, uint32_t gen);
+
+/* Queues c for the end-of-turn flush. */
+void worker_want_flush(struct worker *w, struct conn *c);
+/* Queues c for reaping once its operations are done. */
+void worker_want_reap(struct worker *w, struct conn *c);
+
+/* Output chunks from the worker's pool. */
+struct out_chunk *worker_chunk_get(struct worker *w, size_t need);
+void worker_chunk_put(struct worker *w, struct out_chunk *ch);
+
+/* Starts an orderly shutdown: every connection gets system-shutdown. */
+void worker_begin_shutdown(struct worker *w);
+
+#endif

@@ -1,0 +1,44 @@
+#!/bin/sh
+# Installs the Debian 12 packages stanzad needs to build and test.
+#
+# Idempotent: prints nothing and exits 0 when everything is present. When
+# something is missing it installs it with apt-get (root only); run as an
+# unprivileged user it names the missing packages and exits 1.
+set -eu
+
+# Build: compiler, the daemon's libraries, TLS tooling.
+BUILD_PKGS="gcc make pkg-config openssl ca-certificates
+liburing-dev libexpat1-dev libssl-dev libsqlite3-dev libgsasl-dev
+libidn-dev libinih-dev liburcu-dev"
+# Tests: cmocka for C units, pytest + slixmpp (a real client) for
+# integration, sqlite3 CLI to inspect the store in tests.
+TEST_PKGS="libcmocka-dev python3 python3-pytest python3-slixmpp sqlite3"
+
+missing=""
+for p in $BUILD_PKGS $TEST_PKGS; do
+	status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+	case "$status" in
+	*" installed") ;;
+	*) missing="$missing $p" ;;
+	esac
+done
+[ -z "$missing" ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+	echo "stanzad: missing Debian packages:$missing" >&2
+	echo "stanzad: run 'sudo scripts/install-deps.sh' (or install them with apt-get) and retry" >&2
+	exit 1
+fi
+
+echo "stanzad: installing Debian packages:$missing"
+export DEBIAN_FRONTEND=noninteractive
+# A fresh machine may have no package lists yet: update once and retry.
+# shellcheck disable=SC2086
+if ! apt-get install -y -q --no-install-recommends $missing >/tmp/stanzad-apt.log 2>&1; then
+	apt-get update -q >>/tmp/stanzad-apt.log 2>&1 || true
+	if ! apt-get install -y -q --no-install-recommends $missing >>/tmp/stanzad-apt.log 2>&1; then
+		tail -n 20 /tmp/stanzad-apt.log >&2
+		echo "stanzad: apt-get could not install:$missing (log: /tmp/stanzad-apt.log)" >&2
+		exit 1
+	fi
+fi
