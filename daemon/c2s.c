@@ -478,13 +478,16 @@ void c2s_deadline(struct conn *c)
 	}
 	if (!idle_ms)
 		return;
-	if (idle < idle_ms) {
+	/* Any input after our ping answers it. */
+	if (c->ping_sent && c->last_input_ms >= c->ping_sent_ms)
 		c->ping_sent = false;
-		conn_set_deadline(c, idle_ms - idle);
-		return;
-	}
 	if (!c->ping_sent) {
+		if (idle < idle_ms) {
+			conn_set_deadline(c, idle_ms - idle);
+			return;
+		}
 		c->ping_sent = true;
+		c->ping_sent_ms = now;
 		c2s_send_ping(c);
 		conn_set_deadline(c, (uint64_t)cfg->ping_timeout * 1000);
 		return;

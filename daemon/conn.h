@@ -89,6 +89,7 @@ struct conn {
 
 	struct loop_timer timer;	/* the one deadline: handshake, auth, idle */
 	uint64_t last_input_ms;
+	uint64_t ping_sent_ms;		/* when our idle ping went out */
 
 	struct out_chunk *out_head, *out_tail;
 	size_t out_bytes;

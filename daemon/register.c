@@ -104,43 +104,29 @@ void register_get(struct iq_request *rq)
 	iq_reply_result(rq, q);
 }
 
-/* Sends `<iq type='result'/>` for a finished operation. */
-static void register_send_result(struct conn *c, const struct register_op *op)
+/*
+ * Answers a finished operation: `<iq type='result'/>` when condition is
+ * NULL, else an error with that condition and no payload echoed.
+ */
+static void register_answer(struct conn *c, const struct register_op *op, const char *condition)
 {
 	struct strbuf *b = &c->w->scratch;
+	const char *domain = c->w->srv->cfg->domain;
 
 	strbuf_clear(b);
-	strbuf_puts(b, "<iq type='result' id='");
+	strbuf_puts(b, condition ? "<iq type='error' id='" : "<iq type='result' id='");
 	strbuf_append_xml_escaped(b, op->id, strlen(op->id));
-	strbuf_puts(b, "'");
 	if (c->sess) {
-		strbuf_puts(b, " to='");
+		strbuf_puts(b, "' to='");
 		strbuf_append_xml_escaped(b, c->sess->jid, c->sess->jid_len);
-		strbuf_puts(b, "'");
 	}
-	strbuf_puts(b, " from='");
-	strbuf_append_xml_escaped(b, c->w->srv->cfg->domain, strlen(c->w->srv->cfg->domain));
-	strbuf_puts(b, "'/>");
-	conn_send(c, b->data, b->len);
-	strbuf_clear(b);
-}
-
-/* Sends an error for a finished operation (no payload echoed). */
-static void register_send_error(struct conn *c, const struct register_op *op, const char *condition)
-{
-	struct strbuf *b = &c->w->scratch;
-
-	strbuf_clear(b);
-	strbuf_puts(b, "<iq type='error' id='");
-	strbuf_append_xml_escaped(b, op->id, strlen(op->id));
-	strbuf_puts(b, "'");
-	if (c->sess) {
-		strbuf_puts(b, " to='");
-		strbuf_append_xml_escaped(b, c->sess->jid, c->sess->jid_len);
-		strbuf_puts(b, "'");
-	}
-	strbuf_printf(b, " from='%s'><error type='%s'><%s xmlns='" NS_STANZAS "'/></error></iq>",
-		      c->w->srv->cfg->domain, stanza_error_type(condition), condition);
+	strbuf_puts(b, "' from='");
+	strbuf_append_xml_escaped(b, domain, strlen(domain));
+	if (condition)
+		strbuf_printf(b, "'><error type='%s'><%s xmlns='" NS_STANZAS "'/></error></iq>",
+			      stanza_error_type(condition), condition);
+	else
+		strbuf_puts(b, "'/>");
 	conn_send(c, b->data, b->len);
 	strbuf_clear(b);
 }
@@ -176,15 +162,15 @@ static void register_done(struct storage_req *req)
 	}
 	if (c && !c->closing) {
 		if (req->result == 0)
-			register_send_result(c, op);
+			register_answer(c, op, NULL);
 		else if (req->result == -EEXIST)
-			register_send_error(c, op, "conflict");
+			register_answer(c, op, "conflict");
 		else if (req->result == -EINVAL)
-			register_send_error(c, op, "not-acceptable");
+			register_answer(c, op, "not-acceptable");
 		else if (req->result == -ENOENT)
-			register_send_error(c, op, "item-not-found");
+			register_answer(c, op, "item-not-found");
 		else
-			register_send_error(c, op, "internal-server-error");
+			register_answer(c, op, "internal-server-error");
 	}
 	if (req->result == 0 && req->op == STORAGE_OP_ACCOUNT_DELETE)
 		register_end_sessions(w, req->user);

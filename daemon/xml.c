@@ -1784,11 +1784,16 @@ static enum xml_status xml_stream_error(struct xml_stream *s, enum xml_status st
 	return st;
 }
 
-/* Bytes that may continue a reference name (Expat checks them properly). */
+/* Bytes that may be part of a name (Expat checks them properly). */
 static bool xml_lex_name_byte(unsigned char c)
 {
 	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-	       c == '_' || c == '-' || c == '.' || c == ':' || c == '#' || c >= 0x80;
+	       c == '_' || c == '-' || c == '.' || c == ':' || c >= 0x80;
+}
+
+static bool xml_lex_space(unsigned char c)
+{
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r';
 }
 
 /* What the deferral lexer concluded (xml_lex). */
@@ -1823,26 +1828,26 @@ static int xml_lex(struct xml_parser *p, const char *data, size_t len)
 				p->lex = XML_LEX_BANG;
 			else if (c == '?')
 				return XML_LEX_REFUSE;	/* a long PI */
-			else if (c == '>' || c == '<' || c == '=' || c == '\'' || c == '"' ||
-				 c == ' ' || c == '\t' || c == '\n' || c == '\r')
-				return XML_LEX_PARSE;
-			else
+			else if (xml_lex_name_byte(c))
 				p->lex = XML_LEX_TAG;
+			else
+				return XML_LEX_PARSE;
 			break;
 		case XML_LEX_BANG:
 			/* "<!-" starts a comment; "<![CDATA[" is short */
 			return c == '-' ? XML_LEX_REFUSE : XML_LEX_PARSE;
 		case XML_LEX_TAG:
-			if (c == '>' || c == '<' || c == '\'' || c == '"')
-				return XML_LEX_PARSE;
+			/* names, spaces, '=' and the '/' of "/>" only */
 			if (c == '=')
 				p->lex = XML_LEX_EQ;
+			else if (!xml_lex_name_byte(c) && !xml_lex_space(c) && c != '/')
+				return XML_LEX_PARSE;
 			break;
 		case XML_LEX_EQ:
 			if (c == '\'' || c == '"') {
 				p->lex = XML_LEX_QUOTE;
 				p->lex_n = c;
-			} else if (c != ' ' && c != '\t' && c != '\n' && c != '\r') {
+			} else if (!xml_lex_space(c)) {
 				return XML_LEX_PARSE;
 			}
 			break;
@@ -1853,11 +1858,11 @@ static int xml_lex(struct xml_parser *p, const char *data, size_t len)
 				p->lex = XML_LEX_TAG;
 			break;
 		case XML_LEX_END_TAG:
-			if (c == '>' || c == '<')
+			if (!xml_lex_name_byte(c) && !xml_lex_space(c))
 				return XML_LEX_PARSE;
 			break;
-		default: /* XML_LEX_REF */
-			if (!xml_lex_name_byte(c))
+		default: /* XML_LEX_REF: a name, or '#' and digits */
+			if (!xml_lex_name_byte(c) && c != '#')
 				return XML_LEX_PARSE;
 			break;
 		}

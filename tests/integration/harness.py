@@ -252,13 +252,6 @@ class StanzadServer:
                               input=stdin, capture_output=True, text=True, timeout=timeout)
 
     def add_user(self, user, password):
-        if not os.access(STANZACTL, os.X_OK) and "closed" not in self.extra_args:
-            # stanzactl is not built yet: fall back to in-band registration
-            # so that the rest of the suite can still run. `make
-            # integration` builds stanzactl, so this path is for
-            # development only.
-            register_inband(self.c2s_port, user, password)
-            return
         r = self.stanzactl("user", "add", user, stdin=password + "\n")
         assert r.returncode == 0, ("stanzactl user add %s failed (%d): %s %s" %
                                    (user, r.returncode, r.stdout, r.stderr))

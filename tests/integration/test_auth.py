@@ -190,3 +190,105 @@ def test_plain_with_authzid_of_someone_else_is_refused(server):
         assert kind == "failure" and cond in ("invalid-authzid", "not-authorized"), cond
     finally:
         s.close()
+
+
+# ---- preparation of names and passwords (RFC 4013, RFC 5802 section 5.1, RFC 6122 nodeprep) ----
+
+def test_passwords_are_saslprepped_for_plain_and_scram(server):
+    # U+00AD (soft hyphen) maps to nothing; U+2163 (ROMAN NUMERAL FOUR) is NFKC "IV".
+    raw_pw = "pass\u00adword\u2163"
+    prepared = "passwordIV"
+    user, _, jid = server.new_account("prep", password=raw_pw)
+    for pw in (raw_pw, prepared):
+        s = tls_stream(server)
+        try:
+            s.auth("PLAIN", b"\0" + user.encode() + b"\0" + pw.encode("utf-8"))
+            assert s.sasl_next()[0] == "success", "PLAIN with %r" % pw
+        finally:
+            s.close()
+    # SCRAM: the client normalizes (RFC 5802 5.1), the server stored keys of
+    # the prepared password.
+    s = tls_stream(server)
+    try:
+        assert s.scram_login(user, prepared) == ("success", None)
+    finally:
+        s.close()
+
+
+def test_username_is_case_insensitive_and_bound_jid_is_prepared(server):
+    user, password, jid = server.new_account("casey")
+    for mech in ("SCRAM-SHA-256", "PLAIN"):
+        s = tls_stream(server)
+        try:
+            if mech == "PLAIN":
+                s.auth("PLAIN", b"\0" + user.upper().encode() + b"\0" + password.encode())
+                assert s.sasl_next()[0] == "success"
+            else:
+                assert s.scram_login(user.upper(), password) == ("success", None)
+            s.restart()
+            assert s.bind("r").startswith(jid + "/"), s.jid
+        finally:
+            s.close()
+
+
+def test_scram_username_with_comma_and_equals_uses_saslname_escapes(server):
+    user = uniq("we=ird,") + "x"
+    password = "pw-escapes"
+    server.add_user(user, password)
+    s = tls_stream(server)
+    try:
+        assert s.scram_login(user, password) == ("success", None)
+        s.restart()
+        assert s.bind("e").startswith(user + "@")
+    finally:
+        s.close()
+
+
+# ---- malformed SCRAM messages ----
+
+def test_scram_syntax_errors_are_malformed_request(server):
+    user, password, jid = server.new_account("synt")
+    for first in (b"x,,n=%s,r=abcdef" % user.encode(),   # bad gs2 flag
+                  b"n,,r=abcdef",                          # no username
+                  b"n,,n=%s" % user.encode(),              # no nonce
+                  b"garbage"):
+        s = tls_stream(server)
+        try:
+            s.auth("SCRAM-SHA-256", first)
+            kind, cond = s.sasl_next()
+            assert kind == "failure" and cond in ("malformed-request", "not-authorized"), \
+                (first, kind, cond)
+        finally:
+            s.close()
+
+
+def test_scram_final_with_foreign_nonce_or_bad_proof_fails(server):
+    user, password, jid = server.new_account("nonce")
+    # A nonce the server did not send.
+    s = tls_stream(server)
+    try:
+        sc = ScramClient(user, password)
+        s.auth("SCRAM-SHA-256", sc.first())
+        kind, first = s.sasl_next()
+        assert kind == "challenge"
+        final = sc.final(first)
+        attrs = scram_attrs(first)
+        s.response(final.replace(attrs["r"].encode(), attrs["r"].encode() + b"X"))
+        kind, cond = s.sasl_next()
+        assert kind == "failure" and cond in ("not-authorized", "malformed-request"), cond
+    finally:
+        s.close()
+    # A proof of the right length but wrong.
+    s = tls_stream(server)
+    try:
+        sc = ScramClient(user, password)
+        s.auth("SCRAM-SHA-256", sc.first())
+        kind, first = s.sasl_next()
+        final = sc.final(first)
+        head, _, proof = final.rpartition(b",p=")
+        bad = bytearray(base64.b64decode(proof))
+        bad[0] ^= 1
+        s.response(head + b",p=" + base64.b64encode(bytes(bad)))
+        assert s.sasl_next() == ("failure", "not-authorized")
+    finally:
+        s.close()

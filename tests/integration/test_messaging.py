@@ -329,3 +329,39 @@ def test_ping_and_disco_raw_replies_are_addressed_correctly(server):
             ("server", "im"), tostr(el)
     finally:
         s.close()
+
+
+def test_stanzas_pipelined_before_closing_the_stream_are_delivered(server):
+    """RFC 6120 4.4: what the client sent before </stream:stream> is still
+    processed, and the server closes its stream in return."""
+    ua, pa, ja = server.new_account("closer")
+    ub, pb, jb = server.new_account("closer")
+    sa, fa = login(server.c2s_port, ua, pa)
+    sb, fb = login(server.c2s_port, ub, pb)
+    try:
+        sa.send("<message to='%s' id='last'><body>last words</body></message></stream:stream>"
+                % fb)
+        el = sb.expect(q(NS_CLIENT, "message"))
+        assert el.findtext(q(NS_CLIENT, "body")) == "last words" and el.get("from") == fa
+        sa.wait_closed()
+        assert sa.stream_ended
+    finally:
+        sa.close()
+        sb.close()
+
+
+def test_message_without_to_goes_to_own_bare_jid(server):
+    user, password, jid = server.new_account("self")
+    s1, f1 = login(server.c2s_port, user, password, resource="one")
+    s2, f2 = login(server.c2s_port, user, password, resource="two")
+    try:
+        s2.send("<presence/>")
+        # s2 receives its own presence broadcast.
+        el = s2.expect(q(NS_CLIENT, "presence"))
+        assert el.get("from") == f2
+        s1.send("<message id='note' type='chat'><body>note to self</body></message>")
+        el = s2.expect(q(NS_CLIENT, "message"))
+        assert el.findtext(q(NS_CLIENT, "body")) == "note to self" and el.get("from") == f1
+    finally:
+        s1.close()
+        s2.close()

@@ -160,3 +160,34 @@ def test_account_removal_ends_sessions_and_blocks_login(server, xmpp, arun):
         assert el.get("type") == "result", tostr(el)
     finally:
         s.close()
+
+
+def test_registration_before_starttls_is_refused_when_tls_is_required(server):
+    """Credentials must never be accepted in the clear when TLS is required."""
+    user = uniq("cleartext")
+    s = RawStream(server.c2s_port)
+    try:
+        s.open()
+        s.send(register_iq(user, "clear-password"))
+        el_or_cond = None
+        try:
+            el_or_cond = s.stream_error()
+        except AssertionError:
+            pass
+        assert el_or_cond == "not-authorized", \
+            "pre-TLS registration not refused with a stream error: %r" % s.received[-500:]
+    finally:
+        s.close()
+    r = server.stanzactl("user", "list")
+    assert r.returncode == 0 and user not in r.stdout, r.stdout
+
+
+@pytest.mark.parametrize("bad_user", ["bad@name", "bad/name", "has space", "a" * 1100, "<x>"])
+def test_registration_with_an_invalid_username_is_refused(server, bad_user):
+    s, feats = preauth_stream(server.tls_port)
+    try:
+        s.send(register_iq(bad_user, "whatever-pw"))
+        el = s.expect(q(NS_CLIENT, "iq"))
+        assert reg_error_condition(el) in ("not-acceptable", "jid-malformed", "bad-request")
+    finally:
+        s.close()

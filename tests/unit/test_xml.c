@@ -904,6 +904,106 @@ static void test_limit_tree_memory(void **state)
 	strbuf_free(&b);
 }
 
+/* ---- unfinished tokens trickled in small reads ---- */
+
+static double ms_since(const struct timespec *t0)
+{
+	struct timespec t1;
+
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	return (double)(t1.tv_sec - t0->tv_sec) * 1e3 + (double)(t1.tv_nsec - t0->tv_nsec) / 1e6;
+}
+
+/*
+ * Expat 2.5 re-scans an unfinished token on every call: a 256 KiB start
+ * tag fed byte by byte would cost ~17 s of CPU without the deferral.
+ */
+static void test_trickled_endless_tag_is_linear(void **state)
+{
+	/* plain bytes, and '>' that only ends the tag outside quotes */
+	static const char pattern[][3] = { "aa", "a>" };
+
+	(void)state;
+	for (size_t k = 0; k < 2; k++) {
+		struct fixture *f = fixture_new(NULL);
+		enum xml_status st;
+		struct timespec t0;
+		size_t fed = strlen("<message to='");
+
+		assert_int_equal(feed(f, HDR_STD "<message to='"), XML_OK);
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		do {
+			st = xml_stream_feed(&f->s, &pattern[k][fed % 2], 1, NULL);
+			fed++;
+		} while (st == XML_OK);
+		assert_int_equal(st, XML_ERR_POLICY);
+		assert_int_equal(fed, 256 * 1024 + 1);
+		assert_true(ms_since(&t0) < 2000.0);
+		fixture_free(f);
+	}
+}
+
+/* A long tag fed byte by byte is delivered exactly when its '>' arrives. */
+static void test_trickled_long_tag_delivered_on_time(void **state)
+{
+	struct fixture *f = fixture_new(NULL);
+	struct strbuf b = STRBUF_INIT, val = STRBUF_INIT;
+	size_t i;
+
+	(void)state;
+	/* values with '>', ';', the other quote and references in them */
+	while (val.len < 8000)
+		strbuf_puts(&val, "a>b;c\"d&amp;e&#x3b;");
+	strbuf_puts(&b, "<message id='");
+	strbuf_append(&b, val.data, val.len);
+	strbuf_puts(&b, "' to = \"x'y\" ><body>hi</body></message><presence");
+	strbuf_puts(&b, " type='");
+	strbuf_append(&b, val.data, val.len);
+	strbuf_puts(&b, "'/>");
+	assert_int_equal(feed(f, HDR_STD), XML_OK);
+	for (i = 0; i < b.len; i++) {
+		assert_int_equal(xml_stream_feed(&f->s, b.data + i, 1, NULL), XML_OK);
+		xml_stream_release_idle(&f->s);
+		if (i + 1 == b.len - strlen("<presence type='") - val.len - strlen("'/>"))
+			assert_int_equal(f->r.stanzas, 1);	/* right after </message> */
+		if (i + 2 == b.len - strlen("<presence type='") - val.len - strlen("'/>"))
+			assert_int_equal(f->r.stanzas, 0);	/* its '>' still missing */
+		if (i + 2 == b.len)
+			assert_int_equal(f->r.stanzas, 1);	/* '>' of "/>" still missing */
+	}
+	assert_int_equal(f->r.stanzas, 2);
+	assert_string_equal(f->r.keep->name, "presence");
+	assert_non_null(strstr(out(f), "to='x&apos;y'><body>hi</body></message>"));
+	assert_non_null(strstr(out(f), "a&gt;b;c&quot;d&amp;e;a&gt;"));
+	assert_null(f->s.parser);
+	fixture_free(f);
+	strbuf_free(&b);
+	strbuf_free(&val);
+}
+
+/* Comments and PIs are refused long before their end. */
+static void test_trickled_long_comment_refused(void **state)
+{
+	static const char *const starts[] = { "<!--", "<?pi " };
+
+	(void)state;
+	for (size_t k = 0; k < 2; k++) {
+		struct fixture *f = fixture_new(NULL);
+		enum xml_status st;
+		size_t n = 0;
+
+		assert_int_equal(feed(f, HDR_STD), XML_OK);
+		assert_int_equal(feed(f, starts[k]), XML_OK);
+		do {
+			st = xml_stream_feed(&f->s, "x", 1, NULL);
+			n++;
+		} while (st == XML_OK);
+		assert_int_equal(st, XML_ERR_RESTRICTED);
+		assert_true(n < 4096);
+		fixture_free(f);
+	}
+}
+
 /* ---- pooling ---- */
 
 static void test_pool_release_and_reprime_custom_prefix(void **state)
@@ -1221,6 +1321,9 @@ int main(void)
 		cmocka_unit_test(test_limit_attributes),
 		cmocka_unit_test(test_limit_header_size),
 		cmocka_unit_test(test_limit_tree_memory),
+		cmocka_unit_test(test_trickled_endless_tag_is_linear),
+		cmocka_unit_test(test_trickled_long_tag_delivered_on_time),
+		cmocka_unit_test(test_trickled_long_comment_refused),
 		cmocka_unit_test(test_pool_release_and_reprime_custom_prefix),
 		cmocka_unit_test(test_pool_standard_header_has_no_context),
 		cmocka_unit_test(test_pool_release_is_noop_mid_stanza),
