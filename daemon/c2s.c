@@ -21,6 +21,7 @@
 #include <string.h>
 #include <sys/random.h>
 
+#include "account.h"
 #include "c2s.h"
 #include "config.h"
 #include "iq.h"
@@ -52,6 +53,7 @@ enum c2s_state {
 	C2S_SASL,		/* mid-exchange: <response/> or <abort/> */
 	C2S_SASL_LOOKUP,	/* storage lookup in flight, input paused */
 	C2S_BIND,		/* authenticated: resource binding */
+	C2S_BIND_LOADING,	/* the account's state is loading, input paused */
 	C2S_READY,		/* session bound: stanzas are routed */
 };
 
@@ -63,6 +65,14 @@ struct c2s_auth {
 	char *initial;			/* decoded initial response (for the step after lookup) */
 	size_t initial_len;
 	struct storage_req *req;	/* lookup in flight; owned by its completion */
+};
+
+/* A bind request waiting for the account's state. */
+#define C2S_ID_MAX 256
+
+struct c2s_bind {
+	char id[C2S_ID_MAX + 1];
+	char full[JID_MAX];
 };
 
 typedef bool (*c2s_handler_fn)(struct conn *c, struct xml_node *el);
@@ -125,6 +135,7 @@ static const struct c2s_state_desc c2s_states[] = {
 	[C2S_SASL] = { "sasl", rules_sasl },
 	[C2S_SASL_LOOKUP] = { "sasl-lookup", NULL },
 	[C2S_BIND] = { "bind", rules_bind },
+	[C2S_BIND_LOADING] = { "bind-loading", NULL },
 	[C2S_READY] = { "ready", rules_ready },
 };
 
@@ -433,6 +444,8 @@ static void c2s_auth_free(struct conn *c)
 void c2s_closing(struct conn *c)
 {
 	c2s_auth_free(c);
+	free(c->bind);
+	c->bind = NULL;
 	if (c->sess) {
 		struct session *s = c->sess;
 
@@ -841,15 +854,113 @@ static void c2s_replace_session(struct conn *c, struct session *old)
 	/* c2s_closing() took it out of the directory. */
 }
 
+/*
+ * Finishes binding once the account's state is in memory (loaded now, or
+ * NULL when another session of the account has it already): resolves a
+ * resource conflict, enforces max_resources, enters the session into the
+ * directory and answers the bind request.
+ */
+static void c2s_finish_bind(struct conn *c, struct account *loaded)
+{
+	struct c2s_bind *pb = c->bind;
+	struct sessdir *dir = srv_of(c)->sessions;
+	size_t bare_len = strlen(c->jid);
+	struct session *old, *s;
+	struct strbuf *b = &c->w->scratch;
+	const char *err = NULL;
+
+	c->bind = NULL;
+	c->state = C2S_BIND;
+	old = sessdir_find_full(dir, pb->full, strlen(pb->full));
+	if (!old && sessdir_count_bare(dir, c->jid, bare_len) >= cfg_of(c)->max_resources)
+		err = "resource-constraint";
+	s = err ? NULL : session_new(c, pb->full, bare_len);
+	if (!err && !s)
+		err = "internal-server-error";
+	if (!err) {
+		/*
+		 * The replaced session may be the account's last: keep the
+		 * state it holds, or it would go with its directory entry.
+		 */
+		if (old) {
+			if (!loaded)
+				loaded = session_take_account(old);
+			c2s_replace_session(c, old);
+		}
+		if (sessdir_add(dir, s) < 0) {
+			session_free(s);
+			err = "internal-server-error";
+		}
+	}
+	if (err) {
+		account_free(loaded);
+		strbuf_clear(b);
+		strbuf_puts(b, "<iq type='error' id='");
+		strbuf_append_xml_escaped(b, pb->id, strlen(pb->id));
+		strbuf_printf(b, "'><bind xmlns='" NS_BIND "'/><error type='%s'><%s xmlns='"
+			      NS_STANZAS "'/></error></iq>", stanza_error_type(err), err);
+		conn_send(c, b->data, b->len);
+		strbuf_clear(b);
+		free(pb);
+		return;
+	}
+	session_install_account(s, loaded);
+	c->sess = s;
+	c->state = C2S_READY;
+
+	strbuf_clear(b);
+	strbuf_puts(b, "<iq type='result' id='");
+	strbuf_append_xml_escaped(b, pb->id, strlen(pb->id));
+	strbuf_puts(b, "'><bind xmlns='" NS_BIND "'><jid>");
+	strbuf_append_xml_escaped(b, s->jid, s->jid_len);
+	strbuf_puts(b, "</jid></bind></iq>");
+	conn_send(c, b->data, b->len);
+	strbuf_clear(b);
+	free(pb);
+	log_info("session.bind", "conn=%llu jid=%s", cid(c), s->jid);
+	/* From now on the deadline watches idleness. */
+	if (cfg_of(c)->idle_timeout)
+		conn_set_deadline(c, (uint64_t)cfg_of(c)->idle_timeout * 1000);
+	else
+		loop_timer_cancel(&c->timer);
+}
+
+/* The account's state arrived from storage. */
+static void c2s_bind_loaded(struct conn *c, struct account *loaded, int err)
+{
+	struct c2s_bind *pb = c->bind;
+	struct strbuf *b = &c->w->scratch;
+
+	if (!pb) {
+		account_free(loaded);
+		return;
+	}
+	if (err < 0) {
+		c->bind = NULL;
+		c->state = C2S_BIND;
+		strbuf_clear(b);
+		strbuf_puts(b, "<iq type='error' id='");
+		strbuf_append_xml_escaped(b, pb->id, strlen(pb->id));
+		strbuf_puts(b, "'><bind xmlns='" NS_BIND "'/><error type='wait'><resource-constraint "
+			       "xmlns='" NS_STANZAS "'/></error></iq>");
+		conn_send(c, b->data, b->len);
+		strbuf_clear(b);
+		free(pb);
+	} else {
+		c2s_finish_bind(c, loaded);
+	}
+	if (!c->closing)
+		conn_resume_input(c);
+}
+
 static void c2s_do_bind(struct conn *c, struct xml_node *iq, struct xml_node *bind)
 {
 	struct xml_node *res_el = xml_child(bind, NS_BIND, "resource");
 	const char *res_text = res_el ? xml_text(&c->w->tmp, res_el) : NULL;
-	struct sessdir *dir = srv_of(c)->sessions;
-	char resource[JID_PART_MAX + 1], full[JID_MAX];
+	const char *id = xml_attr_get(iq, "id");
+	char resource[JID_PART_MAX + 1];
 	size_t bare_len = strlen(c->jid);
-	struct session *old, *s;
-	struct xml_node *r, *b, *j;
+	struct c2s_bind *pb;
 
 	if (res_text && res_text[0]) {
 		if (jid_prep_resource(resource, sizeof(resource), res_text, strlen(res_text)) < 0) {
@@ -859,43 +970,34 @@ static void c2s_do_bind(struct conn *c, struct xml_node *iq, struct xml_node *bi
 	} else {
 		c2s_random_resource(resource, sizeof(resource));
 	}
-	snprintf(full, sizeof(full), "%s/%s", c->jid, resource);
-
-	old = sessdir_find_full(dir, full, strlen(full));
-	if (!old && sessdir_count_bare(dir, c->jid, bare_len) >= cfg_of(c)->max_resources) {
-		c2s_iq_error(c, iq, "resource-constraint");
+	if (strlen(id) > C2S_ID_MAX) {
+		c2s_iq_error(c, iq, "bad-request");
 		return;
 	}
-	s = session_new(c, full, bare_len);
-	if (!s) {
+	pb = calloc(1, sizeof(*pb));
+	if (!pb) {
 		c2s_iq_error(c, iq, "internal-server-error");
 		return;
 	}
-	if (old)
-		c2s_replace_session(c, old);
-	if (sessdir_add(dir, s) < 0) {
-		session_free(s);
+	snprintf(pb->id, sizeof(pb->id), "%s", id);
+	snprintf(pb->full, sizeof(pb->full), "%s/%s", c->jid, resource);
+	c->bind = pb;
+	/* Another session of the account has its state in memory already. */
+	if (sessdir_find_account(srv_of(c)->sessions, c->jid, bare_len)) {
+		c2s_finish_bind(c, NULL);
+		return;
+	}
+	char user[JID_PART_MAX + 1];
+
+	snprintf(user, sizeof(user), "%.*s", (int)(strchr(c->jid, '@') - c->jid), c->jid);
+	if (account_load_submit(c, user, c2s_bind_loaded) < 0) {
+		c->bind = NULL;
+		free(pb);
 		c2s_iq_error(c, iq, "internal-server-error");
 		return;
 	}
-	c->sess = s;
-	c->state = C2S_READY;
-
-	r = stanza_iq_result(&c->w->tmp, iq, NULL);
-	b = r ? xml_node_add_child(&c->w->tmp, r, NS_BIND, "bind") : NULL;
-	j = b ? xml_node_add_child(&c->w->tmp, b, NS_BIND, "jid") : NULL;
-	if (!j || xml_node_add_text(&c->w->tmp, j, s->jid, s->jid_len) < 0) {
-		c2s_stream_error(c, "internal-server-error", NULL);
-		return;
-	}
-	xml_attr_set(&c->w->tmp, r, "to", NULL);
-	conn_send_node(c, r);
-	log_info("session.bind", "conn=%llu jid=%s", cid(c), s->jid);
-	/* From now on the deadline watches idleness. */
-	if (cfg_of(c)->idle_timeout)
-		conn_set_deadline(c, (uint64_t)cfg_of(c)->idle_timeout * 1000);
-	else
-		loop_timer_cancel(&c->timer);
+	c->state = C2S_BIND_LOADING;
+	conn_pause_input(c);
 }
 
 static bool c2s_bind_iq(struct conn *c, struct xml_node *iq)

@@ -32,6 +32,7 @@ struct worker;
 struct tls_conn;
 struct session;
 struct c2s_auth;
+struct c2s_bind;
 
 /* Output is kept in chunks; small writes share one chunk. */
 struct out_chunk {
@@ -104,6 +105,7 @@ struct conn {
 	struct tls_conn *tls;
 	struct session *sess;		/* after resource binding */
 	struct c2s_auth *auth;		/* during SASL / registration */
+	struct c2s_bind *bind;		/* a bind waiting for the account's state */
 	char *jid;			/* bare JID after SASL (malloc'd) */
 
 	char stream_id[24];

@@ -10,11 +10,13 @@
 #include <string.h>
 #include <sys/random.h>
 
+#include "account.h"
 #include "session.h"
 
 struct sessdir_account {
 	struct sessdir_account *next;	/* hash chain */
 	struct session *sessions;
+	struct account *state;		/* see account.h */
 	uint64_t hash;
 	unsigned count;
 	size_t bare_len;
@@ -68,6 +70,7 @@ void sessdir_free(struct sessdir *d)
 		while (a) {
 			struct sessdir_account *next = a->next;
 
+			account_free(a->state);
 			free(a);
 			a = next;
 		}
@@ -185,6 +188,7 @@ void sessdir_remove(struct sessdir *d, struct session *s)
 		}
 	}
 	d->naccounts--;
+	account_free(a->state);
 	free(a);
 }
 
@@ -218,4 +222,36 @@ unsigned sessdir_count_bare(struct sessdir *d, const char *bare, size_t bare_len
 size_t sessdir_size(const struct sessdir *d)
 {
 	return d->nsessions;
+}
+
+struct account *session_account(const struct session *s)
+{
+	return s->acct ? s->acct->state : NULL;
+}
+
+struct account *sessdir_find_account(struct sessdir *d, const char *bare, size_t bare_len)
+{
+	struct sessdir_account *a = sessdir_lookup(d, bare, bare_len, sessdir_hash(d, bare, bare_len));
+
+	return a ? a->state : NULL;
+}
+
+void session_install_account(struct session *s, struct account *a)
+{
+	if (!s->acct || s->acct->state) {
+		account_free(a);
+		return;
+	}
+	s->acct->state = a;
+}
+
+struct account *session_take_account(struct session *s)
+{
+	struct account *a;
+
+	if (!s->acct)
+		return NULL;
+	a = s->acct->state;
+	s->acct->state = NULL;
+	return a;
 }

@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 struct conn;
+struct account;
 struct sessdir_account;
 
 struct session {
@@ -47,6 +48,21 @@ void sessdir_remove(struct sessdir *d, struct session *s);
 struct session *sessdir_find_bare(struct sessdir *d, const char *bare, size_t bare_len);
 /* The session with exactly this full JID, or NULL. */
 struct session *sessdir_find_full(struct sessdir *d, const char *full, size_t len);
+/*
+ * The account state of a session's account (see account.h), or NULL when
+ * none was installed yet.
+ */
+struct account *session_account(const struct session *s);
+/* The account state for a bare JID with sessions, or NULL. */
+struct account *sessdir_find_account(struct sessdir *d, const char *bare, size_t bare_len);
+/*
+ * Installs state for s's account unless it has some already (then `a` is
+ * freed). Owned by the directory from now on: freed with the last session.
+ */
+void session_install_account(struct session *s, struct account *a);
+/* Detaches and returns the state of s's account (the caller owns it now). */
+struct account *session_take_account(struct session *s);
+
 /* Sessions bound for the bare JID. */
 unsigned sessdir_count_bare(struct sessdir *d, const char *bare, size_t bare_len);
 /* Total sessions. */

@@ -119,6 +119,7 @@ enum storage_op {
 	STORAGE_OP_ACCOUNT_CREATE,	/* user, password -> (creds derived off-loop) */
 	STORAGE_OP_ACCOUNT_SET_PASSWORD,/* user, password */
 	STORAGE_OP_ACCOUNT_DELETE,	/* user */
+	STORAGE_OP_RUN,			/* req->run(st, req): a feature's own statements */
 };
 
 struct storage_inbox;
@@ -136,6 +137,13 @@ struct storage_req {
 	void (*done)(struct storage_req *req);	/* runs on the inbox's thread */
 	void *arg;				/* for the submitter */
 	uint32_t slot, gen;			/* for the submitter: its connection */
+	/*
+	 * STORAGE_OP_RUN: runs on the storage thread inside the batch's
+	 * transaction (in its own savepoint: a negative return undoes only
+	 * this request). Feature modules embed storage_req first in a struct
+	 * of their own and keep inputs and outputs there. Returns 0 or -errno.
+	 */
+	int (*run)(struct storage *st, struct storage_req *req);
 
 	char user[STORAGE_USER_MAX + 1];	/* NUL-terminated, normalized */
 	char password[SCRAM_PASSWORD_MAX + 1];	/* ACCOUNT_VERIFY_PLAIN/CREATE/SET_PASSWORD */

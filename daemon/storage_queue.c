@@ -166,9 +166,14 @@ static int req_prepare(struct storage_req *req)
 	int ret;
 
 	req->plain_ok = false;
+	/* A feature's own request checks its own inputs. */
+	if (req->op == STORAGE_OP_RUN)
+		return req->run ? REQ_PENDING : -EINVAL;
 	if (!memchr(req->user, '\0', sizeof(req->user)) || !req->user[0])
 		return -EINVAL;
 	switch (req->op) {
+	case STORAGE_OP_RUN:
+		break;
 	case STORAGE_OP_ACCOUNT_GET:
 	case STORAGE_OP_ACCOUNT_DELETE:
 		return REQ_PENDING;
@@ -192,6 +197,8 @@ static int req_prepare(struct storage_req *req)
 static int req_apply(struct storage *st, struct storage_req *req)
 {
 	switch (req->op) {
+	case STORAGE_OP_RUN:
+		return req->run(st, req);
 	case STORAGE_OP_ACCOUNT_GET:
 	case STORAGE_OP_ACCOUNT_VERIFY_PLAIN:
 		return storage_account_get(st, req->user, &req->creds);

@@ -26,6 +26,7 @@
 
 #include "log.h"
 #include "storage.h"
+#include "storage_sqlite.h"
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -54,6 +55,75 @@ static const char *const storage_migrations[] = {
 	"  sha256_stored BLOB NOT NULL CHECK (length(sha256_stored) = 32),"
 	"  sha256_server BLOB NOT NULL CHECK (length(sha256_server) = 32),"
 	"  created_at    INTEGER NOT NULL"
+	");",
+
+	/*
+	 * 2: the IM server's data (RFC 6121 and the everyday XEPs).
+	 *  - roster_items: one row per contact (bare JID) in a user's roster;
+	 *    subscription none|to|from|both, ask = outbound request pending,
+	 *    approved = pre-approved inbound (RFC 6121 3.4), groups joined by
+	 *    U+001F (a character XML cannot carry), version = the roster
+	 *    version at which the row last changed (RFC 6121 2.6).
+	 *  - roster_versions: the user's current roster version, and deleted
+	 *    items kept as tombstones in roster_items (deleted = 1) so a
+	 *    versioned roster get can push removals.
+	 *  - subscription_requests: inbound requests not yet answered, with
+	 *    the original stanza, delivered when the user is next available.
+	 *  - offline_messages: XEP-0160, the serialized stanza and its time.
+	 *  - vcards (XEP-0054), private_xml (XEP-0049), blocklist (XEP-0191),
+	 *    last_activity (XEP-0012: time and status of the last logout).
+	 */
+	"CREATE TABLE roster_items ("
+	"  username     TEXT NOT NULL REFERENCES accounts(username) ON DELETE CASCADE,"
+	"  jid          TEXT NOT NULL,"
+	"  name         TEXT,"
+	"  subscription TEXT NOT NULL DEFAULT 'none'"
+	"               CHECK (subscription IN ('none', 'to', 'from', 'both')),"
+	"  ask          INTEGER NOT NULL DEFAULT 0,"
+	"  approved     INTEGER NOT NULL DEFAULT 0,"
+	"  groups       TEXT NOT NULL DEFAULT '',"
+	"  version      INTEGER NOT NULL DEFAULT 0,"
+	"  deleted      INTEGER NOT NULL DEFAULT 0,"
+	"  PRIMARY KEY (username, jid)"
+	") WITHOUT ROWID;"
+	"CREATE TABLE roster_versions ("
+	"  username TEXT NOT NULL PRIMARY KEY REFERENCES accounts(username) ON DELETE CASCADE,"
+	"  version  INTEGER NOT NULL"
+	");"
+	"CREATE TABLE subscription_requests ("
+	"  username   TEXT NOT NULL REFERENCES accounts(username) ON DELETE CASCADE,"
+	"  jid        TEXT NOT NULL,"
+	"  stanza     TEXT NOT NULL,"
+	"  created_at INTEGER NOT NULL,"
+	"  PRIMARY KEY (username, jid)"
+	") WITHOUT ROWID;"
+	"CREATE TABLE offline_messages ("
+	"  id         INTEGER PRIMARY KEY AUTOINCREMENT,"
+	"  username   TEXT NOT NULL REFERENCES accounts(username) ON DELETE CASCADE,"
+	"  stanza     TEXT NOT NULL,"
+	"  created_at INTEGER NOT NULL"
+	");"
+	"CREATE INDEX offline_messages_user ON offline_messages(username, id);"
+	"CREATE TABLE vcards ("
+	"  username TEXT NOT NULL PRIMARY KEY REFERENCES accounts(username) ON DELETE CASCADE,"
+	"  vcard    TEXT NOT NULL"
+	");"
+	"CREATE TABLE private_xml ("
+	"  username TEXT NOT NULL REFERENCES accounts(username) ON DELETE CASCADE,"
+	"  ns       TEXT NOT NULL,"
+	"  name     TEXT NOT NULL,"
+	"  xml      TEXT NOT NULL,"
+	"  PRIMARY KEY (username, ns, name)"
+	") WITHOUT ROWID;"
+	"CREATE TABLE blocklist ("
+	"  username TEXT NOT NULL REFERENCES accounts(username) ON DELETE CASCADE,"
+	"  jid      TEXT NOT NULL,"
+	"  PRIMARY KEY (username, jid)"
+	") WITHOUT ROWID;"
+	"CREATE TABLE last_activity ("
+	"  username  TEXT NOT NULL PRIMARY KEY REFERENCES accounts(username) ON DELETE CASCADE,"
+	"  logout_at INTEGER NOT NULL,"
+	"  status    TEXT"
 	");",
 };
 
@@ -98,9 +168,17 @@ static const char *const storage_stmt_sql[STMT_COUNT] = {
  * One connection and its statements. Opened with SQLITE_OPEN_NOMUTEX, so
  * SQLite does no locking of its own on it: one thread at a time.
  */
+/* Statements of feature modules, prepared on first use (storage_sqlite_stmt). */
+#define STORAGE_STMT_CACHE 128
+
 struct storage {
 	sqlite3 *db;
 	sqlite3_stmt *stmt[STMT_COUNT];
+	struct {
+		const char *sql;	/* the caller's static string: the key */
+		sqlite3_stmt *stmt;
+	} cache[STORAGE_STMT_CACHE];
+	unsigned ncache;
 	int version;		/* schema version after migration */
 	int busy_timeout_ms;	/* for log lines */
 	char path[];		/* the database file, for log lines */
@@ -639,6 +717,8 @@ void storage_close(struct storage *st)
 		stmt_exec(st, STMT_ROLLBACK);
 	for (int i = 0; i < STMT_COUNT; i++)
 		sqlite3_finalize(st->stmt[i]);
+	for (unsigned i = 0; i < st->ncache; i++)
+		sqlite3_finalize(st->cache[i].stmt);
 	/* The last connection to close checkpoints the WAL into the file. */
 	if (sqlite3_close(st->db) != SQLITE_OK)
 		log_error("storage.close_failed", "err=busy");
@@ -925,4 +1005,55 @@ int storage_account_list(struct storage *st, int (*fn)(void *arg, const char *us
 		ret = sql_error(st, "account_list", rc);
 	stmt_release(s);
 	return ret;
+}
+
+/* ---- Feature modules' statements (storage_sqlite.h) ---- */
+
+sqlite3 *storage_sqlite_db(struct storage *st)
+{
+	return st->db;
+}
+
+sqlite3_stmt *storage_sqlite_stmt(struct storage *st, const char *sql)
+{
+	sqlite3_stmt *s;
+	int rc;
+
+	/* Few distinct statements, looked up by address: a linear scan is enough. */
+	for (unsigned i = 0; i < st->ncache; i++)
+		if (st->cache[i].sql == sql)
+			return st->cache[i].stmt;
+	if (st->ncache == STORAGE_STMT_CACHE) {
+		log_error("storage.stmt_cache_full", "size=%d", STORAGE_STMT_CACHE);
+		return NULL;
+	}
+	rc = sqlite3_prepare_v3(st->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &s, NULL);
+	if (rc != SQLITE_OK) {
+		sql_error(st, "prepare", rc);
+		return NULL;
+	}
+	st->cache[st->ncache].sql = sql;
+	st->cache[st->ncache].stmt = s;
+	st->ncache++;
+	return s;
+}
+
+void storage_sqlite_release(sqlite3_stmt *s)
+{
+	stmt_release(s);
+}
+
+int storage_sqlite_error(struct storage *st, const char *op, int rc)
+{
+	return sql_error(st, op, rc);
+}
+
+int storage_sqlite_exec(struct storage *st, const char *op, sqlite3_stmt *s)
+{
+	int rc = sqlite3_step(s);
+
+	stmt_release(s);
+	if (rc == SQLITE_DONE || rc == SQLITE_ROW)
+		return 0;
+	return sql_error(st, op, rc);
 }

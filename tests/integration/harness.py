@@ -317,7 +317,6 @@ class RawStream:
         self.parser = ET.XMLPullParser(events=("start", "end"))
         self.depth = 0
         self.pending = []  # complete top-level elements not yet returned
-        self.header = None if not hasattr(self, "header") else self.header
         self._header_seen = False
 
     def send(self, data):
@@ -364,7 +363,6 @@ class RawStream:
                 self.depth -= 1
                 if self.depth == 1:
                     self.pending.append(el)
-                    # Drop it from the root so memory does not grow.
                 elif self.depth == 0:
                     self.stream_ended = True
 
@@ -405,8 +403,8 @@ class RawStream:
         raise AssertionError("expected silence, got %s" % tostr(el))
 
     def wait_closed(self, timeout=None):
-        """Reads until the TCP connection ends; returns the bytes left unparsed
-        elements included in self.pending. Fails on timeout."""
+        """Reads until the server ends the TCP connection (elements that
+        arrive meanwhile stay in self.pending). TimeoutError if it does not."""
         deadline = time.monotonic() + (timeout or self.timeout)
         while not self.eof:
             data = self._recv(deadline)
@@ -566,10 +564,8 @@ def tostr(el):
 def login(port, user, password, direct_tls=False, resource=None, mech="SCRAM-SHA-256"):
     """A raw stream, authenticated and bound. Returns (stream, full JID)."""
     s = RawStream(port, direct_tls=direct_tls)
-    if direct_tls:
-        s.open()
-    else:
-        s.open()
+    s.open()
+    if not direct_tls:
         s.starttls()
     if mech == "PLAIN":
         s.auth("PLAIN", b"\0" + user.encode() + b"\0" + password.encode())

@@ -3,7 +3,7 @@ import base64
 
 import pytest
 
-from harness import (NS_SASL, RawStream, ClientFailed, ScramClient, connect_and_wait, q,
+from harness import (NS_SASL, RawStream, ClientFailed, ScramClient, connect_and_wait,
                      uniq)
 
 

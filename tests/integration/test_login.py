@@ -4,8 +4,8 @@ import ssl
 
 import pytest
 
-from harness import (DOMAIN, NS_BIND, NS_CLIENT, NS_SASL, NS_SASL_CB, NS_STREAM, NS_TLS,
-                     NS_REGISTER_FEATURE, RawStream, ScramClient, connect_and_wait, login, q,
+from harness import (DOMAIN, NS_BIND, NS_CLIENT, NS_SASL, NS_SASL_CB, NS_TLS,
+                     NS_REGISTER_FEATURE, RawStream, connect_and_wait, login, q,
                      tostr, uniq)
 
 
@@ -211,5 +211,50 @@ def test_scram_gs2_flag_y_is_refused_when_plus_was_offered(server):
         s.open()
         kind, cond = s.scram_login(user, password, "SCRAM-SHA-256", gs2_flag="y")
         assert kind == "failure", "gs2 flag 'y' accepted although -PLUS was offered"
+    finally:
+        s.close()
+
+
+def test_sessions_per_account_are_limited_by_max_resources(make_server):
+    srv = make_server("--max-resources", "2")
+    user, password, jid = srv.new_account("maxres")
+    s1, _ = login(srv.c2s_port, user, password, resource="a")
+    s2, _ = login(srv.c2s_port, user, password, resource="b")
+    s3 = RawStream(srv.tls_port, direct_tls=True)
+    try:
+        s3.open()
+        assert s3.scram_login(user, password)[0] == "success"
+        s3.restart()
+        s3.send("<iq type='set' id='b3'><bind xmlns='%s'><resource>c</resource></bind></iq>"
+                % NS_BIND)
+        el = s3.expect(q(NS_CLIENT, "iq"))
+        assert el.get("type") == "error" and el.get("id") == "b3", tostr(el)
+        assert el.find("%s/{urn:ietf:params:xml:ns:xmpp-stanzas}resource-constraint"
+                       % q(NS_CLIENT, "error")) is not None, tostr(el)
+        # Replacing an existing resource is still allowed at the limit.
+        s4, full4 = login(srv.c2s_port, user, password, resource="a")
+        assert s1.stream_error() == "conflict"
+        s4.close()
+    finally:
+        for s in (s1, s2, s3):
+            s.close()
+
+
+@pytest.mark.parametrize("mech", ["SCRAM-SHA-1", "SCRAM-SHA-1-PLUS", "SCRAM-SHA-256"])
+def test_scram_variants_log_in(server, mech):
+    user, password, jid = server.new_account("variant")
+    s = RawStream(server.tls_port, direct_tls=True)
+    try:
+        feats = s.open()
+        assert mech in mechanisms(feats)
+        kw = {}
+        if mech.endswith("-PLUS"):
+            data = s.tls_exporter()
+            if data is None:
+                pytest.skip("cannot compute tls-exporter from Python's ssl module here")
+            kw = dict(cb_type="tls-exporter", cb_data=data)
+        assert s.scram_login(user, password, mech, **kw) == ("success", None)
+        s.restart()
+        assert s.bind().startswith(jid + "/")
     finally:
         s.close()

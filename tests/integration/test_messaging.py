@@ -7,7 +7,7 @@ import struct
 import pytest
 
 from harness import (DOMAIN, NS_CLIENT, NS_DISCO_INFO, NS_PING, NS_SESSION, NS_STANZAS,
-                     NS_BIND, RawStream, connect_and_wait, login, next_message, q, tostr, uniq)
+                     RawStream, connect_and_wait, login, next_message, q, tostr, uniq)
 
 TRICKY_BODIES = [
     "plain ascii",
@@ -365,3 +365,86 @@ def test_message_without_to_goes_to_own_bare_jid(server):
     finally:
         s1.close()
         s2.close()
+
+
+# ---- RFC 6121 8.5: delivery to a bare JID follows availability and priority ----
+
+def test_bare_jid_delivery_follows_priority_and_availability(server):
+    owner, opw, ojid = server.new_account("prio")
+    sender, spw, _ = server.new_account("prio")
+    hi, fhi = login(server.c2s_port, owner, opw, resource="high")
+    lo, flo = login(server.c2s_port, owner, opw, resource="low")
+    neg, fneg = login(server.c2s_port, owner, opw, resource="negative")
+    s, fs = login(server.c2s_port, sender, spw)
+    streams = (hi, lo, neg)
+
+    def drain_presence():
+        # Each session sees the account's own presence broadcasts; skip them.
+        for st in streams:
+            while True:
+                try:
+                    el = st.next(0.2)
+                except TimeoutError:
+                    break
+                assert el.tag == q(NS_CLIENT, "presence"), tostr(el)
+
+    try:
+        hi.send("<presence><priority>5</priority></presence>")
+        lo.send("<presence><priority>1</priority></presence>")
+        neg.send("<presence><priority>-1</priority></presence>")
+        drain_presence()
+        # chat/normal: only the highest non-negative priority.
+        s.send("<message to='%s' type='chat' id='c1'><body>chat</body></message>" % ojid)
+        assert hi.expect(q(NS_CLIENT, "message")).get("id") == "c1"
+        assert lo.nothing_within(0.2) and neg.nothing_within(0.01)
+        # headline: every non-negative resource.
+        s.send("<message to='%s' type='headline' id='h1'><body>news</body></message>" % ojid)
+        assert hi.expect(q(NS_CLIENT, "message")).get("id") == "h1"
+        assert lo.expect(q(NS_CLIENT, "message")).get("id") == "h1"
+        assert neg.nothing_within(0.2)
+        # groupchat to an account: error.
+        s.send("<message to='%s' type='groupchat' id='g1'><body>x</body></message>" % ojid)
+        el = s.expect(q(NS_CLIENT, "message"))
+        assert el.get("id") == "g1" and stanza_error(el)[1] == "service-unavailable"
+        # Once the top resource goes unavailable, the next one gets chats.
+        hi.send("<presence type='unavailable'/>")
+        drain_presence()
+        s.send("<message to='%s' type='chat' id='c2'><body>chat</body></message>" % ojid)
+        assert lo.expect(q(NS_CLIENT, "message")).get("id") == "c2"
+        assert hi.nothing_within(0.2)
+        # Only a negative-priority resource left available: not delivered.
+        lo.send("<presence type='unavailable'/>")
+        drain_presence()
+        s.send("<message to='%s' type='chat' id='c3'><body>chat</body></message>" % ojid)
+        el = s.expect(q(NS_CLIENT, "message"))
+        assert el.get("id") == "c3" and stanza_error(el)[1] == "service-unavailable"
+        assert neg.nothing_within(0.2)
+        # A full JID always reaches its session.
+        s.send("<message to='%s' type='chat' id='c4'><body>direct</body></message>" % fneg)
+        assert neg.expect(q(NS_CLIENT, "message")).get("id") == "c4"
+    finally:
+        for st in streams + (s,):
+            st.close()
+
+
+def test_iq_between_two_clients_round_trips(server):
+    ua, pa, ja = server.new_account("iqa")
+    ub, pb, jb = server.new_account("iqb")
+    sa, fa = login(server.c2s_port, ua, pa)
+    sb, fb = login(server.c2s_port, ub, pb)
+    try:
+        sa.send("<iq to='%s' type='get' id='q1'><query xmlns='jabber:iq:version'/></iq>" % fb)
+        el = sb.expect(q(NS_CLIENT, "iq"))
+        assert (el.get("from"), el.get("id"), el.get("type")) == (fa, "q1", "get"), tostr(el)
+        sb.send("<iq to='%s' type='result' id='q1'><query xmlns='jabber:iq:version'>"
+                "<name>test</name></query></iq>" % fa)
+        el = sa.expect(q(NS_CLIENT, "iq"))
+        assert (el.get("from"), el.get("id"), el.get("type")) == (fb, "q1", "result"), tostr(el)
+        # An iq to someone else's bare JID is answered by the server, not them.
+        sa.send("<iq to='%s' type='get' id='q2'><query xmlns='jabber:iq:version'/></iq>" % jb)
+        el = sa.expect(q(NS_CLIENT, "iq"))
+        assert el.get("id") == "q2" and el.get("type") == "error", tostr(el)
+        assert sb.nothing_within(0.2)
+    finally:
+        sa.close()
+        sb.close()

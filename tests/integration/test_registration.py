@@ -3,7 +3,7 @@ import asyncio
 
 import pytest
 
-from harness import (DOMAIN, NS_CLIENT, NS_REGISTER, NS_REGISTER_FEATURE, NS_STANZAS,
+from harness import (NS_CLIENT, NS_REGISTER, NS_REGISTER_FEATURE, NS_STANZAS,
                      ClientFailed, RawStream, connect_and_wait, login, q, tostr, uniq,
                      xml_escape)
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from harness import (DOMAIN, NS_BIND, NS_CLIENT, NS_PING, NS_STREAM, NS_TLS, RawStream,
+from harness import (DOMAIN, NS_BIND, NS_CLIENT, NS_PING, NS_TLS, RawStream,
                      StreamClosed, client_tls_context, login, q, register_inband, tostr, uniq)
 
 
@@ -229,3 +229,26 @@ def test_resource_too_long_is_bad_request(server):
         assert s.bind("ok") == jid + "/ok"
     finally:
         s.close()
+
+
+def test_garbage_tls_records_after_the_handshake_close_only_that_connection(server):
+    user, password, jid = server.new_account("tlsjunk")
+    s = RawStream(server.tls_port, direct_tls=True)
+    try:
+        s.open()
+        # Write around the TLS layer: a record with a bogus MAC.
+        dup = socket.socket(fileno=socket.dup(s.sock.fileno()))
+        dup.sendall(b"\x17\x03\x03\x00\x20" + b"\xaa" * 32)
+        dup.close()
+        # The server must drop the connection (TLS alert and/or close), not wait.
+        try:
+            el = s.next(5)
+            raise AssertionError("server answered after a corrupt record: %s" % tostr(el))
+        except TimeoutError:
+            raise AssertionError("server kept a connection with a corrupt TLS record open")
+        except (StreamClosed, ssl.SSLError, ConnectionError):
+            pass
+    finally:
+        s.close()
+    s, full = login(server.tls_port, user, password, direct_tls=True)
+    s.close()

@@ -3,7 +3,7 @@
 import asyncio
 import signal
 
-from harness import DOMAIN, RawStream, connect_and_wait, login
+from harness import RawStream, connect_and_wait, login
 
 
 def test_sigterm_sends_system_shutdown_and_exits_zero(make_server, xmpp, arun):

@@ -1,7 +1,7 @@
 """Stream-level errors (RFC 6120 sections 4.7-4.9, 11 restricted XML)."""
 import pytest
 
-from harness import (DOMAIN, NS_CLIENT, NS_REGISTER, NS_STREAM, RawStream, login, q, tostr)
+from harness import (DOMAIN, NS_CLIENT, NS_REGISTER, NS_STREAM, RawStream, login, q)
 
 
 def assert_server_header_first(s):
@@ -266,5 +266,56 @@ def test_client_closing_the_stream_gets_the_closing_tag(server):
         s.send("</stream:stream>")
         s.wait_closed()
         assert s.stream_ended, "server did not close its stream: %r" % s.received[-200:]
+    finally:
+        s.close()
+
+
+# ---- parser limits (policy-violation) ----
+
+def test_deeply_nested_stanza_is_policy_violation(server):
+    user, password, jid = server.new_account("deep")
+    s, full = login(server.c2s_port, user, password)
+    try:
+        depth = 200
+        s.send("<message to='%s'>" % full + "<x xmlns='urn:example:deep'>" * depth
+               + "</x>" * depth + "</message>")
+        assert s.stream_error() == "policy-violation"
+    finally:
+        s.close()
+
+
+def test_element_with_too_many_attributes_is_policy_violation(server):
+    user, password, jid = server.new_account("attrs")
+    s, full = login(server.c2s_port, user, password)
+    try:
+        attrs = " ".join("a%d='v'" % i for i in range(300))
+        s.send("<message to='%s'><x xmlns='urn:example:attrs' %s/></message>" % (full, attrs))
+        assert s.stream_error() == "policy-violation"
+    finally:
+        s.close()
+
+
+def test_oversized_stream_header_is_policy_violation(server):
+    s = RawStream(server.c2s_port)
+    try:
+        s.send_header(extra=" id='%s'" % ("h" * 8192))
+        assert s.stream_error() == "policy-violation"
+    finally:
+        s.close()
+
+
+def test_moderate_nesting_and_attributes_are_fine(server):
+    user, password, jid = server.new_account("moderate")
+    s, full = login(server.c2s_port, user, password)
+    try:
+        attrs = " ".join("a%d='v%d'" % (i, i) for i in range(20))
+        inner = "<x xmlns='urn:example:n'>" * 10 + "deep" + "</x>" * 10
+        s.send("<message to='%s' id='mod'><y xmlns='urn:example:a' %s/>%s</message>"
+               % (full, attrs, inner))
+        el = s.expect(q(NS_CLIENT, "message"))
+        assert el.get("id") == "mod"
+        y = el.find("{urn:example:a}y")
+        assert y is not None and y.get("a19") == "v19"
+        assert "".join(el.itertext()) == "deep"
     finally:
         s.close()

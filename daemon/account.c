@@ -1,0 +1,74 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "account.h"
+#include "conn.h"
+#include "log.h"
+#include "server.h"
+#include "worker.h"
+
+int account_load_sync(struct storage *st, const char *user, struct account **out)
+{
+	struct account *a = calloc(1, sizeof(*a));
+
+	*out = NULL;
+	if (!a)
+		return -ENOMEM;
+	snprintf(a->user, sizeof(a->user), "%s", user);
+	/* Each feature's per-account state loads here. */
+	*out = a;
+	return 0;
+}
+
+void account_free(struct account *a)
+{
+	if (!a)
+		return;
+	free(a);
+}
+
+static int account_load_run(struct storage *st, struct storage_req *req)
+{
+	struct account_load_req *lr = (struct account_load_req *)req;
+
+	return account_load_sync(st, req->user, &lr->loaded);
+}
+
+static void account_load_done(struct storage_req *req)
+{
+	struct account_load_req *lr = (struct account_load_req *)req;
+	struct worker *w = (struct worker *)((char *)req->inbox - offsetof(struct worker, inbox));
+	struct conn *c = worker_conn(w, req->slot, req->gen);
+
+	if (!c || c->closing) {
+		account_free(lr->loaded);
+	} else {
+		if (req->result < 0)
+			log_warn("account.load_failed", "user=%s err=%d", req->user, req->result);
+		lr->done(c, req->result < 0 ? NULL : lr->loaded, req->result);
+	}
+	free(lr);
+}
+
+int account_load_submit(struct conn *c, const char *user,
+			void (*done)(struct conn *c, struct account *loaded, int err))
+{
+	struct account_load_req *lr = calloc(1, sizeof(*lr));
+
+	if (!lr)
+		return -ENOMEM;
+	lr->req.op = STORAGE_OP_RUN;
+	lr->req.run = account_load_run;
+	lr->req.done = account_load_done;
+	lr->req.inbox = &c->w->inbox;
+	lr->req.slot = c->slot;
+	lr->req.gen = c->gen;
+	snprintf(lr->req.user, sizeof(lr->req.user), "%s", user);
+	lr->done = done;
+	storage_queue_submit(c->w->srv->store, &lr->req);
+	return 0;
+}
