@@ -511,6 +511,11 @@ void c2s_deadline(struct conn *c)
 	c2s_stream_error(c, "connection-timeout", NULL);
 }
 
+void c2s_send_stanza(struct conn *c, const struct xml_node *st)
+{
+	conn_send_node(c, st);
+}
+
 /* ---- STARTTLS (RFC 6120 section 5) ---- */
 
 static bool c2s_starttls(struct conn *c, struct xml_node *el)

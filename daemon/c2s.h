@@ -28,6 +28,12 @@ void c2s_stream_error(struct conn *c, const char *condition, const char *text);
 /* The connection is closing (any reason): unbind the session, cancel auth. */
 void c2s_closing(struct conn *c);
 
+/*
+ * Sends a stanza (message, presence, iq) on a client stream; stream
+ * management counts what passes here.
+ */
+void c2s_send_stanza(struct conn *c, const struct xml_node *st);
+
 /* The connection's deadline expired (not called once closing). */
 void c2s_deadline(struct conn *c);
 

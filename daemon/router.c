@@ -5,8 +5,10 @@
  * exists. Messages to an account with no available resource are answered
  * with service-unavailable until offline storage exists.
  */
+#include <errno.h>
 #include <string.h>
 
+#include "c2s.h"
 #include "conn.h"
 #include "iq.h"
 #include "jid.h"
@@ -17,22 +19,54 @@
 #include "stanza.h"
 #include "worker.h"
 
-void router_bounce(struct conn *src, const struct xml_node *st, const char *condition)
+/* The local connection of a stanza's sender (by its 'from'), or NULL. */
+static struct conn *sender_conn(struct worker *w, const struct xml_node *st)
 {
-	struct worker *w = src->w;
+	const char *from = xml_attr_get(st, "from");
+	struct session *s;
+	struct jid j;
+
+	if (!from || jid_parse(&j, from, strlen(from)) < 0)
+		return NULL;
+	s = sessdir_find_full(w->srv->sessions, j.buf, j.len);
+	return s ? s->conn : NULL;
+}
+
+void router_bounce_w(struct worker *w, struct conn *src, const struct xml_node *st,
+		     const char *condition)
+{
 	struct xml_node *r;
 
 	if (stanza_is_error(st))
 		return;
+	if (!src)
+		src = sender_conn(w, st);
+	if (!src)
+		return;	/* the sender is gone (or remote, once federation exists) */
 	r = stanza_error_reply(&w->tmp, st, w->srv->cfg->domain, condition, NULL);
 	if (r)
 		conn_send_node(src, r);
 	arena_reset(&w->tmp);
 }
 
-static void deliver(struct session *s, const struct xml_node *st)
+void router_bounce(struct conn *src, const struct xml_node *st, const char *condition)
 {
-	conn_send_node(s->conn, st);
+	router_bounce_w(src->w, src, st, condition);
+}
+
+/*
+ * Every stanza for a local session passes here: the features that filter
+ * or hold deliveries (block lists, client state indication) decide first,
+ * then the stanza goes out on the session's stream.
+ */
+void router_deliver(struct session *s, struct xml_node *st)
+{
+	c2s_send_stanza(s->conn, st);
+}
+
+static void deliver(struct session *s, struct xml_node *st)
+{
+	router_deliver(s, st);
 }
 
 /* Highest priority among available sessions with priority >= 0, or -1. */
@@ -51,7 +85,8 @@ static int best_priority(struct session *list)
  * available resources of highest non-negative priority, headline to all
  * non-negative ones; groupchat is not for accounts.
  */
-static void route_message_bare(struct conn *src, struct xml_node *st, struct session *list)
+static void route_message_bare(struct worker *w, struct conn *src, struct xml_node *st,
+			       struct session *list)
 {
 	const char *type = stanza_type(st);
 	bool headline = strcmp(type, "headline") == 0;
@@ -61,7 +96,7 @@ static void route_message_bare(struct conn *src, struct xml_node *st, struct ses
 	if (strcmp(type, "error") == 0 && best < 0)
 		return;
 	if (strcmp(type, "groupchat") == 0) {
-		router_bounce(src, st, "service-unavailable");
+		router_bounce_w(w, src, st, "service-unavailable");
 		return;
 	}
 	for (struct session *s = list; s && best >= 0; s = s->next) {
@@ -73,7 +108,7 @@ static void route_message_bare(struct conn *src, struct xml_node *st, struct ses
 		}
 	}
 	if (!delivered && !headline)
-		router_bounce(src, st, "service-unavailable");
+		router_bounce_w(w, src, st, "service-unavailable");
 }
 
 /* Presence to a bare JID: every available resource (RFC 6121 8.5.2.1.2). */
@@ -84,11 +119,11 @@ static void route_presence_bare(struct xml_node *st, struct session *list)
 			deliver(s, st);
 }
 
-static void route_iq_to_server(struct conn *src, struct xml_node *st, const struct jid *from,
-			       const struct jid *to, enum iq_scope scope)
+static void route_iq_to_server(struct worker *w, struct conn *src, struct xml_node *st,
+			       const struct jid *from, const struct jid *to, enum iq_scope scope)
 {
 	struct iq_request rq = {
-		.w = src->w,
+		.w = w,
 		.conn = src,
 		.iq = st,
 		.payload = xml_first_element(st),
@@ -100,17 +135,22 @@ static void route_iq_to_server(struct conn *src, struct xml_node *st, const stru
 	/* A result or error has at most one child; nothing to answer. */
 	if (!rq.payload) {
 		if (!stanza_is_error(st) && strcmp(stanza_type(st), "result") != 0)
-			router_bounce(src, st, "bad-request");
+			router_bounce_w(w, src, st, "bad-request");
+		return;
+	}
+	/* Requests from elsewhere (no local connection) are not answered yet. */
+	if (!src) {
+		router_bounce_w(w, src, st, "service-unavailable");
 		return;
 	}
 	iq_dispatch(&rq);
 }
 
 /* Stanzas to a local account (bare or full JID). */
-static void route_local(struct conn *src, struct xml_node *st, const struct jid *from,
-			const struct jid *to)
+static void route_local(struct worker *w, struct conn *src, struct xml_node *st,
+			const struct jid *from, const struct jid *to)
 {
-	struct sessdir *dir = src->w->srv->sessions;
+	struct sessdir *dir = w->srv->sessions;
 	enum stanza_kind kind = stanza_kind(st);
 	size_t bare_len = to->domain_off + to->domain_len;
 	struct session *list = sessdir_find_bare(dir, to->buf, bare_len);
@@ -129,11 +169,11 @@ static void route_local(struct conn *src, struct xml_node *st, const struct jid 
 
 			if (strcmp(type, "normal") == 0 || strcmp(type, "chat") == 0 ||
 			    strcmp(type, "headline") == 0)
-				route_message_bare(src, st, list);
+				route_message_bare(w, src, st, list);
 			else
-				router_bounce(src, st, "service-unavailable");
+				router_bounce_w(w, src, st, "service-unavailable");
 		} else if (kind == STANZA_IQ) {
-			router_bounce(src, st, "service-unavailable");
+			router_bounce_w(w, src, st, "service-unavailable");
 		}
 		/* Presence to an unavailable resource is dropped. */
 		return;
@@ -141,7 +181,7 @@ static void route_local(struct conn *src, struct xml_node *st, const struct jid 
 
 	switch (kind) {
 	case STANZA_MESSAGE:
-		route_message_bare(src, st, list);
+		route_message_bare(w, src, st, list);
 		break;
 	case STANZA_PRESENCE:
 		route_presence_bare(st, list);
@@ -149,26 +189,26 @@ static void route_local(struct conn *src, struct xml_node *st, const struct jid 
 	case STANZA_IQ:
 		/* The server answers for the account, only to its owner for now. */
 		if (own)
-			route_iq_to_server(src, st, from, to, IQ_SCOPE_ACCOUNT);
+			route_iq_to_server(w, src, st, from, to, IQ_SCOPE_ACCOUNT);
 		else if (!stanza_is_error(st) && strcmp(stanza_type(st), "result") != 0)
-			router_bounce(src, st, "service-unavailable");
+			router_bounce_w(w, src, st, "service-unavailable");
 		break;
 	case STANZA_OTHER:
 		break;
 	}
 }
 
-void router_route(struct conn *src, struct xml_node *st, const struct jid *from,
-		  const struct jid *to)
+void router_route_w(struct worker *w, struct conn *src, struct xml_node *st,
+		    const struct jid *from, const struct jid *to)
 {
-	const char *domain = src->w->srv->cfg->domain;
+	const char *domain = w->srv->cfg->domain;
 	enum stanza_kind kind = stanza_kind(st);
 	struct jid self;
 
 	/* No 'to' (RFC 6120 10.3): the stanza is for the sender's own account. */
 	if (!to) {
 		if (kind == STANZA_IQ) {
-			route_iq_to_server(src, st, from, NULL, IQ_SCOPE_ACCOUNT);
+			route_iq_to_server(w, src, st, from, NULL, IQ_SCOPE_ACCOUNT);
 			return;
 		}
 		self = *from;
@@ -179,22 +219,42 @@ void router_route(struct conn *src, struct xml_node *st, const struct jid *from,
 	if (to->domain_len != strlen(domain) || memcmp(to->buf + to->domain_off, domain, to->domain_len)) {
 		/* No federation yet: nobody else is reachable. */
 		if (kind != STANZA_PRESENCE)
-			router_bounce(src, st, "remote-server-not-found");
+			router_bounce_w(w, src, st, "remote-server-not-found");
 		return;
 	}
 	if (!jid_has_local(to)) {
 		if (kind == STANZA_IQ && !jid_has_resource(to)) {
-			route_iq_to_server(src, st, from, to, IQ_SCOPE_SERVER);
+			route_iq_to_server(w, src, st, from, to, IQ_SCOPE_SERVER);
 		} else if (kind == STANZA_MESSAGE) {
 			const char *type = stanza_type(st);
 
 			/* Nothing on the server reads messages yet. */
 			if (strcmp(type, "headline") != 0 && strcmp(type, "groupchat") != 0)
-				router_bounce(src, st, "service-unavailable");
+				router_bounce_w(w, src, st, "service-unavailable");
 		} else if (kind == STANZA_IQ) {
-			router_bounce(src, st, "service-unavailable");
+			router_bounce_w(w, src, st, "service-unavailable");
 		}
 		return;
 	}
-	route_local(src, st, from, to);
+	route_local(w, src, st, from, to);
+}
+
+void router_route(struct conn *src, struct xml_node *st, const struct jid *from,
+		  const struct jid *to)
+{
+	router_route_w(src->w, src, st, from, to);
+}
+
+int router_route_stanza(struct worker *w, struct xml_node *st)
+{
+	const char *from_attr = xml_attr_get(st, "from");
+	const char *to_attr = xml_attr_get(st, "to");
+	struct jid from, to;
+
+	if (!from_attr || jid_parse(&from, from_attr, strlen(from_attr)) < 0)
+		return -EINVAL;
+	if (to_attr && jid_parse(&to, to_attr, strlen(to_attr)) < 0)
+		return -EINVAL;
+	router_route_w(w, NULL, st, &from, to_attr ? &to : NULL);
+	return 0;
 }

@@ -21,7 +21,32 @@ struct jid;
 void router_route(struct conn *src, struct xml_node *st, const struct jid *from,
 		  const struct jid *to);
 
+struct session;
+
+/*
+ * Delivers `st` to a local session. The single path of every delivery, so
+ * features that filter or hold stanzas (block lists, client state
+ * indication) and stream management see each one.
+ */
+void router_deliver(struct session *s, struct xml_node *st);
+
 /* Sends an error reply for `st` back to `src` (unless st is an error). */
 void router_bounce(struct conn *src, const struct xml_node *st, const char *condition);
+
+struct worker;
+
+/* The same with an explicit worker; src NULL finds the sender by 'from'. */
+void router_route_w(struct worker *w, struct conn *src, struct xml_node *st,
+		    const struct jid *from, const struct jid *to);
+void router_bounce_w(struct worker *w, struct conn *src, const struct xml_node *st,
+		     const char *condition);
+
+/*
+ * Routes a stanza the server itself holds (e.g. unacknowledged stanzas of
+ * an ended session, offline messages): addresses from its attributes,
+ * errors to the sender's session if it is local. 0, or -EINVAL for a
+ * stanza without a valid 'from' or with a malformed 'to'.
+ */
+int router_route_stanza(struct worker *w, struct xml_node *st);
 
 #endif

@@ -20,6 +20,7 @@ import itertools
 import os
 import re
 import secrets
+import shutil
 import signal
 import socket
 import ssl
@@ -202,8 +203,11 @@ class StanzadServer:
         self.returncode = self.proc.returncode
         self._close_log()
         if self.returncode != 0:
-            raise ServerError("%s exited with status %s\n--- log ---\n%s" %
-                              (self.name, self.returncode, self.log_tail()))
+            raise ServerError("%s exited with status %s (state and log kept in %s)\n"
+                              "--- log ---\n%s" % (self.name, self.returncode, self.state_dir,
+                                                    self.log_tail()))
+        if not os.environ.get("STANZAD_KEEP_STATE"):
+            shutil.rmtree(self.state_dir, ignore_errors=True)
         return self.returncode
 
     def _close_log(self):
