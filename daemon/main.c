@@ -222,10 +222,10 @@ int main(int argc, char **argv)
 
 	memset(&srv, 0, sizeof(srv));
 	ret = config_load(&cfg, argc, argv);
-	if (ret == 1)
-		return 0;
-	if (ret < 0)
-		return ret == -EINVAL ? 2 : 1;
+	if (ret != 0) {
+		config_free(&cfg);
+		return ret == 1 ? 0 : ret == -EINVAL ? 2 : 1;
+	}
 	srv.cfg = &cfg;
 	if (log_level_parse(cfg.log_level, &lvl) == 0)
 		log_threshold = lvl;
