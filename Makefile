@@ -5,7 +5,11 @@
 #   make check      install missing packages, build, run every test
 #   make unit       C unit tests only (cmocka)
 #   make integration  pytest + slixmpp tests only
+#   make check-kernel the kernel lab in full: kTLS under Debian's 6.1 kernel in qemu
+#   make fuzz       libFuzzer targets, FUZZ_SECONDS (default 60) each; see tests/fuzz/
+#   make bench      benchmarks (BENCH_ARGS="--scenario messages ..."); not in check
 #   V=1             show the commands
+#   SANITIZE=1      ASan + UBSan build in build-san/ (reports are fatal)
 #
 # Generated files all go under build/. The daemon's objects (all of daemon/
 # except the two mains) form build/libstanzad.a, which the unit tests link.
@@ -13,6 +17,10 @@
 .DELETE_ON_ERROR:
 .SUFFIXES:
 
+# Sanitizer builds get their own output folder so objects never mix.
+ifeq ($(SANITIZE),1)
+BUILD   ?= build-san
+endif
 BUILD   ?= build
 CC      ?= cc
 PYTHON  ?= /usr/bin/python3
@@ -32,9 +40,14 @@ CFLAGS  += -std=gnu11 -Wall -Wextra -Wshadow -Wformat=2 -Wno-unused-parameter \
 	   -D_GNU_SOURCE -Iinclude -Idaemon -MMD -MP
 LDLIBS  += -lpthread
 
+# SANITIZE=1: ASan + UBSan, every report fatal. The options reach the unit
+# tests, the daemon started by the integration tests and stanzactl; a leak
+# at exit makes the process exit non-zero, which fails the test.
 ifeq ($(SANITIZE),1)
-CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer
+CFLAGS  += -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 LDFLAGS += -fsanitize=address,undefined
+export ASAN_OPTIONS ?= halt_on_error=1:detect_leaks=1:detect_stack_use_after_return=1
+export UBSAN_OPTIONS ?= halt_on_error=1:print_stacktrace=1
 endif
 
 # pkg-config is resolved lazily so that `make deps` can run before the
@@ -51,6 +64,7 @@ UNIT_BINS    := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 all: $(BUILD)/stanzad $(BUILD)/stanzactl
 
 include bpf/bpf.mk
+include tests/fuzz/fuzz.mk
 
 $(BUILD)/obj/%.o: %.c
 	$(call msg,CC,$<)
@@ -88,15 +102,42 @@ check: deps
 	$(Q)$(MAKE) --no-print-directory all $(UNIT_BINS)
 	$(Q)$(MAKE) --no-print-directory unit
 	$(Q)$(MAKE) --no-print-directory integration
+	$(Q)$(MAKE) --no-print-directory fuzz-check
+	$(Q)$(MAKE) --no-print-directory kernel-lab-quick
+
+# The kernel lab (scripts/kernel-lab.sh, tests/kernel/): what the host's
+# kernel cannot do (kTLS; the offload module later) runs under Debian 12's
+# 6.1 kernel in qemu, on this tree's binaries. `make check` runs the quick
+# part (about 2 minutes) and accepts a skip with its reason printed (no
+# qemu, no kernel package); check-kernel runs everything and fails if the
+# lab cannot run.
+KERNEL_LAB := scripts/kernel-lab.sh
+LAB_BINS   := $(BUILD)/tests/test_ktls $(BUILD)/tests/test_loop
+
+kernel-lab-quick: all $(LAB_BINS)
+	$(Q)$(KERNEL_LAB) --allow-skip --timeout 600 -- \
+		tests/kernel/run-lab-tests.sh --quick $(abspath $(BUILD))
+
+check-kernel: deps
+	$(Q)$(MAKE) --no-print-directory all $(LAB_BINS)
+	$(Q)$(KERNEL_LAB) --timeout 1800 -- tests/kernel/run-lab-tests.sh --full $(abspath $(BUILD))
 
 run: deps
 	$(Q)$(MAKE) --no-print-directory all
 	$(Q)scripts/run-local.sh $(BUILD)
 
+# The load generator is standalone (libc and pthreads only).
+$(BUILD)/loadgen: $(BUILD)/obj/tests/bench/loadgen.o
+	$(call msg,LD,$@)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+bench: $(BUILD)/stanzad $(BUILD)/stanzactl $(BUILD)/loadgen
+	$(Q)$(PYTHON) scripts/bench.py --build $(abspath $(BUILD)) $(BENCH_ARGS)
+
 clean:
 	rm -rf $(BUILD)
 
-.PHONY: all deps unit integration check run clean
+.PHONY: all deps unit integration check run clean bench kernel-lab-quick check-kernel
 .PRECIOUS: $(BUILD)/obj/%.o
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -6,20 +6,37 @@
 #include <string.h>
 
 #include "account.h"
+#include "blocking.h"
 #include "conn.h"
+#include "last_activity.h"
 #include "log.h"
+#include "offline.h"
+#include "roster.h"
 #include "server.h"
 #include "worker.h"
 
 int account_load_sync(struct storage *st, const char *user, struct account **out)
 {
 	struct account *a = calloc(1, sizeof(*a));
+	int ret;
 
 	*out = NULL;
 	if (!a)
 		return -ENOMEM;
 	snprintf(a->user, sizeof(a->user), "%s", user);
 	/* Each feature's per-account state loads here. */
+	ret = blocking_load_sync(st, user, &a->blocklist);
+	if (ret < 0) {
+		account_free(a);
+		return ret;
+	}
+	ret = roster_load_sync(st, user, &a->roster);
+	if (ret == 0)
+		ret = offline_count_sync(st, user, &a->offline_count);
+	if (ret < 0) {
+		account_free(a);
+		return ret;
+	}
 	*out = a;
 	return 0;
 }
@@ -28,6 +45,9 @@ void account_free(struct account *a)
 {
 	if (!a)
 		return;
+	last_activity_account_free(a);
+	blocklist_free(a->blocklist);
+	roster_free(a->roster);
 	free(a);
 }
 

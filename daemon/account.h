@@ -26,8 +26,13 @@ struct conn;
 
 struct account {
 	char user[JID_PART_MAX + 1];	/* normalized localpart */
-	struct roster *roster;
+	struct roster *roster;		/* roster.c: items, version, pending requests */
 	struct blocklist *blocklist;
+	/* offline.c (XEP-0160): stored count (approximate), a fetch in flight */
+	uint32_t offline_count;
+	bool offline_fetching;
+	bool offline_more;		/* stored during the fetch: fetch again */
+	char *last_status;		/* last_activity.c: last unavailable <status/> */
 };
 
 /*

@@ -22,15 +22,23 @@
 #include <sys/random.h>
 
 #include "account.h"
+#include "blocking.h"
 #include "c2s.h"
+#include "caps.h"
+#include "carbons.h"
 #include "config.h"
+#include "csi.h"
 #include "iq.h"
 #include "jid.h"
+#include "last_activity.h"
 #include "log.h"
+#include "presence.h"
+#include "roster.h"
 #include "router.h"
 #include "sasl.h"
 #include "server.h"
 #include "session.h"
+#include "sm.h"
 #include "stanza.h"
 #include "storage.h"
 #include "tls.h"
@@ -117,6 +125,8 @@ static const struct c2s_rule rules_sasl[] = {
 
 static const struct c2s_rule rules_bind[] = {
 	{ XML_NS_CLIENT, "iq", c2s_bind_iq },
+	{ NS_SM, "resume", sm_element },	/* XEP-0198 resumption instead of a bind */
+	{ NS_SM, "enable", sm_element },	/* before bind: <failed/> */
 	{ NULL, NULL, NULL },
 };
 
@@ -124,6 +134,12 @@ static const struct c2s_rule rules_ready[] = {
 	{ XML_NS_CLIENT, "message", c2s_ready_stanza },
 	{ XML_NS_CLIENT, "presence", c2s_ready_stanza },
 	{ XML_NS_CLIENT, "iq", c2s_ready_stanza },
+	{ NS_SM, "enable", sm_element },	/* XEP-0198 (sm.c) */
+	{ NS_SM, "r", sm_element },
+	{ NS_SM, "a", sm_element },
+	{ NS_SM, "resume", sm_element },	/* after bind: <failed/> */
+	{ NS_CSI, "active", csi_element },	/* XEP-0352 (csi.c) */
+	{ NS_CSI, "inactive", csi_element },
 	{ NULL, NULL, NULL },
 };
 
@@ -281,6 +297,9 @@ static void c2s_send_features(struct conn *c)
 	if (c->authenticated) {
 		strbuf_puts(b, "<bind xmlns='" NS_BIND "'/>"
 			       "<session xmlns='" NS_SESSION "'><optional/></session>");
+		strbuf_puts(b, SM_FEATURE);
+		strbuf_puts(b, CSI_FEATURE);
+		strbuf_puts(b, ROSTER_STREAM_FEATURES);	/* versioning, pre-approval */
 		c->state = C2S_BIND;
 	} else if (!c->secure && cfg_of(c)->require_tls) {
 		strbuf_puts(b, "<starttls xmlns='" NS_TLS "'><required/></starttls>");
@@ -289,6 +308,7 @@ static void c2s_send_features(struct conn *c)
 		c2s_features_preauth(c, b);
 		c->state = C2S_AUTH;
 	}
+	caps_stream_feature(b);	/* XEP-0115: the server's capabilities */
 	strbuf_puts(b, "</stream:features>");
 	conn_send(c, b->data, b->len);
 	strbuf_clear(b);
@@ -407,8 +427,9 @@ void c2s_accepted(struct conn *c)
 void c2s_tls_established(struct conn *c)
 {
 	c->secure = true;
-	log_info("tls.established", "conn=%llu version=%s cipher=%s mode=userspace", cid(c),
-		 tls_conn_version(c->tls), tls_conn_cipher(c->tls));
+	/* mode=ktls: the record layer moves to the kernel now (conn_ktls.c). */
+	log_info("tls.established", "conn=%llu version=%s cipher=%s mode=%s", cid(c),
+		 tls_conn_version(c->tls), tls_conn_cipher(c->tls), conn_tls_mode_name(c));
 	/* STARTTLS restarted the XML stream already; Direct TLS starts fresh. */
 	c->state = C2S_HEADER;
 }
@@ -418,6 +439,7 @@ void c2s_stream_closed_by_peer(struct conn *c)
 	if (c->closing)
 		return;
 	log_debug("stream.closed_by_peer", "conn=%llu state=%s", cid(c), c2s_states[c->state].name);
+	sm_stream_closed(c);	/* a clean close: no resumption (XEP-0198 section 6) */
 	if (c->header_sent)
 		conn_send_str(c, "</stream:stream>");
 	conn_close(c, CONN_CLOSE_PEER);
@@ -441,20 +463,58 @@ static void c2s_auth_free(struct conn *c)
 	c->auth = NULL;
 }
 
+/*
+ * The session ends for good: when its connection closes, or, for a
+ * session stream management kept detached (s->conn == NULL), when its
+ * resumption window ends. What must happen once per session end belongs
+ * here, not in c2s_closing(), which runs once per connection.
+ */
+void c2s_session_end(struct worker *w, struct session *s)
+{
+	struct conn *c = s->conn;
+
+	if (s->ending)
+		return;
+	log_info("session.end", "conn=%llu jid=%s", c ? cid(c) : 0ULL, s->jid);
+	last_activity_session_end(w, s);	/* XEP-0012: the account's last logout */
+	presence_session_end(w, s);	/* unavailable to contacts and directed (presence.c) */
+	/*
+	 * From here the session is invisible to routing (unavailable, no
+	 * full-JID match), but it stays allocated and listed until the end of
+	 * the loop turn: this can run in the middle of a delivery loop over
+	 * the account's sessions (a recipient whose output overflowed), which
+	 * must not find its next element freed.
+	 */
+	s->ending = true;
+	s->available = false;
+	if (c)
+		c->sess = NULL;
+	s->conn = NULL;
+	sm_session_end(w, s);	/* unacked stanzas are rerouted as undelivered (sm.c) */
+	csi_session_end(s);	/* held presence is dropped (csi.c) */
+	s->ending_next = w->ending_sessions;
+	w->ending_sessions = s;
+}
+
+void c2s_reap_sessions(struct worker *w)
+{
+	struct session *s;
+
+	while ((s = w->ending_sessions) != NULL) {
+		w->ending_sessions = s->ending_next;
+		sessdir_remove(w->srv->sessions, s);
+		session_free(s);
+	}
+}
+
 void c2s_closing(struct conn *c)
 {
 	c2s_auth_free(c);
 	free(c->bind);
 	c->bind = NULL;
-	if (c->sess) {
-		struct session *s = c->sess;
-
-		log_info("session.end", "conn=%llu jid=%s", cid(c), s->jid);
-		/* The session leaves the directory before anything else can see it. */
-		sessdir_remove(srv_of(c)->sessions, s);
-		c->sess = NULL;
-		session_free(s);
-	}
+	/* Stream management may keep the session, detached, for resumption. */
+	if (c->sess && !sm_conn_closing(c))
+		c2s_session_end(c->w, c->sess);
 }
 
 static void c2s_send_ping(struct conn *c)
@@ -467,7 +527,7 @@ static void c2s_send_ping(struct conn *c)
 	strbuf_puts(b, "' to='");
 	strbuf_append_xml_escaped(b, c->sess->jid, c->sess->jid_len);
 	strbuf_puts(b, "'><ping xmlns='" NS_PING "'/></iq>");
-	conn_send(c, b->data, b->len);
+	sm_send_stanza(c, b->data, b->len);	/* a stanza: stream management counts it */
 	strbuf_clear(b);
 }
 
@@ -513,7 +573,18 @@ void c2s_deadline(struct conn *c)
 
 void c2s_send_stanza(struct conn *c, const struct xml_node *st)
 {
+	/* A detached session has no stream: router_deliver() queues for it. */
+	if (!c)
+		return;
 	conn_send_node(c, st);
+}
+
+void c2s_send_prepared(struct conn *c, const struct xml_node *st, const char *data, size_t len)
+{
+	/* Keep in step with c2s_send_stanza: same stream, bytes made already. */
+	if (!c)
+		return;
+	sm_send_stanza(c, data, len);
 }
 
 /* ---- STARTTLS (RFC 6120 section 5) ---- */
@@ -853,6 +924,12 @@ static void c2s_replace_session(struct conn *c, struct session *old)
 {
 	struct conn *oc = old->conn;
 
+	if (!oc) {
+		/* Detached (stream management): there is no stream to close. */
+		log_info("session.replaced", "conn=0 jid=%s by_conn=%llu", old->jid, cid(c));
+		c2s_session_end(c->w, old);
+		return;
+	}
 	log_info("session.replaced", "conn=%llu jid=%s by_conn=%llu", cid(oc), old->jid, cid(c));
 	oc->close_reason = CONN_CLOSE_REPLACED;
 	c2s_stream_error(oc, "conflict", "replaced by a new session with the same resource");
@@ -924,6 +1001,21 @@ static void c2s_finish_bind(struct conn *c, struct account *loaded)
 	free(pb);
 	log_info("session.bind", "conn=%llu jid=%s", cid(c), s->jid);
 	/* From now on the deadline watches idleness. */
+	if (cfg_of(c)->idle_timeout)
+		conn_set_deadline(c, (uint64_t)cfg_of(c)->idle_timeout * 1000);
+	else
+		loop_timer_cancel(&c->timer);
+}
+
+/*
+ * Stream management resumed session s on c (sm.c checked the request and
+ * took s from its old stream): c is ready, as after a bind.
+ */
+void c2s_resume_session(struct conn *c, struct session *s)
+{
+	c->sess = s;
+	s->conn = c;
+	c->state = C2S_READY;
 	if (cfg_of(c)->idle_timeout)
 		conn_set_deadline(c, (uint64_t)cfg_of(c)->idle_timeout * 1000);
 	else
@@ -1034,23 +1126,13 @@ static bool c2s_bind_iq(struct conn *c, struct xml_node *iq)
 /* Presence with no 'to' updates the session's availability. */
 static void c2s_presence_broadcast(struct conn *c, struct xml_node *st, const struct jid *from)
 {
-	struct session *s = c->sess;
 	const char *type = stanza_type(st);
 	bool unavailable = strcmp(type, "unavailable") == 0;
 
 	if (type[0] && !unavailable)
 		return;	/* subscriptions and probes need an address */
-	if (!unavailable) {
-		struct xml_node *prio = xml_child(st, XML_NS_CLIENT, "priority");
-		const char *t = prio ? xml_text(&c->w->tmp, prio) : NULL;
-		long p = t ? strtol(t, NULL, 10) : 0;
-
-		s->priority = p < -128 ? -128 : p > 127 ? 127 : (int)p;
-		s->available = true;
-	}
-	router_route(c, st, from, NULL);
-	if (unavailable)
-		s->available = false;
+	last_activity_note_presence(c, st);	/* XEP-0012: the status at logout */
+	presence_broadcast(c, st);	/* RFC 6121 4.2-4.5 (presence.c) */
 }
 
 static bool c2s_ready_stanza(struct conn *c, struct xml_node *st)
@@ -1061,6 +1143,7 @@ static bool c2s_ready_stanza(struct conn *c, struct xml_node *st)
 	const char *to_attr = xml_attr_get(st, "to");
 	struct jid from, to;
 
+	sm_inbound(c);	/* XEP-0198: handled from here on, whatever the outcome */
 	/* RFC 6120 8.1.2.1: 'from' may only be the session's full or bare JID. */
 	if (from_attr && strcmp(from_attr, s->jid) != 0 &&
 	    (strlen(from_attr) != s->bare_len || memcmp(from_attr, s->jid, s->bare_len) != 0)) {
@@ -1089,7 +1172,13 @@ static bool c2s_ready_stanza(struct conn *c, struct xml_node *st)
 		}
 		/* Route with the normalized address. */
 		xml_attr_set(&c->w->tmp, st, "to", to.buf);
-		router_route(c, st, &from, &to);
+		if (blocking_outbound(c, st, &to))	/* XEP-0191 (blocking.c) */
+			goto out;
+		carbons_sent(c, st, &to);		/* XEP-0280 (carbons.c) */
+		if (stanza_kind(st) == STANZA_PRESENCE)
+			presence_outbound(c, st, &from, &to);	/* presence.c */
+		else
+			router_route(c, st, &from, &to);
 	} else if (stanza_kind(st) == STANZA_PRESENCE) {
 		c2s_presence_broadcast(c, st, &from);
 	} else if (stanza_kind(st) == STANZA_IQ && xml_child(st, NS_BIND, "bind")) {

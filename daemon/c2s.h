@@ -25,14 +25,40 @@ void c2s_stream_closed_by_peer(struct conn *c);
  */
 void c2s_stream_error(struct conn *c, const char *condition, const char *text);
 
-/* The connection is closing (any reason): unbind the session, cancel auth. */
+/*
+ * The connection is closing (any reason): cancel auth, and end the
+ * session unless stream management keeps it detached for resumption.
+ */
 void c2s_closing(struct conn *c);
+
+struct session;
+struct worker;
+
+/*
+ * The session ends for good (connection closed, or a detached session's
+ * resumption window is over; s->conn may be NULL): it leaves the
+ * directory and is freed. Per-session end logic goes here.
+ */
+void c2s_session_end(struct worker *w, struct session *s);
+
+/* Stream management resumed s on c: c becomes ready with s as its session. */
+void c2s_resume_session(struct conn *c, struct session *s);
 
 /*
  * Sends a stanza (message, presence, iq) on a client stream; stream
  * management counts what passes here.
  */
 void c2s_send_stanza(struct conn *c, const struct xml_node *st);
+
+/*
+ * The same for a stanza already serialized for this stream (fan-out:
+ * presence.c): data[0..len) is st serialized with its recipient's 'to'.
+ */
+void c2s_send_prepared(struct conn *c, const struct xml_node *st, const char *data, size_t len);
+
+/* Frees the sessions that ended during this loop turn (worker, end of turn). */
+struct worker;
+void c2s_reap_sessions(struct worker *w);
 
 /* The connection's deadline expired (not called once closing). */
 void c2s_deadline(struct conn *c);

@@ -55,6 +55,8 @@ static const struct config_option options[] = {
 	  "in-band account registration, XEP-0077 (default closed)" },
 	{ "require_tls", OPT_YESNO, OFF(require_tls), 0, 0, "yes|no",
 	  "require TLS before authentication (default yes)" },
+	{ "ktls", OPT_YESNO, OFF(ktls), 0, 0, "yes|no",
+	  "move TLS records to the kernel after the handshake where it can (default yes)" },
 	{ "cert", OPT_STRING, OFF(cert), 0, 0, "FILE",
 	  "server certificate chain, PEM (default: self-signed, generated in state_dir)" },
 	{ "key", OPT_STRING, OFF(key), 0, 0, "FILE",
@@ -77,6 +79,26 @@ static const struct config_option options[] = {
 	  "silence before the server pings a session, 0 = never (default 300)" },
 	{ "ping_timeout", OPT_UINT, OFF(ping_timeout), 1, 3600, "SECONDS",
 	  "time to answer that ping before disconnection (default 60)" },
+	{ "max_blocklist_items", OPT_UINT, OFF(max_blocklist_items), 1, 1000000, "N",
+	  "JIDs an account may block, XEP-0191 (default 1000)" },
+	{ "max_csi_held_presence", OPT_UINT, OFF(max_csi_held_presence), 1, 100000, "N",
+	  "contacts' presence held for an inactive client, XEP-0352 (default 256)" },
+	{ "max_csi_held_bytes", OPT_UINT, OFF(max_csi_held_bytes), 4096, 1u << 30, "BYTES",
+	  "memory for presence held for an inactive client, XEP-0352 (default 262144)" },
+	{ "sm_resume_timeout", OPT_UINT, OFF(sm_resume_timeout), 0, 86400, "SECONDS",
+	  "how long a broken stream can be resumed, XEP-0198; 0 = no resumption (default 300)" },
+	{ "sm_max_unacked", OPT_UINT, OFF(sm_max_unacked), 1, 100000, "N",
+	  "stanzas a client may leave unacknowledged, XEP-0198 (default 500)" },
+	{ "sm_max_unacked_bytes", OPT_UINT, OFF(sm_max_unacked_bytes), 65536, 1u << 30, "BYTES",
+	  "bytes of unacknowledged stanzas kept per session, XEP-0198 (default 4194304)" },
+	{ "max_vcard_bytes", OPT_UINT, OFF(max_vcard_bytes), 256, 16 << 20, "BYTES",
+	  "largest vCard an account may store, XEP-0054 (default 65536)" },
+	{ "max_private_bytes", OPT_UINT, OFF(max_private_bytes), 256, 16 << 20, "BYTES",
+	  "largest private XML element an account may store, XEP-0049 (default 65536)" },
+	{ "max_roster_items", OPT_UINT, OFF(max_roster_items), 1, 1000000, "N",
+	  "contacts in an account's roster, and pending subscription requests (default 1000)" },
+	{ "max_offline_messages", OPT_UINT, OFF(max_offline_messages), 0, 1000000, "N",
+	  "messages stored for an account without available resources, XEP-0160 (default 500)" },
 };
 
 #define NOPTIONS (sizeof(options) / sizeof(options[0]))
@@ -249,6 +271,7 @@ static void config_defaults(struct config *cfg)
 	memset(cfg, 0, sizeof(*cfg));
 	cfg->workers = ncpu > 0 ? (uint32_t)ncpu : 1;
 	cfg->require_tls = true;
+	cfg->ktls = true;
 	cfg->registration_open = false;
 	cfg->max_stanza_bytes = 256 * 1024;
 	cfg->max_stanza_bytes_preauth = 16 * 1024;
@@ -258,6 +281,16 @@ static void config_defaults(struct config *cfg)
 	cfg->auth_timeout = 60;
 	cfg->idle_timeout = 300;
 	cfg->ping_timeout = 60;
+	cfg->max_blocklist_items = 1000;
+	cfg->max_csi_held_presence = 256;
+	cfg->max_csi_held_bytes = 256 * 1024;
+	cfg->sm_resume_timeout = 300;
+	cfg->sm_max_unacked = 500;
+	cfg->sm_max_unacked_bytes = 4 * 1024 * 1024;
+	cfg->max_vcard_bytes = 64 * 1024;
+	cfg->max_private_bytes = 64 * 1024;
+	cfg->max_roster_items = 1000;
+	cfg->max_offline_messages = 500;
 }
 
 /* Fills what is still unset after file and flags. 0 or -ENOMEM. */

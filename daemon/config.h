@@ -34,6 +34,7 @@ struct config {
 
 	bool registration_open;
 	bool require_tls;
+	bool ktls;		/* kTLS handoff where the kernel supports it */
 	char *cert;		/* NULL: <state_dir>/cert.pem, generated */
 	char *key;
 
@@ -47,6 +48,16 @@ struct config {
 	uint32_t auth_timeout;		/* seconds from accept to bound session */
 	uint32_t idle_timeout;		/* seconds of silence before a ping; 0 = off */
 	uint32_t ping_timeout;		/* seconds to answer that ping */
+	uint32_t max_blocklist_items;	/* XEP-0191 block list entries per account */
+	uint32_t max_csi_held_presence;	/* XEP-0352 senders held per inactive session */
+	uint32_t max_csi_held_bytes;	/* XEP-0352 bytes held per inactive session */
+	uint32_t sm_resume_timeout;	/* XEP-0198 resumption window, seconds; 0 = none */
+	uint32_t sm_max_unacked;	/* XEP-0198 unacknowledged stanzas per session */
+	uint32_t sm_max_unacked_bytes;	/* ... and their bytes (at least 2 stanzas' worth) */
+	uint32_t max_vcard_bytes;	/* a stored vCard, serialized (XEP-0054) */
+	uint32_t max_private_bytes;	/* one private XML element (XEP-0049) */
+	uint32_t max_roster_items;	/* roster items (and pending requests) per account */
+	uint32_t max_offline_messages;	/* XEP-0160 messages stored per account */
 };
 
 /*

@@ -25,6 +25,7 @@
 #include "conn.h"
 #include "log.h"
 #include "server.h"
+#include "sm.h"
 #include "tls.h"
 #include "worker.h"
 
@@ -101,7 +102,8 @@ int conn_send(struct conn *c, const void *data, size_t len)
 {
 	if (c->fd < 0 || c->in_reap_list)
 		return -EPIPE;
-	if (c->tls)
+	/* In kTLS mode the kernel encrypts: plaintext goes on the socket. */
+	if (c->tls && !tls_conn_in_kernel(c->tls))
 		return tls_conn_write(c->tls, data, len);
 	return conn_queue_raw(c, data, len);
 }
@@ -115,7 +117,8 @@ int conn_send_node(struct conn *c, const struct xml_node *n)
 	xml_serialize(out, n, XML_NS_CLIENT);
 	if (out->oom)
 		return -ENOMEM;
-	ret = conn_send(c, out->data, out->len);
+	/* Every stanza to a client passes here: stream management counts it. */
+	ret = sm_send_stanza(c, out->data, out->len);
 	strbuf_clear(out);
 	return ret;
 }
@@ -201,7 +204,7 @@ static int conn_tls_plain(void *arg, const char *data, size_t len)
 
 	/* Application data can arrive in the same read as the client Finished. */
 	if (!c->secure && tls_conn_handshake_done(c->tls))
-		c2s_tls_established(c);
+		conn_tls_established(c);
 	conn_input_plain(c, data, len);
 	return c->closing ? 1 : 0;
 }
@@ -224,7 +227,7 @@ void conn_input(struct conn *c, const char *data, size_t len)
 		break;
 	case TLS_HANDSHAKE_DONE:
 		if (!c->secure)
-			c2s_tls_established(c);
+			conn_tls_established(c);
 		break;
 	case TLS_CLOSED:
 		c2s_stream_closed_by_peer(c);
@@ -271,6 +274,14 @@ void conn_resume_input(struct conn *c)
 		xml_stream_release_idle(&c->xs);
 }
 
+void conn_input_plaintext(struct conn *c, const char *data, size_t len)
+{
+	if (c->closing)
+		return;	/* lingering after our close: discard */
+	c->last_input_ms = loop_now_ms(c->w->loop);
+	conn_input_plain(c, data, len);
+}
+
 int conn_start_tls(struct conn *c)
 {
 	struct server *srv = c->w->srv;
@@ -279,6 +290,7 @@ int conn_start_tls(struct conn *c)
 	c->tls = tls_conn_new(ts, conn_tls_sink, c);
 	if (!c->tls)
 		return -errno;
+	c->tls_mode = CONN_TLS_USERSPACE;
 	return 0;
 }
 
@@ -294,6 +306,8 @@ static void conn_finish(struct conn *c)
 {
 	if (c->in_reap_list)
 		return;
+	/* kTLS: our close_notify follows the last queued byte, as OpenSSL's would. */
+	conn_ktls_close_notify(c);
 	if (c->fd >= 0 && c->recv_armed && c->close_reason != CONN_CLOSE_PEER &&
 	    c->close_reason != CONN_CLOSE_IO) {
 		shutdown(c->fd, SHUT_WR);
@@ -335,6 +349,9 @@ void conn_abort(struct conn *c, enum conn_close_reason reason)
 
 void conn_output_drained(struct conn *c)
 {
+	/* A kTLS handoff waits for OpenSSL's last records to leave. */
+	if (c->tls_mode == CONN_TLS_HANDOFF)
+		conn_ktls_step(c);
 	if (c->closing && c->close_after_flush)
 		conn_finish(c);
 }

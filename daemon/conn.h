@@ -61,6 +61,20 @@ enum conn_close_reason {
 	CONN_CLOSE_SLOW,		/* output queue limit: the peer does not read */
 };
 
+/*
+ * Where a connection's TLS record layer runs. After the handshake a
+ * connection whose suite the kernel supports moves from USERSPACE through
+ * HANDOFF (receive stopped, output draining, keys computed) to KTLS, where
+ * the socket carries plaintext and the SSL object is freed (conn_ktls.c).
+ */
+enum conn_tls_mode {
+	CONN_TLS_NONE = 0,		/* no TLS (yet) */
+	CONN_TLS_USERSPACE,		/* OpenSSL's record layer */
+	CONN_TLS_HANDOFF,		/* moving to the kernel */
+	CONN_TLS_KTLS,			/* the kernel's record layer */
+	CONN_TLS_KTLS_NO_RX,		/* kernel; receiving stopped for good (KeyUpdate) */
+};
+
 struct conn {
 	struct worker *w;
 	uint64_t id;			/* for logs; unique per process */
@@ -71,6 +85,8 @@ struct conn {
 	uint8_t state;			/* stream state (c2s.c) */
 	uint8_t close_reason;		/* enum conn_close_reason */
 	uint8_t auth_failures;
+	uint8_t iq_async;		/* storage-backed iqs in flight (iq_async.h) */
+	uint8_t tls_mode;		/* enum conn_tls_mode (conn_ktls.c) */
 
 	bool closing : 1;		/* no more input is processed */
 	bool close_after_flush : 1;	/* shut down once the queue is empty */
@@ -154,6 +170,37 @@ void conn_resume_input(struct conn *c);
  * 0 or -errno (then the caller closes).
  */
 int conn_start_tls(struct conn *c);
+
+/*
+ * Plaintext from the peer into the XML stream (after userspace TLS, or
+ * straight from a kTLS socket). Records the input time.
+ */
+void conn_input_plaintext(struct conn *c, const char *data, size_t len);
+
+/* ---- kTLS (conn_ktls.c) ---- */
+
+/*
+ * The TLS handshake just completed: tells the stream layer, then starts
+ * the handoff to the kernel when this connection qualifies (the receive is
+ * cancelled so no byte past the switch point is read by userspace).
+ */
+void conn_tls_established(struct conn *c);
+
+/*
+ * Moves a handoff on: called whenever the receive stopped or the output
+ * drained. Switches once nothing is in flight and OpenSSL holds no partial
+ * record, reads the rest of a record first, or falls back to userspace.
+ */
+void conn_ktls_step(struct conn *c);
+
+/* A record from a kTLS socket (plaintext; type 23 data, 21 alert, 22 handshake). */
+void conn_ktls_record(struct conn *c, unsigned type, const char *data, size_t len);
+
+/* Sends close_notify through the kernel once, when due (output drained). */
+void conn_ktls_close_notify(struct conn *c);
+
+/* "userspace", "ktls" (also while moving there) or "none", for logs. */
+const char *conn_tls_mode_name(const struct conn *c);
 
 /* Re-arms the connection's deadline (handshake, auth or idle). */
 void conn_set_deadline(struct conn *c, uint64_t ms);

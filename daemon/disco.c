@@ -6,11 +6,13 @@
  */
 #include <string.h>
 
+#include "caps.h"
+#include "contact_query.h"
 #include "iq.h"
 #include "jid.h"
 #include "stanza.h"
 
-#define DISCO_MAX_FEATURES 64
+#define DISCO_MAX_FEATURES CAPS_MAX_FEATURES
 
 static int disco_add_identity(struct arena *a, struct xml_node *q, const char *category,
 			      const char *type, const char *name)
@@ -23,46 +25,99 @@ static int disco_add_identity(struct arena *a, struct xml_node *q, const char *c
 	return 0;
 }
 
-void disco_info_get(struct iq_request *rq)
+/*
+ * The info of the server or of an account, for an iq scope: its identity
+ * and the features of that scope (caps.c keeps the server's list, which
+ * its XEP-0115 hash covers). node is echoed when not NULL. NULL on ENOMEM.
+ */
+static struct xml_node *disco_info(struct arena *a, enum iq_scope scope, const char *node)
 {
-	struct arena *a = iq_arena(rq);
 	const char *features[DISCO_MAX_FEATURES];
-	struct xml_node *q;
+	const struct caps_identity *id = &caps_server_identity;
+	struct xml_node *q = xml_node_new(a, NS_DISCO_INFO, "query");
 	size_t n;
 	int ret;
 
-	/* Only the root node exists so far. */
-	if (xml_attr_get(rq->payload, "node")) {
-		iq_reply_error(rq, "item-not-found", NULL);
-		return;
-	}
-	q = xml_node_new(a, NS_DISCO_INFO, "query");
-	if (!q)
-		goto oom;
-	if (rq->scope == IQ_SCOPE_SERVER)
-		ret = disco_add_identity(a, q, "server", "im", "stanzad");
+	if (!q || (node && xml_attr_set(a, q, "node", node) < 0))
+		return NULL;
+	if (scope == IQ_SCOPE_SERVER)
+		ret = disco_add_identity(a, q, id->category, id->type, id->name);
 	else
 		ret = disco_add_identity(a, q, "account", "registered", NULL);
 	if (ret < 0)
-		goto oom;
-	n = iq_features(rq->scope, features, DISCO_MAX_FEATURES);
+		return NULL;
+	n = caps_features(scope, features, DISCO_MAX_FEATURES);
 	for (size_t i = 0; i < n; i++) {
 		struct xml_node *f = xml_node_add_child(a, q, NULL, "feature");
 
 		if (!f || xml_attr_set(a, f, "var", features[i]) < 0)
-			goto oom;
+			return NULL;
+	}
+	return q;
+}
+
+/*
+ * XEP-0030 section 8 (security): another entity learns that an account
+ * exists, and what it supports, only when the account shares its
+ * presence with it; otherwise, and when there is no such account, the
+ * answer is service-unavailable.
+ */
+static void disco_contact_answer(const struct iq_async *op, struct session *s,
+				 const struct contact_facts *f)
+{
+	struct xml_node *q;
+
+	if (!f->exists || !f->subscribed) {
+		iq_async_error(op, s, "service-unavailable", NULL);
+		return;
+	}
+	q = disco_info(iq_async_arena(op), IQ_SCOPE_CONTACT, NULL);
+	if (q)
+		iq_async_result(op, s, q);
+	else
+		iq_async_error(op, s, "internal-server-error", NULL);
+}
+
+/* The same for a node of the account: none exist, which only subscribers may learn. */
+static void disco_contact_node_answer(const struct iq_async *op, struct session *s,
+				      const struct contact_facts *f)
+{
+	iq_async_error(op, s, f->exists && f->subscribed ? "item-not-found" : "service-unavailable",
+		       NULL);
+}
+
+void disco_info_get(struct iq_request *rq)
+{
+	const char *node = xml_attr_get(rq->payload, "node");
+	struct xml_node *q;
+
+	if (rq->scope == IQ_SCOPE_CONTACT) {
+		contact_query(rq, false, NS_DISCO_INFO, "query",
+			      node ? disco_contact_node_answer : disco_contact_answer);
+		return;
+	}
+	/* Besides the root, only the server's caps node (XEP-0115 6.2) exists. */
+	if (node && !(rq->scope == IQ_SCOPE_SERVER && caps_is_server_node(node))) {
+		iq_reply_error(rq, "item-not-found", NULL);
+		return;
+	}
+	q = disco_info(iq_arena(rq), rq->scope, node);
+	if (!q) {
+		iq_reply_error(rq, "internal-server-error", NULL);
+		return;
 	}
 	iq_reply_result(rq, q);
-	return;
-oom:
-	iq_reply_error(rq, "internal-server-error", NULL);
 }
 
 void disco_items_get(struct iq_request *rq)
 {
 	struct xml_node *q;
 
-	if (xml_attr_get(rq->payload, "node")) {
+	/*
+	 * For someone else's account the list is empty whatever the node
+	 * (XEP-0030 section 8: nothing that tells whether it exists).
+	 */
+	if (xml_attr_get(rq->payload, "node") && rq->scope != IQ_SCOPE_CONTACT) {
 		iq_reply_error(rq, "item-not-found", NULL);
 		return;
 	}

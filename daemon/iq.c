@@ -1,23 +1,52 @@
 /* SPDX-License-Identifier: MIT */
 #include <string.h>
 
+#include "blocking.h"
+#include "carbons.h"
 #include "conn.h"
+#include "entity_time.h"
 #include "iq.h"
+#include "last_activity.h"
 #include "log.h"
+#include "offline.h"
+#include "private_xml.h"
+#include "roster.h"
 #include "server.h"
 #include "stanza.h"
+#include "vcard.h"
 #include "worker.h"
 
 /* Every iq payload the server itself understands. */
 static const struct iq_handler iq_handlers[] = {
 	{ NS_PING, "ping", IQ_SCOPE_SERVER | IQ_SCOPE_ACCOUNT, ping_get, NULL, NS_PING },
-	{ NS_DISCO_INFO, "query", IQ_SCOPE_SERVER | IQ_SCOPE_ACCOUNT, disco_info_get, NULL,
-	  NS_DISCO_INFO },
-	{ NS_DISCO_ITEMS, "query", IQ_SCOPE_SERVER | IQ_SCOPE_ACCOUNT, disco_items_get, NULL,
-	  NS_DISCO_ITEMS },
+	{ NS_DISCO_INFO, "query", IQ_SCOPE_SERVER | IQ_SCOPE_ACCOUNT | IQ_SCOPE_CONTACT,
+	  disco_info_get, NULL, NS_DISCO_INFO },
+	{ NS_DISCO_ITEMS, "query", IQ_SCOPE_SERVER | IQ_SCOPE_ACCOUNT | IQ_SCOPE_CONTACT,
+	  disco_items_get, NULL, NS_DISCO_ITEMS },
 	{ NS_VERSION, "query", IQ_SCOPE_SERVER, version_get, NULL, NS_VERSION },
 	{ NS_REGISTER, "query", IQ_SCOPE_SERVER | IQ_SCOPE_ACCOUNT | IQ_SCOPE_PREAUTH, register_get,
 	  register_set, NS_REGISTER },
+	{ NS_BLOCKING, "blocklist", IQ_SCOPE_SERVER | IQ_SCOPE_ACCOUNT, blocking_get, NULL,
+	  NS_BLOCKING },
+	{ NS_BLOCKING, "block", IQ_SCOPE_SERVER | IQ_SCOPE_ACCOUNT, NULL, blocking_set, NULL },
+	{ NS_BLOCKING, "unblock", IQ_SCOPE_SERVER | IQ_SCOPE_ACCOUNT, NULL, blocking_set, NULL },
+	{ NS_CARBONS, "enable", IQ_SCOPE_SERVER | IQ_SCOPE_ACCOUNT, NULL, carbons_enable,
+	  NS_CARBONS },
+	{ NS_CARBONS, "disable", IQ_SCOPE_SERVER | IQ_SCOPE_ACCOUNT, NULL, carbons_disable, NULL },
+	{ NS_VCARD, "vCard", IQ_SCOPE_SERVER | IQ_SCOPE_ACCOUNT | IQ_SCOPE_CONTACT, vcard_get,
+	  vcard_set, NS_VCARD },
+	{ NS_PRIVATE, "query", IQ_SCOPE_SERVER | IQ_SCOPE_ACCOUNT, private_xml_get,
+	  private_xml_set, NS_PRIVATE },
+	/* Someone else's private XML: forbidden, and not a feature of that account. */
+	{ NS_PRIVATE, "query", IQ_SCOPE_CONTACT, private_xml_get, private_xml_set, NULL },
+	{ NS_TIME, "time", IQ_SCOPE_SERVER, entity_time_get, NULL, NS_TIME },
+	{ NS_LAST, "query", IQ_SCOPE_SERVER | IQ_SCOPE_ACCOUNT | IQ_SCOPE_CONTACT,
+	  last_activity_get, NULL, NS_LAST },
+	{ NS_ROSTER, "query", IQ_SCOPE_ACCOUNT, roster_get, roster_set, NS_ROSTER },
+	/* Someone else's roster: forbidden (RFC 6121 2.3.3). */
+	{ NS_ROSTER, "query", IQ_SCOPE_CONTACT, roster_foreign, roster_foreign, NULL },
+	/* Feature only (XEP-0160): no element has an empty name, so nothing dispatches here. */
+	{ OFFLINE_FEATURE, "", IQ_SCOPE_SERVER, NULL, NULL, OFFLINE_FEATURE },
 };
 
 #define N_IQ_HANDLERS (sizeof(iq_handlers) / sizeof(iq_handlers[0]))

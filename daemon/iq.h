@@ -24,6 +24,13 @@ enum iq_scope {
 	IQ_SCOPE_SERVER = 1,	/* to the domain */
 	IQ_SCOPE_ACCOUNT = 2,	/* to a bare JID (or no 'to'): the server acts for the account */
 	IQ_SCOPE_PREAUTH = 4,	/* on a stream that is not authenticated yet */
+	/*
+	 * To another local account's bare JID: the server answers on that
+	 * account's behalf to someone else (RFC 6121 8.5.2.1.3), e.g. a
+	 * vCard or last-activity get. rq->to is the target. The account
+	 * may not exist: handlers check and answer service-unavailable.
+	 */
+	IQ_SCOPE_CONTACT = 8,
 };
 
 struct iq_request {

@@ -4,16 +4,22 @@
  * this file includes liburing's prep/submit calls.
  */
 #include <errno.h>
+#include <linux/tls.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include "log.h"
 #include "loop.h"
 
 #define LOOP_BGID 0	/* the one provided-buffer group per ring */
+#ifndef SOL_TLS
+#define SOL_TLS 282
+#endif
+#define LOOP_TLS_RECORD_DATA	23	/* what a receive without a record-type cmsg holds */
 
 struct loop {
 	struct io_uring ring;
@@ -32,6 +38,14 @@ struct loop {
 	uint64_t now_ms;
 	uint64_t wheel_tick;	/* last tick whose slot was run */
 	unsigned timers_armed;
+
+	/*
+	 * Template of every kTLS recvmsg: no address, room for one cmsg (the
+	 * record type). Multishot recvmsg puts header, cmsg and payload into
+	 * the provided buffer, so nothing per connection stays pinned; the
+	 * kernel copies this at submission and parsing reuses it.
+	 */
+	struct msghdr tls_msg;
 
 	bool stop;
 };
@@ -148,6 +162,7 @@ struct loop *loop_new(const struct loop_config *cfg, const struct loop_handlers 
 	if (ret)
 		goto err_exit_ring;
 
+	l->tls_msg.msg_controllen = CMSG_SPACE(sizeof(unsigned char));
 	l->now_ms = monotonic_ms();
 	l->wheel_tick = l->now_ms / LOOP_TICK_MS;
 	return l;
@@ -193,6 +208,42 @@ void loop_recv(struct loop *l, int fd, uint32_t slot, uint32_t gen)
 	sqe->flags |= IOSQE_BUFFER_SELECT;
 	sqe->buf_group = LOOP_BGID;
 	io_uring_sqe_set_data64(sqe, loop_ud_pack(LOOP_OP_RECV, gen, slot));
+}
+
+void loop_recv_limited(struct loop *l, int fd, uint32_t slot, uint32_t gen, size_t max)
+{
+	struct io_uring_sqe *sqe = loop_sqe(l);
+
+	if (!sqe)
+		return;
+	if (max > l->buf_size)
+		max = l->buf_size;
+	io_uring_prep_recv(sqe, fd, NULL, max, 0);
+	sqe->flags |= IOSQE_BUFFER_SELECT;
+	sqe->buf_group = LOOP_BGID;
+	io_uring_sqe_set_data64(sqe, loop_ud_pack(LOOP_OP_RECV, gen, slot));
+}
+
+void loop_recv_tls(struct loop *l, int fd, uint32_t slot, uint32_t gen)
+{
+	struct io_uring_sqe *sqe = loop_sqe(l);
+
+	if (!sqe)
+		return;
+	io_uring_prep_recvmsg_multishot(sqe, fd, &l->tls_msg, 0);
+	sqe->flags |= IOSQE_BUFFER_SELECT;
+	sqe->buf_group = LOOP_BGID;
+	io_uring_sqe_set_data64(sqe, loop_ud_pack(LOOP_OP_RECV_TLS, gen, slot));
+}
+
+void loop_cancel_recv(struct loop *l, enum loop_op op, uint32_t slot, uint32_t gen)
+{
+	struct io_uring_sqe *sqe = loop_sqe(l);
+
+	if (!sqe)
+		return;
+	io_uring_prep_cancel64(sqe, loop_ud_pack(op, gen, slot), 0);
+	io_uring_sqe_set_data64(sqe, loop_ud_pack(LOOP_OP_CANCEL, 0, 0));
 }
 
 void loop_send(struct loop *l, int fd, uint32_t slot, uint32_t gen, const void *data, size_t len)
@@ -330,6 +381,59 @@ static void loop_handle_recv(struct loop *l, struct io_uring_cqe *cqe)
 	l->h->received(l->ctx, loop_ud_slot(ud), loop_ud_gen(ud), NULL, 0, cqe->res, more);
 }
 
+/* The record type in a kTLS recvmsg's control data (data if none). */
+static unsigned loop_tls_record_type(struct loop *l, struct io_uring_recvmsg_out *o)
+{
+	struct cmsghdr *cmsg;
+
+	for (cmsg = io_uring_recvmsg_cmsg_firsthdr(o, &l->tls_msg); cmsg;
+	     cmsg = io_uring_recvmsg_cmsg_nexthdr(o, &l->tls_msg, cmsg))
+		if (cmsg->cmsg_level == SOL_TLS && cmsg->cmsg_type == TLS_GET_RECORD_TYPE)
+			return *(unsigned char *)CMSG_DATA(cmsg);
+	return LOOP_TLS_RECORD_DATA;
+}
+
+/*
+ * A multishot recvmsg completion: res counts the io_uring_recvmsg_out
+ * header, the control area and the payload. A payload of 0 is the end of
+ * the stream (kTLS never returns empty records).
+ */
+static void loop_handle_recv_tls(struct loop *l, struct io_uring_cqe *cqe)
+{
+	uint64_t ud = cqe->user_data;
+	bool more = cqe->flags & IORING_CQE_F_MORE;
+	struct io_uring_recvmsg_out *o;
+	unsigned bid, type;
+	unsigned len;
+	char *buf;
+
+	if (!(cqe->flags & IORING_CQE_F_BUFFER)) {
+		l->h->received_tls(l->ctx, loop_ud_slot(ud), loop_ud_gen(ud), 0, NULL, 0,
+				   cqe->res < 0 ? cqe->res : -EIO, more);
+		return;
+	}
+	bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
+	buf = l->bufs + (size_t)bid * l->buf_size;
+	o = cqe->res > 0 ? io_uring_recvmsg_validate(buf, cqe->res, &l->tls_msg) : NULL;
+	if (!o) {
+		loop_recycle_buffer(l, bid);
+		l->h->received_tls(l->ctx, loop_ud_slot(ud), loop_ud_gen(ud), 0, NULL, 0,
+				   cqe->res < 0 ? cqe->res : -EIO, more);
+		return;
+	}
+	len = io_uring_recvmsg_payload_length(o, cqe->res, &l->tls_msg);
+	/* A record type we could not see would be taken for data: refuse it. */
+	if (o->flags & MSG_CTRUNC) {
+		loop_recycle_buffer(l, bid);
+		l->h->received_tls(l->ctx, loop_ud_slot(ud), loop_ud_gen(ud), 0, NULL, 0, -EIO, more);
+		return;
+	}
+	type = loop_tls_record_type(l, o);
+	l->h->received_tls(l->ctx, loop_ud_slot(ud), loop_ud_gen(ud), type,
+			   len ? io_uring_recvmsg_payload(o, &l->tls_msg) : NULL, len, 0, more);
+	loop_recycle_buffer(l, bid);
+}
+
 static void loop_handle_cqe(struct loop *l, struct io_uring_cqe *cqe)
 {
 	uint64_t ud = cqe->user_data;
@@ -346,6 +450,9 @@ static void loop_handle_cqe(struct loop *l, struct io_uring_cqe *cqe)
 		break;
 	case LOOP_OP_RECV:
 		loop_handle_recv(l, cqe);
+		break;
+	case LOOP_OP_RECV_TLS:
+		loop_handle_recv_tls(l, cqe);
 		break;
 	case LOOP_OP_SEND:
 		l->h->sent(l->ctx, loop_ud_slot(ud), loop_ud_gen(ud), cqe->res);

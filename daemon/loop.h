@@ -35,6 +35,7 @@ enum loop_op {
 	LOOP_OP_SEND,		/* slot = connection slot */
 	LOOP_OP_CANCEL,		/* completion of a cancel request; ignored */
 	LOOP_OP_WATCH,		/* slot = watch index (eventfd, signalfd) */
+	LOOP_OP_RECV_TLS,	/* slot = connection slot; kTLS recvmsg */
 };
 
 #define LOOP_GEN_BITS	24
@@ -96,6 +97,13 @@ struct loop_handlers {
 	void (*watch)(void *ctx, unsigned watch_id);
 	/* End of a turn: queue the batched sends now. */
 	void (*flush)(void *ctx);
+	/*
+	 * Received on a kTLS socket (see loop_recv_tls): like `received`, plus
+	 * the TLS record type of the data (23 application data, 21 alert,
+	 * 22 handshake). A non-data record always arrives alone, whole.
+	 */
+	void (*received_tls)(void *ctx, uint32_t slot, uint32_t gen, unsigned record_type,
+			     const char *data, size_t len, int err, bool more);
 };
 
 struct loop_config {
@@ -122,6 +130,28 @@ int loop_add_listener(struct loop *l, int fd, unsigned listener);
 
 /* Arms a multishot receive (buffer select) for a connection. */
 void loop_recv(struct loop *l, int fd, uint32_t slot, uint32_t gen);
+
+/*
+ * Arms a single receive of at most max bytes (and at most one provided
+ * buffer); it completes through `received` with more == false. The kTLS
+ * handoff uses it to read exactly the rest of a record.
+ */
+void loop_recv_limited(struct loop *l, int fd, uint32_t slot, uint32_t gen, size_t max);
+
+/*
+ * Arms a multishot recvmsg (buffer select) on a kTLS socket: plaintext and
+ * the record type of each receive go to `received_tls`. Plain recv cannot
+ * be used there: a non-data record makes it fail with EIO. On a socket
+ * without kTLS every receive reports record type 23.
+ */
+void loop_recv_tls(struct loop *l, int fd, uint32_t slot, uint32_t gen);
+
+/*
+ * Cancels the receive armed with loop_recv() (op LOOP_OP_RECV) or
+ * loop_recv_tls() (LOOP_OP_RECV_TLS) for slot/gen; its last completion
+ * arrives with more == false (-ECANCELED, or data that raced the cancel).
+ */
+void loop_cancel_recv(struct loop *l, enum loop_op op, uint32_t slot, uint32_t gen);
 
 /*
  * Queues one send of data[0..len). The memory must stay valid and unchanged

@@ -26,6 +26,7 @@
 #include "server.h"
 #include "session.h"
 #include "storage.h"
+#include "ktls.h"
 #include "tls.h"
 #include "worker.h"
 
@@ -126,6 +127,12 @@ static int setup_tls(struct server *srv)
 	srv->tls_direct = tls_server_share(srv->tls_starttls, "xmpp-client");
 	if (!srv->tls_direct)
 		goto err;
+	/* Which suites the kernel takes after the handshake (logged in server.paths). */
+	srv->ktls_mask = cfg->ktls ? ktls_probe(srv->ktls_reason, sizeof(srv->ktls_reason)) : 0;
+	if (!cfg->ktls)
+		snprintf(srv->ktls_reason, sizeof(srv->ktls_reason), "ktls=no in the configuration");
+	tls_server_enable_ktls(srv->tls_starttls, srv->ktls_mask);
+	tls_server_enable_ktls(srv->tls_direct, srv->ktls_mask);
 	return 0;
 err:
 	fprintf(stderr, "stanzad: cannot load certificate %s and key %s (see the log line above)\n",
@@ -170,17 +177,23 @@ static int load_secret(const char *state_dir, const char *name, uint8_t out[32])
 	return ret;
 }
 
+/* The signals the loop handles; blocked so that they wait for the signalfd. */
+static int block_signals(sigset_t *set)
+{
+	sigemptyset(set);
+	sigaddset(set, SIGINT);
+	sigaddset(set, SIGTERM);
+	sigaddset(set, SIGHUP);
+	return pthread_sigmask(SIG_BLOCK, set, NULL) != 0 ? -errno : 0;
+}
+
 static int setup_signals(void)
 {
 	sigset_t set;
 
 	/* Signals arrive through a signalfd that the loop watches. */
 	signal(SIGPIPE, SIG_IGN);
-	sigemptyset(&set);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGHUP);
-	if (pthread_sigmask(SIG_BLOCK, &set, NULL) != 0)
+	if (block_signals(&set) < 0)
 		return -errno;
 	return signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
 }
@@ -201,8 +214,12 @@ static void log_startup(const struct server *srv)
 		 tls[0] ? tls : "off", cfg->state_dir, cfg->registration_open ? "open" : "closed",
 		 cfg->require_tls ? "yes" : "no");
 	/* Which kernel paths are in use, and why the others are not. */
-	log_info("server.paths", "io_uring=on tls=userspace ktls=off ktls_reason=\"not built yet\" "
-		 "steering=none steering_reason=\"single worker\" workers=1");
+	log_info("server.paths", "io_uring=on tls=%s ktls=%s ktls_suites=0x%02x%s%s%s "
+		 "steering=none steering_reason=\"single worker\" workers=1",
+		 srv->ktls_mask ? "ktls" : "userspace",
+		 srv->ktls_mask == KTLS_ALL_SUITES ? "on" : srv->ktls_mask ? "partial" : "off",
+		 srv->ktls_mask, srv->ktls_reason[0] ? " ktls_reason=\"" : "", srv->ktls_reason,
+		 srv->ktls_reason[0] ? "\"" : "");
 	if (cfg->workers > 1)
 		log_warn("server.workers", "requested=%u running=1 msg=\"this build runs one event-loop "
 			 "worker; the others stay idle\"", cfg->workers);
@@ -218,9 +235,15 @@ int main(int argc, char **argv)
 	struct worker w;
 	struct storage *st = NULL;
 	enum log_level lvl;
+	sigset_t early;
 	int ret, sfd, status = 1;
 
 	memset(&srv, 0, sizeof(srv));
+	/*
+	 * A SIGTERM that comes once the listeners accept but before the loop
+	 * runs must stay pending for the signalfd, not kill the process.
+	 */
+	block_signals(&early);
 	ret = config_load(&cfg, argc, argv);
 	if (ret != 0) {
 		config_free(&cfg);

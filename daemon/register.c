@@ -23,6 +23,7 @@
 #include "log.h"
 #include "server.h"
 #include "session.h"
+#include "sm.h"
 #include "stanza.h"
 #include "storage.h"
 #include "worker.h"
@@ -127,7 +128,7 @@ static void register_answer(struct conn *c, const struct register_op *op, const 
 			      stanza_error_type(condition), condition);
 	else
 		strbuf_puts(b, "'/>");
-	conn_send(c, b->data, b->len);
+	sm_send_stanza(c, b->data, b->len);	/* a stanza: stream management counts it */
 	strbuf_clear(b);
 }
 
@@ -140,7 +141,10 @@ static void register_end_sessions(struct worker *w, const char *user)
 	snprintf(bare, sizeof(bare), "%s@%s", user, w->srv->cfg->domain);
 	for (s = sessdir_find_bare(w->srv->sessions, bare, strlen(bare)); s; s = next) {
 		next = s->next;
-		c2s_stream_error(s->conn, "not-authorized", "the account was removed");
+		if (s->conn)
+			c2s_stream_error(s->conn, "not-authorized", "the account was removed");
+		else
+			c2s_session_end(w, s);	/* detached (stream management, sm.c) */
 	}
 }
 

@@ -2,50 +2,64 @@
 /*
  * The delivery rules. Local accounts only so far; stanzas for other
  * domains are answered with remote-server-not-found until federation
- * exists. Messages to an account with no available resource are answered
- * with service-unavailable until offline storage exists.
+ * exists. Messages for an account with no available resource go to
+ * offline storage (offline.c), which also finds out whether the account
+ * exists; presence subscriptions and probes go to presence.c.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
+#include "blocking.h"
 #include "c2s.h"
+#include "carbons.h"
 #include "conn.h"
+#include "csi.h"
 #include "iq.h"
 #include "jid.h"
+#include "last_activity.h"
 #include "log.h"
+#include "offline.h"
+#include "presence.h"
 #include "router.h"
 #include "server.h"
 #include "session.h"
+#include "sm.h"
 #include "stanza.h"
 #include "worker.h"
 
-/* The local connection of a stanza's sender (by its 'from'), or NULL. */
-static struct conn *sender_conn(struct worker *w, const struct xml_node *st)
+/* The local session of a stanza's sender (by its 'from'), or NULL. */
+static struct session *sender_session(struct worker *w, const struct xml_node *st)
 {
 	const char *from = xml_attr_get(st, "from");
-	struct session *s;
 	struct jid j;
 
 	if (!from || jid_parse(&j, from, strlen(from)) < 0)
 		return NULL;
-	s = sessdir_find_full(w->srv->sessions, j.buf, j.len);
-	return s ? s->conn : NULL;
+	return sessdir_find_full(w->srv->sessions, j.buf, j.len);
 }
 
 void router_bounce_w(struct worker *w, struct conn *src, const struct xml_node *st,
 		     const char *condition)
 {
+	struct session *detached = NULL;
 	struct xml_node *r;
 
 	if (stanza_is_error(st))
 		return;
-	if (!src)
-		src = sender_conn(w, st);
-	if (!src)
+	if (!src) {
+		struct session *s = sender_session(w, st);
+
+		src = s ? s->conn : NULL;
+		detached = s && !s->conn ? s : NULL;	/* stream management keeps it */
+	}
+	if (!src && !detached)
 		return;	/* the sender is gone (or remote, once federation exists) */
 	r = stanza_error_reply(&w->tmp, st, w->srv->cfg->domain, condition, NULL);
-	if (r)
+	if (r && src)
 		conn_send_node(src, r);
+	else if (r)
+		router_deliver(detached, r);	/* queued for its resumption */
 	arena_reset(&w->tmp);
 }
 
@@ -61,7 +75,48 @@ void router_bounce(struct conn *src, const struct xml_node *st, const char *cond
  */
 void router_deliver(struct session *s, struct xml_node *st)
 {
-	c2s_send_stanza(s->conn, st);
+	router_deliver_prepared(s, st, NULL, NULL, 0);
+}
+
+void router_deliver_prepared(struct session *s, struct xml_node *st, const char *to,
+			     const char *data, size_t len)
+{
+	struct xml_attr tmp_to = { 0 }, *to_attr = NULL;
+	const char *old_to = NULL;
+
+	/*
+	 * A fanned-out tree is shared by all recipients: for the filters,
+	 * and for the hooks that keep a copy of the tree, it carries this
+	 * recipient's 'to' during the call (no allocation: an existing
+	 * attribute's value is swapped, else one on the stack is linked).
+	 */
+	if (to) {
+		for (to_attr = st->attrs; to_attr; to_attr = to_attr->next)
+			if (!to_attr->ns && strcmp(to_attr->name, "to") == 0)
+				break;
+		if (!to_attr) {
+			tmp_to = (struct xml_attr){ .next = st->attrs, .name = "to" };
+			st->attrs = to_attr = &tmp_to;
+		}
+		old_to = to_attr->value;
+		to_attr->value = to;
+	}
+	/* An ended session (freed at the end of the turn) takes nothing more. */
+	if (s->ending || blocking_filter_delivery(s, st))	/* XEP-0191 (blocking.c) */
+		goto out;
+	if (!s->conn)
+		sm_deliver_detached(s, st);	/* held for stream resumption (sm.c) */
+	else if (csi_hold(s, st))		/* XEP-0352 (csi.c) */
+		goto out;
+	else if (data)
+		c2s_send_prepared(s->conn, st, data, len);
+	else
+		c2s_send_stanza(s->conn, st);
+out:
+	if (to_attr == &tmp_to)
+		st->attrs = tmp_to.next;
+	else if (to_attr)
+		to_attr->value = old_to;
 }
 
 static void deliver(struct session *s, struct xml_node *st)
@@ -83,40 +138,53 @@ static int best_priority(struct session *list)
 /*
  * Message to a bare JID (RFC 6121 8.5.2): normal and chat go to the
  * available resources of highest non-negative priority, headline to all
- * non-negative ones; groupchat is not for accounts.
+ * non-negative ones; groupchat is not for accounts; error is dropped
+ * (8.5.2.1.1, 8.5.2.2.1). Without a non-negative resource, normal and
+ * chat are stored offline (XEP-0160) and headline is dropped. While
+ * stored messages are being fetched, normal and chat are stored too, so
+ * they cannot overtake the stored ones.
  */
 static void route_message_bare(struct worker *w, struct conn *src, struct xml_node *st,
-			       struct session *list)
+			       const struct jid *to, struct session *list)
 {
 	const char *type = stanza_type(st);
 	bool headline = strcmp(type, "headline") == 0;
 	int best = best_priority(list);
-	bool delivered = false;
+	struct session *next;
+	char user[JID_PART_MAX + 1];
 
-	if (strcmp(type, "error") == 0 && best < 0)
+	if (strcmp(type, "error") == 0)
 		return;
 	if (strcmp(type, "groupchat") == 0) {
 		router_bounce_w(w, src, st, "service-unavailable");
 		return;
 	}
-	for (struct session *s = list; s && best >= 0; s = s->next) {
-		if (!s->available || s->priority < 0)
-			continue;
-		if (headline || s->priority == best) {
-			deliver(s, st);
-			delivered = true;
+	if (best >= 0 && !(!headline && list && offline_holding(session_account(list)))) {
+		/* Sessions may end inside a delivery (output overflow): take next first. */
+		for (struct session *s = list; s; s = next) {
+			next = s->next;
+			if (s->available && s->priority >= 0 && (headline || s->priority == best))
+				deliver(s, st);
 		}
+		return;
 	}
-	if (!delivered && !headline)
+	if (headline || !offline_wanted(st))
+		return;
+	snprintf(user, sizeof(user), "%.*s", (int)to->local_len, to->buf);
+	if (offline_store(w, st, user) < 0)
 		router_bounce_w(w, src, st, "service-unavailable");
 }
 
 /* Presence to a bare JID: every available resource (RFC 6121 8.5.2.1.2). */
 static void route_presence_bare(struct xml_node *st, struct session *list)
 {
-	for (struct session *s = list; s; s = s->next)
+	struct session *next;
+
+	for (struct session *s = list; s; s = next) {
+		next = s->next;
 		if (s->available)
 			deliver(s, st);
+	}
 }
 
 static void route_iq_to_server(struct worker *w, struct conn *src, struct xml_node *st,
@@ -159,20 +227,33 @@ static void route_local(struct worker *w, struct conn *src, struct xml_node *st,
 	if (jid_has_resource(to)) {
 		struct session *s = sessdir_find_full(dir, to->buf, to->len);
 
+		/* XEP-0012 4: idle time only for those who may see the presence. */
+		if (s && kind == STANZA_IQ && !own &&
+		    last_activity_deny_resource(w, st, from, to)) {
+			router_bounce_w(w, src, st, "forbidden");
+			return;
+		}
+		/* Subscriptions and probes are for the account (RFC 6121 3.1.2, 4.3). */
+		if (kind == STANZA_PRESENCE && presence_inbound(w, src, st, from, to))
+			return;
 		if (s) {
 			deliver(s, st);
 			return;
 		}
-		/* RFC 6121 8.5.3.2: no such resource. */
+		/*
+		 * RFC 6121 8.5.3.2: no such resource. A chat message is
+		 * handled as if sent to the bare JID; normal, headline and
+		 * groupchat are answered service-unavailable; errors and
+		 * iq results are dropped, other iqs answered.
+		 */
 		if (kind == STANZA_MESSAGE) {
 			const char *type = stanza_type(st);
 
-			if (strcmp(type, "normal") == 0 || strcmp(type, "chat") == 0 ||
-			    strcmp(type, "headline") == 0)
-				route_message_bare(w, src, st, list);
+			if (strcmp(type, "chat") == 0)
+				route_message_bare(w, src, st, to, list);
 			else
 				router_bounce_w(w, src, st, "service-unavailable");
-		} else if (kind == STANZA_IQ) {
+		} else if (kind == STANZA_IQ && strcmp(stanza_type(st), "result") != 0) {
 			router_bounce_w(w, src, st, "service-unavailable");
 		}
 		/* Presence to an unavailable resource is dropped. */
@@ -181,17 +262,22 @@ static void route_local(struct worker *w, struct conn *src, struct xml_node *st,
 
 	switch (kind) {
 	case STANZA_MESSAGE:
-		route_message_bare(w, src, st, list);
+		route_message_bare(w, src, st, to, list);
 		break;
 	case STANZA_PRESENCE:
-		route_presence_bare(st, list);
+		if (!presence_inbound(w, src, st, from, to))
+			route_presence_bare(st, list);
 		break;
 	case STANZA_IQ:
-		/* The server answers for the account, only to its owner for now. */
+		/*
+		 * The server answers for the account (RFC 6121 8.5.2.1.3): to
+		 * its owner, and to others through the IQ_SCOPE_CONTACT
+		 * handlers (which check that the account exists).
+		 */
 		if (own)
 			route_iq_to_server(w, src, st, from, to, IQ_SCOPE_ACCOUNT);
 		else if (!stanza_is_error(st) && strcmp(stanza_type(st), "result") != 0)
-			router_bounce_w(w, src, st, "service-unavailable");
+			route_iq_to_server(w, src, st, from, to, IQ_SCOPE_CONTACT);
 		break;
 	case STANZA_OTHER:
 		break;
@@ -236,7 +322,11 @@ void router_route_w(struct worker *w, struct conn *src, struct xml_node *st,
 		}
 		return;
 	}
+	/* XEP-0191: once per stanza, so a refused message is answered once. */
+	if (blocking_inbound(w, src, st, from, to))
+		return;
 	route_local(w, src, st, from, to);
+	carbons_received(w, st, from, to);	/* XEP-0280 (carbons.c) */
 }
 
 void router_route(struct conn *src, struct xml_node *st, const struct jid *from,

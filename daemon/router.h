@@ -30,6 +30,17 @@ struct session;
  */
 void router_deliver(struct session *s, struct xml_node *st);
 
+/*
+ * The same for one copy of a fan-out (presence broadcast): data[0..len)
+ * is st serialized for this recipient, with 'to' = `to` (st itself may
+ * carry another 'to' or none). Filters and hooks see st with `to` set
+ * for the duration of the call; a hook that keeps the stanza copies the
+ * tree; what goes out on the stream is `data` (no serialization here).
+ * to/data may be NULL: then this is router_deliver().
+ */
+void router_deliver_prepared(struct session *s, struct xml_node *st, const char *to,
+			     const char *data, size_t len);
+
 /* Sends an error reply for `st` back to `src` (unless st is an error). */
 void router_bounce(struct conn *src, const struct xml_node *st, const char *condition);
 

@@ -38,6 +38,8 @@ struct server {
 
 	struct tls_server *tls_starttls;	/* no ALPN requirement */
 	struct tls_server *tls_direct;		/* ALPN xmpp-client */
+	unsigned ktls_mask;			/* KTLS_BIT suites the kernel takes */
+	char ktls_reason[128];			/* why some or all are missing */
 	struct sasl_server *sasl;
 	struct storage_queue *store;
 	struct sessdir *sessions;

@@ -140,7 +140,8 @@ int sessdir_add(struct sessdir *d, struct session *s)
 
 	if (a) {
 		for (struct session *o = a->sessions; o; o = o->next)
-			if (o->jid_len == s->jid_len && memcmp(o->jid, s->jid, s->jid_len) == 0)
+			if (!o->ending && o->jid_len == s->jid_len &&
+			    memcmp(o->jid, s->jid, s->jid_len) == 0)
 				return -EEXIST;
 	} else {
 		a = calloc(1, sizeof(*a) + s->bare_len + 1);
@@ -206,8 +207,9 @@ struct session *sessdir_find_full(struct sessdir *d, const char *full, size_t le
 
 	if (!slash)
 		return NULL;
+	/* An ending session is gone for routing even before it leaves the list. */
 	for (s = sessdir_find_bare(d, full, (size_t)(slash - full)); s; s = s->next)
-		if (s->jid_len == len && memcmp(s->jid, full, len) == 0)
+		if (!s->ending && s->jid_len == len && memcmp(s->jid, full, len) == 0)
 			return s;
 	return NULL;
 }

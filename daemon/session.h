@@ -18,13 +18,25 @@
 struct conn;
 struct account;
 struct sessdir_account;
+struct sm_state;
+struct presence_state;
+struct csi_held;
 
 struct session {
-	struct conn *conn;
+	struct conn *conn;		/* NULL while detached (stream management, sm.h) */
 	struct sessdir_account *acct;
+	struct sm_state *sm;		/* XEP-0198 state after <enable/>, else NULL (sm.c) */
 	struct session *next;		/* next session of the same account */
 	int priority;			/* -128..127, from the last presence */
 	bool available;			/* sent available presence, not yet unavailable */
+	bool interested;		/* requested the roster: gets pushes (roster.c) */
+	struct presence_state *pres;	/* last presence, directed presence (presence.c) */
+	bool blocklist_requested;	/* XEP-0191: gets block list pushes (blocking.c) */
+	bool carbons;			/* XEP-0280: carbons enabled (carbons.c) */
+	bool csi_inactive;		/* XEP-0352: client said <inactive/> (csi.c) */
+	bool ending;			/* ended; leaves the directory at the end of the turn */
+	struct session *ending_next;	/* worker's list of ending sessions */
+	struct csi_held *csi_held;	/* XEP-0352: presence held while inactive, or NULL */
 	size_t bare_len;		/* jid[0..bare_len) is the bare JID */
 	size_t jid_len;
 	char jid[];			/* full JID, NUL-terminated */

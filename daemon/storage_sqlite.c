@@ -66,7 +66,9 @@ static const char *const storage_migrations[] = {
 	 *    version at which the row last changed (RFC 6121 2.6).
 	 *  - roster_versions: the user's current roster version, and deleted
 	 *    items kept as tombstones in roster_items (deleted = 1) so a
-	 *    versioned roster get can push removals.
+	 *    versioned roster get can push removals; horizon = the newest
+	 *    version whose tombstones were pruned (older clients get the
+	 *    whole roster).
 	 *  - subscription_requests: inbound requests not yet answered, with
 	 *    the original stanza, delivered when the user is next available.
 	 *  - offline_messages: XEP-0160, the serialized stanza and its time.
@@ -88,7 +90,8 @@ static const char *const storage_migrations[] = {
 	") WITHOUT ROWID;"
 	"CREATE TABLE roster_versions ("
 	"  username TEXT NOT NULL PRIMARY KEY REFERENCES accounts(username) ON DELETE CASCADE,"
-	"  version  INTEGER NOT NULL"
+	"  version  INTEGER NOT NULL,"
+	"  horizon  INTEGER NOT NULL DEFAULT 0"
 	");"
 	"CREATE TABLE subscription_requests ("
 	"  username   TEXT NOT NULL REFERENCES accounts(username) ON DELETE CASCADE,"

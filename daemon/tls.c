@@ -39,6 +39,7 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include "ktls.h"
 #include "log.h"
 #include "tls.h"
 
@@ -64,9 +65,12 @@
 #define TLS_SERIAL_BYTES	16	/* 128-bit random serial */
 #define TLS_EXPORTER_LEN	32	/* RFC 9266 */
 #define TLS_EXPORTER_LABEL	"EXPORTER-Channel-Binding"
+#define TLS_RECORD_HEADER	5	/* type, version, length (RFC 8446 5.1) */
+#define TLS_FINISHED_MAX	64	/* longest Finished (SHA-512 sized), for tls-unique */
 
 struct tls_server {
 	SSL_CTX *ctx;			/* shared between siblings, refcounted */
+	unsigned ktls_mask;		/* KTLS_BIT pairs connections may hand over */
 	size_t alpn_len;		/* 0: any ALPN offer is ignored */
 	char alpn[TLS_ALPN_NAME_MAX + 1];
 };
@@ -76,6 +80,50 @@ enum tls_conn_state {
 	TLS_ST_OPEN,
 	TLS_ST_CLOSED,			/* close_notify received */
 	TLS_ST_FAILED,			/* fatal error: no more SSL calls but free */
+	TLS_ST_KERNEL,			/* kTLS: the SSL object is gone */
+};
+
+/*
+ * Record framing of what the peer sent, followed byte by byte as OpenSSL
+ * reads them through the BIO, to know the sequence number the kernel must
+ * continue from and whether OpenSSL holds part of a record.
+ */
+struct tls_rec_track {
+	uint64_t records;		/* complete records in the current epoch */
+	uint32_t left;			/* body bytes of the current record still to come */
+	uint8_t hdr[TLS_RECORD_HEADER];
+	uint8_t hdr_len;		/* header bytes of the current record seen */
+};
+
+/*
+ * What the kTLS handoff collects during the handshake (freed after it).
+ * A direction's epoch starts (records = 0) when its application keys take
+ * over: after ChangeCipherSpec in TLS 1.2; in TLS 1.3 at the server
+ * traffic secret for ours and at the end of the handshake for the peer's.
+ * Our records are counted as OpenSSL seals them (message callback), not
+ * as they reach the BIO: during the handshake OpenSSL buffers a whole
+ * flight before writing it, while the key change happens at once.
+ */
+struct tls_ktls_state {
+	uint64_t tx_records;		/* records sealed in our current epoch */
+	struct tls_rec_track rx;
+	uint8_t client_secret[KTLS_SECRET_MAX];	/* TLS 1.3 application traffic secrets */
+	uint8_t server_secret[KTLS_SECRET_MAX];
+	uint8_t client_secret_len;
+	uint8_t server_secret_len;
+	bool stale;			/* keys changed or framing lost: no handoff */
+};
+
+/* What stays of a connection after the handoff, for accessors and SASL. */
+struct tls_kernel_cache {
+	const char *version;		/* OpenSSL's static strings */
+	const char *cipher;
+	bool tls13;
+	bool alpn;			/* our ALPN name was selected */
+	uint8_t exporter_len;		/* 0: tls-exporter does not apply */
+	uint8_t unique_len;
+	unsigned char exporter[TLS_EXPORTER_LEN];
+	unsigned char unique[TLS_FINISHED_MAX];
 };
 
 struct tls_conn {
@@ -97,7 +145,11 @@ struct tls_conn {
 	bool hs_done;			/* the handshake completed (sticky) */
 	bool in_input;			/* tls_conn_input() is on the stack */
 	bool shutdown_sent;
+	struct tls_ktls_state *ktls;	/* handoff bookkeeping, NULL when off or done */
+	struct tls_kernel_cache *kc;	/* after the handoff */
 };
+
+static void tls_track_bytes(struct tls_rec_track *r, const unsigned char *p, size_t n);
 
 /* ---------------------------------------------------------------------- */
 /* The buffer BIO                                                          */
@@ -120,6 +172,8 @@ static int tls_bio_read(BIO *b, char *buf, size_t cap, size_t *got)
 	if (n > cap)
 		n = cap;
 	memcpy(buf, t->in + t->in_off, n);
+	if (t->ktls)
+		tls_track_bytes(&t->ktls->rx, t->in + t->in_off, n);
 	t->in_off += n;
 	*got = n;
 	return 1;
@@ -167,6 +221,142 @@ static void tls_bio_init_once(void)
 		return;
 	}
 	tls_bio_method = m;
+}
+
+/* ---------------------------------------------------------------------- */
+/* kTLS bookkeeping during the handshake                                   */
+
+/* One received record is complete: count it, or start the epoch at CCS. */
+static void tls_track_record_done(struct tls_rec_track *r)
+{
+	r->records++;
+	/*
+	 * TLS 1.2: the record after ChangeCipherSpec is the first under the
+	 * new keys. TLS 1.3's compatibility CCS changes nothing; the epoch is
+	 * set again at the end of the handshake.
+	 */
+	if (r->hdr[0] == SSL3_RT_CHANGE_CIPHER_SPEC)
+		r->records = 0;
+	r->hdr_len = 0;
+	r->left = 0;
+}
+
+static void tls_track_bytes(struct tls_rec_track *r, const unsigned char *p, size_t n)
+{
+	while (n) {
+		size_t k;
+
+		if (r->hdr_len < TLS_RECORD_HEADER) {
+			k = TLS_RECORD_HEADER - r->hdr_len;
+			if (k > n)
+				k = n;
+			memcpy(r->hdr + r->hdr_len, p, k);
+			r->hdr_len += (uint8_t)k;
+			p += k;
+			n -= k;
+			if (r->hdr_len == TLS_RECORD_HEADER) {
+				r->left = (uint32_t)r->hdr[3] << 8 | r->hdr[4];
+				if (!r->left)
+					tls_track_record_done(r);
+			}
+			continue;
+		}
+		k = r->left < n ? r->left : n;
+		r->left -= (uint32_t)k;
+		p += k;
+		n -= k;
+		if (!r->left)
+			tls_track_record_done(r);
+	}
+}
+
+/* Parses up to max bytes of hex; returns the byte count, or -1 if malformed. */
+static int tls_parse_hex(const char *s, size_t slen, uint8_t *out, size_t max)
+{
+	size_t n = 0;
+
+	if (slen % 2 || slen / 2 > max)
+		return -1;
+	for (size_t i = 0; i < slen; i += 2) {
+		int hi = OPENSSL_hexchar2int((unsigned char)s[i]);
+		int lo = OPENSSL_hexchar2int((unsigned char)s[i + 1]);
+
+		if (hi < 0 || lo < 0)
+			return -1;
+		out[n++] = (uint8_t)(hi << 4 | lo);
+	}
+	return (int)n;
+}
+
+/*
+ * Keylog callback ("LABEL <client random> <secret>", NSS key log format):
+ * keeps the TLS 1.3 application traffic secrets, which OpenSSL offers no
+ * other way. Our side's epoch starts here: OpenSSL logs the secret in the
+ * same step that switches its write keys. Nothing is ever written out.
+ */
+static void tls_keylog_cb(const SSL *ssl, const char *line)
+{
+	static const char client_label[] = "CLIENT_TRAFFIC_SECRET_0 ";
+	static const char server_label[] = "SERVER_TRAFFIC_SECRET_0 ";
+	struct tls_conn *t = SSL_get_app_data(ssl);
+	struct tls_ktls_state *k = t ? t->ktls : NULL;
+	const char *p, *secret;
+	uint8_t *dst, *dst_len;
+	int n;
+
+	if (!k)
+		return;
+	if (strncmp(line, client_label, sizeof(client_label) - 1) == 0) {
+		p = line + sizeof(client_label) - 1;
+		dst = k->client_secret;
+		dst_len = &k->client_secret_len;
+	} else if (strncmp(line, server_label, sizeof(server_label) - 1) == 0) {
+		p = line + sizeof(server_label) - 1;
+		dst = k->server_secret;
+		dst_len = &k->server_secret_len;
+		k->tx_records = 0;
+	} else {
+		return;
+	}
+	secret = strchr(p, ' ');	/* skip the client random */
+	n = secret ? tls_parse_hex(secret + 1, strlen(secret + 1), dst, KTLS_SECRET_MAX) : -1;
+	if (n <= 0) {
+		k->stale = true;
+		return;
+	}
+	*dst_len = (uint8_t)n;
+}
+
+/*
+ * Message callback: counts the records OpenSSL seals for us, and notices
+ * handshake messages after the handshake (KeyUpdate, renegotiation), which
+ * change keys the handoff could not follow.
+ */
+static void tls_msg_cb(int write_p, int version, int content_type, const void *buf, size_t len,
+		       SSL *ssl, void *arg)
+{
+	struct tls_conn *t = SSL_get_app_data(ssl);
+	struct tls_ktls_state *k = t ? t->ktls : NULL;
+
+	if (!k)
+		return;
+	if (content_type == SSL3_RT_HEADER && write_p && len == TLS_RECORD_HEADER) {
+		const unsigned char *h = buf;
+
+		k->tx_records++;
+		if (h[0] == SSL3_RT_CHANGE_CIPHER_SPEC)
+			k->tx_records = 0;
+		return;
+	}
+	if (content_type == SSL3_RT_HANDSHAKE && t->hs_done)
+		k->stale = true;
+}
+
+void tls_server_enable_ktls(struct tls_server *srv, unsigned mask)
+{
+	srv->ktls_mask = mask;
+	if (mask)
+		SSL_CTX_set_keylog_callback(srv->ctx, tls_keylog_cb);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -808,6 +998,12 @@ struct tls_conn *tls_conn_new(struct tls_server *srv, tls_sink_fn sink, void *si
 	SSL_set_bio(t->ssl, bio, bio);
 	SSL_set_app_data(t->ssl, t);
 	SSL_set_accept_state(t->ssl);
+	if (srv->ktls_mask) {
+		/* Without it the connection simply stays in userspace. */
+		t->ktls = calloc(1, sizeof(*t->ktls));
+		if (t->ktls)
+			SSL_set_msg_callback(t->ssl, tls_msg_cb);
+	}
 	return t;
 
 err_free_ssl:
@@ -819,11 +1015,26 @@ err_free_conn:
 	return NULL;
 }
 
+/* Wipes and frees the handoff bookkeeping (it holds traffic secrets). */
+static void tls_conn_ktls_free(struct tls_conn *t)
+{
+	if (!t->ktls)
+		return;
+	OPENSSL_cleanse(t->ktls, sizeof(*t->ktls));
+	free(t->ktls);
+	t->ktls = NULL;
+}
+
 void tls_conn_free(struct tls_conn *t)
 {
 	if (!t)
 		return;
 	SSL_free(t->ssl);
+	tls_conn_ktls_free(t);
+	if (t->kc) {
+		OPENSSL_cleanse(t->kc, sizeof(*t->kc));
+		free(t->kc);
+	}
 	free(t->stash);
 	free(t->err);
 	free(t);
@@ -891,6 +1102,16 @@ static int tls_conn_drive_handshake(struct tls_conn *t)
 	if (ret == 1) {
 		t->state = TLS_ST_OPEN;
 		t->hs_done = true;
+		/*
+		 * TLS 1.3: the peer's Finished was the last record under its
+		 * handshake keys (OpenSSL reads no further than the record it
+		 * needs), so its application epoch starts here.
+		 */
+		if (t->ktls && SSL_version(t->ssl) == TLS1_3_VERSION) {
+			if (t->ktls->rx.hdr_len)
+				t->ktls->stale = true;
+			t->ktls->rx.records = 0;
+		}
 		return 1;
 	}
 	if (SSL_get_error(t->ssl, ret) == SSL_ERROR_WANT_READ && !t->sink_err)
@@ -961,7 +1182,7 @@ enum tls_status tls_conn_input(struct tls_conn *t, const void *data, size_t len,
 		return TLS_ERROR;
 	if (t->state == TLS_ST_CLOSED)
 		return TLS_CLOSED;	/* nothing after close_notify is valid */
-	if (t->in_input || !on_plain || (len && !data)) {
+	if (t->in_input || !on_plain || (len && !data) || t->state == TLS_ST_KERNEL) {
 		tls_conn_fail(t, "input failed", "invalid call");
 		return TLS_ERROR;
 	}
@@ -1033,6 +1254,8 @@ int tls_conn_write(struct tls_conn *t, const void *data, size_t len)
 		return t->sink_err ? t->sink_err : -EIO;
 	if (t->state == TLS_ST_HANDSHAKE)
 		return -ENOTCONN;
+	if (t->state == TLS_ST_KERNEL)
+		return -EINVAL;	/* the kernel encrypts: send plaintext on the socket */
 	if (len == 0)
 		return 0;
 	ERR_clear_error();
@@ -1048,7 +1271,8 @@ int tls_conn_write(struct tls_conn *t, const void *data, size_t len)
 void tls_conn_shutdown(struct tls_conn *t)
 {
 	/* OpenSSL forbids SSL_shutdown() after a fatal error or mid-handshake. */
-	if (t->shutdown_sent || t->state == TLS_ST_FAILED || t->state == TLS_ST_HANDSHAKE)
+	if (t->shutdown_sent || t->state == TLS_ST_FAILED || t->state == TLS_ST_HANDSHAKE ||
+	    t->state == TLS_ST_KERNEL)
 		return;
 	t->shutdown_sent = true;
 	ERR_clear_error();
@@ -1068,6 +1292,8 @@ bool tls_conn_handshake_done(const struct tls_conn *t)
 
 const char *tls_conn_version(const struct tls_conn *t)
 {
+	if (t->kc)
+		return t->kc->version;
 	return tls_conn_handshake_done(t) ? SSL_get_version(t->ssl) : "";
 }
 
@@ -1075,6 +1301,8 @@ const char *tls_conn_cipher(const struct tls_conn *t)
 {
 	const SSL_CIPHER *c;
 
+	if (t->kc)
+		return t->kc->cipher;
 	if (!tls_conn_handshake_done(t))
 		return "";
 	c = SSL_get_current_cipher(t->ssl);
@@ -1086,6 +1314,8 @@ const char *tls_conn_alpn(const struct tls_conn *t)
 	const unsigned char *p;
 	unsigned int n;
 
+	if (t->kc)
+		return t->kc->alpn ? t->srv->alpn : "";
 	SSL_get0_alpn_selected(t->ssl, &p, &n);
 	/* We only ever select our own name, so return its NUL-terminated copy. */
 	return n > 0 && n == t->srv->alpn_len ? t->srv->alpn : "";
@@ -1100,6 +1330,8 @@ const char *tls_conn_error(const struct tls_conn *t)
 
 bool tls_conn_is_tls13(const struct tls_conn *t)
 {
+	if (t->kc)
+		return t->kc->tls13;
 	return tls_conn_handshake_done(t) && SSL_version(t->ssl) == TLS1_3_VERSION;
 }
 
@@ -1160,7 +1392,8 @@ static ssize_t tls_cb_end_point(const struct tls_conn *t, unsigned char *out, si
 	unsigned char buf[EVP_MAX_MD_SIZE];
 	unsigned int len;
 	const EVP_MD *md;
-	X509 *x = SSL_get_certificate(t->ssl);
+	/* After a kTLS handoff the SSL is gone; the context has the same certificate. */
+	X509 *x = t->ssl ? SSL_get_certificate(t->ssl) : SSL_CTX_get0_certificate(t->srv->ctx);
 	int mdnid;
 
 	if (!x || !X509_get_signature_info(x, &mdnid, NULL, NULL, NULL))
@@ -1178,11 +1411,39 @@ static ssize_t tls_cb_end_point(const struct tls_conn *t, unsigned char *out, si
 	return len;
 }
 
+/* kTLS mode: the values computed before the SSL object was freed. */
+static ssize_t tls_cb_cached(const struct tls_conn *t, const char *type, unsigned char *out,
+			     size_t cap)
+{
+	const unsigned char *v;
+	size_t len;
+
+	if (strcmp(type, "tls-exporter") == 0) {
+		v = t->kc->exporter;
+		len = t->kc->exporter_len;
+	} else if (strcmp(type, "tls-unique") == 0) {
+		v = t->kc->unique;
+		len = t->kc->unique_len;
+	} else if (strcmp(type, "tls-server-end-point") == 0) {
+		return tls_cb_end_point(t, out, cap);
+	} else {
+		return -ENOTSUP;
+	}
+	if (len == 0)
+		return -ENOTSUP;
+	if (cap < len)
+		return -ENOSPC;
+	memcpy(out, v, len);
+	return (ssize_t)len;
+}
+
 ssize_t tls_conn_channel_binding(const struct tls_conn *t, const char *type,
 				 unsigned char *out, size_t cap)
 {
 	if (!type || !out)
 		return -EINVAL;
+	if (t->state == TLS_ST_KERNEL && t->kc)
+		return tls_cb_cached(t, type, out, cap);
 	if (t->state != TLS_ST_OPEN)
 		return -ENOTCONN;
 	if (strcmp(type, "tls-exporter") == 0)
@@ -1192,4 +1453,170 @@ ssize_t tls_conn_channel_binding(const struct tls_conn *t, const char *type,
 	if (strcmp(type, "tls-server-end-point") == 0)
 		return tls_cb_end_point(t, out, cap);
 	return -ENOTSUP;
+}
+
+/* ---------------------------------------------------------------------- */
+/* kTLS handoff                                                            */
+
+/* The kernel cipher of the negotiated suite, KTLS_CIPHER_NONE if none fits. */
+static enum ktls_cipher tls_conn_ktls_cipher(const struct tls_conn *t)
+{
+	const SSL_CIPHER *c = SSL_get_current_cipher(t->ssl);
+
+	switch (c ? SSL_CIPHER_get_cipher_nid(c) : NID_undef) {
+	case NID_aes_128_gcm:
+		return KTLS_AES_128_GCM;
+	case NID_aes_256_gcm:
+		return KTLS_AES_256_GCM;
+	case NID_chacha20_poly1305:
+		return KTLS_CHACHA20_POLY1305;
+	default:
+		return KTLS_CIPHER_NONE;
+	}
+}
+
+bool tls_conn_ktls_possible(const struct tls_conn *t)
+{
+	enum ktls_cipher c;
+	int version;
+
+	if (!t->ktls || t->ktls->stale || t->state != TLS_ST_OPEN)
+		return false;
+	c = tls_conn_ktls_cipher(t);
+	version = SSL_version(t->ssl);
+	if (c == KTLS_CIPHER_NONE || (version != TLS1_2_VERSION && version != TLS1_3_VERSION))
+		return false;
+	return (t->srv->ktls_mask & KTLS_BIT(version == TLS1_3_VERSION, c)) != 0;
+}
+
+size_t tls_conn_rx_partial(const struct tls_conn *t)
+{
+	const struct tls_rec_track *r;
+
+	if (!t->ktls)
+		return 0;
+	r = &t->ktls->rx;
+	if (r->hdr_len == 0)
+		return 0;
+	if (r->hdr_len < TLS_RECORD_HEADER)
+		return TLS_RECORD_HEADER - r->hdr_len;
+	return r->left;
+}
+
+/*
+ * Keeps what the accessors and SASL channel binding will need once the
+ * SSL object is gone. 0 or -ENOMEM.
+ */
+static int tls_conn_fill_cache(struct tls_conn *t)
+{
+	struct tls_kernel_cache *kc = t->kc;
+	const unsigned char *alpn;
+	unsigned int alpn_len;
+	ssize_t n;
+
+	if (!kc) {
+		kc = calloc(1, sizeof(*kc));
+		if (!kc)
+			return -ENOMEM;
+		t->kc = kc;
+	}
+	kc->version = SSL_get_version(t->ssl);		/* static strings in libssl */
+	kc->cipher = SSL_CIPHER_get_name(SSL_get_current_cipher(t->ssl));
+	kc->tls13 = SSL_version(t->ssl) == TLS1_3_VERSION;
+	SSL_get0_alpn_selected(t->ssl, &alpn, &alpn_len);
+	kc->alpn = alpn_len > 0 && alpn_len == t->srv->alpn_len;
+	n = tls_cb_exporter(t, kc->exporter, sizeof(kc->exporter));
+	kc->exporter_len = n > 0 ? (uint8_t)n : 0;
+	n = tls_cb_unique(t, kc->unique, sizeof(kc->unique));
+	kc->unique_len = n > 0 ? (uint8_t)n : 0;
+	return 0;
+}
+
+int tls_conn_ktls_keys(struct tls_conn *t, union ktls_crypto_info *tx, union ktls_crypto_info *rx)
+{
+	struct tls_ktls_state *k = t->ktls;
+	unsigned char master[SSL_MAX_MASTER_KEY_LENGTH];
+	unsigned char crand[KTLS_RANDOM_LEN], srand[KTLS_RANDOM_LEN];
+	enum ktls_cipher c;
+	size_t mlen;
+	int ret;
+
+	/* Plaintext OpenSSL decrypted but nobody read would be lost. */
+	if (!tls_conn_ktls_possible(t) || t->stash || SSL_pending(t->ssl) > 0)
+		return -ENOTSUP;
+	if (tls_conn_rx_partial(t))
+		return -EAGAIN;
+	/* Our framing says "record boundary": OpenSSL must agree. */
+	if (SSL_has_pending(t->ssl))
+		return -ENOTSUP;
+	c = tls_conn_ktls_cipher(t);
+	if (SSL_version(t->ssl) == TLS1_3_VERSION) {
+		if (!k->client_secret_len || !k->server_secret_len)
+			return -ENOTSUP;
+		ret = ktls_tls13_info(c, k->server_secret, k->server_secret_len, k->tx_records, tx);
+		if (ret == 0)
+			ret = ktls_tls13_info(c, k->client_secret, k->client_secret_len,
+					      k->rx.records, rx);
+	} else {
+		mlen = SSL_SESSION_get_master_key(SSL_get_session(t->ssl), master, sizeof(master));
+		if (mlen == 0 || SSL_get_client_random(t->ssl, crand, sizeof(crand)) != sizeof(crand) ||
+		    SSL_get_server_random(t->ssl, srand, sizeof(srand)) != sizeof(srand))
+			return -ENOTSUP;
+		ret = ktls_tls12_info(c, master, mlen, crand, srand, true, k->tx_records, tx);
+		if (ret == 0)
+			ret = ktls_tls12_info(c, master, mlen, crand, srand, false, k->rx.records, rx);
+		OPENSSL_cleanse(master, sizeof(master));
+	}
+	if (ret == 0)
+		ret = tls_conn_fill_cache(t);
+	ERR_clear_error();
+	if (ret < 0) {
+		explicit_bzero(tx, sizeof(*tx));
+		explicit_bzero(rx, sizeof(*rx));
+		return ret == -ENOMEM ? ret : -ENOTSUP;
+	}
+	return 0;
+}
+
+void tls_conn_ktls_done(struct tls_conn *t)
+{
+	if (!t->kc || t->state != TLS_ST_OPEN)
+		return;	/* tls_conn_ktls_keys() did not succeed: nothing to hand over */
+	SSL_free(t->ssl);
+	t->ssl = NULL;
+	tls_conn_ktls_free(t);
+	t->state = TLS_ST_KERNEL;
+}
+
+void tls_conn_ktls_abandon(struct tls_conn *t)
+{
+	if (t->state == TLS_ST_KERNEL)
+		return;
+	tls_conn_ktls_free(t);
+	if (t->ssl)
+		SSL_set_msg_callback(t->ssl, NULL);
+	if (t->kc) {
+		OPENSSL_cleanse(t->kc, sizeof(*t->kc));
+		free(t->kc);
+		t->kc = NULL;
+	}
+}
+
+bool tls_conn_in_kernel(const struct tls_conn *t)
+{
+	return t->state == TLS_ST_KERNEL;
+}
+
+bool tls_conn_take_close_notify(struct tls_conn *t)
+{
+	if (t->state != TLS_ST_KERNEL || t->shutdown_sent)
+		return false;
+	t->shutdown_sent = true;
+	return true;
+}
+
+void tls_conn_mark_failed(struct tls_conn *t)
+{
+	/* The accessors still answer; only the close_notify is off. */
+	t->shutdown_sent = true;
 }

@@ -26,7 +26,8 @@
 #include <sys/types.h>
 
 struct tls_server;	/* one per server: SSL_CTX, certificate, key */
-struct tls_conn;	/* one per connection while it uses userspace TLS */
+struct tls_conn;	/* one per connection: OpenSSL state, or what kTLS left of it */
+union ktls_crypto_info;
 
 /* Largest channel binding value tls_conn_channel_binding() can return. */
 #define TLS_CHANNEL_BINDING_MAX	64
@@ -138,5 +139,69 @@ bool tls_conn_is_tls13(const struct tls_conn *t);
  */
 ssize_t tls_conn_channel_binding(const struct tls_conn *t, const char *type,
 				 unsigned char *out, size_t cap);
+
+/* ---- kTLS handoff (see ktls.h and conn.c) ----
+ *
+ * After the handshake, the record layer of a connection can move to the
+ * kernel. OpenSSL cannot do that itself here (memory BIOs, and 3.0 never
+ * offloads TLS 1.3 receive), so tls.c keeps what the kernel will need
+ * while the handshake runs: the traffic secrets (TLS 1.3, from the keylog
+ * callback), and the record sequence numbers, by following the record
+ * framing of every byte that passes the BIO in each direction.
+ */
+
+/*
+ * Lets connections of this server move to kTLS for the (version, cipher)
+ * pairs in mask (KTLS_BIT bits from ktls_probe()). Turns on the keylog
+ * and message callbacks that collect secrets and watch for key changes;
+ * with mask 0 nothing changes. Call before connections are created.
+ */
+void tls_server_enable_ktls(struct tls_server *srv, unsigned mask);
+
+/*
+ * True when the handshake is done and the negotiated version and cipher
+ * can move to the kernel, and nothing since the handshake (KeyUpdate,
+ * renegotiation, a lost secret) made the collected keys stale.
+ */
+bool tls_conn_ktls_possible(const struct tls_conn *t);
+
+/* Bytes OpenSSL still needs to complete a partly received record; 0 at a record boundary. */
+size_t tls_conn_rx_partial(const struct tls_conn *t);
+
+/*
+ * Computes the kernel's key material for both directions at the current
+ * record sequence numbers. Only valid when every received byte went
+ * through tls_conn_input(), all plaintext was taken, and everything that
+ * went to the sink has been sent (or will be before any kTLS byte).
+ * 0; -EAGAIN inside a received record (read tls_conn_rx_partial() more
+ * bytes first); -ENOTSUP when this connection cannot move (then it just
+ * stays in userspace). The caller wipes tx and rx after use.
+ */
+int tls_conn_ktls_keys(struct tls_conn *t, union ktls_crypto_info *tx, union ktls_crypto_info *rx);
+
+/*
+ * The kernel has the keys: frees the SSL object and the collected secrets.
+ * What stays (about 200 bytes) answers the accessors and the channel
+ * binding queries; tls_conn_input/write/shutdown must not be called again.
+ */
+void tls_conn_ktls_done(struct tls_conn *t);
+
+/*
+ * The handoff will not happen (the kernel refused, the connection closes):
+ * drops the bookkeeping so userspace TLS goes on at no extra cost.
+ */
+void tls_conn_ktls_abandon(struct tls_conn *t);
+
+/* True after tls_conn_ktls_done(). */
+bool tls_conn_in_kernel(const struct tls_conn *t);
+
+/*
+ * kTLS mode: true exactly once when a close_notify should be sent now
+ * (not after a fatal alert, not twice).
+ */
+bool tls_conn_take_close_notify(struct tls_conn *t);
+
+/* kTLS mode: the peer sent a fatal alert or the stream broke; no close_notify. */
+void tls_conn_mark_failed(struct tls_conn *t);
 
 #endif

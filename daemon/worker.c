@@ -4,6 +4,7 @@
  * turn), the connection slot table, output batching and reaping.
  */
 #include <errno.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
@@ -20,6 +21,7 @@
 #include "conn.h"
 #include "log.h"
 #include "server.h"
+#include "sm.h"
 #include "tls.h"
 #include "worker.h"
 #include "xml.h"
@@ -168,8 +170,8 @@ static void conn_log_close(const struct conn *c)
 		[CONN_CLOSE_REPLACED] = "replaced", [CONN_CLOSE_SLOW] = "slow-reader",
 	};
 
-	log_info("conn.close", "conn=%llu reason=%s", (unsigned long long)c->id,
-		 reasons[c->close_reason]);
+	log_info("conn.close", "conn=%llu reason=%s tls=%s", (unsigned long long)c->id,
+		 reasons[c->close_reason], conn_tls_mode_name(c));
 }
 
 /*
@@ -202,8 +204,12 @@ static void worker_reap(struct worker *w)
 static void worker_flush(void *ctx)
 {
 	struct worker *w = ctx;
-	struct conn *c = w->flush_list, *next;
+	struct conn *c, *next;
 
+	/* First: it may queue output (acks to request) and close streams. */
+	sm_flush(w);
+	c2s_reap_sessions(w);	/* sessions that ended this turn leave the directory */
+	c = w->flush_list;
 	w->flush_list = NULL;
 	for (; c; c = next) {
 		next = c->flush_next;
@@ -316,12 +322,49 @@ static void worker_received(void *ctx, uint32_t slot, uint32_t gen, const char *
 		conn_input_end(c, err);
 		return;
 	}
+	/* kTLS handoff: no receive until the kernel has the keys (conn_ktls.c). */
+	if (c->tls_mode == CONN_TLS_HANDOFF) {
+		if (!c->recv_armed)
+			conn_ktls_step(c);
+		return;
+	}
 	/*
 	 * Multishot receive stops when the buffer ring ran dry (ENOBUFS) or
 	 * for kernel reasons of its own; keep reading unless we are done.
 	 */
 	if (!c->recv_armed && !c->in_reap_list && err != -ECANCELED) {
 		loop_recv(w->loop, c->fd, c->slot, c->gen);
+		c->recv_armed = true;
+	}
+}
+
+/* Receives on a kTLS socket: plaintext records with their type. */
+static void worker_received_tls(void *ctx, uint32_t slot, uint32_t gen, unsigned type,
+				const char *data, size_t len, int err, bool more)
+{
+	struct worker *w = ctx;
+	struct conn *c = worker_conn(w, slot, gen);
+
+	if (!c)
+		return;
+	if (!more)
+		c->recv_armed = false;
+	if (len) {
+		conn_ktls_record(c, type, data, len);
+		if (!c->closing && !c->input_paused)
+			xml_stream_release_idle(&c->xs);
+	} else if (err == 0) {
+		conn_input_end(c, 0);
+		return;
+	} else if (err != -ENOBUFS && err != -ECANCELED) {
+		/* EBADMSG: a record failed to decrypt; the stream is over. */
+		conn_input_end(c, err);
+		return;
+	}
+	/* Not after a KeyUpdate (CONN_TLS_KTLS_NO_RX): the next record cannot decrypt. */
+	if (!c->recv_armed && !c->in_reap_list && err != -ECANCELED &&
+	    c->tls_mode == CONN_TLS_KTLS) {
+		loop_recv_tls(w->loop, c->fd, c->slot, c->gen);
 		c->recv_armed = true;
 	}
 }
@@ -372,7 +415,10 @@ static void worker_handle_signal(struct worker *w)
 			worker_begin_shutdown(w);
 			break;
 		case SIGHUP:
-			log_info("server.signal", "signal=SIGHUP action=none msg=\"reload is not supported; restart to apply changes\"");
+			/* heap_in_use: what memory budgets are measured with (make bench, the lab). */
+			log_info("server.signal", "signal=SIGHUP action=none heap_in_use=%zu connections=%u "
+				 "msg=\"reload is not supported; restart to apply changes\"",
+				 mallinfo2().uordblks, w->nconns);
 			break;
 		}
 	}
@@ -399,6 +445,7 @@ static const struct loop_handlers worker_loop_handlers = {
 	.sent = worker_sent,
 	.watch = worker_watch,
 	.flush = worker_flush,
+	.received_tls = worker_received_tls,
 };
 
 /* ---- Deadlines and shutdown ---- */
@@ -431,6 +478,7 @@ void worker_begin_shutdown(struct worker *w)
 		return;
 	w->draining = true;
 	w->srv->shutting_down = true;
+	sm_shutdown(w);	/* detached sessions end now */
 	for (uint32_t s = 0; s < w->cap; s++) {
 		struct conn *c = w->conns[s];
 
@@ -520,6 +568,8 @@ void worker_destroy(struct worker *w)
 	}
 	/* Completions for requests still queued would find no loop. */
 	storage_inbox_drain(&w->inbox);
+	sm_worker_destroy(w);
+	c2s_reap_sessions(w);
 	loop_free(w->loop);
 	storage_inbox_destroy(&w->inbox);
 	xml_pool_free(w->xml);

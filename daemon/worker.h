@@ -19,6 +19,7 @@
 
 struct server;
 struct xml_pool;
+struct sm_worker;
 
 enum worker_watch {
 	WORKER_WATCH_INBOX = 0,		/* storage completions */
@@ -40,6 +41,7 @@ struct worker {
 
 	struct conn *flush_list;	/* connections with output to send */
 	struct conn *reap_list;		/* closed, waiting for ops to finish */
+	struct session *ending_sessions;	/* ended this turn, freed at its end */
 
 	struct xml_pool *xml;
 	struct storage_inbox inbox;
@@ -52,6 +54,8 @@ struct worker {
 	/* Scratch space reused by handlers within one call (never kept). */
 	struct strbuf scratch;
 	struct arena tmp;
+
+	struct sm_worker *sm;		/* stream management lists (sm.c), lazily */
 
 	uint64_t next_conn_id;
 	bool draining;			/* shutdown: closing everyone */

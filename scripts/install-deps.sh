@@ -13,9 +13,17 @@ libidn-dev libinih-dev liburcu-dev"
 # Tests: cmocka for C units, pytest + slixmpp (a real client) for
 # integration, sqlite3 CLI to inspect the store in tests.
 TEST_PKGS="libcmocka-dev python3 python3-pytest python3-slixmpp sqlite3"
+# Fuzzing (tests/fuzz): clang with libFuzzer and the sanitizer runtimes,
+# llvm-symbolizer for readable stack traces.
+FUZZ_PKGS="clang libclang-rt-14-dev llvm"
+# The kernel lab (scripts/kernel-lab.sh, part of make check): qemu boots
+# Debian's kernel package (fetched with apt-get download) with a busybox
+# initramfs built with cpio and depmod; its kTLS tests forge TLS records
+# with python3-cryptography.
+LAB_PKGS="qemu-system-x86 busybox-static cpio kmod python3-cryptography"
 
 missing=""
-for p in $BUILD_PKGS $TEST_PKGS; do
+for p in $BUILD_PKGS $TEST_PKGS $FUZZ_PKGS $LAB_PKGS; do
 	status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
 	case "$status" in
 	*" installed") ;;

@@ -28,6 +28,9 @@ struct events {
 	unsigned watches;
 	unsigned flushes;
 	unsigned fired;
+	unsigned rx_calls;
+	bool rx_more;		/* `more` of the last receive completion */
+	unsigned tls_type;	/* record type of the last kTLS receive */
 };
 
 static void h_accepted(void *ctx, unsigned l, int fd)
@@ -45,6 +48,8 @@ static void h_received(void *ctx, uint32_t slot, uint32_t gen, const char *data,
 	struct events *ev = ctx;
 
 	ev->rx_gen = gen;
+	ev->rx_calls++;
+	ev->rx_more = more;
 	if (len) {
 		memcpy(ev->rx + ev->rx_len, data, len);
 		ev->rx_len += len;
@@ -76,8 +81,17 @@ static void h_flush(void *ctx)
 	ev->flushes++;
 }
 
+static void h_received_tls(void *ctx, uint32_t slot, uint32_t gen, unsigned type,
+			   const char *data, size_t len, int err, bool more)
+{
+	struct events *ev = ctx;
+
+	ev->tls_type = type;
+	h_received(ctx, slot, gen, data, len, err, more);
+}
+
 static const struct loop_handlers handlers = {
-	h_accepted, h_accept_error, h_received, h_sent, h_watch, h_flush,
+	h_accepted, h_accept_error, h_received, h_sent, h_watch, h_flush, h_received_tls,
 };
 
 static void test_user_data_round_trips(void **state)
@@ -237,6 +251,109 @@ static void test_timers_fire_once_and_cancel(void **state)
 	loop_free(l);
 }
 
+/* A limited receive takes at most what it was asked for, then disarms. */
+static void test_limited_recv_reads_no_more_than_asked(void **state)
+{
+	const struct loop_config cfg = { 64, 8, 4096 };
+	struct events ev = { 0 };
+	struct loop *l = loop_new(&cfg, &handlers, &ev);
+	char buf[64];
+	int sv[2];
+
+	assert_non_null(l);
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+	assert_int_equal(write(sv[1], "0123456789abcdef", 16), 16);
+	loop_recv_limited(l, sv[0], 2, 7, 10);
+	for (int i = 0; i < 20 && ev.rx_len < 10; i++)
+		assert_int_equal(loop_run_once(l, 100), 0);
+	assert_int_equal(ev.rx_len, 10);
+	assert_memory_equal(ev.rx, "0123456789", 10);
+	assert_false(ev.rx_more);
+	/* Nothing else was taken from the socket. */
+	for (int i = 0; i < 3; i++)
+		loop_run_once(l, 10);
+	assert_int_equal(ev.rx_calls, 1);
+	assert_int_equal(read(sv[0], buf, sizeof(buf)), 6);
+	assert_memory_equal(buf, "abcdef", 6);
+	close(sv[0]);
+	close(sv[1]);
+	loop_free(l);
+}
+
+/* Cancelling a multishot receive ends it: no data is taken afterwards. */
+static void test_cancel_recv_stops_reading(void **state)
+{
+	const struct loop_config cfg = { 64, 8, 4096 };
+	struct events ev = { 0 };
+	struct loop *l = loop_new(&cfg, &handlers, &ev);
+	char buf[16];
+	int sv[2];
+
+	assert_non_null(l);
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+	loop_recv(l, sv[0], 4, 9);
+	assert_int_equal(loop_run_once(l, 10), 0);
+	loop_cancel_recv(l, LOOP_OP_RECV, 4, 9);
+	for (int i = 0; i < 20 && ev.rx_err != -ECANCELED; i++)
+		assert_int_equal(loop_run_once(l, 50), 0);
+	assert_int_equal(ev.rx_err, -ECANCELED);
+	assert_false(ev.rx_more);
+	assert_int_equal(write(sv[1], "later", 5), 5);
+	for (int i = 0; i < 3; i++)
+		loop_run_once(l, 10);
+	assert_int_equal(ev.rx_len, 0);
+	assert_int_equal(read(sv[0], buf, sizeof(buf)), 5);
+	close(sv[0]);
+	close(sv[1]);
+	loop_free(l);
+}
+
+/*
+ * The kTLS receive path (multishot recvmsg) on a socket without kTLS:
+ * every receive is application data, and the end of the stream is seen.
+ */
+static void test_tls_recv_reports_data_and_eof(void **state)
+{
+	const struct loop_config cfg = { 64, 4, 4096 };
+	struct events ev = { 0 };
+	struct loop *l = loop_new(&cfg, &handlers, &ev);
+	static char big[10000];
+	int sv[2];
+
+	assert_non_null(l);
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+	loop_recv_tls(l, sv[0], 5, 11);
+	assert_int_equal(write(sv[1], "<presence/>", 11), 11);
+	for (int i = 0; i < 20 && ev.rx_len < 11; i++)
+		assert_int_equal(loop_run_once(l, 100), 0);
+	assert_int_equal(ev.rx_len, 11);
+	assert_memory_equal(ev.rx, "<presence/>", 11);
+	assert_int_equal(ev.tls_type, 23);
+	assert_int_equal(ev.rx_gen, 11);
+	assert_true(ev.rx_more);
+
+	/* More than one buffer holds: several completions, bytes in order. */
+	for (size_t i = 0; i < sizeof(big); i++)
+		big[i] = (char)('a' + i % 26);
+	assert_int_equal(write(sv[1], big, sizeof(big)), (ssize_t)sizeof(big));
+	for (int i = 0; i < 40 && ev.rx_len < 11 + sizeof(big); i++) {
+		assert_int_equal(loop_run_once(l, 100), 0);
+		if (ev.rx_err == -ENOBUFS || !ev.rx_more) {
+			ev.rx_err = 0;
+			loop_recv_tls(l, sv[0], 5, 11);
+		}
+	}
+	assert_int_equal(ev.rx_len, 11 + sizeof(big));
+	assert_memory_equal(ev.rx + 11, big, sizeof(big));
+
+	close(sv[1]);
+	for (int i = 0; i < 20 && !ev.rx_eof; i++)
+		assert_int_equal(loop_run_once(l, 100), 0);
+	assert_int_equal(ev.rx_eof, 1);
+	close(sv[0]);
+	loop_free(l);
+}
+
 static void test_bad_config_is_rejected(void **state)
 {
 	const struct loop_config cfg = { 64, 3, 1024 };	/* not a power of two */
@@ -253,6 +370,9 @@ int main(void)
 		cmocka_unit_test(test_buffers_are_recycled),
 		cmocka_unit_test(test_watch_reports_readiness),
 		cmocka_unit_test(test_timers_fire_once_and_cancel),
+		cmocka_unit_test(test_limited_recv_reads_no_more_than_asked),
+		cmocka_unit_test(test_cancel_recv_stops_reading),
+		cmocka_unit_test(test_tls_recv_reports_data_and_eof),
 		cmocka_unit_test(test_bad_config_is_rejected),
 	};
 

@@ -1,0 +1,827 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Presence and subscriptions (RFC 6121 sections 3 and 4).
+ *
+ * Outbound subscription stanzas change the sender's roster (always in
+ * memory: the sender has a session) and are routed; the router hands
+ * them to presence_inbound() on the contact's side, which changes the
+ * contact's roster in memory when the contact has sessions and on the
+ * storage thread otherwise (sub_store_*). Side effects the RFC requires
+ * (automatic "subscribed", presence after an approval, unavailable after
+ * a cancellation) are ordinary presence stanzas sent through the router.
+ *
+ * Scratch memory: trees this file builds live in a local arena per
+ * operation, or in the worker's tmp arena only where the caller resets
+ * it afterwards (c2s stanza handlers). router_bounce_w() resets w->tmp,
+ * so nothing here keeps w->tmp memory across a call that may bounce.
+ *
+ * Sessions can end inside a delivery (an output overflow closes the
+ * connection at once), so loops over sessions take `next` before they
+ * deliver.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "account.h"
+#include "c2s.h"
+#include "config.h"
+#include "conn.h"
+#include "fanout.h"
+#include "jid.h"
+#include "log.h"
+#include "offline.h"
+#include "presence.h"
+#include "roster.h"
+#include "router.h"
+#include "server.h"
+#include "session.h"
+#include "stanza.h"
+#include "storage.h"
+#include "stored_xml.h"
+#include "subscription.h"
+#include "worker.h"
+
+#define PRESENCE_ARENA_CHUNK	4096
+
+/* Full JIDs may carry spaces and quotes in the resource: quoted for logs. */
+#define LOG_JID(buf, j) log_sanitize(buf, sizeof(buf), j, strlen(j))
+
+static const char *domain_of(const struct worker *w)
+{
+	return w->srv->cfg->domain;
+}
+
+static bool jid_is_local(const struct worker *w, const struct jid *j)
+{
+	const char *d = domain_of(w);
+
+	return j->domain_len == strlen(d) && memcmp(j->buf + j->domain_off, d, j->domain_len) == 0;
+}
+
+static struct presence_state *presence_state_get(struct session *s)
+{
+	if (!s->pres)
+		s->pres = calloc(1, sizeof(*s->pres));
+	return s->pres;
+}
+
+static void presence_forget_last(struct session *s)
+{
+	if (s->pres) {
+		free(s->pres->last);
+		s->pres->last = NULL;
+		s->pres->last_len = 0;
+	}
+}
+
+int presence_parse_priority(const char *text, int *out)
+{
+	char *end;
+	long v;
+
+	while (*text == ' ' || *text == '\t' || *text == '\n' || *text == '\r')
+		text++;
+	if (!*text)
+		return -1;
+	v = strtol(text, &end, 10);
+	while (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r')
+		end++;
+	if (*end || v < -128 || v > 127)
+		return -1;
+	*out = (int)v;
+	return 0;
+}
+
+/* A new presence tree <presence type='..' from='..' to='..'/> (type/to may be NULL). */
+static struct xml_node *presence_new(struct arena *a, const char *type, const char *from,
+				     const char *to)
+{
+	struct xml_node *p = xml_node_new(a, XML_NS_CLIENT, "presence");
+
+	if (!p || (type && xml_attr_set(a, p, "type", type) < 0) ||
+	    (from && xml_attr_set(a, p, "from", from) < 0) ||
+	    (to && xml_attr_set(a, p, "to", to) < 0))
+		return NULL;
+	return p;
+}
+
+/* Routes a stanza the server generates (no client connection involved). */
+static void presence_route(struct worker *w, struct xml_node *p)
+{
+	if (!p || router_route_stanza(w, p) < 0)
+		log_warn("presence.route_failed", "msg=\"could not route a generated presence\"");
+}
+
+/*
+ * Sends one copy of a fanned-out stanza to s, addressed to `to` (a
+ * NUL-terminated JID of to_len bytes): the template with this 'to'
+ * spliced in. A detached session (stream management keeps it for
+ * resumption) takes the tree, which the router gives the 'to' itself.
+ */
+static void presence_deliver_copy(struct session *s, struct xml_node *st, struct fanout *f,
+				  const char *to, size_t to_len)
+{
+	const char *data = NULL;
+	size_t len = 0;
+
+	if (s->conn) {
+		data = fanout_render(f, to, to_len, &len);
+		if (!data) {
+			log_error("presence.fanout_failed", "msg=\"out of memory\"");
+			return;
+		}
+	}
+	router_deliver_prepared(s, st, to, data, len);
+}
+
+/*
+ * The broadcast of a presence from session `from_s` (RFC 6121 4.2.2,
+ * 4.4.2, 4.5.2): every available resource of every contact with From,
+ * addressed to the contact's bare JID, and every available resource of
+ * the user itself, addressed to its full JID (`self` too when
+ * include_self). f holds st serialized without 'to'.
+ */
+static void presence_fan_out(struct worker *w, struct session *from_s, struct xml_node *st,
+			     struct fanout *f, bool include_self)
+{
+	struct sessdir *dir = w->srv->sessions;
+	struct account *acct = session_account(from_s);
+	struct session *s2, *next;
+
+	if (acct && acct->roster) {
+		for (struct roster_item *it = acct->roster->items; it; it = it->next) {
+			if (it->deleted || !(it->sub & SUB_FROM))
+				continue;
+			/* The user's own account is served below, once. */
+			if (it->jid_len == from_s->bare_len &&
+			    memcmp(it->jid, from_s->jid, it->jid_len) == 0)
+				continue;
+			/* Contacts elsewhere have no local sessions (no federation yet). */
+			for (s2 = sessdir_find_bare(dir, it->jid, it->jid_len); s2; s2 = next) {
+				next = s2->next;
+				if (s2->available)
+					presence_deliver_copy(s2, st, f, it->jid, it->jid_len);
+			}
+		}
+	}
+	for (s2 = sessdir_find_bare(dir, from_s->jid, from_s->bare_len); s2; s2 = next) {
+		next = s2->next;
+		if (s2->available && (include_self || s2 != from_s))
+			presence_deliver_copy(s2, st, f, s2->jid, s2->jid_len);
+	}
+}
+
+/*
+ * Delivers a stored presence (serialized without 'to', from a session's
+ * last presence or a pending request) to session s, addressed to `to`
+ * (NULL: as stored). The tree is parsed into `a`.
+ */
+static void presence_deliver_stored(struct worker *w, struct session *s, struct arena *a,
+				    const char *data, size_t len, const char *to)
+{
+	struct xml_node *st = stored_xml_parse(w->xml, a, data, len);
+	char q[128];
+
+	if (!st || (to && xml_attr_set(a, st, "to", to) < 0)) {
+		log_warn("presence.stored_unreadable", "jid=%s", LOG_JID(q, s->jid));
+		return;
+	}
+	router_deliver(s, st);
+}
+
+/* Routes a stored presence from its sender to `to` (e.g. to a new subscriber). */
+static void presence_route_stored(struct worker *w, struct arena *a, const char *data,
+				  size_t len, const char *to)
+{
+	struct xml_node *st = stored_xml_parse(w->xml, a, data, len);
+	char q[128];
+
+	if (!st || xml_attr_set(a, st, "to", to) < 0) {
+		log_warn("presence.stored_unreadable", "to=%s", LOG_JID(q, to));
+		return;
+	}
+	presence_route(w, st);
+}
+
+/*
+ * Answers a probe of `contact`'s presence by `prober` (RFC 6121 4.3.2)
+ * for a local contact: the last presence of each available resource when
+ * the prober may see it, "unsubscribed" when not, nothing when the
+ * contact has no session. `to_s`, when not NULL, is the prober's session
+ * (the probe a login sends), which gets the answers directly.
+ */
+static void presence_answer_probe(struct worker *w, const struct jid *contact,
+				  const struct jid *prober, struct session *to_s)
+{
+	struct sessdir *dir = w->srv->sessions;
+	struct account *ca = sessdir_find_account(dir, contact->buf, contact->len);
+	char prober_bare[JID_MAX];
+	struct session *s2, *next;
+	struct arena a;
+
+	if (!ca)
+		return;
+	jid_bare_str(prober, prober_bare, sizeof(prober_bare));
+	arena_init(&a, PRESENCE_ARENA_CHUNK);
+	if (!jid_bare_equal(contact, prober) && !roster_contact_has_from(ca, prober_bare)) {
+		presence_route(w, presence_new(&a, "unsubscribed", contact->buf, prober_bare));
+		arena_release(&a);
+		return;
+	}
+	for (s2 = sessdir_find_bare(dir, contact->buf, contact->len); s2; s2 = next) {
+		next = s2->next;
+		if (!s2->available || !s2->pres || !s2->pres->last || s2 == to_s)
+			continue;
+		if (to_s)
+			presence_deliver_stored(w, to_s, &a, s2->pres->last, s2->pres->last_len,
+						to_s->jid);
+		else
+			presence_route_stored(w, &a, s2->pres->last, s2->pres->last_len,
+					      prober->buf);
+		arena_reset(&a);
+	}
+	arena_release(&a);
+}
+
+/*
+ * What a session's first available presence triggers besides the
+ * broadcast (RFC 6121 4.2.2, 3.1.3, XEP-0160): probes to the contacts
+ * it is subscribed to, the presence of the account's other resources,
+ * the pending subscription requests.
+ */
+static void presence_initial(struct worker *w, struct session *s)
+{
+	struct account *acct = session_account(s);
+	struct jid self, contact;
+	struct arena a;
+
+	/* The prober is this session: answers come to its full JID. */
+	if (!acct || !acct->roster || jid_parse(&self, s->jid, s->jid_len) < 0)
+		return;
+	for (struct roster_item *it = acct->roster->items; it; it = it->next) {
+		if (it->deleted || !(it->sub & SUB_TO))
+			continue;
+		if (jid_parse(&contact, it->jid, it->jid_len) < 0 || !jid_is_local(w, &contact) ||
+		    jid_bare_equal(&contact, &self))
+			continue;
+		presence_answer_probe(w, &contact, &self, s);
+	}
+	arena_init(&a, PRESENCE_ARENA_CHUNK);
+	/* The account's own other resources (their presence is "contact" presence too). */
+	for (struct session *s2 = sessdir_find_bare(w->srv->sessions, s->jid, s->bare_len), *next;
+	     s2; s2 = next) {
+		next = s2->next;
+		if (s2 == s || !s2->available || !s2->pres || !s2->pres->last)
+			continue;
+		presence_deliver_stored(w, s, &a, s2->pres->last, s2->pres->last_len, s->jid);
+		arena_reset(&a);
+	}
+	/* 3.1.3: unanswered requests, again at each login until answered. */
+	for (struct roster_request *q = acct->roster->requests; q; q = q->next) {
+		presence_deliver_stored(w, s, &a, q->stanza, q->stanza_len, NULL);
+		arena_reset(&a);
+	}
+	arena_release(&a);
+}
+
+/*
+ * Unavailable to the session's directed-presence targets, except contacts
+ * with From when the broadcast reached them already (`broadcast`).
+ */
+static void presence_directed_unavailable(struct worker *w, struct session *s,
+					  struct arena *a, bool broadcast)
+{
+	struct presence_state *ps = s->pres;
+	struct account *acct = session_account(s);
+
+	if (!ps)
+		return;
+	while (ps->directed) {
+		struct presence_directed *d = ps->directed;
+		struct jid to, bare;
+
+		ps->directed = d->next;
+		if (jid_parse(&to, d->jid, d->len) == 0) {
+			bare = to;
+			jid_to_bare(&bare);
+			/* A contact with From heard the broadcast already. */
+			if (!(broadcast && roster_contact_has_from(acct, bare.buf)))
+				presence_route(w, presence_new(a, "unavailable", s->jid, to.buf));
+		}
+		free(d);
+	}
+	ps->ndirected = 0;
+}
+
+void presence_broadcast(struct conn *c, struct xml_node *st)
+{
+	struct worker *w = c->w;
+	struct session *s = c->sess;
+	const char *type = stanza_type(st);
+	struct fanout f = FANOUT_INIT;
+	struct xml_node *prio;
+	struct presence_state *ps;
+	bool was = s->available;
+	int p = 0, old_prio = s->priority;
+	char *copy, q[128];
+
+	if (strcmp(type, "unavailable") == 0) {
+		if (was && !w->srv->shutting_down && fanout_prepare(&f, st) == 0)
+			presence_fan_out(w, s, st, &f, true);
+		s->available = false;
+		presence_forget_last(s);
+		presence_directed_unavailable(w, s, &w->tmp, was);
+		fanout_release(&f);
+		return;
+	}
+	if (type[0])
+		return;	/* subscriptions and probes need an address: nothing to do */
+
+	/* Available: its priority (4.7.2.3), defaulting to 0. */
+	prio = xml_child(st, XML_NS_CLIENT, "priority");
+	if (prio) {
+		const char *text = xml_text(&w->tmp, prio);
+
+		if (!text || presence_parse_priority(text, &p) < 0) {
+			router_bounce(c, st, "bad-request");
+			return;
+		}
+	}
+	ps = presence_state_get(s);
+	if (!ps || fanout_prepare(&f, st) < 0) {
+		log_error("presence.broadcast_failed", "jid=%s msg=\"out of memory\"",
+			  LOG_JID(q, s->jid));
+		fanout_release(&f);
+		return;
+	}
+	s->priority = p;
+	s->available = true;
+	/* Kept for probes and new subscribers: the template is exactly that. */
+	copy = malloc(f.tmpl.len + 1);
+	if (copy) {
+		memcpy(copy, f.tmpl.data, f.tmpl.len + 1);
+		free(ps->last);
+		ps->last = copy;
+		ps->last_len = f.tmpl.len;
+	}
+	presence_fan_out(w, s, st, &f, true);
+	fanout_release(&f);
+	if (!was)
+		presence_initial(w, s);
+	/* XEP-0160: offline messages go to the first non-negative resource. */
+	if (p >= 0 && (!was || old_prio < 0))
+		offline_deliver(w, s);
+}
+
+/* Records (or forgets) a directed-presence target of s (RFC 6121 4.6). */
+static void presence_track_directed(struct session *s, const struct jid *to, bool available)
+{
+	struct presence_state *ps = available ? presence_state_get(s) : s->pres;
+	struct presence_directed **pp, *d;
+
+	if (!ps)
+		return;
+	for (pp = &ps->directed; *pp; pp = &(*pp)->next) {
+		if ((*pp)->len == to->len && memcmp((*pp)->jid, to->buf, to->len) == 0) {
+			if (!available) {
+				d = *pp;
+				*pp = d->next;
+				free(d);
+				ps->ndirected--;
+			}
+			return;
+		}
+	}
+	if (!available)
+		return;
+	if (ps->ndirected >= PRESENCE_DIRECTED_MAX) {
+		char q[128];
+
+		log_warn("presence.directed_limit", "jid=%s limit=%d", LOG_JID(q, s->jid),
+			 PRESENCE_DIRECTED_MAX);
+		return;
+	}
+	d = malloc(sizeof(*d) + to->len + 1);
+	if (!d)
+		return;
+	memcpy(d->jid, to->buf, to->len + 1);
+	d->len = to->len;
+	d->next = ps->directed;
+	ps->directed = d;
+	ps->ndirected++;
+}
+
+/*
+ * Sends the user's current presence (each available resource's last) to
+ * `contact`, which just gained From (RFC 6121 3.1.5).
+ */
+static void presence_send_current(struct worker *w, const char *bare, size_t bare_len,
+				  const char *contact)
+{
+	struct arena a;
+
+	arena_init(&a, PRESENCE_ARENA_CHUNK);
+	for (struct session *s = sessdir_find_bare(w->srv->sessions, bare, bare_len), *next; s;
+	     s = next) {
+		next = s->next;
+		if (!s->available || !s->pres || !s->pres->last)
+			continue;
+		presence_route_stored(w, &a, s->pres->last, s->pres->last_len, contact);
+		arena_reset(&a);
+	}
+	arena_release(&a);
+}
+
+/* Unavailable from each available resource of the user to `contact`, which lost From. */
+static void presence_send_unavailable(struct worker *w, const char *bare, size_t bare_len,
+				      const char *contact)
+{
+	struct arena a;
+
+	arena_init(&a, PRESENCE_ARENA_CHUNK);
+	for (struct session *s = sessdir_find_bare(w->srv->sessions, bare, bare_len), *next; s;
+	     s = next) {
+		next = s->next;
+		if (!s->available)
+			continue;
+		presence_route(w, presence_new(&a, "unavailable", s->jid, contact));
+		arena_reset(&a);
+	}
+	arena_release(&a);
+}
+
+/* A subscription stanza the server sends on a user's behalf: from user to contact. */
+static void presence_send_sub(struct worker *w, const char *type, const char *from,
+			      const char *to)
+{
+	struct arena a;
+
+	arena_init(&a, PRESENCE_ARENA_CHUNK);
+	presence_route(w, presence_new(&a, type, from, to));
+	arena_release(&a);
+}
+
+/*
+ * Applies a transition result to the account's roster in memory: the
+ * pending request kept or dropped, the item changed (created when the
+ * new state needs one), persisted and pushed. `req` is the request
+ * stanza to keep when Pending In appears.
+ */
+static void presence_apply(struct worker *w, struct account *a, const struct jid *user,
+			   const struct jid *contact, uint8_t old, bool old_approved,
+			   const struct sub_result *r, const char *req, size_t req_len)
+{
+	uint8_t vis_old = old & (uint8_t)~SUB_PENDING_IN;
+	uint8_t vis_new = r->state & (uint8_t)~SUB_PENDING_IN;
+	struct roster_item *it;
+
+	if ((r->state & SUB_PENDING_IN) && !(old & SUB_PENDING_IN) && req) {
+		int ret = roster_keep_request(w, a, contact->buf, contact->len, req, req_len);
+
+		if (ret < 0)
+			log_warn("presence.request_dropped", "user=%s from=%s err=%d", a->user,
+				 contact->buf, ret);
+	} else if (!(r->state & SUB_PENDING_IN) && (old & SUB_PENDING_IN)) {
+		roster_drop_request(w, a, contact->buf, contact->len);
+	}
+	if (vis_old == vis_new && old_approved == r->approved)
+		return;
+	it = roster_lookup(a->roster, contact->buf, contact->len);
+	if ((!it || it->deleted) && !vis_new && !r->approved)
+		return;	/* nothing to keep for a contact outside the roster */
+	it = roster_upsert(a->roster, contact->buf, contact->len);
+	if (!it) {
+		log_error("presence.roster_failed", "user=%s msg=\"out of memory\"", a->user);
+		return;
+	}
+	it->sub = vis_new;
+	it->approved = r->approved;
+	roster_commit(w, a, user->buf, user->len, it);
+}
+
+/*
+ * Inbound subscription stanza st (from contact, both bare) for the
+ * account `a` of user, in memory (RFC 6121 3.1.3, 3.1.6, 3.2.3, 3.3.3).
+ */
+static void presence_sub_in_memory(struct worker *w, struct account *a, enum sub_event ev,
+				   struct xml_node *st, const struct jid *contact,
+				   const struct jid *user)
+{
+	struct strbuf ser = STRBUF_INIT;
+	struct sub_result r;
+	uint8_t old;
+	bool approved;
+
+	old = roster_state(a->roster, contact->buf, contact->len, &approved);
+	r = sub_transition(ev, old, approved);
+	if (ev == SUB_IN_SUBSCRIBE && (r.state & SUB_PENDING_IN) && !(old & SUB_PENDING_IN))
+		xml_serialize(&ser, st, XML_NS_CLIENT);
+	presence_apply(w, a, user, contact, old, approved, &r, ser.oom ? NULL : ser.data, ser.len);
+	strbuf_free(&ser);
+	if (r.actions & SUB_ACT_FORWARD) {
+		/* To every available resource; a subscribe waits in the requests otherwise. */
+		for (struct session *s = sessdir_find_bare(w->srv->sessions, user->buf, user->len),
+		     *next; s; s = next) {
+			next = s->next;
+			if (s->available)
+				router_deliver(s, st);
+		}
+	}
+	if (r.actions & SUB_ACT_AUTO_SUBSCRIBED)
+		presence_send_sub(w, "subscribed", user->buf, contact->buf);
+	if (r.actions & SUB_ACT_SEND_PRESENCE)
+		presence_send_current(w, user->buf, user->len, contact->buf);
+	if (r.actions & SUB_ACT_SEND_UNAVAILABLE)
+		presence_send_unavailable(w, user->buf, user->len, contact->buf);
+}
+
+/* ---- Inbound subscription stanzas for accounts without sessions ---- */
+
+struct sub_store_req {
+	struct storage_req req;		/* first */
+	uint8_t ev;
+	uint32_t max_requests;
+	struct sub_result result;	/* out */
+	char *contact;			/* into buf: the sender's bare JID */
+	char *user_bare;		/* the recipient's bare JID */
+	char *stanza;			/* the stanza as received */
+	size_t stanza_len;
+	char buf[];
+};
+
+static int presence_sub_store_run(struct storage *st, struct storage_req *req)
+{
+	struct sub_store_req *sr = (struct sub_store_req *)req;
+	uint8_t old, vis_old, vis_new;
+	bool approved, exists;
+	int ret;
+
+	ret = roster_db_account_exists(st, req->user);
+	if (ret < 0)
+		return ret;
+	ret = roster_db_state(st, req->user, sr->contact, &old, &approved, &exists);
+	if (ret < 0)
+		return ret;
+	sr->result = sub_transition(sr->ev, old, approved);
+	if ((sr->result.state & SUB_PENDING_IN) && !(old & SUB_PENDING_IN)) {
+		size_t items, requests;
+
+		ret = roster_db_counts(st, req->user, &items, &requests);
+		if (ret < 0)
+			return ret;
+		if (requests < sr->max_requests) {
+			ret = roster_db_request_put(st, req->user, sr->contact, sr->stanza,
+						    sr->stanza_len);
+			if (ret < 0)
+				return ret;
+		}
+	} else if (!(sr->result.state & SUB_PENDING_IN) && (old & SUB_PENDING_IN)) {
+		ret = roster_db_request_delete(st, req->user, sr->contact);
+		if (ret < 0)
+			return ret;
+	}
+	vis_old = old & (uint8_t)~SUB_PENDING_IN;
+	vis_new = sr->result.state & (uint8_t)~SUB_PENDING_IN;
+	if (vis_old == vis_new && approved == sr->result.approved)
+		return 0;
+	if (!exists && !vis_new && !sr->result.approved)
+		return 0;
+	return roster_db_set_state(st, req->user, sr->contact, vis_new, sr->result.approved);
+}
+
+static void presence_sub_store_done(struct storage_req *req)
+{
+	struct sub_store_req *sr = (struct sub_store_req *)req;
+	struct worker *w = (struct worker *)((char *)req->inbox - offsetof(struct worker, inbox));
+	struct account *a;
+	struct jid user, contact;
+
+	if (jid_parse(&user, sr->user_bare, strlen(sr->user_bare)) < 0 ||
+	    jid_parse(&contact, sr->contact, strlen(sr->contact)) < 0)
+		goto out;
+	if (req->result == -ENOENT) {
+		/* RFC 6121 8.5.1: no such user; a request is answered "unsubscribed". */
+		if (sr->ev == SUB_IN_SUBSCRIBE)
+			presence_send_sub(w, "unsubscribed", user.buf, contact.buf);
+		goto out;
+	}
+	if (req->result < 0) {
+		log_error("presence.subscription_failed", "user=%s err=%d", req->user, req->result);
+		goto out;
+	}
+	a = sessdir_find_account(w->srv->sessions, user.buf, user.len);
+	if (a && a->roster) {
+		/*
+		 * The account logged in meanwhile: its roster may have been
+		 * loaded before this change was stored. Replaying the event
+		 * in memory fixes a stale roster and is a no-op on a fresh
+		 * one (the transitions are idempotent).
+		 */
+		struct arena ar;
+		struct xml_node *st;
+
+		arena_init(&ar, PRESENCE_ARENA_CHUNK);
+		st = stored_xml_parse(w->xml, &ar, sr->stanza, sr->stanza_len);
+		if (st)
+			presence_sub_in_memory(w, a, sr->ev, st, &contact, &user);
+		arena_release(&ar);
+		goto out;
+	}
+	if (sr->result.actions & SUB_ACT_AUTO_SUBSCRIBED)
+		presence_send_sub(w, "subscribed", user.buf, contact.buf);
+out:
+	free(sr);
+}
+
+/* Queues the inbound processing of st for an account whose roster is not in memory. */
+static void presence_sub_store(struct worker *w, enum sub_event ev, struct xml_node *st,
+			       const struct jid *contact, const struct jid *user)
+{
+	struct strbuf ser = STRBUF_INIT;
+	struct sub_store_req *sr;
+	char *p;
+
+	xml_serialize(&ser, st, XML_NS_CLIENT);
+	if (ser.oom)
+		goto oom;
+	sr = calloc(1, sizeof(*sr) + contact->len + user->len + ser.len + 3);
+	if (!sr)
+		goto oom;
+	p = sr->buf;
+	sr->contact = p;
+	memcpy(p, contact->buf, contact->len + 1);
+	p += contact->len + 1;
+	sr->user_bare = p;
+	memcpy(p, user->buf, user->len + 1);
+	p += user->len + 1;
+	sr->stanza = p;
+	memcpy(p, ser.data, ser.len + 1);
+	sr->stanza_len = ser.len;
+	strbuf_free(&ser);
+	sr->ev = (uint8_t)ev;
+	sr->max_requests = w->srv->cfg->max_roster_items;
+	sr->req.op = STORAGE_OP_RUN;
+	sr->req.run = presence_sub_store_run;
+	sr->req.done = presence_sub_store_done;
+	sr->req.inbox = &w->inbox;
+	snprintf(sr->req.user, sizeof(sr->req.user), "%.*s", (int)user->local_len, user->buf);
+	storage_queue_submit(w->srv->store, &sr->req);
+	return;
+oom:
+	strbuf_free(&ser);
+	log_error("presence.subscription_failed", "user=%s msg=\"out of memory\"", user->buf);
+}
+
+/* ---- Router and c2s hooks ---- */
+
+bool presence_inbound(struct worker *w, struct conn *src, struct xml_node *st,
+		      const struct jid *from, const struct jid *to)
+{
+	const char *type = stanza_type(st);
+	int ev = sub_event_from_type(type, false);
+	struct jid user, contact;
+	struct account *a;
+
+	if (ev < 0 && strcmp(type, "probe") != 0)
+		return false;
+	user = *to;
+	jid_to_bare(&user);
+	contact = *from;
+	jid_to_bare(&contact);
+	if (ev < 0) {
+		presence_answer_probe(w, &user, from, NULL);
+		return true;
+	}
+	/*
+	 * RFC 6121 3.1.2: subscription stanzas travel between bare JIDs
+	 * (stamped by the sender's server; done again here for stanzas the
+	 * server re-routes).
+	 */
+	if (xml_attr_set(&w->tmp, st, "from", contact.buf) < 0 ||
+	    xml_attr_set(&w->tmp, st, "to", user.buf) < 0)
+		return true;
+	a = sessdir_find_account(w->srv->sessions, user.buf, user.len);
+	if (a && a->roster)
+		presence_sub_in_memory(w, a, ev, st, &contact, &user);
+	else
+		presence_sub_store(w, ev, st, &contact, &user);
+	return true;
+}
+
+/* Outbound subscription stanza from c's session (RFC 6121 3.1.2, 3.2.2, 3.3.2, 3.4). */
+static void presence_sub_out(struct conn *c, struct xml_node *st, enum sub_event ev,
+			     const struct jid *from, const struct jid *to)
+{
+	struct worker *w = c->w;
+	struct session *s = c->sess;
+	struct account *a = session_account(s);
+	struct jid user = *from, contact = *to;
+	struct roster_item *it;
+	struct sub_result r;
+	uint8_t old;
+	bool approved;
+
+	jid_to_bare(&user);
+	jid_to_bare(&contact);
+	if (!jid_is_local(w, &contact)) {
+		/* No federation yet: nobody there to subscribe to. */
+		router_bounce(c, st, "remote-server-not-found");
+		return;
+	}
+	if (!jid_has_local(&contact)) {
+		router_bounce(c, st, "service-unavailable");
+		return;
+	}
+	if (!a || !a->roster) {
+		router_bounce(c, st, "internal-server-error");
+		return;
+	}
+	old = roster_state(a->roster, contact.buf, contact.len, &approved);
+	r = sub_transition(ev, old, approved);
+	it = roster_lookup(a->roster, contact.buf, contact.len);
+	if ((!it || it->deleted) && (r.state & (SUB_TO | SUB_FROM | SUB_PENDING_OUT) || r.approved) &&
+	    a->roster->count >= w->srv->cfg->max_roster_items) {
+		router_bounce(c, st, "not-allowed");
+		return;
+	}
+	presence_apply(w, a, &user, &contact, old, approved, &r, NULL, 0);
+	if (r.actions & SUB_ACT_FORWARD) {
+		if (xml_attr_set(&w->tmp, st, "from", user.buf) == 0 &&
+		    xml_attr_set(&w->tmp, st, "to", contact.buf) == 0)
+			router_route(c, st, &user, &contact);
+	}
+	if (r.actions & SUB_ACT_SEND_PRESENCE)
+		presence_send_current(w, user.buf, user.len, contact.buf);
+	if (r.actions & SUB_ACT_SEND_UNAVAILABLE)
+		presence_send_unavailable(w, user.buf, user.len, contact.buf);
+}
+
+void presence_outbound(struct conn *c, struct xml_node *st, const struct jid *from,
+		       const struct jid *to)
+{
+	const char *type = stanza_type(st);
+	int ev = sub_event_from_type(type, true);
+	struct jid bare;
+
+	if (ev >= 0) {
+		presence_sub_out(c, st, ev, from, to);
+		return;
+	}
+	if (!type[0] || strcmp(type, "unavailable") == 0) {
+		bare = *to;
+		jid_to_bare(&bare);
+		/* Directed presence (4.6), except to the account's own resources. */
+		if (!jid_bare_equal(&bare, from))
+			presence_track_directed(c->sess, to, !type[0]);
+	}
+	router_route(c, st, from, to);
+}
+
+void presence_session_end(struct worker *w, struct session *s)
+{
+	struct presence_state *ps = s->pres;
+	bool was = s->available;
+	struct arena a;
+
+	arena_init(&a, PRESENCE_ARENA_CHUNK);
+	if (was && !w->srv->shutting_down) {
+		struct xml_node *p = presence_new(&a, "unavailable", s->jid, NULL);
+		struct fanout f = FANOUT_INIT;
+
+		/* RFC 6121 4.5.3.2: the server generates it for a vanished session. */
+		if (p && fanout_prepare(&f, p) == 0)
+			presence_fan_out(w, s, p, &f, false);
+		fanout_release(&f);
+	}
+	if (!w->srv->shutting_down)
+		presence_directed_unavailable(w, s, &a, was);
+	s->available = false;
+	arena_release(&a);
+	if (ps) {
+		while (ps->directed) {
+			struct presence_directed *d = ps->directed;
+
+			ps->directed = d->next;
+			free(d);
+		}
+		free(ps->last);
+		free(ps);
+		s->pres = NULL;
+	}
+}
+
+void presence_roster_removed(struct worker *w, const char *bare, size_t bare_len,
+			     const struct jid *contact, uint8_t state)
+{
+	char user[JID_MAX];
+
+	snprintf(user, sizeof(user), "%.*s", (int)bare_len, bare);
+	if (state & (SUB_FROM | SUB_PENDING_IN))
+		presence_send_sub(w, "unsubscribed", user, contact->buf);
+	if (state & (SUB_TO | SUB_PENDING_OUT))
+		presence_send_sub(w, "unsubscribe", user, contact->buf);
+	if (state & SUB_FROM)
+		presence_send_unavailable(w, bare, bare_len, contact->buf);
+}

@@ -1,0 +1,118 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Offline messages in SQLite (table offline_messages of schema migration
+ * 2): oldest first by their autoincrement id. Storage thread only.
+ */
+#include <errno.h>
+#include <time.h>
+
+#include "offline.h"
+#include "storage.h"
+#include "storage_sqlite.h"
+
+static const char sql_exists[] = "SELECT 1 FROM accounts WHERE username = ?1";
+static const char sql_count[] = "SELECT count(*) FROM offline_messages WHERE username = ?1";
+static const char sql_insert[] =
+	"INSERT INTO offline_messages (username, stanza, created_at) VALUES (?1, ?2, ?3)";
+static const char sql_take[] =
+	"SELECT id, stanza FROM offline_messages WHERE username = ?1 ORDER BY id LIMIT ?2";
+static const char sql_delete[] =
+	"DELETE FROM offline_messages WHERE username = ?1 AND id <= ?2";
+
+/* A one-row, one-integer query about user: its value in *out (0 when no row). */
+static int offline_scalar(struct storage *st, const char *sql, const char *user, int64_t *out,
+			  bool *found)
+{
+	sqlite3_stmt *s = storage_sqlite_stmt(st, sql);
+	int rc;
+
+	*out = 0;
+	*found = false;
+	if (!s)
+		return -EIO;
+	sqlite3_bind_text(s, 1, user, -1, SQLITE_STATIC);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		*out = sqlite3_column_int64(s, 0);
+		*found = true;
+	}
+	storage_sqlite_release(s);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		return storage_sqlite_error(st, "offline.query", rc);
+	return 0;
+}
+
+int offline_count_sync(struct storage *st, const char *user, uint32_t *out)
+{
+	int64_t n;
+	bool found;
+	int rc = offline_scalar(st, sql_count, user, &n, &found);
+
+	*out = rc < 0 ? 0 : (uint32_t)n;
+	return rc;
+}
+
+int offline_db_put(struct storage *st, const char *user, const char *stanza, size_t len,
+		   uint32_t max)
+{
+	sqlite3_stmt *s;
+	int64_t n;
+	bool found;
+	int rc;
+
+	rc = offline_scalar(st, sql_exists, user, &n, &found);
+	if (rc < 0)
+		return rc;
+	if (!found)
+		return -ENOENT;
+	rc = offline_scalar(st, sql_count, user, &n, &found);
+	if (rc < 0)
+		return rc;
+	if (n >= (int64_t)max)
+		return -EDQUOT;
+	s = storage_sqlite_stmt(st, sql_insert);
+	if (!s)
+		return -EIO;
+	sqlite3_bind_text(s, 1, user, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, stanza, (int)len, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 3, (sqlite3_int64)time(NULL));
+	return storage_sqlite_exec(st, "offline.insert", s);
+}
+
+int offline_db_take(struct storage *st, const char *user, uint32_t limit,
+		    int (*fn)(void *arg, const char *stanza, size_t len), void *arg, uint32_t *n)
+{
+	sqlite3_stmt *s = storage_sqlite_stmt(st, sql_take);
+	int64_t last = -1;
+	int rc, err = 0;
+
+	*n = 0;
+	if (!s)
+		return -EIO;
+	sqlite3_bind_text(s, 1, user, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 2, limit);
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		const char *text = (const char *)sqlite3_column_text(s, 1);
+
+		last = sqlite3_column_int64(s, 0);
+		if (!text)
+			continue;
+		err = fn(arg, text, (size_t)sqlite3_column_bytes(s, 1));
+		if (err < 0)
+			break;
+		(*n)++;
+	}
+	storage_sqlite_release(s);
+	if (err < 0)
+		return err;
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		return storage_sqlite_error(st, "offline.take", rc);
+	if (last < 0)
+		return 0;
+	s = storage_sqlite_stmt(st, sql_delete);
+	if (!s)
+		return -EIO;
+	sqlite3_bind_text(s, 1, user, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 2, last);
+	return storage_sqlite_exec(st, "offline.delete", s);
+}

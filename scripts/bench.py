@@ -1,0 +1,822 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: MIT
+"""stanzad benchmarks: `make bench` (BENCH_ARGS="..." passes options here).
+
+Starts stanzad on a free loopback port with a fresh state directory
+(plain TCP, --require-tls no, --registration closed), seeds accounts and
+rosters straight into its SQLite store, pins the server and the load
+generator (build/loadgen, tests/bench/loadgen.c) to separate CPUs, and runs:
+
+  selftest   loadgen against its own echo sink: what the generator can drive
+  messages   1:1 messages, closed loop: N clients in pairs, W in flight each
+  latency    1:1 messages, open loop at fixed rates; latency at the receiver
+  presence   presence fan-out 1 -> R over a roster with subscription 'both'
+  idle       N clients logged in and idle: server RSS per connection
+
+Server CPU is the sum of the server threads' run time (/proc/PID/task/*/
+schedstat, ns; utime+stime from /proc/PID/stat is reported too) over the
+measured window; RSS is VmRSS from /proc/PID/status. One JSON line per
+scenario goes to stdout, then a human summary; progress goes to stderr.
+
+Any server can be measured with --target HOST:PORT (accounts P0..P(N-1)
+with --password, the presence publisher and its roster must exist there;
+--server-pid PID to get its CPU and RSS).
+"""
+import argparse
+import json
+import os
+import platform
+import queue
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import hashlib
+import hmac
+
+BUDGET_US_PER_MSG = 5.0
+BUDGET_US_PER_DELIVERY = 3.0
+BUDGET_IDLE_BYTES = 4096
+BUDGET_P99_US_AT_1000 = 200.0
+LOADGEN_MIN_RATE = 300000
+# Clients per loadgen process: below the 20,000 fd limit with room to spare.
+CLIENTS_PER_PROCESS = 15000
+SALT = b"stanzad-bench-sa"  # 16 bytes, like scram.h's SCRAM_SALT_LEN
+ALL_SCENARIOS = ("selftest", "messages", "latency", "presence", "idle")
+
+
+def log(msg):
+    print("bench: " + msg, file=sys.stderr, flush=True)
+
+
+class BenchError(Exception):
+    pass
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_listening(host, port, proc, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise BenchError("exited with status %s during startup" % proc.returncode)
+        try:
+            socket.create_connection((host, port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.02)
+    raise BenchError("%s:%d not accepting after %.0f s" % (host, port, timeout))
+
+
+def rss_kib(pid):
+    """VmRSS and RssAnon of a process, KiB."""
+    out = {}
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            if k in ("VmRSS", "RssAnon", "RssFile", "VmHWM"):
+                out[k] = int(v.split()[0])
+    return out
+
+
+def host_busy_seconds():
+    """CPU seconds the machine has been busy (all CPUs; idle and iowait excluded)."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:9]]
+    return (v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_quiet(max_wait, limit=0.10, sample=1.0):
+    """Waits (at most max_wait s) until other processes use under `limit` of a
+    core over `sample` s. Returns the last busy share measured."""
+    deadline = time.monotonic() + max_wait
+    while True:
+        b0 = host_busy_seconds()
+        time.sleep(sample)
+        busy = (host_busy_seconds() - b0) / sample
+        if busy < limit or time.monotonic() >= deadline:
+            return busy
+
+
+def cpu_seconds(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# --------------------------------------------------------------------------
+# Accounts: seeded straight into the store
+# --------------------------------------------------------------------------
+
+def scram_keys(hname, password, salt, iterations):
+    salted = hashlib.pbkdf2_hmac(hname, password, salt, iterations)
+    client_key = hmac.new(salted, b"Client Key", hname).digest()
+    stored = hashlib.new(hname, client_key).digest()
+    server = hmac.new(salted, b"Server Key", hname).digest()
+    return stored, server
+
+
+def columns(db, table):
+    return {r[1]: r for r in db.execute("PRAGMA table_info(%s)" % table)}
+
+
+def seed_store(build, state_dir, opts):
+    """Creates the store with stanzactl (so the schema is the daemon's own),
+    then inserts accounts and rosters in one transaction.
+
+    Stored keys use 1 PBKDF2 iteration: logins with PLAIN then cost the
+    server almost nothing, so 10,000 clients log in within seconds. Login
+    speed is not what these scenarios measure."""
+    r = subprocess.run([os.path.join(build, "stanzactl"), "--state-dir", state_dir,
+                        "user", "list"], capture_output=True, text=True, timeout=60)
+    if r.returncode != 0:
+        raise BenchError("stanzactl could not create the store: %s" % r.stderr.strip())
+    pw = opts.password.encode()
+    s1 = scram_keys("sha1", pw, SALT, 1)
+    s256 = scram_keys("sha256", pw, SALT, 1)
+    now = int(time.time())
+    users = ["%s%d" % (opts.prefix, i) for i in range(max(opts.clients, opts.idle_clients))]
+    recv = ["%s%d" % (opts.receiver_prefix, i) for i in range(opts.receivers)]
+    db = sqlite3.connect(os.path.join(state_dir, "stanzad.db"))
+    try:
+        acc_cols = columns(db, "accounts")
+        need = [c for c, r in acc_cols.items() if r[3] and r[4] is None and c not in (
+            "username", "iterations", "salt", "sha1_stored", "sha1_server",
+            "sha256_stored", "sha256_server", "created_at")]
+        if need:
+            raise BenchError("accounts has new required columns %s: update seed_store()" % need)
+        db.execute("BEGIN")
+        db.executemany(
+            "INSERT INTO accounts (username, iterations, salt, sha1_stored, sha1_server,"
+            " sha256_stored, sha256_server, created_at) VALUES (?, 1, ?, ?, ?, ?, ?, ?)",
+            [(u, SALT, s1[0], s1[1], s256[0], s256[1], now)
+             for u in users + recv + [opts.publisher]])
+        roster_ok = True
+        try:
+            rc = columns(db, "roster_items")
+            need = [c for c, r in rc.items() if r[3] and r[4] is None and c not in (
+                "username", "jid", "subscription")]
+            if need:
+                raise BenchError("roster_items has new required columns %s" % need)
+            extra = ", version" if "version" in rc else ""
+            extra_v = ", 1" if "version" in rc else ""
+            sql = ("INSERT INTO roster_items (username, jid, subscription%s)"
+                   " VALUES (?, ?, 'both'%s)" % (extra, extra_v))
+            pub_jid = "%s@%s" % (opts.publisher, opts.domain)
+            rows = [(opts.publisher, "%s@%s" % (r, opts.domain)) for r in recv]
+            rows += [(r, pub_jid) for r in recv]
+            db.executemany(sql, rows)
+            if "roster_versions" in {r[0] for r in db.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table'")}:
+                db.executemany("INSERT INTO roster_versions (username, version) VALUES (?, 1)",
+                               [(u,) for u in recv + [opts.publisher]])
+        except (sqlite3.Error, BenchError) as e:
+            roster_ok = False
+            log("cannot seed rosters (%s): the presence scenario will be skipped" % e)
+        db.execute("COMMIT")
+    finally:
+        db.close()
+    return roster_ok
+
+
+# --------------------------------------------------------------------------
+# Processes
+# --------------------------------------------------------------------------
+
+def pinned(cpus, argv):
+    return (["taskset", "-c", cpus] if cpus else []) + argv
+
+
+class Server:
+    """A stanzad on a free loopback port with a copy of the seeded store."""
+
+    def __init__(self, opts, template):
+        self.opts = opts
+        self.state_dir = tempfile.mkdtemp(prefix="stanzad-bench-")
+        shutil.rmtree(self.state_dir)
+        shutil.copytree(template, self.state_dir)
+        self.log_path = os.path.join(self.state_dir, "stanzad.log")
+        self.host = "127.0.0.1"
+        self.port = free_port()
+        argv = [os.path.join(opts.build, "stanzad"), "--domain", opts.domain,
+                "--state-dir", self.state_dir,
+                "--listen-c2s", "%s:%d" % (self.host, self.port), "--listen-c2s-tls", "off",
+                "--require-tls", "no", "--registration", "closed",
+                "--log-level", opts.server_log_level, "--workers", "1"] + opts.server_arg
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(pinned(opts.server_cpus, argv), stdin=subprocess.DEVNULL,
+                                     stdout=self._log, stderr=subprocess.STDOUT)
+        self.pid = self.proc.pid  # taskset execs the daemon: same pid
+        try:
+            wait_listening(self.host, self.port, self.proc)
+        except BenchError as e:
+            self.stop()
+            raise BenchError("stanzad did not start: %s\n%s" % (e, self.log_tail()))
+
+    def log_tail(self, n=20):
+        try:
+            with open(self.log_path, "rb") as f:
+                return "\n".join(f.read().decode("utf-8", "replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def stop(self):
+        rc = self.proc.poll()
+        if rc is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                rc = self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                rc = self.proc.wait()
+                log("stanzad ignored SIGTERM; killed")
+        self._log.close()
+        if rc != 0:
+            log("stanzad exited with status %s; log kept in %s:\n%s" %
+                (rc, self.state_dir, self.log_tail()))
+        elif not self.opts.keep_state:
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+        return rc
+
+
+class External:
+    """A server someone else started (--target)."""
+
+    def __init__(self, opts):
+        self.host, _, port = opts.target.rpartition(":")
+        self.port = int(port)
+        self.pid = opts.server_pid
+
+    def alive(self):
+        return True
+
+    def stop(self):
+        return 0
+
+
+class Loadgen:
+    """One loadgen process; its stdout lines arrive on a queue."""
+
+    def __init__(self, opts, args, cpus=None):
+        argv = [os.path.join(opts.build, "loadgen")] + args
+        self.proc = subprocess.Popen(pinned(cpus if cpus is not None else opts.loadgen_cpus,
+                                            argv),
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, bufsize=1)
+        self.lines = queue.Queue()
+        self.err = []
+        threading.Thread(target=self._pump, args=(self.proc.stdout, self.lines),
+                         daemon=True).start()
+        threading.Thread(target=self._pump_err, daemon=True).start()
+
+    @staticmethod
+    def _pump(f, q):
+        for line in f:
+            q.put(line)
+        q.put(None)
+
+    def _pump_err(self):
+        for line in self.proc.stderr:
+            self.err.append(line.rstrip())
+            if len(self.err) <= 5:
+                log("loadgen: " + line.rstrip())
+
+    def event(self, timeout):
+        """The next JSON line; raises BenchError on exit or timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                self.kill()
+                raise BenchError("loadgen gave no answer within %.0f s" % timeout)
+            if line is None:
+                self.proc.wait()
+                raise BenchError("loadgen exited (status %s) without a result: %s" %
+                                 (self.proc.returncode, " / ".join(self.err[-3:])))
+            try:
+                ev = json.loads(line)
+            except ValueError:
+                continue
+            if ev.get("event") == "error":
+                self.proc.wait()
+                raise BenchError(ev.get("error", "loadgen failed"))
+            return ev
+
+    def go(self):
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
+
+    def wait(self, timeout=15):
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return None
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class Profiler:
+    """perf record -g on the server over one measured window (--profile)."""
+
+    def __init__(self, opts, name, pid):
+        self.proc = None
+        if not opts.profile or not pid:
+            return
+        os.makedirs(opts.profile, exist_ok=True)
+        self.path = os.path.join(opts.profile, "%s.perf.data" % name)
+        self.proc = subprocess.Popen(["perf", "record", "-g", "-q", "-p", str(pid), "-o",
+                                      self.path], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        time.sleep(0.3)  # perf attaches before the window opens
+
+    def stop(self):
+        if self.proc:
+            self.proc.send_signal(signal.SIGINT)
+            self.proc.wait(timeout=30)
+            log("profile: perf report -i %s" % self.path)
+
+
+# --------------------------------------------------------------------------
+# Scenarios
+# --------------------------------------------------------------------------
+
+def common_args(opts, srv, prefix=None):
+    a = ["run", "--host", srv.host, "--port", str(srv.port), "--domain", opts.domain,
+         "--password", opts.password, "--prefix", prefix or opts.prefix,
+         "-t", str(opts.threads), "--sync"]
+    if srv.pid:
+        a += ["--server-pid", str(srv.pid)]
+    return a
+
+
+def run_one(opts, srv, name, args, timeout, cpus=None):
+    """One synchronized loadgen run: log in, (profile), go, result."""
+    lg = Loadgen(opts, args, cpus)
+    try:
+        lg.event(opts.login_timeout + 30)  # ready (loadgen reports its own timeout first)
+        prof = Profiler(opts, name, srv.pid)
+        lg.go()
+        res = lg.event(timeout)
+        prof.stop()
+    finally:
+        lg.wait()
+    return res
+
+
+def host_info():
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {"cpus": os.cpu_count(), "cpu_model": model, "kernel": platform.release()}
+
+
+def pick(res, *keys):
+    return {k: res[k] for k in keys if k in res}
+
+
+def saturation(res, threads):
+    util = res.get("loadgen_cpu_util", 0)
+    return util > 0.9 * threads
+
+
+def scenario_selftest(opts):
+    port = free_port()
+    sink = subprocess.Popen(pinned(opts.server_cpus,
+                                   [os.path.join(opts.build, "loadgen"), "sink", "--port",
+                                    str(port), "--domain", opts.domain]),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_listening("127.0.0.1", port, sink)
+        srv = External(argparse.Namespace(target="127.0.0.1:%d" % port,
+                                          server_pid=sink.pid))
+        args = common_args(opts, srv) + ["--mode", "closed", "-c", str(opts.clients),
+                                         "-w", str(opts.window), "-d", str(opts.selftest_duration),
+                                         "--warmup", "0.5", "--label", "selftest"]
+        res = run_one(opts, srv, "selftest", args, opts.selftest_duration + 30)
+    finally:
+        sink.send_signal(signal.SIGTERM)
+        try:
+            sink.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            sink.kill()
+    util = res["loadgen_cpu_util"] or 1e-9
+    # What one loadgen thread could drive: the rate scaled to a full core.
+    capacity = res["rate"] / min(1.0, util / opts.threads)
+    return {
+        "scenario": "selftest",
+        "params": {"clients": opts.clients, "window": opts.window, "threads": opts.threads,
+                   "duration_s": opts.selftest_duration, "target": "loadgen echo sink"},
+        "msgs_per_s": res["rate"],
+        "loadgen_us_per_msg": res["loadgen_us_per_op"],
+        "loadgen_cpu_util": res["loadgen_cpu_util"],
+        "loadgen_capacity_msgs_per_s": round(capacity),
+        "sink_cpu_util": res.get("server_cpu_util"),
+        "other_cpu_util": res.get("other_cpu_util"),
+        "ok": capacity >= LOADGEN_MIN_RATE,
+        "loadgen": res,
+    }
+
+
+def scenario_messages(opts, srv):
+    args = common_args(opts, srv) + ["--mode", "closed", "-c", str(opts.clients),
+                                     "-w", str(opts.window), "-d", str(opts.duration),
+                                     "--warmup", str(opts.warmup), "--label", "messages"]
+    res = run_one(opts, srv, "messages", args, opts.duration + opts.warmup + 60)
+    out = {
+        "scenario": "messages",
+        "params": {"clients": opts.clients, "pairs": opts.clients // 2, "window": opts.window,
+                   "in_flight": res.get("in_flight"), "duration_s": opts.duration,
+                   "threads": opts.threads},
+        "msgs_per_s": res["rate"],
+        "server_us_per_msg": res.get("server_us_per_op"),
+        "server_cpu_util": res.get("server_cpu_util"),
+        "loadgen_cpu_util": res["loadgen_cpu_util"],
+        "other_cpu_util": res.get("other_cpu_util"),
+        "loadgen_us_per_msg": res["loadgen_us_per_op"],
+        "latency_us": res["latency_us"],
+        "errors": res["errors"], "drops": res["drops"], "disconnects": res["disconnects"],
+        "loadgen_saturated": saturation(res, opts.threads),
+        "loadgen": res,
+    }
+    if srv.pid:
+        out["server_rss_kib"] = rss_kib(srv.pid)["VmRSS"]
+    return out
+
+
+def scenario_latency(opts, srv, rate):
+    args = common_args(opts, srv) + ["--mode", "open", "-c", str(opts.clients),
+                                     "-r", str(rate), "-d", str(opts.latency_duration),
+                                     "--warmup", "1", "--label", "latency-%d" % rate]
+    res = run_one(opts, srv, "latency-%d" % rate, args, opts.latency_duration + 60)
+    return {
+        "scenario": "latency",
+        "params": {"rate": rate, "clients": opts.clients, "duration_s": opts.latency_duration,
+                   "threads": opts.threads},
+        "msgs_per_s": res["rate"],
+        "latency_us": res["latency_us"],
+        "server_us_per_msg": res.get("server_us_per_op"),
+        "server_cpu_util": res.get("server_cpu_util"),
+        "loadgen_cpu_util": res["loadgen_cpu_util"],
+        "other_cpu_util": res.get("other_cpu_util"),
+        "send_late_max_us": res.get("late_max_us"),
+        "send_late_mean_us": res.get("late_mean_us"),
+        "errors": res["errors"], "drops": res["drops"], "disconnects": res["disconnects"],
+        "loadgen_saturated": saturation(res, opts.threads),
+        "loadgen": res,
+    }
+
+
+def scenario_presence(opts, srv):
+    args = common_args(opts, srv, prefix=opts.receiver_prefix) + [
+        "--mode", "presence", "--publisher", opts.publisher,
+        "--receivers", str(opts.receivers), "--updates", str(opts.updates),
+        "--update-timeout", str(opts.update_timeout), "--label", "presence"]
+    res = run_one(opts, srv, "presence", args,
+                  opts.updates * opts.update_timeout + 60)
+    if res["no_deliveries"]:
+        status = ("no_deliveries: the first update reached none of the %d contacts within "
+                  "%.1f s: the server does not broadcast presence to roster subscribers "
+                  "(yet)" % (opts.receivers, opts.update_timeout))
+    elif res["updates_timed_out"]:
+        status = ("partial: %d of %d updates missed some contacts (%d deliveries of %d)" %
+                  (res["updates_timed_out"], res["updates_sent"], res["deliveries"],
+                   res["updates_sent"] * opts.receivers))
+    else:
+        status = "ok"
+    ok = status == "ok"
+    return {
+        "scenario": "presence",
+        "params": {"receivers": opts.receivers, "updates": opts.updates,
+                   "update_timeout_s": opts.update_timeout, "threads": opts.threads},
+        "status": status,
+        "deliveries": res["deliveries"],
+        "deliveries_per_s": res["rate"] if ok else None,
+        "server_us_per_delivery": res.get("server_us_per_op") if res["deliveries"] else None,
+        "server_cpu_util": res.get("server_cpu_util"),
+        "loadgen_cpu_util": res["loadgen_cpu_util"],
+        "other_cpu_util": res.get("other_cpu_util"),
+        "fanout_ms": res.get("fanout_ms"),
+        "latency_us": res["latency_us"],
+        "errors": res["errors"], "disconnects": res["disconnects"],
+        "loadgen_saturated": saturation(res, opts.threads) if ok else False,
+        "loadgen": res,
+    }
+
+
+def scenario_idle(opts, srv):
+    n = opts.idle_clients
+    nproc = (n + CLIENTS_PER_PROCESS - 1) // CLIENTS_PER_PROCESS
+    base = rss_kib(srv.pid) if srv.pid else None
+    cpu0 = cpu_seconds(srv.pid) if srv.pid else None
+    t0 = time.monotonic()
+    gens, first = [], 0
+    try:
+        for i in range(nproc):
+            k = n // nproc + (1 if i < n % nproc else 0)
+            a = common_args(opts, srv) + ["--mode", "idle", "-c", str(k), "--first", str(first),
+                                          "--label", "idle"]
+            gens.append(Loadgen(opts, a))
+            first += k
+        readies = [g.event(opts.login_timeout + 30) for g in gens]
+        login_s = time.monotonic() - t0
+        time.sleep(1.0)  # let allocations settle
+        cpu1 = cpu_seconds(srv.pid) if srv.pid else None
+        loaded = rss_kib(srv.pid) if srv.pid else None
+        for g in gens:
+            g.go()
+        for g in gens:
+            g.event(30)
+    finally:
+        for g in gens:
+            g.wait()
+    after = None
+    if srv.pid:
+        time.sleep(1.0)
+        after = rss_kib(srv.pid)
+    out = {
+        "scenario": "idle",
+        "params": {"clients": n, "loadgen_processes": nproc, "transport": "plain TCP"},
+        "login_s": round(login_s, 3),
+        "logins_per_s": round(n / login_s) if login_s > 0 else None,
+        "ready": sum(r.get("ready", 0) for r in readies),
+    }
+    if base:
+        delta = (loaded["VmRSS"] - base["VmRSS"]) * 1024
+        out.update({
+            "rss_baseline_kib": base["VmRSS"], "rss_loaded_kib": loaded["VmRSS"],
+            "rss_after_close_kib": after["VmRSS"],
+            "rss_anon_delta_kib": loaded.get("RssAnon", 0) - base.get("RssAnon", 0),
+            "rss_bytes_per_conn": round(delta / n),
+            "server_login_cpu_s": round(cpu1 - cpu0, 3),
+            "server_login_us_per_client": round((cpu1 - cpu0) * 1e6 / n, 1),
+        })
+    return out
+
+
+# --------------------------------------------------------------------------
+# Summary
+# --------------------------------------------------------------------------
+
+def fmt(v, spec="{:,.0f}"):
+    return "-" if v is None else spec.format(v)
+
+
+def verdict(value, budget, lower_is_better=True):
+    if value is None:
+        return "n/a"
+    ok = value <= budget if lower_is_better else value >= budget
+    return "ok" if ok else "OVER" if lower_is_better else "UNDER"
+
+
+# Other processes using more than this share of a core make figures noisy.
+NOISY_OTHER_CPU = 0.10
+
+
+def summary(results, failures):
+    rows = []
+    for r in results:
+        s = r["scenario"]
+        if s == "selftest":
+            rows.append(("selftest (loadgen vs sink)",
+                         "%s msg/s (capacity %s)" % (fmt(r["msgs_per_s"]),
+                                                     fmt(r["loadgen_capacity_msgs_per_s"])),
+                         "loadgen %s us/msg" % fmt(r["loadgen_us_per_msg"], "{:.2f}"),
+                         fmt(r["sink_cpu_util"], "{:.0%}"), fmt(r["loadgen_cpu_util"], "{:.0%}"),
+                         ">= 300,000 msg/s",
+                         verdict(r["loadgen_capacity_msgs_per_s"], LOADGEN_MIN_RATE, False)))
+        elif s == "messages":
+            rows.append(("messages (closed, %d clients, W=%d)" % (r["params"]["clients"],
+                                                                 r["params"]["window"]),
+                         "%s msg/s" % fmt(r["msgs_per_s"]),
+                         "%s us/msg" % fmt(r["server_us_per_msg"], "{:.2f}"),
+                         fmt(r["server_cpu_util"], "{:.0%}"), fmt(r["loadgen_cpu_util"], "{:.0%}"),
+                         "<= 5 us/msg",
+                         verdict(r["server_us_per_msg"], BUDGET_US_PER_MSG)
+                         + (" (loadgen-bound)" if r["loadgen_saturated"] else "")))
+        elif s == "latency":
+            lat = r["latency_us"] or {}
+            rate = r["params"]["rate"]
+            rows.append(("latency (open, %s msg/s)" % fmt(rate),
+                         "p50/p99/p99.9 %s/%s/%s us" % (fmt(lat.get("p50"), "{:.0f}"),
+                                                       fmt(lat.get("p99"), "{:.0f}"),
+                                                       fmt(lat.get("p999"), "{:.0f}")),
+                         "%s us/msg" % fmt(r["server_us_per_msg"], "{:.2f}"),
+                         fmt(r["server_cpu_util"], "{:.0%}"), fmt(r["loadgen_cpu_util"], "{:.0%}"),
+                         "p99 <= 200 us" if rate == 1000 else "-",
+                         verdict(lat.get("p99"), BUDGET_P99_US_AT_1000) if rate == 1000
+                         else ("%s msg/s" % fmt(r["msgs_per_s"]))))
+        elif s == "presence":
+            if r["status"] == "ok":
+                fo = r["fanout_ms"] or {}
+                fig = "%s deliv/s, fan-out p50 %s ms" % (fmt(r["deliveries_per_s"]),
+                                                       fmt(fo.get("p50"), "{:.2f}"))
+            else:
+                fig = r["status"].split(":")[0] + " (%d deliveries)" % r["deliveries"]
+            rows.append(("presence (1 -> %d, %d updates)" % (r["params"]["receivers"],
+                                                            r["params"]["updates"]),
+                         fig, "%s us/deliv" % fmt(r["server_us_per_delivery"], "{:.2f}"),
+                         fmt(r["server_cpu_util"], "{:.0%}"), fmt(r["loadgen_cpu_util"], "{:.0%}"),
+                         "<= 3 us/delivery",
+                         verdict(r["server_us_per_delivery"], BUDGET_US_PER_DELIVERY)))
+        elif s == "idle":
+            per = r.get("rss_bytes_per_conn")
+            rows.append(("idle (%s plain connections)" % fmt(r["params"]["clients"]),
+                         "%s B/conn RSS" % fmt(per),
+                         "login %s us/client" % fmt(r.get("server_login_us_per_client"),
+                                                     "{:.0f}"),
+                         "-", "-", "<= 4 KiB/conn", verdict(per, BUDGET_IDLE_BYTES)))
+    # One row per result, in order: add the other processes' CPU share.
+    rows = [row[:5] + (fmt(results[i].get("other_cpu_util"), "{:.0%}"),) + row[5:]
+            for i, row in enumerate(rows)]
+    head = ("scenario", "figure", "server cost", "srv CPU", "lg CPU", "other", "budget",
+            "verdict")
+    widths = [max(len(str(row[i])) for row in rows + [head]) for i in range(len(head))]
+    lines = ["", "stanzad benchmark summary (%s, %d CPUs, kernel %s)" %
+             (host_info()["cpu_model"] or "cpu", os.cpu_count(), platform.release())]
+    lines.append("  ".join(h.ljust(w) for h, w in zip(head, widths)))
+    lines.append("  ".join("-" * w for w in widths))
+    for row in rows:
+        lines.append("  ".join(str(c).ljust(w) for c, w in zip(row, widths)))
+    for name, err in failures:
+        lines.append("%s: FAILED: %s" % (name, err))
+    for r in results:
+        if r["scenario"] == "presence" and r["status"] != "ok":
+            lines.append("presence: " + r["status"])
+    noisy = [r["scenario"] for r in results
+             if (r.get("other_cpu_util") or 0) > NOISY_OTHER_CPU]
+    lines.append("srv CPU / lg CPU / other: share of one core used by the server / the load "
+                 "generator / every other process in the window (lg near 100%: the generator "
+                 "was the limit).")
+    if noisy:
+        lines.append("WARNING: other processes used over %d%% of a core during %s: those "
+                     "figures are unreliable; run on a quiet machine." %
+                     (NOISY_OTHER_CPU * 100, ", ".join(sorted(set(noisy)))))
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--build", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                   "..", "build"))
+    p.add_argument("--scenario", default=",".join(ALL_SCENARIOS),
+                   help="comma-separated subset of: %s" % ", ".join(ALL_SCENARIOS))
+    p.add_argument("--clients", type=int, default=1000, help="messages/latency clients (1000)")
+    p.add_argument("--window", type=int, default=4,
+                   help="closed loop: messages each client keeps starting (4)")
+    p.add_argument("--duration", type=float, default=8, help="messages: seconds measured (8)")
+    p.add_argument("--warmup", type=float, default=1)
+    p.add_argument("--rates", default="1000,50000", help="open-loop rates, msgs/s")
+    p.add_argument("--latency-duration", type=float, default=5)
+    p.add_argument("--selftest-duration", type=float, default=3)
+    p.add_argument("--receivers", type=int, default=1000, help="presence fan-out (1000)")
+    p.add_argument("--updates", type=int, default=200, help="presence updates (200)")
+    p.add_argument("--update-timeout", type=float, default=2.0)
+    p.add_argument("--idle-clients", type=int, default=10000)
+    p.add_argument("--threads", type=int, default=1, help="loadgen threads (1)")
+    p.add_argument("--server-cpus", default=None, help="taskset list for the server")
+    p.add_argument("--loadgen-cpus", default=None, help="taskset list for the loadgen")
+    p.add_argument("--target", default=None,
+                   help="HOST:PORT of a running server to measure instead of starting stanzad")
+    p.add_argument("--server-pid", type=int, default=0, help="with --target: its pid")
+    p.add_argument("--domain", default="localhost")
+    p.add_argument("--password", default="bench")
+    p.add_argument("--prefix", default="u", help="usernames u0, u1, ...")
+    p.add_argument("--receiver-prefix", default="p", help="presence contacts p0, p1, ...")
+    p.add_argument("--publisher", default="pub")
+    p.add_argument("--login-timeout", type=float, default=120)
+    p.add_argument("--server-arg", action="append", default=[],
+                   help="extra stanzad argument (repeatable), e.g. --server-arg=--idle-timeout=0")
+    p.add_argument("--server-log-level", default="warn")
+    p.add_argument("--profile", default=None, metavar="DIR",
+                   help="perf record -g the server during each window into DIR")
+    p.add_argument("--keep-state", action="store_true")
+    p.add_argument("--quiet-wait", type=float, default=10,
+                   help="before each scenario, wait up to S s for other processes to "
+                        "use under 10%% of a core (10; 0: do not wait)")
+    o = p.parse_args(argv)
+    o.build = os.path.abspath(o.build)
+    o.scenarios = [s.strip() for s in o.scenario.split(",") if s.strip()]
+    for s in o.scenarios:
+        if s not in ALL_SCENARIOS:
+            p.error("unknown scenario %r (choose from %s)" % (s, ", ".join(ALL_SCENARIOS)))
+    o.rate_list = [int(float(r)) for r in o.rates.split(",") if r.strip()]
+    if o.clients < 2 or o.clients % 2:
+        p.error("--clients must be even (clients talk in pairs)")
+    cpus = sorted(os.sched_getaffinity(0))
+    if o.server_cpus is None:
+        o.server_cpus = str(cpus[0]) if len(cpus) > 1 else ""
+    if o.loadgen_cpus is None:
+        o.loadgen_cpus = ",".join(str(c) for c in cpus[1:1 + o.threads]) if len(cpus) > 1 else ""
+    if len(cpus) < 2:
+        log("one CPU only: server and loadgen share it, figures mean little")
+    return o
+
+
+def main(argv):
+    opts = parse_args(argv)
+    for b in ("loadgen",) + (() if opts.target else ("stanzad", "stanzactl")):
+        if not os.access(os.path.join(opts.build, b), os.X_OK):
+            raise SystemExit("bench: no %s in %s (run make bench)" % (b, opts.build))
+    t_start = time.monotonic()
+    results, failures = [], []
+    template, roster_ok = None, True
+    if not opts.target:
+        template = tempfile.mkdtemp(prefix="stanzad-bench-seed-")
+        t = time.monotonic()
+        roster_ok = seed_store(opts.build, template, opts)
+        log("seeded %d accounts in %.2f s (server on CPU %s, loadgen on CPU %s)" %
+            (max(opts.clients, opts.idle_clients) + opts.receivers + 1,
+             time.monotonic() - t, opts.server_cpus or "any", opts.loadgen_cpus or "any"))
+
+    def quiet(name):
+        if opts.quiet_wait <= 0:
+            return
+        busy = wait_quiet(opts.quiet_wait)
+        if busy >= 0.10:
+            log("%s: the machine is busy (%.0f%% of a core used by other processes); "
+                "running anyway" % (name, busy * 100))
+
+    def with_server(name, fn):
+        srv = None
+        quiet(name)
+        try:
+            srv = External(opts) if opts.target else Server(opts, template)
+            log("%s: running" % name)
+            out = fn(srv)
+            if not srv.alive():
+                raise BenchError("the server died during the run")
+            return out
+        finally:
+            if srv is not None and srv.stop() not in (0, None) and not opts.target:
+                failures.append((name, "stanzad exited non-zero"))
+
+    jobs = []
+    if "selftest" in opts.scenarios:
+        jobs.append(("selftest", lambda: (quiet("selftest"), [scenario_selftest(opts)])[1]))
+    if "messages" in opts.scenarios:
+        jobs.append(("messages", lambda: [with_server("messages",
+                                                      lambda s: scenario_messages(opts, s))]))
+    if "latency" in opts.scenarios:
+        jobs.append(("latency", lambda: with_server(
+            "latency", lambda s: [scenario_latency(opts, s, r) for r in opts.rate_list])))
+    if "presence" in opts.scenarios:
+        if roster_ok:
+            jobs.append(("presence", lambda: [with_server(
+                "presence", lambda s: scenario_presence(opts, s))]))
+        else:
+            failures.append(("presence", "rosters could not be seeded"))
+    if "idle" in opts.scenarios:
+        jobs.append(("idle", lambda: [with_server("idle", lambda s: scenario_idle(opts, s))]))
+
+    host = host_info()
+    for name, job in jobs:
+        try:
+            for r in job():
+                r["host"] = host
+                print(json.dumps(r), flush=True)
+                results.append(r)
+        except BenchError as e:
+            log("%s failed: %s" % (name, e))
+            failures.append((name, str(e).splitlines()[0]))
+            print(json.dumps({"scenario": name, "error": str(e)}), flush=True)
+    if template:
+        shutil.rmtree(template, ignore_errors=True)
+    print(summary(results, failures))
+    print("total %.0f s" % (time.monotonic() - t_start))
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
