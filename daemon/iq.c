@@ -66,9 +66,19 @@ static void iq_send(struct iq_request *rq, struct xml_node *reply)
 	conn_send_node(rq->conn, reply);
 }
 
+/*
+ * The 'from' of an answer to a request that had no 'to': the domain for
+ * the server's own services, none for what the server does on behalf of
+ * the account (RFC 6120 8.1.2.1: absent or the bare JID, never the domain).
+ */
+static const char *iq_reply_self(const struct iq_request *rq)
+{
+	return rq->scope == IQ_SCOPE_ACCOUNT ? NULL : rq->w->srv->cfg->domain;
+}
+
 void iq_reply_result(struct iq_request *rq, struct xml_node *payload)
 {
-	const char *self = rq->w->srv->cfg->domain;
+	const char *self = iq_reply_self(rq);
 	struct xml_node *r = stanza_iq_result(iq_arena(rq), rq->iq, self);
 
 	if (r && payload)
@@ -78,7 +88,7 @@ void iq_reply_result(struct iq_request *rq, struct xml_node *payload)
 
 void iq_reply_error(struct iq_request *rq, const char *condition, const char *text)
 {
-	const char *self = rq->w->srv->cfg->domain;
+	const char *self = iq_reply_self(rq);
 
 	iq_send(rq, stanza_error_reply(iq_arena(rq), rq->iq, self, condition, text));
 }

@@ -118,8 +118,8 @@ struct session *iq_async_session(struct iq_async *op)
 /*
  * The request as the client sent it, minus the payload's content: enough
  * for stanza_iq_result()/stanza_error_reply() to address the answer the
- * same way the synchronous handlers do (from = the original 'to', or the
- * domain when there was none).
+ * same way the synchronous handlers do (from = the original 'to', or when
+ * there was none the domain, or nothing for the account's own data).
  */
 static struct xml_node *iq_async_shell(struct arena *a, const struct iq_async *op,
 				       bool with_payload)
@@ -145,9 +145,10 @@ static void iq_async_send(const struct iq_async *op, struct session *s, struct x
 	router_deliver(s, r);
 }
 
+/* As iq.c: no 'from' on what the server answers for the account itself. */
 static const char *iq_async_domain(const struct iq_async *op)
 {
-	return iq_async_worker(op)->srv->cfg->domain;
+	return op->scope == IQ_SCOPE_ACCOUNT ? NULL : iq_async_worker(op)->srv->cfg->domain;
 }
 
 void iq_async_result(const struct iq_async *op, struct session *s, struct xml_node *payload)

@@ -258,7 +258,7 @@ static struct {
 	.update_timeout = 2,
 	.login_timeout = 120,
 	.login_concurrency = 256,
-	.spin_us = 200,
+	.spin_us = 50,
 	.initial_presence = true,
 };
 
@@ -1956,7 +1956,7 @@ static void lg_usage(FILE *f)
 	      "  --login-timeout S          all logins done within S (120)\n"
 	      "  --login-concurrency N      logins in progress per thread (256)\n"
 	      "  --body-pad N               extra body bytes per message (0)\n"
-	      "  --spin-us N                open loop: poll N us before each send (200)\n"
+	      "  --spin-us N                open loop: poll N us before each send (50)\n"
 	      "  --no-presence              skip the initial presence\n"
 	      "  --server-pid PID           sample this process's CPU over the window\n"
 	      "  --sync                     print a ready line and wait for a stdin line\n"
