@@ -23,6 +23,7 @@
 #include "presence.h"
 #include "router.h"
 #include "server.h"
+#include "service.h"
 #include "session.h"
 #include "sm.h"
 #include "stanza.h"
@@ -303,6 +304,13 @@ void router_route_w(struct worker *w, struct conn *src, struct xml_node *st,
 	}
 
 	if (to->domain_len != strlen(domain) || memcmp(to->buf + to->domain_off, domain, to->domain_len)) {
+		const struct service *svc = service_for(w->srv->cfg, to);
+
+		/* Services at subdomains (conference., pubsub., ...): service.c. */
+		if (svc) {
+			svc->route(w, src, st, from, to);
+			return;
+		}
 		/* No federation yet: nobody else is reachable. */
 		if (kind != STANZA_PRESENCE)
 			router_bounce_w(w, src, st, "remote-server-not-found");
