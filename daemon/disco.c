@@ -9,8 +9,11 @@
 #include "caps.h"
 #include "contact_query.h"
 #include "iq.h"
+#include "server.h"
+#include "service.h"
 #include "jid.h"
 #include "stanza.h"
+#include "worker.h"
 
 #define DISCO_MAX_FEATURES CAPS_MAX_FEATURES
 
@@ -109,6 +112,22 @@ void disco_info_get(struct iq_request *rq)
 	iq_reply_result(rq, q);
 }
 
+struct disco_items_ctx {
+	struct arena *a;
+	struct xml_node *q;
+	bool oom;
+};
+
+static void disco_add_service(void *arg, const struct service *svc, const char *domain)
+{
+	struct disco_items_ctx *ctx = arg;
+	struct xml_node *it = xml_node_add_child(ctx->a, ctx->q, NULL, "item");
+
+	if (!it || xml_attr_set(ctx->a, it, "jid", domain) < 0 ||
+	    (svc->name && xml_attr_set(ctx->a, it, "name", svc->name) < 0))
+		ctx->oom = true;
+}
+
 void disco_items_get(struct iq_request *rq)
 {
 	struct xml_node *q;
@@ -121,11 +140,20 @@ void disco_items_get(struct iq_request *rq)
 		iq_reply_error(rq, "item-not-found", NULL);
 		return;
 	}
-	/* No services or account items yet: an empty list. */
 	q = xml_node_new(iq_arena(rq), NS_DISCO_ITEMS, "query");
 	if (!q) {
 		iq_reply_error(rq, "internal-server-error", NULL);
 		return;
+	}
+	/* The server's items are its services (conference., pubsub., ...). */
+	if (rq->scope == IQ_SCOPE_SERVER) {
+		struct disco_items_ctx ctx = { iq_arena(rq), q, false };
+
+		service_each(rq->w->srv->cfg, disco_add_service, &ctx);
+		if (ctx.oom) {
+			iq_reply_error(rq, "internal-server-error", NULL);
+			return;
+		}
 	}
 	iq_reply_result(rq, q);
 }
