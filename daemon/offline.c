@@ -19,6 +19,7 @@
 #include "router.h"
 #include "server.h"
 #include "session.h"
+#include "sm.h"
 #include "stanza.h"
 #include "storage.h"
 #include "stored_xml.h"
@@ -79,6 +80,7 @@ struct offline_store_req {
 	uint32_t max;
 	size_t stored_len;		/* buf[0..stored_len): with the delay stamp */
 	size_t orig_off, orig_len;	/* the message as received, for a bounce */
+	size_t sender_off, sender_len;	/* sender's full JID if its ack is held, else 0 */
 	char buf[];
 };
 
@@ -103,6 +105,14 @@ static void offline_store_done(struct storage_req *req)
 	struct account *a;
 	struct arena ar;
 
+	/* Committed (or answered with an error): the sender may be acked now. */
+	if (sr->sender_len) {
+		struct session *snd = sessdir_find_full(w->srv->sessions, sr->buf + sr->sender_off,
+							sr->sender_len);
+
+		if (snd)
+			sm_release_ack(snd);
+	}
 	if (req->result == 0) {
 		a = offline_account(w, req->user);
 		if (a)
@@ -175,7 +185,8 @@ static void offline_add_delay(struct strbuf *out, const char *orig, size_t orig_
 
 int offline_store(struct worker *w, const struct xml_node *msg, const char *user)
 {
-	const char *domain = w->srv->cfg->domain;
+	const char *domain = w->srv->cfg->domain, *from;
+	struct session *snd;
 	struct strbuf orig = STRBUF_INIT, stored = STRBUF_INIT;
 	struct offline_store_req *sr;
 	struct account *a;
@@ -190,9 +201,20 @@ int offline_store(struct worker *w, const struct xml_node *msg, const char *user
 		offline_add_delay(&stored, orig.data, orig.len, domain);
 	if (stored.oom)
 		goto out;
-	sr = calloc(1, sizeof(*sr) + stored.len + orig.len + 2);
+	/* A local sender with stream management is acked only after the commit. */
+	from = xml_attr_get(msg, "from");
+	snd = from ? sessdir_find_full(w->srv->sessions, from, strlen(from)) : NULL;
+	if (snd && !snd->sm)
+		snd = NULL;
+	sr = calloc(1, sizeof(*sr) + stored.len + orig.len + (snd ? snd->jid_len + 1 : 0) + 2);
 	if (!sr)
 		goto out;
+	if (snd) {
+		sr->sender_off = stored.len + orig.len + 2;
+		sr->sender_len = snd->jid_len;
+		memcpy(sr->buf + sr->sender_off, snd->jid, snd->jid_len + 1);
+		sm_hold_ack(snd);
+	}
 	memcpy(sr->buf, stored.data, stored.len + 1);
 	sr->stored_len = stored.len;
 	sr->orig_off = stored.len + 1;

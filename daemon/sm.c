@@ -57,6 +57,8 @@ struct sm_state {
 	bool overflowed : 1;		/* queue limit hit: the session ends this turn */
 	bool in_flush : 1;		/* on the worker's flush list */
 	bool detached : 1;		/* on the worker's detached list, timer armed */
+	bool a_deferred : 1;		/* an <r/> waits for ack_holds to reach 0 */
+	uint32_t ack_holds;		/* storage writes this client's stanzas caused, in flight */
 
 	/* Worker lists (doubly linked, so leaving is O(1)). */
 	struct sm_state *flush_next, **flush_pprev;
@@ -583,12 +585,21 @@ static void sm_enable(struct conn *c, struct xml_node *el)
 		 sm->resumable ? "yes" : "no", sm->window_s);
 }
 
-/* <r/>: answered at once with our count (section 4: never withheld). */
+/*
+ * <r/>: answered with our count, at once unless a stanza it covers is still
+ * on its way to storage (an offline message): an ack is a promise that
+ * the stanza survives a crash, so the answer waits for the commit
+ * (sm_release_ack), which is milliseconds away.
+ */
 static void sm_request(struct conn *c)
 {
 	struct sm_state *sm = c->sess->sm;
 	char buf[64];
 
+	if (sm->ack_holds) {
+		sm->a_deferred = true;
+		return;
+	}
 	snprintf(buf, sizeof(buf), "<a xmlns='" NS_SM "' h='%u'/>", sm->in_count);
 	conn_send_str(c, buf);
 	/* Piggyback our own request when the client owes us one. */
@@ -1016,4 +1027,27 @@ void sm_worker_destroy(struct worker *w)
 	explicit_bzero(sw->tombs, sizeof(sw->tombs));
 	free(sw);
 	w->sm = NULL;
+}
+
+void sm_hold_ack(struct session *s)
+{
+	if (s->sm)
+		s->sm->ack_holds++;
+}
+
+void sm_release_ack(struct session *s)
+{
+	struct sm_state *sm = s->sm;
+	char buf[64];
+
+	if (!sm || !sm->ack_holds || --sm->ack_holds)
+		return;
+	if (!sm->a_deferred)
+		return;
+	sm->a_deferred = false;
+	/* Detached: <resumed h/> will carry the count instead. */
+	if (!s->conn)
+		return;
+	snprintf(buf, sizeof(buf), "<a xmlns='" NS_SM "' h='%u'/>", sm->in_count);
+	conn_send_str(s->conn, buf);
 }

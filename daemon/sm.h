@@ -93,6 +93,16 @@ void sm_session_end(struct worker *w, struct session *s);
 
 /* End of a loop turn: acks to request, overflowed sessions to end, unacked stanzas to reroute. */
 void sm_flush(struct worker *w);
+
+/*
+ * Durability of acks (DESIGN: a stanza acknowledged to its sender is
+ * committed): while a storage write caused by one of s's stanzas is in
+ * flight, an <r/> from s is answered only once the write committed.
+ * Every hold is released exactly once, when the write completes (either
+ * way: a failure was answered with an error, which also settles it).
+ */
+void sm_hold_ack(struct session *s);
+void sm_release_ack(struct session *s);
 /* Shutdown: detached sessions end now (their unacked stanzas are rerouted). */
 void sm_shutdown(struct worker *w);
 /* Frees what is left at worker teardown. */

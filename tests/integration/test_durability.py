@@ -1,0 +1,41 @@
+"""Durability of acknowledgements: a stanza the server acknowledged with a
+XEP-0198 <a/> is committed to storage (DESIGN: durable once acknowledged)."""
+
+import os
+import sqlite3
+
+from harness import NS_CLIENT, login, q, tostr
+
+NS_SM = "urn:xmpp:sm:3"
+
+
+def offline_rows(server, user):
+    db = sqlite3.connect(os.path.join(server.state_dir, "stanzad.db"), timeout=5)
+    try:
+        return db.execute("SELECT stanza FROM offline_messages WHERE username = ?",
+                          (user,)).fetchall()
+    finally:
+        db.close()
+
+
+def test_ack_for_an_offline_message_comes_after_its_commit(server):
+    sender, spw, _ = server.new_account("dur")
+    rcpt, _, rjid = server.new_account("dur")
+    s, _ = login(server.c2s_port, sender, spw)
+    try:
+        s.send("<enable xmlns='%s'/>" % NS_SM)
+        s.expect(q(NS_SM, "enabled"))
+        for i in range(5):
+            s.send("<message to='%s' type='chat' id='m%d'><body>durable %d</body></message>"
+                   % (rjid, i, i))
+        s.send("<r xmlns='%s'/>" % NS_SM)
+        a = s.expect(q(NS_SM, "a"))
+        assert a.get("h") == "5", tostr(a)
+        # The moment the ack is out, every acknowledged message is on disk.
+        rows = offline_rows(server, rcpt)
+        bodies = [r[0] for r in rows]
+        assert len(bodies) == 5, bodies
+        for i in range(5):
+            assert any("durable %d" % i in b for b in bodies), bodies
+    finally:
+        s.close()
