@@ -38,7 +38,8 @@ CFLAGS  ?= -O2 -g
 CFLAGS  += -std=gnu11 -Wall -Wextra -Wshadow -Wformat=2 -Wno-unused-parameter \
 	   -Wmissing-prototypes -Wstrict-prototypes -fno-strict-aliasing \
 	   -D_GNU_SOURCE -Iinclude -Idaemon -MMD -MP
-LDLIBS  += -lpthread
+# libhttp-parser-dev ships no pkg-config file.
+LDLIBS  += -lhttp_parser -lpthread
 
 # SANITIZE=1: ASan + UBSan, every report fatal. The options reach the unit
 # tests, the daemon started by the integration tests and stanzactl; a leak

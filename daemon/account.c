@@ -10,6 +10,7 @@
 #include "conn.h"
 #include "last_activity.h"
 #include "log.h"
+#include "mam.h"
 #include "offline.h"
 #include "roster.h"
 #include "server.h"
@@ -33,6 +34,8 @@ int account_load_sync(struct storage *st, const char *user, struct account **out
 	ret = roster_load_sync(st, user, &a->roster);
 	if (ret == 0)
 		ret = offline_count_sync(st, user, &a->offline_count);
+	if (ret == 0)
+		ret = mam_prefs_load_sync(st, user, &a->mam_prefs);
 	if (ret < 0) {
 		account_free(a);
 		return ret;
@@ -48,6 +51,7 @@ void account_free(struct account *a)
 	last_activity_account_free(a);
 	blocklist_free(a->blocklist);
 	roster_free(a->roster);
+	mam_prefs_free(a->mam_prefs);
 	free(a);
 }
 

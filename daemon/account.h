@@ -21,6 +21,7 @@
 
 struct roster;		/* roster.c */
 struct blocklist;	/* blocking.c */
+struct mam_prefs;	/* mam.c */
 struct worker;
 struct conn;
 
@@ -33,6 +34,7 @@ struct account {
 	bool offline_fetching;
 	bool offline_more;		/* stored during the fetch: fetch again */
 	char *last_status;		/* last_activity.c: last unavailable <status/> */
+	struct mam_prefs *mam_prefs;	/* mam.c: XEP-0441 preferences, NULL = server default */
 };
 
 /*

@@ -110,3 +110,24 @@ void arena_release(struct arena *a)
 	a->head = NULL;
 	a->total = 0;
 }
+
+struct arena_mark arena_mark(const struct arena *a)
+{
+	struct arena_mark m = { a->head, a->head ? a->head->used : 0 };
+
+	return m;
+}
+
+void arena_rewind(struct arena *a, struct arena_mark m)
+{
+	/* Chunks newer than the mark's are on top of the list. */
+	while (a->head && a->head != m.chunk) {
+		struct arena_chunk *c = a->head;
+
+		a->head = c->next;
+		a->total -= c->size;
+		free(c);
+	}
+	if (a->head)
+		a->head->used = m.used;
+}

@@ -29,6 +29,20 @@ void *arena_alloc(struct arena *a, size_t n);
 char *arena_strndup(struct arena *a, const char *s, size_t n);
 char *arena_strdup(struct arena *a, const char *s);
 
+/*
+ * A position in the arena. Code that may run nested inside a handler that
+ * still uses the arena (an error reply built in the middle of routing)
+ * takes a mark and rewinds to it, instead of resetting the whole arena.
+ */
+struct arena_mark {
+	struct arena_chunk *chunk;
+	size_t used;
+};
+
+struct arena_mark arena_mark(const struct arena *a);
+/* Frees what was allocated after the mark; earlier allocations stay valid. */
+void arena_rewind(struct arena *a, struct arena_mark m);
+
 /* Forgets every allocation but keeps the first chunk for reuse. */
 void arena_reset(struct arena *a);
 

@@ -32,6 +32,8 @@
 #include "jid.h"
 #include "last_activity.h"
 #include "log.h"
+#include "mam.h"
+#include "pep.h"
 #include "presence.h"
 #include "roster.h"
 #include "router.h"
@@ -214,6 +216,11 @@ void c2s_stream_error(struct conn *c, const char *condition, const char *text)
 
 	if (c->closing)
 		return;
+	/* An HTTP connection (kTLS trouble, shutdown) has no stream: just close. */
+	if (c->kind == CONN_HTTP) {
+		conn_close(c, c->close_reason ? c->close_reason : CONN_CLOSE_ERROR);
+		return;
+	}
 	/* RFC 6120 4.9.1.2: an error before our header still opens the stream. */
 	if (!c->header_sent)
 		c2s_send_header(c, NULL);
@@ -262,7 +269,7 @@ static void c2s_features_preauth(struct conn *c, struct strbuf *b)
 	size_t n;
 
 	c2s_channel(c, &ch);
-	if (!c->secure)
+	if (!c->secure && !c->websocket)	/* RFC 7395 3.8: no STARTTLS over WebSocket */
 		strbuf_puts(b, "<starttls xmlns='" NS_TLS "'/>");
 	n = sasl_offer(&ch, c2s_plain_allowed_insecure(c), mechs, 8);
 	strbuf_puts(b, "<mechanisms xmlns='" NS_SASL "'>");
@@ -424,6 +431,11 @@ void c2s_accepted(struct conn *c)
 	}
 }
 
+bool c2s_expects_header(const struct conn *c)
+{
+	return c->state == C2S_HEADER;
+}
+
 void c2s_tls_established(struct conn *c)
 {
 	c->secure = true;
@@ -492,6 +504,7 @@ void c2s_session_end(struct worker *w, struct session *s)
 	s->conn = NULL;
 	sm_session_end(w, s);	/* unacked stanzas are rerouted as undelivered (sm.c) */
 	csi_session_end(s);	/* held presence is dropped (csi.c) */
+	pep_session_end(w, s);	/* XEP-0115 caps for PEP are forgotten (pep.c) */
 	s->ending_next = w->ending_sessions;
 	w->ending_sessions = s;
 }
@@ -591,6 +604,10 @@ void c2s_send_prepared(struct conn *c, const struct xml_node *st, const char *da
 
 static bool c2s_starttls(struct conn *c, struct xml_node *el)
 {
+	if (c->websocket) {
+		c2s_stream_error(c, "policy-violation", "no STARTTLS over WebSocket (RFC 7395)");
+		return false;
+	}
 	if (c->secure || c->tls) {
 		c2s_stream_error(c, "policy-violation", "TLS is already on");
 		return false;
@@ -1133,6 +1150,7 @@ static void c2s_presence_broadcast(struct conn *c, struct xml_node *st, const st
 		return;	/* subscriptions and probes need an address */
 	last_activity_note_presence(c, st);	/* XEP-0012: the status at logout */
 	presence_broadcast(c, st);	/* RFC 6121 4.2-4.5 (presence.c) */
+	pep_presence(c, st);		/* XEP-0163: +notify caps, last items (pep.c) */
 }
 
 static bool c2s_ready_stanza(struct conn *c, struct xml_node *st)
@@ -1141,6 +1159,7 @@ static bool c2s_ready_stanza(struct conn *c, struct xml_node *st)
 	const char *bad = stanza_validate(st);
 	const char *from_attr = xml_attr_get(st, "from");
 	const char *to_attr = xml_attr_get(st, "to");
+	struct mam_stamp ms;
 	struct jid from, to;
 
 	sm_inbound(c);	/* XEP-0198: handled from here on, whatever the outcome */
@@ -1174,7 +1193,9 @@ static bool c2s_ready_stanza(struct conn *c, struct xml_node *st)
 		xml_attr_set(&c->w->tmp, st, "to", to.buf);
 		if (blocking_outbound(c, st, &to))	/* XEP-0191 (blocking.c) */
 			goto out;
+		mam_outbound(&ms, c, st, &from, &to);	/* XEP-0313: archive, stamp for carbons */
 		carbons_sent(c, st, &to);		/* XEP-0280 (carbons.c) */
+		mam_stamp_end(&ms);
 		if (stanza_kind(st) == STANZA_PRESENCE)
 			presence_outbound(c, st, &from, &to);	/* presence.c */
 		else

@@ -15,6 +15,9 @@ void c2s_accepted(struct conn *c);
 /* The TLS handshake finished (STARTTLS or Direct TLS). */
 void c2s_tls_established(struct conn *c);
 
+/* Whether the stream waits for a (new) stream header (WebSocket <open/>). */
+bool c2s_expects_header(const struct conn *c);
+
 /* The peer sent </stream:stream> or close_notify. */
 void c2s_stream_closed_by_peer(struct conn *c);
 

@@ -10,13 +10,14 @@
 #include "caps.h"
 #include "iq.h"
 #include "log.h"
+#include "pubsub.h"
 
-const struct caps_identity caps_server_identity = {
-	.category = "server",
-	.type = "im",
-	.lang = NULL,
-	.name = "stanzad",
+const struct caps_identity caps_server_identities[] = {
+	{ .category = "server", .type = "im", .lang = NULL, .name = "stanzad" },
+	{ .category = "pubsub", .type = "pep", .lang = NULL, .name = NULL },
 };
+const size_t caps_server_nidentities =
+	sizeof(caps_server_identities) / sizeof(caps_server_identities[0]);
 
 /* "i;octet" collation (RFC 4790 9.3) is plain byte order: strcmp. */
 static int caps_cmp_str(const void *a, const void *b)
@@ -123,6 +124,7 @@ size_t caps_features(unsigned scope, const char **out, size_t cap)
 
 	if ((scope & IQ_SCOPE_SERVER) && n < cap)
 		out[n++] = NS_CAPS;
+	n += pubsub_disco_features(scope, out + n, cap - n);	/* XEP-0163 (pubsub.c) */
 	return caps_sort_unique(out, n);
 }
 
@@ -137,8 +139,8 @@ static void caps_init(void)
 {
 	const char *features[CAPS_MAX_FEATURES];
 	size_t n = caps_features(IQ_SCOPE_SERVER, features, CAPS_MAX_FEATURES);
-	int ret = caps_ver_compute(&caps_server_identity, 1, features, n, caps_ver_buf,
-				   sizeof(caps_ver_buf));
+	int ret = caps_ver_compute(caps_server_identities, caps_server_nidentities, features, n,
+				   caps_ver_buf, sizeof(caps_ver_buf));
 
 	if (ret < 0) {
 		caps_ver_buf[0] = '\0';

@@ -30,8 +30,8 @@
 #define CAPS_HASH	"sha-1"
 /* Base64 of a SHA-1 digest (28 characters) and its NUL, with room to spare. */
 #define CAPS_VER_MAX	64
-/* Most features one disco#info answer lists. */
-#define CAPS_MAX_FEATURES 64
+/* Most features one disco#info answer lists (PEP alone brings about 40). */
+#define CAPS_MAX_FEATURES 128
 
 struct caps_identity {
 	const char *category;
@@ -40,8 +40,15 @@ struct caps_identity {
 	const char *name;	/* or NULL */
 };
 
-/* The server's one identity (disco#info and the hash both use it). */
-extern const struct caps_identity caps_server_identity;
+/*
+ * The server's identities (disco#info and the hash both use them):
+ * server/im first, then pubsub/pep (XEP-0163 9, XEP-0223 4: the server
+ * offers PEP on every account).
+ */
+extern const struct caps_identity caps_server_identities[];
+extern const size_t caps_server_nidentities;
+/* The first of them, server/im. */
+#define caps_server_identity (caps_server_identities[0])
 
 /*
  * The verification string of XEP-0115 section 5.1 (no data forms):
@@ -55,8 +62,9 @@ int caps_ver_compute(const struct caps_identity *ids, size_t nids,
 
 /*
  * Features a disco#info answer lists for an iq scope (enum iq_scope):
- * those of the iq handler table, plus caps itself for the server, sorted
- * and without duplicates. Returns the count (<= cap).
+ * those of the iq handler table, plus caps itself for the server and
+ * PEP's (pubsub_disco_features), sorted and without duplicates. Returns
+ * the count (<= cap).
  */
 size_t caps_features(unsigned scope, const char **out, size_t cap);
 

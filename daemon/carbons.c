@@ -228,9 +228,12 @@ void carbons_received(struct worker *w, const struct xml_node *st, const struct 
 	type = stanza_type(st);
 	if (jid_has_resource(to)) {
 		direct = sessdir_find_full(w->srv->sessions, to->buf, to->len);
-		/* The router falls back to the bare JID only for these types. */
-		if (!direct && strcmp(type, "chat") != 0 && strcmp(type, "normal") != 0 &&
-		    strcmp(type, "headline") != 0)
+		/*
+		 * Same rule as the router (RFC 6121 8.5.3.2.1, route_local):
+		 * only chat falls back to the bare JID; anything else to a
+		 * missing resource was bounced or dropped, so no copies.
+		 */
+		if (!direct && strcmp(type, "chat") != 0)
 			return;
 	}
 	if (!carbons_eligible(st, true))

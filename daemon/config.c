@@ -51,10 +51,21 @@ static const struct config_option options[] = {
 	  "client listener with STARTTLS, repeatable, 'off' to disable (default 127.0.0.1:5222)" },
 	{ "listen_c2s_tls", OPT_LIST, OFF(listen_c2s_tls), 0, 0, "ADDR:PORT",
 	  "client Direct TLS listener (XEP-0368), repeatable, 'off' to disable (default 127.0.0.1:5223)" },
+	{ "listen_http", OPT_LIST, OFF(listen_http), 0, 0, "ADDR:PORT",
+	  "HTTP listener: file upload, WebSocket at /xmpp-websocket, host-meta; repeatable, 'off' to "
+	  "disable (default 127.0.0.1:5280)" },
+	{ "listen_https", OPT_LIST, OFF(listen_https), 0, 0, "ADDR:PORT",
+	  "the same over TLS with the server certificate, repeatable (default off)" },
 	{ "registration", OPT_OPENCLOSED, OFF(registration_open), 0, 0, "open|closed",
 	  "in-band account registration, XEP-0077 (default closed)" },
 	{ "require_tls", OPT_YESNO, OFF(require_tls), 0, 0, "yes|no",
 	  "require TLS before authentication (default yes)" },
+	{ "admin", OPT_LIST, OFF(admin), 0, 0, "JID",
+	  "account allowed the administration commands (XEP-0133), repeatable (default none)" },
+	{ "adhoc_timeout", OPT_UINT, OFF(adhoc_timeout), 1, 86400, "SECONDS",
+	  "how long a multi-stage ad-hoc command waits for the next step, XEP-0050 (default 600)" },
+	{ "adhoc_max_sessions", OPT_UINT, OFF(adhoc_max_sessions), 1, 1000, "N",
+	  "ad-hoc command sessions one account may keep open; more end the oldest (default 8)" },
 	{ "ktls", OPT_YESNO, OFF(ktls), 0, 0, "yes|no",
 	  "move TLS records to the kernel after the handshake where it can (default yes)" },
 	{ "cert", OPT_STRING, OFF(cert), 0, 0, "FILE",
@@ -99,6 +110,51 @@ static const struct config_option options[] = {
 	  "contacts in an account's roster, and pending subscription requests (default 1000)" },
 	{ "max_offline_messages", OPT_UINT, OFF(max_offline_messages), 0, 1000000, "N",
 	  "messages stored for an account without available resources, XEP-0160 (default 500)" },
+	{ "mam_default", OPT_STRING, OFF(mam_default), 0, 0, "MODE",
+	  "always|roster|never: what is archived for accounts without preferences, XEP-0313 "
+	  "(default always)" },
+	{ "mam_retention_days", OPT_UINT, OFF(mam_retention_days), 0, 36500, "DAYS",
+	  "archived messages are deleted this long after they were archived, 0 = never "
+	  "(default 365)" },
+	{ "muc", OPT_YESNO, OFF(muc), 0, 0, "yes|no",
+	  "Multi-User Chat service at conference.DOMAIN, XEP-0045 (default yes)" },
+	{ "max_muc_rooms", OPT_UINT, OFF(max_muc_rooms), 1, 10000000, "N",
+	  "chat rooms in memory: persistent ones and those with occupants (default 10000)" },
+	{ "max_muc_occupants", OPT_UINT, OFF(max_muc_occupants), 1, 100000, "N",
+	  "occupants of one chat room, and the size of a new room (default 200)" },
+	{ "max_muc_history", OPT_UINT, OFF(max_muc_history), 0, 1000, "N",
+	  "discussion history messages a room may keep and send on entering (default 50)" },
+	{ "max_muc_archive", OPT_UINT, OFF(max_muc_archive), 0, 10000000, "N",
+	  "messages kept in each room's archive, XEP-0313; 0 = no room archives (default 10000)" },
+	{ "pubsub", OPT_YESNO, OFF(pubsub), 0, 0, "yes|no",
+	  "Publish-Subscribe service at pubsub.DOMAIN, XEP-0060 (default yes; PEP always runs)" },
+	{ "max_pubsub_nodes", OPT_UINT, OFF(max_pubsub_nodes), 1, 1000000, "N",
+	  "pubsub nodes one account may own: on its PEP service, and on pubsub.DOMAIN (default 1000)" },
+	{ "max_items_per_node", OPT_UINT, OFF(max_items_per_node), 1, 1000000, "N",
+	  "items one pubsub node keeps at most; what max_items 'max' means (default 1000)" },
+	{ "max_pubsub_item_bytes", OPT_UINT, OFF(max_pubsub_item_bytes), 64, 16 << 20, "BYTES",
+	  "largest pubsub item payload, serialized (default 65536)" },
+	{ "http_request_timeout", OPT_UINT, OFF(http_request_timeout), 1, 3600, "SECONDS",
+	  "time for an HTTP request's headers to arrive (default 10)" },
+	{ "http_idle_timeout", OPT_UINT, OFF(http_idle_timeout), 1, 86400, "SECONDS",
+	  "HTTP keep-alive, and silence allowed inside a request body or response (default 60)" },
+	{ "websocket", OPT_YESNO, OFF(websocket), 0, 0, "yes|no",
+	  "XMPP over WebSocket, RFC 7395, at /xmpp-websocket on the HTTP listeners (default yes)" },
+	{ "upload", OPT_YESNO, OFF(upload), 0, 0, "yes|no",
+	  "HTTP file upload service at upload.DOMAIN, XEP-0363; needs an HTTP listener (default yes)" },
+	{ "upload_max_bytes", OPT_UINT, OFF(upload_max_bytes), 1, 0xffffffffu, "BYTES",
+	  "largest file one may upload, XEP-0363 (default 10485760)" },
+	{ "upload_quota_bytes", OPT_UINT, OFF(upload_quota_bytes), 1, 0xffffffffu, "BYTES",
+	  "space all of an account's uploaded files may take (default 104857600)" },
+	{ "upload_expire_days", OPT_UINT, OFF(upload_expire_days), 0, 36500, "DAYS",
+	  "uploaded files are deleted this long after upload, 0 = never (default 30)" },
+	{ "upload_slot_timeout", OPT_UINT, OFF(upload_slot_timeout), 1, 86400, "SECONDS",
+	  "time from a slot request to its upload (default 300)" },
+	{ "upload_url_base", OPT_STRING, OFF(upload_url_base), 0, 0, "URL",
+	  "public http(s)://host[:port] of the upload URLs (default: the first HTTP(S) listener)" },
+	{ "upload_allowed_types", OPT_LIST, OFF(upload_allowed_types), 0, 0, "TYPE",
+	  "MIME type ('image/png') or family ('image/*') that may be uploaded, repeatable "
+	  "(default: any)" },
 };
 
 #define NOPTIONS (sizeof(options) / sizeof(options[0]))
@@ -273,6 +329,8 @@ static void config_defaults(struct config *cfg)
 	cfg->require_tls = true;
 	cfg->ktls = true;
 	cfg->registration_open = false;
+	cfg->adhoc_timeout = 600;
+	cfg->adhoc_max_sessions = 8;
 	cfg->max_stanza_bytes = 256 * 1024;
 	cfg->max_stanza_bytes_preauth = 16 * 1024;
 	cfg->max_output_bytes = 2 * 1024 * 1024;
@@ -291,6 +349,24 @@ static void config_defaults(struct config *cfg)
 	cfg->max_private_bytes = 64 * 1024;
 	cfg->max_roster_items = 1000;
 	cfg->max_offline_messages = 500;
+	cfg->mam_retention_days = 365;
+	cfg->muc = true;
+	cfg->max_muc_rooms = 10000;
+	cfg->max_muc_occupants = 200;
+	cfg->max_muc_history = 50;
+	cfg->max_muc_archive = 10000;
+	cfg->pubsub = true;
+	cfg->max_pubsub_nodes = 1000;
+	cfg->max_items_per_node = 1000;
+	cfg->max_pubsub_item_bytes = 64 * 1024;
+	cfg->http_request_timeout = 10;
+	cfg->http_idle_timeout = 60;
+	cfg->websocket = true;
+	cfg->upload = true;
+	cfg->upload_max_bytes = 10 * 1024 * 1024;
+	cfg->upload_quota_bytes = 100 * 1024 * 1024;
+	cfg->upload_expire_days = 30;
+	cfg->upload_slot_timeout = 300;
 }
 
 /* Fills what is still unset after file and flags. 0 or -ENOMEM. */
@@ -337,6 +413,32 @@ static const struct config_option *option_for_flag(const char *flag, size_t len)
 }
 
 /*
+ * Admin JIDs are bare JIDs, kept normalized so that admin.c compares bytes
+ * (an operator may write "Admin@Example.org"). 0, -EINVAL or -ENOMEM.
+ */
+static int config_validate_admins(struct config *cfg)
+{
+	struct jid j;
+
+	for (unsigned i = 0; i < cfg->admin.n; i++) {
+		char *norm;
+
+		if (jid_parse(&j, cfg->admin.v[i], strlen(cfg->admin.v[i])) < 0 ||
+		    !jid_has_local(&j) || jid_has_resource(&j)) {
+			fprintf(stderr, "stanzad: admin '%s' is not a bare JID (user@domain)\n",
+				cfg->admin.v[i]);
+			return -EINVAL;
+		}
+		norm = strdup(j.buf);
+		if (!norm)
+			return -ENOMEM;
+		free(cfg->admin.v[i]);
+		cfg->admin.v[i] = norm;
+	}
+	return 0;
+}
+
+/*
  * Validation across keys, after everything is applied: the domain must be
  * a valid domainpart, addresses must parse, the log level must exist.
  */
@@ -371,8 +473,33 @@ static int config_validate(struct config *cfg)
 				cfg->listen_c2s_tls.v[i]);
 			return -EINVAL;
 		}
+	for (unsigned i = 0; i < cfg->listen_http.n; i++)
+		if (config_parse_addr(cfg->listen_http.v[i], &ss, &len) < 0) {
+			fprintf(stderr, "stanzad: listen_http '%s' is not ADDR:PORT\n", cfg->listen_http.v[i]);
+			return -EINVAL;
+		}
+	for (unsigned i = 0; i < cfg->listen_https.n; i++)
+		if (config_parse_addr(cfg->listen_https.v[i], &ss, &len) < 0) {
+			fprintf(stderr, "stanzad: listen_https '%s' is not ADDR:PORT\n",
+				cfg->listen_https.v[i]);
+			return -EINVAL;
+		}
+	if (cfg->upload_url_base && strncmp(cfg->upload_url_base, "http://", 7) != 0 &&
+	    strncmp(cfg->upload_url_base, "https://", 8) != 0) {
+		fprintf(stderr, "stanzad: upload_url_base '%s' must start with http:// or https://\n",
+			cfg->upload_url_base);
+		return -EINVAL;
+	}
 	if (!cfg->listen_c2s.n && !cfg->listen_c2s_tls.n) {
 		fprintf(stderr, "stanzad: no client listener (listen_c2s and listen_c2s_tls are both off)\n");
+		return -EINVAL;
+	}
+	if (config_validate_admins(cfg) < 0)
+		return -EINVAL;
+	if (cfg->mam_default && strcmp(cfg->mam_default, "always") != 0 &&
+	    strcmp(cfg->mam_default, "roster") != 0 && strcmp(cfg->mam_default, "never") != 0) {
+		fprintf(stderr, "stanzad: mam_default '%s' must be always, roster or never\n",
+			cfg->mam_default);
 		return -EINVAL;
 	}
 	if ((cfg->cert == NULL) != (cfg->key == NULL)) {
@@ -466,6 +593,11 @@ int config_load(struct config *cfg, int argc, char **argv)
 		ret = option_set(cfg, option_find("listen_c2s"), "127.0.0.1:5222", "default", true);
 	if (!ret && !cfg->listen_c2s_tls.set)
 		ret = option_set(cfg, option_find("listen_c2s_tls"), "127.0.0.1:5223", "default", true);
+	/* Not set by file or flag: main.c tolerates a busy default port (http_default). */
+	if (!ret && !cfg->listen_http.set) {
+		ret = option_set(cfg, option_find("listen_http"), "127.0.0.1:5280", "default", true);
+		cfg->listen_http.set = false;
+	}
 	if (ret < 0)
 		return ret;
 	return config_validate(cfg);
@@ -481,6 +613,12 @@ void config_free(struct config *cfg)
 	free(cfg->key);
 	list_clear(&cfg->listen_c2s);
 	list_clear(&cfg->listen_c2s_tls);
+	list_clear(&cfg->admin);
+	list_clear(&cfg->listen_http);
+	list_clear(&cfg->listen_https);
+	list_clear(&cfg->upload_allowed_types);
+	free(cfg->upload_url_base);
+	free(cfg->mam_default);
 	memset(cfg, 0, sizeof(*cfg));
 }
 

@@ -31,9 +31,14 @@ struct config {
 
 	struct config_list listen_c2s;		/* ADDR:PORT; empty = off */
 	struct config_list listen_c2s_tls;
+	struct config_list listen_http;		/* HTTP: upload, WebSocket, host-meta (http.c) */
+	struct config_list listen_https;	/* the same over TLS with the server certificate */
 
 	bool registration_open;
 	bool require_tls;
+	struct config_list admin;	/* bare JIDs allowed the XEP-0133 commands (admin.c) */
+	uint32_t adhoc_timeout;		/* seconds an unanswered ad-hoc command session lives */
+	uint32_t adhoc_max_sessions;	/* open ad-hoc command sessions per account */
 	bool ktls;		/* kTLS handoff where the kernel supports it */
 	char *cert;		/* NULL: <state_dir>/cert.pem, generated */
 	char *key;
@@ -58,6 +63,34 @@ struct config {
 	uint32_t max_private_bytes;	/* one private XML element (XEP-0049) */
 	uint32_t max_roster_items;	/* roster items (and pending requests) per account */
 	uint32_t max_offline_messages;	/* XEP-0160 messages stored per account */
+	char *mam_default;		/* XEP-0313 archiving without preferences: always|roster|never
+					 * (NULL: always) */
+	uint32_t mam_retention_days;	/* archived messages older than this are deleted; 0 = kept */
+
+	/* XEP-0045 Multi-User Chat at conference.DOMAIN (muc.c). */
+	bool muc;			/* the service runs */
+	uint32_t max_muc_rooms;		/* rooms in memory (persistent + with occupants) */
+	uint32_t max_muc_occupants;	/* occupants of one room (and the default room size) */
+	uint32_t max_muc_history;	/* discussion history a room may keep */
+	uint32_t max_muc_archive;	/* messages kept per room archive (XEP-0313); 0 = none */
+
+	/* XEP-0060 pubsub at pubsub.DOMAIN and XEP-0163 PEP (pubsub.c). */
+	bool pubsub;			/* the service runs (PEP always does) */
+	uint32_t max_pubsub_nodes;	/* nodes one account may own, per service */
+	uint32_t max_items_per_node;	/* most items a node keeps: what max_items 'max' means */
+	uint32_t max_pubsub_item_bytes;	/* one item's payload, serialized */
+
+	/* HTTP listener (http.c), WebSocket (websocket.c), file upload (upload.c). */
+	uint32_t http_request_timeout;	/* seconds to receive a request's headers */
+	uint32_t http_idle_timeout;	/* seconds of silence: keep-alive, body, slow reader */
+	bool websocket;			/* RFC 7395 at /xmpp-websocket */
+	bool upload;			/* XEP-0363 service at upload.DOMAIN */
+	uint32_t upload_max_bytes;	/* largest file */
+	uint32_t upload_quota_bytes;	/* all of an account's files together */
+	uint32_t upload_expire_days;	/* files are deleted this long after upload; 0 = never */
+	uint32_t upload_slot_timeout;	/* seconds a slot waits for its PUT */
+	char *upload_url_base;		/* NULL: derived from the first HTTP(S) listener */
+	struct config_list upload_allowed_types;	/* MIME types or families; empty = any */
 };
 
 /*

@@ -23,10 +23,12 @@
 #include "c2s.h"
 #include "config.h"
 #include "conn.h"
+#include "http.h"
 #include "log.h"
 #include "server.h"
 #include "sm.h"
 #include "tls.h"
+#include "websocket.h"
 #include "worker.h"
 
 #define CONN_LINGER_MS	2000	/* time to drain output and see the peer's FIN */
@@ -57,13 +59,21 @@ static int conn_queue_raw(struct conn *c, const void *data, size_t len)
 	const struct config *cfg = c->w->srv->cfg;
 	const char *p = data;
 
-	if (c->fd < 0)
-		return -EPIPE;
+	if (c->fd < 0 || c->overflowed)
+		return c->fd < 0 ? -EPIPE : -ENOBUFS;
 	if (c->out_bytes + len > cfg->max_output_bytes) {
-		/* The peer does not read: drop it before it costs more memory. */
+		/*
+		 * The peer does not read: drop it before it costs more memory.
+		 * Not here, though: this runs in the middle of deliveries (a
+		 * fan-out loop over sessions), which must not see a session
+		 * end under their feet. The worker aborts it at the end of the
+		 * turn; until then nothing more is queued.
+		 */
 		log_warn("conn.output_overflow", "conn=%llu queued=%zu limit=%u",
 			 (unsigned long long)c->id, c->out_bytes, cfg->max_output_bytes);
-		conn_abort(c, CONN_CLOSE_SLOW);
+		c->overflowed = true;
+		c->overflow_next = c->w->overflow_list;
+		c->w->overflow_list = c;
 		return -ENOBUFS;
 	}
 	while (len) {
@@ -98,7 +108,7 @@ static int conn_tls_sink(void *arg, const void *data, size_t len)
 	return conn_queue_raw(arg, data, len);
 }
 
-int conn_send(struct conn *c, const void *data, size_t len)
+int conn_send_transport(struct conn *c, const void *data, size_t len)
 {
 	if (c->fd < 0 || c->in_reap_list)
 		return -EPIPE;
@@ -106,6 +116,16 @@ int conn_send(struct conn *c, const void *data, size_t len)
 	if (c->tls && !tls_conn_in_kernel(c->tls))
 		return tls_conn_write(c->tls, data, len);
 	return conn_queue_raw(c, data, len);
+}
+
+int conn_send(struct conn *c, const void *data, size_t len)
+{
+	if (c->fd < 0 || c->in_reap_list)
+		return -EPIPE;
+	/* WebSocket: one text frame per top-level element (websocket.c). */
+	if (c->websocket)
+		return ws_send_xml(c, data, len);
+	return conn_send_transport(c, data, len);
 }
 
 int conn_send_node(struct conn *c, const struct xml_node *n)
@@ -154,7 +174,7 @@ static int conn_hold(struct conn *c, const char *data, size_t len)
  * TLS (STARTTLS); the loop below resumes with the remaining bytes
  * accordingly.
  */
-static void conn_input_plain(struct conn *c, const char *data, size_t len)
+void conn_input_xml(struct conn *c, const char *data, size_t len)
 {
 	while (len && !c->closing) {
 		size_t used = 0;
@@ -195,6 +215,20 @@ static void conn_input_plain(struct conn *c, const char *data, size_t len)
 			return;
 		}
 	}
+}
+
+/*
+ * Plaintext from the transport: HTTP requests and WebSocket frames have
+ * their own layer first (http.c, websocket.c); a TCP stream is XML.
+ */
+static void conn_input_plain(struct conn *c, const char *data, size_t len)
+{
+	if (c->kind == CONN_HTTP)
+		http_input(c, data, len);
+	else if (c->websocket)
+		ws_input(c, data, len);
+	else
+		conn_input_xml(c, data, len);
 }
 
 /* TLS plaintext callback. */
@@ -264,12 +298,19 @@ void conn_resume_input(struct conn *c)
 	size_t len = c->pending_len;
 
 	c->input_paused = false;
-	if (!held)
+	if (!held) {
+		ws_resume(c);	/* WebSocket: frames that came meanwhile */
 		return;
+	}
 	c->pending_in = NULL;
 	c->pending_len = 0;
-	conn_input_plain(c, held, len);
+	/* WebSocket: what conn_hold() kept is the rest of a message, i.e. XML. */
+	if (c->websocket)
+		conn_input_xml(c, held, len);
+	else
+		conn_input_plain(c, held, len);
 	free(held);
+	ws_resume(c);
 	if (!c->closing && !c->input_paused)
 		xml_stream_release_idle(&c->xs);
 }
@@ -325,7 +366,10 @@ void conn_close(struct conn *c, enum conn_close_reason reason)
 	if (c->closing)
 		return;
 	c->closing = true;
-	c2s_closing(c);
+	if (c->kind == CONN_HTTP)
+		http_closing(c);	/* an upload in progress is abandoned */
+	else
+		c2s_closing(c);
 	if (c->tls && tls_conn_handshake_done(c->tls))
 		tls_conn_shutdown(c->tls);
 	if (c->in_reap_list)
@@ -342,7 +386,10 @@ void conn_abort(struct conn *c, enum conn_close_reason reason)
 		c->close_reason = reason;
 	if (!c->closing) {
 		c->closing = true;
-		c2s_closing(c);
+		if (c->kind == CONN_HTTP)
+			http_closing(c);
+		else
+			c2s_closing(c);
 	}
 	worker_want_reap(c->w, c);
 }
@@ -352,6 +399,8 @@ void conn_output_drained(struct conn *c)
 	/* A kTLS handoff waits for OpenSSL's last records to leave. */
 	if (c->tls_mode == CONN_TLS_HANDOFF)
 		conn_ktls_step(c);
+	if (c->kind == CONN_HTTP)
+		http_output_drained(c);	/* the next piece of a file */
 	if (c->closing && c->close_after_flush)
 		conn_finish(c);
 }

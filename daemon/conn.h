@@ -33,6 +33,8 @@ struct tls_conn;
 struct session;
 struct c2s_auth;
 struct c2s_bind;
+struct http_conn;
+struct ws_conn;
 
 /* Output is kept in chunks; small writes share one chunk. */
 struct out_chunk {
@@ -47,6 +49,7 @@ struct out_chunk {
 
 enum conn_kind {
 	CONN_C2S = 1,
+	CONN_HTTP,		/* HTTP listener (http.c); a WebSocket upgrade makes it CONN_C2S */
 };
 
 /* Why a connection closed, for the log line. */
@@ -101,8 +104,10 @@ struct conn {
 	bool in_reap_list : 1;
 	bool cancel_sent : 1;		/* reaping: cancel of in-flight ops queued */
 	bool restart_pending : 1;	/* restart the XML stream after this element */
+	bool overflowed : 1;		/* output limit hit: aborted at the end of the turn */
 	bool ping_sent : 1;		/* idle check: our ping is unanswered */
 	bool register_busy : 1;		/* an in-band registration request is running */
+	bool websocket : 1;		/* XMPP over WebSocket, RFC 7395 (websocket.c) */
 
 	struct loop_timer timer;	/* the one deadline: handshake, auth, idle */
 	uint64_t last_input_ms;
@@ -112,6 +117,7 @@ struct conn {
 	size_t out_bytes;
 	struct conn *flush_next;	/* worker's list of connections to flush */
 	struct conn *reap_next;		/* worker's list of closed connections */
+	struct conn *overflow_next;	/* worker's list of connections to cut off */
 
 	/* Plaintext held back while input is paused (malloc'd, bounded). */
 	char *pending_in;
@@ -122,6 +128,8 @@ struct conn {
 	struct session *sess;		/* after resource binding */
 	struct c2s_auth *auth;		/* during SASL / registration */
 	struct c2s_bind *bind;		/* a bind waiting for the account's state */
+	struct http_conn *http;		/* CONN_HTTP: the request in progress (http.c) */
+	struct ws_conn *ws;		/* WebSocket framing state (websocket.c) */
 	char *jid;			/* bare JID after SASL (malloc'd) */
 
 	char stream_id[24];
@@ -139,6 +147,20 @@ const char *conn_peer_str(const struct conn *c, char *buf, size_t size);
  * -ENOBUFS/-ENOMEM after closing the connection.
  */
 int conn_send(struct conn *c, const void *data, size_t len);
+
+/*
+ * Queues bytes on the transport as they are (TLS applies, WebSocket
+ * framing does not): for the HTTP and WebSocket layers. Same returns as
+ * conn_send.
+ */
+int conn_send_transport(struct conn *c, const void *data, size_t len);
+
+/*
+ * Feeds XML to the connection's stream (the TCP path after TLS; the
+ * WebSocket layer per message). Handles pauses (the rest is held),
+ * stream restarts and stream errors.
+ */
+void conn_input_xml(struct conn *c, const char *data, size_t len);
 
 /* Serializes a stanza (top ns jabber:client) and queues it. */
 int conn_send_node(struct conn *c, const struct xml_node *n);

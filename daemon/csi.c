@@ -84,7 +84,8 @@ static void csi_flush(struct session *s)
 	if (!h)
 		return;
 	s->csi_held = NULL;
-	qsort(h->v, h->n, sizeof(h->v[0]), csi_by_seq);
+	if (h->n > 1)
+		qsort(h->v, h->n, sizeof(h->v[0]), csi_by_seq);
 	for (unsigned i = 0; i < h->n && c && !c->closing; i++)
 		c2s_send_stanza(c, h->v[i].st);
 	csi_held_free(h);

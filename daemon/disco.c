@@ -6,9 +6,11 @@
  */
 #include <string.h>
 
+#include "adhoc.h"
 #include "caps.h"
 #include "contact_query.h"
 #include "iq.h"
+#include "pubsub.h"
 #include "server.h"
 #include "service.h"
 #include "jid.h"
@@ -43,10 +45,18 @@ static struct xml_node *disco_info(struct arena *a, enum iq_scope scope, const c
 
 	if (!q || (node && xml_attr_set(a, q, "node", node) < 0))
 		return NULL;
-	if (scope == IQ_SCOPE_SERVER)
-		ret = disco_add_identity(a, q, id->category, id->type, id->name);
-	else
+	if (scope == IQ_SCOPE_SERVER) {
+		ret = 0;
+		for (size_t i = 0; i < caps_server_nidentities && ret == 0; i++) {
+			id = &caps_server_identities[i];
+			ret = disco_add_identity(a, q, id->category, id->type, id->name);
+		}
+	} else {
+		/* Every account is also a PEP service (XEP-0163 9.1). */
 		ret = disco_add_identity(a, q, "account", "registered", NULL);
+		if (ret == 0)
+			ret = disco_add_identity(a, q, "pubsub", "pep", NULL);
+	}
 	if (ret < 0)
 		return NULL;
 	n = caps_features(scope, features, DISCO_MAX_FEATURES);
@@ -94,11 +104,17 @@ void disco_info_get(struct iq_request *rq)
 	const char *node = xml_attr_get(rq->payload, "node");
 	struct xml_node *q;
 
+	/* A PEP node of an account (XEP-0060 5.3 on its bare JID, pubsub.c). */
+	if (node && rq->scope != IQ_SCOPE_SERVER && pubsub_pep_disco_info(rq))
+		return;
 	if (rq->scope == IQ_SCOPE_CONTACT) {
 		contact_query(rq, false, NS_DISCO_INFO, "query",
 			      node ? disco_contact_node_answer : disco_contact_answer);
 		return;
 	}
+	/* The ad-hoc command list and its commands (XEP-0050, adhoc.c). */
+	if (node && rq->scope == IQ_SCOPE_SERVER && adhoc_disco_info(rq, node))
+		return;
 	/* Besides the root, only the server's caps node (XEP-0115 6.2) exists. */
 	if (node && !(rq->scope == IQ_SCOPE_SERVER && caps_is_server_node(node))) {
 		iq_reply_error(rq, "item-not-found", NULL);
@@ -130,13 +146,21 @@ static void disco_add_service(void *arg, const struct service *svc, const char *
 
 void disco_items_get(struct iq_request *rq)
 {
+	const char *node = xml_attr_get(rq->payload, "node");
 	struct xml_node *q;
+
+	/* The ad-hoc commands this requester may run (XEP-0050, adhoc.c). */
+	if (node && rq->scope == IQ_SCOPE_SERVER && adhoc_disco_items(rq, node))
+		return;
+	/* An account's PEP nodes, or a node's items (XEP-0163 9, pubsub.c). */
+	if (rq->scope != IQ_SCOPE_SERVER && pubsub_pep_disco_items(rq))
+		return;
 
 	/*
 	 * For someone else's account the list is empty whatever the node
 	 * (XEP-0030 section 8: nothing that tells whether it exists).
 	 */
-	if (xml_attr_get(rq->payload, "node") && rq->scope != IQ_SCOPE_CONTACT) {
+	if (node && rq->scope != IQ_SCOPE_CONTACT) {
 		iq_reply_error(rq, "item-not-found", NULL);
 		return;
 	}

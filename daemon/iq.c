@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include <string.h>
 
+#include "adhoc.h"
 #include "blocking.h"
 #include "carbons.h"
 #include "conn.h"
@@ -8,8 +9,11 @@
 #include "iq.h"
 #include "last_activity.h"
 #include "log.h"
+#include "mam.h"
 #include "offline.h"
+#include "pep.h"
 #include "private_xml.h"
+#include "pubsub.h"
 #include "roster.h"
 #include "server.h"
 #include "stanza.h"
@@ -45,8 +49,26 @@ static const struct iq_handler iq_handlers[] = {
 	{ NS_ROSTER, "query", IQ_SCOPE_ACCOUNT, roster_get, roster_set, NS_ROSTER },
 	/* Someone else's roster: forbidden (RFC 6121 2.3.3). */
 	{ NS_ROSTER, "query", IQ_SCOPE_CONTACT, roster_foreign, roster_foreign, NULL },
+	/* XEP-0050 ad-hoc commands on the server JID (adhoc.c; XEP-0133 in admin.c). */
+	{ NS_COMMANDS, "command", IQ_SCOPE_SERVER, NULL, adhoc_set, NS_COMMANDS },
 	/* Feature only (XEP-0160): no element has an empty name, so nothing dispatches here. */
 	{ OFFLINE_FEATURE, "", IQ_SCOPE_SERVER, NULL, NULL, OFFLINE_FEATURE },
+	/*
+	 * XEP-0163 PEP: pubsub at one's own bare JID or someone else's
+	 * (pubsub.c; its features come from pubsub_disco_features()).
+	 */
+	{ NS_PUBSUB, "pubsub", IQ_SCOPE_ACCOUNT | IQ_SCOPE_CONTACT, pep_iq_get, pep_iq_set, NULL },
+	{ NS_PUBSUB_OWNER, "pubsub", IQ_SCOPE_ACCOUNT | IQ_SCOPE_CONTACT, pep_iq_get, pep_iq_set,
+	  NULL },
+	/* XEP-0313 archive of the account (mam.c); XEP-0441 preferences; XEP-0359 stanza-ids. */
+	{ NS_MAM, "query", IQ_SCOPE_ACCOUNT, mam_query_get, mam_query_set, NS_MAM },
+	{ NS_MAM, "metadata", IQ_SCOPE_ACCOUNT, mam_metadata_get, NULL, NS_MAM_EXTENDED },
+	{ NS_MAM, "prefs", IQ_SCOPE_ACCOUNT, mam_prefs_get, mam_prefs_set, NULL },
+	{ NS_SID, "", IQ_SCOPE_ACCOUNT, NULL, NULL, NS_SID },
+	/* Someone else's archive: forbidden (XEP-0313 section 9). */
+	{ NS_MAM, "query", IQ_SCOPE_CONTACT, mam_foreign, mam_foreign, NULL },
+	{ NS_MAM, "metadata", IQ_SCOPE_CONTACT, mam_foreign, mam_foreign, NULL },
+	{ NS_MAM, "prefs", IQ_SCOPE_CONTACT, mam_foreign, mam_foreign, NULL },
 };
 
 #define N_IQ_HANDLERS (sizeof(iq_handlers) / sizeof(iq_handlers[0]))
@@ -97,10 +119,13 @@ void iq_dispatch(struct iq_request *rq)
 {
 	const char *type = stanza_type(rq->iq);
 	bool is_get = strcmp(type, "get") == 0;
+	struct arena_mark mark = arena_mark(iq_arena(rq));
 
 	/* Results and errors addressed to us (e.g. answers to our pings) end here. */
-	if (!is_get && strcmp(type, "set") != 0)
+	if (!is_get && strcmp(type, "set") != 0) {
+		pep_iq_response(rq);	/* XEP-0115: answers to PEP's caps queries (pep.c) */
 		goto out;
+	}
 	for (size_t i = 0; i < N_IQ_HANDLERS; i++) {
 		const struct iq_handler *h = &iq_handlers[i];
 		void (*fn)(struct iq_request *);
@@ -117,7 +142,8 @@ void iq_dispatch(struct iq_request *rq)
 	}
 	iq_reply_error(rq, "service-unavailable", NULL);
 out:
-	arena_reset(iq_arena(rq));
+	/* Dispatch runs inside routing: keep what the caller had in the arena. */
+	arena_rewind(iq_arena(rq), mark);
 }
 
 size_t iq_features(enum iq_scope scope, const char **out, size_t cap)

@@ -21,7 +21,10 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "http.h"
 #include "log.h"
+#include "muc.h"
+#include "pubsub.h"
 #include "sasl.h"
 #include "server.h"
 #include "session.h"
@@ -57,6 +60,12 @@ static int open_listener(struct server *srv, const char *addr, enum listener_kin
 
 		close(fd);
 		errno = e;
+		/* The default HTTP port (not configured) may be taken: run without it. */
+		if (kind == LISTENER_HTTP && !srv->cfg->listen_http.set && e == EADDRINUSE) {
+			log_warn("http.listener_unavailable", "addr=%s msg=\"the default HTTP port is "
+				 "in use; upload and WebSocket are off (set listen_http)\"", addr);
+			return -EADDRINUSE;
+		}
 		goto err;
 	}
 	l = &srv->listeners[srv->nlisteners++];
@@ -201,10 +210,11 @@ static int setup_signals(void)
 static void log_startup(const struct server *srv)
 {
 	const struct config *cfg = srv->cfg;
-	char c2s[256] = "", tls[256] = "";
+	char c2s[256] = "", tls[256] = "", http[256] = "";
 
 	for (unsigned i = 0; i < srv->nlisteners; i++) {
-		char *dst = srv->listeners[i].kind == LISTENER_C2S ? c2s : tls;
+		enum listener_kind k = srv->listeners[i].kind;
+		char *dst = k == LISTENER_C2S ? c2s : k == LISTENER_C2S_TLS ? tls : http;
 
 		snprintf(dst + strlen(dst), 256 - strlen(dst), "%s%s", dst[0] ? "," : "",
 			 srv->listeners[i].addr);
@@ -213,6 +223,10 @@ static void log_startup(const struct server *srv)
 		 "registration=%s require_tls=%s", cfg->domain, c2s[0] ? c2s : "off",
 		 tls[0] ? tls : "off", cfg->state_dir, cfg->registration_open ? "open" : "closed",
 		 cfg->require_tls ? "yes" : "no");
+	if (srv->http)
+		log_info("http.start", "listeners=%s base_url=%s websocket=%s upload=%s", http,
+			 srv->http->base_url, cfg->websocket ? "yes" : "no",
+			 srv->http->upload ? "yes" : "no");
 	/* Which kernel paths are in use, and why the others are not. */
 	log_info("server.paths", "io_uring=on tls=%s ktls=%s ktls_suites=0x%02x%s%s%s "
 		 "steering=none steering_reason=\"single worker\" workers=1",
@@ -268,6 +282,26 @@ int main(int argc, char **argv)
 	for (unsigned i = 0; i < cfg.listen_c2s_tls.n; i++)
 		if (open_listener(&srv, cfg.listen_c2s_tls.v[i], LISTENER_C2S_TLS) < 0)
 			goto out_listeners;
+	for (unsigned i = 0; i < cfg.listen_http.n; i++) {
+		ret = open_listener(&srv, cfg.listen_http.v[i], LISTENER_HTTP);
+		if (ret == -EADDRINUSE && !cfg.listen_http.set) {
+			cfg.listen_http.n = 0;	/* the default only: see open_listener */
+			free(cfg.listen_http.v[0]);
+			cfg.listen_http.v[0] = NULL;
+		} else if (ret < 0) {
+			goto out_listeners;
+		}
+	}
+	for (unsigned i = 0; i < cfg.listen_https.n; i++)
+		if (open_listener(&srv, cfg.listen_https.v[i], LISTENER_HTTPS) < 0)
+			goto out_listeners;
+	if (http_configured(&cfg)) {
+		srv.http = http_server_new(&srv);
+		if (!srv.http) {
+			fprintf(stderr, "stanzad: cannot set up the HTTP listener: %s\n", strerror(errno));
+			goto out_listeners;
+		}
+	}
 
 	ret = load_secret(cfg.state_dir, "decoy.key", srv.decoy_secret);
 	if (ret < 0) {
@@ -283,6 +317,18 @@ int main(int argc, char **argv)
 	srv.sessions = sessdir_new();
 	if (!srv.sessions)
 		goto out_sasl;
+	/* Persistent chat rooms are read before the storage thread owns the store. */
+	ret = muc_service_load(&srv, st);
+	if (ret < 0) {
+		fprintf(stderr, "stanzad: cannot load the chat rooms: %s\n", strerror(-ret));
+		goto out_sessions;
+	}
+	/* So are the pubsub and PEP nodes (XEP-0060, XEP-0163). */
+	ret = pubsub_init(st, &cfg);
+	if (ret < 0) {
+		fprintf(stderr, "stanzad: cannot load the pubsub nodes: %s\n", strerror(-ret));
+		goto out_sessions;
+	}
 	ret = storage_queue_start(&srv.store, st);
 	if (ret < 0) {
 		fprintf(stderr, "stanzad: cannot start the storage thread: %s\n", strerror(-ret));
@@ -322,10 +368,13 @@ out_store:
 	if (srv.store)
 		storage_queue_stop(srv.store);
 out_sessions:
+	pubsub_shutdown();
+	muc_service_free(srv.muc);
 	sessdir_free(srv.sessions);
 out_sasl:
 	sasl_server_free(srv.sasl);
 out_listeners:
+	http_server_free(srv.http);
 	close_listeners(&srv);
 	tls_server_free(srv.tls_direct);
 	tls_server_free(srv.tls_starttls);

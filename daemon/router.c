@@ -19,6 +19,7 @@
 #include "jid.h"
 #include "last_activity.h"
 #include "log.h"
+#include "mam.h"
 #include "offline.h"
 #include "presence.h"
 #include "router.h"
@@ -44,6 +45,7 @@ void router_bounce_w(struct worker *w, struct conn *src, const struct xml_node *
 		     const char *condition)
 {
 	struct session *detached = NULL;
+	struct arena_mark mark;
 	struct xml_node *r;
 
 	if (stanza_is_error(st))
@@ -56,12 +58,18 @@ void router_bounce_w(struct worker *w, struct conn *src, const struct xml_node *
 	}
 	if (!src && !detached)
 		return;	/* the sender is gone (or remote, once federation exists) */
+	/*
+	 * Bounces happen in the middle of routing, while the stanza being
+	 * routed still has attributes in w->tmp: give back only what the
+	 * reply took.
+	 */
+	mark = arena_mark(&w->tmp);
 	r = stanza_error_reply(&w->tmp, st, w->srv->cfg->domain, condition, NULL);
 	if (r && src)
 		conn_send_node(src, r);
 	else if (r)
 		router_deliver(detached, r);	/* queued for its resumption */
-	arena_reset(&w->tmp);
+	arena_rewind(&w->tmp, mark);
 }
 
 void router_bounce(struct conn *src, const struct xml_node *st, const char *condition)
@@ -290,6 +298,7 @@ void router_route_w(struct worker *w, struct conn *src, struct xml_node *st,
 {
 	const char *domain = w->srv->cfg->domain;
 	enum stanza_kind kind = stanza_kind(st);
+	struct mam_stamp ms;
 	struct jid self;
 
 	/* No 'to' (RFC 6120 10.3): the stanza is for the sender's own account. */
@@ -333,8 +342,10 @@ void router_route_w(struct worker *w, struct conn *src, struct xml_node *st,
 	/* XEP-0191: once per stanza, so a refused message is answered once. */
 	if (blocking_inbound(w, src, st, from, to))
 		return;
+	mam_inbound(&ms, w, src, st, from, to);	/* XEP-0313 archive, XEP-0359 stamp (mam.c) */
 	route_local(w, src, st, from, to);
 	carbons_received(w, st, from, to);	/* XEP-0280 (carbons.c) */
+	mam_stamp_end(&ms);
 }
 
 void router_route(struct conn *src, struct xml_node *st, const struct jid *from,

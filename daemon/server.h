@@ -17,13 +17,17 @@ struct sasl_server;
 struct storage_queue;
 struct sessdir;
 struct worker;
+struct http_server;
+struct muc_service;
 
 enum listener_kind {
 	LISTENER_C2S = 1,	/* plain TCP, STARTTLS offered */
 	LISTENER_C2S_TLS,	/* Direct TLS (XEP-0368) */
+	LISTENER_HTTP,		/* HTTP: upload, WebSocket, host-meta (http.c) */
+	LISTENER_HTTPS,		/* the same over TLS */
 };
 
-#define SERVER_MAX_LISTENERS 8
+#define SERVER_MAX_LISTENERS 32	/* c2s, c2s TLS, HTTP, HTTPS: up to 8 each */
 
 struct listener {
 	int fd;
@@ -43,6 +47,8 @@ struct server {
 	struct sasl_server *sasl;
 	struct storage_queue *store;
 	struct sessdir *sessions;
+	struct http_server *http;		/* HTTP listeners' shared state (http.c) */
+	struct muc_service *muc;		/* XEP-0045 rooms (muc.c), NULL when off */
 
 	/* Key for decoy SCRAM parameters of unknown users. */
 	uint8_t decoy_secret[32];

@@ -4,10 +4,16 @@
 
 #include "config.h"
 #include "jid.h"
+#include "muc.h"
+#include "pubsub.h"
 #include "service.h"
+#include "upload.h"
 
 /* Every built-in service: one line each; the empty entry ends the table. */
 static const struct service services[] = {
+	{ "upload", "HTTP File Upload", upload_enabled, upload_route },	/* XEP-0363 (upload.c) */
+	{ MUC_SERVICE_LABEL, "Chatrooms", muc_enabled, muc_route },	/* XEP-0045 (muc.c) */
+	{ PUBSUB_LABEL, "Publish-Subscribe", pubsub_enabled, pubsub_service_route },	/* XEP-0060 */
 	{ NULL, NULL, NULL, NULL },
 };
 

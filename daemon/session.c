@@ -226,6 +226,14 @@ size_t sessdir_size(const struct sessdir *d)
 	return d->nsessions;
 }
 
+void sessdir_each(struct sessdir *d, void (*fn)(void *arg, struct session *s), void *arg)
+{
+	for (size_t i = 0; i < d->nbuckets; i++)
+		for (struct sessdir_account *a = d->buckets[i]; a; a = a->next)
+			for (struct session *s = a->sessions; s; s = s->next)
+				fn(arg, s);
+}
+
 struct account *session_account(const struct session *s)
 {
 	return s->acct ? s->acct->state : NULL;

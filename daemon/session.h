@@ -21,6 +21,7 @@ struct sessdir_account;
 struct sm_state;
 struct presence_state;
 struct csi_held;
+struct pep_session;
 
 struct session {
 	struct conn *conn;		/* NULL while detached (stream management, sm.h) */
@@ -37,6 +38,7 @@ struct session {
 	bool ending;			/* ended; leaves the directory at the end of the turn */
 	struct session *ending_next;	/* worker's list of ending sessions */
 	struct csi_held *csi_held;	/* XEP-0352: presence held while inactive, or NULL */
+	struct pep_session *pep;	/* XEP-0115 caps and +notify interests (pep.c), or NULL */
 	size_t bare_len;		/* jid[0..bare_len) is the bare JID */
 	size_t jid_len;
 	char jid[];			/* full JID, NUL-terminated */
@@ -79,5 +81,11 @@ struct account *session_take_account(struct session *s);
 unsigned sessdir_count_bare(struct sessdir *d, const char *bare, size_t bare_len);
 /* Total sessions. */
 size_t sessdir_size(const struct sessdir *d);
+/*
+ * Calls fn for every session in the directory (ending ones included: check
+ * s->ending), account by account. fn must not add or remove sessions; it
+ * may end them (c2s_session_end only marks them), which is safe here.
+ */
+void sessdir_each(struct sessdir *d, void (*fn)(void *arg, struct session *s), void *arg);
 
 #endif

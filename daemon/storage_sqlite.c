@@ -128,6 +128,152 @@ static const char *const storage_migrations[] = {
 	"  logout_at INTEGER NOT NULL,"
 	"  status    TEXT"
 	");",
+
+	/*
+	 * pubsub: XEP-0060 nodes at pubsub.DOMAIN and XEP-0163 PEP nodes
+	 * (storage_sqlite_pubsub.c). host is the service domain or the PEP
+	 * owner's bare JID; username is the PEP owner (NULL on the service),
+	 * so removing an account removes its PEP nodes, and with them their
+	 * affiliations, subscriptions and items. config is the node's
+	 * configuration as key=value lines (pubsub_node.c); items are
+	 * ordered by seq, a sequence number that only grows.
+	 */
+	"CREATE TABLE pubsub_nodes ("
+	"  id         INTEGER PRIMARY KEY,"
+	"  host       TEXT NOT NULL,"
+	"  username   TEXT REFERENCES accounts(username) ON DELETE CASCADE,"
+	"  node       TEXT NOT NULL,"
+	"  config     TEXT NOT NULL,"
+	"  creator    TEXT NOT NULL,"
+	"  created_at INTEGER NOT NULL,"
+	"  UNIQUE (host, node)"
+	");"
+	"CREATE INDEX pubsub_nodes_user ON pubsub_nodes(username);"
+	"CREATE TABLE pubsub_affiliations ("
+	"  node_id     INTEGER NOT NULL REFERENCES pubsub_nodes(id) ON DELETE CASCADE,"
+	"  jid         TEXT NOT NULL,"
+	"  affiliation TEXT NOT NULL"
+	"              CHECK (affiliation IN ('owner', 'publisher', 'publish-only', 'member', 'outcast')),"
+	"  PRIMARY KEY (node_id, jid)"
+	");"
+	"CREATE TABLE pubsub_subscriptions ("
+	"  node_id INTEGER NOT NULL REFERENCES pubsub_nodes(id) ON DELETE CASCADE,"
+	"  jid     TEXT NOT NULL,"
+	"  subid   TEXT NOT NULL,"
+	"  state   TEXT NOT NULL CHECK (state IN ('pending', 'unconfigured', 'subscribed')),"
+	"  options TEXT NOT NULL DEFAULT '',"
+	"  PRIMARY KEY (node_id, jid)"
+	") WITHOUT ROWID;"
+	"CREATE TABLE pubsub_items ("
+	"  node_id    INTEGER NOT NULL REFERENCES pubsub_nodes(id) ON DELETE CASCADE,"
+	"  item_id    TEXT NOT NULL,"
+	"  seq        INTEGER NOT NULL,"
+	"  publisher  TEXT NOT NULL,"
+	"  payload    TEXT NOT NULL,"
+	"  created_at INTEGER NOT NULL,"
+	"  PRIMARY KEY (node_id, item_id)"
+	");"
+	"CREATE INDEX pubsub_items_seq ON pubsub_items(node_id, seq);",
+
+	/*
+	 * mam: XEP-0313 message archives of accounts and their XEP-0441
+	 * preferences (storage_sqlite_mam.c). ts (microseconds) is the
+	 * archive order, strictly increasing per user; id is the archive UID
+	 * (the XEP-0359 stanza-id, random); peer/resource the other party;
+	 * stanza the message, serialized standalone. Indexes: order and
+	 * time ranges, lookups by UID, 'with' queries, retention sweeps.
+	 * mam_prefs: default mode and the always/never JIDs joined by '\n'.
+	 */
+	"CREATE TABLE mam_messages ("
+	"  username TEXT NOT NULL REFERENCES accounts(username) ON DELETE CASCADE,"
+	"  ts       INTEGER NOT NULL,"
+	"  id       TEXT NOT NULL,"
+	"  peer     TEXT NOT NULL,"
+	"  resource TEXT NOT NULL DEFAULT '',"
+	"  outgoing INTEGER NOT NULL,"
+	"  stanza   TEXT NOT NULL"
+	");"
+	"CREATE UNIQUE INDEX mam_messages_order ON mam_messages(username, ts);"
+	"CREATE UNIQUE INDEX mam_messages_id ON mam_messages(username, id);"
+	"CREATE INDEX mam_messages_peer ON mam_messages(username, peer, ts);"
+	"CREATE INDEX mam_messages_ts ON mam_messages(ts);"
+	"CREATE TABLE mam_prefs ("
+	"  username TEXT NOT NULL PRIMARY KEY REFERENCES accounts(username) ON DELETE CASCADE,"
+	"  mode     TEXT NOT NULL CHECK (mode IN ('always', 'roster', 'never')),"
+	"  always   TEXT NOT NULL DEFAULT '',"
+	"  never    TEXT NOT NULL DEFAULT ''"
+	");",
+
+	/*
+	 * upload: XEP-0363 files (upload.c, storage_sqlite_upload.c). One row
+	 * per slot: 'pending' from the slot request (counted against the
+	 * quota), 'done' once the file is stored as STATE_DIR/upload/TOKEN;
+	 * type is what GET serves. Indexes: quota sums, expiry sweeps.
+	 */
+	"CREATE TABLE uploads ("
+	"  token       TEXT NOT NULL PRIMARY KEY,"
+	"  username    TEXT NOT NULL REFERENCES accounts(username) ON DELETE CASCADE,"
+	"  filename    TEXT NOT NULL,"
+	"  size        INTEGER NOT NULL CHECK (size > 0),"
+	"  type        TEXT NOT NULL,"
+	"  state       TEXT NOT NULL CHECK (state IN ('pending', 'done')),"
+	"  created_at  INTEGER NOT NULL,"
+	"  uploaded_at INTEGER"
+	");"
+	"CREATE INDEX uploads_user ON uploads(username);"
+	"CREATE INDEX uploads_expiry ON uploads(state, uploaded_at);",
+
+	/*
+	 * muc: XEP-0045 rooms at conference.DOMAIN (muc.c,
+	 * storage_sqlite_muc.c). muc_rooms holds persistent rooms only: the
+	 * configuration (password = the room's shared secret, NULL when not
+	 * protected; allow_pm anyone|participants|moderators|none) and the
+	 * subject; muc_affiliations their lists (bare JIDs or domains,
+	 * reserved nicknames). muc_archive is the room archive (XEP-0313 on
+	 * the room JID) of any room with archiving on, kept while the room
+	 * exists: seq is the order, stanza_id the random archive UID, the
+	 * sender by nickname and real JID, stanza the message as reflected
+	 * (without 'to').
+	 */
+	"CREATE TABLE muc_rooms ("
+	"  name           TEXT NOT NULL PRIMARY KEY,"
+	"  title          TEXT,"
+	"  description    TEXT,"
+	"  password       TEXT,"
+	"  subject        TEXT,"
+	"  subject_nick   TEXT,"
+	"  subject_at     INTEGER NOT NULL DEFAULT 0,"
+	"  max_users      INTEGER NOT NULL DEFAULT 0,"
+	"  history_len    INTEGER NOT NULL DEFAULT 20,"
+	"  allow_pm       TEXT NOT NULL DEFAULT 'anyone',"
+	"  public_room    INTEGER NOT NULL DEFAULT 1,"
+	"  members_only   INTEGER NOT NULL DEFAULT 0,"
+	"  moderated      INTEGER NOT NULL DEFAULT 0,"
+	"  non_anonymous  INTEGER NOT NULL DEFAULT 0,"
+	"  change_subject INTEGER NOT NULL DEFAULT 0,"
+	"  allow_invites  INTEGER NOT NULL DEFAULT 0,"
+	"  archive        INTEGER NOT NULL DEFAULT 1,"
+	"  updated_at     INTEGER NOT NULL"
+	");"
+	"CREATE TABLE muc_affiliations ("
+	"  room        TEXT NOT NULL REFERENCES muc_rooms(name) ON DELETE CASCADE,"
+	"  jid         TEXT NOT NULL,"
+	"  affiliation TEXT NOT NULL CHECK (affiliation IN ('owner', 'admin', 'member', 'outcast')),"
+	"  nick        TEXT,"
+	"  PRIMARY KEY (room, jid)"
+	") WITHOUT ROWID;"
+	"CREATE TABLE muc_archive ("
+	"  seq        INTEGER PRIMARY KEY AUTOINCREMENT,"
+	"  room       TEXT NOT NULL,"
+	"  stanza_id  TEXT NOT NULL,"
+	"  nick       TEXT NOT NULL,"
+	"  real_jid   TEXT NOT NULL,"
+	"  real_bare  TEXT NOT NULL,"
+	"  created_at INTEGER NOT NULL,"
+	"  stanza     TEXT NOT NULL"
+	");"
+	"CREATE INDEX muc_archive_room ON muc_archive(room, seq);"
+	"CREATE UNIQUE INDEX muc_archive_id ON muc_archive(room, stanza_id);",
 };
 
 enum storage_stmt {

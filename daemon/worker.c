@@ -16,9 +16,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "adhoc.h"
 #include "c2s.h"
 #include "config.h"
 #include "conn.h"
+#include "http.h"
 #include "log.h"
 #include "server.h"
 #include "sm.h"
@@ -153,6 +155,7 @@ static void conn_free(struct worker *w, struct conn *c)
 	if (c->tls)
 		tls_conn_free(c->tls);
 	free(c->pending_in);
+	http_conn_free(c);	/* HTTP or WebSocket state */
 	free(c->jid);
 	w->conns[c->slot] = NULL;
 	w->gens[c->slot] = (c->gen + 1) & LOOP_GEN_MASK;
@@ -206,8 +209,20 @@ static void worker_flush(void *ctx)
 	struct worker *w = ctx;
 	struct conn *c, *next;
 
-	/* First: it may queue output (acks to request) and close streams. */
-	sm_flush(w);
+	/*
+	 * First what may queue output or end sessions: connections that hit
+	 * their output limit are cut off (their sessions end, which may send
+	 * presence to others and overflow more), and stream management's
+	 * acks and reroutes. Repeat until nothing is left of either.
+	 */
+	do {
+		while ((c = w->overflow_list) != NULL) {
+			w->overflow_list = c->overflow_next;
+			c->overflow_next = NULL;
+			conn_abort(c, CONN_CLOSE_SLOW);
+		}
+		sm_flush(w);
+	} while (w->overflow_list);
 	c2s_reap_sessions(w);	/* sessions that ended this turn leave the directory */
 	c = w->flush_list;
 	w->flush_list = NULL;
@@ -288,7 +303,10 @@ static void worker_accepted(void *ctx, unsigned listener, int fd)
 		 conn_peer_str(c, peer, sizeof(peer)), l->addr);
 	loop_recv(w->loop, fd, c->slot, c->gen);
 	c->recv_armed = true;
-	c2s_accepted(c);
+	if (l->kind == LISTENER_HTTP || l->kind == LISTENER_HTTPS)
+		http_accepted(c, l->kind == LISTENER_HTTPS);	/* http.c */
+	else
+		c2s_accepted(c);
 }
 
 static void worker_accept_error(void *ctx, unsigned listener, int err)
@@ -459,7 +477,10 @@ static void conn_timer_fired(struct loop_timer *t)
 		worker_want_reap(c->w, c);
 		return;
 	}
-	c2s_deadline(c);
+	if (c->kind == CONN_HTTP)
+		http_deadline(c);
+	else
+		c2s_deadline(c);
 }
 
 static void worker_shutdown_expired(struct loop_timer *t)
@@ -535,6 +556,7 @@ int worker_init(struct worker *w, struct server *srv, unsigned id, int signal_fd
 		if (ret < 0)
 			goto err_free_loop;
 	}
+	http_worker_start(w);	/* the upload cleanup timer (worker 0) */
 	return 0;
 
 err_free_loop:
@@ -569,6 +591,8 @@ void worker_destroy(struct worker *w)
 	/* Completions for requests still queued would find no loop. */
 	storage_inbox_drain(&w->inbox);
 	sm_worker_destroy(w);
+	http_worker_stop(w);
+	adhoc_worker_destroy(w);
 	c2s_reap_sessions(w);
 	loop_free(w->loop);
 	storage_inbox_destroy(&w->inbox);

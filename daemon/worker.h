@@ -20,6 +20,7 @@
 struct server;
 struct xml_pool;
 struct sm_worker;
+struct adhoc_worker;
 
 enum worker_watch {
 	WORKER_WATCH_INBOX = 0,		/* storage completions */
@@ -42,6 +43,7 @@ struct worker {
 	struct conn *flush_list;	/* connections with output to send */
 	struct conn *reap_list;		/* closed, waiting for ops to finish */
 	struct session *ending_sessions;	/* ended this turn, freed at its end */
+	struct conn *overflow_list;		/* output limit hit this turn */
 
 	struct xml_pool *xml;
 	struct storage_inbox inbox;
@@ -56,6 +58,7 @@ struct worker {
 	struct arena tmp;
 
 	struct sm_worker *sm;		/* stream management lists (sm.c), lazily */
+	struct adhoc_worker *adhoc;	/* ad-hoc command sessions (adhoc.c), lazily */
 
 	uint64_t next_conn_id;
 	bool draining;			/* shutdown: closing everyone */

@@ -430,6 +430,30 @@ def scenario_selftest(opts):
                                          "-w", str(opts.window), "-d", str(opts.selftest_duration),
                                          "--warmup", "0.5", "--label", "selftest"]
         res = run_one(opts, srv, "selftest", args, opts.selftest_duration + 30)
+        # The latency floor: the open loop through the sink, no server work.
+        floor = None
+        if opts.rate_list:
+            rate = opts.rate_list[0]
+            args = common_args(opts, srv) + ["--mode", "open", "-c", str(opts.clients),
+                                             "-r", str(rate), "-d", str(opts.selftest_duration),
+                                             "--warmup", "0.5", "--spin-us", str(opts.spin_us),
+                                             "--label", "selftest-floor"]
+            fl = run_one(opts, srv, "selftest-floor", args, opts.selftest_duration + 30)
+            floor = {"rate": rate, "latency_us": fl["latency_us"],
+                     "send_late_max_us": fl.get("late_max_us")}
+        # The fan-out floor: the sink copies each update to every other stream.
+        fanout_floor = None
+        if opts.receivers and opts.updates:
+            args = common_args(opts, srv, prefix=opts.receiver_prefix) + [
+                "--mode", "presence", "--publisher", opts.publisher,
+                "--receivers", str(opts.receivers), "--updates", str(opts.updates),
+                "--update-timeout", str(opts.update_timeout), "--label", "selftest-fanout"]
+            fo = run_one(opts, srv, "selftest-fanout", args,
+                         opts.updates * opts.update_timeout + 60)
+            fanout_floor = {"receivers": opts.receivers, "deliveries": fo["deliveries"],
+                            "deliveries_per_s": fo["rate"],
+                            "sink_us_per_delivery": fo.get("server_us_per_op"),
+                            "fanout_ms": fo.get("fanout_ms")}
     finally:
         sink.send_signal(signal.SIGTERM)
         try:
@@ -449,6 +473,8 @@ def scenario_selftest(opts):
         "loadgen_capacity_msgs_per_s": round(capacity),
         "sink_cpu_util": res.get("server_cpu_util"),
         "other_cpu_util": res.get("other_cpu_util"),
+        "latency_floor": floor,
+        "fanout_floor": fanout_floor,
         "ok": capacity >= LOADGEN_MIN_RATE,
         "loadgen": res,
     }
@@ -483,7 +509,8 @@ def scenario_messages(opts, srv):
 def scenario_latency(opts, srv, rate):
     args = common_args(opts, srv) + ["--mode", "open", "-c", str(opts.clients),
                                      "-r", str(rate), "-d", str(opts.latency_duration),
-                                     "--warmup", "1", "--label", "latency-%d" % rate]
+                                     "--warmup", "1", "--spin-us", str(opts.spin_us),
+                                     "--label", "latency-%d" % rate]
     res = run_one(opts, srv, "latency-%d" % rate, args, opts.latency_duration + 60)
     return {
         "scenario": "latency",
@@ -611,6 +638,10 @@ NOISY_OTHER_CPU = 0.10
 
 def summary(results, failures):
     rows = []
+    floor = next((r.get("latency_floor") for r in results
+                  if r["scenario"] == "selftest" and r.get("latency_floor")), None)
+    fofloor = next((r.get("fanout_floor") for r in results
+                    if r["scenario"] == "selftest" and r.get("fanout_floor")), None)
     for r in results:
         s = r["scenario"]
         if s == "selftest":
@@ -633,10 +664,14 @@ def summary(results, failures):
         elif s == "latency":
             lat = r["latency_us"] or {}
             rate = r["params"]["rate"]
+            fl = (floor or {}).get("latency_us") if (floor or {}).get("rate") == rate else None
             rows.append(("latency (open, %s msg/s)" % fmt(rate),
                          "p50/p99/p99.9 %s/%s/%s us" % (fmt(lat.get("p50"), "{:.0f}"),
                                                        fmt(lat.get("p99"), "{:.0f}"),
-                                                       fmt(lat.get("p999"), "{:.0f}")),
+                                                       fmt(lat.get("p999"), "{:.0f}"))
+                         + (" (floor %s/%s/%s)" % (fmt(fl.get("p50"), "{:.0f}"),
+                                                   fmt(fl.get("p99"), "{:.0f}"),
+                                                   fmt(fl.get("p999"), "{:.0f}")) if fl else ""),
                          "%s us/msg" % fmt(r["server_us_per_msg"], "{:.2f}"),
                          fmt(r["server_cpu_util"], "{:.0%}"), fmt(r["loadgen_cpu_util"], "{:.0%}"),
                          "p99 <= 200 us" if rate == 1000 else "-",
@@ -652,7 +687,10 @@ def summary(results, failures):
                 fig = r["status"].split(":")[0] + " (%d deliveries)" % r["deliveries"]
             rows.append(("presence (1 -> %d, %d updates)" % (r["params"]["receivers"],
                                                             r["params"]["updates"]),
-                         fig, "%s us/deliv" % fmt(r["server_us_per_delivery"], "{:.2f}"),
+                         fig, "%s us/deliv" % fmt(r["server_us_per_delivery"], "{:.2f}")
+                         + (" (floor %s)" % fmt(fofloor.get("sink_us_per_delivery"), "{:.2f}")
+                            if fofloor and fofloor.get("receivers") == r["params"]["receivers"]
+                            else ""),
                          fmt(r["server_cpu_util"], "{:.0%}"), fmt(r["loadgen_cpu_util"], "{:.0%}"),
                          "<= 3 us/delivery",
                          verdict(r["server_us_per_delivery"], BUDGET_US_PER_DELIVERY)))
@@ -680,6 +718,12 @@ def summary(results, failures):
     for r in results:
         if r["scenario"] == "presence" and r["status"] != "ok":
             lines.append("presence: " + r["status"])
+    if floor:
+        lines.append("floor: the same open loop through the loadgen's echo sink (no server): "
+                     "the latency this machine and the generator add by themselves.")
+    if fofloor:
+        lines.append("presence floor: the sink's CPU per delivery when it copies each update "
+                     "to every stream with one send each (bare loopback TCP, no XMPP work).")
     noisy = [r["scenario"] for r in results
              if (r.get("other_cpu_util") or 0) > NOISY_OTHER_CPU]
     lines.append("srv CPU / lg CPU / other: share of one core used by the server / the load "
@@ -708,6 +752,8 @@ def parse_args(argv):
     p.add_argument("--warmup", type=float, default=1)
     p.add_argument("--rates", default="1000,50000", help="open-loop rates, msgs/s")
     p.add_argument("--latency-duration", type=float, default=5)
+    p.add_argument("--spin-us", type=int, default=50,
+                   help="open loop: the loadgen polls this long before each send (50)")
     p.add_argument("--selftest-duration", type=float, default=3)
     p.add_argument("--receivers", type=int, default=1000, help="presence fan-out (1000)")
     p.add_argument("--updates", type=int, default=200, help="presence updates (200)")

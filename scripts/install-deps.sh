@@ -9,7 +9,7 @@ set -eu
 # Build: compiler, the daemon's libraries, TLS tooling.
 BUILD_PKGS="gcc make pkg-config openssl ca-certificates
 liburing-dev libexpat1-dev libssl-dev libsqlite3-dev libgsasl-dev
-libidn-dev libinih-dev liburcu-dev"
+libidn-dev libinih-dev liburcu-dev libhttp-parser-dev"
 # Tests: cmocka for C units, pytest + slixmpp (a real client) for
 # integration, sqlite3 CLI to inspect the store in tests.
 TEST_PKGS="libcmocka-dev python3 python3-pytest python3-slixmpp sqlite3"
@@ -21,6 +21,20 @@ FUZZ_PKGS="clang libclang-rt-14-dev llvm"
 # initramfs built with cpio and depmod; its kTLS tests forge TLS records
 # with python3-cryptography.
 LAB_PKGS="qemu-system-x86 busybox-static cpio kmod python3-cryptography"
+
+# The WebSocket test's real client (xmpp.js, tests/integration/ws-client):
+# npm packages pinned by its package-lock.json, installed with `npm ci`
+# when Node >= 20.10 and npm are present. Without them the test skips and
+# says why; nothing else depends on it, so a failure here is not fatal.
+ws_client() {
+	dir="$(dirname "$0")/../tests/integration/ws-client"
+	[ -d "$dir/node_modules/@xmpp/client" ] && [ "$dir/node_modules/.package-lock.json" -nt "$dir/package-lock.json" ] && return 0
+	command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || return 0
+	node -e 'const [a,b]=process.versions.node.split(".").map(Number);process.exit(a>20||(a==20&&b>=10)?0:1)' || return 0
+	(cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/tmp/stanzad-npm.log 2>&1) ||
+		echo "stanzad: npm ci in tests/integration/ws-client failed (log: /tmp/stanzad-npm.log); the WebSocket client test will skip" >&2
+}
+ws_client
 
 missing=""
 for p in $BUILD_PKGS $TEST_PKGS $FUZZ_PKGS $LAB_PKGS; do

@@ -28,7 +28,10 @@
  * `sink` is a trivial server for the self-test: it answers the handshake
  * minimally and echoes every <message/> back on the same stream (or only
  * counts it with --discard), so the closed loop runs against it unchanged
- * and shows what the load generator itself can drive.
+ * and shows what the load generator itself can drive. A <presence/> that
+ * carries a <status/> is copied as is to every other stream of its thread,
+ * one send each: the presence workload against the sink measures what
+ * bare per-socket delivery costs on the machine (the fan-out floor).
  *
  * Design, so that the generator is never the bottleneck: one epoll thread
  * per -t, every connection owned by one thread, non-blocking sockets,
@@ -145,6 +148,7 @@ struct lg_conn {
 	bool authed;		/* sink: SASL done */
 	bool counted;		/* counted as ready or failed */
 	uint32_t idx;		/* client number in this run */
+	uint32_t live_idx;	/* sink: position in the thread's live list */
 	uint32_t carry_len;
 	uint32_t out_off, out_len;
 	char *carry;		/* LG_CARRY_MAX, from the first partial item */
@@ -192,6 +196,8 @@ struct lg_thread {
 	int lfd;		/* sink listener */
 	struct lg_conn *conns;
 	uint32_t nconns;
+	uint32_t *live;		/* sink: fds of open streams, for fan-out */
+	uint32_t nlive;
 	uint32_t next_connect;	/* next local conn to connect */
 	uint32_t inflight;	/* logins in progress */
 	int seen_phase;
@@ -603,6 +609,13 @@ static void lg_epoll_mod(struct lg_thread *t, struct lg_conn *c, bool out)
 
 static void lg_close(struct lg_thread *t, struct lg_conn *c)
 {
+	if (c->state == ST_SINK && t->live && c->live_idx < t->nlive) {
+		/* Swap-remove; fan-out loops run backwards, so this is safe there. */
+		uint32_t last = t->live[--t->nlive];
+
+		t->live[c->live_idx] = last;
+		t->conns[last].live_idx = c->live_idx;
+	}
 	if (c->fd >= 0) {
 		epoll_ctl(t->epfd, EPOLL_CTL_DEL, c->fd, NULL);
 		close(c->fd);
@@ -1059,6 +1072,14 @@ static void lg_sink_item(struct lg_thread *t, struct lg_conn *c, const struct lg
 		return;
 	case K_PRESENCE:
 		LG_ADD(t->c.rx_presence, 1);
+		if (!lg_after(it, "<status>", 8))
+			return;
+		for (uint32_t i = t->nlive; i-- > 0;) {
+			struct lg_conn *to = &t->conns[t->live[i]];
+
+			if (to != c && to->authed && lg_write(t, to, it->p, it->len))
+				LG_ADD(t->c.tx_msgs, 1);
+		}
 		return;
 	case K_STREAM_CLOSE:
 		memcpy(t->wbuf + t->wlen, "</stream:stream>", 16);
@@ -1429,13 +1450,15 @@ static void *lg_thread_main(void *arg)
 					c->fd = fd;
 					c->idx = (uint32_t)fd;
 					c->state = ST_SINK;
+					c->live_idx = t->nlive;
+					t->live[t->nlive++] = (uint32_t)fd;
 					c->authed = false;
 					c->out_armed = false;
 					c->carry_len = 0;
 					c->out_len = c->out_off = 0;
 					ev.data.u64 = LG_TAG_CONN | (uint64_t)fd;
 					if (epoll_ctl(t->epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
-						close(fd);
+						lg_close(t, c);
 				}
 			}
 		}
@@ -1912,6 +1935,9 @@ static int lg_cmd_sink(void)
 		if (!t->conns)
 			lg_die("out of memory");
 		t->nconns = maxfd;
+		t->live = calloc(maxfd, sizeof(*t->live));
+		if (!t->live)
+			lg_die("out of memory");
 		for (unsigned k = 0; k < maxfd; k++)
 			t->conns[k].fd = -1;
 		t->lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);

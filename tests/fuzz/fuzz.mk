@@ -69,7 +69,10 @@ endef
 $(foreach t,$(FUZZ_ALL),$(eval $(call FUZZ_LINK_RULE,$(t))))
 
 fuzz-build: deps
-	$(Q)$(MAKE) --no-print-directory $(FUZZ_BINS)
+	$(Q)$(MAKE) --no-print-directory fuzz-bins
+
+fuzz-bins: $(FUZZ_BINS)
+	@:
 
 fuzz: fuzz-build
 	$(Q)scripts/run-fuzz.sh --seconds $(FUZZ_SECONDS) --dir $(FUZZ_DIR) $(FUZZ_TARGETS)
@@ -78,7 +81,7 @@ fuzz-check: fuzz-build
 	$(Q)scripts/run-fuzz.sh --check --seconds $(FUZZ_CHECK_SECONDS) --dir $(FUZZ_DIR) \
 		$(FUZZ_TARGETS)
 
-.PHONY: fuzz fuzz-build fuzz-check
+.PHONY: fuzz fuzz-build fuzz-bins fuzz-check
 .PRECIOUS: $(FUZZ_DIR)/obj/%.o
 
 -include $(shell find $(FUZZ_DIR)/obj -name '*.d' 2>/dev/null)

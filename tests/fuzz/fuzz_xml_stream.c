@@ -18,7 +18,8 @@
  *       released to the pool after every chunk, so parsers (primed ones
  *       included) move between streams mid-document;
  *   C   (flag bit 2) in chunks, with the chunk's ops: restart outside
- *       and inside callbacks, stop from a callback and feed the rest,
+ *       and inside callbacks (stanza and stream_open), stop from a
+ *       callback and feed the rest,
  *       limit_override changes, destroy and re-init, restart after an
  *       error or the end of the stream.
  *
@@ -72,6 +73,7 @@ enum {
 	OP2_RENEW = 0x01,		/* destroy the stream and init a new one */
 	OP2_STOP_ON_OPEN = 0x02,	/* the next stream_open returns false */
 	OP2_LIMIT_IN_CB = 0x04,		/* set limit_override in the next callback */
+	OP2_RESTART_ON_OPEN = 0x08,	/* restart from the next stream_open */
 };
 
 struct chunk {
@@ -96,7 +98,7 @@ struct run {
 	enum run_end end;
 	enum xml_status err;
 	/* one-shot requests for the next callback (run C) */
-	bool restart_in_cb, stop_in_cb, stop_on_open, limit_in_cb;
+	bool restart_in_cb, stop_in_cb, stop_on_open, limit_in_cb, restart_on_open;
 	size_t limit_value;
 };
 
@@ -109,6 +111,11 @@ static bool on_open(void *ctx, const struct xml_node *hdr, const char *default_n
 	r->default_ns = strdup(default_ns);
 	if (!r->default_ns)
 		abort();
+	if (r->restart_on_open) {
+		/* Legal from a callback: the next bytes are a new document. */
+		r->restart_on_open = false;
+		xml_stream_restart(&r->s);
+	}
 	if (r->stop_on_open) {
 		r->stop_on_open = false;
 		return false;
@@ -232,6 +239,7 @@ static void feed_ops(struct run *r, const char *buf, size_t len, uint8_t op, uin
 	r->restart_in_cb |= op & OP_RESTART_IN_CB;
 	r->stop_in_cb |= op & OP_STOP_IN_CB;
 	r->stop_on_open |= op2 & OP2_STOP_ON_OPEN;
+	r->restart_on_open |= op2 & OP2_RESTART_ON_OPEN;
 	if (limit_sel) {
 		if (op2 & OP2_LIMIT_IN_CB) {
 			r->limit_in_cb = true;

@@ -114,6 +114,8 @@ def xml_seeds():
              flags=4, chunks=[(len(HDR), 0x40, 0), (150, 0x60 | 0x01, 0x04), (250, 0x20, 0)])
     xml_seed("ops_stop_on_open", HDR + STANZAS["iq_ping"] + END,
              flags=4, chunks=[(len(HDR) + 20, 0x02, 0x02), (200, 0x10, 0x01)])
+    xml_seed("ops_restart_on_open", HDR + HDR + STANZAS["iq_ping"] + END,
+             flags=4, chunks=[(len(HDR), 0x00, 0x08), (len(HDR) + 20, 0x01, 0x00)])
 
 
 # ---- fuzz_jid: small output size, then the JID ----

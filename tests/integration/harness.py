@@ -108,6 +108,7 @@ class StanzadServer:
         self.log_path = os.path.join(self.state_dir, "stderr.log")
         self.proc = None
         self.c2s_port = self.tls_port = None
+        self.http_port = None  # the HTTP listener: upload, WebSocket, host-meta
         self.returncode = None
         self.stop_requested = False
         self._log = None
@@ -119,7 +120,7 @@ class StanzadServer:
             raise ServerError("no daemon binary at %s (run make first)" % STANZAD)
         last = None
         for _attempt in range(3):  # a port may be taken between probe and bind
-            self.c2s_port, self.tls_port = free_ports(2)
+            self.c2s_port, self.tls_port, self.http_port = free_ports(3)
             self._log = open(self.log_path, "ab")
             # STANZAD_WRAPPER (debugging only), e.g. "valgrind -q" or
             # "gdb -q -batch -ex run -ex bt --args".
@@ -127,6 +128,7 @@ class StanzadServer:
             args = wrapper + [STANZAD, "--domain", DOMAIN, "--state-dir", self.state_dir,
                     "--listen-c2s", "127.0.0.1:%d" % self.c2s_port,
                     "--listen-c2s-tls", "127.0.0.1:%d" % self.tls_port,
+                    "--listen-http", "127.0.0.1:%d" % self.http_port,
                     "--registration", "open", "--log-level", "debug"] + self.extra_args
             self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL,
                                          stdout=self._log, stderr=subprocess.STDOUT)
@@ -145,7 +147,7 @@ class StanzadServer:
 
     def _wait_ready(self, timeout):
         deadline = time.monotonic() + timeout
-        pending = {self.c2s_port, self.tls_port}
+        pending = {self.c2s_port, self.tls_port, self.http_port}
         while pending:
             rc = self.proc.poll()
             if rc is not None:

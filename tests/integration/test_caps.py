@@ -100,13 +100,18 @@ def test_caps_node_answers_the_same_info(server):
         s.close()
 
 
-def test_server_disco_items_is_empty(server):
+def test_server_disco_items_lists_only_its_services(server):
     user, pw, _ = server.new_account("caps")
     s, _ = login(server.tls_port, user, pw, direct_tls=True)
     try:
         el = request(s, "get", "<query xmlns='%s'/>" % NS_DISCO_ITEMS, "i", to=DOMAIN)
         items = result_of(el)
-        assert items.tag == q(NS_DISCO_ITEMS, "query") and len(items) == 0
+        assert items.tag == q(NS_DISCO_ITEMS, "query")
+        # Items are the subdomain services (conference., pubsub., ...), nothing else.
+        for it in items:
+            assert it.tag == q(NS_DISCO_ITEMS, "item")
+            jid = it.get("jid")
+            assert jid.endswith("." + DOMAIN) and "@" not in jid and "/" not in jid, jid
     finally:
         s.close()
 

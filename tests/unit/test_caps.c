@@ -139,7 +139,8 @@ static void test_server_ver_hashes_the_disco_answer(void **state)
 	size_t n = caps_features(IQ_SCOPE_SERVER, f, CAPS_MAX_FEATURES);
 	char ver[CAPS_VER_MAX], node[256];
 
-	assert_int_equal(caps_ver_compute(&caps_server_identity, 1, f, n, ver, sizeof(ver)), 0);
+	assert_int_equal(caps_ver_compute(caps_server_identities, caps_server_nidentities, f, n, ver,
+					  sizeof(ver)), 0);
 	assert_string_equal(caps_server_ver(), ver);
 	snprintf(node, sizeof(node), "%s#%s", CAPS_NODE, ver);
 	assert_true(caps_is_server_node(node));

@@ -1,0 +1,93 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Publish-Subscribe (XEP-0060) at pubsub.DOMAIN and Personal Eventing
+ * (XEP-0163, PEP) at every account's bare JID: one engine for both.
+ *
+ * The data model (hosts, nodes, configuration, affiliations,
+ * subscriptions, access decisions) is pubsub_node.c; the store is
+ * storage_sqlite_pubsub.c; XEP-0115 capabilities of local clients, which
+ * PEP uses to filter notifications by "+notify" interest, are pep.c.
+ * This file is the protocol: iq handling, notifications, disco.
+ *
+ * Every change is applied to the in-memory model at once (so the next
+ * request sees it) and written to the store by a request whose
+ * completion sends the iq result: an answered request is durable. A
+ * publish is notified after the item is stored, serialized once and
+ * copied to each recipient with its own 'to' (fanout.h).
+ *
+ * Items stay in the store; retrieval, the last item for a new
+ * subscriber and the last items a contact gets when it comes online are
+ * read back by storage requests.
+ */
+#ifndef STANZAD_PUBSUB_H
+#define STANZAD_PUBSUB_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "xml.h"
+
+#define NS_PUBSUB		"http://jabber.org/protocol/pubsub"
+#define NS_PUBSUB_OWNER		NS_PUBSUB "#owner"
+#define NS_PUBSUB_EVENT		NS_PUBSUB "#event"
+#define NS_PUBSUB_ERRORS	NS_PUBSUB "#errors"
+#define NS_PUBSUB_NODE_CONFIG	NS_PUBSUB "#node_config"
+#define NS_PUBSUB_PUBLISH_OPTIONS NS_PUBSUB "#publish-options"
+#define NS_PUBSUB_SUB_OPTIONS	NS_PUBSUB "#subscribe_options"
+#define NS_PUBSUB_META_DATA	NS_PUBSUB "#meta-data"
+
+#define PUBSUB_LABEL		"pubsub"	/* the service is pubsub.DOMAIN */
+/* Storage-backed pubsub requests one connection may have in flight (more: resource-constraint). */
+#define PUBSUB_MAX_INFLIGHT	64
+
+struct config;
+struct conn;
+struct iq_request;
+struct jid;
+struct session;
+struct storage;
+struct worker;
+struct pep_caps;
+
+/*
+ * Startup (before the storage thread owns the store): the registry and
+ * every stored node, affiliation and subscription. 0 or -errno (logged).
+ */
+int pubsub_init(struct storage *st, const struct config *cfg);
+/* Frees everything (after the workers stopped). */
+void pubsub_shutdown(void);
+
+/* service.c: whether pubsub.DOMAIN runs (config key pubsub), and its stanzas. */
+bool pubsub_enabled(const struct config *cfg);
+void pubsub_service_route(struct worker *w, struct conn *src, struct xml_node *st,
+			  const struct jid *from, const struct jid *to);
+
+/*
+ * iq.c: PEP, the pubsub and pubsub#owner payloads to an account's bare
+ * JID (IQ_SCOPE_ACCOUNT: one's own; IQ_SCOPE_CONTACT: someone else's).
+ */
+void pep_iq_get(struct iq_request *rq);
+void pep_iq_set(struct iq_request *rq);
+
+/*
+ * caps.c: the pubsub features a disco#info answer lists for an iq scope
+ * (PEP on the server and on accounts). Returns the count (<= cap).
+ */
+size_t pubsub_disco_features(unsigned scope, const char **out, size_t cap);
+
+/*
+ * disco.c: disco#info with a node / disco#items of an account, answered
+ * for its PEP service. True when handled (an answer was sent).
+ */
+bool pubsub_pep_disco_info(struct iq_request *rq);
+bool pubsub_pep_disco_items(struct iq_request *rq);
+
+/*
+ * pep.c: session s (available) now wants notifications of the nodes in
+ * its capabilities that `before` (the previous ones, or NULL after
+ * initial presence) did not want: the last item of each such node it may
+ * see is sent (send_last_published_item = on_sub_and_presence).
+ */
+void pubsub_pep_interest(struct worker *w, struct session *s, const struct pep_caps *before);
+
+#endif

@@ -1,0 +1,370 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The pubsub tables (migration "pubsub" in storage_sqlite.c): nodes,
+ * affiliations, subscriptions, items. See pubsub_store.h.
+ *
+ * Writes for a node that is gone (deleted by an earlier request, or its
+ * PEP account removed) store nothing and report -ENOENT, so a late
+ * request cannot leave orphan rows behind.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pubsub_store.h"
+#include "storage_sqlite.h"
+
+static const char sql_node_put[] =
+	"INSERT INTO pubsub_nodes (id, host, username, node, config, creator, created_at)"
+	" SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7"
+	" WHERE ?3 IS NULL OR EXISTS (SELECT 1 FROM accounts WHERE username = ?3)";
+static const char sql_node_config[] = "UPDATE pubsub_nodes SET config = ?2 WHERE id = ?1";
+static const char sql_node_del[] = "DELETE FROM pubsub_nodes WHERE id = ?1";
+static const char sql_aff_put[] =
+	"INSERT OR REPLACE INTO pubsub_affiliations (node_id, jid, affiliation)"
+	" SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM pubsub_nodes WHERE id = ?1)";
+static const char sql_aff_del[] = "DELETE FROM pubsub_affiliations WHERE node_id = ?1 AND jid = ?2";
+static const char sql_sub_put[] =
+	"INSERT OR REPLACE INTO pubsub_subscriptions (node_id, jid, subid, state, options)"
+	" SELECT ?1, ?2, ?3, ?4, ?5 WHERE EXISTS (SELECT 1 FROM pubsub_nodes WHERE id = ?1)";
+static const char sql_sub_del[] = "DELETE FROM pubsub_subscriptions WHERE node_id = ?1 AND jid = ?2";
+static const char sql_item_put[] =
+	"INSERT OR REPLACE INTO pubsub_items (node_id, item_id, seq, publisher, payload, created_at)"
+	" SELECT ?1, ?2, ?3, ?4, ?5, ?6 WHERE EXISTS (SELECT 1 FROM pubsub_nodes WHERE id = ?1)";
+/* Everything at or below the (max+1)-th newest: nothing when there are fewer. */
+static const char sql_item_trim[] =
+	"DELETE FROM pubsub_items WHERE node_id = ?1 AND seq <= (SELECT seq FROM pubsub_items"
+	" WHERE node_id = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2)";
+static const char sql_item_del[] = "DELETE FROM pubsub_items WHERE node_id = ?1 AND item_id = ?2";
+/* Publish-only entities remove only what they published (XEP-0060 4.1). */
+static const char sql_item_del_own[] =
+	"DELETE FROM pubsub_items WHERE node_id = ?1 AND item_id = ?2 AND publisher = ?3";
+static const char sql_items_purge[] = "DELETE FROM pubsub_items WHERE node_id = ?1";
+static const char sql_items_newest[] =
+	"SELECT item_id, publisher, payload, created_at FROM pubsub_items WHERE node_id = ?1"
+	" ORDER BY seq DESC LIMIT ?2";
+static const char sql_item_get[] =
+	"SELECT item_id, publisher, payload, created_at, seq FROM pubsub_items"
+	" WHERE node_id = ?1 AND item_id = ?2";
+static const char sql_roster_facts[] =
+	"SELECT subscription, groups FROM roster_items"
+	" WHERE username = ?1 AND jid = ?2 AND deleted = 0";
+static const char sql_load_nodes[] =
+	"SELECT id, host, username, node, config, creator, created_at FROM pubsub_nodes ORDER BY id";
+static const char sql_load_affils[] =
+	"SELECT node_id, jid, affiliation FROM pubsub_affiliations ORDER BY node_id, rowid";
+static const char sql_load_subs[] =
+	"SELECT node_id, jid, subid, state, options FROM pubsub_subscriptions";
+static const char sql_max_seq[] = "SELECT COALESCE(MAX(seq), 0) FROM pubsub_items";
+
+/* Binds a string that may be NULL (SQL NULL). */
+static void bind_opt(sqlite3_stmt *s, int i, const char *v)
+{
+	if (v)
+		sqlite3_bind_text(s, i, v, -1, SQLITE_STATIC);
+	else
+		sqlite3_bind_null(s, i);
+}
+
+/* Runs a write and maps "no row changed" to -ENOENT. */
+static int exec_changed(struct storage *st, const char *op, sqlite3_stmt *s)
+{
+	int ret = storage_sqlite_exec(st, op, s);
+
+	if (ret < 0)
+		return ret;
+	return sqlite3_changes(storage_sqlite_db(st)) > 0 ? 0 : -ENOENT;
+}
+
+static sqlite3_stmt *stmt_node(struct storage *st, const char *sql, uint64_t node_id)
+{
+	sqlite3_stmt *s = storage_sqlite_stmt(st, sql);
+
+	if (s)
+		sqlite3_bind_int64(s, 1, (sqlite3_int64)node_id);
+	return s;
+}
+
+static int store_item_put(struct storage *st, const struct ps_mut *m)
+{
+	sqlite3_stmt *s = stmt_node(st, sql_item_put, m->node_id);
+	int ret;
+
+	if (!s)
+		return -EIO;
+	sqlite3_bind_text(s, 2, m->item_id, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 3, (sqlite3_int64)m->seq);
+	sqlite3_bind_text(s, 4, m->publisher ? m->publisher : "", -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 5, m->payload ? m->payload : "", (int)m->payload_len, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 6, m->created);
+	ret = exec_changed(st, "pubsub_item_put", s);
+	if (ret < 0 || !m->max_items)
+		return ret;
+	s = stmt_node(st, sql_item_trim, m->node_id);
+	if (!s)
+		return -EIO;
+	sqlite3_bind_int64(s, 2, m->max_items);
+	return storage_sqlite_exec(st, "pubsub_item_trim", s);
+}
+
+int pubsub_store_apply(struct storage *st, const struct ps_mut *m)
+{
+	sqlite3_stmt *s;
+
+	switch (m->kind) {
+	case PS_MUT_NODE_PUT:
+		if (!(s = stmt_node(st, sql_node_put, m->node_id)))
+			return -EIO;
+		sqlite3_bind_text(s, 2, m->host, -1, SQLITE_STATIC);
+		bind_opt(s, 3, m->user);
+		sqlite3_bind_text(s, 4, m->name, -1, SQLITE_STATIC);
+		sqlite3_bind_text(s, 5, m->config, -1, SQLITE_STATIC);
+		sqlite3_bind_text(s, 6, m->creator ? m->creator : "", -1, SQLITE_STATIC);
+		sqlite3_bind_int64(s, 7, m->created);
+		return exec_changed(st, "pubsub_node_put", s);
+	case PS_MUT_NODE_CONFIG:
+		if (!(s = stmt_node(st, sql_node_config, m->node_id)))
+			return -EIO;
+		sqlite3_bind_text(s, 2, m->config, -1, SQLITE_STATIC);
+		return exec_changed(st, "pubsub_node_config", s);
+	case PS_MUT_NODE_DEL:
+		if (!(s = stmt_node(st, sql_node_del, m->node_id)))
+			return -EIO;
+		return storage_sqlite_exec(st, "pubsub_node_del", s);
+	case PS_MUT_AFF_PUT:
+		if (m->value && strcmp(m->value, "none") == 0) {
+			if (!(s = stmt_node(st, sql_aff_del, m->node_id)))
+				return -EIO;
+			sqlite3_bind_text(s, 2, m->jid, -1, SQLITE_STATIC);
+			return storage_sqlite_exec(st, "pubsub_aff_del", s);
+		}
+		if (!(s = stmt_node(st, sql_aff_put, m->node_id)))
+			return -EIO;
+		sqlite3_bind_text(s, 2, m->jid, -1, SQLITE_STATIC);
+		sqlite3_bind_text(s, 3, m->value, -1, SQLITE_STATIC);
+		return exec_changed(st, "pubsub_aff_put", s);
+	case PS_MUT_SUB_PUT:
+		if (!(s = stmt_node(st, sql_sub_put, m->node_id)))
+			return -EIO;
+		sqlite3_bind_text(s, 2, m->jid, -1, SQLITE_STATIC);
+		sqlite3_bind_text(s, 3, m->subid ? m->subid : "", -1, SQLITE_STATIC);
+		sqlite3_bind_text(s, 4, m->value, -1, SQLITE_STATIC);
+		sqlite3_bind_text(s, 5, m->options ? m->options : "", -1, SQLITE_STATIC);
+		return exec_changed(st, "pubsub_sub_put", s);
+	case PS_MUT_SUB_DEL:
+		if (!(s = stmt_node(st, sql_sub_del, m->node_id)))
+			return -EIO;
+		sqlite3_bind_text(s, 2, m->jid, -1, SQLITE_STATIC);
+		return storage_sqlite_exec(st, "pubsub_sub_del", s);
+	case PS_MUT_ITEM_PUT:
+		return store_item_put(st, m);
+	case PS_MUT_ITEM_DEL:
+		if (!(s = stmt_node(st, m->publisher ? sql_item_del_own : sql_item_del, m->node_id)))
+			return -EIO;
+		sqlite3_bind_text(s, 2, m->item_id, -1, SQLITE_STATIC);
+		if (m->publisher)
+			sqlite3_bind_text(s, 3, m->publisher, -1, SQLITE_STATIC);
+		return exec_changed(st, "pubsub_item_del", s);
+	case PS_MUT_ITEMS_PURGE:
+		if (!(s = stmt_node(st, sql_items_purge, m->node_id)))
+			return -EIO;
+		return storage_sqlite_exec(st, "pubsub_items_purge", s);
+	case PS_MUT_ITEMS_TRIM:
+		if (!(s = stmt_node(st, sql_item_trim, m->node_id)))
+			return -EIO;
+		sqlite3_bind_int64(s, 2, m->max_items);
+		return storage_sqlite_exec(st, "pubsub_item_trim", s);
+	}
+	return -EINVAL;
+}
+
+/* A column's text copied into `a` ("" for NULL), or NULL on ENOMEM. */
+static const char *col_dup(struct arena *a, sqlite3_stmt *s, int i, size_t *len)
+{
+	const unsigned char *t = sqlite3_column_text(s, i);
+	size_t n = (size_t)sqlite3_column_bytes(s, i);
+
+	if (len)
+		*len = t ? n : 0;
+	return arena_strndup(a, t ? (const char *)t : "", t ? n : 0);
+}
+
+/* One row of an item query (columns id, publisher, payload, created) into a new struct. */
+static struct ps_item_row *item_row(struct arena *a, sqlite3_stmt *s, uint64_t node_id,
+				    bool ids_only)
+{
+	struct ps_item_row *r = arena_alloc(a, sizeof(*r));
+
+	if (!r)
+		return NULL;
+	memset(r, 0, sizeof(*r));
+	r->node_id = node_id;
+	r->id = col_dup(a, s, 0, NULL);
+	r->publisher = col_dup(a, s, 1, NULL);
+	r->payload = ids_only ? "" : col_dup(a, s, 2, &r->payload_len);
+	r->created = sqlite3_column_int64(s, 3);
+	if (!r->id || !r->publisher || !r->payload)
+		return NULL;
+	return r;
+}
+
+int pubsub_store_items(struct storage *st, struct arena *a, uint64_t node_id, uint32_t max,
+		       const char *const *ids, size_t nids, bool ids_only,
+		       struct ps_item_row **out)
+{
+	struct ps_item_row *head = NULL, **tail = &head;
+	sqlite3_stmt *s;
+	int rc;
+
+	*out = NULL;
+	if (nids) {
+		/* Requested ids, in the order of the store (oldest first). */
+		struct ps_item_row **rows = arena_alloc(a, nids * sizeof(*rows));
+		uint64_t *seqs = arena_alloc(a, nids * sizeof(*seqs));
+		size_t n = 0;
+
+		if (!rows || !seqs)
+			return -ENOMEM;
+		for (size_t i = 0; i < nids; i++) {
+			if (!(s = stmt_node(st, sql_item_get, node_id)))
+				return -EIO;
+			sqlite3_bind_text(s, 2, ids[i], -1, SQLITE_STATIC);
+			rc = sqlite3_step(s);
+			if (rc == SQLITE_ROW) {
+				rows[n] = item_row(a, s, node_id, ids_only);
+				seqs[n] = (uint64_t)sqlite3_column_int64(s, 4);
+				if (!rows[n]) {
+					storage_sqlite_release(s);
+					return -ENOMEM;
+				}
+				n++;
+			}
+			storage_sqlite_release(s);
+			if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+				return storage_sqlite_error(st, "pubsub_item_get", rc);
+		}
+		/* Insertion sort by seq: the lists are short (one request's ids). */
+		for (size_t i = 1; i < n; i++)
+			for (size_t j = i; j > 0 && seqs[j - 1] > seqs[j]; j--) {
+				struct ps_item_row *tr = rows[j];
+				uint64_t ts = seqs[j];
+
+				rows[j] = rows[j - 1];
+				seqs[j] = seqs[j - 1];
+				rows[j - 1] = tr;
+				seqs[j - 1] = ts;
+			}
+		for (size_t i = 0; i < n; i++) {
+			*tail = rows[i];
+			tail = &rows[i]->next;
+		}
+		*out = head;
+		return 0;
+	}
+	if (!(s = stmt_node(st, sql_items_newest, node_id)))
+		return -EIO;
+	sqlite3_bind_int64(s, 2, max ? (sqlite3_int64)max : -1);
+	/* Newest first from the store; prepended, so the list ends oldest first. */
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		struct ps_item_row *r = item_row(a, s, node_id, ids_only);
+
+		if (!r) {
+			storage_sqlite_release(s);
+			return -ENOMEM;
+		}
+		r->next = head;
+		head = r;
+	}
+	storage_sqlite_release(s);
+	if (rc != SQLITE_DONE)
+		return storage_sqlite_error(st, "pubsub_items", rc);
+	*out = head;
+	return 0;
+}
+
+int pubsub_store_last_item(struct storage *st, struct arena *a, uint64_t node_id,
+			   struct ps_item_row **out)
+{
+	return pubsub_store_items(st, a, node_id, 1, NULL, 0, false, out);
+}
+
+int pubsub_store_roster_facts(struct storage *st, struct arena *a, const char *owner_user,
+			      const char *contact_bare, bool *has_from, const char **groups)
+{
+	sqlite3_stmt *s = storage_sqlite_stmt(st, sql_roster_facts);
+	int rc, ret = 0;
+
+	*has_from = false;
+	*groups = NULL;
+	if (!s)
+		return -EIO;
+	sqlite3_bind_text(s, 1, owner_user, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, contact_bare, -1, SQLITE_STATIC);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		const char *sub = (const char *)sqlite3_column_text(s, 0);
+
+		*has_from = sub && (strcmp(sub, "from") == 0 || strcmp(sub, "both") == 0);
+		*groups = col_dup(a, s, 1, NULL);
+		if (!*groups)
+			ret = -ENOMEM;
+	} else if (rc != SQLITE_DONE) {
+		ret = storage_sqlite_error(st, "pubsub_roster_facts", rc);
+	}
+	storage_sqlite_release(s);
+	return ret;
+}
+
+static const char *col_text(sqlite3_stmt *s, int i)
+{
+	const unsigned char *t = sqlite3_column_text(s, i);
+
+	return t ? (const char *)t : NULL;
+}
+
+int pubsub_store_load(struct storage *st, const struct ps_load_cb *cb, void *arg,
+		      uint64_t *max_seq)
+{
+	sqlite3_stmt *s;
+	int rc, ret = 0;
+
+	*max_seq = 0;
+	if (!(s = storage_sqlite_stmt(st, sql_load_nodes)))
+		return -EIO;
+	while (!ret && (rc = sqlite3_step(s)) == SQLITE_ROW)
+		ret = cb->node(arg, (uint64_t)sqlite3_column_int64(s, 0), col_text(s, 1),
+			       col_text(s, 2), col_text(s, 3), col_text(s, 4), col_text(s, 5),
+			       sqlite3_column_int64(s, 6));
+	storage_sqlite_release(s);
+	if (!ret && rc != SQLITE_DONE)
+		return storage_sqlite_error(st, "pubsub_load_nodes", rc);
+	if (ret)
+		return ret;
+	if (!(s = storage_sqlite_stmt(st, sql_load_affils)))
+		return -EIO;
+	while (!ret && (rc = sqlite3_step(s)) == SQLITE_ROW)
+		ret = cb->affil(arg, (uint64_t)sqlite3_column_int64(s, 0), col_text(s, 1),
+				col_text(s, 2));
+	storage_sqlite_release(s);
+	if (!ret && rc != SQLITE_DONE)
+		return storage_sqlite_error(st, "pubsub_load_affils", rc);
+	if (ret)
+		return ret;
+	if (!(s = storage_sqlite_stmt(st, sql_load_subs)))
+		return -EIO;
+	while (!ret && (rc = sqlite3_step(s)) == SQLITE_ROW)
+		ret = cb->sub(arg, (uint64_t)sqlite3_column_int64(s, 0), col_text(s, 1),
+			      col_text(s, 2), col_text(s, 3), col_text(s, 4));
+	storage_sqlite_release(s);
+	if (!ret && rc != SQLITE_DONE)
+		return storage_sqlite_error(st, "pubsub_load_subs", rc);
+	if (ret)
+		return ret;
+	if (!(s = storage_sqlite_stmt(st, sql_max_seq)))
+		return -EIO;
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW)
+		*max_seq = (uint64_t)sqlite3_column_int64(s, 0);
+	storage_sqlite_release(s);
+	return rc == SQLITE_ROW ? 0 : storage_sqlite_error(st, "pubsub_max_seq", rc);
+}
