@@ -68,6 +68,7 @@ struct http_conn {
 	bool discard_body;		/* answered already: the body is skipped */
 	bool upgrade_ok;		/* the WebSocket route took the upgrade */
 	bool hdr_in_value;		/* the last header callback was a value */
+	bool headers_done;		/* rq.method and the headers are known */
 	bool hdr_name_long;
 	uint8_t hdr_name_len;
 	char hdr_name[32];
@@ -280,7 +281,7 @@ static void http_log_request(struct conn *c)
 	struct http_conn *h = c->http;
 	struct http_request *rq = &h->rq;
 	char path[160];
-	const char *m = rq->url_len ? http_method_str((enum http_method)rq->method) : "-";
+	const char *m = h->headers_done ? http_method_str((enum http_method)rq->method) : "-";
 
 	if (!rq->log_path)
 		log_sanitize(path, sizeof(path), rq->path ? rq->path : rq->url,
@@ -479,6 +480,7 @@ static int http_on_message_begin(http_parser *p)
 	h->resp_bytes = 0;
 	h->discard_body = false;
 	h->upgrade_ok = false;
+	h->headers_done = false;
 	h->req_start_ms = http_now(c);
 	http_set_phase(c, HTTP_PHASE_HEADERS);
 	return 0;
@@ -536,6 +538,7 @@ static char *http_header_dst(struct http_conn *h, size_t *size)
 		KEEP("sec-websocket-key", ws_key),
 		KEEP("sec-websocket-version", ws_version),
 		KEEP("sec-websocket-protocol", ws_protocol),
+		KEEP("expect", expect),
 #undef KEEP
 	};
 
@@ -608,6 +611,7 @@ static int http_on_headers_complete(http_parser *p)
 	char allow[96];
 
 	rq->method = p->method;
+	h->headers_done = true;
 	rq->has_length = p->flags & F_CONTENTLENGTH;
 	rq->chunked = p->flags & F_CHUNKED;
 	rq->content_length = rq->has_length ? p->content_length : 0;
@@ -637,6 +641,9 @@ static int http_on_headers_complete(http_parser *p)
 	r->handle(rq);
 	if (h->resp == HTTP_RESP_NONE && !rq->on_body && http_body_unread(h))
 		http_respond_error(rq, 413, "this resource takes no request body");
+	/* RFC 9110 10.1.1: the handler takes the body, so ask for it. */
+	if (h->resp == HTTP_RESP_NONE && rq->on_body && !strcasecmp(rq->expect, "100-continue"))
+		conn_send(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
 	return 0;
 }
 
@@ -751,6 +758,9 @@ static void http_try_next(struct conn *c)
 		h->msg_done = false;
 		h->resp = HTTP_RESP_NONE;
 		h->route = NULL;
+		h->headers_done = false;
+		memset(&h->rq, 0, sizeof(h->rq));
+		h->rq.c = c;
 		h->last_ms = http_now(c);
 		http_set_phase(c, HTTP_PHASE_IDLE);
 		if (!h->held.len)

@@ -91,6 +91,7 @@ struct http_request {
 	char ws_key[64];
 	char ws_version[16];
 	char ws_protocol[HTTP_MAX_VALUE];
+	char expect[32];		/* "100-continue": the peer waits before its body */
 	uint64_t content_length;
 	bool has_length;		/* a Content-Length header was given */
 	bool chunked;			/* Transfer-Encoding: chunked */

@@ -31,6 +31,7 @@
 #include "router.h"
 #include "server.h"
 #include "session.h"
+#include "sm.h"
 #include "stanza.h"
 #include "storage.h"
 #include "stored_xml.h"
@@ -150,9 +151,11 @@ static enum mam_verdict mam_verdict(enum mam_mode server_mode, enum mam_mode mod
 {
 	bool has_res = full_len > bare_len;
 
-	if (mam_list_has(never, bare, bare_len) || (has_res && mam_list_has(never, full, full_len)))
+	if (mam_list_has(never, bare, bare_len) ||
+	    (has_res && mam_list_has(never, full, full_len)))
 		return MAM_NO;
-	if (mam_list_has(always, bare, bare_len) || (has_res && mam_list_has(always, full, full_len)))
+	if (mam_list_has(always, bare, bare_len) ||
+	    (has_res && mam_list_has(always, full, full_len)))
 		return MAM_YES;
 	if (mode == MAM_MODE_SERVER)
 		mode = server_mode;
@@ -365,8 +368,9 @@ bool mam_archivable(const struct xml_node *msg)
 	if (strcmp(type, "chat") != 0 && strcmp(type, "normal") != 0)
 		return false;
 	for (const struct xml_node *ch = xml_first_element(msg); ch; ch = xml_next_element(ch)) {
-		if (strcmp(ch->ns, MAM_NS_HINTS) == 0 && (strcmp(ch->name, "no-store") == 0 ||
-							strcmp(ch->name, "no-permanent-store") == 0))
+		if (strcmp(ch->ns, MAM_NS_HINTS) == 0 &&
+		    (strcmp(ch->name, "no-store") == 0 ||
+		     strcmp(ch->name, "no-permanent-store") == 0))
 			return false;
 		/* What the server wraps (carbons, archive results) is not a new message. */
 		if ((strcmp(ch->ns, MAM_NS_CARBONS) == 0 && strcmp(ch->name, "private") != 0) ||
@@ -383,12 +387,15 @@ bool mam_archivable(const struct xml_node *msg)
 			worth = true;	/* a mediated invitation (XEP-0045 7.8.2) */
 			continue;
 		}
-		for (size_t i = 0; i < sizeof(mam_payloads) / sizeof(mam_payloads[0]); i++)
-			if (strcmp(ch->ns, mam_payloads[i].ns) == 0 &&
-			    (!mam_payloads[i].name || strcmp(ch->name, mam_payloads[i].name) == 0)) {
+		for (size_t i = 0; i < sizeof(mam_payloads) / sizeof(mam_payloads[0]); i++) {
+			const struct mam_payload *pl = &mam_payloads[i];
+
+			if (strcmp(ch->ns, pl->ns) == 0 &&
+			    (!pl->name || strcmp(ch->name, pl->name) == 0)) {
 				worth = true;
 				break;
 			}
+		}
 	}
 	return worth;
 }
@@ -420,8 +427,10 @@ static atomic_llong mam_overload_logged;
 
 /*
  * One message for one archive. Built on the worker in a single buffer
- * (header, then the texts), run and freed on the storage thread: nothing
- * comes back to the worker (req.inbox is NULL).
+ * (header, then the texts), run on the storage thread. Nothing comes back
+ * to the worker (req.inbox NULL, done runs on the storage thread) unless
+ * the sender's stream-management acks wait for the commit (DESIGN: what
+ * is acknowledged is durable): then done releases the hold on the worker.
  */
 struct mam_write {
 	struct storage_req req;		/* first; req.user: the archive owner */
@@ -435,7 +444,8 @@ struct mam_write {
 	char id[MAM_ID_LEN + 1];
 	size_t stanza_len;
 	size_t peer_off, res_off, stamp_off;	/* into text[] */
-	char text[];			/* stanza \0 peer \0 resource \0 stamp \0 */
+	size_t holder_off;		/* the sender whose acks wait (full JID), 0: none */
+	char text[];			/* stanza \0 peer \0 resource \0 stamp \0 holder \0 */
 };
 
 /* What precedes text[]: appended as zeros, then filled in. */
@@ -487,6 +497,11 @@ static bool mam_write_decide(struct storage *st, const struct mam_write *mw)
 	return roster_db_state(st, mw->req.user, peer, &state, &approved, &exists) == 0 && exists;
 }
 
+/*
+ * Storage thread: applies the stored preferences when the worker could
+ * not, then appends the entry, or takes the stamp back out of the offline
+ * copy; a due retention sweep follows a successful write.
+ */
 static int mam_write_run(struct storage *st, struct storage_req *req)
 {
 	struct mam_write *mw = (struct mam_write *)req;
@@ -498,8 +513,11 @@ static int mam_write_run(struct storage *st, struct storage_req *req)
 		/* No such account: the router bounces the message; nothing to keep. */
 		if (ret == -ENOENT)
 			ret = 0;
-		else if (ret == -EEXIST)
+		/* A UID met an older one (96 random bits: never seen in practice). */
+		if (ret == -EEXIST) {
 			log_error("mam.duplicate_id", "user=%s id=%s", req->user, mw->id);
+			ret = 0;
+		}
 	} else if (mw->text[mw->stamp_off]) {
 		/* Declined after the offline copy got the stamp: take it back. */
 		ret = mam_db_unstamp_offline(st, req->user, mw->text + mw->stamp_off);
@@ -509,13 +527,26 @@ static int mam_write_run(struct storage *st, struct storage_req *req)
 	return ret;
 }
 
-/* Storage thread: the write is done; its memory goes back. */
+/*
+ * The write is done (committed or failed: either way the sender may be
+ * acked). On the storage thread, or on the worker when an ack is held.
+ */
 static void mam_write_done(struct storage_req *req)
 {
 	struct mam_write *mw = (struct mam_write *)req;
 
 	if (req->result < 0)
-		log_warn("mam.store_failed", "user=%s id=%s err=%d", req->user, mw->id, req->result);
+		log_warn("mam.store_failed", "user=%s id=%s err=%d", req->user, mw->id,
+			 req->result);
+	if (mw->holder_off) {
+		struct worker *w = (struct worker *)((char *)req->inbox -
+						     offsetof(struct worker, inbox));
+		const char *holder = mw->text + mw->holder_off;
+		struct session *s = sessdir_find_full(w->srv->sessions, holder, strlen(holder));
+
+		if (s)
+			sm_release_ack(s);
+	}
 	atomic_fetch_sub(&mam_pending, mw->size);
 	free(mw);
 }
@@ -527,7 +558,8 @@ static void mam_overload(void)
 	long long last = atomic_load(&mam_overload_logged);
 
 	if (now - last >= 60 && atomic_compare_exchange_strong(&mam_overload_logged, &last, now))
-		log_warn("mam.overload", "pending_bytes=%zu limit=%u msg=\"messages are not archived\"",
+		log_warn("mam.overload",
+			 "pending_bytes=%zu limit=%u msg=\"messages are not archived\"",
 			 atomic_load(&mam_pending), MAM_MAX_PENDING_BYTES);
 }
 
@@ -541,13 +573,14 @@ static void mam_overload(void)
  */
 static struct mam_write *mam_write_new(struct worker *w, const struct xml_node *st,
 				       const char *user, const struct jid *peer, bool outgoing,
-				       bool self, const char *stamp_by)
+				       bool self, const char *stamp_by,
+				       const struct session *holder)
 {
 	const size_t hdr = offsetof(struct mam_write, text);
 	const struct config *cfg = w->srv->cfg;
 	struct strbuf b = STRBUF_INIT;
 	struct mam_write *mw;
-	size_t stanza_len, peer_off, res_off, stamp_off;
+	size_t stanza_len, peer_off, res_off, stamp_off, holder_off = 0;
 	char id[MAM_ID_LEN + 1];
 
 	if (atomic_load(&mam_pending) >= MAM_MAX_PENDING_BYTES) {
@@ -574,6 +607,11 @@ static struct mam_write *mam_write_new(struct worker *w, const struct xml_node *
 
 		xml_serialize(&b, &sid, XML_NS_CLIENT);
 	}
+	if (holder) {
+		strbuf_append(&b, "", 1);
+		holder_off = b.len - hdr;
+		strbuf_append(&b, holder->jid, holder->jid_len);
+	}
 	if (b.oom) {
 		strbuf_free(&b);
 		return NULL;
@@ -595,13 +633,27 @@ static struct mam_write *mam_write_new(struct worker *w, const struct xml_node *
 	mw->peer_off = peer_off;
 	mw->res_off = res_off;
 	mw->stamp_off = stamp_off;
+	mw->holder_off = holder_off;
 	return mw;
 }
 
-static void mam_write_submit(struct worker *w, struct mam_write *mw)
+/* Hands the write to the store; `holder` (the sender, or NULL) is acked after the commit. */
+static void mam_write_submit(struct worker *w, struct mam_write *mw, struct session *holder)
 {
+	if (mw->holder_off && holder) {
+		sm_hold_ack(holder);
+		mw->req.inbox = &w->inbox;
+	} else {
+		mw->holder_off = 0;
+	}
 	atomic_fetch_add(&mam_pending, mw->size);
 	storage_queue_submit(w->srv->store, &mw->req);
+}
+
+/* The sender's session when its stream-management acks must wait for our writes. */
+static struct session *mam_holder(struct conn *src)
+{
+	return src && src->sess && src->sess->sm ? src->sess : NULL;
 }
 
 /* ---- Hooks ---- */
@@ -613,6 +665,7 @@ static void mam_stamp_init(struct mam_stamp *ms, struct worker *w, const struct 
 
 	ms->parent = NULL;
 	ms->pending = NULL;
+	ms->holder = NULL;
 	ms->w = w;
 	memcpy(ms->bybuf, owner->buf, len);
 	ms->bybuf[len] = '\0';
@@ -651,12 +704,12 @@ void mam_outbound(struct mam_stamp *ms, struct conn *c, struct xml_node *st,
 	    !mam_wanted(c->w->srv->cfg, session_account(s), to, false))
 		return;
 	mam_localpart(from, user, sizeof(user));
-	mw = mam_write_new(c->w, st, user, to, true, false, NULL);
+	mw = mam_write_new(c->w, st, user, to, true, false, NULL, mam_holder(c));
 	if (!mw)
 		return;
 	/* The stamp only travels in the sent carbons (XEP-0313 5.1.2). */
 	mam_stamp_link(ms, st, mw->id);
-	mam_write_submit(c->w, mw);
+	mam_write_submit(c->w, mw, mam_holder(c));
 }
 
 /* Whether the JID is the server itself or one of its accounts (not a subdomain). */
@@ -707,7 +760,8 @@ void mam_inbound(struct mam_stamp *ms, struct worker *w, struct conn *src, struc
 	 * same; should they decline, the write takes the stamp out of it
 	 * again: it is submitted after the offline store (mam_stamp_end).
 	 */
-	mw = mam_write_new(w, st, user, from, false, self, a ? NULL : ms->bybuf);
+	ms->holder = mam_holder(src);
+	mw = mam_write_new(w, st, user, from, false, self, a ? NULL : ms->bybuf, ms->holder);
 	if (!mw)
 		return;
 	mam_stamp_link(ms, st, mw->id);
@@ -721,7 +775,7 @@ void mam_stamp_end(struct mam_stamp *ms)
 		ms->parent = NULL;
 	}
 	if (ms->pending) {
-		mam_write_submit(ms->w, ms->pending);
+		mam_write_submit(ms->w, ms->pending, ms->holder);
 		ms->pending = NULL;
 	}
 }
@@ -786,7 +840,7 @@ static int mam_query_field(struct arena *a, const struct dataform_field *fl,
 		for (size_t i = 0; i < fl->nvalues; i++)
 			if (!fl->values[i][0] || strlen(fl->values[i]) > RSM_UID_MAX)
 				return mam_query_bad(condition, why, "bad-request",
-						     "an archive UID in 'ids' is empty or too long");
+						     "an 'ids' value is empty or too long");
 		q->ids = fl->values;
 		q->nids = fl->nvalues;
 		return 0;
@@ -959,6 +1013,7 @@ static bool mam_row_matches(const struct mam_filter *f, const struct mam_row *ro
 	return !f->resource || strcmp(row->resource, f->resource) == 0;
 }
 
+/* mam_collect for rows fetched by UID: only those the rest of the query selects count. */
 static int mam_collect_matching(void *arg, const struct mam_row *row)
 {
 	struct mam_query_op *op = arg;
@@ -988,6 +1043,7 @@ struct mam_id_ts {
 	const char *id;
 };
 
+/* qsort order of UIDs: by their archive time. */
 static int mam_id_ts_cmp(const void *x, const void *y)
 {
 	const struct mam_id_ts *a = x, *b = y;
@@ -1143,13 +1199,15 @@ static void mam_query_answer(struct worker *w, struct session *s, struct mam_que
 	}
 	fin = xml_node_new(a, NS_MAM, "fin");
 	if (!fin || (queryid && xml_attr_set(a, fin, "queryid", queryid) < 0) ||
-	    (!op->more && xml_attr_set(a, fin, "complete", "true") < 0) || !rsm_build(a, fin, &rr)) {
+	    (!op->more && xml_attr_set(a, fin, "complete", "true") < 0) ||
+	    !rsm_build(a, fin, &rr)) {
 		iq_async_error(&op->a, s, "internal-server-error", NULL);
 		return;
 	}
 	iq_async_result(&op->a, s, fin);
 }
 
+/* Worker: answers the query (results and fin, or the error), if the requester is still there. */
 static void mam_query_done(struct storage_req *req)
 {
 	struct mam_query_op *op = (struct mam_query_op *)req;
@@ -1201,6 +1259,11 @@ void mam_foreign(struct iq_request *rq)
 	iq_reply_error(rq, "forbidden", "only the account itself may use its archive");
 }
 
+/*
+ * An archive query: parsed here (errors answered at once), bounds made
+ * exclusive and floored by the retention, UIDs copied into the request,
+ * the rest on the storage thread (mam_query_run) and back (mam_query_done).
+ */
 void mam_query_set(struct iq_request *rq)
 {
 	const struct config *cfg = rq->w->srv->cfg;
@@ -1308,6 +1371,7 @@ struct mam_meta_op {
 	char id[2][RSM_UID_MAX + 1];
 };
 
+/* The first and the last entry, in that order (mam_db_bounds). */
 static int mam_meta_row(void *arg, const struct mam_row *row)
 {
 	struct mam_meta_op *op = arg;
@@ -1320,6 +1384,7 @@ static int mam_meta_row(void *arg, const struct mam_row *row)
 	return 0;
 }
 
+/* Storage thread: the oldest and newest live entries. */
 static int mam_meta_run(struct storage *st, struct storage_req *req)
 {
 	struct mam_meta_op *op = (struct mam_meta_op *)req;
@@ -1327,6 +1392,7 @@ static int mam_meta_run(struct storage *st, struct storage_req *req)
 	return mam_db_bounds(st, req->user, op->alive_after, mam_meta_row, op);
 }
 
+/* Worker: <metadata> with <start/> and <end/>, or empty for an empty archive. */
 static void mam_meta_done(struct storage_req *req)
 {
 	struct mam_meta_op *op = (struct mam_meta_op *)req;
@@ -1408,6 +1474,7 @@ static struct xml_node *mam_prefs_element(struct arena *a, enum mam_mode mode, c
 	return p;
 }
 
+/* XEP-0441 get: from memory (the requester's account is loaded), the server default if none. */
 void mam_prefs_get(struct iq_request *rq)
 {
 	const struct account *acct = rq->conn->sess ? session_account(rq->conn->sess) : NULL;
@@ -1433,6 +1500,7 @@ struct mam_prefs_op {
 	char text[];
 };
 
+/* Storage thread: the new preferences replace the stored ones. */
 static int mam_prefs_run(struct storage *st, struct storage_req *req)
 {
 	struct mam_prefs_op *op = (struct mam_prefs_op *)req;
@@ -1508,6 +1576,10 @@ static int mam_prefs_list(struct arena *a, const struct xml_node *list, struct s
 	return 0;
 }
 
+/*
+ * XEP-0441 set: a known default and valid JIDs (normalized, at most
+ * MAM_PREFS_MAX_JIDS), stored, then in effect and echoed back.
+ */
 void mam_prefs_set(struct iq_request *rq)
 {
 	enum mam_mode mode = mam_mode_parse(xml_attr_get(rq->payload, "default"));

@@ -30,7 +30,10 @@
  * it got the first time and is not archived again.
  *
  * The archive write never blocks the loop: it is a fire-and-forget
- * storage request (group commit with everything else queued). The stored
+ * storage request (group commit with everything else queued), except
+ * that a sender with stream management (XEP-0198) gets its acks only once
+ * the writes its message caused have committed (DESIGN: acknowledged
+ * means durable), as for offline storage. The stored
  * stanza is the message as the server routed it (without our stamp),
  * serialized standalone. IDs are 96 random bits (unpredictable, XEP-0359
  * section 6), order is the time of archiving in microseconds, strictly
@@ -74,6 +77,7 @@
 
 struct account;
 struct conn;
+struct session;
 struct iq_request;
 struct jid;
 struct storage;
@@ -124,6 +128,7 @@ struct mam_stamp {
 	struct xml_attr by, id;
 	struct xml_node *parent;	/* the stanza it is linked into, or NULL */
 	struct mam_write *pending;	/* archive write submitted at mam_stamp_end */
+	struct session *holder;		/* sender whose stream-management acks wait for it */
 	struct worker *w;
 	char idbuf[MAM_ID_LEN + 1];
 	char bybuf[JID_MAX];		/* the archive owner's bare JID */

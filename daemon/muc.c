@@ -176,6 +176,7 @@ struct muc_room *muc_room_create(struct muc_service *svc, const char *name, size
 	return room;
 }
 
+/* Frees a room and everything it holds (not in the table any more, or never was). */
 static void muc_room_free(struct muc_room *room)
 {
 	struct muc_occupant *o;
@@ -197,6 +198,7 @@ static void muc_room_free(struct muc_room *room)
 	free(room);
 }
 
+/* Takes a room out of the table (it stays allocated). */
 static void muc_room_unlink(struct muc_service *svc, struct muc_room *room)
 {
 	struct muc_room **pp = &svc->buckets[room->hash & (svc->nbuckets - 1)];
@@ -212,6 +214,11 @@ static void muc_room_unlink(struct muc_service *svc, struct muc_room *room)
 
 /* ---- Persistence: requests to the storage thread, fire and forget ---- */
 
+/*
+ * Each request carries copies of what it writes (one allocation, strings
+ * packed behind the struct): the room may change or go before the
+ * storage thread gets to it, and the queue keeps the order of writes.
+ */
 struct muc_put_req {
 	struct storage_req req;		/* first */
 	struct muc_room_row row;
@@ -263,6 +270,7 @@ static void muc_write_done(struct storage_req *req)
 	free(req);
 }
 
+/* Hands a filled request to the storage thread; muc_write_done frees it. */
 static void muc_submit(struct muc_ctx *c, struct storage_req *req, const char *room_name,
 		       int (*run)(struct storage *st, struct storage_req *req))
 {
@@ -301,7 +309,9 @@ static char *muc_room_name(struct muc_ctx *c, const struct muc_room *room)
 	return arena_strndup(c->a, room->jid, room->name_len);
 }
 
-static void muc_submit_delete(struct muc_ctx *c, const struct muc_room *room, bool with_archive)
+/* Queues the removal of a room's rows (and its archive when with_archive). */
+static void muc_submit_delete(struct muc_ctx *c, const struct muc_room *room,
+			      bool with_archive)
 {
 	const char *name = muc_room_name(c, room);
 	struct muc_delete_req *dr;
@@ -334,6 +344,7 @@ void muc_persist(struct muc_ctx *c, struct muc_room *room)
 		room->stored = false;
 		return;
 	}
+	/* One allocation: the struct, the affiliation rows, then every string. */
 	size = sizeof(*pr) + room->naffils * sizeof(struct muc_affiliation_row) +
 	       room->name_len + 1 + opt_len(cfg->title) + opt_len(cfg->description) +
 	       opt_len(cfg->password) + opt_len(room->subject) + opt_len(room->subject_nick);
@@ -383,6 +394,7 @@ void muc_archive_put(struct muc_ctx *c, struct muc_room *room, const struct muc_
 	struct muc_archive_req *ar;
 	char *p;
 
+	/* The text is copied: the fan-out's template is reused by the next stanza. */
 	ar = calloc(1, sizeof(*ar) + room->name_len + 1 + strlen(sid) + 1 + occ->nick_len + 1 +
 			   occ->jid_len + 1 + occ->bare_len + 1 + len + 1);
 	if (!ar) {
@@ -470,6 +482,7 @@ int muc_affil_set(struct muc_room *room, const char *jid, size_t len, enum muc_a
 	struct muc_affil **pp, *a;
 	char *n = NULL;
 
+	/* nowners is kept in step here: the last-owner rule reads it (10.5). */
 	for (pp = &room->affils; *pp; pp = &(*pp)->next)
 		if ((*pp)->jid_len == len && memcmp((*pp)->jid, jid, len) == 0)
 			break;
@@ -615,7 +628,9 @@ void muc_reply_error_typed(struct muc_ctx *c, const char *type, const char *cond
 	}
 	jid_bare_str(c->to, by, sizeof(by));
 	err = xml_node_add_child(c->a, r, XML_NS_CLIENT, "error");
-	if (!err || xml_attr_set(c->a, err, "type", type ? type : stanza_error_type(condition)) < 0 ||
+	if (!type)
+		type = stanza_error_type(condition);
+	if (!err || xml_attr_set(c->a, err, "type", type) < 0 ||
 	    xml_attr_set(c->a, err, "by", by) < 0 ||
 	    !xml_node_add_child(c->a, err, NS_STANZAS, condition))
 		goto fail;
@@ -667,6 +682,10 @@ static int muc_rehome_attrs(struct xml_node *st, struct arena *a)
 	return 0;
 }
 
+/*
+ * Handles one stanza for the service, a room or an occupant JID. Every
+ * tree it builds lives in the service's arena, which the caller resets.
+ */
 static void muc_handle(struct muc_service *svc, struct worker *w, struct xml_node *st,
 		       const struct jid *from, const struct jid *to)
 {
@@ -732,6 +751,7 @@ static void muc_defer(struct muc_service *svc, struct xml_node *st)
 	d->len = b.len;
 	memcpy(d->text, b.data, b.len + 1);
 	strbuf_free(&b);
+	log_debug("muc.deferred", "queued=%u", svc->ndeferred + 1);
 	if (svc->deferred_tail)
 		svc->deferred_tail->next = d;
 	else
@@ -775,6 +795,7 @@ void muc_route(struct worker *w, struct conn *src, struct xml_node *st,
 	svc->depth++;
 	muc_handle(svc, w, st, from, to);
 	arena_reset(&svc->arena);
+	/* What arrived meanwhile, in order; each may queue more: until none. */
 	while (svc->deferred)
 		muc_run_deferred(svc, w);
 	svc->depth--;
@@ -787,6 +808,7 @@ struct muc_load_ctx {
 	unsigned rooms, affs;
 };
 
+/* strdup of an optional string; sets *err on ENOMEM (NULL stays NULL). */
 static char *dup_opt(const char *s, int *err)
 {
 	char *d;
@@ -799,6 +821,7 @@ static char *dup_opt(const char *s, int *err)
 	return d;
 }
 
+/* One stored room into the table (muc_db_load callback). 0 or -ENOMEM. */
 static int muc_load_room(void *arg, const struct muc_room_row *r)
 {
 	struct muc_load_ctx *lc = arg;
@@ -842,6 +865,7 @@ static int muc_load_room(void *arg, const struct muc_room_row *r)
 	return err;
 }
 
+/* One stored affiliation into its room; rows of unknown rooms are skipped. */
 static int muc_load_aff(void *arg, const char *name, const struct muc_affiliation_row *a)
 {
 	struct muc_load_ctx *lc = arg;
@@ -860,6 +884,7 @@ struct muc_load_hist {
 	size_t n, cap;
 };
 
+/* Keeps a copy of one archived message; 1 (stop) once the room's length is reached. */
 static int muc_load_hist_row(void *arg, const struct muc_archive_row *m)
 {
 	struct muc_load_hist *h = arg;
@@ -927,6 +952,7 @@ int muc_service_load(struct server *srv, struct storage *st)
 		ret = -ENOMEM;
 		goto err_free;
 	}
+	/* Seeded: room names are chosen by users, who could otherwise aim at one bucket. */
 	if (getrandom(&svc->hash_seed, sizeof(svc->hash_seed), 0) != sizeof(svc->hash_seed))
 		svc->hash_seed = (uint32_t)time(NULL);
 	arena_init(&svc->arena, MUC_ARENA_CHUNK);
@@ -942,8 +968,9 @@ int muc_service_load(struct server *srv, struct storage *st)
 		goto err_free;
 	}
 	if (svc->nrooms > cfg->max_muc_rooms)
-		log_warn("muc.rooms_over_limit", "rooms=%zu max_muc_rooms=%u msg=\"stored rooms are "
-			 "kept; no new room until below the limit\"", svc->nrooms, cfg->max_muc_rooms);
+		log_warn("muc.rooms_over_limit", "rooms=%zu max_muc_rooms=%u msg=\"stored rooms "
+			 "are kept; no new room until below the limit\"", svc->nrooms,
+			 cfg->max_muc_rooms);
 	log_info("muc.start", "domain=%s rooms=%u affiliations=%u", svc->domain, lc.rooms, lc.affs);
 	srv->muc = svc;
 	return 0;

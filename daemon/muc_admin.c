@@ -41,6 +41,7 @@ void muc_config_defaults(const struct muc_service *svc, struct muc_config *cfg)
 	cfg->archive = sc->max_muc_archive > 0;
 }
 
+/* Frees the strings of a configuration; the password is wiped first (a secret). */
 void muc_config_free(struct muc_config *cfg)
 {
 	free(cfg->title);
@@ -63,6 +64,7 @@ static struct xml_node *query_new(struct muc_ctx *c, const char *ns, const char 
 	return q;
 }
 
+/* <identity category='conference' type='text' name=.../> (6.2, 6.4). */
 static int add_identity(struct muc_ctx *c, struct xml_node *q, const char *name)
 {
 	struct xml_node *id = xml_node_add_child(c->a, q, NULL, "identity");
@@ -74,6 +76,7 @@ static int add_identity(struct muc_ctx *c, struct xml_node *q, const char *name)
 	return 0;
 }
 
+/* <feature var=.../> in a disco#info query. 0 or -ENOMEM. */
 static int add_feature(struct muc_ctx *c, struct xml_node *q, const char *var)
 {
 	struct xml_node *f = xml_node_add_child(c->a, q, NULL, "feature");
@@ -113,6 +116,7 @@ oom:
 	muc_reply_error(c, "internal-server-error", NULL);
 }
 
+/* qsort order of rooms: by JID, which RSM <after/> pages by. */
 static int room_cmp(const void *a, const void *b)
 {
 	const struct muc_room *ra = *(const struct muc_room *const *)a;
@@ -186,7 +190,8 @@ static void service_items(struct muc_ctx *c)
 			el = xml_node_add_child(c->a, rs, NS_RSM, "first");
 			snprintf(num, sizeof(num), "%zu", first);
 			if (!el || xml_attr_set(c->a, el, "index", num) < 0 ||
-			    xml_node_add_text(c->a, el, rooms[first]->jid, rooms[first]->jid_len) < 0)
+			    xml_node_add_text(c->a, el, rooms[first]->jid,
+					      rooms[first]->jid_len) < 0)
 				goto oom;
 			el = xml_node_add_child(c->a, rs, NS_RSM, "last");
 			if (!el || xml_node_add_text(c->a, el, rooms[first + shown - 1]->jid,
@@ -347,7 +352,8 @@ static void admin_get(struct muc_ctx *c, const struct xml_node *q)
 			it = xml_node_add_child(c->a, r, NS_MUC_ADMIN, "item");
 			if (!it || xml_attr_set(c->a, it, "nick", o->nick) < 0 ||
 			    xml_attr_set(c->a, it, "role", muc_role_name(o->role)) < 0 ||
-			    xml_attr_set(c->a, it, "affiliation", muc_affiliation_name(o->aff)) < 0 ||
+			    xml_attr_set(c->a, it, "affiliation",
+					 muc_affiliation_name(o->aff)) < 0 ||
 			    xml_attr_set(c->a, it, "jid", o->jid) < 0)
 				goto oom;
 		}
@@ -439,6 +445,7 @@ static void apply_affiliation_to_occupants(struct muc_ctx *c, struct muc_room *r
 	}
 }
 
+/* The <reason/> of an #admin item, cut at MUC_REASON_MAX bytes; NULL when none. */
 static const char *item_reason(struct muc_ctx *c, const struct xml_node *item)
 {
 	const struct xml_node *r = xml_child(item, NS_MUC_ADMIN, "reason");
@@ -447,6 +454,10 @@ static const char *item_reason(struct muc_ctx *c, const struct xml_node *item)
 	return t && strlen(t) > MUC_REASON_MAX ? arena_strndup(c->a, t, MUC_REASON_MAX) : t;
 }
 
+/*
+ * An #admin set (8.2-8.5, 9.1-9.8): role items by nick, affiliation items
+ * by bare JID. Checked whole first, then applied; the result comes last.
+ */
 static void admin_set(struct muc_ctx *c, const struct xml_node *q)
 {
 	struct muc_room *room = c->room;
@@ -483,7 +494,8 @@ static void admin_set(struct muc_ctx *c, const struct xml_node *q)
 		x->item = it;
 		/* 17.4: a role or an affiliation, never both. */
 		if (!role_s == !aff_s) {
-			muc_reply_error(c, "bad-request", "each item changes a role or an affiliation");
+			muc_reply_error(c, "bad-request",
+					"each item changes a role or an affiliation");
 			return;
 		}
 		if (role_s) {
@@ -493,7 +505,8 @@ static void admin_set(struct muc_ctx *c, const struct xml_node *q)
 			x->value = muc_role_parse(role_s);
 			x->nick = xml_attr_get(it, "nick");
 			if (x->value < 0 || !x->nick) {
-				muc_reply_error(c, "bad-request", "a role item needs a role and a nick");
+				muc_reply_error(c, "bad-request",
+						"a role item needs a role and a nick");
 				return;
 			}
 			t = muc_occupant_by_nick(room, x->nick);
@@ -501,8 +514,8 @@ static void admin_set(struct muc_ctx *c, const struct xml_node *q)
 				muc_reply_error(c, "item-not-found", "no such occupant");
 				return;
 			}
-			err = muc_check_role_change(actor_aff, actor_role, t->aff, t->role, x->value,
-						    t == actor);
+			err = muc_check_role_change(actor_aff, actor_role, t->aff, t->role,
+						    x->value, t == actor);
 		} else {
 			const char *j = xml_attr_get(it, "jid");
 			enum muc_affiliation cur;
@@ -510,8 +523,8 @@ static void admin_set(struct muc_ctx *c, const struct xml_node *q)
 
 			x->value = muc_affiliation_parse(aff_s);
 			if (x->value < 0 || !j) {
-				muc_reply_error(c, "bad-request",
-						"an affiliation item needs an affiliation and a jid");
+				muc_reply_error(c, "bad-request", "an affiliation item needs "
+						"an affiliation and a jid");
 				return;
 			}
 			if (jid_parse(&x->jid, j, strlen(j)) < 0) {
@@ -524,7 +537,7 @@ static void admin_set(struct muc_ctx *c, const struct xml_node *q)
 			cur = e ? e->aff : MUC_AFF_NONE;
 			if (!e && x->value != MUC_AFF_NONE)
 				new_entries++;
-			/* The owners left once every item applies (items may repeat a JID: approximate). */
+			/* Owners left once every item applies (a JID given twice: approximate). */
 			if (cur == MUC_AFF_OWNER && x->value != MUC_AFF_OWNER)
 				owners_after--;
 			else if (cur != MUC_AFF_OWNER && x->value == MUC_AFF_OWNER)
@@ -563,15 +576,19 @@ static void admin_set(struct muc_ctx *c, const struct xml_node *q)
 			if (!t || t->role == x->value)
 				continue;
 			if (x->value == MUC_ROLE_NONE) {
-				muc_occupant_remove(c, room, t, 307, actor_nick, reason);
+				/* Every session of the nickname goes (7.2.9). */
+				do
+					muc_occupant_remove(c, room, t, 307, actor_nick, reason);
+				while ((t = muc_occupant_by_nick(room, x->nick)) != NULL);
 			} else {
-				t->role = (uint8_t)x->value;
+				muc_set_nick_role(room, t, x->value);
 				muc_occupant_changed(c, room, t, actor_nick, reason);
 			}
 			continue;
 		}
 		if (muc_affil_set(room, x->jid.buf, x->jid.len, x->value, x->reserve) < 0) {
-			log_error("muc.affiliation_failed", "room=%s msg=\"out of memory\"", room->jid);
+			log_error("muc.affiliation_failed", "room=%s msg=\"out of memory\"",
+				  room->jid);
 			continue;
 		}
 		aff_changed = true;
@@ -593,6 +610,7 @@ static int form_bool(struct muc_ctx *c, struct xml_node *x, const char *var, con
 					v ? "1" : "0") ? 0 : -ENOMEM;
 }
 
+/* A list-single field with its value and n options (labels may be NULL). */
 static int form_list(struct muc_ctx *c, struct xml_node *x, const char *var, const char *label,
 		     const char *value, const char *const *opts, const char *const *labels,
 		     size_t n)
@@ -657,8 +675,8 @@ static struct xml_node *config_form(struct muc_ctx *c)
 		      cfg->moderated) < 0 ||
 	    form_bool(c, x, "muc#roomconfig_passwordprotectedroom", "Password Required to Enter?",
 		      cfg->password != NULL) < 0 ||
-	    !dataform_add_field_value(a, x, DATAFORM_FIELD_TEXT_PRIVATE, "muc#roomconfig_roomsecret",
-				      "Password", cfg->password))
+	    !dataform_add_field_value(a, x, DATAFORM_FIELD_TEXT_PRIVATE,
+				      "muc#roomconfig_roomsecret", "Password", cfg->password))
 		return NULL;
 	/* Maximum occupants: the usual sizes under the service's limit, and the limit. */
 	snprintf(num, sizeof(num), "%u", muc_room_max_users(c->svc, room));
@@ -674,7 +692,8 @@ static struct xml_node *config_form(struct muc_ctx *c)
 	snprintf(num, sizeof(num), "%u", cap);
 	if (dataform_field_add_option(a, f, NULL, num) < 0 ||
 	    form_list(c, x, "muc#roomconfig_whois", "Who May Discover Real JIDs?",
-		      cfg->non_anonymous ? "anyone" : "moderators", whois_opts, whois_labels, 2) < 0)
+		      cfg->non_anonymous ? "anyone" : "moderators", whois_opts, whois_labels,
+		      2) < 0)
 		return NULL;
 	snprintf(num, sizeof(num), "%u", cfg->history_len);
 	if (!dataform_add_field_value(a, x, DATAFORM_FIELD_TEXT_SINGLE, "muc#maxhistoryfetch",
@@ -760,6 +779,7 @@ static int jid_list(struct arena *a, const struct dataform *f, const char *var,
 	return 0;
 }
 
+/* Whether jid[0..len) is one of the n JIDs of list. */
 static bool jid_in(const struct jid *list, size_t n, const char *jid, size_t len)
 {
 	for (size_t i = 0; i < n; i++)
@@ -988,6 +1008,10 @@ static void room_destroy_request(struct muc_ctx *c, const struct xml_node *d)
 	muc_room_destroy(c, room);
 }
 
+/*
+ * #owner (10): get = the configuration form; set = a submitted form, a
+ * cancellation, or <destroy/>. Owners only (forbidden otherwise).
+ */
 static void owner_iq(struct muc_ctx *c, const struct xml_node *q, bool get)
 {
 	struct muc_room *room = c->room;

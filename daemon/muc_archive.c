@@ -71,6 +71,7 @@ struct mam_query {
 	uint64_t count;
 };
 
+/* Frees a query, its rows and its ids, and resets the worker's scratch (iq_async_free). */
 static void mam_query_free(struct mam_query *q)
 {
 	for (size_t i = 0; i < q->nrows; i++) {
@@ -132,6 +133,7 @@ static int mam_bound(struct storage *st, struct mam_query *q, const char *id, bo
 	return 0;
 }
 
+/* Rows fetched newest first (backward paging) back into archive order. */
 static void mam_reverse(struct mam_query *q)
 {
 	for (size_t i = 0, j = q->nrows; i + 1 < j; i++, j--) {
@@ -153,6 +155,11 @@ static void mam_drop_last(struct mam_query *q)
 	free(r->stanza);
 }
 
+/*
+ * The query on the storage thread: resolves ids to positions, counts the
+ * result set, fetches one page (one row more than asked, to learn whether
+ * the page is complete). An unknown id sets not_found (item-not-found).
+ */
 static int mam_run(struct storage *st, struct storage_req *req)
 {
 	struct mam_query *q = (struct mam_query *)req;
@@ -257,6 +264,7 @@ static struct xml_node *mam_result(struct worker *w, struct arena *a, const stru
 	return m;
 }
 
+/* <fin complete?><set><first/><last/><count/></set></fin> (XEP-0313 4.3). */
 static struct xml_node *mam_fin(struct arena *a, const struct mam_query *q)
 {
 	struct xml_node *fin = xml_node_new(a, NS_MAM, "fin");
@@ -292,6 +300,10 @@ static struct xml_node *mam_metadata(struct arena *a, const struct mam_query *q)
 	return md;
 }
 
+/*
+ * On the worker: the results one message each, then the iq result, both
+ * to the requester's session (gone: nothing is sent), then the query is freed.
+ */
 static void mam_done(struct storage_req *req)
 {
 	struct mam_query *q = (struct mam_query *)req;

@@ -58,6 +58,34 @@ struct muc_occupant *muc_occupant_by_nick(const struct muc_room *room, const cha
 	return NULL;
 }
 
+/*
+ * Another session of the same user under the same nickname, or NULL.
+ * XEP-0045 7.2.9: a user's resources may share one nickname; the room
+ * shows them as one occupant (the nickname), every session gets the
+ * room's traffic, and the nickname leaves with its last session.
+ */
+static struct muc_occupant *sibling_of(const struct muc_room *room,
+				       const struct muc_occupant *occ)
+{
+	for (struct muc_occupant *o = room->occupants; o; o = o->next)
+		if (o != occ && o->nick_len == occ->nick_len && strcmp(o->nick, occ->nick) == 0)
+			return o;
+	return NULL;
+}
+
+static bool same_nick(const struct muc_occupant *a, const struct muc_occupant *b)
+{
+	return a->nick_len == b->nick_len && strcmp(a->nick, b->nick) == 0;
+}
+
+void muc_set_nick_role(struct muc_room *room, struct muc_occupant *occ, enum muc_role role)
+{
+	for (struct muc_occupant *o = room->occupants; o; o = o->next)
+		if (same_nick(o, occ))
+			o->role = (uint8_t)role;
+}
+
+/* Frees an occupant already out of its room's list (NULL is fine). */
 void muc_occupant_free(struct muc_occupant *occ)
 {
 	if (!occ)
@@ -94,6 +122,7 @@ static struct muc_occupant *occupant_add(struct muc_room *room, const struct jid
 	return occ;
 }
 
+/* Takes occ out of the room's list (the caller frees it). */
 static void occupant_unlink(struct muc_room *room, struct muc_occupant *occ)
 {
 	for (struct muc_occupant **pp = &room->occupants; *pp; pp = &(*pp)->next) {
@@ -199,6 +228,7 @@ static int pres_build(struct muc_ctx *c, const struct muc_room *room,
 	return 0;
 }
 
+/* Appends <status code='N'/> to a muc#user <x/>. 0 or -ENOMEM. */
 static int pres_add_code(struct muc_ctx *c, struct xml_node *x, int code)
 {
 	struct xml_node *s = xml_node_add_child(c->a, x, NS_MUC_USER, "status");
@@ -268,10 +298,14 @@ static void deliver_copy(struct muc_ctx *c, struct muc_occupant *o, struct xml_n
 	router_deliver_prepared(s, st, o->jid, data, len);
 }
 
-/* occ's own copy: real JID, status 110 and the codes only it gets. */
+/*
+ * occ's own copy, for session `to` (occ itself or another session of it
+ * under the same nickname): real JID, status 110 and the codes only it
+ * gets.
+ */
 static void pres_send_self(struct muc_ctx *c, const struct muc_pres *bp,
-			   struct muc_occupant *occ, const int *codes, size_t ncodes,
-			   const char *id)
+			   const struct muc_occupant *occ, struct muc_occupant *to,
+			   const int *codes, size_t ncodes, const char *id)
 {
 	struct xml_node *x, *p = pres_with_jid(c, bp, occ, &x);
 
@@ -283,8 +317,8 @@ static void pres_send_self(struct muc_ctx *c, const struct muc_pres *bp,
 	/* XEP-0045 7.2.3: the room may reflect the id of the presence it answers. */
 	if (id && xml_attr_set(c->a, p, "id", id) < 0)
 		goto oom;
-	if (muc_deliver(c, occ->jid, p) == -ENOENT)
-		occ->ghost = true;
+	if (muc_deliver(c, to->jid, p) == -ENOENT)
+		to->ghost = true;
 	return;
 oom:
 	log_error("muc.presence_failed", "msg=\"out of memory\"");
@@ -306,7 +340,7 @@ static void pres_broadcast(struct muc_ctx *c, struct muc_room *room, struct muc_
 	bool need_anon = false, need_jid = false;
 
 	for (struct muc_occupant *o = room->occupants; o; o = o->next) {
-		if (o == occ)
+		if (o == occ || same_nick(o, occ))
 			continue;
 		if (muc_sees_jid(o->role, room->cfg.non_anonymous))
 			need_jid = true;
@@ -314,7 +348,7 @@ static void pres_broadcast(struct muc_ctx *c, struct muc_room *room, struct muc_
 			need_anon = true;
 	}
 	if (to_self && self_first)
-		pres_send_self(c, bp, occ, self_codes, nself, self_id);
+		pres_send_self(c, bp, occ, occ, self_codes, nself, self_id);
 	if (need_anon && fanout_prepare(&svc->fan_anon, bp->p) < 0)
 		goto oom;
 	if (need_jid) {
@@ -325,13 +359,15 @@ static void pres_broadcast(struct muc_ctx *c, struct muc_room *room, struct muc_
 	for (struct muc_occupant *o = room->occupants; o; o = o->next) {
 		if (o == occ)
 			continue;
-		if (muc_sees_jid(o->role, room->cfg.non_anonymous))
+		if (same_nick(o, occ))	/* the user's other sessions: it is their own too */
+			pres_send_self(c, bp, occ, o, NULL, 0, NULL);
+		else if (muc_sees_jid(o->role, room->cfg.non_anonymous))
 			deliver_copy(c, o, with_jid, &svc->fan_jid);
 		else
 			deliver_copy(c, o, bp->p, &svc->fan_anon);
 	}
 	if (to_self && !self_first)
-		pres_send_self(c, bp, occ, self_codes, nself, self_id);
+		pres_send_self(c, bp, occ, occ, self_codes, nself, self_id);
 	return;
 oom:
 	log_error("muc.presence_failed", "msg=\"out of memory\"");
@@ -345,6 +381,7 @@ void muc_purge_ghosts(struct muc_ctx *c, struct muc_room *room)
 
 	/* Each removal tells the others, which may find more ghosts: until none. */
 	for (;;) {
+		/* Linear: ghosts are rare and rooms small; each removal changes the list. */
 		for (o = room->occupants; o && !o->ghost; o = o->next)
 			;
 		if (!o)
@@ -360,12 +397,16 @@ void muc_occupant_remove(struct muc_ctx *c, struct muc_room *room, struct muc_oc
 	struct muc_pres bp;
 
 	occ->role = MUC_ROLE_NONE;
+	/* A lost session of a nickname other sessions keep: nobody to tell. */
+	if (code == 333 && sibling_of(room, occ))
+		goto out;
 	/* The code is for everyone; the occupant's own copy adds 110. */
 	if (pres_build(c, room, occ, "unavailable", NULL, false, &bp) < 0 ||
 	    pres_add_actor(c, &bp, actor, reason) < 0 || pres_add_code(c, bp.x, code) < 0)
 		log_error("muc.presence_failed", "msg=\"out of memory\"");
 	else
 		pres_broadcast(c, room, occ, &bp, NULL, 0, true, !occ->ghost, NULL);
+out:
 	occupant_unlink(room, occ);
 	muc_occupant_free(occ);
 }
@@ -373,6 +414,8 @@ void muc_occupant_remove(struct muc_ctx *c, struct muc_room *room, struct muc_oc
 /* occ left (unavailable presence to any of the room's JIDs). */
 static void muc_leave(struct muc_ctx *c, struct muc_room *room, struct muc_occupant *occ)
 {
+	struct muc_occupant *sib = sibling_of(room, occ);
+	enum muc_role role = occ->role;
 	struct muc_pres bp;
 	char q1[128], q2[256];
 
@@ -380,12 +423,17 @@ static void muc_leave(struct muc_ctx *c, struct muc_room *room, struct muc_occup
 	/* The leaving presence's <status/> is the exit message (7.14). */
 	if (pres_build(c, room, occ, "unavailable", c->st, false, &bp) < 0)
 		log_error("muc.presence_failed", "msg=\"out of memory\"");
+	else if (sib)	/* the nickname stays (7.2.9): only this session is told */
+		pres_send_self(c, &bp, occ, occ, NULL, 0, NULL);
 	else
 		pres_broadcast(c, room, occ, &bp, NULL, 0, true, true, NULL);
 	log_debug("muc.leave", "room=%s nick=%s jid=%s", room->jid, Q(q1, occ->nick),
 		  Q(q2, occ->jid));
 	occupant_unlink(room, occ);
 	muc_occupant_free(occ);
+	/* The nickname now shows the presence of the session that stays. */
+	if (sib && role != MUC_ROLE_NONE)
+		muc_occupant_changed(c, room, sib, NULL, NULL);
 	muc_purge_ghosts(c, room);
 	muc_room_maybe_destroy(c, room);
 }
@@ -495,7 +543,10 @@ void muc_history_add(struct muc_service *svc, struct muc_room *room, const char 
 		return;
 	memcpy(copy, text, len);
 	copy[len] = '\0';
-	/* A small array moved by memmove: history lengths are tens of entries. */
+	/*
+	 * A plain array moved by memmove: history lengths are tens of entries
+	 * (max_muc_history caps them), and joins read it oldest first.
+	 */
 	if (room->hist_count >= want)
 		history_drop(room, room->hist_count - want + 1);
 	while (room->hist_count && room->hist_bytes + len > MUC_HISTORY_MAX_BYTES)
@@ -611,7 +662,8 @@ static void send_room_state(struct muc_ctx *c, struct muc_room *room, struct muc
 		struct muc_pres bp;
 		struct xml_node *p;
 
-		if (o == occ)
+		/* The user's other sessions under this nickname are its self-presence. */
+		if (o == occ || same_nick(o, occ))
 			continue;
 		if (pres_build(c, room, o, NULL, NULL, true, &bp) < 0)
 			goto oom;
@@ -661,9 +713,12 @@ static const char *nick_refused(const struct muc_room *room, const char *nick,
 	const struct muc_occupant *o = muc_occupant_by_nick(room, nick);
 	const struct muc_affil *r;
 
+	size_t who_bare = who->domain_off + who->domain_len;
+
 	if (!muc_nick_ok(nick, strlen(nick)))
 		return "not-acceptable";
-	if (o && o != self)
+	/* 7.2.9: taken, unless by another session of the same user. */
+	if (o && o != self && !(o->bare_len == who_bare && memcmp(o->jid, who->buf, who_bare) == 0))
 		return "conflict";
 	/* 7.2.9: a nickname reserved by another user is taken too. */
 	r = muc_nick_reserved(room, nick);
@@ -673,6 +728,11 @@ static const char *nick_refused(const struct muc_room *room, const char *nick,
 	return NULL;
 }
 
+/*
+ * A user enters as nick (7.2), creating the room when there is none
+ * (10.1.1). x is the <x xmlns=muc/> of the presence (password, history).
+ * Refusals are answered with the condition XEP-0045 7.2.x names.
+ */
 static void muc_join(struct muc_ctx *c, const char *nick, const struct xml_node *x)
 {
 	struct muc_service *svc = c->svc;
@@ -680,7 +740,7 @@ static void muc_join(struct muc_ctx *c, const char *nick, const struct xml_node 
 	const struct jid *from = c->from;
 	size_t bare_len = from->domain_off + from->domain_len;
 	enum muc_affiliation aff;
-	struct muc_occupant *occ;
+	struct muc_occupant *occ, *sib;
 	struct muc_pres bp;
 	const char *err;
 	bool created = false;
@@ -744,7 +804,10 @@ static void muc_join(struct muc_ctx *c, const char *nick, const struct xml_node 
 		muc_reply_error_typed(c, "wait", "service-unavailable", "the room is full");
 		return;
 	}
-	occ = occupant_add(room, from, nick, muc_default_role(aff, room->cfg.moderated), aff);
+	/* Another session of the user under this nickname: the same role (7.2.9). */
+	sib = muc_occupant_by_nick(room, nick);
+	occ = occupant_add(room, from, nick,
+			   sib ? sib->role : muc_default_role(aff, room->cfg.moderated), aff);
 	if (!occ || occupant_keep_presence(c, occ, c->st) < 0) {
 		if (occ) {
 			occupant_unlink(room, occ);
@@ -813,6 +876,7 @@ static void muc_nick_change(struct muc_ctx *c, struct muc_room *room, struct muc
 			    const char *nick)
 {
 	const char *err = nick_refused(room, nick, c->from, occ);
+	struct muc_occupant *sib;
 	struct muc_pres bp;
 	char *copy, q1[128], q2[128];
 
@@ -831,11 +895,19 @@ static void muc_nick_change(struct muc_ctx *c, struct muc_room *room, struct muc
 		muc_reply_error(c, "internal-server-error", NULL);
 		return;
 	}
-	pres_broadcast(c, room, occ, &bp, NULL, 0, false, true, NULL);
+	/* The old nickname stays while another session of the user has it. */
+	sib = sibling_of(room, occ);
+	if (sib)
+		pres_send_self(c, &bp, occ, occ, NULL, 0, NULL);
+	else
+		pres_broadcast(c, room, occ, &bp, NULL, 0, false, true, NULL);
 	log_debug("muc.nick", "room=%s old=%s new=%s", room->jid, Q(q1, occ->nick), Q(q2, nick));
 	free(occ->nick);
 	occ->nick = copy;
 	occ->nick_len = strlen(copy);
+	sib = sibling_of(room, occ);
+	if (sib)
+		occ->role = sib->role;
 	if (occupant_keep_presence(c, occ, c->st) == 0 &&
 	    pres_build(c, room, occ, NULL, NULL, true, &bp) == 0)
 		pres_broadcast(c, room, occ, &bp, NULL, 0, false, true, xml_attr_get(c->st, "id"));
@@ -998,6 +1070,7 @@ static bool is_subject_change(const struct xml_node *st)
 	       !xml_child(st, XML_NS_CLIENT, "body") && !xml_child(st, XML_NS_CLIENT, "thread");
 }
 
+/* occ changes the subject (8.1): kept, stored if persistent, reflected, archived. */
 static void muc_subject(struct muc_ctx *c, struct muc_room *room, struct muc_occupant *occ)
 {
 	const char *err = muc_check_subject(occ->role, room->cfg.change_subject);
@@ -1066,11 +1139,12 @@ static void muc_private_message(struct muc_ctx *c, struct muc_room *room)
 		muc_reply_error(c, "internal-server-error", NULL);
 		return;
 	}
-	if (muc_deliver(c, target->jid, st) == -ENOENT) {
-		target->ghost = true;
-		muc_purge_ghosts(c, room);
-		muc_room_maybe_destroy(c, room);
-	}
+	/* 7.2.9: to every session of the nickname (RECOMMENDED). */
+	for (struct muc_occupant *o = room->occupants; o; o = o->next)
+		if (same_nick(o, target) && muc_deliver(c, o->jid, st) == -ENOENT)
+			o->ghost = true;
+	muc_purge_ghosts(c, room);
+	muc_room_maybe_destroy(c, room);
 }
 
 /* The text of an optional <reason/> child, bounded; NULL when none. */
@@ -1155,7 +1229,8 @@ static void muc_invitations(struct muc_ctx *c, struct muc_room *room, struct xml
 		bool invite = strcmp(el->name, "invite") == 0;
 		struct jid j;
 
-		if (strcmp(el->ns, NS_MUC_USER) != 0 || (!invite && strcmp(el->name, "decline") != 0))
+		if (strcmp(el->ns, NS_MUC_USER) != 0 ||
+		    (!invite && strcmp(el->name, "decline") != 0))
 			continue;
 		jid_parse(&j, to, strlen(to));
 		/* The inviter by real full JID; the decliner by bare JID (7.8.2). */
@@ -1217,7 +1292,7 @@ static void muc_voice_request(struct muc_ctx *c, struct muc_room *room,
 			muc_reply_error(c, err, NULL);
 			return;
 		}
-		t->role = MUC_ROLE_PARTICIPANT;
+		muc_set_nick_role(room, t, MUC_ROLE_PARTICIPANT);
 		muc_occupant_changed(c, room, t, occ->nick, NULL);
 		muc_purge_ghosts(c, room);
 		return;
@@ -1225,7 +1300,7 @@ static void muc_voice_request(struct muc_ctx *c, struct muc_room *room,
 	if (occ->role != MUC_ROLE_VISITOR)
 		return;	/* nothing to ask for */
 	for (struct muc_occupant *o = room->occupants; o; o = o->next) {
-		struct xml_node *m, *x, *fl;
+		struct xml_node *m, *x;
 
 		if (o->role != MUC_ROLE_MODERATOR)
 			continue;
@@ -1240,8 +1315,8 @@ static void muc_voice_request(struct muc_ctx *c, struct muc_room *room,
 					      "Requested role", "participant") ||
 		    !dataform_add_field_value(a, x, DATAFORM_FIELD_JID_SINGLE, "muc#jid",
 					      "User ID", occ->jid) ||
-		    !(fl = dataform_add_field_value(a, x, DATAFORM_FIELD_TEXT_SINGLE, "muc#roomnick",
-						    "Room Nickname", occ->nick)) ||
+		    !dataform_add_field_value(a, x, DATAFORM_FIELD_TEXT_SINGLE, "muc#roomnick",
+					      "Room Nickname", occ->nick) ||
 		    !dataform_add_field_value(a, x, DATAFORM_FIELD_BOOLEAN, "muc#request_allow",
 					      "Grant voice to this person?", "false")) {
 			log_error("muc.voice_request_failed", "msg=\"out of memory\"");
@@ -1263,7 +1338,7 @@ void muc_message(struct muc_ctx *c)
 	const char *err;
 
 	if (strcmp(type, "error") == 0)
-		return;	/* never answered; a client refusing a copy is not a delivery failure */
+		return;	/* never answered; a client refusing a copy is no delivery failure */
 	/* 17.2: no such room (a locked one does not exist for others yet). */
 	if (!room || (room->locked && muc_room_affiliation(room, c->from->buf, c->from->len) !=
 		      MUC_AFF_OWNER)) {
@@ -1305,7 +1380,8 @@ void muc_message(struct muc_ctx *c)
 		return;
 	}
 	if (!occ) {
-		muc_reply_error(c, "not-acceptable", "only occupants may send messages to the room");
+		muc_reply_error(c, "not-acceptable",
+				"only occupants may send messages to the room");
 		return;
 	}
 	/* 17.2: messages to the room itself are groupchat. */

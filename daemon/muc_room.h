@@ -26,18 +26,18 @@
 #include "xml.h"
 
 /* Named limits of the service (the operator's are config keys, see README). */
-#define MUC_ROOM_DEFAULT_HISTORY	20	/* history length of a new room (capped by max_muc_history) */
-#define MUC_HISTORY_MAX_BYTES	(512 * 1024)	/* history text one room keeps, whatever its length */
-#define MUC_OWNER_EXTRA_SLOTS	8	/* admins and owners may enter a full room (XEP-0045 7.2.10) */
-#define MUC_MAX_AFFILIATIONS	10000	/* affiliation entries per room */
-#define MUC_CONFIG_TEXT_MAX	1024	/* room name, description (bytes) */
-#define MUC_PASSWORD_MAX	256	/* room password (bytes) */
-#define MUC_SUBJECT_MAX		16384	/* subject (bytes) */
-#define MUC_REASON_MAX		1024	/* <reason/> in kicks, bans, invitations (bytes) */
-#define MUC_MAX_ITEMS		64	/* items in one #admin set, invitations in one message */
-#define MUC_DEFERRED_MAX	4096	/* stanzas queued while the service is busy */
-#define MUC_ID_LEN		16	/* generated message and archive ids (base64url chars) */
-#define MUC_RANDOM_POOL		3072	/* random bytes drawn per getrandom() */
+#define MUC_ROOM_DEFAULT_HISTORY 20		/* a new room's (max_muc_history caps it) */
+#define MUC_HISTORY_MAX_BYTES	(512 * 1024)	/* history text a room keeps, at most */
+#define MUC_OWNER_EXTRA_SLOTS	8		/* admins, owners in a full room (7.2.10) */
+#define MUC_MAX_AFFILIATIONS	10000		/* affiliation entries per room */
+#define MUC_CONFIG_TEXT_MAX	1024		/* room name, description (bytes) */
+#define MUC_PASSWORD_MAX	256		/* room password (bytes) */
+#define MUC_SUBJECT_MAX		16384		/* subject (bytes) */
+#define MUC_REASON_MAX		1024		/* a kick, ban or invite <reason/> */
+#define MUC_MAX_ITEMS		64		/* #admin items, invites of one stanza */
+#define MUC_DEFERRED_MAX	4096		/* stanzas queued while the service is busy */
+#define MUC_ID_LEN		16		/* made-up and archive ids (base64url) */
+#define MUC_RANDOM_POOL		3072		/* random bytes drawn per getrandom() */
 
 struct worker;
 struct session;
@@ -230,6 +230,8 @@ void muc_iq_occupant(struct muc_ctx *c);
 struct muc_occupant *muc_occupant_by_jid(const struct muc_room *room, const char *jid,
 					 size_t len);
 struct muc_occupant *muc_occupant_by_nick(const struct muc_room *room, const char *nick);
+/* Sets the role of occ and of the user's other sessions under its nickname (7.2.9). */
+void muc_set_nick_role(struct muc_room *room, struct muc_occupant *occ, enum muc_role role);
 
 /* Status codes carried by a presence broadcast (XEP-0045 15). */
 #define MUC_MAX_CODES 6

@@ -585,6 +585,7 @@ void pep_presence(struct conn *c, struct xml_node *st)
 		pep_caps_unref(ps->caps);
 		ps->caps = NULL;
 		ps->pending[0] = '\0';
+		ps->pending_initial = false;
 		return;
 	}
 	if (ps->caps && strcmp(ps->caps->ver, ver) == 0) {
@@ -593,7 +594,9 @@ void pep_presence(struct conn *c, struct xml_node *st)
 			pubsub_pep_interest(c->w, s, NULL);
 		return;
 	}
-	if (ps->pending[0] && strcmp(ps->pending, ver) == 0) {
+	/* Asked already; unless that query was lost (never answered): ask again. */
+	if (ps->pending[0] && strcmp(ps->pending, ver) == 0 &&
+	    loop_now_ms(c->w->loop) - ps->pending_ms <= PEP_CAPS_QUERY_TIMEOUT_MS) {
 		ps->pending_initial |= initial;
 		return;
 	}
@@ -602,7 +605,9 @@ void pep_presence(struct conn *c, struct xml_node *st)
 	if (known) {
 		old = ps->caps;
 		ps->caps = pep_caps_ref(known);
+		initial |= ps->pending_initial;
 		ps->pending[0] = '\0';
+		ps->pending_initial = false;
 		pubsub_pep_interest(c->w, s, initial ? NULL : old);
 		pep_caps_unref(old);
 		return;
@@ -610,7 +615,8 @@ void pep_presence(struct conn *c, struct xml_node *st)
 	/* Unknown: ask the client, keep the old interests until it answers. */
 	snprintf(ps->pending, sizeof(ps->pending), "%s", ver);
 	snprintf(ps->node, sizeof(ps->node), "%s", node);
-	ps->pending_initial = initial;
+	ps->pending_initial |= initial;
+	ps->pending_ms = loop_now_ms(c->w->loop);
 	pep_query_start(c->w, s, node, ver, hashed);
 }
 

@@ -48,6 +48,7 @@ struct pep_session {
 	bool available;			/* initial presence seen and not yet unavailable */
 	bool pending_initial;		/* the pending ver came with initial presence */
 	uint64_t delivered;		/* serial of the last notification it got */
+	uint64_t pending_ms;		/* when the pending ver was asked */
 	char pending[64];		/* ver being resolved for it ("" when none) */
 	char node[256];			/* the caps 'node' of that ver */
 };

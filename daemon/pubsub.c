@@ -1924,6 +1924,11 @@ static void ps_finish_items(struct ps_job *j, struct session *s)
 	for (struct ps_item_row *r = j->rows; items && r; r = r->next)
 		if (ps_append_item(w, &j->a, items, r->id, r->payload, r->payload_len) < 0)
 			items = NULL;
+	/* A node without persistent items answers with its last one (6.5.7). */
+	if (items && !j->node->cfg.persist_items && j->node->last_id && !j->read_nids &&
+	    ps_append_item(w, &j->a, items, j->node->last_id, j->node->last_payload,
+			   j->node->last_payload_len) < 0)
+		items = NULL;
 	if (!items) {
 		ps_job_error(j, s, "internal-server-error", NULL, NULL);
 		return;
@@ -1940,13 +1945,15 @@ static void ps_items_transient(struct ps_ctx *ctx, struct ps_node *n, unsigned n
 	struct xml_node *outer = NULL, *items = ps_wrap(a, &outer, NS_PUBSUB, "items", n->name);
 	bool want = n->last_id != NULL;
 
-	/* Asked by id: only when the id is the last item's. */
-	for (const struct xml_node *it = first_id; want && nids && it; it = xml_next_element(it)) {
-		const char *id = xml_attr_get(it, "id");
+	/* Asked by id: only when one of the ids is the last item's. */
+	if (want && nids) {
+		want = false;
+		for (const struct xml_node *it = first_id; it; it = xml_next_element(it)) {
+			const char *id = xml_attr_get(it, "id");
 
-		want = id && strcmp(id, n->last_id) == 0;
-		if (want)
-			break;
+			if (id && strcmp(id, n->last_id) == 0)
+				want = true;
+		}
 	}
 	if (!items || (want && ps_append_item(ctx->w, a, items, n->last_id, n->last_payload,
 					      n->last_payload_len) < 0)) {
@@ -2882,7 +2889,7 @@ static void ps_finish_disco_items(struct ps_job *j, struct session *s)
 	struct xml_node *q;
 
 	if (j->gate && j->op.req.result == 0 && j->gate->verdict != PS_ALLOW) {
-		ps_job_error(j, s, "item-not-found", NULL, NULL);
+		ps_job_deny(j, s, j->gate->verdict);
 		return;
 	}
 	if (j->op.req.result < 0) {
@@ -3184,6 +3191,48 @@ void pubsub_pep_interest(struct worker *w, struct session *s, const struct pep_c
 	if (!j->lasts) {
 		ps_job_free(j);
 		return;
+	}
+	ps_job_submit(w, j);
+}
+
+/* ---- Accounts that go away ---- */
+
+static void ps_finish_nothing(struct ps_job *j, struct session *s)
+{
+	if (j->op.req.result < 0)
+		log_warn("pubsub.cleanup_failed", "err=%d", j->op.req.result);
+}
+
+void pubsub_account_removed(struct worker *w, const char *user)
+{
+	char bare[JID_MAX];
+	size_t len = (size_t)snprintf(bare, sizeof(bare), "%s@%s", user, w->srv->cfg->domain);
+	struct ps_host *h = ps_host_find(bare, len);
+	struct ps_host *svc = ps_host_find(ps_service_jid, ps_service_len);
+	struct ps_job *j;
+
+	if (len >= sizeof(bare))
+		return;
+	/* Its PEP nodes left the store with the account (ON DELETE CASCADE). */
+	while (h && h->nodes)
+		ps_node_remove(h->nodes);
+	if (!svc || !(j = ps_job_alloc(w, ps_finish_nothing)))
+		return;
+	/* On the service, its affiliations and subscriptions go; nodes stay. */
+	for (struct ps_node *n = svc->nodes; n; n = n->next) {
+		struct ps_subscription *sub, *next;
+
+		if (ps_affil_get(n, bare, len) != PS_AFFIL_NONE) {
+			ps_affil_set(n, bare, len, PS_AFFIL_NONE);
+			ps_put_affil(j, n, bare, PS_AFFIL_NONE);
+		}
+		for (sub = n->subs; sub; sub = next) {
+			next = sub->next;
+			if (sub->bare_len != len || memcmp(sub->jid, bare, len) != 0)
+				continue;
+			ps_del_sub(j, n, sub->jid);
+			ps_sub_remove(n, sub);
+		}
 	}
 	ps_job_submit(w, j);
 }

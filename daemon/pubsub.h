@@ -83,6 +83,13 @@ bool pubsub_pep_disco_info(struct iq_request *rq);
 bool pubsub_pep_disco_items(struct iq_request *rq);
 
 /*
+ * register.c (and whatever else removes accounts): `user`'s PEP nodes are
+ * forgotten (the store dropped them with the account) and its
+ * affiliations and subscriptions on pubsub.DOMAIN are removed.
+ */
+void pubsub_account_removed(struct worker *w, const char *user);
+
+/*
  * pep.c: session s (available) now wants notifications of the nodes in
  * its capabilities that `before` (the previous ones, or NULL after
  * initial presence) did not want: the last item of each such node it may

@@ -21,6 +21,7 @@
 #include "iq.h"
 #include "jid.h"
 #include "log.h"
+#include "pubsub.h"
 #include "server.h"
 #include "session.h"
 #include "sm.h"
@@ -176,8 +177,10 @@ static void register_done(struct storage_req *req)
 		else
 			register_answer(c, op, "internal-server-error");
 	}
-	if (req->result == 0 && req->op == STORAGE_OP_ACCOUNT_DELETE)
+	if (req->result == 0 && req->op == STORAGE_OP_ACCOUNT_DELETE) {
 		register_end_sessions(w, req->user);
+		pubsub_account_removed(w, req->user);	/* its PEP nodes (pubsub.c) */
+	}
 	explicit_bzero(op, sizeof(*op));
 	free(op);
 }

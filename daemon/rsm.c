@@ -80,10 +80,11 @@ int rsm_parse(struct arena *a, const struct xml_node *parent, struct rsm_request
 			bool after = strcmp(ch->name, "after") == 0;
 
 			if (after ? seen_after : seen_before)
-				return rsm_bad(why, after ? "<after/> given twice" : "<before/> given twice");
+				return rsm_bad(why, after ? "<after/> given twice" :
+						     "<before/> given twice");
 			if (strlen(text) > RSM_UID_MAX)
 				return rsm_bad(why, "item UID too long");
-			/* An empty <before/> asks for the last page; an empty <after/> means nothing. */
+			/* An empty <before/> is the last page; an empty <after/> is nothing. */
 			if (after && !text[0])
 				return rsm_bad(why, "<after/> needs the UID of an item");
 			if (after) {

@@ -47,9 +47,13 @@ static const char sql_page_peer_desc[] =
 	" ORDER BY ts DESC LIMIT ?4 OFFSET ?5";
 static const char sql_count[] =
 	"SELECT count(*) FROM mam_messages WHERE username = ?1 AND ts > ?2 AND ts < ?3";
+/* Without a resource the peer index alone answers (a resource needs the rows). */
 static const char sql_count_peer[] =
 	"SELECT count(*) FROM mam_messages WHERE username = ?1 AND peer = ?4"
-	" AND ts > ?2 AND ts < ?3 AND (?5 IS NULL OR resource = ?5)";
+	" AND ts > ?2 AND ts < ?3";
+static const char sql_count_peer_res[] =
+	"SELECT count(*) FROM mam_messages WHERE username = ?1 AND peer = ?4"
+	" AND ts > ?2 AND ts < ?3 AND resource = ?5";
 static const char sql_first[] =
 	"SELECT " MAM_COLUMNS " FROM mam_messages WHERE username = ?1 AND ts > ?2"
 	" ORDER BY ts LIMIT 1";
@@ -214,7 +218,8 @@ int mam_db_page(struct storage *st, const char *user, const struct mam_filter *f
 int mam_db_count(struct storage *st, const char *user, const struct mam_filter *f,
 		 uint32_t *out)
 {
-	sqlite3_stmt *s = storage_sqlite_stmt(st, f->peer ? sql_count_peer : sql_count);
+	const char *sql = !f->peer ? sql_count : f->resource ? sql_count_peer_res : sql_count_peer;
+	sqlite3_stmt *s = storage_sqlite_stmt(st, sql);
 	int rc;
 
 	*out = 0;
@@ -223,13 +228,10 @@ int mam_db_count(struct storage *st, const char *user, const struct mam_filter *
 	sqlite3_bind_text(s, 1, user, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 2, f->lo);
 	sqlite3_bind_int64(s, 3, f->hi);
-	if (f->peer) {
+	if (f->peer)
 		sqlite3_bind_text(s, 4, f->peer, -1, SQLITE_STATIC);
-		if (f->resource)
-			sqlite3_bind_text(s, 5, f->resource, -1, SQLITE_STATIC);
-		else
-			sqlite3_bind_null(s, 5);
-	}
+	if (f->peer && f->resource)
+		sqlite3_bind_text(s, 5, f->resource, -1, SQLITE_STATIC);
 	rc = sqlite3_step(s);
 	if (rc == SQLITE_ROW) {
 		sqlite3_int64 n = sqlite3_column_int64(s, 0);

@@ -61,11 +61,13 @@ static const char sql_archive_back[] =
 	ARCHIVE_WHERE " ORDER BY seq DESC LIMIT ?8";
 static const char sql_archive_count[] = "SELECT count(*) FROM muc_archive" ARCHIVE_WHERE;
 
+/* A text column (NULL for SQL NULL), valid until the statement steps again. */
 static const char *col_text(sqlite3_stmt *s, int i)
 {
 	return (const char *)sqlite3_column_text(s, i);
 }
 
+/* Binds a string, or SQL NULL for NULL (optional configuration texts). */
 static void bind_opt_text(sqlite3_stmt *s, int i, const char *v)
 {
 	if (v)
@@ -235,10 +237,12 @@ int muc_db_archive_put(struct storage *st, const char *room, const struct muc_ar
 	sqlite3_bind_text(s, 7, m->stanza, (int)m->stanza_len, SQLITE_STATIC);
 	rc = sqlite3_step(s);
 	storage_sqlite_release(s);
+	/* The unique (room, stanza_id) index: an id can only be used once. */
 	if ((rc & 0xff) == SQLITE_CONSTRAINT)
 		return -EEXIST;
 	if (rc != SQLITE_DONE)
 		return storage_sqlite_error(st, "muc.archive_put", rc);
+	/* Retention by count: the oldest go, never a hole (XEP-0313 3.2). */
 	s = storage_sqlite_stmt(st, sql_archive_prune);
 	if (!s)
 		return -EIO;

@@ -723,6 +723,8 @@ static void upload_commit_done(struct storage_req *req)
 	struct http_request *rq = http_pending_request(worker_conn(w, req->slot, req->gen));
 	bool ok = req->result == 0;
 
+	if (put->fd >= 0)
+		close(put->fd);	/* never ran (shutdown): the startup sweep takes the part file */
 	if (ok) {
 		log_info("upload.stored", "size=%" PRIu64 " type=%s", put->slot.size, put->type);
 	} else if (req->result != -ESHUTDOWN) {

@@ -11,6 +11,8 @@ generator (build/loadgen, tests/bench/loadgen.c) to separate CPUs, and runs:
   messages   1:1 messages, closed loop: N clients in pairs, W in flight each
   latency    1:1 messages, open loop at fixed rates; latency at the receiver
   presence   presence fan-out 1 -> R over a roster with subscription 'both'
+  pubsub     pubsub fan-out 1 -> R: items published to a node at pubsub.DOMAIN
+             that R subscribers get as notifications (XEP-0060)
   idle       N clients logged in and idle: server RSS per connection
 
 Server CPU is the sum of the server threads' run time (/proc/PID/task/*/
@@ -47,7 +49,8 @@ LOADGEN_MIN_RATE = 300000
 # Clients per loadgen process: below the 20,000 fd limit with room to spare.
 CLIENTS_PER_PROCESS = 15000
 SALT = b"stanzad-bench-sa"  # 16 bytes, like scram.h's SCRAM_SALT_LEN
-ALL_SCENARIOS = ("selftest", "messages", "latency", "presence", "idle")
+ALL_SCENARIOS = ("selftest", "messages", "latency", "presence", "pubsub", "idle")
+PUBSUB_NODE = "bench"
 
 
 def log(msg):
@@ -107,6 +110,41 @@ def wait_quiet(max_wait, limit=0.10, sample=1.0):
         busy = (host_busy_seconds() - b0) / sample
         if busy < limit or time.monotonic() >= deadline:
             return busy
+
+
+def server_cpu_ns(pid):
+    """Run time of all of a process's threads, ns (schedstat)."""
+    total = 0
+    try:
+        for tid in os.listdir("/proc/%d/task" % pid):
+            try:
+                with open("/proc/%d/task/%s/schedstat" % (pid, tid)) as f:
+                    total += int(f.read().split()[0])
+            except OSError:
+                pass
+    except OSError:
+        pass
+    return total
+
+
+def drain(pid, quiet_share=0.02, step=0.25, max_wait=15.0):
+    """After a window: the CPU seconds the server still spends on it (queued
+    storage writes, output) until a `step` passes with under `quiet_share`
+    of a core, and the largest RSS seen meanwhile."""
+    if not pid:
+        return None
+    c0 = last = server_cpu_ns(pid)
+    peak = rss_kib(pid)["VmRSS"]
+    deadline = time.monotonic() + max_wait
+    while time.monotonic() < deadline:
+        time.sleep(step)
+        now = server_cpu_ns(pid)
+        peak = max(peak, rss_kib(pid)["VmRSS"])
+        if (now - last) / 1e9 < quiet_share * step:
+            break
+        last = now
+    return {"cpu_s": round((last - c0) / 1e9, 4), "rss_peak_kib": peak,
+            "rss_after_kib": rss_kib(pid)["VmRSS"]}
 
 
 def cpu_seconds(pid):
@@ -224,6 +262,42 @@ class Server:
             self.stop()
             raise BenchError("stanzad did not start: %s\n%s" % (e, self.log_tail()))
 
+    def log_size(self):
+        try:
+            return os.path.getsize(self.log_path)
+        except OSError:
+            return 0
+
+    def warnings(self, start=0):
+        """{event: count} of the warn/error lines logged since byte `start`
+        (the require_tls=no warning every bench server gives excepted)."""
+        out = {}
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(start)
+                text = f.read().decode("utf-8", "replace")
+        except OSError:
+            return out
+        for line in text.splitlines():
+            if "level=warn" not in line and "level=error" not in line:
+                continue
+            ev = next((w[6:] for w in line.split() if w.startswith("event=")), "?")
+            if ev != "server.insecure":
+                out[ev] = out.get(ev, 0) + 1
+        return out
+
+    def archived_rows(self):
+        """Rows in the message archive (XEP-0313), or None without one."""
+        try:
+            db = sqlite3.connect("file:%s?mode=ro" % os.path.join(self.state_dir, "stanzad.db"),
+                                 uri=True, timeout=5)
+            try:
+                return db.execute("SELECT count(*) FROM mam_messages").fetchone()[0]
+            finally:
+                db.close()
+        except sqlite3.Error:
+            return None
+
     def log_tail(self, n=20):
         try:
             with open(self.log_path, "rb") as f:
@@ -263,6 +337,15 @@ class External:
 
     def alive(self):
         return True
+
+    def log_size(self):
+        return 0
+
+    def warnings(self, start=0):
+        return None
+
+    def archived_rows(self):
+        return None
 
     def stop(self):
         return 0
@@ -373,17 +456,30 @@ def common_args(opts, srv, prefix=None):
 
 
 def run_one(opts, srv, name, args, timeout, cpus=None):
-    """One synchronized loadgen run: log in, (profile), go, result."""
+    """One synchronized loadgen run: log in, (profile), go, result, then the
+    server's deferred work for the window while the clients idle."""
     lg = Loadgen(opts, args, cpus)
     try:
         lg.event(opts.login_timeout + 30)  # ready (loadgen reports its own timeout first)
         prof = Profiler(opts, name, srv.pid)
         lg.go()
         res = lg.event(timeout)
+        res["rss_end_kib"] = rss_kib(srv.pid)["VmRSS"] if srv.pid else None
+        res["drain"] = drain(srv.pid)
         prof.stop()
     finally:
         lg.wait()
     return res
+
+
+def with_deferred(res, ops):
+    """us per op including the server's work after the window; (total, deferred)."""
+    us = res.get("server_us_per_op")
+    d = res.get("drain")
+    if us is None or us < 0 or not d or not ops:
+        return us, None
+    extra = d["cpu_s"] * 1e6 / ops
+    return round(us + extra, 3), round(extra, 3)
 
 
 def host_info():
@@ -485,13 +581,16 @@ def scenario_messages(opts, srv):
                                      "-w", str(opts.window), "-d", str(opts.duration),
                                      "--warmup", str(opts.warmup), "--label", "messages"]
     res = run_one(opts, srv, "messages", args, opts.duration + opts.warmup + 60)
+    total, deferred = with_deferred(res, res["received"])
     out = {
         "scenario": "messages",
         "params": {"clients": opts.clients, "pairs": opts.clients // 2, "window": opts.window,
                    "in_flight": res.get("in_flight"), "duration_s": opts.duration,
                    "threads": opts.threads},
         "msgs_per_s": res["rate"],
-        "server_us_per_msg": res.get("server_us_per_op"),
+        "server_us_per_msg": total,
+        "server_us_per_msg_window": res.get("server_us_per_op"),
+        "server_us_per_msg_deferred": deferred,
         "server_cpu_util": res.get("server_cpu_util"),
         "loadgen_cpu_util": res["loadgen_cpu_util"],
         "other_cpu_util": res.get("other_cpu_util"),
@@ -501,8 +600,15 @@ def scenario_messages(opts, srv):
         "loadgen_saturated": saturation(res, opts.threads),
         "loadgen": res,
     }
+    rows = srv.archived_rows()
+    if rows is not None:
+        # Both parties' archives: 2 rows per message when nothing is shed.
+        out["archived_rows"] = rows
+        out["archived_per_msg"] = round(rows / max(1, res.get("received_total", 0)), 3)
     if srv.pid:
-        out["server_rss_kib"] = rss_kib(srv.pid)["VmRSS"]
+        out["server_rss_end_kib"] = res["rss_end_kib"]
+        out["server_rss_peak_after_kib"] = res["drain"]["rss_peak_kib"]
+        out["server_rss_drained_kib"] = res["drain"]["rss_after_kib"]
     return out
 
 
@@ -511,14 +617,22 @@ def scenario_latency(opts, srv, rate):
                                      "-r", str(rate), "-d", str(opts.latency_duration),
                                      "--warmup", "1", "--spin-us", str(opts.spin_us),
                                      "--label", "latency-%d" % rate]
+    rows0 = srv.archived_rows()
     res = run_one(opts, srv, "latency-%d" % rate, args, opts.latency_duration + 60)
-    return {
+    total, deferred = with_deferred(res, res["received"])
+    rows = srv.archived_rows()
+    arch = {}
+    if rows is not None and rows0 is not None:
+        arch = {"archived_rows": rows - rows0,
+                "archived_per_msg": round((rows - rows0) / max(1, res["received_total"]), 3)}
+    return dict(arch, **{
         "scenario": "latency",
         "params": {"rate": rate, "clients": opts.clients, "duration_s": opts.latency_duration,
                    "threads": opts.threads},
         "msgs_per_s": res["rate"],
         "latency_us": res["latency_us"],
-        "server_us_per_msg": res.get("server_us_per_op"),
+        "server_us_per_msg": total,
+        "server_us_per_msg_deferred": deferred,
         "server_cpu_util": res.get("server_cpu_util"),
         "loadgen_cpu_util": res["loadgen_cpu_util"],
         "other_cpu_util": res.get("other_cpu_util"),
@@ -527,7 +641,7 @@ def scenario_latency(opts, srv, rate):
         "errors": res["errors"], "drops": res["drops"], "disconnects": res["disconnects"],
         "loadgen_saturated": saturation(res, opts.threads),
         "loadgen": res,
-    }
+    })
 
 
 def scenario_presence(opts, srv):
@@ -548,6 +662,7 @@ def scenario_presence(opts, srv):
     else:
         status = "ok"
     ok = status == "ok"
+    total, deferred = with_deferred(res, res["deliveries"])
     return {
         "scenario": "presence",
         "params": {"receivers": opts.receivers, "updates": opts.updates,
@@ -555,7 +670,79 @@ def scenario_presence(opts, srv):
         "status": status,
         "deliveries": res["deliveries"],
         "deliveries_per_s": res["rate"] if ok else None,
-        "server_us_per_delivery": res.get("server_us_per_op") if res["deliveries"] else None,
+        "server_us_per_delivery": total if res["deliveries"] else None,
+        "server_us_per_delivery_deferred": deferred if res["deliveries"] else None,
+        "server_cpu_util": res.get("server_cpu_util"),
+        "loadgen_cpu_util": res["loadgen_cpu_util"],
+        "other_cpu_util": res.get("other_cpu_util"),
+        "fanout_ms": res.get("fanout_ms"),
+        "latency_us": res["latency_us"],
+        "errors": res["errors"], "disconnects": res["disconnects"],
+        "loadgen_saturated": saturation(res, opts.threads) if ok else False,
+        "loadgen": res,
+    }
+
+
+def seed_pubsub(state_dir, opts):
+    """The pubsub scenario's node at pubsub.DOMAIN, owned by the publisher,
+    with every receiver subscribed (bare JID), straight into the store.
+    The node's configuration is the service's default (empty text)."""
+    db = sqlite3.connect(os.path.join(state_dir, "stanzad.db"))
+    try:
+        if "pubsub_nodes" not in {r[0] for r in db.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")}:
+            log("no pubsub tables in the store: the pubsub scenario will be skipped")
+            return False
+        pub_jid = "%s@%s" % (opts.publisher, opts.domain)
+        db.execute("BEGIN")
+        db.execute("INSERT INTO pubsub_nodes (id, host, username, node, config, creator,"
+                   " created_at) VALUES (1, ?, NULL, ?, '', ?, ?)",
+                   ("pubsub." + opts.domain, PUBSUB_NODE, pub_jid, int(time.time())))
+        db.execute("INSERT INTO pubsub_affiliations (node_id, jid, affiliation)"
+                   " VALUES (1, ?, 'owner')", (pub_jid,))
+        db.executemany("INSERT INTO pubsub_subscriptions (node_id, jid, subid, state, options)"
+                       " VALUES (1, ?, ?, 'subscribed', '')",
+                       [("%s%d@%s" % (opts.receiver_prefix, i, opts.domain), "s%d" % i)
+                        for i in range(opts.receivers)])
+        db.execute("COMMIT")
+        return True
+    except sqlite3.Error as e:
+        log("cannot seed the pubsub node (%s): the pubsub scenario will be skipped" % e)
+        return False
+    finally:
+        db.close()
+
+
+def scenario_pubsub(opts, srv):
+    """Like presence, but each update is an item published to the node."""
+    args = common_args(opts, srv, prefix=opts.receiver_prefix) + [
+        "--mode", "presence", "--publisher", opts.publisher,
+        "--receivers", str(opts.receivers), "--updates", str(opts.updates),
+        "--update-timeout", str(opts.update_timeout), "--label", "pubsub",
+        "--pubsub-node", PUBSUB_NODE, "--pubsub-service", "pubsub." + opts.domain]
+    res = run_one(opts, srv, "pubsub", args, opts.updates * opts.update_timeout + 60)
+    if res["no_deliveries"]:
+        status = ("no_deliveries: the first item reached none of the %d subscribers within "
+                  "%.1f s" % (opts.receivers, opts.update_timeout))
+    elif res["updates_timed_out"]:
+        status = ("partial: %d of %d items missed some subscribers (%d deliveries of %d)" %
+                  (res["updates_timed_out"], res["updates_sent"], res["deliveries"],
+                   res["updates_sent"] * opts.receivers))
+    else:
+        status = "ok"
+    ok = status == "ok"
+    total, deferred = with_deferred(res, res["deliveries"])
+    return {
+        "scenario": "pubsub",
+        "params": {"receivers": opts.receivers, "items": opts.updates,
+                   "update_timeout_s": opts.update_timeout, "threads": opts.threads},
+        "status": status,
+        "deliveries": res["deliveries"],
+        "deliveries_per_s": res["rate"] if ok else None,
+        "server_us_per_delivery": total if res["deliveries"] else None,
+        "server_us_per_delivery_deferred": deferred if res["deliveries"] else None,
+        "server_us_per_publish": (round(total * opts.receivers, 1)
+                                  if res["deliveries"] and total is not None else None),
         "server_cpu_util": res.get("server_cpu_util"),
         "loadgen_cpu_util": res["loadgen_cpu_util"],
         "other_cpu_util": res.get("other_cpu_util"),
@@ -636,6 +823,11 @@ def verdict(value, budget, lower_is_better=True):
 NOISY_OTHER_CPU = 0.10
 
 
+def deferred_note(r):
+    d = r.get("server_us_per_msg_deferred") or r.get("server_us_per_delivery_deferred")
+    return " (%.2f after)" % d if d and d >= 0.05 else ""
+
+
 def summary(results, failures):
     rows = []
     floor = next((r.get("latency_floor") for r in results
@@ -656,7 +848,7 @@ def summary(results, failures):
             rows.append(("messages (closed, %d clients, W=%d)" % (r["params"]["clients"],
                                                                  r["params"]["window"]),
                          "%s msg/s" % fmt(r["msgs_per_s"]),
-                         "%s us/msg" % fmt(r["server_us_per_msg"], "{:.2f}"),
+                         "%s us/msg" % fmt(r["server_us_per_msg"], "{:.2f}") + deferred_note(r),
                          fmt(r["server_cpu_util"], "{:.0%}"), fmt(r["loadgen_cpu_util"], "{:.0%}"),
                          "<= 5 us/msg",
                          verdict(r["server_us_per_msg"], BUDGET_US_PER_MSG)
@@ -672,7 +864,7 @@ def summary(results, failures):
                          + (" (floor %s/%s/%s)" % (fmt(fl.get("p50"), "{:.0f}"),
                                                    fmt(fl.get("p99"), "{:.0f}"),
                                                    fmt(fl.get("p999"), "{:.0f}")) if fl else ""),
-                         "%s us/msg" % fmt(r["server_us_per_msg"], "{:.2f}"),
+                         "%s us/msg" % fmt(r["server_us_per_msg"], "{:.2f}") + deferred_note(r),
                          fmt(r["server_cpu_util"], "{:.0%}"), fmt(r["loadgen_cpu_util"], "{:.0%}"),
                          "p99 <= 200 us" if rate == 1000 else "-",
                          (verdict(lat.get("p99"), BUDGET_P99_US_AT_1000) if rate == 1000
@@ -688,9 +880,24 @@ def summary(results, failures):
             rows.append(("presence (1 -> %d, %d updates)" % (r["params"]["receivers"],
                                                             r["params"]["updates"]),
                          fig, "%s us/deliv" % fmt(r["server_us_per_delivery"], "{:.2f}")
+                         + deferred_note(r)
                          + (" (floor %s)" % fmt(fofloor.get("sink_us_per_delivery"), "{:.2f}")
                             if fofloor and fofloor.get("receivers") == r["params"]["receivers"]
                             else ""),
+                         fmt(r["server_cpu_util"], "{:.0%}"), fmt(r["loadgen_cpu_util"], "{:.0%}"),
+                         "<= 3 us/delivery",
+                         verdict(r["server_us_per_delivery"], BUDGET_US_PER_DELIVERY)))
+        elif s == "pubsub":
+            if r["status"] == "ok":
+                fo = r["fanout_ms"] or {}
+                fig = "%s deliv/s, fan-out p50 %s ms" % (fmt(r["deliveries_per_s"]),
+                                                       fmt(fo.get("p50"), "{:.2f}"))
+            else:
+                fig = r["status"].split(":")[0] + " (%d deliveries)" % r["deliveries"]
+            rows.append(("pubsub (1 -> %d, %d items)" % (r["params"]["receivers"],
+                                                        r["params"]["items"]),
+                         fig, "%s us/deliv" % fmt(r["server_us_per_delivery"], "{:.2f}")
+                         + deferred_note(r),
                          fmt(r["server_cpu_util"], "{:.0%}"), fmt(r["loadgen_cpu_util"], "{:.0%}"),
                          "<= 3 us/delivery",
                          verdict(r["server_us_per_delivery"], BUDGET_US_PER_DELIVERY)))
@@ -716,11 +923,24 @@ def summary(results, failures):
     for name, err in failures:
         lines.append("%s: FAILED: %s" % (name, err))
     for r in results:
-        if r["scenario"] == "presence" and r["status"] != "ok":
-            lines.append("presence: " + r["status"])
+        if r["scenario"] in ("presence", "pubsub") and r["status"] != "ok":
+            lines.append("%s: %s" % (r["scenario"], r["status"]))
     if floor:
         lines.append("floor: the same open loop through the loadgen's echo sink (no server): "
                      "the latency this machine and the generator add by themselves.")
+    seen = set()
+    for r in results:
+        w = r.get("server_warnings")
+        if w and r["scenario"] not in seen:
+            seen.add(r["scenario"])
+            lines.append("%s: server warnings: %s" % (r["scenario"], ", ".join(
+                "%s x%d" % (k, v) for k, v in sorted(w.items()))))
+        if r.get("archived_per_msg") is not None and r["archived_per_msg"] < 1.9:
+            lines.append("%s: %.2f archive rows per message (2 = both archives written): the "
+                         "server shed archive writes" % (r["scenario"], r["archived_per_msg"]))
+    if any(deferred_note(r) for r in results):
+        lines.append("(x after): part of the server cost spent after the window on work the "
+                     "window queued (storage writes), included in the figure.")
     if fofloor:
         lines.append("presence floor: the sink's CPU per delivery when it copies each update "
                      "to every stream with one send each (bare loopback TCP, no XMPP work).")
@@ -806,11 +1026,12 @@ def main(argv):
             raise SystemExit("bench: no %s in %s (run make bench)" % (b, opts.build))
     t_start = time.monotonic()
     results, failures = [], []
-    template, roster_ok = None, True
+    template, roster_ok, pubsub_ok = None, True, True
     if not opts.target:
         template = tempfile.mkdtemp(prefix="stanzad-bench-seed-")
         t = time.monotonic()
         roster_ok = seed_store(opts.build, template, opts)
+        pubsub_ok = seed_pubsub(template, opts)
         log("seeded %d accounts in %.2f s (server on CPU %s, loadgen on CPU %s)" %
             (max(opts.clients, opts.idle_clients) + opts.receivers + 1,
              time.monotonic() - t, opts.server_cpus or "any", opts.loadgen_cpus or "any"))
@@ -829,9 +1050,14 @@ def main(argv):
         try:
             srv = External(opts) if opts.target else Server(opts, template)
             log("%s: running" % name)
+            mark = srv.log_size()
             out = fn(srv)
             if not srv.alive():
                 raise BenchError("the server died during the run")
+            warns = srv.warnings(mark)
+            for r in (out if isinstance(out, list) else [out]):
+                if warns is not None:
+                    r["server_warnings"] = warns
             return out
         finally:
             if srv is not None and srv.stop() not in (0, None) and not opts.target:
@@ -852,6 +1078,12 @@ def main(argv):
                 "presence", lambda s: scenario_presence(opts, s))]))
         else:
             failures.append(("presence", "rosters could not be seeded"))
+    if "pubsub" in opts.scenarios:
+        if pubsub_ok:
+            jobs.append(("pubsub", lambda: [with_server(
+                "pubsub", lambda s: scenario_pubsub(opts, s))]))
+        else:
+            failures.append(("pubsub", "the pubsub node could not be seeded"))
     if "idle" in opts.scenarios:
         jobs.append(("idle", lambda: [with_server("idle", lambda s: scenario_idle(opts, s))]))
 

@@ -226,6 +226,8 @@ static struct {
 	const char *password;
 	const char *resource;
 	const char *publisher;	/* presence: the publisher's username */
+	const char *pubsub_node;	/* presence mode over pubsub: publish here instead */
+	const char *pubsub_service;	/* ... at this service (default pubsub.DOMAIN) */
 	unsigned clients;
 	unsigned threads;
 	unsigned window;
@@ -977,6 +979,11 @@ static void lg_ready_item(struct lg_thread *t, struct lg_conn *c, const struct l
 			LG_ADD(t->c.rx_errors, 1);
 			return;
 		}
+		/* Pubsub fan-out: notifications are the "presence" updates. */
+		if (opt.mode == LG_PRESENCE && opt.pubsub_node) {
+			lg_presence_rx(t, c, it, now);
+			return;
+		}
 		LG_ADD(t->c.rx_msgs, 1);
 		b = lg_after(it, "<body>", 6);
 		end = it->p + it->len;
@@ -1286,18 +1293,29 @@ static uint64_t lg_open_tick(struct lg_thread *t)
 	return next > now ? next - now : 0;
 }
 
-/* Presence: the publisher's next update. */
+/*
+ * Presence: the publisher's next update. With --pubsub-node the update is
+ * an item published to that node (XEP-0060) instead, carrying the same
+ * <status>K TS</status>, and receivers count the notifications.
+ */
 static void lg_pres_send(struct lg_thread *t, struct lg_conn *pub)
 {
 	uint32_t k = ++lg_pres.sent;
-	char b[256], *p = b;
+	char b[1024], *p = b;
 	uint64_t now = lg_now_ns();
 
-	p += sprintf(p, "<presence><status>");
+	if (opt.pubsub_node)
+		p += snprintf(p, 700, "<iq type='set' id='lgpub' to='%s'><pubsub xmlns='"
+			      "http://jabber.org/protocol/pubsub'><publish node='%s'><item>"
+			      "<u xmlns='urn:stanzad:bench'>", opt.pubsub_service, opt.pubsub_node);
+	p += sprintf(p, "%s", opt.pubsub_node ? "<status>" : "<presence><status>");
 	p += lg_utoa(p, k);
 	*p++ = ' ';
 	p += lg_utoa(p, now);
-	p += sprintf(p, "</status></presence>");
+	if (opt.pubsub_node)
+		p += sprintf(p, "</status></u></item></publish></pubsub></iq>");
+	else
+		p += sprintf(p, "</status></presence>");
 	lg_pres.t_send[k] = now;
 	if (!lg_write(t, pub, b, (size_t)(p - b)))
 		LG_ADD(t->c.drops, 1);
@@ -1760,6 +1778,8 @@ static void lg_report(const struct lg_snap *a, const struct lg_snap *b, double l
 		       b->c.late_n ? (double)b->c.late_sum_ns / (double)b->c.late_n / 1000.0 : 0.0);
 	printf("\"sent\":%" PRIu64 ",\"received\":%" PRIu64 ",\"rate\":%.0f,", tx,
 	       opt.mode == LG_PRESENCE ? rxp : rx, wall > 0 ? (double)ops / wall : 0.0);
+	printf("\"sent_total\":%" PRIu64 ",\"received_total\":%" PRIu64 ",", b->c.tx_msgs,
+	       opt.mode == LG_PRESENCE ? b->c.rx_presence : b->c.rx_msgs);
 	printf("\"errors\":%" PRIu64 ",\"drops\":%" PRIu64 ",\"disconnects\":%" PRIu64 ",",
 	       b->c.rx_errors - a->c.rx_errors, b->c.drops - a->c.drops,
 	       b->c.disconnects - a->c.disconnects);
@@ -1902,6 +1922,17 @@ static int lg_cmd_run(void)
 	lg_set_phase(LG_PH_STOP);
 	lg_sleep_ms(20);
 	lg_report(&a, &b, login_s);
+	/*
+	 * With --sync the streams stay open (idle) until a line or EOF on
+	 * stdin: the driver measures the work the server still does for the
+	 * window (queued storage writes) before logouts add their own.
+	 */
+	if (opt.sync) {
+		char line[64];
+
+		if (!fgets(line, sizeof(line), stdin))
+			line[0] = '\0';
+	}
 	lg_quit();
 	return 0;
 }
@@ -1979,13 +2010,19 @@ static void lg_usage(FILE *f)
 	      "  --warmup S                 unmeasured seconds first (1)\n"
 	      "  --receivers N --updates K  presence fan-out size and updates (1000, 200)\n"
 	      "  --update-timeout S         presence: give up on an update after S (2)\n"
+	      "  --pubsub-node NODE         presence mode over pubsub: the publisher publishes\n"
+	      "                             items to NODE; receivers (its subscribers) count\n"
+	      "                             the notifications\n"
+	      "  --pubsub-service JID       the pubsub service (pubsub.DOMAIN)\n"
 	      "  --login-timeout S          all logins done within S (120)\n"
 	      "  --login-concurrency N      logins in progress per thread (256)\n"
 	      "  --body-pad N               extra body bytes per message (0)\n"
 	      "  --spin-us N                open loop: poll N us before each send (50)\n"
 	      "  --no-presence              skip the initial presence\n"
 	      "  --server-pid PID           sample this process's CPU over the window\n"
-	      "  --sync                     print a ready line and wait for a stdin line\n"
+	      "  --sync                     print a ready line and wait for a stdin line;\n"
+	      "                             after the result, hold the streams until another\n"
+	      "                             line (the driver measures deferred server work)\n"
 	      "  --label NAME               the mode name printed in results\n"
 	      "  --discard                  sink: count messages, do not echo\n", f);
 }
@@ -2020,6 +2057,8 @@ int main(int argc, char **argv)
 		{ "label", required_argument, NULL, 11 },
 		{ "discard", no_argument, NULL, 12 },
 		{ "spin-us", required_argument, NULL, 13 },
+		{ "pubsub-node", required_argument, NULL, 14 },
+		{ "pubsub-service", required_argument, NULL, 15 },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -2073,6 +2112,8 @@ int main(int argc, char **argv)
 		case 11: opt.label = optarg; break;
 		case 12: opt.discard = true; break;
 		case 13: opt.spin_us = (unsigned)strtoul(optarg, NULL, 10); break;
+		case 14: opt.pubsub_node = optarg; break;
+		case 15: opt.pubsub_service = optarg; break;
 		case 'h': lg_usage(stdout); return 0;
 		default: lg_usage(stderr); return 2;
 		}
@@ -2085,6 +2126,17 @@ int main(int argc, char **argv)
 		lg_die("--rate, --duration, --warmup, --login-concurrency must be positive");
 	if (opt.mode == LG_PRESENCE && (!opt.receivers || !opt.updates))
 		lg_die("--receivers and --updates must be positive");
+	if (opt.pubsub_node && (strlen(opt.pubsub_node) > 200 || strchr(opt.pubsub_node, '\'')))
+		lg_die("--pubsub-node: at most 200 bytes, no quote");
+	if (opt.pubsub_node && !opt.pubsub_service) {
+		static char svc[256];
+
+		snprintf(svc, sizeof(svc), "pubsub.%s", opt.domain);
+		opt.pubsub_service = svc;
+	}
+	if (opt.pubsub_service && (strlen(opt.pubsub_service) > 200 ||
+				   strchr(opt.pubsub_service, '\'')))
+		lg_die("--pubsub-service: at most 200 bytes, no quote");
 	if (opt.window * (opt.body_pad + LG_PREFIX_MAX + 64) > LG_OUT_MAX)
 		lg_die("--window too large for the output queue");
 	memset(lg_pad, 'x', sizeof(lg_pad) - 1);

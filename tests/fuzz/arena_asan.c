@@ -86,3 +86,22 @@ void arena_reset(struct arena *a)
 {
 	arena_release(a);
 }
+
+/* A mark is the newest block; rewinding frees every block allocated after it. */
+struct arena_mark arena_mark(const struct arena *a)
+{
+	struct arena_mark m = { a->head, 0 };
+
+	return m;
+}
+
+void arena_rewind(struct arena *a, struct arena_mark m)
+{
+	while (a->head && a->head != m.chunk) {
+		struct arena_chunk *c = a->head;
+
+		a->head = c->next;
+		a->total -= c->size;
+		free(c);
+	}
+}

@@ -64,7 +64,7 @@ define FUZZ_LINK_RULE
 $(FUZZ_DIR)/$(1): $(call fuzz_objs,$(1))
 	$$(call msg,FUZZLD,$$@)
 	$$(Q)$$(FUZZ_CC) $$(FUZZ_CFLAGS) -fsanitize=fuzzer $$($(1)_LDFLAGS) -o $$@ $$^ \
-		$$(PKG_LIBS) -lpthread
+		$$(PKG_LIBS) -lhttp_parser -lpthread
 endef
 $(foreach t,$(FUZZ_ALL),$(eval $(call FUZZ_LINK_RULE,$(t))))
 

@@ -6,6 +6,8 @@ caps (presence with <c/>, and the answer to the server's disco#info).
 Every wait is bounded."""
 import base64
 import hashlib
+import itertools
+import os
 
 from harness import DOMAIN, NS_CLIENT, NS_DISCO_INFO, NS_STANZAS, q, tostr, xml_escape
 
@@ -166,11 +168,23 @@ def is_caps_query(el):
             (el.find(q(NS_DISCO_INFO, "query")).get("node") or "").startswith(CLIENT_NODE + "#"))
 
 
-def advertise(c, notify=(), extra=(), expect_query=True, lie=None, priority=None, timeout=5.0):
+_uniq = itertools.count(1)
+
+
+def advertise(c, notify=(), extra=None, expect_query=True, lie=None, priority=None,
+              timeout=5.0):
     """Sends available presence with caps whose features include NODE+notify
     for each node in `notify`. When the server asks (expect_query), answers
     its disco#info with those features (or with `lie`, a different feature
-    list, to test that unverifiable answers are not cached). Returns the ver."""
+    list, to test that unverifiable answers are not cached). Returns the ver.
+
+    The server caches verified caps by ver for its whole life, so unless
+    `extra` is given the features get a unique one (the server must ask);
+    the extra features used are kept in c.caps_extra, to send the same
+    caps again."""
+    if extra is None:
+        extra = ["urn:test:uniq:%d:%d" % (os.getpid(), next(_uniq))]
+    c.caps_extra = list(extra)
     features = [NS_DISCO_INFO, NS_CAPS] + list(extra) + ["%s+notify" % n for n in notify]
     ver = caps_ver(features)
     prio = "<priority>%d</priority>" % priority if priority is not None else ""

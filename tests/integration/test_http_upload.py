@@ -308,3 +308,70 @@ def test_upload_off(make_server, xmpp, arun):
         assert UPLOAD not in [i[0] for i in items["disco_items"]["items"]]
     arun(go())
     assert request(srv.http_port, "GET", "/upload/%s/a.txt" % ("a" * 32))[0] == 404
+
+
+def test_pipelined_requests_wait_for_a_file(server, xmpp, arun):
+    """A GET answered after a storage lookup, with more requests behind it
+    in the same write: the answers come in order on one connection."""
+    import socket
+    user, pw, _ = server.new_account("up")
+    data = b"0123456789" * 20000  # several output chunks
+
+    async def go():
+        c = await client(xmpp, server, user, pw)
+        return await slot(c, "pipe.bin", len(data), "application/octet-stream")
+    put_url, get_url = arun(go())
+    assert put(server.http_port, put_url, data, "application/octet-stream")[0] == 201
+    path = url_path(get_url).encode()
+    s = socket.create_connection(("127.0.0.1", server.http_port), timeout=WAIT)
+    try:
+        s.sendall(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+                  b"HEAD " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+                  b"GET /nothing HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        buf = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+    finally:
+        s.close()
+    first, rest = buf.split(b"\r\n\r\n", 1)
+    assert first.startswith(b"HTTP/1.1 200")
+    assert rest[:len(data)] == data
+    rest = rest[len(data):]
+    second, rest = rest.split(b"\r\n\r\n", 1)
+    assert second.startswith(b"HTTP/1.1 200") and b"Content-Length: %d" % len(data) in second
+    assert rest.startswith(b"HTTP/1.1 404")
+
+
+def test_expect_100_continue(server, xmpp, arun):
+    """A client that waits for 100 Continue before its body gets it when the
+    PUT is acceptable, and the final refusal straight away when it is not."""
+    import socket
+    user, pw, _ = server.new_account("up")
+
+    async def go():
+        c = await client(xmpp, server, user, pw)
+        return await slot(c, "wait.txt", 5, "text/plain")
+    put_url, get_url = arun(go())
+    path = url_path(put_url).encode()
+
+    def head(size):
+        return (b"PUT " + path + b" HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n"
+                b"Content-Length: %d\r\nExpect: 100-continue\r\n\r\n" % size)
+    s = socket.create_connection(("127.0.0.1", server.http_port), timeout=WAIT)
+    try:
+        s.sendall(head(6))  # larger than the slot: refused without a 100
+        assert s.recv(4096).startswith(b"HTTP/1.1 413")
+    finally:
+        s.close()
+    s = socket.create_connection(("127.0.0.1", server.http_port), timeout=WAIT)
+    try:
+        s.sendall(head(5))
+        assert s.recv(4096) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        s.sendall(b"hello")
+        assert s.recv(4096).startswith(b"HTTP/1.1 201")
+    finally:
+        s.close()
+    assert request(server.http_port, "GET", url_path(get_url))[2] == b"hello"

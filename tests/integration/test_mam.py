@@ -847,3 +847,25 @@ def test_slixmpp_retrieve_and_iterate(server, xmpp, arun):
         arun(scenario(), timeout=40)
     finally:
         a.close()
+
+
+def test_stream_management_ack_comes_after_the_archive_commit(server):
+    """DESIGN: what is acknowledged is durable, the archive included."""
+    ca, cb = account(server, "mka"), account(server, "mkb")
+    b = online(server, cb)
+    a = Client(server, *ca)
+    NS_SM = "urn:xmpp:sm:3"
+    try:
+        a.send("<enable xmlns='%s'/>" % NS_SM)
+        a.wait(lambda el: el.tag == q(NS_SM, "enabled"))
+        for i in range(5):
+            chat(a, b.bare, "durable %d" % i)
+        a.send("<r xmlns='%s'/>" % NS_SM)
+        ack = a.wait(lambda el: el.tag == q(NS_SM, "a"))
+        assert ack.get("h") == "5", tostr(ack)
+        # The moment the ack is out, both archives hold every message.
+        assert archived(server, ca[0]) == 5
+        assert archived(server, cb[0]) == 5
+    finally:
+        a.close()
+        b.close()

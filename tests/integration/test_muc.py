@@ -1260,11 +1260,10 @@ def test_owners_and_admins_through_the_form_and_the_last_owner(server, clients):
 
 # ---- robustness ----
 
-def test_an_occupant_cut_off_mid_broadcast_leaves_cleanly(make_server):
-    """A client that stops reading overflows its output during a room's
-    fan-out; its session ends inside the delivery and its unavailable
-    presence comes back to the room while the room is still busy. The room
-    handles it afterwards: everyone else gets the messages and the leave."""
+def test_a_slow_occupant_is_cut_off_and_leaves(make_server):
+    """A client that stops reading overflows its output during the room's
+    fan-outs; its session ends and it leaves the room; everyone else goes
+    on getting the messages."""
     srv = make_server("--max-output-bytes", "65536", "--sm-resume-timeout", "0")
     a = user(srv)
     b = user(srv)
@@ -1277,17 +1276,74 @@ def test_an_occupant_cut_off_mid_broadcast_leaves_cleanly(make_server):
         slow.s.sock.setsockopt(__import__("socket").SOL_SOCKET,
                                __import__("socket").SO_RCVBUF, 4096)
         body = "x" * 60000
-        for i in range(200):
-            a.send("<message to='%s' type='groupchat' id='big%d'><body>%s</body></message>" %
-                   (room, i, body))
-            if srv.log_text().find("conn.output_overflow") >= 0:
+        for i in range(300):
+            a.send("<message to='%s' type='groupchat' id='big%d'><body>%s%d</body></message>" %
+                   (room, i, body, i))
+            # The others read everything (their copies must not pile up).
+            wait_body(a, room, body + str(i))
+            wait_body(b, room, body + str(i))
+            if "conn.output_overflow" in srv.log_text():
                 break
         srv.wait_log("conn.output_overflow", timeout=20)
         gone = wait_presence(b, room + "/slow", "unavailable", timeout=20)
         assert item(gone).get("role") == "none"
         say(a, room, "after")
-        b.drain(0.2)
         wait_body(b, room, "after", timeout=10)
     finally:
         for x in (a, b, slow):
             x.close()
+
+
+def test_stanzas_the_room_sends_itself_while_busy_are_queued(server, clients):
+    """An invitation addressed to another room goes out through the router
+    and comes straight back to the service while it is still handling the
+    invitation: it is queued and handled afterwards (not inside)."""
+    a, = people(server, clients, 1)
+    room, other = new_room(), new_room()
+    create(a, room)
+    create(a, other)
+    mark = server.log_size()
+    a.send("<message to='%s'><x xmlns='%s'><invite to='%s'/></x></message>" %
+           (room, NS_MUC_USER, other))
+    server.wait_log("event=muc.deferred", start=mark)
+    # The service is still fine.
+    say(a, room, "still works")
+    wait_body(a, room, "still works")
+
+
+def test_two_sessions_of_a_user_share_a_nickname(server, clients):
+    """XEP-0045 7.2.9: the same bare JID may enter twice with one nickname;
+    the room shows one occupant, both sessions get the traffic, and the
+    nickname leaves with its last session."""
+    a, b, c = people(server, clients, 3)
+    b2 = Client(server, b.user, b.password, resource="r2")
+    clients.append(b2)
+    room = new_room()
+    create(a, room)
+    join(b, room, "bee")
+    wait_presence(a, room + "/bee")
+    got = join(b2, room, "bee")
+    me = self_presence(got)
+    assert item(me).get("jid") == b2.full
+    # The second session's roster does not list its own nickname as someone else.
+    assert [el.get("from") for el in got if el.tag == PRESENCE and 110 not in codes(el)] == \
+        [room + "/owner"]
+    # The first session hears about it as itself; someone else still may not take the nick.
+    assert 110 in codes(wait_presence(b, room + "/bee"))
+    assert join_error(c, room, "bee") == ("cancel", "conflict")
+    say(a, room, "to both")
+    wait_body(b, room, "to both")
+    wait_body(b2, room, "to both")
+    a.send("<message to='%s/bee' type='chat'><body>pm both</body></message>" % room)
+    for x in (b, b2):
+        x.wait(lambda el: el.tag == MESSAGE and el.findtext(q(NS_CLIENT, "body")) == "pm both")
+    # One session leaves: the nickname stays (a sees no unavailable).
+    b.send("<presence to='%s/bee' type='unavailable'/>" % room)
+    assert 110 in codes(wait_presence(b, room + "/bee", "unavailable"))
+    a.quiet(lambda el: el.tag == PRESENCE and el.get("from") == room + "/bee" and
+            el.get("type") == "unavailable", 0.4)
+    say(a, room, "still one")
+    wait_body(b2, room, "still one")
+    # The last one leaves: now it is gone.
+    b2.send("<presence to='%s/bee' type='unavailable'/>" % room)
+    wait_presence(a, room + "/bee", "unavailable")

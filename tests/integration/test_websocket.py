@@ -258,6 +258,40 @@ def test_login_bind_and_stanzas(wsrv):
         ws.close()
 
 
+def test_stream_management_resumes_across_websockets(wsrv):
+    NS_SM = "urn:xmpp:sm:3"
+    user, pw, bare = wsrv.new_account("ws")
+    ws = open_stream(wsrv.http_port)
+    try:
+        full = plain_login(ws, user, pw, "sm")
+        ws.send("<enable xmlns='%s' resume='true'/>" % NS_SM)
+        enabled = ws.xml()
+        assert enabled.tag == q(NS_SM, "enabled"), ET.tostring(enabled)
+        previd = enabled.get("id")
+    finally:
+        ws.close()  # no <close/>, no close frame: a lost connection
+    ws = open_stream(wsrv.http_port)
+    try:
+        _, feats = ws.open()
+        cred = base64.b64encode(b"\0" + user.encode() + b"\0" + pw.encode()).decode()
+        ws.send("<auth xmlns='%s' mechanism='PLAIN'>%s</auth>" % (NS_SASL, cred))
+        assert ws.xml().tag == q(NS_SASL, "success")
+        ws.open()
+        ws.send("<resume xmlns='%s' previd='%s' h='0'/>" % (NS_SM, previd))
+        resumed = ws.xml()
+        assert resumed.tag == q(NS_SM, "resumed"), ET.tostring(resumed)
+        # The resumed session is the old full JID.
+        ws.send("<message xmlns='jabber:client' to='%s' type='chat'><body>back</body></message>"
+                % full)
+        while True:
+            m = ws.xml()
+            if m.tag == "{jabber:client}message":
+                break
+        assert m.find("{jabber:client}body").text == "back"
+    finally:
+        ws.close()
+
+
 def test_fragmented_message_with_a_ping_between(wsrv):
     ws = open_stream(wsrv.http_port)
     try:
