@@ -46,6 +46,22 @@ static struct account *offline_account(struct worker *w, const char *user)
 	return sessdir_find_account(w->srv->sessions, bare, (size_t)n);
 }
 
+/* Starts a fetch for the first available session with priority >= 0, if any. */
+static void offline_deliver_to_available(struct worker *w, const char *user)
+{
+	char bare[JID_MAX];
+	int n = snprintf(bare, sizeof(bare), "%s@%s", user, w->srv->cfg->domain);
+
+	if (n < 0 || (size_t)n >= sizeof(bare))
+		return;
+	for (struct session *s = sessdir_find_bare(w->srv->sessions, bare, (size_t)n); s; s = s->next) {
+		if (!s->ending && s->available && s->priority >= 0 && s->conn) {
+			offline_deliver(w, s);
+			return;
+		}
+	}
+}
+
 bool offline_wanted(const struct xml_node *msg)
 {
 	const char *type = stanza_type(msg);
@@ -115,8 +131,14 @@ static void offline_store_done(struct storage_req *req)
 	}
 	if (req->result == 0) {
 		a = offline_account(w, req->user);
-		if (a)
+		if (a) {
 			a->offline_count++;
+			/*
+			 * A session may have become available while this write
+			 * was in flight; its fetch saw nothing. Deliver now.
+			 */
+			offline_deliver_to_available(w, req->user);
+		}
 		free(sr);
 		return;
 	}

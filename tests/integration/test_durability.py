@@ -39,3 +39,29 @@ def test_ack_for_an_offline_message_comes_after_its_commit(server):
             assert any("durable %d" % i in b for b in bodies), bodies
     finally:
         s.close()
+
+
+def test_message_stored_while_recipient_turns_available_is_still_delivered(server):
+    """A message stored offline for a bound but not yet available session,
+    whose available presence arrives while the write is in flight, is
+    delivered once the write completes (not left until the next login)."""
+    sender, spw, _ = server.new_account("race")
+    rcpt, rpw, rjid = server.new_account("race")
+    snd, _ = login(server.c2s_port, sender, spw)
+    rcv, _ = login(server.c2s_port, rcpt, rpw)
+    try:
+        for i in range(5):
+            # Message first, presence right behind it: the store is still in flight.
+            snd.send("<message to='%s' type='chat' id='x%d'><body>race %d</body></message>"
+                     % (rjid, i, i))
+            if i == 0:
+                rcv.send("<presence/>")
+        got = []
+        while len(got) < 5:
+            el = rcv.next(timeout=5)
+            if el.tag == q(NS_CLIENT, "message"):
+                got.append(el.find(q(NS_CLIENT, "body")).text)
+        assert sorted(got) == ["race %d" % i for i in range(5)], got
+    finally:
+        snd.close()
+        rcv.close()
