@@ -17,6 +17,7 @@
 #include "fanout.h"
 #include "jid.h"
 #include "log.h"
+#include "pubsub.h"
 #include "router.h"
 #include "server.h"
 #include "session.h"
@@ -426,9 +427,15 @@ static void admin_delete_done(struct storage_req *req)
 		adhoc_complete(ctx, ndeleted == op->n && !refused.len && req->result == 0 ? "info" :
 				    ndeleted ? "warn" : "error", note.oom ? "" : note.data, NULL);
 	/* After the answer: an admin who deleted their own account still hears back. */
-	for (size_t i = 0; i < op->n && req->result == 0; i++)
-		if (op->results[i] == 0)
-			admin_end_account(w, op->jid[i], "not-authorized", "the account was removed");
+	for (size_t i = 0; i < op->n && req->result == 0; i++) {
+		char user[JID_PART_MAX + 1];
+
+		if (op->results[i] != 0)
+			continue;
+		admin_end_account(w, op->jid[i], "not-authorized", "the account was removed");
+		snprintf(user, sizeof(user), "%.*s", (int)strcspn(op->jid[i], "@"), op->jid[i]);
+		pubsub_account_removed(w, user);	/* its PEP nodes (pubsub.c) */
+	}
 	strbuf_free(&deleted);
 	strbuf_free(&missing);
 	strbuf_free(&refused);

@@ -647,6 +647,8 @@ static void mam_write_submit(struct worker *w, struct mam_write *mw, struct sess
 		mw->holder_off = 0;
 	}
 	atomic_fetch_add(&mam_pending, mw->size);
+	/* Archive writes may wait a few ms so that one commit covers many. */
+	mw->req.lazy = true;
 	storage_queue_submit(w->srv->store, &mw->req);
 }
 

@@ -270,13 +270,24 @@ static void muc_write_done(struct storage_req *req)
 	free(req);
 }
 
-/* Hands a filled request to the storage thread; muc_write_done frees it. */
+/* The room's copy of the configuration holds its password: wiped before free. */
+static void muc_put_done(struct storage_req *req)
+{
+	struct muc_put_req *pr = (struct muc_put_req *)req;
+
+	if (pr->row.password)
+		explicit_bzero((char *)pr->row.password, strlen(pr->row.password));
+	muc_write_done(req);
+}
+
+/* Hands a filled request to the storage thread; done (muc_write_done by default) frees it. */
 static void muc_submit(struct muc_ctx *c, struct storage_req *req, const char *room_name,
 		       int (*run)(struct storage *st, struct storage_req *req))
 {
 	req->op = STORAGE_OP_RUN;
 	req->run = run;
-	req->done = muc_write_done;
+	if (!req->done)
+		req->done = muc_write_done;
 	req->inbox = &c->w->inbox;
 	/* req->user names the room in the failure log line. */
 	snprintf(req->user, sizeof(req->user), "%s", room_name);
@@ -385,6 +396,7 @@ void muc_persist(struct muc_ctx *c, struct muc_room *room)
 	}
 	pr->naff = i;
 	room->stored = true;
+	pr->req.done = muc_put_done;
 	muc_submit(c, &pr->req, pr->row.name, muc_put_run);
 }
 

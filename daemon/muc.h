@@ -9,7 +9,9 @@
  * persistent rooms (configuration, affiliations, subject) are written to
  * the store as they change and loaded at startup, before the loop runs.
  * Groupchat messages are serialized once and spliced per occupant
- * (fanout.h). Users whose session ends leave their rooms through the
+ * (fanout.h). A user's sessions may share one nickname (XEP-0045 7.2.9):
+ * they are separate occupants to the room model and one to the others.
+ * Users whose session ends leave their rooms through the
  * unavailable presence presence.c sends to every directed-presence
  * target (RFC 6121 4.6.3); an occupant whose session is gone anyway is
  * removed (status 333) the next time the room sends it something.

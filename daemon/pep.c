@@ -69,6 +69,7 @@ static uint64_t pep_next_query;
 
 /* ---- Caps sets ---- */
 
+/* FNV-1a of a ver string, for the cache's buckets. */
 static uint32_t pep_hash(const char *s)
 {
 	uint32_t h = 2166136261u;
@@ -80,12 +81,14 @@ static uint32_t pep_hash(const char *s)
 	return h;
 }
 
+/* Drops a reference; the set is freed with the last one (NULL is fine). */
 static void pep_caps_unref(struct pep_caps *c)
 {
 	if (c && --c->refs == 0)
 		free(c);
 }
 
+/* Takes a reference (NULL is fine); returns c. */
 static struct pep_caps *pep_caps_ref(struct pep_caps *c)
 {
 	if (c)
@@ -93,6 +96,7 @@ static struct pep_caps *pep_caps_ref(struct pep_caps *c)
 	return c;
 }
 
+/* The verified set cached for ver, or NULL. */
 static struct pep_caps *pep_cache_find(const char *ver)
 {
 	for (struct pep_caps *c = pep_cache[pep_hash(ver) & (PEP_CACHE_BUCKETS - 1)]; c; c = c->hnext)
@@ -101,6 +105,7 @@ static struct pep_caps *pep_cache_find(const char *ver)
 	return NULL;
 }
 
+/* qsort comparison of C strings, i;octet (RFC 4790 9.3) as XEP-0115 sorts. */
 static int pep_cmp_str(const void *a, const void *b)
 {
 	return strcmp(*(const char *const *)a, *(const char *const *)b);
@@ -189,6 +194,7 @@ bool pep_session_deliver_once(struct session *s, uint64_t serial)
 
 /* ---- The verification string (XEP-0115 5.1, 5.4) ---- */
 
+/* An element's text, "" when it has none. */
 static const char *pep_text(struct arena *a, const struct xml_node *el)
 {
 	const char *t = xml_text(a, el);
@@ -368,6 +374,7 @@ int pep_caps_ver(const struct xml_node *query, char *out, size_t out_size)
 
 /* ---- Queries ---- */
 
+/* Frees a query and its waiters' names. */
 static void pep_query_free(struct pep_query *q)
 {
 	while (q->waiters) {
@@ -379,6 +386,7 @@ static void pep_query_free(struct pep_query *q)
 	free(q);
 }
 
+/* Takes a query off the list of those in flight. */
 static void pep_query_unlink(struct pep_query *q)
 {
 	for (struct pep_query **pp = &pep_queries; *pp; pp = &(*pp)->next)
@@ -422,6 +430,7 @@ static void pep_query_start(struct worker *w, struct session *s, const char *nod
 	char q_node[JID_PART_MAX + 80];
 
 	pep_queries_expire(now);
+	/* One query per hashed ver at a time: later askers wait for its answer. */
 	if (hashed) {
 		for (q = pep_queries; q; q = q->next) {
 			struct pep_waiter *wt;
@@ -512,6 +521,11 @@ bool pep_iq_response(struct iq_request *rq)
 		pep_query_free(q);
 		return true;
 	}
+	/*
+	 * XEP-0115 5.4: only an answer that hashes to the ver it was asked
+	 * for may be cached for everyone; anything else is believed for its
+	 * sender only (a client lying about itself harms nobody else).
+	 */
 	valid = q->hashed && pep_caps_ver(query, ver, sizeof(ver)) == 0 && strcmp(ver, q->ver) == 0;
 	c = pep_caps_from_query(query, q->ver);
 	if (!c) {
@@ -568,6 +582,10 @@ void pep_presence(struct conn *c, struct xml_node *st)
 	}
 	if (type[0])
 		return;
+	/*
+	 * Initial presence is the first available one since the session was
+	 * unavailable (XEP-0163 4.3.2 footnote): only it brings last items.
+	 */
 	cel = xml_child(st, NS_CAPS, "c");
 	if (!cel && !s->pep)
 		return;	/* no caps, nothing wanted: no state needed */

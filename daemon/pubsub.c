@@ -126,6 +126,7 @@ struct ps_job {
 	char from_bare[JID_MAX];
 };
 
+/* The worker a job belongs to: the owner of the inbox its completion goes to. */
 static struct worker *ps_job_worker(const struct ps_job *j)
 {
 	return (struct worker *)((char *)j->op.req.inbox - offsetof(struct worker, inbox));
@@ -139,6 +140,10 @@ static const char *ps_reply_from(const struct iq_async *op, const struct worker 
 	return op->scope == IQ_SCOPE_ACCOUNT ? NULL : w->srv->cfg->domain;
 }
 
+/*
+ * <iq type=... id=...> addressed back to the requester from what the
+ * request was sent to (op keeps both, so a late answer needs no tree).
+ */
 static struct xml_node *ps_iq_shell(struct arena *a, const struct iq_async *op,
 				    const struct worker *w, const char *type)
 {
@@ -153,6 +158,7 @@ static struct xml_node *ps_iq_shell(struct arena *a, const struct iq_async *op,
 	return iq;
 }
 
+/* Delivers an answer to the requester's session (none: it left; dropped). */
 static void ps_send(struct session *s, struct xml_node *st)
 {
 	if (!st) {
@@ -163,6 +169,7 @@ static void ps_send(struct session *s, struct xml_node *st)
 		router_deliver(s, st);
 }
 
+/* An iq result with an optional payload. */
 static void ps_send_result(struct worker *w, const struct iq_async *op, struct session *s,
 			   struct arena *a, struct xml_node *payload)
 {
@@ -198,28 +205,33 @@ static void ps_send_error(struct worker *w, const struct iq_async *op, struct se
 	ps_send(s, ok ? iq : NULL);
 }
 
+/* The error answer of a request being handled now (no job yet). */
 static void ps_err(struct ps_ctx *ctx, const char *cond, const char *app, const char *text)
 {
 	ps_send_error(ctx->w, &ctx->sync, ctx->sess, iq_arena(ctx->rq), cond, app, NULL, text);
 }
 
+/* feature-not-implemented + <unsupported feature=.../> (XEP-0060 table of errors). */
 static void ps_unsupported(struct ps_ctx *ctx, const char *feature)
 {
 	ps_send_error(ctx->w, &ctx->sync, ctx->sess, iq_arena(ctx->rq), "feature-not-implemented",
 		      "unsupported", feature, NULL);
 }
 
+/* The result of a request answered at once, payload in the worker's scratch arena. */
 static void ps_ok(struct ps_ctx *ctx, struct xml_node *payload)
 {
 	ps_send_result(ctx->w, &ctx->sync, ctx->sess, iq_arena(ctx->rq), payload);
 }
 
+/* The error answer of a job's request, built in the job's arena. */
 static void ps_job_error(struct ps_job *j, struct session *s, const char *cond, const char *app,
 			 const char *text)
 {
 	ps_send_error(ps_job_worker(j), &j->op, s, &j->a, cond, app, NULL, text);
 }
 
+/* The result of a job's request, with the payload the handler prepared. */
 static void ps_job_ok(struct ps_job *j, struct session *s)
 {
 	ps_send_result(ps_job_worker(j), &j->op, s, &j->a, j->reply);
@@ -248,6 +260,10 @@ static struct xml_node *ps_wrap(struct arena *a, struct xml_node **outer, const 
 
 /* ---- Jobs ---- */
 
+/*
+ * Storage thread: the roster facts of a gate from the owner's stored
+ * roster, and the access decision they give. 0 or -errno.
+ */
 static int ps_gate_run(struct storage *st, struct ps_job *j, struct ps_gate *g)
 {
 	const char *groups;
@@ -261,6 +277,11 @@ static int ps_gate_run(struct storage *st, struct ps_job *j, struct ps_gate *g)
 	return 0;
 }
 
+/*
+ * Storage thread: the gate first (a denial skips everything else, which
+ * is not an error: the completion answers it), then the writes in order,
+ * then the reads. A negative return undoes this job's writes only.
+ */
 static int ps_job_run(struct storage *st, struct storage_req *req)
 {
 	struct ps_job *j = (struct ps_job *)req;
@@ -302,6 +323,7 @@ static int ps_job_run(struct storage *st, struct storage_req *req)
 	return 0;
 }
 
+/* Releases a finished job: its node references and its arena. */
 static void ps_job_free(struct ps_job *j)
 {
 	if (j->node)
@@ -312,17 +334,22 @@ static void ps_job_free(struct ps_job *j)
 	free(j);
 }
 
+/* Worker: the job's completion; the session is NULL when the requester left. */
 static void ps_job_done(struct storage_req *req)
 {
 	struct ps_job *j = (struct ps_job *)req;
 	struct session *s = j->has_iq ? iq_async_session(&j->op) : NULL;
 
-	/* At shutdown the answers have nowhere to go. */
-	if (req->result != -ESHUTDOWN)
+	/*
+	 * At shutdown the answers have nowhere to go, and connections may be
+	 * freed under the sessions a fan-out would walk: nothing is sent.
+	 */
+	if (req->result != -ESHUTDOWN && !ps_job_worker(j)->srv->shutting_down)
 		j->finish(j, s);
 	ps_job_free(j);
 }
 
+/* A job answering nobody (background work on this worker). NULL on ENOMEM. */
 static struct ps_job *ps_job_alloc(struct worker *w, ps_finish_fn *finish)
 {
 	struct ps_job *j = calloc(1, sizeof(*j));
@@ -380,6 +407,7 @@ static void ps_job_drop(struct ps_ctx *ctx, struct ps_job *j)
 	ps_job_free(j);
 }
 
+/* The node a job is about: referenced until the job is freed. */
 static void ps_job_set_node(struct ps_job *j, struct ps_node *n)
 {
 	ps_node_ref(n);
@@ -387,6 +415,7 @@ static void ps_job_set_node(struct ps_job *j, struct ps_node *n)
 	j->node_id = n->id;
 }
 
+/* Appends a write of `kind` to the job (fields zeroed). NULL on ENOMEM. */
 static struct ps_mut *ps_mut_add(struct ps_job *j, enum ps_mut_kind kind, uint64_t node_id)
 {
 	struct ps_mut *m = arena_alloc(&j->a, sizeof(*m));
@@ -401,6 +430,7 @@ static struct ps_mut *ps_mut_add(struct ps_job *j, enum ps_mut_kind kind, uint64
 	return m;
 }
 
+/* A copy in the job's arena (NULL stays NULL). */
 static const char *ps_dup(struct ps_job *j, const char *s)
 {
 	return s ? arena_strdup(&j->a, s) : NULL;
@@ -431,6 +461,7 @@ static const char *ps_config_text(struct ps_job *j, const struct ps_config *c)
 	return out;
 }
 
+/* The write that creates node n's row (PEP nodes belong to their account). */
 static int ps_put_node(struct ps_job *j, const struct ps_node *n)
 {
 	const struct ps_host *h = n->host;
@@ -447,6 +478,7 @@ static int ps_put_node(struct ps_job *j, const struct ps_node *n)
 	return m->host && m->name && m->config && m->creator && (!h->pep || m->user) ? 0 : -ENOMEM;
 }
 
+/* The write of n's configuration after a change. */
 static int ps_put_config(struct ps_job *j, const struct ps_node *n)
 {
 	struct ps_mut *m = ps_mut_add(j, PS_MUT_NODE_CONFIG, n->id);
@@ -456,6 +488,7 @@ static int ps_put_config(struct ps_job *j, const struct ps_node *n)
 	return 0;
 }
 
+/* The write of one affiliation (PS_AFFIL_NONE deletes it). */
 static int ps_put_affil(struct ps_job *j, const struct ps_node *n, const char *jid,
 			enum ps_affil a)
 {
@@ -467,6 +500,7 @@ static int ps_put_affil(struct ps_job *j, const struct ps_node *n, const char *j
 	return 0;
 }
 
+/* The write of one subscription with its state and options. */
 static int ps_put_sub(struct ps_job *j, const struct ps_node *n, const struct ps_subscription *s)
 {
 	struct ps_mut *m = ps_mut_add(j, PS_MUT_SUB_PUT, n->id);
@@ -478,6 +512,7 @@ static int ps_put_sub(struct ps_job *j, const struct ps_node *n, const struct ps
 	return 0;
 }
 
+/* The write that removes the subscription of exactly this JID. */
 static int ps_del_sub(struct ps_job *j, const struct ps_node *n, const char *jid)
 {
 	struct ps_mut *m = ps_mut_add(j, PS_MUT_SUB_DEL, n->id);
@@ -489,6 +524,7 @@ static int ps_del_sub(struct ps_job *j, const struct ps_node *n, const char *jid
 
 /* ---- Who is asking ---- */
 
+/* Whether bare JID bare[0..len) is an account of this server (no federation yet). */
 static bool ps_is_local(const struct worker *w, const char *bare, size_t len)
 {
 	const char *at = memchr(bare, '@', len);
@@ -603,6 +639,7 @@ static struct ps_gate *ps_gate_new(struct ps_job *j, const struct ps_node *n, co
 	return g;
 }
 
+/* Whether the requester owns n (the PEP account always owns its nodes). */
 static bool ps_is_owner(const struct ps_ctx *ctx, const struct ps_node *n)
 {
 	return ctx->owner_account ||
@@ -618,6 +655,7 @@ static void ps_deny(struct ps_ctx *ctx, enum ps_verdict v)
 	ps_err(ctx, cond, app, NULL);
 }
 
+/* Answers a job's request with the error of an access denial. */
 static void ps_job_deny(struct ps_job *j, struct session *s, enum ps_verdict v)
 {
 	const char *cond, *app;
@@ -641,6 +679,7 @@ static int ps_check_access(struct ps_ctx *ctx, struct ps_node *n, struct ps_job 
 
 	ps_requester_facts(ctx->w, n, ctx->from_bare, ctx->from_bare_len, ctx->owner_account, &r,
 			   &owner, &olen);
+	/* Facts only the store has: the decision travels with the job. */
 	if (owner) {
 		if (!j || !(j->gate = ps_gate_new(j, n, owner, olen, ctx->from_bare, &r))) {
 			ps_err(ctx, "internal-server-error", NULL, NULL);
@@ -716,6 +755,11 @@ struct ps_fan {
 	unsigned copies;
 };
 
+/*
+ * One copy of a fan-out to session s with 'to' = to: the template with
+ * that 'to' spliced in (fanout.h), or for a detached session the tree,
+ * which stream management keeps. A session gets each notification once.
+ */
 static void ps_fan_copy(struct ps_fan *fan, struct session *s, const char *to, size_t to_len)
 {
 	const char *data = NULL;
@@ -839,6 +883,10 @@ static void ps_fan_pep(struct worker *w, struct ps_fan *fan)
 	/* The owner's roster is in memory while it has sessions (publishers do). */
 	if (!owner || !owner->roster)
 		return;
+	/*
+	 * Contacts that receive the owner's presence (from/both), one roster
+	 * walk per notification; their resources are asked for +notify.
+	 */
 	for (const struct roster_item *it = owner->roster->items; it; it = it->next) {
 		if (it->deleted || !(it->sub & SUB_FROM) ||
 		    (it->jid_len == h->jid_len && memcmp(it->jid, h->jid, h->jid_len) == 0) ||
@@ -983,6 +1031,7 @@ struct ps_load_ctx {
 	unsigned nodes, affils, subs, skipped;
 };
 
+/* Loading: one stored node into the registry (a corrupt configuration: defaults, logged). */
 static int ps_load_node(void *arg, uint64_t id, const char *host, const char *user,
 			const char *name, const char *config, const char *creator, int64_t created)
 {
@@ -1014,6 +1063,7 @@ static int ps_load_node(void *arg, uint64_t id, const char *host, const char *us
 	return 0;
 }
 
+/* Loading: one affiliation (rows of unknown nodes or names are skipped). */
 static int ps_load_affil(void *arg, uint64_t node_id, const char *jid, const char *affil)
 {
 	struct ps_load_ctx *lc = arg;
@@ -1028,6 +1078,7 @@ static int ps_load_affil(void *arg, uint64_t node_id, const char *jid, const cha
 	return ps_affil_set(n, jid, strlen(jid), (enum ps_affil)a);
 }
 
+/* Loading: one subscription, with its delivery option. */
 static int ps_load_sub(void *arg, uint64_t node_id, const char *jid, const char *subid,
 		       const char *state, const char *options)
 {
@@ -1091,6 +1142,7 @@ bool pubsub_enabled(const struct config *cfg)
 
 /* ---- create ---- */
 
+/* Completion of a create: the node stays only if it was stored. */
 static void ps_finish_create(struct ps_job *j, struct session *s)
 {
 	if (j->op.req.result < 0) {
@@ -1153,6 +1205,11 @@ static int ps_check_name(struct ps_ctx *ctx, const char *name)
 	return 0;
 }
 
+/*
+ * XEP-0060 8.1: create a node, with the default configuration or the
+ * <configure/> form next to <create/>; no NodeID makes an instant node.
+ * PEP: only the account itself creates nodes on its service.
+ */
 static void ps_create(struct ps_ctx *ctx)
 {
 	const char *name = xml_attr_get(ctx->op, "node");
@@ -1221,6 +1278,11 @@ static void ps_create(struct ps_ctx *ctx)
 
 /* ---- publish ---- */
 
+/*
+ * Completion of a publish: answered once the item is stored, then the
+ * notification fans out (after the commit, so nobody is told of an item
+ * the store then lost).
+ */
 static void ps_finish_publish(struct ps_job *j, struct session *s)
 {
 	struct worker *w = ps_job_worker(j);
@@ -1324,51 +1386,132 @@ static struct ps_node *ps_publish_node(struct ps_ctx *ctx, struct ps_job *j, con
 	return ps_create_node(ctx, j, name, strlen(name), &cfg);
 }
 
+/*
+ * Keeps a published item: a write to the store (trimmed to the node's
+ * max_items) for a node that persists items, else the node's in-memory
+ * last item. text[0..len) is the serialized payload. 0 or -ENOMEM.
+ */
+static int ps_publish_keep(struct ps_ctx *ctx, struct ps_job *j, struct ps_node *n,
+			   const char *item_id, const char *text, size_t len)
+{
+	struct ps_mut *m;
+	char *id_copy, *pl;
+
+	if (n->cfg.persist_items) {
+		m = ps_mut_add(j, PS_MUT_ITEM_PUT, n->id);
+		if (!m || !(m->item_id = ps_dup(j, item_id)) ||
+		    !(m->publisher = ps_dup(j, ctx->from_bare)) ||
+		    !(m->payload = arena_strndup(&j->a, text, len)))
+			return -ENOMEM;
+		m->payload_len = len;
+		/* Sequence numbers are handed out here, in submission order: the store's order. */
+		m->seq = ps_seq_next();
+		m->created = time(NULL);
+		m->max_items = ps_config_max_items(&n->cfg, &ps_lim);
+		return 0;
+	}
+	id_copy = strdup(item_id);
+	pl = malloc(len + 1);
+	if (!id_copy || !pl) {
+		free(id_copy);
+		free(pl);
+		return -ENOMEM;
+	}
+	memcpy(pl, text, len);
+	pl[len] = '\0';
+	free(n->last_id);
+	free(n->last_payload);
+	n->last_id = id_copy;
+	n->last_payload = pl;
+	n->last_payload_len = len;
+	return 0;
+}
+
+/*
+ * The notification of a publish, built now (the request's tree is gone
+ * by the time the store answers) in the job's arena: the item with a copy
+ * of its payload when the node delivers payloads, or an empty <items/>
+ * for a transient notification-only node (XEP-0060 table 4.3).
+ */
+static int ps_publish_notice(struct ps_job *j, const struct ps_node *n, const char *item_id,
+			     const struct xml_node *item, const struct xml_node *payload)
+{
+	struct xml_node *copy = NULL;
+
+	if (!n->cfg.deliver_notifications)
+		return 0;
+	if (payload && n->cfg.deliver_payloads && !(copy = xml_node_clone(&j->a, payload)))
+		return -ENOMEM;
+	j->notify = item ? ps_item_message(&j->a, n, item_id, copy) :
+			   ps_simple_event(&j->a, n, "items", NULL);
+	return j->notify ? 0 : -ENOMEM;
+}
+
+/*
+ * The checks of a publish that need no node (XEP-0060 7.1.3): a NodeID,
+ * at most one item (batches were removed from the XEP), a form in
+ * publish-options, a bounded ItemID. *item_id is the item's id or a new
+ * one in gen. 0, or -1 after answering.
+ */
+static int ps_publish_request(struct ps_ctx *ctx, const struct xml_node *item,
+			      const struct xml_node *po_el, const char **item_id, char *gen)
+{
+	const char *name = xml_attr_get(ctx->op, "node");
+
+	if (!name || !name[0]) {
+		ps_err(ctx, "bad-request", "nodeid-required", NULL);
+		return -1;
+	}
+	if (item && xml_next_element(item)) {
+		ps_err(ctx, "bad-request", "invalid-payload", "one item per publish");
+		return -1;
+	}
+	if (po_el && !ps_form_get(po_el)) {
+		ps_err(ctx, "bad-request", NULL, "publish-options without a form");
+		return -1;
+	}
+	*item_id = item ? xml_attr_get(item, "id") : NULL;
+	if (*item_id && strlen(*item_id) > PS_ITEM_ID_MAX) {
+		ps_err(ctx, "not-acceptable", NULL, "ItemID too long");
+		return -1;
+	}
+	if (!*item_id || !(*item_id)[0]) {
+		ps_random_hex(gen, PS_GEN_ID_LEN);
+		*item_id = gen;
+	}
+	return 0;
+}
+
+/*
+ * XEP-0060 7.1: publish an item (auto-creating a PEP node for its
+ * account), checked against the node's publish model, event type and
+ * the payload limit; stored, then notified by the completion.
+ */
 static void ps_publish(struct ps_ctx *ctx)
 {
 	const char *name = xml_attr_get(ctx->op, "node");
 	const struct xml_node *item = xml_child(ctx->op, NS_PUBSUB, "item");
 	const struct xml_node *po_el = xml_child(ctx->rq->payload, NS_PUBSUB, "publish-options");
-	const struct xml_node *po = po_el ? ps_form_get(po_el) : NULL;
 	const struct xml_node *payload;
 	struct xml_node *outer = NULL, *el, *ri;
-	struct ps_requester r;
 	struct strbuf b = STRBUF_INIT;
+	struct ps_requester r;
 	const char *item_id, *gate;
 	char gen[PS_GEN_ID_LEN + 1];
 	size_t glen;
 	struct ps_node *n;
 	struct ps_job *j;
-	struct ps_mut *m;
 	enum ps_verdict v;
 
-	if (!name || !name[0]) {
-		ps_err(ctx, "bad-request", "nodeid-required", NULL);
+	if (ps_publish_request(ctx, item, po_el, &item_id, gen) < 0)
 		return;
-	}
-	if (item && xml_next_element(item)) {
-		ps_err(ctx, "bad-request", "invalid-payload", "one item per publish");
-		return;
-	}
-	if (po_el && !po) {
-		ps_err(ctx, "bad-request", NULL, "publish-options without a form");
-		return;
-	}
-	item_id = item ? xml_attr_get(item, "id") : NULL;
-	if (item_id && strlen(item_id) > PS_ITEM_ID_MAX) {
-		ps_err(ctx, "not-acceptable", NULL, "ItemID too long");
-		return;
-	}
-	if (!item_id || !item_id[0]) {
-		ps_random_hex(gen, PS_GEN_ID_LEN);
-		item_id = gen;
-	}
 	j = ps_job_new(ctx, ps_finish_publish);
 	if (!j)
 		return;
-	n = ps_publish_node(ctx, j, name, po);
+	n = ps_publish_node(ctx, j, name, po_el ? ps_form_get(po_el) : NULL);
 	if (!n)
 		goto out_job;
+	/* A node created just now is the requester's own. */
 	if (!j->created) {
 		ps_requester_facts(ctx->w, n, ctx->from_bare, ctx->from_bare_len,
 				   ctx->owner_account, &r, &gate, &glen);
@@ -1380,59 +1523,17 @@ static void ps_publish(struct ps_ctx *ctx)
 	}
 	if (ps_check_item(ctx, &n->cfg, item, &payload) < 0)
 		goto out_undo;
-	if (payload) {
+	if (payload)
 		stored_xml_serialize(&b, payload);
-		if (b.oom) {
-			ps_err(ctx, "internal-server-error", NULL, NULL);
-			goto out_undo;
-		}
-		if (b.len > ps_lim.max_item_bytes) {
-			ps_err(ctx, "not-acceptable", "payload-too-big", NULL);
-			goto out_undo;
-		}
+	if (b.len > ps_lim.max_item_bytes) {
+		ps_err(ctx, "not-acceptable", "payload-too-big", NULL);
+		goto out_undo;
 	}
-	if (n->cfg.persist_items) {
-		m = ps_mut_add(j, PS_MUT_ITEM_PUT, n->id);
-		if (!m || !(m->item_id = ps_dup(j, item_id)) ||
-		    !(m->publisher = ps_dup(j, ctx->from_bare)) ||
-		    !(m->payload = arena_strndup(&j->a, b.data ? b.data : "", b.len))) {
-			ps_err(ctx, "internal-server-error", NULL, NULL);
-			goto out_undo;
-		}
-		m->payload_len = b.len;
-		m->seq = ps_seq_next();
-		m->created = time(NULL);
-		m->max_items = ps_config_max_items(&n->cfg, &ps_lim);
-	} else if (item) {
-		/* Not persisted: the last item is kept in memory only (for new subscribers). */
-		char *id_copy = strdup(item_id), *pl = malloc(b.len + 1);
-
-		if (!id_copy || !pl) {
-			free(id_copy);
-			free(pl);
-			ps_err(ctx, "internal-server-error", NULL, NULL);
-			goto out_undo;
-		}
-		memcpy(pl, b.data ? b.data : "", b.len);
-		pl[b.len] = '\0';
-		free(n->last_id);
-		free(n->last_payload);
-		n->last_id = id_copy;
-		n->last_payload = pl;
-		n->last_payload_len = b.len;
-	}
-	if (n->cfg.deliver_notifications) {
-		struct xml_node *copy = NULL;
-
-		if (payload && n->cfg.deliver_payloads &&
-		    !(copy = xml_node_clone(&j->a, payload))) {
-			ps_err(ctx, "internal-server-error", NULL, NULL);
-			goto out_undo;
-		}
-		if (item)
-			j->notify = ps_item_message(&j->a, n, item_id, copy);
-		else	/* transient notification-only: an empty <items/> (table 4.3) */
-			j->notify = ps_simple_event(&j->a, n, "items", NULL);
+	if (b.oom || (item && ps_publish_keep(ctx, j, n, item_id, b.data ? b.data : "",
+					      b.len) < 0) ||
+	    ps_publish_notice(j, n, item_id, item, payload) < 0) {
+		ps_err(ctx, "internal-server-error", NULL, NULL);
+		goto out_undo;
 	}
 	el = ps_wrap(&j->a, &outer, NS_PUBSUB, "publish", name);
 	ri = el && item ? xml_node_add_child(&j->a, el, NS_PUBSUB, "item") : NULL;
@@ -1452,6 +1553,7 @@ out_job:
 
 /* ---- retract ---- */
 
+/* Completion of a retract: item-not-found when the store had no such item. */
 static void ps_finish_retract(struct ps_job *j, struct session *s)
 {
 	if (j->op.req.result == -ENOENT) {
@@ -1467,6 +1569,10 @@ static void ps_finish_retract(struct ps_job *j, struct session *s)
 		ps_notify(ps_job_worker(j), j->node, j->notify, false);
 }
 
+/*
+ * XEP-0060 7.2: delete an item. Owners and publishers may delete any
+ * item, publish-only entities their own; transient nodes keep none.
+ */
 static void ps_retract(struct ps_ctx *ctx)
 {
 	const struct xml_node *item = xml_child(ctx->op, NS_PUBSUB, "item");
@@ -1628,6 +1734,11 @@ static void ps_send_last_to_new(struct ps_job *j)
 	}
 }
 
+/*
+ * Completion of a subscribe. When the store decided access (gate), the
+ * subscription enters memory only now; then the answer, then the last
+ * item when the node sends it on subscription.
+ */
 static void ps_finish_subscribe(struct ps_job *j, struct session *s)
 {
 	struct ps_node *n = j->node;
@@ -1659,6 +1770,10 @@ static void ps_finish_subscribe(struct ps_job *j, struct session *s)
 		ps_send_last_to_new(j);
 }
 
+/*
+ * XEP-0060 6.1: subscribe a JID whose bare JID is the requester's, per
+ * the node's access model, with optional subscribe options.
+ */
 static void ps_subscribe(struct ps_ctx *ctx)
 {
 	const struct xml_node *opts = xml_child(ctx->rq->payload, NS_PUBSUB, "options");
@@ -1696,6 +1811,11 @@ static void ps_subscribe(struct ps_ctx *ctx)
 		ps_job_drop(ctx, j);
 		return;
 	}
+	/*
+	 * Two ways from here: the store decides (owner offline, roster model)
+	 * and the subscription is written there only if allowed, or access
+	 * is known and the subscription exists in memory at once.
+	 */
 	sub = ps_sub_find(n, jid.buf, jid.len);
 	if (access == 2 && !sub) {
 		/* The store decides; the subscription is written there if allowed. */
@@ -1770,6 +1890,7 @@ static struct ps_subscription *ps_own_sub(struct ps_ctx *ctx, struct ps_node *n,
 	return sub;
 }
 
+/* Completion of a plain write: answered once it is stored (a gone node is no error). */
 static void ps_finish_write(struct ps_job *j, struct session *s)
 {
 	if (j->op.req.result < 0 && j->op.req.result != -ENOENT) {
@@ -1779,6 +1900,7 @@ static void ps_finish_write(struct ps_job *j, struct session *s)
 	ps_job_ok(j, s);
 }
 
+/* XEP-0060 6.2: end one of the requester's own subscriptions. */
 static void ps_unsubscribe(struct ps_ctx *ctx)
 {
 	struct xml_node *outer = NULL, *el;
@@ -1811,6 +1933,7 @@ static void ps_unsubscribe(struct ps_ctx *ctx)
 	ps_job_submit(ctx->w, j);
 }
 
+/* XEP-0060 6.3: the subscribe options form of one's subscription. */
 static void ps_options_get(struct ps_ctx *ctx)
 {
 	struct arena *a = iq_arena(ctx->rq);
@@ -1835,6 +1958,7 @@ static void ps_options_get(struct ps_ctx *ctx)
 	ps_ok(ctx, outer);
 }
 
+/* XEP-0060 6.3.5: new subscribe options (pubsub#deliver). */
 static void ps_options_set(struct ps_ctx *ctx)
 {
 	const struct xml_node *x = ps_form_get(ctx->op);
@@ -1905,6 +2029,7 @@ static int ps_append_item(struct worker *w, struct arena *a, struct xml_node *it
 	return 0;
 }
 
+/* Completion of an items request: the rows read, as <item/>s (oldest first). */
 static void ps_finish_items(struct ps_job *j, struct session *s)
 {
 	struct worker *w = ps_job_worker(j);
@@ -1963,6 +2088,10 @@ static void ps_items_transient(struct ps_ctx *ctx, struct ps_node *n, unsigned n
 	ps_ok(ctx, outer);
 }
 
+/*
+ * XEP-0060 6.5: items of a node, all of them, the newest max_items or
+ * those named by id, for whoever the access model admits.
+ */
 static void ps_items(struct ps_ctx *ctx)
 {
 	const char *max_s = xml_attr_get(ctx->op, "max_items");
@@ -2034,6 +2163,7 @@ static void ps_items(struct ps_ctx *ctx)
 
 /* ---- Entity subscriptions and affiliations (5.6, 5.7) ---- */
 
+/* XEP-0060 5.6: the requester's subscriptions on this service (or one node). */
 static void ps_entity_subscriptions(struct ps_ctx *ctx)
 {
 	struct arena *a = iq_arena(ctx->rq);
@@ -2057,6 +2187,7 @@ static void ps_entity_subscriptions(struct ps_ctx *ctx)
 	ps_ok(ctx, outer);
 }
 
+/* XEP-0060 5.7: the requester's affiliations on this service (or one node). */
 static void ps_entity_affiliations(struct ps_ctx *ctx)
 {
 	struct arena *a = iq_arena(ctx->rq);
@@ -2096,6 +2227,7 @@ static struct ps_node *ps_owned_node(struct ps_ctx *ctx)
 	return n;
 }
 
+/* XEP-0060 8.2: the node_config form with the node's current values. */
 static void ps_configure_get(struct ps_ctx *ctx)
 {
 	struct arena *a = iq_arena(ctx->rq);
@@ -2114,6 +2246,7 @@ static void ps_configure_get(struct ps_ctx *ctx)
 	ps_ok(ctx, outer);
 }
 
+/* Completion of a configure: answered, then notify_config's notification. */
 static void ps_finish_configure(struct ps_job *j, struct session *s)
 {
 	if (j->op.req.result < 0 && j->op.req.result != -ENOENT) {
@@ -2125,6 +2258,11 @@ static void ps_finish_configure(struct ps_job *j, struct session *s)
 		ps_notify(ps_job_worker(j), j->node, j->notify, false);
 }
 
+/*
+ * XEP-0060 8.2.5: a submitted node_config form, all or nothing. Items
+ * the new configuration no longer keeps (persist_items off, a lower
+ * max_items) are removed in the same write.
+ */
 static void ps_configure_set(struct ps_ctx *ctx)
 {
 	const struct xml_node *x = ps_form_get(ctx->op);
@@ -2202,6 +2340,7 @@ nomem:
 	ps_job_drop(ctx, j);
 }
 
+/* XEP-0060 8.3: the default node configuration (leaf nodes only). */
 static void ps_owner_default(struct ps_ctx *ctx)
 {
 	struct arena *a = iq_arena(ctx->rq);
@@ -2225,6 +2364,7 @@ static void ps_owner_default(struct ps_ctx *ctx)
 	ps_ok(ctx, outer);
 }
 
+/* Completion of a delete: answered, then every subscriber told. */
 static void ps_finish_delete(struct ps_job *j, struct session *s)
 {
 	if (j->op.req.result < 0) {
@@ -2236,6 +2376,10 @@ static void ps_finish_delete(struct ps_job *j, struct session *s)
 	ps_notify(ps_job_worker(j), j->node, j->notify, true);
 }
 
+/*
+ * XEP-0060 8.4: delete a node. It leaves memory at once (a new node
+ * may take the name); its subscriptions are told once the store agrees.
+ */
 static void ps_delete(struct ps_ctx *ctx)
 {
 	const struct xml_node *redirect = xml_child(ctx->op, NS_PUBSUB_OWNER, "redirect");
@@ -2268,6 +2412,7 @@ static void ps_delete(struct ps_ctx *ctx)
 	ps_job_submit(ctx->w, j);
 }
 
+/* Completion of a purge: answered, then one <purge/> per subscriber. */
 static void ps_finish_purge(struct ps_job *j, struct session *s)
 {
 	if (j->op.req.result < 0) {
@@ -2279,6 +2424,7 @@ static void ps_finish_purge(struct ps_job *j, struct session *s)
 		ps_notify(ps_job_worker(j), j->node, j->notify, false);
 }
 
+/* XEP-0060 8.5: remove every item of a node that persists items. */
 static void ps_purge(struct ps_ctx *ctx)
 {
 	struct ps_node *n = ps_owned_node(ctx);
@@ -2307,6 +2453,7 @@ static void ps_purge(struct ps_ctx *ctx)
 
 /* ---- Owner: subscriptions and affiliations (8.8, 8.9) ---- */
 
+/* XEP-0060 8.8.1: the node's subscriptions (subscribed and unconfigured). */
 static void ps_owner_subs_get(struct ps_ctx *ctx)
 {
 	struct arena *a = iq_arena(ctx->rq);
@@ -2334,6 +2481,11 @@ struct ps_sub_change {
 	bool has_state;
 };
 
+/*
+ * XEP-0060 8.8.2: the owner changes subscriptions (none removes one);
+ * every entry is checked before anything changes, and each subscriber
+ * whose subscription changed is told.
+ */
 static void ps_owner_subs_set(struct ps_ctx *ctx)
 {
 	struct ps_node *n = ps_owned_node(ctx);
@@ -2405,6 +2557,7 @@ static void ps_owner_subs_set(struct ps_ctx *ctx)
 	ps_job_submit(ctx->w, j);
 }
 
+/* XEP-0060 8.9.1: every affiliation of the node (none is never listed). */
 static void ps_owner_affils_get(struct ps_ctx *ctx)
 {
 	struct arena *a = iq_arena(ctx->rq);
@@ -2479,6 +2632,10 @@ static int ps_affil_changes(struct ps_ctx *ctx, const struct ps_node *n,
 	return 0;
 }
 
+/*
+ * XEP-0060 8.9.2: the owner changes affiliations, all or nothing (see
+ * ps_affil_changes); outcasts lose their subscriptions.
+ */
 static void ps_owner_affils_set(struct ps_ctx *ctx)
 {
 	struct ps_node *n = ps_owned_node(ctx);
@@ -2615,6 +2772,7 @@ static int ps_check_name_attr(struct ps_ctx *ctx, const struct xml_node *op)
 	return 0;
 }
 
+/* Runs the action of a <pubsub/> payload, or answers that there is none such. */
 static void ps_dispatch(struct ps_ctx *ctx)
 {
 	const struct xml_node *op = ctx->op;
@@ -2753,6 +2911,7 @@ size_t pubsub_disco_features(unsigned scope, const char **out, size_t cap)
 	return n;
 }
 
+/* <feature var=.../> in a disco#info answer. */
 static int ps_add_feature(struct arena *a, struct xml_node *q, const char *var)
 {
 	struct xml_node *f = xml_node_add_child(a, q, NULL, "feature");
@@ -2760,6 +2919,7 @@ static int ps_add_feature(struct arena *a, struct xml_node *q, const char *var)
 	return f && xml_attr_set(a, f, "var", var) == 0 ? 0 : -ENOMEM;
 }
 
+/* <identity category='pubsub' type=.../> in a disco#info answer. */
 static int ps_add_identity(struct arena *a, struct xml_node *q, const char *type,
 			   const char *name)
 {
@@ -2867,6 +3027,7 @@ static bool ps_visible(struct ps_ctx *ctx, const struct ps_node *n, bool unknown
 	return ps_access_check(&n->cfg, &r) == PS_ALLOW;
 }
 
+/* disco#info of a node the requester may know about, else item-not-found. */
 static void ps_disco_node_info(struct ps_ctx *ctx, const char *name)
 {
 	struct ps_node *n = ps_node_find(ctx->host, name, strlen(name));
@@ -2884,6 +3045,7 @@ static void ps_disco_node_info(struct ps_ctx *ctx, const char *name)
 	ps_ok(ctx, q);
 }
 
+/* Completion of a node's disco#items: one <item name=ItemID/> per item. */
 static void ps_finish_disco_items(struct ps_job *j, struct session *s)
 {
 	struct xml_node *q;
@@ -2974,6 +3136,7 @@ static void ps_disco_nodes(struct ps_ctx *ctx, bool unknown_ok)
 	ps_ok(ctx, q);
 }
 
+/* disco#info of pubsub.DOMAIN (pubsub/service and its features), or of a node. */
 static void ps_service_disco_info(struct ps_ctx *ctx, const char *node)
 {
 	struct arena *a = iq_arena(ctx->rq);
@@ -2998,14 +3161,19 @@ static void ps_service_disco_info(struct ps_ctx *ctx, const char *node)
 bool pubsub_pep_disco_info(struct iq_request *rq)
 {
 	const char *node = xml_attr_get(rq->payload, "node");
+	struct ps_node *n;
 	struct ps_ctx ctx;
 
 	if (!node || !node[0] || !rq->from)
 		return false;
 	if (ps_ctx_init(&ctx, rq, true) < 0)
 		return true;
-	/* No PEP service there: the account's own answer (which hides whether it exists). */
-	if (!ctx.host)
+	/*
+	 * A node that is not there (or not for this asker) gets the account's
+	 * own answer, which tells a stranger nothing (XEP-0030 section 8).
+	 */
+	if (!ctx.host || !(n = ps_node_find(ctx.host, node, strlen(node))) ||
+	    !ps_visible(&ctx, n, true))
 		return false;
 	ps_disco_node_info(&ctx, node);
 	return true;
@@ -3022,10 +3190,17 @@ bool pubsub_pep_disco_items(struct iq_request *rq)
 		return true;
 	if (!ctx.host)
 		return false;
-	if (node && node[0])
+	if (node && node[0]) {
+		struct ps_node *n = ps_node_find(ctx.host, node, strlen(node));
+
+		/* As for disco#info: unknown or hidden nodes get the account's answer. */
+		if (!n || !ps_visible(&ctx, n, true))
+			return false;
 		ps_disco_node_items(&ctx, node);
-	else	/* XEP-0163 9: only the nodes this contact may subscribe to. */
+	} else {
+		/* XEP-0163 9: only the nodes this contact may subscribe to. */
 		ps_disco_nodes(&ctx, false);
+	}
 	return true;
 }
 
@@ -3044,6 +3219,10 @@ void pubsub_service_route(struct worker *w, struct conn *src, struct xml_node *s
 	struct ps_ctx ctx;
 	const char *ns, *name;
 
+	/*
+	 * Bounced notifications could end subscriptions (XEP-0060 12.4); the
+	 * service keeps them: a bare-JID subscriber is often just offline.
+	 */
 	if (kind != STANZA_IQ) {
 		/*
 		 * Bounced notifications and presence need nothing; other
@@ -3093,6 +3272,10 @@ void pubsub_service_route(struct worker *w, struct conn *src, struct xml_node *s
 
 /* ---- Last items for a newly interested session (XEP-0163 4.3.2, 4.3.3) ---- */
 
+/*
+ * Completion of the last-items read for a session that became
+ * interested: each item found, if the session is still available.
+ */
 static void ps_finish_lasts(struct ps_job *j, struct session *unused)
 {
 	struct worker *w = ps_job_worker(j);
@@ -3197,6 +3380,7 @@ void pubsub_pep_interest(struct worker *w, struct session *s, const struct pep_c
 
 /* ---- Accounts that go away ---- */
 
+/* Completion of background writes: nothing to answer; failures are logged. */
 static void ps_finish_nothing(struct ps_job *j, struct session *s)
 {
 	if (j->op.req.result < 0)

@@ -45,6 +45,7 @@ static uint32_t ps_hash_bytes(uint32_t h, const char *s, size_t len)
 	return h;
 }
 
+/* A node's index hash: its host's and its name's together. */
 static uint32_t ps_node_hash(const struct ps_host *h, const char *name, size_t len)
 {
 	uint32_t x = ps_hash_bytes(reg.seed ^ h->hash, name, len);
@@ -52,6 +53,7 @@ static uint32_t ps_node_hash(const struct ps_host *h, const char *name, size_t l
 	return x ^ (x >> 15);
 }
 
+/* Mixes a node id for its index (ids are sequential). */
 static uint32_t ps_id_hash(uint64_t id)
 {
 	id ^= id >> 33;
@@ -60,6 +62,7 @@ static uint32_t ps_id_hash(uint64_t id)
 	return (uint32_t)id;
 }
 
+/* xorshift128+: fast, seeded from getrandom(); ids need uniqueness, not secrecy. */
 static uint64_t ps_rng_next(void)
 {
 	uint64_t s1 = reg.rng[0];
@@ -87,6 +90,11 @@ void ps_random_hex(char *out, size_t digits)
 
 /* ---- Registry ---- */
 
+/*
+ * The seed and the id generator come from getrandom(): node chains are
+ * keyed by names that clients choose, which must not be able to force
+ * collisions.
+ */
 int ps_registry_init(void)
 {
 	memset(&reg, 0, sizeof(reg));
@@ -112,6 +120,7 @@ int ps_registry_init(void)
 	return 0;
 }
 
+/* Frees a node and everything it owns (it is out of every index). */
 static void ps_node_free(struct ps_node *n)
 {
 	while (n->affils) {
@@ -274,6 +283,11 @@ static void ps_nodes_grow(void)
 	reg.nbuckets = nb;
 }
 
+/*
+ * Ids only grow (loading raises next_id past every stored one), so an id
+ * is never reused in a process's life: a completion that finds its node
+ * by id finds that node or none.
+ */
 struct ps_node *ps_node_add(struct ps_host *h, const char *name, size_t len, uint64_t id,
 			    struct ps_config *cfg, const char *creator, int64_t created)
 {
@@ -344,6 +358,10 @@ void ps_node_ref(struct ps_node *n)
 	n->refs++;
 }
 
+/*
+ * Requests in flight hold references, so a node deleted meanwhile (or
+ * whose account went away) is still safe to look at in their completion.
+ */
 void ps_node_unref(struct ps_node *n)
 {
 	/* Only removed nodes reach zero: the index holds one ref while live. */
@@ -485,7 +503,11 @@ void ps_sub_remove(struct ps_node *n, struct ps_subscription *s)
 	}
 }
 
-/* ---- Names ---- */
+/*
+ * ---- Names ----
+ * The protocol's words for the enums, in tables indexed by value, so
+ * that names and parsing cannot disagree.
+ */
 
 static const char *const access_names[] = {
 	[PS_ACCESS_OPEN] = "open",
@@ -587,6 +609,11 @@ void ps_config_default(struct ps_config *c, bool pep)
 	c->publish_model = PS_PUBLISH_PUBLISHERS;
 	c->send_last = pep ? PS_SEND_LAST_ON_SUB_AND_PRESENCE : PS_SEND_LAST_NEVER;
 	c->max_items = pep ? PS_DEFAULT_MAX_ITEMS_PEP : PS_DEFAULT_MAX_ITEMS;
+	/*
+	 * Items persist and notifications carry payloads (XEP-0163 8 asks
+	 * it of PEP; for the service it is what subscribers expect), and
+	 * removals are announced: clients keep their views in step with it.
+	 */
 	c->persist_items = true;
 	c->deliver_payloads = true;
 	c->deliver_notifications = true;
@@ -603,6 +630,7 @@ void ps_config_free(struct ps_config *c)
 	c->title = c->description = c->payload_type = c->groups = NULL;
 }
 
+/* *dst = a copy of src, or NULL for NULL. 0 or -ENOMEM. */
 static int ps_strdup_opt(char **dst, const char *src)
 {
 	*dst = NULL;
@@ -613,6 +641,7 @@ static int ps_strdup_opt(char **dst, const char *src)
 
 int ps_config_copy(struct ps_config *dst, const struct ps_config *src)
 {
+	/* Scalars by assignment, then each string replaced by its own copy. */
 	*dst = *src;
 	if (ps_strdup_opt(&dst->title, src->title) < 0 ||
 	    ps_strdup_opt(&dst->description, src->description) < 0 ||
@@ -627,6 +656,10 @@ int ps_config_copy(struct ps_config *dst, const struct ps_config *src)
 
 uint32_t ps_config_max_items(const struct ps_config *c, const struct ps_limits *lim)
 {
+	/*
+	 * A stored max_items above today's limit (the operator lowered
+	 * max_items_per_node since) is clamped, never trusted.
+	 */
 	if (c->max_items_max || c->max_items > lim->max_items)
 		return lim->max_items;
 	return c->max_items;
@@ -720,6 +753,7 @@ static char *ps_field_join(struct arena *a, const struct xml_node *field, unsign
 	return out;
 }
 
+/* Fills a form error. */
 static void ps_form_fail(struct ps_form_error *err, const char *cond, const char *app,
 			 const char *text)
 {
@@ -854,6 +888,7 @@ int ps_config_apply_form(struct ps_config *c, const struct xml_node *x,
 	unsigned nfields = 0;
 	int ret = 0;
 
+	/* XEP-0060 8.2.4: a cancelled form keeps the configuration as it is. */
 	if (type && strcmp(type, "cancel") == 0)
 		return 0;
 	if (type && strcmp(type, "submit") != 0) {
@@ -867,6 +902,7 @@ int ps_config_apply_form(struct ps_config *c, const struct xml_node *x,
 		ps_form_fail(err, "bad-request", NULL, "unexpected FORM_TYPE");
 		return -EINVAL;
 	}
+	/* Fields apply to a copy, which replaces c only if every field was good. */
 	if (ps_config_copy(&tmp, c) < 0) {
 		arena_release(&a);
 		return -ENOMEM;
@@ -1094,6 +1130,7 @@ static void ps_put_escaped(struct strbuf *out, const char *v)
 	}
 }
 
+/* key=value line of the stored configuration; a NULL value writes nothing. */
 static void ps_put_kv(struct strbuf *out, const char *k, const char *v)
 {
 	if (!v)
@@ -1106,6 +1143,10 @@ static void ps_put_kv(struct strbuf *out, const char *k, const char *v)
 
 void ps_config_serialize(struct strbuf *out, const struct ps_config *c)
 {
+	/*
+	 * Every scalar is written, defaults included: a later build with
+	 * other defaults must not change the meaning of a stored node.
+	 */
 	strbuf_printf(out, "access=%s\npublish=%s\nsend_last=%s\n", ps_access_name(c->access),
 		      ps_publish_model_name(c->publish_model), ps_send_last_name(c->send_last));
 	if (c->max_items_max)
@@ -1194,6 +1235,7 @@ int ps_config_parse(struct ps_config *c, bool pep, const char *text, size_t len)
 	char *copy = malloc(len + 1), *line, *save = NULL;
 	int ret = 0;
 
+	/* Defaults first: keys a store written by an older build lacks keep them. */
 	ps_config_default(c, pep);
 	if (!copy)
 		return -ENOMEM;
@@ -1249,6 +1291,7 @@ bool ps_groups_match(const char *allowed, const char *contact_groups)
 {
 	const char *p = allowed;
 
+	/* Both lists are short (a few groups): a nested scan beats building sets. */
 	while (p && *p) {
 		const char *sep = strchr(p, ROSTER_GROUP_SEP);
 		size_t l = sep ? (size_t)(sep - p) : strlen(p);
@@ -1316,6 +1359,7 @@ bool ps_access_needs_roster(const struct ps_config *c, const struct ps_requester
 
 enum ps_verdict ps_publish_check(const struct ps_config *c, const struct ps_requester *r)
 {
+	/* XEP-0163: the account is the one publisher of its PEP nodes. */
 	if (r->is_owner_account)
 		return PS_ALLOW;
 	if (r->affil == PS_AFFIL_OUTCAST)

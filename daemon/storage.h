@@ -27,6 +27,10 @@
 #include "scram.h"
 
 #define STORAGE_DB_FILE "stanzad.db"
+
+/* Group commit of lazy requests: wait at most this long, or this many. */
+#define STORAGE_LINGER_MS	5
+#define STORAGE_LINGER_MAX	512
 /* Where stanzad and stanzactl keep state unless told otherwise. */
 #define STORAGE_DEFAULT_STATE_DIR "/var/lib/stanzad"
 /* Longest username in bytes (a normalized localpart, see JID_PART_MAX). */
@@ -144,6 +148,12 @@ struct storage_req {
 	 * of their own and keep inputs and outputs there. Returns 0 or -errno.
 	 */
 	int (*run)(struct storage *st, struct storage_req *req);
+	/*
+	 * Nobody waits for this request's answer soon (an archive write):
+	 * the storage thread may hold a batch of lazy requests back for up
+	 * to STORAGE_LINGER_MS so one commit covers many.
+	 */
+	bool lazy;
 
 	char user[STORAGE_USER_MAX + 1];	/* NUL-terminated, normalized */
 	char password[SCRAM_PASSWORD_MAX + 1];	/* ACCOUNT_VERIFY_PLAIN/CREATE/SET_PASSWORD */

@@ -19,6 +19,7 @@
  * so the number of fsyncs adapts to the load.
  */
 #include <errno.h>
+#include <time.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,6 +47,8 @@ struct storage_queue {
 	pthread_cond_t wake;
 	struct storage_req *head, *tail;
 	bool stopping;			/* storage_queue_stop was called */
+	bool all_lazy;			/* every queued request may wait (see linger) */
+	unsigned queued;		/* requests in head..tail */
 	bool exited;			/* the thread took its last batch */
 	struct storage_queue_stats stats;
 
@@ -375,8 +378,29 @@ static void *storage_thread(void *arg)
 			pthread_mutex_unlock(&q->lock);
 			break;
 		}
+		/*
+		 * Linger: a batch of lazy requests only (archive writes) waits
+		 * up to STORAGE_LINGER_MS for company, so that one commit (one
+		 * fsync) covers many. Anyone waiting for an answer (a lazy
+		 * request never is) ends the wait at once.
+		 */
+		if (q->all_lazy && !q->stopping) {
+			struct timespec until;
+
+			clock_gettime(CLOCK_MONOTONIC, &until);
+			until.tv_nsec += STORAGE_LINGER_MS * 1000000L;
+			if (until.tv_nsec >= 1000000000L) {
+				until.tv_sec++;
+				until.tv_nsec -= 1000000000L;
+			}
+			while (q->all_lazy && !q->stopping && q->queued < STORAGE_LINGER_MAX)
+				if (pthread_cond_timedwait(&q->wake, &q->lock, &until) == ETIMEDOUT)
+					break;
+		}
 		batch = q->head;
 		q->head = q->tail = NULL;
+		q->queued = 0;
+		q->all_lazy = true;
 		n = 0;
 		for (struct storage_req *r = batch; r; r = r->next)
 			n++;
@@ -410,9 +434,16 @@ int storage_queue_start(struct storage_queue **out, struct storage *st)
 	ret = -pthread_mutex_init(&q->lock, NULL);
 	if (ret)
 		goto err_free;
-	ret = -pthread_cond_init(&q->wake, NULL);
+	/* The linger waits with a monotonic deadline. */
+	pthread_condattr_t ca;
+
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	ret = -pthread_cond_init(&q->wake, &ca);
+	pthread_condattr_destroy(&ca);
 	if (ret)
 		goto err_destroy_lock;
+	q->all_lazy = true;
 
 	/* Signals belong to the main thread's handling, never to this one. */
 	sigfillset(&all);
@@ -454,7 +485,12 @@ void storage_queue_submit(struct storage_queue *q, struct storage_req *req)
 	else
 		q->head = req;
 	q->tail = req;
-	pthread_cond_signal(&q->wake);
+	q->queued++;
+	if (!req->lazy)
+		q->all_lazy = false;
+	/* A lingering lazy batch is woken only by what ends the linger. */
+	if (q->queued == 1 || !req->lazy || q->queued >= STORAGE_LINGER_MAX)
+		pthread_cond_signal(&q->wake);
 	pthread_mutex_unlock(&q->lock);
 }
 

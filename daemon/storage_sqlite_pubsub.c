@@ -76,6 +76,7 @@ static int exec_changed(struct storage *st, const char *op, sqlite3_stmt *s)
 	return sqlite3_changes(storage_sqlite_db(st)) > 0 ? 0 : -ENOENT;
 }
 
+/* The cached statement for sql with ?1 bound to a node id, or NULL (logged). */
 static sqlite3_stmt *stmt_node(struct storage *st, const char *sql, uint64_t node_id)
 {
 	sqlite3_stmt *s = storage_sqlite_stmt(st, sql);
@@ -85,6 +86,10 @@ static sqlite3_stmt *stmt_node(struct storage *st, const char *sql, uint64_t nod
 	return s;
 }
 
+/*
+ * Stores (or replaces) an item, then drops the oldest beyond max_items:
+ * the XEP's default publish_node_full behaviour, retract-oldest.
+ */
 static int store_item_put(struct storage *st, const struct ps_mut *m)
 {
 	sqlite3_stmt *s = stmt_node(st, sql_item_put, m->node_id);
@@ -315,6 +320,7 @@ int pubsub_store_roster_facts(struct storage *st, struct arena *a, const char *o
 	return ret;
 }
 
+/* A column's text, or NULL for SQL NULL (valid until the next step). */
 static const char *col_text(sqlite3_stmt *s, int i)
 {
 	const unsigned char *t = sqlite3_column_text(s, i);

@@ -154,7 +154,8 @@ def test_account_info_needs_a_presence_subscription(server):
         info = result_of(el)
         ids = [(i.get("category"), i.get("type")) for i in info.findall(q(NS_DISCO_INFO,
                                                                             "identity"))]
-        assert ids == [("account", "registered")]
+        # Every account is also a PEP service (XEP-0163 9.1).
+        assert ids == [("account", "registered"), ("pubsub", "pep")]
         feats = {f.get("var") for f in info.findall(q(NS_DISCO_INFO, "feature"))}
         assert {"vcard-temp", "jabber:iq:last", NS_DISCO_INFO} <= feats
         # Only what the asker may use on that JID.
@@ -174,7 +175,7 @@ def test_own_account_info(server):
         info = result_of(disco_info(s, "o", to=bare))
         ids = [(i.get("category"), i.get("type")) for i in info.findall(q(NS_DISCO_INFO,
                                                                             "identity"))]
-        assert ids == [("account", "registered")]
+        assert ids == [("account", "registered"), ("pubsub", "pep")]
         feats = {f.get("var") for f in info.findall(q(NS_DISCO_INFO, "feature"))}
         assert {"jabber:iq:private", "vcard-temp"} <= feats
     finally:

@@ -1055,6 +1055,13 @@ def test_archive_query_with_paging(server, clients):
     flt = form({"with": room + "/bee"}, form_type=NS_MAM)
     res, fin = mam_query(a, room, flt, "f1")
     assert [result_body(r) for r in res] == ["a1", "a3", "a5"]
+    # A real JID, for who may see them (the owner); time bounds.
+    res, fin = mam_query(a, room, form({"with": b.bare}, form_type=NS_MAM), "f0")
+    assert [result_body(r) for r in res] == ["a1", "a3", "a5"]
+    res, fin = mam_query(a, room, form({"end": "2000-01-01T00:00:00Z"}, form_type=NS_MAM), "f6")
+    assert res == [] and fin.find(q(NS_MAM, "fin")).get("complete") == "true"
+    res, fin = mam_query(a, room, form({"start": "yesterday"}, form_type=NS_MAM), "f7")
+    assert error_condition(fin) == ("modify", "bad-request")
     flt = form({"ids": [sids[5], sids[2]]}, form_type=NS_MAM)
     res, fin = mam_query(a, room, flt, "f2")
     assert [result_body(r) for r in res] == ["a2", "a5"]
@@ -1168,8 +1175,9 @@ def test_slixmpp_plugin(server, xmpp, arun):
     ua, pa, ja = server.new_account("sx")
     ub, pb, jb = server.new_account("sx")
     room = new_room()
-    a = xmpp(ja + "/one", pa, server.c2s_port, plugins=["xep_0030", "xep_0045", "xep_0004"])
-    b = xmpp(jb + "/one", pb, server.c2s_port, plugins=["xep_0030", "xep_0045", "xep_0004"])
+    plugins = ["xep_0030", "xep_0045", "xep_0004", "xep_0059", "xep_0313"]
+    a = xmpp(ja + "/one", pa, server.c2s_port, plugins=plugins)
+    b = xmpp(jb + "/one", pb, server.c2s_port, plugins=plugins)
 
     async def scenario():
         from harness import connect_and_wait
@@ -1195,6 +1203,19 @@ def test_slixmpp_plugin(server, xmpp, arun):
         b.send_message(mto=room, mbody="hi from slixmpp", mtype="groupchat")
         m = await asyncio.wait_for(got, 5)
         assert m["body"] == "hi from slixmpp" and m["from"].resource == "bob"
+        last = asyncio.get_running_loop().create_future()
+        a.add_event_handler("groupchat_message", lambda m: m["body"] == "n2" and
+                            not last.done() and last.set_result(m))
+        for i in range(3):
+            b.send_message(mto=room, mbody="n%d" % i, mtype="groupchat")
+        await asyncio.wait_for(last, 5)
+        # The room archive through slixmpp's MAM plugin, paged by RSM (2 per page).
+        bodies = []
+        async for msg in a["xep_0313"].iterate(jid=room, rsm={"max": 2}):
+            bodies.append(msg["mam_result"]["forwarded"]["stanza"]["body"])
+            if len(bodies) > 10:
+                break
+        assert bodies == ["hi from slixmpp", "n0", "n1", "n2"], bodies
         await a["xep_0045"].set_affiliation(room, "outcast", jid=jb, reason="bye")
         members = await a["xep_0045"].get_affiliation_list(room, "outcast")
         assert jb in [str(j) for j in members], members
