@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -314,19 +315,24 @@ static const char *const storage_stmt_sql[STMT_COUNT] = {
 };
 
 /*
+ * Statements of feature modules, prepared on first use
+ * (storage_sqlite_stmt) and found again by the address of their SQL text:
+ * an open-addressing table that doubles at half load.
+ */
+struct storage_stmt_slot {
+	const char *sql;	/* the caller's static string: the key */
+	sqlite3_stmt *stmt;
+};
+
+/*
  * One connection and its statements. Opened with SQLITE_OPEN_NOMUTEX, so
  * SQLite does no locking of its own on it: one thread at a time.
  */
-/* Statements of feature modules, prepared on first use (storage_sqlite_stmt). */
-#define STORAGE_STMT_CACHE 128
-
 struct storage {
 	sqlite3 *db;
 	sqlite3_stmt *stmt[STMT_COUNT];
-	struct {
-		const char *sql;	/* the caller's static string: the key */
-		sqlite3_stmt *stmt;
-	} cache[STORAGE_STMT_CACHE];
+	struct storage_stmt_slot *cache;
+	unsigned cache_cap;	/* power of two, 0 before the first use */
 	unsigned ncache;
 	int version;		/* schema version after migration */
 	int busy_timeout_ms;	/* for log lines */
@@ -866,8 +872,10 @@ void storage_close(struct storage *st)
 		stmt_exec(st, STMT_ROLLBACK);
 	for (int i = 0; i < STMT_COUNT; i++)
 		sqlite3_finalize(st->stmt[i]);
-	for (unsigned i = 0; i < st->ncache; i++)
-		sqlite3_finalize(st->cache[i].stmt);
+	for (unsigned i = 0; i < st->cache_cap; i++)
+		if (st->cache[i].sql)
+			sqlite3_finalize(st->cache[i].stmt);
+	free(st->cache);
 	/* The last connection to close checkpoints the WAL into the file. */
 	if (sqlite3_close(st->db) != SQLITE_OK)
 		log_error("storage.close_failed", "err=busy");
@@ -1163,17 +1171,50 @@ sqlite3 *storage_sqlite_db(struct storage *st)
 	return st->db;
 }
 
+/* Slot index of a statement's SQL address (Fibonacci hashing of the pointer). */
+static unsigned stmt_slot(const struct storage *st, const char *sql)
+{
+	uint64_t h = (uint64_t)(uintptr_t)sql * 0x9e3779b97f4a7c15ULL;
+	unsigned i = (unsigned)(h >> 32) & (st->cache_cap - 1);
+
+	while (st->cache[i].sql && st->cache[i].sql != sql)
+		i = (i + 1) & (st->cache_cap - 1);
+	return i;
+}
+
+/* Doubles the statement table. 0 or -ENOMEM. */
+static int stmt_cache_grow(struct storage *st)
+{
+	struct storage_stmt_slot *old = st->cache;
+	unsigned old_cap = st->cache_cap;
+
+	st->cache_cap = old_cap ? old_cap * 2 : 64;
+	st->cache = calloc(st->cache_cap, sizeof(*st->cache));
+	if (!st->cache) {
+		st->cache = old;
+		st->cache_cap = old_cap;
+		return -ENOMEM;
+	}
+	for (unsigned i = 0; i < old_cap; i++)
+		if (old[i].sql)
+			st->cache[stmt_slot(st, old[i].sql)] = old[i];
+	free(old);
+	return 0;
+}
+
 sqlite3_stmt *storage_sqlite_stmt(struct storage *st, const char *sql)
 {
 	sqlite3_stmt *s;
+	unsigned i;
 	int rc;
 
-	/* Few distinct statements, looked up by address: a linear scan is enough. */
-	for (unsigned i = 0; i < st->ncache; i++)
-		if (st->cache[i].sql == sql)
+	if (st->cache_cap) {
+		i = stmt_slot(st, sql);
+		if (st->cache[i].sql)
 			return st->cache[i].stmt;
-	if (st->ncache == STORAGE_STMT_CACHE) {
-		log_error("storage.stmt_cache_full", "size=%d", STORAGE_STMT_CACHE);
+	}
+	if ((st->ncache + 1) * 2 > st->cache_cap && stmt_cache_grow(st) < 0) {
+		log_error("storage.stmt_cache", "msg=\"out of memory\"");
 		return NULL;
 	}
 	rc = sqlite3_prepare_v3(st->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &s, NULL);
@@ -1181,8 +1222,9 @@ sqlite3_stmt *storage_sqlite_stmt(struct storage *st, const char *sql)
 		sql_error(st, "prepare", rc);
 		return NULL;
 	}
-	st->cache[st->ncache].sql = sql;
-	st->cache[st->ncache].stmt = s;
+	i = stmt_slot(st, sql);
+	st->cache[i].sql = sql;
+	st->cache[i].stmt = s;
 	st->ncache++;
 	return s;
 }
