@@ -5,9 +5,15 @@
 #   make check      install missing packages, build, run every test
 #   make unit       C unit tests only (cmocka)
 #   make integration  pytest + slixmpp tests only
-#   make check-kernel the kernel lab in full: kTLS under Debian's 6.1 kernel in qemu
+#   make check-kernel the kernel lab in full: kTLS and the offload module under
+#                   Debian's 6.1 kernel in qemu; make bench-kernel: its fan-out benchmark
 #   make fuzz       libFuzzer targets, FUZZ_SECONDS (default 60) each; see tests/fuzz/
 #   make bench      benchmarks (BENCH_ARGS="--scenario messages ..."); not in check
+#   make demo       IoT demo: a server, a hub and DEMO_DEVICES (5) simulated devices
+#                   for DEMO_SECONDS (60) in a terminal view; Ctrl-C stops it
+#   make install    PREFIX=/usr/local DESTDIR=...; make deb, make check-package:
+#                   see dist/dist.mk
+#   make check-interop  the client interop matrix (tests/interop/interop.mk)
 #   V=1             show the commands
 #   SANITIZE=1      ASan + UBSan build in build-san/ (reports are fatal)
 #
@@ -24,7 +30,7 @@ endif
 BUILD   ?= build
 CC      ?= cc
 PYTHON  ?= /usr/bin/python3
-PKGS    := liburing expat openssl sqlite3 libgsasl libidn inih
+PKGS    := liburing expat openssl sqlite3 libgsasl libidn inih jansson libnl-genl-3.0
 
 ifeq ($(V),1)
 Q :=
@@ -39,7 +45,11 @@ CFLAGS  += -std=gnu11 -Wall -Wextra -Wshadow -Wformat=2 -Wno-unused-parameter \
 	   -Wmissing-prototypes -Wstrict-prototypes -fno-strict-aliasing \
 	   -D_GNU_SOURCE -Iinclude -Idaemon -MMD -MP
 # libhttp-parser-dev ships no pkg-config file.
-LDLIBS  += -lhttp_parser -lpthread
+LDLIBS  += -lhttp_parser -lpthread -lresolv
+# The version --version and XEP-0092 report (the package passes its own).
+ifdef STANZAD_VERSION
+CPPFLAGS += -DSTANZAD_VERSION='"$(STANZAD_VERSION)"'
+endif
 
 # SANITIZE=1: ASan + UBSan, every report fatal. The options reach the unit
 # tests, the daemon started by the integration tests and stanzactl; a leak
@@ -65,12 +75,15 @@ UNIT_BINS    := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 all: $(BUILD)/stanzad $(BUILD)/stanzactl
 
 include bpf/bpf.mk
+include kmod/kmod.mk
 include tests/fuzz/fuzz.mk
+include dist/dist.mk
+include tests/interop/interop.mk
 
 $(BUILD)/obj/%.o: %.c
 	$(call msg,CC,$<)
 	@mkdir -p $(@D)
-	$(Q)$(CC) $(CFLAGS) $(PKG_CFLAGS) -c $< -o $@
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $(PKG_CFLAGS) -c $< -o $@
 
 $(BUILD)/libstanzad.a: $(DAEMON_OBJS)
 	$(call msg,AR,$@)
@@ -103,25 +116,39 @@ check: deps
 	$(Q)$(MAKE) --no-print-directory all $(UNIT_BINS)
 	$(Q)$(MAKE) --no-print-directory unit
 	$(Q)$(MAKE) --no-print-directory integration
+	$(Q)STANZAD_PACKAGE_ALLOW_SKIP=1 $(MAKE) --no-print-directory check-package
 	$(Q)$(MAKE) --no-print-directory fuzz-check
 	$(Q)$(MAKE) --no-print-directory kernel-lab-quick
 
 # The kernel lab (scripts/kernel-lab.sh, tests/kernel/): what the host's
-# kernel cannot do (kTLS; the offload module later) runs under Debian 12's
-# 6.1 kernel in qemu, on this tree's binaries. `make check` runs the quick
+# kernel cannot do (kTLS, the stanza offload module) runs under Debian 12's
+# 6.1 kernel in qemu, on this tree's binaries, with the module built
+# against that kernel's headers (kmod/kmod.mk). `make check` runs the quick
 # part (about 2 minutes) and accepts a skip with its reason printed (no
 # qemu, no kernel package); check-kernel runs everything and fails if the
-# lab cannot run.
+# lab cannot run. bench-kernel: the fan-out benchmark of the kernel paths
+# (tests/kernel/bench_fanout.py; its report is tests/kernel/BENCH.md).
 KERNEL_LAB := scripts/kernel-lab.sh
-LAB_BINS   := $(BUILD)/tests/test_ktls $(BUILD)/tests/test_loop
+LAB_BINS   := $(BUILD)/tests/test_ktls $(BUILD)/tests/test_loop $(BUILD)/tests/kmod_test \
+	      $(BUILD)/tests/fanout_client
 
 kernel-lab-quick: all $(LAB_BINS)
+	$(Q)$(MAKE) --no-print-directory kmod-lab 2>/dev/null || \
+		echo "  KMOD     not built for the lab (no headers for its kernel): its tests skip"
 	$(Q)$(KERNEL_LAB) --allow-skip --timeout 600 -- \
 		tests/kernel/run-lab-tests.sh --quick $(abspath $(BUILD))
 
 check-kernel: deps
 	$(Q)$(MAKE) --no-print-directory all $(LAB_BINS)
-	$(Q)$(KERNEL_LAB) --timeout 1800 -- tests/kernel/run-lab-tests.sh --full $(abspath $(BUILD))
+	$(Q)$(MAKE) --no-print-directory kmod-lab
+	$(Q)$(KERNEL_LAB) --timeout 2400 --mem 3072 -- \
+		tests/kernel/run-lab-tests.sh --full $(abspath $(BUILD))
+
+bench-kernel: deps
+	$(Q)$(MAKE) --no-print-directory all $(LAB_BINS)
+	$(Q)$(MAKE) --no-print-directory kmod-lab
+	$(Q)$(KERNEL_LAB) --timeout 5400 --mem 8192 -- \
+		$(PYTHON) tests/kernel/bench_fanout.py --build $(abspath $(BUILD)) $(BENCH_ARGS)
 
 run: deps
 	$(Q)$(MAKE) --no-print-directory all
@@ -132,13 +159,25 @@ $(BUILD)/loadgen: $(BUILD)/obj/tests/bench/loadgen.o
 	$(call msg,LD,$@)
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-bench: $(BUILD)/stanzad $(BUILD)/stanzactl $(BUILD)/loadgen
+# The login benchmark's client (scenario "login"): TLS, so OpenSSL too.
+$(BUILD)/logingen: $(BUILD)/obj/tests/bench/logingen.o
+	$(call msg,LD,$@)
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ -lssl -lcrypto $(LDLIBS)
+
+bench: $(BUILD)/stanzad $(BUILD)/stanzactl $(BUILD)/loadgen $(BUILD)/logingen
 	$(Q)$(PYTHON) scripts/bench.py --build $(abspath $(BUILD)) $(BENCH_ARGS)
+
+# The IoT demo (scripts/iot_demo.py): temporary state, removed at the end.
+DEMO_DEVICES ?= 5
+DEMO_SECONDS ?= 60
+demo: $(BUILD)/stanzad $(BUILD)/stanzactl
+	$(Q)$(PYTHON) scripts/iot_demo.py --build $(abspath $(BUILD)) --devices $(DEMO_DEVICES) \
+		--duration $(DEMO_SECONDS)
 
 clean:
 	rm -rf $(BUILD)
 
-.PHONY: all deps unit integration check run clean bench kernel-lab-quick check-kernel
+.PHONY: all deps unit integration check run clean bench kernel-lab-quick check-kernel bench-kernel demo
 .PRECIOUS: $(BUILD)/obj/%.o
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -21,6 +21,7 @@
 #include <string.h>
 #include <sys/random.h>
 
+#include "abuse.h"
 #include "account.h"
 #include "blocking.h"
 #include "c2s.h"
@@ -28,16 +29,22 @@
 #include "carbons.h"
 #include "config.h"
 #include "csi.h"
+#include "durable.h"
 #include "iq.h"
 #include "jid.h"
+#include "kmod.h"
 #include "last_activity.h"
 #include "log.h"
 #include "mam.h"
+#include "metrics.h"
 #include "pep.h"
 #include "presence.h"
 #include "roster.h"
 #include "router.h"
+#include "s2s.h"
 #include "sasl.h"
+#include "sasl2.h"
+#include "sasl_external.h"
 #include "server.h"
 #include "session.h"
 #include "sm.h"
@@ -62,6 +69,7 @@ enum c2s_state {
 	C2S_AUTH,		/* SASL (and registration) */
 	C2S_SASL,		/* mid-exchange: <response/> or <abort/> */
 	C2S_SASL_LOOKUP,	/* storage lookup in flight, input paused */
+	C2S_SASL2,		/* SASL2 (XEP-0388) mid-exchange: <response/> or <abort/> */
 	C2S_BIND,		/* authenticated: resource binding */
 	C2S_BIND_LOADING,	/* the account's state is loading, input paused */
 	C2S_READY,		/* session bound: stanzas are routed */
@@ -114,6 +122,7 @@ static const struct c2s_rule rules_tls_offered[] = {
 
 static const struct c2s_rule rules_auth[] = {
 	{ NS_SASL, "auth", c2s_sasl_auth },
+	{ NS_SASL2, "authenticate", sasl2_authenticate },	/* XEP-0388 (sasl2.c) */
 	{ NS_TLS, "starttls", c2s_starttls },
 	{ XML_NS_CLIENT, "iq", c2s_preauth_iq },
 	{ NULL, NULL, NULL },
@@ -122,6 +131,12 @@ static const struct c2s_rule rules_auth[] = {
 static const struct c2s_rule rules_sasl[] = {
 	{ NS_SASL, "response", c2s_sasl_response },
 	{ NS_SASL, "abort", c2s_sasl_abort },
+	{ NULL, NULL, NULL },
+};
+
+static const struct c2s_rule rules_sasl2[] = {
+	{ NS_SASL2, "response", sasl2_response },
+	{ NS_SASL2, "abort", sasl2_abort },
 	{ NULL, NULL, NULL },
 };
 
@@ -152,6 +167,7 @@ static const struct c2s_state_desc c2s_states[] = {
 	[C2S_AUTH] = { "auth", rules_auth },
 	[C2S_SASL] = { "sasl", rules_sasl },
 	[C2S_SASL_LOOKUP] = { "sasl-lookup", NULL },
+	[C2S_SASL2] = { "sasl2", rules_sasl2 },
 	[C2S_BIND] = { "bind", rules_bind },
 	[C2S_BIND_LOADING] = { "bind-loading", NULL },
 	[C2S_READY] = { "ready", rules_ready },
@@ -216,8 +232,12 @@ void c2s_stream_error(struct conn *c, const char *condition, const char *text)
 
 	if (c->closing)
 		return;
-	/* An HTTP connection (kTLS trouble, shutdown) has no stream: just close. */
-	if (c->kind == CONN_HTTP) {
+	if (s2s_owns(c)) {	/* server and component streams (s2s.c) */
+		s2s_stream_error(c, condition, text);
+		return;
+	}
+	/* An HTTP or control connection (kTLS trouble, shutdown) has no stream: just close. */
+	if (c->kind == CONN_HTTP || c->kind == CONN_CONTROL) {
 		conn_close(c, c->close_reason ? c->close_reason : CONN_CLOSE_ERROR);
 		return;
 	}
@@ -238,11 +258,12 @@ void c2s_stream_error(struct conn *c, const char *condition, const char *text)
 	strbuf_clear(b);
 	log_info("stream.error", "conn=%llu condition=%s state=%s", cid(c), condition,
 		 c2s_states[c->state].name);
+	metrics_stream_error(&c->w->metrics, condition);
 	conn_close(c, c->close_reason ? c->close_reason : CONN_CLOSE_ERROR);
 }
 
 /* Fills the channel-binding view of this connection for SASL. */
-static void c2s_channel(const struct conn *c, struct sasl_channel *ch)
+void c2s_channel(const struct conn *c, struct sasl_channel *ch)
 {
 	ssize_t n;
 
@@ -257,7 +278,7 @@ static void c2s_channel(const struct conn *c, struct sasl_channel *ch)
 	ch->unique_len = n > 0 ? (size_t)n : 0;
 }
 
-static bool c2s_plain_allowed_insecure(const struct conn *c)
+bool c2s_plain_allowed_insecure(const struct conn *c)
 {
 	return !cfg_of(c)->require_tls;
 }
@@ -273,6 +294,7 @@ static void c2s_features_preauth(struct conn *c, struct strbuf *b)
 		strbuf_puts(b, "<starttls xmlns='" NS_TLS "'/>");
 	n = sasl_offer(&ch, c2s_plain_allowed_insecure(c), mechs, 8);
 	strbuf_puts(b, "<mechanisms xmlns='" NS_SASL "'>");
+	sasl_external_feature(c, b);	/* XEP-0178: a verified client certificate */
 	for (size_t i = 0; i < n; i++) {
 		strbuf_puts(b, "<mechanism>");
 		strbuf_puts(b, mechs[i]);
@@ -292,6 +314,7 @@ static void c2s_features_preauth(struct conn *c, struct strbuf *b)
 	}
 	if (cfg_of(c)->registration_open)
 		strbuf_puts(b, "<register xmlns='" NS_REGISTER_FEATURE "'/>");
+	sasl2_features(c, b);	/* XEP-0388 with Bind2, SM and FAST inline (sasl2.c) */
 }
 
 /* Sends the features for where negotiation stands and enters that state. */
@@ -301,7 +324,14 @@ static void c2s_send_features(struct conn *c)
 
 	strbuf_clear(b);
 	strbuf_puts(b, "<stream:features>");
-	if (c->authenticated) {
+	if (c->authenticated && c->sess) {
+		/* Bound inline by SASL2/Bind2: what is left to negotiate. */
+		if (!c->sess->sm)
+			strbuf_puts(b, SM_FEATURE);
+		strbuf_puts(b, CSI_FEATURE);
+		strbuf_puts(b, ROSTER_STREAM_FEATURES);
+		c->state = C2S_READY;
+	} else if (c->authenticated) {
 		strbuf_puts(b, "<bind xmlns='" NS_BIND "'/>"
 			       "<session xmlns='" NS_SESSION "'><optional/></session>");
 		strbuf_puts(b, SM_FEATURE);
@@ -397,6 +427,10 @@ static bool c2s_on_stanza(void *ctx, struct xml_node *el)
 	struct conn *c = ctx;
 	const struct c2s_rule *r = c2s_states[c->state].rules;
 
+	/* The session's stanza rate; also ends the stanza deadline (abuse.c). */
+	if (!abuse_stanza_in(c))
+		return false;
+
 	for (; r && r->ns; r++) {
 		if (strcmp(r->ns, el->ns) == 0 && strcmp(r->name, el->name) == 0) {
 			bool go_on = r->fn(c, el);
@@ -438,6 +472,10 @@ bool c2s_expects_header(const struct conn *c)
 
 void c2s_tls_established(struct conn *c)
 {
+	if (s2s_owns(c)) {
+		s2s_tls_established(c);
+		return;
+	}
 	c->secure = true;
 	/* mode=ktls: the record layer moves to the kernel now (conn_ktls.c). */
 	log_info("tls.established", "conn=%llu version=%s cipher=%s mode=%s", cid(c),
@@ -450,6 +488,10 @@ void c2s_stream_closed_by_peer(struct conn *c)
 {
 	if (c->closing)
 		return;
+	if (s2s_owns(c)) {
+		s2s_stream_closed_by_peer(c);
+		return;
+	}
 	log_debug("stream.closed_by_peer", "conn=%llu state=%s", cid(c), c2s_states[c->state].name);
 	sm_stream_closed(c);	/* a clean close: no resumption (XEP-0198 section 6) */
 	if (c->header_sent)
@@ -522,7 +564,12 @@ void c2s_reap_sessions(struct worker *w)
 
 void c2s_closing(struct conn *c)
 {
+	if (s2s_owns(c)) {
+		s2s_closing(c);
+		return;
+	}
 	c2s_auth_free(c);
+	sasl2_conn_closing(c);	/* SASL2/Bind2/FAST state (sasl2.c) */
 	free(c->bind);
 	c->bind = NULL;
 	/* Stream management may keep the session, detached, for resumption. */
@@ -556,6 +603,10 @@ void c2s_deadline(struct conn *c)
 	uint64_t now = loop_now_ms(c->w->loop), idle = now - c->last_input_ms;
 	uint64_t idle_ms = (uint64_t)cfg->idle_timeout * 1000;
 
+	if (s2s_owns(c)) {
+		s2s_deadline(c);
+		return;
+	}
 	if (c->state != C2S_READY) {
 		log_info("stream.timeout", "conn=%llu state=%s", cid(c), c2s_states[c->state].name);
 		c->close_reason = CONN_CLOSE_TIMEOUT;
@@ -597,6 +648,9 @@ void c2s_send_prepared(struct conn *c, const struct xml_node *st, const char *da
 	/* Keep in step with c2s_send_stanza: same stream, bytes made already. */
 	if (!c)
 		return;
+	/* A fan-out copy may go out through the offload module (kmod.c). */
+	if (kmod_fanout_take(c, data, len))
+		return;
 	sm_send_stanza(c, data, len);
 }
 
@@ -631,21 +685,28 @@ static bool c2s_starttls(struct conn *c, struct xml_node *el)
 
 /* ---- SASL (RFC 6120 section 6) ---- */
 
-static void c2s_sasl_failure(struct conn *c, const char *condition, const char *user)
+void c2s_auth_failed(struct conn *c, const char *mech, const char *user, const char *condition)
 {
 	char ubuf[80];
 
-	conn_send_str(c, "<failure xmlns='" NS_SASL "'><");
-	conn_send_str(c, condition);
-	conn_send_str(c, "/></failure>");
+	abuse_auth_failed(c, user, condition);	/* per-account and per-source limits */
 	log_info("auth.failure", "conn=%llu mechanism=%s user=%s reason=%s", cid(c),
-		 c->auth ? c->auth->mech : "-",
+		 mech ? mech : "-",
 		 user ? log_sanitize(ubuf, sizeof(ubuf), user, strlen(user)) : "-", condition);
+	metrics_auth(&c->w->metrics, mech, false);
 	c2s_auth_free(c);
 	c->state = C2S_AUTH;
 	/* RFC 6120 6.4.5: a bounded number of retries, then policy-violation. */
 	if (strcmp(condition, "aborted") != 0 && ++c->auth_failures >= cfg_of(c)->max_auth_failures)
 		c2s_stream_error(c, "policy-violation", "too many failed authentication attempts");
+}
+
+static void c2s_sasl_failure(struct conn *c, const char *condition, const char *user)
+{
+	conn_send_str(c, "<failure xmlns='" NS_SASL "'><");
+	conn_send_str(c, condition);
+	conn_send_str(c, "/></failure>");
+	c2s_auth_failed(c, c->auth ? c->auth->mech : NULL, user, condition);
 }
 
 /* Sends challenge or success data (base64, "=" for empty success data). */
@@ -664,25 +725,58 @@ static void c2s_sasl_send(struct conn *c, const char *el, const char *data, size
 	free(b64);
 }
 
-static void c2s_sasl_success(struct conn *c, const char *data, size_t len)
+int c2s_authenticated(struct conn *c, const char *user, const char *mech)
 {
-	const char *user = sasl_authenticated_user(c->auth->x);
 	size_t n = strlen(user) + strlen(cfg_of(c)->domain) + 2;
+	char *jid = malloc(n);
 
-	free(c->jid);
-	c->jid = malloc(n);
-	if (!c->jid) {
+	if (!jid) {
 		c2s_stream_error(c, "internal-server-error", NULL);
-		return;
+		return -ENOMEM;
 	}
-	snprintf(c->jid, n, "%s@%s", user, cfg_of(c)->domain);
-	c2s_sasl_send(c, "success", data, len);
-	log_info("auth.success", "conn=%llu mechanism=%s jid=%s", cid(c), c->auth->mech, c->jid);
+	snprintf(jid, n, "%s@%s", user, cfg_of(c)->domain);
+	free(c->jid);
+	c->jid = jid;
+	/* Before c2s_auth_free(): user and mech may point into the exchange. */
+	log_info("auth.success", "conn=%llu mechanism=%s jid=%s", cid(c), mech, c->jid);
+	metrics_auth(&c->w->metrics, mech, true);
 	c2s_auth_free(c);
 	c->authenticated = true;
+	abuse_auth_succeeded(c);	/* no longer an unauthenticated connection (abuse.c) */
 	c->auth_failures = 0;
 	c->xs.limit_override = 0;	/* the full stanza limit from now on */
+	return 0;
+}
+
+static void c2s_sasl_success(struct conn *c, const char *user, const char *data, size_t len)
+{
+	if (c2s_authenticated(c, user, c->auth->mech) < 0)
+		return;
+	c2s_sasl_send(c, "success", data, len);
 	c->state = C2S_HEADER;
+}
+
+/*
+ * SASL EXTERNAL on the RFC 6120 profile ended (sasl_external.c, from a
+ * storage completion while input is paused): success restarts the stream.
+ */
+static void c2s_sasl_external_done(struct conn *c, const char *user, const char *condition)
+{
+	if (!c->auth) {
+		conn_resume_input(c);
+		return;
+	}
+	if (user) {
+		if (c2s_authenticated(c, user, "EXTERNAL") == 0) {
+			conn_send_str(c, "<success xmlns='" NS_SASL "'/>");
+			c->state = C2S_HEADER;
+			xml_stream_restart(&c->xs);
+		}
+	} else {
+		c2s_sasl_failure(c, condition, NULL);
+	}
+	if (!c->closing)
+		conn_resume_input(c);
 }
 
 /*
@@ -703,7 +797,7 @@ static bool c2s_sasl_run_step(struct conn *c, const char *in, size_t len)
 		c->state = C2S_SASL;
 		break;
 	case SASL_SUCCESS:
-		c2s_sasl_success(c, out, out_len);
+		c2s_sasl_success(c, sasl_authenticated_user(c->auth->x), out, out_len);
 		break;
 	case SASL_FAILURE:
 		c2s_sasl_failure(c, condition, sasl_authenticated_user(c->auth->x));
@@ -753,6 +847,19 @@ static void c2s_sasl_begin(struct conn *c, char *initial, size_t len)
 	struct storage_req *req;
 	const char *pw;
 
+	if (strcmp(a->mech, "EXTERNAL") == 0) {
+		/* XEP-0178: the certificate decides, after a lookup (sasl_external.c). */
+		condition = sasl_external_begin(c, initial, len, c2s_sasl_external_done);
+		explicit_bzero(initial, len);
+		free(initial);
+		if (condition) {
+			c2s_sasl_failure(c, condition, NULL);
+			return;
+		}
+		c->state = C2S_SASL_LOOKUP;
+		conn_pause_input(c);
+		return;
+	}
 	c2s_channel(c, &ch);
 	if (sasl_begin(srv_of(c)->sasl, a->mech, &ch, initial, len, &a->x, user, sizeof(user),
 		       &condition) < 0) {
@@ -763,6 +870,11 @@ static void c2s_sasl_begin(struct conn *c, char *initial, size_t len)
 	}
 	a->initial = initial;
 	a->initial_len = len;
+	/* Brute force: a locked account name or a banned source (abuse.c). */
+	if (abuse_auth_begin(c, user)) {
+		c2s_sasl_failure(c, "temporary-auth-failure", user);
+		return;
+	}
 
 	req = calloc(1, sizeof(*req));
 	if (!req) {
@@ -813,6 +925,9 @@ static bool c2s_mech_offered(struct conn *c, const char *mech)
 	struct sasl_channel ch;
 	size_t n;
 
+	/* With any client certificate: an unverified one then fails not-authorized. */
+	if (strcmp(mech, "EXTERNAL") == 0)
+		return sasl_external_available(c);
 	c2s_channel(c, &ch);
 	n = sasl_offer(&ch, c2s_plain_allowed_insecure(c), mechs, 8);
 	for (size_t i = 0; i < n; i++)
@@ -832,6 +947,7 @@ static bool c2s_sasl_auth(struct conn *c, struct xml_node *el)
 	if (!c->secure && cfg_of(c)->require_tls) {
 		conn_send_str(c, "<failure xmlns='" NS_SASL "'><encryption-required/></failure>");
 		log_info("auth.failure", "conn=%llu reason=encryption-required", cid(c));
+		metrics_auth(&c->w->metrics, NULL, false);
 		return true;
 	}
 	a = calloc(1, sizeof(*a));
@@ -953,27 +1069,19 @@ static void c2s_replace_session(struct conn *c, struct session *old)
 	/* c2s_closing() took it out of the directory. */
 }
 
-/*
- * Finishes binding once the account's state is in memory (loaded now, or
- * NULL when another session of the account has it already): resolves a
- * resource conflict, enforces max_resources, enters the session into the
- * directory and answers the bind request.
- */
-static void c2s_finish_bind(struct conn *c, struct account *loaded)
+struct session *c2s_bind_resource(struct conn *c, const char *full, struct account *loaded,
+				  const char **errp)
 {
-	struct c2s_bind *pb = c->bind;
 	struct sessdir *dir = srv_of(c)->sessions;
 	size_t bare_len = strlen(c->jid);
 	struct session *old, *s;
-	struct strbuf *b = &c->w->scratch;
 	const char *err = NULL;
 
-	c->bind = NULL;
 	c->state = C2S_BIND;
-	old = sessdir_find_full(dir, pb->full, strlen(pb->full));
+	old = sessdir_find_full(dir, full, strlen(full));
 	if (!old && sessdir_count_bare(dir, c->jid, bare_len) >= cfg_of(c)->max_resources)
 		err = "resource-constraint";
-	s = err ? NULL : session_new(c, pb->full, bare_len);
+	s = err ? NULL : session_new(c, full, bare_len);
 	if (!err && !s)
 		err = "internal-server-error";
 	if (!err) {
@@ -993,35 +1101,73 @@ static void c2s_finish_bind(struct conn *c, struct account *loaded)
 	}
 	if (err) {
 		account_free(loaded);
-		strbuf_clear(b);
-		strbuf_puts(b, "<iq type='error' id='");
-		strbuf_append_xml_escaped(b, pb->id, strlen(pb->id));
-		strbuf_printf(b, "'><bind xmlns='" NS_BIND "'/><error type='%s'><%s xmlns='"
-			      NS_STANZAS "'/></error></iq>", stanza_error_type(err), err);
-		conn_send(c, b->data, b->len);
-		strbuf_clear(b);
-		free(pb);
-		return;
+		*errp = err;
+		return NULL;
 	}
 	session_install_account(s, loaded);
 	c->sess = s;
 	c->state = C2S_READY;
-
-	strbuf_clear(b);
-	strbuf_puts(b, "<iq type='result' id='");
-	strbuf_append_xml_escaped(b, pb->id, strlen(pb->id));
-	strbuf_puts(b, "'><bind xmlns='" NS_BIND "'><jid>");
-	strbuf_append_xml_escaped(b, s->jid, s->jid_len);
-	strbuf_puts(b, "</jid></bind></iq>");
-	conn_send(c, b->data, b->len);
-	strbuf_clear(b);
-	free(pb);
 	log_info("session.bind", "conn=%llu jid=%s", cid(c), s->jid);
 	/* From now on the deadline watches idleness. */
 	if (cfg_of(c)->idle_timeout)
 		conn_set_deadline(c, (uint64_t)cfg_of(c)->idle_timeout * 1000);
 	else
 		loop_timer_cancel(&c->timer);
+	return s;
+}
+
+/*
+ * Finishes binding once the account's state is in memory (loaded now, or
+ * NULL when another session of the account has it already) and answers
+ * the bind request.
+ */
+static void c2s_finish_bind(struct conn *c, struct account *loaded)
+{
+	struct c2s_bind *pb = c->bind;
+	struct strbuf *b = &c->w->scratch;
+	const char *err = NULL;
+	struct session *s;
+
+	c->bind = NULL;
+	s = c2s_bind_resource(c, pb->full, loaded, &err);
+	strbuf_clear(b);
+	strbuf_puts(b, "<iq type='");
+	strbuf_puts(b, s ? "result" : "error");
+	strbuf_puts(b, "' id='");
+	strbuf_append_xml_escaped(b, pb->id, strlen(pb->id));
+	if (s) {
+		strbuf_puts(b, "'><bind xmlns='" NS_BIND "'><jid>");
+		strbuf_append_xml_escaped(b, s->jid, s->jid_len);
+		strbuf_puts(b, "</jid></bind></iq>");
+	} else {
+		strbuf_printf(b, "'><bind xmlns='" NS_BIND "'/><error type='%s'><%s xmlns='"
+			      NS_STANZAS "'/></error></iq>", stanza_error_type(err), err);
+	}
+	conn_send(c, b->data, b->len);
+	strbuf_clear(b);
+	free(pb);
+}
+
+/* ---- SASL2 (sasl2.c) moves through these states ---- */
+
+void c2s_sasl2_waiting(struct conn *c)
+{
+	c->state = C2S_SASL_LOOKUP;
+	conn_pause_input(c);
+}
+
+void c2s_sasl2_challenged(struct conn *c)
+{
+	c->state = C2S_SASL2;
+}
+
+void c2s_sasl2_finished(struct conn *c, bool resumed)
+{
+	/* XEP-0198 section 7: a stream resumed inline gets no features. */
+	if (resumed)
+		c->state = C2S_READY;
+	else
+		c2s_send_features(c);
 }
 
 /*
@@ -1159,6 +1305,7 @@ static bool c2s_ready_stanza(struct conn *c, struct xml_node *st)
 	const char *bad = stanza_validate(st);
 	const char *from_attr = xml_attr_get(st, "from");
 	const char *to_attr = xml_attr_get(st, "to");
+	uint64_t mark = durable_mark(c);	/* what the storage queue had before this stanza */
 	struct mam_stamp ms;
 	struct jid from, to;
 
@@ -1216,6 +1363,9 @@ static bool c2s_ready_stanza(struct conn *c, struct xml_node *st)
 		router_route(c, st, &from, NULL);
 	}
 out:
+	metrics_stanza_routed(c, stanza_kind(st));	/* count and routing latency (metrics.h) */
+	/* Writes this stanza caused commit before stream management acks it (durable.c). */
+	durable_settle(c, mark);
 	arena_reset(&c->w->tmp);
 	return true;
 }

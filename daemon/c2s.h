@@ -47,6 +47,51 @@ void c2s_session_end(struct worker *w, struct session *s);
 /* Stream management resumed s on c: c becomes ready with s as its session. */
 void c2s_resume_session(struct conn *c, struct session *s);
 
+/* ---- For the other authentication front ends (sasl2.c, sasl_external.c) ---- */
+
+struct sasl_channel;
+struct account;
+
+/* The channel-binding view of c for SASL (sasl.h). */
+void c2s_channel(const struct conn *c, struct sasl_channel *ch);
+/* PLAIN (and SASL2) may run without TLS: require_tls = no. */
+bool c2s_plain_allowed_insecure(const struct conn *c);
+
+/*
+ * Authentication as `user` (a normalized localpart) succeeded with `mech`:
+ * c->jid is set, the RFC 6120 exchange (if any) freed, the full stanza
+ * limit applies. Sends nothing. 0, or -ENOMEM after a stream error.
+ */
+int c2s_authenticated(struct conn *c, const char *user, const char *mech);
+
+/*
+ * An attempt failed and the caller has sent its failure element: logs,
+ * frees the RFC 6120 exchange (if any), returns to the authentication
+ * state, and past max_auth_failures ends the stream with
+ * policy-violation ("aborted" does not count).
+ */
+void c2s_auth_failed(struct conn *c, const char *mech, const char *user, const char *condition);
+
+/* SASL2 states: waiting for storage (input paused), expecting <response/>. */
+void c2s_sasl2_waiting(struct conn *c);
+void c2s_sasl2_challenged(struct conn *c);
+/*
+ * SASL2 sent <success/>: features follow (bound or not), except after an
+ * inline stream resumption, where the stream is ready at once.
+ */
+void c2s_sasl2_finished(struct conn *c, bool resumed);
+
+/*
+ * Binds the full JID `full` (its bare part c->jid) to c with the account
+ * state `loaded` (NULL when a session of the account holds it already):
+ * an older session with the same full JID is replaced (conflict),
+ * max_resources is enforced. Returns the session (c is then ready) or
+ * NULL with *err the stanza error condition; `loaded` is consumed either
+ * way.
+ */
+struct session *c2s_bind_resource(struct conn *c, const char *full, struct account *loaded,
+				  const char **err);
+
 /*
  * Sends a stanza (message, presence, iq) on a client stream; stream
  * management counts what passes here.

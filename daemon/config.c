@@ -68,10 +68,24 @@ static const struct config_option options[] = {
 	  "ad-hoc command sessions one account may keep open; more end the oldest (default 8)" },
 	{ "ktls", OPT_YESNO, OFF(ktls), 0, 0, "yes|no",
 	  "move TLS records to the kernel after the handshake where it can (default yes)" },
+	{ "kmod", OPT_YESNO, OFF(kmod), 0, 0, "yes|no",
+	  "fan stanzas out through the stanza offload module when it is loaded (default yes)" },
+	{ "kmod_min_fanout", OPT_UINT, OFF(kmod_min_fanout), 1, 1000000, "N",
+	  "fewest copies of a fan-out sent through the offload module; fewer use io_uring (default 8)" },
 	{ "cert", OPT_STRING, OFF(cert), 0, 0, "FILE",
 	  "server certificate chain, PEM (default: self-signed, generated in state_dir)" },
 	{ "key", OPT_STRING, OFF(key), 0, 0, "FILE",
 	  "private key of the certificate, PEM" },
+	{ "client_ca", OPT_STRING, OFF(client_ca), 0, 0, "FILE",
+	  "CA certificates (PEM) whose client certificates SASL EXTERNAL accepts (default none)" },
+	{ "client_crl", OPT_STRING, OFF(client_crl), 0, 0, "FILE",
+	  "CRLs (PEM) checked for those client certificates (default none)" },
+	{ "sasl2", OPT_YESNO, OFF(sasl2), 0, 0, "yes|no",
+	  "offer SASL2 (XEP-0388) with Bind2 and FAST tokens (default yes)" },
+	{ "fast_token_lifetime", OPT_UINT, OFF(fast_token_lifetime), 60, 31536000, "SECONDS",
+	  "how long a FAST token (XEP-0484) stays valid (default 2592000, 30 days)" },
+	{ "fast_rotate_after", OPT_UINT, OFF(fast_rotate_after), 0, 31536000, "SECONDS",
+	  "a FAST token older than this gets a successor at its next use; 0: every use (default 86400)" },
 	{ "max_stanza_bytes", OPT_UINT, OFF(max_stanza_bytes), 1024, 16 << 20, "BYTES",
 	  "largest stanza accepted after authentication (default 262144)" },
 	{ "max_stanza_bytes_preauth", OPT_UINT, OFF(max_stanza_bytes_preauth), 1024, 16 << 20, "BYTES",
@@ -82,6 +96,33 @@ static const struct config_option options[] = {
 	  "concurrent client connections per worker (default: from the fd limit)" },
 	{ "max_auth_failures", OPT_UINT, OFF(max_auth_failures), 1, 100, "N",
 	  "failed SASL attempts before the stream is closed (default 3)" },
+	{ "max_auth_failures_account", OPT_UINT, OFF(max_auth_failures_account), 0, 1000000, "N",
+	  "failed logins for one account name within auth_failure_window before it is locked for "
+	  "auth_lockout_time, 0 = no limit (default 10)" },
+	{ "max_auth_failures_source", OPT_UINT, OFF(max_auth_failures_source), 0, 1000000, "N",
+	  "failed logins from one address (IPv6: /64) within auth_failure_window before it is "
+	  "banned for auth_lockout_time, 0 = no limit (default 30)" },
+	{ "auth_failure_window", OPT_UINT, OFF(auth_failure_window), 1, 86400, "SECONDS",
+	  "the window those failures are counted in (default 600)" },
+	{ "auth_lockout_time", OPT_UINT, OFF(auth_lockout_time), 1, 86400, "SECONDS",
+	  "how long a locked account name or a banned address is refused (default 300)" },
+	{ "max_preauth_per_ip", OPT_UINT, OFF(max_preauth_per_ip), 0, 10000000, "N",
+	  "unauthenticated client and HTTP connections one address (IPv6: /64) may hold open; "
+	  "more are refused, 0 = no limit (default 64)" },
+	{ "stanza_timeout", OPT_UINT, OFF(stanza_timeout), 0, 3600, "SECONDS",
+	  "time from a stanza's first byte to its last after authentication, 0 = none (default 60)" },
+	{ "session_stanza_rate", OPT_UINT, OFF(session_stanza_rate), 0, 10000000, "N",
+	  "stanzas per second one client stream may send on average; more end it with "
+	  "policy-violation, 0 = no limit (default 500)" },
+	{ "session_stanza_burst", OPT_UINT, OFF(session_stanza_burst), 1, 10000000, "N",
+	  "stanzas one client stream may send at once above that rate (default 2500)" },
+	{ "session_byte_rate", OPT_UINT, OFF(session_byte_rate), 0, 1u << 30, "BYTES",
+	  "bytes per second one client stream may send on average, 0 = no limit (default 1048576)" },
+	{ "session_byte_burst", OPT_UINT, OFF(session_byte_burst), 65536, 1u << 30, "BYTES",
+	  "bytes one client stream may send at once above that rate (default 4194304)" },
+	{ "handover_socket", OPT_STRING, OFF(handover_socket), 0, 0, "PATH",
+	  "Unix socket a new stanzad asks the running one for its listeners on at a restart, "
+	  "'off' to disable (default STATE_DIR/handover.sock)" },
 	{ "max_resources", OPT_UINT, OFF(max_resources), 1, 1000, "N",
 	  "concurrent sessions (resources) per account (default 16)" },
 	{ "auth_timeout", OPT_UINT, OFF(auth_timeout), 1, 3600, "SECONDS",
@@ -134,6 +175,15 @@ static const struct config_option options[] = {
 	  "items one pubsub node keeps at most; what max_items 'max' means (default 1000)" },
 	{ "max_pubsub_item_bytes", OPT_UINT, OFF(max_pubsub_item_bytes), 64, 16 << 20, "BYTES",
 	  "largest pubsub item payload, serialized (default 65536)" },
+	{ "registry", OPT_YESNO, OFF(registry), 0, 0, "yes|no",
+	  "thing registry at registry.DOMAIN, XEP-0347 (default yes)" },
+	{ "provisioning", OPT_YESNO, OFF(provisioning), 0, 0, "yes|no",
+	  "IoT provisioning service at provisioning.DOMAIN, XEP-0324, and the enforcement of "
+	  "owners' rules (default yes)" },
+	{ "max_thing_tags", OPT_UINT, OFF(max_thing_tags), 1, 256, "N",
+	  "meta tags one thing may register in the thing registry (default 32)" },
+	{ "max_thing_rules", OPT_UINT, OFF(max_thing_rules), 1, 100000, "N",
+	  "provisioning rules an owner may set for one thing (default 256)" },
 	{ "http_request_timeout", OPT_UINT, OFF(http_request_timeout), 1, 3600, "SECONDS",
 	  "time for an HTTP request's headers to arrive (default 10)" },
 	{ "http_idle_timeout", OPT_UINT, OFF(http_idle_timeout), 1, 86400, "SECONDS",
@@ -155,6 +205,48 @@ static const struct config_option options[] = {
 	{ "upload_allowed_types", OPT_LIST, OFF(upload_allowed_types), 0, 0, "TYPE",
 	  "MIME type ('image/png') or family ('image/*') that may be uploaded, repeatable "
 	  "(default: any)" },
+	{ "metrics", OPT_YESNO, OFF(metrics), 0, 0, "yes|no",
+	  "Prometheus metrics at /metrics on the HTTP listeners (default yes)" },
+	{ "metrics_allow", OPT_LIST, OFF(metrics_allow), 0, 0, "CIDR",
+	  "address or prefix that may read /metrics, repeatable (default: loopback only)" },
+	{ "log_target", OPT_STRING, OFF(log_target), 0, 0, "TARGET",
+	  "auto|stderr|journal: where log lines go; auto is the journal when stderr is "
+	  "connected to it (default auto)" },
+	{ "log_rate_limit", OPT_UINT, OFF(log_rate_limit), 0, 1000000, "N",
+	  "lines per second one event may log at one level; the rest are counted and "
+	  "summarized, 0 = no limit (default 100)" },
+	{ "control_socket", OPT_STRING, OFF(control_socket), 0, 0, "PATH",
+	  "Unix socket stanzactl talks to, 'off' to disable (default STATE_DIR/control)" },
+	{ "control_group", OPT_STRING, OFF(control_group), 0, 0, "GROUP",
+	  "group whose members may use the control socket (default: its owner only)" },
+	{ "listen_s2s", OPT_LIST, OFF(listen_s2s), 0, 0, "ADDR:PORT",
+	  "server-to-server listener with STARTTLS, repeatable (default off)" },
+	{ "listen_s2s_tls", OPT_LIST, OFF(listen_s2s_tls), 0, 0, "ADDR:PORT",
+	  "server-to-server Direct TLS listener (XEP-0368, ALPN xmpp-server), repeatable (default off)" },
+	{ "listen_component", OPT_LIST, OFF(listen_component), 0, 0, "ADDR:PORT",
+	  "external component listener, XEP-0114, repeatable (default off)" },
+	{ "s2s", OPT_YESNO, OFF(s2s), 0, 0, "yes|no",
+	  "reach other domains (federation); no: they get remote-server-not-found (default yes)" },
+	{ "s2s_host", OPT_LIST, OFF(s2s_host), 0, 0, "DOMAIN=ADDR:PORT",
+	  "static host table: reach DOMAIN at ADDR:PORT instead of DNS ('tls:ADDR:PORT' for Direct "
+	  "TLS), repeatable" },
+	{ "s2s_auth", OPT_STRING, OFF(s2s_auth), 0, 0, "verified|dialback",
+	  "peers must prove their domain by certificate (verified), or may use dialback when "
+	  "the certificate does not (default dialback)" },
+	{ "s2s_ca", OPT_STRING, OFF(s2s_ca), 0, 0, "FILE",
+	  "CA certificates (PEM) trusted for peer server certificates (default: the system store)" },
+	{ "s2s_queue_max", OPT_UINT, OFF(s2s_queue_max), 1, 1000000, "N",
+	  "stanzas queued for one remote domain while its link comes up (default 1000)" },
+	{ "s2s_queue_max_bytes", OPT_UINT, OFF(s2s_queue_max_bytes), 65536, 1u << 30, "BYTES",
+	  "bytes of stanzas queued for one remote domain (default 4194304)" },
+	{ "s2s_connect_timeout", OPT_UINT, OFF(s2s_connect_timeout), 1, 600, "SECONDS",
+	  "time for one TCP connect to a remote server (default 10)" },
+	{ "s2s_handshake_timeout", OPT_UINT, OFF(s2s_handshake_timeout), 1, 3600, "SECONDS",
+	  "time from connect to an authenticated server or component stream (default 30)" },
+	{ "s2s_idle_timeout", OPT_UINT, OFF(s2s_idle_timeout), 0, 86400, "SECONDS",
+	  "an unused server-to-server link is closed after this long, 0 = never (default 600)" },
+	{ "component", OPT_LIST, OFF(component), 0, 0, "DOMAIN=SECRET",
+	  "external component allowed to connect, XEP-0114, repeatable (default none)" },
 };
 
 #define NOPTIONS (sizeof(options) / sizeof(options[0]))
@@ -328,13 +420,28 @@ static void config_defaults(struct config *cfg)
 	cfg->workers = ncpu > 0 ? (uint32_t)ncpu : 1;
 	cfg->require_tls = true;
 	cfg->ktls = true;
+	cfg->kmod = true;
+	cfg->kmod_min_fanout = 8;
 	cfg->registration_open = false;
+	cfg->sasl2 = true;
+	cfg->fast_token_lifetime = 30 * 86400;
+	cfg->fast_rotate_after = 86400;
 	cfg->adhoc_timeout = 600;
 	cfg->adhoc_max_sessions = 8;
 	cfg->max_stanza_bytes = 256 * 1024;
 	cfg->max_stanza_bytes_preauth = 16 * 1024;
 	cfg->max_output_bytes = 2 * 1024 * 1024;
 	cfg->max_auth_failures = 3;
+	cfg->max_auth_failures_account = 10;
+	cfg->max_auth_failures_source = 30;
+	cfg->auth_failure_window = 600;
+	cfg->auth_lockout_time = 300;
+	cfg->max_preauth_per_ip = 64;
+	cfg->stanza_timeout = 60;
+	cfg->session_stanza_rate = 500;
+	cfg->session_stanza_burst = 2500;
+	cfg->session_byte_rate = 1024 * 1024;
+	cfg->session_byte_burst = 4 * 1024 * 1024;
 	cfg->max_resources = 16;
 	cfg->auth_timeout = 60;
 	cfg->idle_timeout = 300;
@@ -359,6 +466,10 @@ static void config_defaults(struct config *cfg)
 	cfg->max_pubsub_nodes = 1000;
 	cfg->max_items_per_node = 1000;
 	cfg->max_pubsub_item_bytes = 64 * 1024;
+	cfg->registry = true;
+	cfg->provisioning = true;
+	cfg->max_thing_tags = 32;
+	cfg->max_thing_rules = 256;
 	cfg->http_request_timeout = 10;
 	cfg->http_idle_timeout = 60;
 	cfg->websocket = true;
@@ -367,6 +478,14 @@ static void config_defaults(struct config *cfg)
 	cfg->upload_quota_bytes = 100 * 1024 * 1024;
 	cfg->upload_expire_days = 30;
 	cfg->upload_slot_timeout = 300;
+	cfg->metrics = true;
+	cfg->log_rate_limit = 100;
+	cfg->s2s = true;
+	cfg->s2s_queue_max = 1000;
+	cfg->s2s_queue_max_bytes = 4 * 1024 * 1024;
+	cfg->s2s_connect_timeout = 10;
+	cfg->s2s_handshake_timeout = 30;
+	cfg->s2s_idle_timeout = 600;
 }
 
 /* Fills what is still unset after file and flags. 0 or -ENOMEM. */
@@ -457,6 +576,10 @@ static int config_validate(struct config *cfg)
 	cfg->domain = strdup(dom);
 	if (!cfg->domain)
 		return -ENOMEM;
+	if (cfg->client_crl && !cfg->client_ca) {
+		fprintf(stderr, "stanzad: client_crl needs client_ca\n");
+		return -EINVAL;
+	}
 	if (log_level_parse(cfg->log_level, &lvl) < 0) {
 		fprintf(stderr, "stanzad: log_level '%s' must be debug, info, warn or error\n",
 			cfg->log_level);
@@ -495,6 +618,10 @@ static int config_validate(struct config *cfg)
 		return -EINVAL;
 	}
 	if (config_validate_admins(cfg) < 0)
+		return -EINVAL;
+	if (config_validate_s2s(cfg) < 0)	/* s2s_config.c */
+		return -EINVAL;
+	if (config_validate_ops(cfg) < 0)	/* ops_config.c */
 		return -EINVAL;
 	if (cfg->mam_default && strcmp(cfg->mam_default, "always") != 0 &&
 	    strcmp(cfg->mam_default, "roster") != 0 && strcmp(cfg->mam_default, "never") != 0) {
@@ -609,16 +736,32 @@ void config_free(struct config *cfg)
 	free(cfg->domain);
 	free(cfg->state_dir);
 	free(cfg->log_level);
+	free(cfg->handover_socket);
 	free(cfg->cert);
 	free(cfg->key);
+	free(cfg->client_ca);
+	free(cfg->client_crl);
 	list_clear(&cfg->listen_c2s);
 	list_clear(&cfg->listen_c2s_tls);
 	list_clear(&cfg->admin);
 	list_clear(&cfg->listen_http);
 	list_clear(&cfg->listen_https);
 	list_clear(&cfg->upload_allowed_types);
+	list_clear(&cfg->listen_s2s);
+	list_clear(&cfg->listen_s2s_tls);
+	list_clear(&cfg->listen_component);
+	list_clear(&cfg->s2s_host);
+	for (unsigned i = 0; i < cfg->component.n; i++)	/* secrets */
+		explicit_bzero(cfg->component.v[i], strlen(cfg->component.v[i]));
+	list_clear(&cfg->component);
+	free(cfg->s2s_auth);
+	free(cfg->s2s_ca);
 	free(cfg->upload_url_base);
 	free(cfg->mam_default);
+	list_clear(&cfg->metrics_allow);
+	free(cfg->log_target);
+	free(cfg->control_socket);
+	free(cfg->control_group);
 	memset(cfg, 0, sizeof(*cfg));
 }
 
@@ -630,6 +773,95 @@ const char *config_cert_path(const struct config *cfg)
 		return cfg->cert;
 	snprintf(path, sizeof(path), "%s/cert.pem", cfg->state_dir);
 	return path;
+}
+
+/* ---- Option access by index (reload.c compares and copies keys) ---- */
+
+size_t config_option_count(void)
+{
+	return NOPTIONS;
+}
+
+const char *config_option_key(size_t i)
+{
+	return i < NOPTIONS ? options[i].key : NULL;
+}
+
+static bool str_equal(const char *a, const char *b)
+{
+	return a == b || (a && b && strcmp(a, b) == 0);
+}
+
+bool config_option_differs(const struct config *a, const struct config *b, size_t i)
+{
+	const struct config_option *o = &options[i];
+	const void *fa = (const char *)a + o->offset, *fb = (const char *)b + o->offset;
+
+	switch (o->type) {
+	case OPT_STRING:
+		return !str_equal(*(char *const *)fa, *(char *const *)fb);
+	case OPT_UINT:
+		return *(const uint32_t *)fa != *(const uint32_t *)fb;
+	case OPT_YESNO:
+	case OPT_OPENCLOSED:
+		return *(const bool *)fa != *(const bool *)fb;
+	case OPT_LIST: {
+		const struct config_list *la = fa, *lb = fb;
+
+		if (la->n != lb->n)
+			return true;
+		for (unsigned k = 0; k < la->n; k++)
+			if (!str_equal(la->v[k], lb->v[k]))
+				return true;
+		return false;
+	}
+	}
+	return true;
+}
+
+int config_option_copy(struct config *dst, const struct config *src, size_t i)
+{
+	const struct config_option *o = &options[i];
+	void *fd = (char *)dst + o->offset;
+	const void *fs = (const char *)src + o->offset;
+
+	switch (o->type) {
+	case OPT_STRING: {
+		const char *v = *(char *const *)fs;
+		char *dup = v ? strdup(v) : NULL;
+
+		if (v && !dup)
+			return -ENOMEM;
+		free(*(char **)fd);
+		*(char **)fd = dup;
+		return 0;
+	}
+	case OPT_UINT:
+		*(uint32_t *)fd = *(const uint32_t *)fs;
+		return 0;
+	case OPT_YESNO:
+	case OPT_OPENCLOSED:
+		*(bool *)fd = *(const bool *)fs;
+		return 0;
+	case OPT_LIST: {
+		struct config_list *ld = fd, copy = { .n = 0 };
+		const struct config_list *ls = fs;
+
+		for (unsigned k = 0; k < ls->n; k++) {
+			copy.v[k] = strdup(ls->v[k]);
+			if (!copy.v[k]) {
+				list_clear(&copy);
+				return -ENOMEM;
+			}
+			copy.n++;
+		}
+		copy.set = ls->set;
+		list_clear(ld);
+		*ld = copy;
+		return 0;
+	}
+	}
+	return -EINVAL;
 }
 
 const char *config_key_path(const struct config *cfg)

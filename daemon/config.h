@@ -40,8 +40,15 @@ struct config {
 	uint32_t adhoc_timeout;		/* seconds an unanswered ad-hoc command session lives */
 	uint32_t adhoc_max_sessions;	/* open ad-hoc command sessions per account */
 	bool ktls;		/* kTLS handoff where the kernel supports it */
+	bool kmod;		/* fan-out through the stanza offload module (kmod.c) */
+	uint32_t kmod_min_fanout;	/* smaller fan-outs are not worth a request */
 	char *cert;		/* NULL: <state_dir>/cert.pem, generated */
 	char *key;
+	char *client_ca;	/* CA of client certificates for SASL EXTERNAL; NULL: none */
+	char *client_crl;	/* CRLs checked for them; NULL: none */
+	bool sasl2;		/* XEP-0388 SASL2 with Bind2 (XEP-0386) and FAST (XEP-0484) */
+	uint32_t fast_token_lifetime;	/* seconds a FAST token is valid */
+	uint32_t fast_rotate_after;	/* token age (seconds) at which its use brings a new one */
 
 	/* Limits (named so operators can find them in logs and docs). */
 	uint32_t max_stanza_bytes;
@@ -49,6 +56,18 @@ struct config {
 	uint32_t max_output_bytes;
 	uint32_t max_connections;
 	uint32_t max_auth_failures;
+	/* Abuse limits (abuse.c): brute force, floods, slow senders. */
+	uint32_t max_auth_failures_account;	/* failed logins per name in the window; 0 = off */
+	uint32_t max_auth_failures_source;	/* ... per source address (IPv6 /64); 0 = off */
+	uint32_t auth_failure_window;	/* seconds failures are counted over */
+	uint32_t auth_lockout_time;	/* seconds a name stays locked / a source banned */
+	uint32_t max_preauth_per_ip;	/* unauthenticated connections per source; 0 = off */
+	uint32_t stanza_timeout;	/* seconds a stanza may take to arrive (after auth); 0 = off */
+	uint32_t session_stanza_rate;	/* inbound stanzas per second per stream; 0 = off */
+	uint32_t session_stanza_burst;
+	uint32_t session_byte_rate;	/* inbound bytes per second per stream; 0 = off */
+	uint32_t session_byte_burst;
+	char *handover_socket;		/* restart hand-over socket (handover.c); NULL: default, "off" */
 	uint32_t max_resources;
 	uint32_t auth_timeout;		/* seconds from accept to bound session */
 	uint32_t idle_timeout;		/* seconds of silence before a ping; 0 = off */
@@ -80,6 +99,12 @@ struct config {
 	uint32_t max_items_per_node;	/* most items a node keeps: what max_items 'max' means */
 	uint32_t max_pubsub_item_bytes;	/* one item's payload, serialized */
 
+	/* IoT: XEP-0347 registry.DOMAIN (registry.c), XEP-0324 provisioning.DOMAIN. */
+	bool registry;			/* the thing registry runs */
+	bool provisioning;		/* the provisioning service runs and its rules are enforced */
+	uint32_t max_thing_tags;	/* meta tags of one registered thing */
+	uint32_t max_thing_rules;	/* provisioning rules of one thing */
+
 	/* HTTP listener (http.c), WebSocket (websocket.c), file upload (upload.c). */
 	uint32_t http_request_timeout;	/* seconds to receive a request's headers */
 	uint32_t http_idle_timeout;	/* seconds of silence: keep-alive, body, slow reader */
@@ -91,6 +116,29 @@ struct config {
 	uint32_t upload_slot_timeout;	/* seconds a slot waits for its PUT */
 	char *upload_url_base;		/* NULL: derived from the first HTTP(S) listener */
 	struct config_list upload_allowed_types;	/* MIME types or families; empty = any */
+
+	/* Operations: /metrics (metrics.c), logs (log.c), the control socket (control.c). */
+	bool metrics;			/* GET /metrics on the HTTP listeners */
+	struct config_list metrics_allow;	/* addresses/CIDR prefixes that may scrape; unset: loopback */
+	char *log_target;		/* auto|stderr|journal (NULL: auto) */
+	uint32_t log_rate_limit;	/* lines per second of one event and level; 0 = no limit */
+	char *control_socket;		/* Unix socket path; NULL: <state_dir>/control; "off" */
+	char *control_group;		/* group allowed the control socket (mode 0660); NULL: owner only */
+
+	/* Federation (s2s.c) and external components (component.c, XEP-0114). */
+	struct config_list listen_s2s;		/* ADDR:PORT, STARTTLS; empty = no inbound s2s */
+	struct config_list listen_s2s_tls;	/* Direct TLS (XEP-0368, ALPN xmpp-server) */
+	struct config_list listen_component;	/* XEP-0114 jabber:component:accept */
+	bool s2s;			/* other domains are reached at all (no: remote-server-not-found) */
+	struct config_list s2s_host;	/* DOMAIN=[tls:]ADDR:PORT: the static host table */
+	char *s2s_auth;			/* verified|dialback (NULL: dialback) */
+	char *s2s_ca;			/* CA file trusted for peer certificates; NULL: system store */
+	uint32_t s2s_queue_max;		/* stanzas queued per remote domain while its link comes up */
+	uint32_t s2s_queue_max_bytes;	/* ... and their bytes */
+	uint32_t s2s_connect_timeout;	/* seconds for one TCP connect */
+	uint32_t s2s_handshake_timeout;	/* seconds from connect to an authenticated stream */
+	uint32_t s2s_idle_timeout;	/* seconds an unused link stays open; 0 = forever */
+	struct config_list component;	/* DOMAIN=SECRET (secrets wiped at exit) */
 };
 
 /*
@@ -101,9 +149,33 @@ struct config {
 int config_load(struct config *cfg, int argc, char **argv);
 void config_free(struct config *cfg);
 
+/*
+ * Checks the federation and component keys (s2s_config.c): addresses,
+ * the host table, component entries, s2s_auth. Prints one line and
+ * returns -EINVAL on the first bad value.
+ */
+int config_validate_s2s(struct config *cfg);
+
+/*
+ * Checks the operations keys (ops_config.c): metrics_allow, log_target,
+ * control_socket, control_group. Prints one line and returns -EINVAL on
+ * the first bad value.
+ */
+int config_validate_ops(struct config *cfg);
+
 /* Paths of the certificate and key, defaulted under state_dir. */
 const char *config_cert_path(const struct config *cfg);
 const char *config_key_path(const struct config *cfg);
+
+/*
+ * The option table by index, for reloads (reload.c): how many keys there
+ * are, the name of key i, whether a and b differ in it, and copying its
+ * value from src to dst (strings and lists duplicated; 0 or -ENOMEM).
+ */
+size_t config_option_count(void);
+const char *config_option_key(size_t i);
+bool config_option_differs(const struct config *a, const struct config *b, size_t i);
+int config_option_copy(struct config *dst, const struct config *src, size_t i);
 
 /*
  * Parses "ADDR:PORT" ("127.0.0.1:5222", "[::1]:5222", "*:5222" for any)

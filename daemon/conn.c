@@ -20,11 +20,15 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include "abuse.h"
 #include "c2s.h"
 #include "config.h"
 #include "conn.h"
+#include "control.h"
 #include "http.h"
+#include "kmod.h"
 #include "log.h"
+#include "s2s.h"
 #include "server.h"
 #include "sm.h"
 #include "tls.h"
@@ -59,6 +63,9 @@ static int conn_queue_raw(struct conn *c, const void *data, size_t len)
 	const struct config *cfg = c->w->srv->cfg;
 	const char *p = data;
 
+	/* A fan-out copy of this connection waits in the offload batch: it goes first. */
+	if (c->kmod_pending)
+		kmod_flush(c->w);
 	if (c->fd < 0 || c->overflowed)
 		return c->fd < 0 ? -EPIPE : -ENOBUFS;
 	if (c->out_bytes + len > cfg->max_output_bytes) {
@@ -202,6 +209,17 @@ void conn_input_xml(struct conn *c, const char *data, size_t len)
 			 * command would be ciphertext garbage to OpenSSL.
 			 */
 			if (c->tls && !c->secure) {
+				/*
+				 * Whitespace sent right after <starttls/> is still
+				 * the old stream (go-xmpp, so go-sendxmpp, ends
+				 * every write with a newline): drop it. No TLS
+				 * record starts with such a byte (types 20-24).
+				 */
+				while (len && (*data == ' ' || *data == '\t' || *data == '\r' ||
+					       *data == '\n')) {
+					data++;
+					len--;
+				}
 				if (len)
 					conn_input(c, data, len);
 				return;
@@ -225,6 +243,8 @@ static void conn_input_plain(struct conn *c, const char *data, size_t len)
 {
 	if (c->kind == CONN_HTTP)
 		http_input(c, data, len);
+	else if (c->kind == CONN_CONTROL)
+		control_input(c, data, len);	/* stanzactl (control.c) */
 	else if (c->websocket)
 		ws_input(c, data, len);
 	else
@@ -250,6 +270,8 @@ void conn_input(struct conn *c, const char *data, size_t len)
 	if (c->closing)
 		return;	/* lingering after our close: discard */
 	c->last_input_ms = loop_now_ms(c->w->loop);
+	if (!abuse_bytes_in(c, len))	/* the session's byte rate (abuse.c) */
+		return;
 	if (!c->tls) {
 		conn_input_plain(c, data, len);
 		return;
@@ -320,6 +342,8 @@ void conn_input_plaintext(struct conn *c, const char *data, size_t len)
 	if (c->closing)
 		return;	/* lingering after our close: discard */
 	c->last_input_ms = loop_now_ms(c->w->loop);
+	if (!abuse_bytes_in(c, len))
+		return;
 	conn_input_plain(c, data, len);
 }
 
@@ -328,9 +352,16 @@ int conn_start_tls(struct conn *c)
 	struct server *srv = c->w->srv;
 	struct tls_server *ts = c->direct_tls ? srv->tls_direct : srv->tls_starttls;
 
-	c->tls = tls_conn_new(ts, conn_tls_sink, c);
+	/* Federation has its own contexts, and the client side for our links (s2s.c). */
+	if (s2s_owns(c))
+		c->tls = s2s_tls_conn_new(c, conn_tls_sink);
+	else
+		c->tls = tls_conn_new(ts, conn_tls_sink, c);
 	if (!c->tls)
 		return -errno;
+	/* XEP-0178: clients may present a certificate (never HTTPS: browsers would ask). */
+	if (c->kind == CONN_C2S)
+		tls_conn_request_client_cert(c->tls);
 	c->tls_mode = CONN_TLS_USERSPACE;
 	return 0;
 }
@@ -366,6 +397,7 @@ void conn_close(struct conn *c, enum conn_close_reason reason)
 	if (c->closing)
 		return;
 	c->closing = true;
+	abuse_conn_done(c);	/* a closing connection no longer counts for its source */
 	if (c->kind == CONN_HTTP)
 		http_closing(c);	/* an upload in progress is abandoned */
 	else
@@ -376,6 +408,8 @@ void conn_close(struct conn *c, enum conn_close_reason reason)
 		return;
 	c->close_after_flush = true;
 	conn_set_deadline(c, CONN_LINGER_MS);
+	if (c->kmod_pending)
+		kmod_flush(c->w);	/* a copy in the offload batch is output too */
 	if (!c->out_head && !c->send_inflight)
 		conn_finish(c);
 }
@@ -386,6 +420,7 @@ void conn_abort(struct conn *c, enum conn_close_reason reason)
 		c->close_reason = reason;
 	if (!c->closing) {
 		c->closing = true;
+		abuse_conn_done(c);
 		if (c->kind == CONN_HTTP)
 			http_closing(c);
 		else
@@ -401,6 +436,8 @@ void conn_output_drained(struct conn *c)
 		conn_ktls_step(c);
 	if (c->kind == CONN_HTTP)
 		http_output_drained(c);	/* the next piece of a file */
+	else if (c->kind == CONN_CONTROL)
+		control_output_drained(c);	/* the next piece of an answer */
 	if (c->closing && c->close_after_flush)
 		conn_finish(c);
 }

@@ -33,8 +33,11 @@ struct tls_conn;
 struct session;
 struct c2s_auth;
 struct c2s_bind;
+struct sasl2;
 struct http_conn;
 struct ws_conn;
+struct s2s_conn;
+struct control_conn;
 
 /* Output is kept in chunks; small writes share one chunk. */
 struct out_chunk {
@@ -50,6 +53,10 @@ struct out_chunk {
 enum conn_kind {
 	CONN_C2S = 1,
 	CONN_HTTP,		/* HTTP listener (http.c); a WebSocket upgrade makes it CONN_C2S */
+	CONN_S2S_IN,		/* a server connected to us (s2s_in.c) */
+	CONN_S2S_OUT,		/* our link to a server (s2s_out.c) */
+	CONN_COMPONENT,		/* an external component, XEP-0114 (component.c) */
+	CONN_CONTROL,		/* the control socket (control.c): stanzactl requests */
 };
 
 /* Why a connection closed, for the log line. */
@@ -90,6 +97,7 @@ struct conn {
 	uint8_t auth_failures;
 	uint8_t iq_async;		/* storage-backed iqs in flight (iq_async.h) */
 	uint8_t tls_mode;		/* enum conn_tls_mode (conn_ktls.c) */
+	uint8_t metrics_class;		/* counted under this class + 1, 0: not (metrics.c) */
 
 	bool closing : 1;		/* no more input is processed */
 	bool close_after_flush : 1;	/* shut down once the queue is empty */
@@ -108,10 +116,20 @@ struct conn {
 	bool ping_sent : 1;		/* idle check: our ping is unanswered */
 	bool register_busy : 1;		/* an in-band registration request is running */
 	bool websocket : 1;		/* XMPP over WebSocket, RFC 7395 (websocket.c) */
+	bool abuse_counted : 1;		/* counts as unauthenticated for its source (abuse.c) */
+	bool connect_inflight : 1;	/* outbound connect submitted (s2s) */
+	bool kmod_pending : 1;		/* a copy waits in the offload batch (kmod.c) */
+	bool kmod_refused : 1;		/* the offload module refused the socket (kmod.c) */
+	uint32_t kmod_id;		/* socket id in the offload module, 0: none (kmod.c) */
 
 	struct loop_timer timer;	/* the one deadline: handshake, auth, idle */
 	uint64_t last_input_ms;
 	uint64_t ping_sent_ms;		/* when our idle ping went out */
+	/* Abuse limits (abuse.c): stanza deadline and inbound token buckets. */
+	uint64_t stanza_start_ms;	/* an unfinished stanza began arriving; 0 none */
+	uint64_t rate_tat_stanzas;	/* buckets as theoretical arrival times, us */
+	uint64_t rate_tat_bytes;
+	uint64_t auth_user_key;		/* the account name a SASL exchange named (abuse.c) */
 
 	struct out_chunk *out_head, *out_tail;
 	size_t out_bytes;
@@ -128,8 +146,11 @@ struct conn {
 	struct session *sess;		/* after resource binding */
 	struct c2s_auth *auth;		/* during SASL / registration */
 	struct c2s_bind *bind;		/* a bind waiting for the account's state */
+	struct sasl2 *sasl2;		/* SASL2/Bind2/FAST negotiation in progress (sasl2.c) */
 	struct http_conn *http;		/* CONN_HTTP: the request in progress (http.c) */
 	struct ws_conn *ws;		/* WebSocket framing state (websocket.c) */
+	struct s2s_conn *s2s;		/* s2s and component stream state (s2s.c) */
+	struct control_conn *ctl;	/* CONN_CONTROL: the request being answered (control.c) */
 	char *jid;			/* bare JID after SASL (malloc'd) */
 
 	char stream_id[24];

@@ -18,6 +18,7 @@
 #define STANZAD_FANOUT_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "strbuf.h"
 #include "xml.h"
@@ -26,9 +27,11 @@ struct fanout {
 	struct strbuf tmpl;	/* the stanza without 'to' */
 	size_t split;		/* where " to='...'" goes: after "<name" */
 	struct strbuf out;	/* one recipient's copy (reused) */
+	uint64_t serial;	/* new with each template on this thread (fanout_copy_source) */
+	uint32_t copies;	/* copies rendered from the current template (metrics.h) */
 };
 
-#define FANOUT_INIT { STRBUF_INIT, 0, STRBUF_INIT }
+#define FANOUT_INIT { STRBUF_INIT, 0, STRBUF_INIT, 0, 0 }
 
 /*
  * Serializes st (its 'to', if any, left out; st itself is not changed)
@@ -59,5 +62,16 @@ static inline const char *fanout_template(const struct fanout *f, size_t *len)
 
 /* Frees both buffers; the struct may be prepared again. */
 void fanout_release(struct fanout *f);
+
+/*
+ * Where a copy came from, for the kernel offload (kmod.c), which sends the
+ * template and each recipient's splice to many sockets in one request: if
+ * data[0..len) is the copy fanout_render() returned last on this thread,
+ * and its fan-out was neither prepared again nor released since, returns
+ * that fan-out, with the spliced " to='...'" at data[f->split] for
+ * *splice_len bytes (the rest is the template: tmpl[0..split) before it,
+ * tmpl[split..] after). NULL for any other bytes.
+ */
+const struct fanout *fanout_copy_source(const char *data, size_t len, size_t *splice_len);
 
 #endif

@@ -36,6 +36,7 @@
 #include "conn.h"
 #include "http.h"
 #include "log.h"
+#include "metrics.h"
 #include "server.h"
 #include "upload.h"
 #include "websocket.h"
@@ -135,6 +136,7 @@ static const struct http_route http_routes[] = {
 	  http_hostmeta_json },
 	{ UPLOAD_PATH_PREFIX, HTTP_M_GET | HTTP_M_HEAD | HTTP_M_PUT | HTTP_M_OPTIONS,
 	  upload_enabled, upload_http },
+	{ "/metrics", HTTP_M_GET | HTTP_M_HEAD, metrics_enabled, metrics_http },	/* metrics.c */
 	{ NULL, 0, NULL, NULL },
 };
 

@@ -15,6 +15,7 @@
 #include "private_xml.h"
 #include "pubsub.h"
 #include "roster.h"
+#include "router.h"
 #include "server.h"
 #include "stanza.h"
 #include "vcard.h"
@@ -82,10 +83,31 @@ static void iq_send(struct iq_request *rq, struct xml_node *reply)
 {
 	if (!reply) {
 		log_warn("iq.reply_failed", "conn=%llu msg=\"out of memory\"",
-			 (unsigned long long)rq->conn->id);
+			 rq->conn ? (unsigned long long)rq->conn->id : 0ULL);
+		return;
+	}
+	/* A request from another server or a component: the answer is routed back. */
+	if (!rq->conn) {
+		router_route_stanza(rq->w, reply);
 		return;
 	}
 	conn_send_node(rq->conn, reply);
+}
+
+bool iq_remote_allowed(const struct iq_request *rq)
+{
+	static const struct {
+		const char *ns, *name;
+	} allowed[] = {
+		{ NS_PING, "ping" }, { NS_DISCO_INFO, "query" }, { NS_DISCO_ITEMS, "query" },
+		{ NS_VERSION, "query" }, { NS_TIME, "time" },
+	};
+
+	for (size_t i = 0; i < sizeof(allowed) / sizeof(allowed[0]); i++)
+		if (strcmp(rq->payload->ns, allowed[i].ns) == 0 &&
+		    strcmp(rq->payload->name, allowed[i].name) == 0)
+			return true;
+	return false;
 }
 
 /*

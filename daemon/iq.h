@@ -58,7 +58,14 @@ void iq_dispatch(struct iq_request *rq);
 /* Disco features of the handlers for a scope. Returns the count (<= cap). */
 size_t iq_features(enum iq_scope scope, const char **out, size_t cap);
 
-/* Reply helpers: send to rq->conn. payload may be NULL. */
+/*
+ * Whether a request from another server or a component (no local
+ * connection) may be answered: the server's ping, disco, version and
+ * time, which need no session.
+ */
+bool iq_remote_allowed(const struct iq_request *rq);
+
+/* Reply helpers: send to rq->conn (routed back when NULL: remote requester). payload may be NULL. */
 void iq_reply_result(struct iq_request *rq, struct xml_node *payload);
 void iq_reply_error(struct iq_request *rq, const char *condition, const char *text);
 

@@ -36,6 +36,7 @@ struct loop {
 	/* Timer wheel. */
 	struct loop_timer *wheel[LOOP_WHEEL_SLOTS];
 	uint64_t now_ms;
+	uint64_t now_ns;	/* the same clock read, in ns: when this turn's CQEs arrived */
 	uint64_t wheel_tick;	/* last tick whose slot was run */
 	unsigned timers_armed;
 
@@ -47,20 +48,31 @@ struct loop {
 	 */
 	struct msghdr tls_msg;
 
+	unsigned setup_flags;	/* IORING_SETUP_* the kernel accepted */
 	bool stop;
 };
 
-static uint64_t monotonic_ms(void)
+static uint64_t monotonic_ns(void)
 {
 	struct timespec ts;
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
 uint64_t loop_now_ms(const struct loop *l)
 {
 	return l->now_ms;
+}
+
+uint64_t loop_turn_ns(const struct loop *l)
+{
+	return l->now_ns;
+}
+
+unsigned loop_setup_flags(const struct loop *l)
+{
+	return l->setup_flags;
 }
 
 /*
@@ -157,13 +169,15 @@ struct loop *loop_new(const struct loop_config *cfg, const struct loop_handlers 
 	}
 	if (ret)
 		goto err_free;
+	l->setup_flags = p.flags;
 
 	ret = loop_setup_buffers(l);
 	if (ret)
 		goto err_exit_ring;
 
 	l->tls_msg.msg_controllen = CMSG_SPACE(sizeof(unsigned char));
-	l->now_ms = monotonic_ms();
+	l->now_ns = monotonic_ns();
+	l->now_ms = l->now_ns / 1000000;
 	l->wheel_tick = l->now_ms / LOOP_TICK_MS;
 	return l;
 
@@ -255,6 +269,18 @@ void loop_send(struct loop *l, int fd, uint32_t slot, uint32_t gen, const void *
 	/* MSG_NOSIGNAL: a reset peer is an error code, never SIGPIPE. */
 	io_uring_prep_send(sqe, fd, data, len, MSG_NOSIGNAL);
 	io_uring_sqe_set_data64(sqe, loop_ud_pack(LOOP_OP_SEND, gen, slot));
+}
+
+int loop_connect(struct loop *l, int fd, const struct sockaddr *addr, unsigned addrlen,
+		 uint32_t slot, uint32_t gen)
+{
+	struct io_uring_sqe *sqe = loop_sqe(l);
+
+	if (!sqe)
+		return -EBUSY;
+	io_uring_prep_connect(sqe, fd, addr, (socklen_t)addrlen);
+	io_uring_sqe_set_data64(sqe, loop_ud_pack(LOOP_OP_CONNECT, gen, slot));
+	return 0;
 }
 
 void loop_cancel_fd(struct loop *l, int fd)
@@ -457,6 +483,10 @@ static void loop_handle_cqe(struct loop *l, struct io_uring_cqe *cqe)
 	case LOOP_OP_SEND:
 		l->h->sent(l->ctx, loop_ud_slot(ud), loop_ud_gen(ud), cqe->res);
 		break;
+	case LOOP_OP_CONNECT:
+		if (l->h->connected)
+			l->h->connected(l->ctx, loop_ud_slot(ud), loop_ud_gen(ud), cqe->res);
+		break;
 	case LOOP_OP_WATCH:
 		if (cqe->res >= 0)
 			l->h->watch(l->ctx, loop_ud_slot(ud));
@@ -482,7 +512,9 @@ int loop_run_once(struct loop *l, unsigned timeout_ms)
 	if (ret < 0 && ret != -ETIME && ret != -EINTR && ret != -EBUSY)
 		return ret;
 
-	l->now_ms = monotonic_ms();
+	/* One clock read per turn: timers, and the arrival time of its stanzas (metrics.h). */
+	l->now_ns = monotonic_ns();
+	l->now_ms = l->now_ns / 1000000;
 	io_uring_for_each_cqe(&l->ring, head, cqe) {
 		loop_handle_cqe(l, cqe);
 		count++;

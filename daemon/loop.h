@@ -36,6 +36,7 @@ enum loop_op {
 	LOOP_OP_CANCEL,		/* completion of a cancel request; ignored */
 	LOOP_OP_WATCH,		/* slot = watch index (eventfd, signalfd) */
 	LOOP_OP_RECV_TLS,	/* slot = connection slot; kTLS recvmsg */
+	LOOP_OP_CONNECT,	/* slot = connection slot; outbound connect (s2s) */
 };
 
 #define LOOP_GEN_BITS	24
@@ -104,6 +105,8 @@ struct loop_handlers {
 	 */
 	void (*received_tls)(void *ctx, uint32_t slot, uint32_t gen, unsigned record_type,
 			     const char *data, size_t len, int err, bool more);
+	/* An outbound connect finished (see loop_connect): res 0 or -errno. */
+	void (*connected)(void *ctx, uint32_t slot, uint32_t gen, int res);
 };
 
 struct loop_config {
@@ -124,6 +127,10 @@ void loop_free(struct loop *l);
 
 /* Milliseconds of CLOCK_MONOTONIC, cached once per turn. */
 uint64_t loop_now_ms(const struct loop *l);
+/* The same reading in nanoseconds: when the current turn's completions arrived. */
+uint64_t loop_turn_ns(const struct loop *l);
+/* The IORING_SETUP_* flags the ring was created with (the kernel accepted them). */
+unsigned loop_setup_flags(const struct loop *l);
 
 /* Arms a multishot accept on a listening socket. 0 or -errno. */
 int loop_add_listener(struct loop *l, int fd, unsigned listener);
@@ -159,6 +166,16 @@ void loop_cancel_recv(struct loop *l, enum loop_op op, uint32_t slot, uint32_t g
  * in flight so that output stays ordered.
  */
 void loop_send(struct loop *l, int fd, uint32_t slot, uint32_t gen, const void *data, size_t len);
+
+/*
+ * Starts a connect of the nonblocking socket fd to addr; it completes
+ * through `connected`. addr must stay valid until the next submission
+ * (the kernel copies it then): keep it in the connection, not on the
+ * stack. 0, or -EBUSY when no submission entry is free.
+ */
+struct sockaddr;
+int loop_connect(struct loop *l, int fd, const struct sockaddr *addr, unsigned addrlen,
+		 uint32_t slot, uint32_t gen);
 
 /* Cancels every operation on fd (their CQEs still arrive, with -ECANCELED). */
 void loop_cancel_fd(struct loop *l, int fd);

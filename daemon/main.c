@@ -21,11 +21,20 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "control.h"
+#include "handover.h"
 #include "http.h"
+#include "kmod.h"
 #include "log.h"
 #include "muc.h"
+#include "ops.h"
+#include "provisioning.h"
 #include "pubsub.h"
+#include "s2s.h"
+#include "reload.h"
+#include "registry.h"
 #include "sasl.h"
+#include "sdnotify.h"
 #include "server.h"
 #include "session.h"
 #include "storage.h"
@@ -51,6 +60,10 @@ static int open_listener(struct server *srv, const char *addr, enum listener_kin
 		fprintf(stderr, "stanzad: cannot parse listen address '%s'\n", addr);
 		return -EINVAL;
 	}
+	/* The socket of the daemon we replace, still queueing connections (handover.c). */
+	fd = handover_claim((struct sockaddr *)&ss, len, kind);
+	if (fd >= 0)
+		goto record;
 	fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		goto err;
@@ -68,6 +81,7 @@ static int open_listener(struct server *srv, const char *addr, enum listener_kin
 		}
 		goto err;
 	}
+record:
 	l = &srv->listeners[srv->nlisteners++];
 	l->fd = fd;
 	l->kind = kind;
@@ -136,6 +150,18 @@ static int setup_tls(struct server *srv)
 	srv->tls_direct = tls_server_share(srv->tls_starttls, "xmpp-client");
 	if (!srv->tls_direct)
 		goto err;
+	/* SASL EXTERNAL (XEP-0178): c2s clients may present certificates from this CA. */
+	if (cfg->client_ca &&
+	    (tls_server_set_client_ca(srv->tls_starttls, cfg->client_ca, cfg->client_crl) < 0 ||
+	     tls_server_set_client_ca(srv->tls_direct, cfg->client_ca, cfg->client_crl) < 0)) {
+		fprintf(stderr, "stanzad: cannot load client_ca %s%s%s (see the log line above)\n",
+			cfg->client_ca, cfg->client_crl ? " / client_crl " : "",
+			cfg->client_crl ? cfg->client_crl : "");
+		tls_server_free(srv->tls_direct);
+		tls_server_free(srv->tls_starttls);
+		srv->tls_direct = srv->tls_starttls = NULL;
+		return -EINVAL;
+	}
 	/* Which suites the kernel takes after the handshake (logged in server.paths). */
 	srv->ktls_mask = cfg->ktls ? ktls_probe(srv->ktls_reason, sizeof(srv->ktls_reason)) : 0;
 	if (!cfg->ktls)
@@ -211,10 +237,14 @@ static void log_startup(const struct server *srv)
 {
 	const struct config *cfg = srv->cfg;
 	char c2s[256] = "", tls[256] = "", http[256] = "";
+	const char *kmod_on, *kmod_why;
 
 	for (unsigned i = 0; i < srv->nlisteners; i++) {
 		enum listener_kind k = srv->listeners[i].kind;
 		char *dst = k == LISTENER_C2S ? c2s : k == LISTENER_C2S_TLS ? tls : http;
+
+		if (k == LISTENER_CONTROL || s2s_listener_kind(k))
+			continue;	/* control.listen, s2s.start say where (control.c, s2s.c) */
 
 		snprintf(dst + strlen(dst), 256 - strlen(dst), "%s%s", dst[0] ? "," : "",
 			 srv->listeners[i].addr);
@@ -228,12 +258,15 @@ static void log_startup(const struct server *srv)
 			 srv->http->base_url, cfg->websocket ? "yes" : "no",
 			 srv->http->upload ? "yes" : "no");
 	/* Which kernel paths are in use, and why the others are not. */
+	/* The offload module (kmod.c): worker 0 opened it or says why not. */
+	kmod_on = kmod_state(&srv->workers[0], &kmod_why);
 	log_info("server.paths", "io_uring=on tls=%s ktls=%s ktls_suites=0x%02x%s%s%s "
-		 "steering=none steering_reason=\"single worker\" workers=1",
+		 "kmod=%s%s%s%s steering=none steering_reason=\"single worker\" workers=1",
 		 srv->ktls_mask ? "ktls" : "userspace",
 		 srv->ktls_mask == KTLS_ALL_SUITES ? "on" : srv->ktls_mask ? "partial" : "off",
 		 srv->ktls_mask, srv->ktls_reason[0] ? " ktls_reason=\"" : "", srv->ktls_reason,
-		 srv->ktls_reason[0] ? "\"" : "");
+		 srv->ktls_reason[0] ? "\"" : "", kmod_on, kmod_why[0] ? " kmod_reason=\"" : "",
+		 kmod_why, kmod_why[0] ? "\"" : "");
 	if (cfg->workers > 1)
 		log_warn("server.workers", "requested=%u running=1 msg=\"this build runs one event-loop "
 			 "worker; the others stay idle\"", cfg->workers);
@@ -264,9 +297,14 @@ int main(int argc, char **argv)
 		return ret == 1 ? 0 : ret == -EINVAL ? 2 : 1;
 	}
 	srv.cfg = &cfg;
+	reload_set_args(argc, argv);	/* SIGHUP reads the same file and flags (reload.c) */
 	if (log_level_parse(cfg.log_level, &lvl) == 0)
 		log_threshold = lvl;
 	raise_fd_limit(&cfg);
+	/* Before any thread: it reads and clears $NOTIFY_SOCKET (systemd). */
+	sdnotify_init();
+	ops_log_open(&cfg);	/* stderr or the journal, rate limit (ops_config.c) */
+	srv.started = time(NULL);
 
 	ret = storage_open(&st, cfg.state_dir);
 	if (ret < 0) {
@@ -276,6 +314,11 @@ int main(int argc, char **argv)
 	}
 	if (setup_tls(&srv) < 0)
 		goto out_storage;
+	/*
+	 * A daemon running on this state hands its listening sockets over and
+	 * exits (handover.c); everything that can fail was checked above.
+	 */
+	handover_take(&cfg);
 	for (unsigned i = 0; i < cfg.listen_c2s.n; i++)
 		if (open_listener(&srv, cfg.listen_c2s.v[i], LISTENER_C2S) < 0)
 			goto out_listeners;
@@ -295,6 +338,20 @@ int main(int argc, char **argv)
 	for (unsigned i = 0; i < cfg.listen_https.n; i++)
 		if (open_listener(&srv, cfg.listen_https.v[i], LISTENER_HTTPS) < 0)
 			goto out_listeners;
+	/* Federation and components (s2s.c); all off unless configured. */
+	for (unsigned i = 0; i < cfg.listen_s2s.n; i++)
+		if (open_listener(&srv, cfg.listen_s2s.v[i], LISTENER_S2S) < 0)
+			goto out_listeners;
+	for (unsigned i = 0; i < cfg.listen_s2s_tls.n; i++)
+		if (open_listener(&srv, cfg.listen_s2s_tls.v[i], LISTENER_S2S_TLS) < 0)
+			goto out_listeners;
+	for (unsigned i = 0; i < cfg.listen_component.n; i++)
+		if (open_listener(&srv, cfg.listen_component.v[i], LISTENER_COMPONENT) < 0)
+			goto out_listeners;
+	handover_release_unclaimed();
+	/* stanzactl's socket; no thread runs yet (it sets the umask for a moment). */
+	if (control_open(&srv) < 0)
+		goto out_listeners;
 	if (http_configured(&cfg)) {
 		srv.http = http_server_new(&srv);
 		if (!srv.http) {
@@ -329,6 +386,15 @@ int main(int argc, char **argv)
 		fprintf(stderr, "stanzad: cannot load the pubsub nodes: %s\n", strerror(-ret));
 		goto out_sessions;
 	}
+	/* And the provisioned things with their rules (XEP-0324, XEP-0347). */
+	ret = provisioning_init(st, &cfg);
+	if (ret < 0) {
+		fprintf(stderr, "stanzad: cannot load the provisioning rules: %s\n", strerror(-ret));
+		goto out_sessions;
+	}
+	/* TLS contexts of federation, its host table and resolver thread (s2s.c). */
+	if (s2s_server_init(&srv) < 0)
+		goto out_sessions;
 	ret = storage_queue_start(&srv.store, st);
 	if (ret < 0) {
 		fprintf(stderr, "stanzad: cannot start the storage thread: %s\n", strerror(-ret));
@@ -348,10 +414,14 @@ int main(int argc, char **argv)
 	}
 	srv.workers = &w;
 	srv.nworkers = 1;
+	/* Connections the predecessor passed on, then our own hand-over socket. */
+	handover_start(&w);
 	log_startup(&srv);
+	sdnotify_ready(w.loop, "accepting connections");
 
 	ret = worker_run(&w);
 	status = ret < 0 ? 1 : 0;
+	sdnotify_close();	/* its watchdog timer lives on the worker's loop */
 	log_info("server.stop", "status=%d", status);
 
 	/*
@@ -361,6 +431,7 @@ int main(int argc, char **argv)
 	 */
 	storage_queue_stop(srv.store);
 	srv.store = NULL;
+	s2s_server_stop(&srv);	/* the resolver posts to the inbox too */
 	worker_destroy(&w);
 out_signals:
 	close(sfd);
@@ -368,6 +439,9 @@ out_store:
 	if (srv.store)
 		storage_queue_stop(srv.store);
 out_sessions:
+	s2s_server_free(&srv);
+	registry_shutdown();
+	provisioning_shutdown();
 	pubsub_shutdown();
 	muc_service_free(srv.muc);
 	sessdir_free(srv.sessions);
@@ -375,6 +449,8 @@ out_sasl:
 	sasl_server_free(srv.sasl);
 out_listeners:
 	http_server_free(srv.http);
+	control_close(&srv);	/* the socket file */
+	handover_finish();	/* after the store stopped: the successor may go on */
 	close_listeners(&srv);
 	tls_server_free(srv.tls_direct);
 	tls_server_free(srv.tls_starttls);
@@ -382,6 +458,7 @@ out_storage:
 	if (st)
 		storage_close(st);
 out_config:
+	log_close();	/* the last rate-limit summaries */
 	config_free(&cfg);
 	return status;
 }

@@ -27,6 +27,7 @@
 #include "jid.h"
 #include "log.h"
 #include "mam.h"
+#include "metrics.h"
 #include "roster.h"
 #include "router.h"
 #include "server.h"
@@ -647,6 +648,7 @@ static void mam_write_submit(struct worker *w, struct mam_write *mw, struct sess
 		mw->holder_off = 0;
 	}
 	atomic_fetch_add(&mam_pending, mw->size);
+	METRIC_INC(w->metrics.archive_writes);
 	/* Archive writes may wait a few ms so that one commit covers many. */
 	mw->req.lazy = true;
 	storage_queue_submit(w->srv->store, &mw->req);

@@ -5,6 +5,7 @@
  * non-negative available presence, and bouncing what cannot be stored.
  */
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,7 @@
 #include "conn.h"
 #include "jid.h"
 #include "log.h"
+#include "metrics.h"
 #include "offline.h"
 #include "router.h"
 #include "server.h"
@@ -28,6 +30,16 @@
 #define NS_CHATSTATES	"http://jabber.org/protocol/chatstates"
 #define NS_HINTS	"urn:xmpp:hints"
 #define OFFLINE_ARENA_CHUNK 4096
+/*
+ * Bytes of messages on their way to the store at most. Past it (a flood
+ * faster than the disk) new offline messages are refused with
+ * resource-constraint instead of queueing without bound.
+ */
+#define OFFLINE_MAX_PENDING_BYTES (16u << 20)
+
+/* Bytes of offline_store_req in the storage queue (worker threads only). */
+static _Atomic size_t offline_pending;
+static _Atomic long long offline_overload_logged;
 
 /* The worker a completion runs on: its inbox is embedded in it. */
 static struct worker *worker_of(struct storage_req *req)
@@ -94,6 +106,7 @@ bool offline_holding(const struct account *a)
 struct offline_store_req {
 	struct storage_req req;		/* first */
 	uint32_t max;
+	size_t size;			/* bytes counted in offline_pending */
 	size_t stored_len;		/* buf[0..stored_len): with the delay stamp */
 	size_t orig_off, orig_len;	/* the message as received, for a bounce */
 	size_t sender_off, sender_len;	/* sender's full JID if its ack is held, else 0 */
@@ -121,6 +134,7 @@ static void offline_store_done(struct storage_req *req)
 	struct account *a;
 	struct arena ar;
 
+	atomic_fetch_sub(&offline_pending, sr->size);
 	/* Committed (or answered with an error): the sender may be acked now. */
 	if (sr->sender_len) {
 		struct session *snd = sessdir_find_full(w->srv->sessions, sr->buf + sr->sender_off,
@@ -130,6 +144,7 @@ static void offline_store_done(struct storage_req *req)
 			sm_release_ack(snd);
 	}
 	if (req->result == 0) {
+		METRIC_INC(w->metrics.offline_stored);
 		a = offline_account(w, req->user);
 		if (a) {
 			a->offline_count++;
@@ -213,6 +228,7 @@ int offline_store(struct worker *w, const struct xml_node *msg, const char *user
 	struct offline_store_req *sr;
 	struct account *a;
 	int ret = -ENOMEM;
+	size_t size;
 
 	xml_serialize(&orig, msg, XML_NS_CLIENT);
 	if (orig.oom || orig.len < 12)
@@ -228,9 +244,23 @@ int offline_store(struct worker *w, const struct xml_node *msg, const char *user
 	snd = from ? sessdir_find_full(w->srv->sessions, from, strlen(from)) : NULL;
 	if (snd && !snd->sm)
 		snd = NULL;
-	sr = calloc(1, sizeof(*sr) + stored.len + orig.len + (snd ? snd->jid_len + 1 : 0) + 2);
+	size = sizeof(*sr) + stored.len + orig.len + (snd ? snd->jid_len + 1 : 0) + 2;
+	if (atomic_load(&offline_pending) + size > OFFLINE_MAX_PENDING_BYTES) {
+		long long now = (long long)time(NULL), last = atomic_load(&offline_overload_logged);
+
+		if (now - last >= 60 && atomic_compare_exchange_strong(&offline_overload_logged,
+									&last, now))
+			log_warn("offline.overload", "pending_bytes=%zu msg=\"offline messages arrive "
+				 "faster than they are stored; refusing with resource-constraint\"",
+				 atomic_load(&offline_pending));
+		ret = -EBUSY;
+		goto out;
+	}
+	sr = calloc(1, size);
 	if (!sr)
 		goto out;
+	sr->size = size;
+	atomic_fetch_add(&offline_pending, size);
 	if (snd) {
 		sr->sender_off = stored.len + orig.len + 2;
 		sr->sender_len = snd->jid_len;

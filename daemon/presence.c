@@ -33,9 +33,12 @@
 #include "log.h"
 #include "offline.h"
 #include "presence.h"
+#include "provisioning.h"
 #include "roster.h"
 #include "router.h"
+#include "s2s.h"
 #include "server.h"
+#include "service.h"
 #include "session.h"
 #include "stanza.h"
 #include "storage.h"
@@ -58,6 +61,33 @@ static bool jid_is_local(const struct worker *w, const struct jid *j)
 	const char *d = domain_of(w);
 
 	return j->domain_len == strlen(d) && memcmp(j->buf + j->domain_off, d, j->domain_len) == 0;
+}
+
+/*
+ * Whether a roster contact (a bare JID) is at another domain: another
+ * server or a component, not us and not one of our services.
+ */
+static bool contact_is_remote(const struct worker *w, const char *jid, size_t len)
+{
+	const char *at = memchr(jid, '@', len);
+	const char *d = at ? at + 1 : jid;
+	size_t dlen = len - (size_t)(d - jid);
+	const char *own = domain_of(w);
+
+	if (dlen == strlen(own) && memcmp(d, own, dlen) == 0)
+		return false;
+	/* A component counts as remote here: s2s_send_prepared() reaches it. */
+	return !s2s_domain_is_local(w, d, dlen) || s2s_domain_is_component(w, d, dlen);
+}
+
+/* One broadcast copy to a contact at another domain (f holds the template). */
+static void presence_send_remote(struct worker *w, struct fanout *f, const char *jid, size_t len)
+{
+	size_t n;
+	const char *data = fanout_render(f, jid, len, &n);
+
+	if (data)
+		s2s_send_prepared(w, domain_of(w), jid, len, data, n);
 }
 
 static struct presence_state *presence_state_get(struct session *s)
@@ -114,6 +144,18 @@ static void presence_route(struct worker *w, struct xml_node *p)
 		log_warn("presence.route_failed", "msg=\"could not route a generated presence\"");
 }
 
+/* A probe from the session's bare JID to a contact at another domain. */
+static void presence_probe_remote(struct worker *w, struct session *s, const char *contact)
+{
+	char bare[JID_MAX];
+	struct arena a;
+
+	snprintf(bare, sizeof(bare), "%.*s", (int)s->bare_len, s->jid);
+	arena_init(&a, PRESENCE_ARENA_CHUNK);
+	presence_route(w, presence_new(&a, "probe", bare, contact));
+	arena_release(&a);
+}
+
 /*
  * Sends one copy of a fanned-out stanza to s, addressed to `to` (a
  * NUL-terminated JID of to_len bytes): the template with this 'to'
@@ -158,7 +200,11 @@ static void presence_fan_out(struct worker *w, struct session *from_s, struct xm
 			if (it->jid_len == from_s->bare_len &&
 			    memcmp(it->jid, from_s->jid, it->jid_len) == 0)
 				continue;
-			/* Contacts elsewhere have no local sessions (no federation yet). */
+			/* Contacts at other domains get their copy over s2s (s2s.c). */
+			if (contact_is_remote(w, it->jid, it->jid_len)) {
+				presence_send_remote(w, f, it->jid, it->jid_len);
+				continue;
+			}
 			for (s2 = sessdir_find_bare(dir, it->jid, it->jid_len); s2; s2 = next) {
 				next = s2->next;
 				if (s2->available)
@@ -263,9 +309,14 @@ static void presence_initial(struct worker *w, struct session *s)
 	for (struct roster_item *it = acct->roster->items; it; it = it->next) {
 		if (it->deleted || !(it->sub & SUB_TO))
 			continue;
-		if (jid_parse(&contact, it->jid, it->jid_len) < 0 || !jid_is_local(w, &contact) ||
-		    jid_bare_equal(&contact, &self))
+		if (jid_parse(&contact, it->jid, it->jid_len) < 0 || jid_bare_equal(&contact, &self))
 			continue;
+		if (!jid_is_local(w, &contact)) {
+			/* RFC 6121 4.3.1: a remote contact's server answers our probe. */
+			if (contact_is_remote(w, it->jid, it->jid_len))
+				presence_probe_remote(w, s, contact.buf);
+			continue;
+		}
 		presence_answer_probe(w, &contact, &self, s);
 	}
 	arena_init(&a, PRESENCE_ARENA_CHUNK);
@@ -368,8 +419,10 @@ void presence_broadcast(struct conn *c, struct xml_node *st)
 	}
 	presence_fan_out(w, s, st, &f, true);
 	fanout_release(&f);
-	if (!was)
+	if (!was) {
 		presence_initial(w, s);
+		provisioning_available(w, s);	/* XEP-0324: a clearCache may wait (provisioning.c) */
+	}
 	/* XEP-0160: offline messages go to the first non-negative resource. */
 	if (p >= 0 && (!was || old_prio < 0))
 		offline_deliver(w, s);
@@ -694,6 +747,9 @@ bool presence_inbound(struct worker *w, struct conn *src, struct xml_node *st,
 		presence_answer_probe(w, &user, from, NULL);
 		return true;
 	}
+	/* XEP-0324: a provisioned thing's friendships are decided by the rules (provisioning.c). */
+	if (ev == SUB_IN_SUBSCRIBE && provisioning_subscribe(w, st, &contact, &user))
+		return true;
 	/*
 	 * RFC 6121 3.1.2: subscription stanzas travel between bare JIDs
 	 * (stamped by the sender's server; done again here for stanzas the
@@ -725,8 +781,8 @@ static void presence_sub_out(struct conn *c, struct xml_node *st, enum sub_event
 
 	jid_to_bare(&user);
 	jid_to_bare(&contact);
-	if (!jid_is_local(w, &contact)) {
-		/* No federation yet: nobody there to subscribe to. */
+	/* Our services take no subscriptions; other domains get them over s2s. */
+	if (!jid_is_local(w, &contact) && service_for(w->srv->cfg, &contact)) {
 		router_bounce(c, st, "remote-server-not-found");
 		return;
 	}

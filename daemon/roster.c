@@ -17,6 +17,7 @@
 #include "account.h"
 #include "config.h"
 #include "conn.h"
+#include "durable.h"
 #include "iq.h"
 #include "jid.h"
 #include "log.h"
@@ -753,7 +754,8 @@ static void roster_remove_item(struct iq_request *rq, struct session *s, struct 
 	roster_commit(rq->w, a, bare, bare_len, it);
 	/* 2.5.2: unsubscribe and unsubscribed as the state requires. */
 	presence_roster_removed(rq->w, bare, bare_len, contact, state);
-	iq_reply_result(rq, NULL);
+	/* Answered once the removal is on disk (durable.h). */
+	durable_reply_result(rq, NS_ROSTER, "query");
 }
 
 /*
@@ -833,5 +835,6 @@ void roster_set(struct iq_request *rq)
 	}
 	bare_len = roster_bare(s, bare, sizeof(bare));
 	roster_commit(rq->w, a, bare, bare_len, it);
-	iq_reply_result(rq, NULL);
+	/* The result promises the item is stored: it waits for the commit (durable.h). */
+	durable_reply_result(rq, NS_ROSTER, "query");
 }

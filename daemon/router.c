@@ -22,7 +22,9 @@
 #include "mam.h"
 #include "offline.h"
 #include "presence.h"
+#include "provisioning.h"
 #include "router.h"
+#include "s2s.h"
 #include "server.h"
 #include "service.h"
 #include "session.h"
@@ -41,6 +43,9 @@ static struct session *sender_session(struct worker *w, const struct xml_node *s
 	return sessdir_find_full(w->srv->sessions, j.buf, j.len);
 }
 
+static void router_bounce_remote(struct worker *w, const struct xml_node *st,
+				 const char *condition);
+
 void router_bounce_w(struct worker *w, struct conn *src, const struct xml_node *st,
 		     const char *condition)
 {
@@ -56,8 +61,10 @@ void router_bounce_w(struct worker *w, struct conn *src, const struct xml_node *
 		src = s ? s->conn : NULL;
 		detached = s && !s->conn ? s : NULL;	/* stream management keeps it */
 	}
-	if (!src && !detached)
-		return;	/* the sender is gone (or remote, once federation exists) */
+	if (!src && !detached) {
+		router_bounce_remote(w, st, condition);	/* over s2s, or the sender is gone */
+		return;
+	}
 	/*
 	 * Bounces happen in the middle of routing, while the stanza being
 	 * routed still has attributes in w->tmp: give back only what the
@@ -69,6 +76,30 @@ void router_bounce_w(struct worker *w, struct conn *src, const struct xml_node *
 		conn_send_node(src, r);
 	else if (r)
 		router_deliver(detached, r);	/* queued for its resumption */
+	arena_rewind(&w->tmp, mark);
+}
+
+/*
+ * The error for a stanza whose sender is not a local session: when it
+ * came from another domain (a server or a component), it goes back there.
+ */
+static void router_bounce_remote(struct worker *w, const struct xml_node *st,
+				 const char *condition)
+{
+	const char *from = xml_attr_get(st, "from");
+	struct arena_mark mark;
+	struct xml_node *r;
+	struct jid sender, self;
+	const char *to;
+
+	if (!from || jid_parse(&sender, from, strlen(from)) < 0 ||
+	    s2s_domain_is_local(w, sender.buf + sender.domain_off, sender.domain_len))
+		return;
+	mark = arena_mark(&w->tmp);
+	r = stanza_error_reply(&w->tmp, st, w->srv->cfg->domain, condition, NULL);
+	to = r ? xml_attr_get(r, "from") : NULL;
+	if (to && jid_parse(&self, to, strlen(to)) == 0)
+		s2s_route(w, NULL, r, &self, &sender);
 	arena_rewind(&w->tmp, mark);
 }
 
@@ -161,6 +192,7 @@ static void route_message_bare(struct worker *w, struct conn *src, struct xml_no
 	int best = best_priority(list);
 	struct session *next;
 	char user[JID_PART_MAX + 1];
+	int ret;
 
 	if (strcmp(type, "error") == 0)
 		return;
@@ -180,8 +212,11 @@ static void route_message_bare(struct worker *w, struct conn *src, struct xml_no
 	if (headline || !offline_wanted(st))
 		return;
 	snprintf(user, sizeof(user), "%.*s", (int)to->local_len, to->buf);
-	if (offline_store(w, st, user) < 0)
-		router_bounce_w(w, src, st, "service-unavailable");
+	ret = offline_store(w, st, user);
+	/* -EBUSY: more is waiting for the disk than offline.c allows (a flood). */
+	if (ret < 0)
+		router_bounce_w(w, src, st, ret == -EBUSY ? "resource-constraint" :
+				"service-unavailable");
 }
 
 /* Presence to a bare JID: every available resource (RFC 6121 8.5.2.1.2). */
@@ -215,8 +250,12 @@ static void route_iq_to_server(struct worker *w, struct conn *src, struct xml_no
 			router_bounce_w(w, src, st, "bad-request");
 		return;
 	}
-	/* Requests from elsewhere (no local connection) are not answered yet. */
-	if (!src) {
+	/*
+	 * Requests from elsewhere (no local connection): other servers and
+	 * components get the server's own answers that need no session
+	 * (ping, disco, version, time), routed back; others are refused.
+	 */
+	if (!src && !(scope == IQ_SCOPE_SERVER && iq_remote_allowed(&rq))) {
 		router_bounce_w(w, src, st, "service-unavailable");
 		return;
 	}
@@ -232,6 +271,10 @@ static void route_local(struct worker *w, struct conn *src, struct xml_node *st,
 	size_t bare_len = to->domain_off + to->domain_len;
 	struct session *list = sessdir_find_bare(dir, to->buf, bare_len);
 	bool own = jid_bare_equal(from, to);
+
+	/* XEP-0323/0325 under XEP-0324 rules; IoT iqs to bare JIDs (provisioning.c). */
+	if (provisioning_route(w, src, st, from, to))
+		return;
 
 	if (jid_has_resource(to)) {
 		struct session *s = sessdir_find_full(dir, to->buf, to->len);
@@ -320,9 +363,8 @@ void router_route_w(struct worker *w, struct conn *src, struct xml_node *st,
 			svc->route(w, src, st, from, to);
 			return;
 		}
-		/* No federation yet: nobody else is reachable. */
-		if (kind != STANZA_PRESENCE)
-			router_bounce_w(w, src, st, "remote-server-not-found");
+		/* Components and other servers (s2s.c). */
+		s2s_route(w, src, st, from, to);
 		return;
 	}
 	if (!jid_has_local(to)) {

@@ -9,6 +9,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "config.h"
 
@@ -19,15 +20,21 @@ struct sessdir;
 struct worker;
 struct http_server;
 struct muc_service;
+struct s2s_server;
 
 enum listener_kind {
 	LISTENER_C2S = 1,	/* plain TCP, STARTTLS offered */
 	LISTENER_C2S_TLS,	/* Direct TLS (XEP-0368) */
 	LISTENER_HTTP,		/* HTTP: upload, WebSocket, host-meta (http.c) */
 	LISTENER_HTTPS,		/* the same over TLS */
+	LISTENER_S2S,		/* server-to-server, STARTTLS (s2s_in.c) */
+	LISTENER_S2S_TLS,	/* server-to-server, Direct TLS (XEP-0368) */
+	LISTENER_COMPONENT,	/* external components, XEP-0114 (component.c) */
+	LISTENER_CONTROL,	/* the control socket, a Unix socket (control.c) */
 };
 
-#define SERVER_MAX_LISTENERS 32	/* c2s, c2s TLS, HTTP, HTTPS: up to 8 each */
+#define SERVER_MAX_LISTENERS 57	/* c2s, c2s TLS, HTTP, HTTPS, s2s, s2s TLS, component: 8 each;
+				 * the control socket */
 
 struct listener {
 	int fd;
@@ -49,12 +56,14 @@ struct server {
 	struct sessdir *sessions;
 	struct http_server *http;		/* HTTP listeners' shared state (http.c) */
 	struct muc_service *muc;		/* XEP-0045 rooms (muc.c), NULL when off */
+	struct s2s_server *s2s;			/* federation and components (s2s.c) */
 
 	/* Key for decoy SCRAM parameters of unknown users. */
 	uint8_t decoy_secret[32];
 
 	struct worker *workers;
 	unsigned nworkers;
+	time_t started;				/* wall clock at startup (status, metrics) */
 	volatile bool shutting_down;
 };
 

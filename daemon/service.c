@@ -5,7 +5,9 @@
 #include "config.h"
 #include "jid.h"
 #include "muc.h"
+#include "provisioning.h"
 #include "pubsub.h"
+#include "registry.h"
 #include "service.h"
 #include "upload.h"
 
@@ -14,6 +16,8 @@ static const struct service services[] = {
 	{ "upload", "HTTP File Upload", upload_enabled, upload_route },	/* XEP-0363 (upload.c) */
 	{ MUC_SERVICE_LABEL, "Chatrooms", muc_enabled, muc_route },	/* XEP-0045 (muc.c) */
 	{ PUBSUB_LABEL, "Publish-Subscribe", pubsub_enabled, pubsub_service_route },	/* XEP-0060 */
+	{ REGISTRY_LABEL, "Thing registry", registry_enabled, registry_route },	/* XEP-0347 */
+	{ PROV_LABEL, "IoT provisioning", provisioning_enabled, provisioning_service_route },	/* XEP-0324 */
 	{ NULL, NULL, NULL, NULL },
 };
 

@@ -28,11 +28,14 @@
 #include "conn.h"
 #include "csi.h"
 #include "log.h"
+#include "metrics.h"
+#include "metrics.h"
 #include "router.h"
 #include "server.h"
 #include "session.h"
 #include "sm.h"
 #include "stanza.h"
+#include "strbuf.h"
 #include "worker.h"
 
 #define SM_NS_DELAY		"urn:xmpp:delay"
@@ -433,9 +436,20 @@ int sm_send_stanza(struct conn *c, const char *data, size_t len)
 {
 	struct sm_state *sm = c->sess ? c->sess->sm : NULL;
 
+	metrics_stanza_out(&c->w->metrics, data, len);	/* every stanza to a client (metrics.h) */
 	if (!sm || !sm_is_stanza(data, len))
 		return conn_send(c, data, len);
 	return sm_track(sm, c, data, len);
+}
+
+int sm_count_stanza(struct conn *c, const char *data, size_t len)
+{
+	struct sm_state *sm = c->sess ? c->sess->sm : NULL;
+
+	metrics_stanza_out(&c->w->metrics, data, len);	/* sent by the offload module */
+	if (!sm || !sm_is_stanza(data, len))
+		return 0;
+	return sm_track(sm, NULL, data, len);
 }
 
 void sm_inbound(struct conn *c)
@@ -503,6 +517,21 @@ void sm_deliver_detached(struct session *s, const struct xml_node *st)
 /* ---- Elements from the client ---- */
 
 /*
+ * SASL2/Bind2 inline negotiation (sm_enable_inline, sm_resume_inline):
+ * while set, the answers to <enable/> and <resume/> go here instead of
+ * onto the stream, to be wrapped in the caller's <success/>.
+ */
+static __thread struct strbuf *sm_inline_out;
+
+static void sm_emit(struct conn *c, const char *text)
+{
+	if (sm_inline_out)
+		strbuf_puts(sm_inline_out, text);
+	else
+		conn_send_str(c, text);
+}
+
+/*
  * <failed/> with a stanza error condition (XEP-0198 section 5), and the
  * 'h' we handled when h is given (a session that timed out).
  */
@@ -516,7 +545,7 @@ static void sm_send_failed(struct conn *c, const char *condition, const uint32_t
 	else
 		snprintf(buf, sizeof(buf), "<failed xmlns='" NS_SM "'><%s xmlns='" NS_STANZAS
 			 "'/></failed>", condition);
-	conn_send_str(c, buf);
+	sm_emit(c, buf);
 }
 
 /* The client acknowledged more than we sent (XEP-0198 section 5). */
@@ -580,7 +609,7 @@ static void sm_enable(struct conn *c, struct xml_node *el)
 			 sm->id, sm->window_s);
 	else
 		snprintf(buf, sizeof(buf), "<enabled xmlns='" NS_SM "'/>");
-	conn_send_str(c, buf);
+	sm_emit(c, buf);
 	log_info("sm.enable", "conn=%llu jid=%s resume=%s max=%u", sm_cid(c), s->jid,
 		 sm->resumable ? "yes" : "no", sm->window_s);
 }
@@ -654,6 +683,15 @@ static void sm_resend_one(void *arg, const char *data, size_t len, uint32_t stam
 	conn_send(arg, data, len);
 }
 
+/* After <resumed/> went out: what the client did not see, in order, uncounted. */
+static void sm_resume_resend(struct conn *c)
+{
+	struct session *s = c->sess;
+
+	sm_queue_each(&s->sm->q, sm_resend_one, c);
+	csi_stream_resumed(s);	/* XEP-0352 5.2: active again; held presence follows */
+}
+
 /*
  * <resume previd h/> instead of a bind: takes the session over from its
  * old stream (closed with conflict if it is still open) or from the
@@ -683,6 +721,7 @@ static void sm_resume(struct conn *c, struct xml_node *el)
 		bool known = sm_tomb_take(c->w->sm, previd, c->jid, &th) == 0;
 
 		sm_send_failed(c, "item-not-found", known ? &th : NULL);
+		METRIC_INC(c->w->metrics.sm_resume_failed);
 		log_info("sm.resume_failed", "conn=%llu jid=%s previd=%s reason=%s", sm_cid(c), c->jid,
 			 log_sanitize(idbuf, sizeof(idbuf), previd, strlen(previd)),
 			 known ? "expired" : "unknown");
@@ -692,6 +731,7 @@ static void sm_resume(struct conn *c, struct xml_node *el)
 	n = sm_ack_delta(sm->acked, sm->out_count, h);
 	if (n < 0) {
 		sm_send_failed(c, "undefined-condition", NULL);
+		METRIC_INC(c->w->metrics.sm_resume_failed);
 		log_info("sm.resume_failed", "conn=%llu jid=%s reason=handled-count-too-high h=%u "
 			 "sent=%u", sm_cid(c), s->jid, h, sm->out_count);
 		return;
@@ -711,14 +751,15 @@ static void sm_resume(struct conn *c, struct xml_node *el)
 
 	snprintf(buf, sizeof(buf), "<resumed xmlns='" NS_SM "' previd='%s' h='%u'/>", sm->id,
 		 sm->in_count);
-	conn_send_str(c, buf);
-	/* The rest was not seen by the client: resend it, in order, uncounted. */
-	sm_queue_each(&sm->q, sm_resend_one, c);
-	csi_stream_resumed(s);	/* XEP-0352 5.2: active again; held presence follows */
+	sm_emit(c, buf);
+	/* Inline (SASL2): the resend follows the caller's <success/> (sm_resume_inline_finish). */
+	if (!sm_inline_out)
+		sm_resume_resend(c);
 	sm->r_pending = false;
 	sm->r_at = sm->acked;
 	if (sm->q.count)
 		sm_want_flush(sm);
+	METRIC_INC(c->w->metrics.sm_resumed);
 	log_info("sm.resume", "conn=%llu jid=%s old_conn=%llu acked=%u resent=%u", sm_cid(c), s->jid,
 		 sm_cid(old), (unsigned)n, sm->q.count);
 }
@@ -741,6 +782,27 @@ bool sm_element(struct conn *c, struct xml_node *el)
 		sm_ack(c, el);
 	}
 	return true;
+}
+
+void sm_enable_inline(struct conn *c, struct xml_node *el, struct strbuf *out)
+{
+	sm_inline_out = out;
+	sm_enable(c, el);
+	sm_inline_out = NULL;
+}
+
+bool sm_resume_inline(struct conn *c, struct xml_node *el, struct strbuf *out)
+{
+	sm_inline_out = out;
+	sm_resume(c, el);
+	sm_inline_out = NULL;
+	return c->sess != NULL;
+}
+
+void sm_resume_inline_finish(struct conn *c)
+{
+	if (c->sess && c->sess->sm)
+		sm_resume_resend(c);
 }
 
 /* ---- Lifetime ---- */

@@ -57,6 +57,19 @@ struct sm_state;
  */
 bool sm_element(struct conn *c, struct xml_node *el);
 
+/*
+ * SASL2 and Bind2 inline (XEP-0198 section 7, sasl2.c): the same as the
+ * <enable/> and <resume/> elements, except that the answer (<enabled/>,
+ * <resumed/> or <failed/>) is appended to out for the caller's
+ * <success/>. After a successful inline resumption (true) the caller
+ * sends its <success/>, then calls sm_resume_inline_finish(), which
+ * resends the stanzas the client has not acknowledged.
+ */
+struct strbuf;
+void sm_enable_inline(struct conn *c, struct xml_node *el, struct strbuf *out);
+bool sm_resume_inline(struct conn *c, struct xml_node *el, struct strbuf *out);
+void sm_resume_inline_finish(struct conn *c);
+
 /* A client stanza was handled in the ready state: counts it for 'h'. */
 void sm_inbound(struct conn *c);
 
@@ -68,6 +81,14 @@ void sm_inbound(struct conn *c);
  * rerouted with the rest).
  */
 int sm_send_stanza(struct conn *c, const char *data, size_t len);
+
+/*
+ * sm_send_stanza() without the send, for a stanza that leaves by another
+ * path (the kernel offload, kmod.c): counts it and keeps its copy. 0, or
+ * -ENOBUFS/-ENOMEM when it must not be sent (sm_send_stanza() would have
+ * sent nothing either).
+ */
+int sm_count_stanza(struct conn *c, const char *data, size_t len);
 
 /*
  * Delivery to a detached session (s->conn == NULL): the stanza is queued

@@ -15,6 +15,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -23,9 +24,14 @@
 #include <termios.h>
 #include <unistd.h>
 
+#include "control.h"
+#include "ctl_online.h"
+#include "device.h"
 #include "jid.h"
+#include "kmod_genl.h"
 #include "log.h"
 #include "scram.h"
+#include "statedir.h"
 #include "storage.h"
 
 #define CTL_EXIT_OK	0
@@ -39,21 +45,37 @@
 	"usage: stanzactl [--state-dir DIR] user add USER\n" \
 	"       stanzactl [--state-dir DIR] user del USER\n" \
 	"       stanzactl [--state-dir DIR] user passwd USER\n" \
-	"       stanzactl [--state-dir DIR] user list\n"
+	"       stanzactl [--state-dir DIR] user list\n" \
+	"       stanzactl kmod status|sockets|reset|set KEY VALUE...\n" \
+	"       stanzactl [--state-dir DIR] device import FILE.csv | list | revoke FINGERPRINT\n" \
+	CTL_ONLINE_SYNOPSIS
 
 static const char ctl_usage[] =
 	CTL_SYNOPSIS
 	"\n"
-	"Manages the accounts of a stanzad server.\n"
+	"Manages a stanzad server. The user commands work on its store, whether\n"
+	"or not the daemon runs; the others ask the running daemon through its\n"
+	"control socket (STATE_DIR/" CONTROL_SOCKET_NAME ", or control_socket in its config).\n"
 	"\n"
 	"  --state-dir DIR   the server's state directory (default " STORAGE_DEFAULT_STATE_DIR ")\n"
+	"  --config FILE     read state_dir and control_socket from the daemon's config\n"
+	"  --socket PATH     the control socket (default STATE_DIR/" CONTROL_SOCKET_NAME ")\n"
+	"  --json            print the daemon's answer as JSON (for scripts)\n"
 	"  -h, --help        show this help\n"
+	"\n"
+	"status: version, uptime, workers and connections, storage queue, kernel\n"
+	"paths. sessions list / kick JID (a bare JID: every session). users list:\n"
+	"accounts and whether they are online. roster show USER. queues: stored\n"
+	"offline messages per account. certs show / reload: the certificate in\n"
+	"use; reload reads cert and key again for new connections. paths: the\n"
+	"kernel paths (io_uring, kTLS, steering), active or why not.\n"
 	"\n"
 	"USER is a username or a bare JID (user@domain); only the username is\n"
 	"used. Passwords are read from the terminal (asked twice, not echoed), or\n"
 	"from the first line of standard input when that is not a terminal.\n"
 	"\n"
-	"Exit status: 0 success, 1 the operation failed, 2 usage error.\n";
+	"Exit status: 0 success, 1 the operation failed (or the daemon is not\n"
+	"running), 2 usage error.\n";
 
 static int ctl_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
@@ -388,10 +410,17 @@ int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "state-dir", required_argument, NULL, 'd' },
+		{ "config", required_argument, NULL, 'c' },
+		{ "socket", required_argument, NULL, 's' },
+		{ "json", no_argument, NULL, 'j' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *state_dir = STORAGE_DEFAULT_STATE_DIR;
+	const char *socket_path = NULL, *config_file = NULL;
+	/* Static: they live as long as the process (state_dir may point here). */
+	static char *cfg_state_dir, *cfg_socket;
+	bool json = false, state_dir_given = false;
 	char user[STORAGE_USER_MAX + 1] = "";
 	char why[CTL_WHY_MAX];
 	struct storage *st;
@@ -410,6 +439,18 @@ int main(int argc, char **argv)
 			if (!optarg[0])
 				return ctl_usage_error("--state-dir needs a directory");
 			state_dir = optarg;
+			state_dir_given = true;
+			break;
+		case 'c':
+			config_file = optarg;
+			break;
+		case 's':
+			if (!optarg[0])
+				return ctl_usage_error("--socket needs a path");
+			socket_path = optarg;
+			break;
+		case 'j':
+			json = true;
 			break;
 		case 'h':
 			fputs(ctl_usage, stdout);
@@ -417,6 +458,8 @@ int main(int argc, char **argv)
 		default:
 			if (optopt == 'd')
 				return ctl_usage_error("--state-dir needs a directory");
+			if (optopt == 's' || optopt == 'c')
+				return ctl_usage_error("%s needs a value", argv[optind - 1]);
 			return ctl_usage_error("unknown option '%s'", argv[optind - 1]);
 		}
 	}
@@ -425,6 +468,39 @@ int main(int argc, char **argv)
 	argv += optind;
 	if (argc < 1)
 		return ctl_usage_error("missing command");
+	/* The offload module's control plane: the kernel, not the store (kmod_ctl.c). */
+	if (strcmp(argv[0], "kmod") == 0)
+		return kmod_ctl_main(argc, argv);
+	/* The daemon's config names the state directory and the socket (flags win). */
+	if (config_file && ctl_read_config(config_file, &cfg_state_dir, &cfg_socket) < 0)
+		return CTL_EXIT_FAIL;
+	if (cfg_state_dir && !state_dir_given)
+		state_dir = cfg_state_dir;
+	/* The running daemon's state, over its control socket (ctl_online.c). */
+	if (ctl_online_is_command(argv[0])) {
+		char path[PATH_MAX];
+
+		if (!socket_path && cfg_socket && strcmp(cfg_socket, "off") == 0) {
+			fprintf(stderr, "stanzactl: the control socket is off in %s\n", config_file);
+			return CTL_EXIT_FAIL;
+		}
+		if (!socket_path && cfg_socket)
+			socket_path = cfg_socket;
+		if (!socket_path) {
+			snprintf(path, sizeof(path), "%s/%s", state_dir, CONTROL_SOCKET_NAME);
+			socket_path = path;
+		}
+		ret = ctl_online_run(socket_path, json, argc, argv);
+		if (fflush(stdout) != 0 && ret == CTL_EXIT_OK) {
+			fprintf(stderr, "stanzactl: cannot write output: %s\n", strerror(errno));
+			ret = CTL_EXIT_FAIL;
+		}
+		return ret;
+	}
+	/* Device fleets: enrollment in the store, online state from the daemon (ctl_device.c). */
+	if (strcmp(argv[0], "device") == 0)
+		return ctl_device_main(state_dir, socket_path ? socket_path : cfg_socket, json,
+				       argc - 1, argv + 1);
 	if (strcmp(argv[0], "user") != 0)
 		return ctl_usage_error("unknown command '%s'", argv[0]);
 	if (argc < 2)
@@ -450,6 +526,12 @@ int main(int argc, char **argv)
 		}
 	}
 
+	/* Run as root, act as the server's user: files it creates stay the server's. */
+	ret = statedir_adopt_owner(state_dir, why, sizeof(why));
+	if (ret) {
+		fprintf(stderr, "stanzactl: %s\n", why);
+		return CTL_EXIT_FAIL;
+	}
 	ret = storage_open_why(&st, state_dir, why, sizeof(why));
 	if (ret) {
 		fprintf(stderr, "stanzactl: cannot open the store: %s\n", why);

@@ -154,6 +154,7 @@ struct storage_req {
 	 * to STORAGE_LINGER_MS so one commit covers many.
 	 */
 	bool lazy;
+	uint64_t submit_ns;			/* private: CLOCK_MONOTONIC at submission (metrics) */
 
 	char user[STORAGE_USER_MAX + 1];	/* NUL-terminated, normalized */
 	char password[SCRAM_PASSWORD_MAX + 1];	/* ACCOUNT_VERIFY_PLAIN/CREATE/SET_PASSWORD */
@@ -186,6 +187,12 @@ void storage_inbox_destroy(struct storage_inbox *in);
  * request. Returns how many ran.
  */
 size_t storage_inbox_drain(struct storage_inbox *in);
+
+/*
+ * Posts a completion from any thread, as the storage thread does: `done`
+ * runs on the inbox's thread (for other off-loop work: the s2s resolver).
+ */
+void storage_inbox_post(struct storage_req *req);
 
 struct storage_queue;
 
@@ -222,8 +229,23 @@ struct storage_queue_stats {
 	uint64_t commits;	/* batch transactions committed */
 	uint64_t fallbacks;	/* batches redone one request at a time */
 	uint64_t failures;	/* requests completed with -EIO or -EBUSY */
+	uint64_t queued;	/* requests waiting for the thread right now */
 };
 
 void storage_queue_get_stats(struct storage_queue *q, struct storage_queue_stats *out);
+
+/*
+ * Requests submitted so far (a counter that only grows, read without the
+ * lock): comparing two readings tells whether anything was submitted in
+ * between (durable.c).
+ */
+uint64_t storage_queue_submitted(struct storage_queue *q);
+
+struct metrics_hist;
+/*
+ * Adds the latency histogram (submission to completion, ns, buckets of
+ * metrics_storage_bounds) into *out; callable from any thread.
+ */
+void storage_queue_get_latency(struct storage_queue *q, struct metrics_hist *out);
 
 #endif

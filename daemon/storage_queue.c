@@ -19,6 +19,7 @@
  * so the number of fsyncs adapts to the load.
  */
 #include <errno.h>
+#include <stdatomic.h>
 #include <time.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -28,6 +29,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "storage.h"
 
 /* A request still to be applied (results are 0 or -errno). */
@@ -51,6 +53,10 @@ struct storage_queue {
 	unsigned queued;		/* requests in head..tail */
 	bool exited;			/* the thread took its last batch */
 	struct storage_queue_stats stats;
+	/* Requests ever submitted; read without the lock (storage_queue_submitted). */
+	_Atomic uint64_t submitted;
+	/* Written by the storage thread only, read by scrapes (metrics.h). */
+	struct metrics_hist latency;
 
 	/* Key for decoy credentials of unknown accounts (VERIFY_PLAIN). */
 	uint8_t decoy_secret[32];
@@ -69,6 +75,14 @@ static void req_list_add(struct req_list *l, struct storage_req *req)
 	else
 		l->head = req;
 	l->tail = req;
+}
+
+static uint64_t storage_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
 /* ---- Inbox ---- */
@@ -127,6 +141,11 @@ static void inbox_post(struct storage_req *req)
 	/* Only fails on counter overflow, which cannot happen with 1s. */
 	if (was_empty && write(in->eventfd, &one, sizeof(one)) != sizeof(one))
 		log_error("storage.inbox_signal_failed", "errno=%d", errno);
+}
+
+void storage_inbox_post(struct storage_req *req)
+{
+	inbox_post(req);
 }
 
 size_t storage_inbox_drain(struct storage_inbox *in)
@@ -288,6 +307,16 @@ static void verify_plain(struct storage_queue *q, struct storage_req *req)
 	wipe_password(req);
 }
 
+/* Records the request's latency, then posts its completion (storage thread). */
+static void queue_complete(struct storage_queue *q, struct storage_req *req)
+{
+	uint64_t now = storage_now_ns();
+
+	metrics_hist_observe(&q->latency, &metrics_storage_bounds,
+			     now > req->submit_ns ? now - req->submit_ns : 0);
+	inbox_post(req);
+}
+
 static void run_batch(struct storage_queue *q, struct storage_req *batch)
 {
 	struct req_list failed = { 0 }, apply = { 0 }, verify = { 0 };
@@ -343,7 +372,7 @@ static void run_batch(struct storage_queue *q, struct storage_req *batch)
 	 */
 	for (req = failed.head; req; req = next) {
 		next = req->next;
-		inbox_post(req);
+		queue_complete(q, req);
 	}
 	for (req = apply.head; req; req = next) {
 		next = req->next;
@@ -353,12 +382,12 @@ static void run_batch(struct storage_queue *q, struct storage_req *batch)
 		}
 		/* Every request leaves this thread with no password in it. */
 		wipe_password(req);
-		inbox_post(req);
+		queue_complete(q, req);
 	}
 	for (req = verify.head; req; req = next) {
 		next = req->next;
 		verify_plain(q, req);
-		inbox_post(req);
+		queue_complete(q, req);
 	}
 }
 
@@ -469,7 +498,9 @@ err_free:
 
 void storage_queue_submit(struct storage_queue *q, struct storage_req *req)
 {
+	atomic_fetch_add_explicit(&q->submitted, 1, memory_order_relaxed);
 	req->next = NULL;
+	req->submit_ns = storage_now_ns();
 	pthread_mutex_lock(&q->lock);
 	if (q->exited) {
 		pthread_mutex_unlock(&q->lock);
@@ -512,9 +543,20 @@ void storage_queue_stop(struct storage_queue *q)
 	free(q);
 }
 
+uint64_t storage_queue_submitted(struct storage_queue *q)
+{
+	return atomic_load_explicit(&q->submitted, memory_order_relaxed);
+}
+
 void storage_queue_get_stats(struct storage_queue *q, struct storage_queue_stats *out)
 {
 	pthread_mutex_lock(&q->lock);
 	*out = q->stats;
+	out->queued = q->queued;
 	pthread_mutex_unlock(&q->lock);
+}
+
+void storage_queue_get_latency(struct storage_queue *q, struct metrics_hist *out)
+{
+	metrics_hist_merge(out, &q->latency);
 }

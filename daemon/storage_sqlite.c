@@ -275,6 +275,101 @@ static const char *const storage_migrations[] = {
 	");"
 	"CREATE INDEX muc_archive_room ON muc_archive(room, seq);"
 	"CREATE UNIQUE INDEX muc_archive_id ON muc_archive(room, stanza_id);",
+
+	/*
+	 * devices: fleet enrollment, certificate login and FAST tokens
+	 * (storage_sqlite_device.c). devices: the bare JID as enrolled (the
+	 * store knows no domain), the tags (sorted, ';'-joined)
+	 * and owner (bare JID, or NULL) of an account enrolled with
+	 * `stanzactl device import`. device_certs: SHA-256 fingerprints of
+	 * client certificates that log in as an account with SASL EXTERNAL
+	 * (XEP-0178); a revoked one is refused and never enrolled again.
+	 * fast_tokens: XEP-0484 tokens, at most two per account and client
+	 * (user-agent id; '' when the client sent none): 'current' and 'new'
+	 * (section 5.1). key is SHA-256 of the token, which is the HMAC key
+	 * RFC 2104 makes of a token longer than the hash block; counter is
+	 * the highest 'count' accepted.
+	 */
+	"CREATE TABLE devices ("
+	"  username    TEXT NOT NULL PRIMARY KEY REFERENCES accounts(username) ON DELETE CASCADE,"
+	"  jid         TEXT NOT NULL,"
+	"  tags        TEXT NOT NULL DEFAULT '',"
+	"  owner       TEXT,"
+	"  enrolled_at INTEGER NOT NULL,"
+	"  updated_at  INTEGER NOT NULL"
+	");"
+	"CREATE TABLE device_certs ("
+	"  fingerprint BLOB NOT NULL PRIMARY KEY CHECK (length(fingerprint) = 32),"
+	"  username    TEXT NOT NULL REFERENCES accounts(username) ON DELETE CASCADE,"
+	"  revoked     INTEGER NOT NULL DEFAULT 0,"
+	"  created_at  INTEGER NOT NULL"
+	");"
+	"CREATE INDEX device_certs_user ON device_certs(username);"
+	"CREATE TABLE fast_tokens ("
+	"  username   TEXT NOT NULL REFERENCES accounts(username) ON DELETE CASCADE,"
+	"  client_id  TEXT NOT NULL,"
+	"  slot       TEXT NOT NULL CHECK (slot IN ('current', 'new')),"
+	"  mechanism  TEXT NOT NULL,"
+	"  key        BLOB NOT NULL CHECK (length(key) = 32),"
+	"  issued_at  INTEGER NOT NULL,"
+	"  expires_at INTEGER NOT NULL,"
+	"  counter    INTEGER NOT NULL DEFAULT 0,"
+	"  PRIMARY KEY (username, client_id, slot)"
+	") WITHOUT ROWID;",
+
+	/*
+	 * iot: the thing registry (XEP-0347, registry.c) and provisioning
+	 * rules (XEP-0324, provisioning.c); SQL in storage_sqlite_iot.c.
+	 * iot_things: one row per registered thing (a bare JID, or a node
+	 * behind it), owner NULL until claimed, sig the canonical tag set a
+	 * claim must match, removed = taken out of the registry by its
+	 * owner (still owned), clear_cache = a clearCache waits for the thing
+	 * to come online; username ties a local thing to its account.
+	 * iot_tags: its meta tags (names upper case, num 1 for numeric).
+	 * iot_rules: the owner's rules per thing (partial NULL = every
+	 * field or parameter; names joined by U+001F).
+	 */
+	"CREATE TABLE iot_things ("
+	"  id          INTEGER PRIMARY KEY,"
+	"  jid         TEXT NOT NULL,"
+	"  node_id     TEXT NOT NULL DEFAULT '',"
+	"  source_id   TEXT NOT NULL DEFAULT '',"
+	"  cache_type  TEXT NOT NULL DEFAULT '',"
+	"  username    TEXT REFERENCES accounts(username) ON DELETE CASCADE,"
+	"  owner       TEXT,"
+	"  public      INTEGER NOT NULL DEFAULT 1,"
+	"  removed     INTEGER NOT NULL DEFAULT 0,"
+	"  self_owned  INTEGER NOT NULL DEFAULT 0,"
+	"  sig         TEXT NOT NULL,"
+	"  clear_cache INTEGER NOT NULL DEFAULT 0,"
+	"  created_at  INTEGER NOT NULL,"
+	"  updated_at  INTEGER NOT NULL,"
+	"  UNIQUE (jid, node_id, source_id, cache_type)"
+	");"
+	"CREATE INDEX iot_things_user ON iot_things(username);"
+	"CREATE INDEX iot_things_sig ON iot_things(sig);"
+	"CREATE INDEX iot_things_owner ON iot_things(owner);"
+	"CREATE TABLE iot_tags ("
+	"  thing_id INTEGER NOT NULL REFERENCES iot_things(id) ON DELETE CASCADE,"
+	"  name     TEXT NOT NULL,"
+	"  num      INTEGER NOT NULL,"
+	"  value    TEXT NOT NULL,"
+	"  PRIMARY KEY (thing_id, name)"
+	") WITHOUT ROWID;"
+	"CREATE TABLE iot_rules ("
+	"  id         INTEGER PRIMARY KEY,"
+	"  thing      TEXT NOT NULL,"
+	"  username   TEXT REFERENCES accounts(username) ON DELETE CASCADE,"
+	"  kind       TEXT NOT NULL CHECK (kind IN ('friend', 'read', 'control')),"
+	"  scope      TEXT NOT NULL,"
+	"  remote     TEXT NOT NULL,"
+	"  nodes      TEXT NOT NULL,"
+	"  result     INTEGER NOT NULL,"
+	"  partial    TEXT,"
+	"  created_at INTEGER NOT NULL,"
+	"  UNIQUE (thing, kind, scope, remote, nodes)"
+	");"
+	"CREATE INDEX iot_rules_user ON iot_rules(username);",
 };
 
 enum storage_stmt {

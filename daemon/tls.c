@@ -18,6 +18,7 @@
  * SSL_write() always completes or fails, and partial-write modes are not
  * needed.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -42,6 +43,7 @@
 #include "ktls.h"
 #include "log.h"
 #include "tls.h"
+#include "tls_client_cert.h"
 
 /* TLS 1.2 suites: forward secrecy (ECDHE) and AEAD only, fastest first. */
 #define TLS_CIPHERS_TLS12                                                     \
@@ -73,6 +75,7 @@ struct tls_server {
 	unsigned ktls_mask;		/* KTLS_BIT pairs connections may hand over */
 	size_t alpn_len;		/* 0: any ALPN offer is ignored */
 	char alpn[TLS_ALPN_NAME_MAX + 1];
+	bool client_ca;			/* a client CA is loaded (tls_server_set_client_ca) */
 };
 
 enum tls_conn_state {
@@ -147,6 +150,7 @@ struct tls_conn {
 	bool shutdown_sent;
 	struct tls_ktls_state *ktls;	/* handoff bookkeeping, NULL when off or done */
 	struct tls_kernel_cache *kc;	/* after the handoff */
+	struct tls_peer_cert *peer;	/* client certificate, captured at the handshake */
 };
 
 static void tls_track_bytes(struct tls_rec_track *r, const unsigned char *p, size_t n);
@@ -669,6 +673,32 @@ void tls_server_free(struct tls_server *srv)
 	free(srv);
 }
 
+struct ssl_ctx_st *tls_server_ctx(const struct tls_server *srv)
+{
+	return srv ? srv->ctx : NULL;
+}
+
+/* Client certificates (SASL EXTERNAL): tls_client_cert.c does the work. */
+int tls_server_set_client_ca(struct tls_server *srv, const char *ca_file, const char *crl_file)
+{
+	int ret = tls_client_ca_configure(srv->ctx, ca_file, crl_file);
+
+	if (ret == 0)
+		srv->client_ca = true;
+	return ret;
+}
+
+void tls_conn_request_client_cert(struct tls_conn *t)
+{
+	if (t->srv->client_ca && t->ssl && t->state == TLS_ST_HANDSHAKE)
+		tls_client_cert_request(t->ssl);
+}
+
+const struct tls_peer_cert *tls_conn_peer_cert(const struct tls_conn *t)
+{
+	return t ? t->peer : NULL;
+}
+
 /* ---------------------------------------------------------------------- */
 /* Self-signed certificate                                                 */
 
@@ -1031,6 +1061,7 @@ void tls_conn_free(struct tls_conn *t)
 		return;
 	SSL_free(t->ssl);
 	tls_conn_ktls_free(t);
+	tls_peer_cert_free(t->peer);
 	if (t->kc) {
 		OPENSSL_cleanse(t->kc, sizeof(*t->kc));
 		free(t->kc);
@@ -1102,6 +1133,9 @@ static int tls_conn_drive_handshake(struct tls_conn *t)
 	if (ret == 1) {
 		t->state = TLS_ST_OPEN;
 		t->hs_done = true;
+		/* Now, while the SSL exists: the kTLS handoff frees it (SASL EXTERNAL). */
+		if (t->srv->client_ca)
+			t->peer = tls_peer_cert_capture(t->ssl);
 		/*
 		 * TLS 1.3: the peer's Finished was the last record under its
 		 * handshake keys (OpenSSL reads no further than the record it
@@ -1619,4 +1653,172 @@ void tls_conn_mark_failed(struct tls_conn *t)
 {
 	/* The accessors still answer; only the close_notify is off. */
 	t->shutdown_sent = true;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Federation (s2s): the client side, and the peer's domain identity      */
+
+/*
+ * Peer certificates on s2s streams are asked for and checked, but a chain
+ * that does not verify never fails the handshake: the verdict stays in
+ * SSL_get_verify_result() and the stream layer decides (dialback may
+ * still authenticate the peer, XEP-0220), as RFC 6120 13.7.2 allows.
+ */
+static int tls_s2s_verify_cb(int preverify_ok, X509_STORE_CTX *x)
+{
+	(void)preverify_ok;
+	(void)x;
+	return 1;
+}
+
+/* Trust store for s2s peers: the CA file, or the system's default paths. */
+static int tls_s2s_load_trust(SSL_CTX *ctx, const char *ca_file)
+{
+	if (ca_file) {
+		if (SSL_CTX_load_verify_locations(ctx, ca_file, NULL) != 1) {
+			tls_log_file_error("tls.ca_load", ca_file, NULL, EINVAL);
+			return -errno;
+		}
+		return 0;
+	}
+	if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
+		log_warn("tls.ca_load", "reason=\"%s\" msg=\"no system CA store: only dialback can "
+			 "authenticate peers\"", tls_err_drain(NULL));
+	}
+	return 0;
+}
+
+struct tls_server *tls_s2s_context_new(const char *cert_file, const char *key_file,
+				       const char *ca_file, bool client, const char *alpn)
+{
+	struct tls_server *srv;
+	static const unsigned char sid_ctx[] = "stanzad-s2s";
+	int err;
+
+	if (!client) {
+		srv = tls_server_new(cert_file, key_file, alpn);
+		if (!srv)
+			return NULL;
+	} else {
+		pthread_once(&tls_bio_once, tls_bio_init_once);
+		srv = calloc(1, sizeof(*srv));
+		if (!srv || !tls_bio_method) {
+			free(srv);
+			errno = ENOMEM;
+			return NULL;
+		}
+		ERR_clear_error();
+		srv->ctx = SSL_CTX_new(TLS_client_method());
+		if (!srv->ctx || tls_ctx_configure(srv->ctx) < 0) {
+			err = EINVAL;
+			goto err_free;
+		}
+		/* Our certificate, for the peers that authenticate us by SASL EXTERNAL. */
+		if (SSL_CTX_use_certificate_chain_file(srv->ctx, cert_file) != 1) {
+			tls_log_file_error("tls.cert_load", cert_file, NULL, 0);
+			err = errno;
+			goto err_free;
+		}
+		if (SSL_CTX_use_PrivateKey_file(srv->ctx, key_file, SSL_FILETYPE_PEM) != 1) {
+			tls_log_file_error("tls.key_load", key_file, cert_file, 0);
+			err = errno;
+			goto err_free;
+		}
+	}
+	SSL_CTX_set_verify(srv->ctx, SSL_VERIFY_PEER, tls_s2s_verify_cb);
+	/* OpenSSL refuses to resume a verified session without an id context. */
+	SSL_CTX_set_session_id_context(srv->ctx, sid_ctx, sizeof(sid_ctx) - 1);
+	if (tls_s2s_load_trust(srv->ctx, ca_file) < 0) {
+		err = errno ? errno : EINVAL;
+		goto err_free;
+	}
+	return srv;
+
+err_free:
+	SSL_CTX_free(srv->ctx);
+	free(srv);
+	errno = err;
+	return NULL;
+}
+
+/* A DNS name (not an IP literal) may go in SNI (RFC 6066 section 3). */
+static bool tls_sni_ok(const char *name)
+{
+	unsigned char buf[16];
+
+	if (!name || !name[0] || strlen(name) > TLS_DOMAIN_MAX || strchr(name, ':'))
+		return false;
+	return inet_pton(AF_INET, name, buf) != 1;
+}
+
+struct tls_conn *tls_conn_new_client(struct tls_server *ctx, const char *sni, const char *alpn,
+				     tls_sink_fn sink, void *sink_arg)
+{
+	struct tls_conn *t = tls_conn_new(ctx, sink, sink_arg);
+	unsigned char protos[TLS_ALPN_NAME_MAX + 1];
+	size_t n = alpn ? strlen(alpn) : 0;
+
+	if (!t)
+		return NULL;
+	SSL_set_connect_state(t->ssl);
+	if (tls_sni_ok(sni) && SSL_set_tlsext_host_name(t->ssl, sni) != 1)
+		goto err;
+	if (n) {
+		if (n > TLS_ALPN_NAME_MAX)
+			goto err;
+		protos[0] = (unsigned char)n;
+		memcpy(protos + 1, alpn, n);
+		/* Unlike most OpenSSL calls, 0 is success here. */
+		if (SSL_set_alpn_protos(t->ssl, protos, (unsigned)n + 1) != 0)
+			goto err;
+	}
+	return t;
+err:
+	ERR_clear_error();
+	tls_conn_free(t);
+	errno = EINVAL;
+	return NULL;
+}
+
+int tls_conn_start_handshake(struct tls_conn *t)
+{
+	int ret;
+
+	if (t->state != TLS_ST_HANDSHAKE)
+		return -EINVAL;
+	ERR_clear_error();
+	ret = tls_conn_drive_handshake(t);
+	ERR_clear_error();
+	return ret < 0 ? -EPROTO : 0;
+}
+
+int tls_conn_peer_verify_domain(const struct tls_conn *t, const char *domain,
+				const char **why)
+{
+	X509 *cert;
+	long vr;
+	int ret = 0;
+
+	*why = "verified";
+	if (!t->ssl || !t->hs_done) {
+		*why = "no TLS session";
+		return -ENOTCONN;
+	}
+	cert = SSL_get1_peer_certificate(t->ssl);
+	if (!cert) {
+		*why = "no certificate";
+		return -ENOKEY;
+	}
+	vr = SSL_get_verify_result(t->ssl);
+	if (vr != X509_V_OK) {
+		*why = X509_verify_cert_error_string(vr);
+		ret = -EKEYREJECTED;
+	} else if (X509_check_host(cert, domain, strlen(domain), 0, NULL) != 1) {
+		/* RFC 6125 DNS-ID (wildcards in the leftmost label), as XEP-0178 asks. */
+		*why = "the certificate does not name the domain";
+		ret = -EACCES;
+	}
+	X509_free(cert);
+	ERR_clear_error();
+	return ret;
 }

@@ -53,6 +53,23 @@ struct tls_server *tls_server_share(const struct tls_server *base, const char *a
 void tls_server_free(struct tls_server *srv);
 
 /*
+ * The OpenSSL context of srv (shared by its siblings), for tls_certs.c:
+ * showing the certificate in use and installing a new one.
+ */
+struct ssl_ctx_st;
+struct ssl_ctx_st *tls_server_ctx(const struct tls_server *srv);
+
+/*
+ * SASL EXTERNAL (XEP-0178): client certificates are verified against the
+ * CA certificates in ca_file and, if crl_file is not NULL, the CRLs in it
+ * (tls_client_cert.h). Connections ask for a certificate only after
+ * tls_conn_request_client_cert(), so HTTPS on the same context is not
+ * affected. Call for each server object (siblings share the context).
+ * 0 or -errno (logged).
+ */
+int tls_server_set_client_ca(struct tls_server *srv, const char *ca_file, const char *crl_file);
+
+/*
  * Generates a self-signed ECDSA P-256 certificate for `domain` (subject CN
  * and subjectAltName DNS:domain and DNS:*.domain, 10 years) and writes
  * cert_file (0644) and key_file (0600) atomically (temp file + rename).
@@ -68,6 +85,19 @@ typedef int (*tls_plain_fn)(void *arg, const char *data, size_t len);
 
 struct tls_conn *tls_conn_new(struct tls_server *srv, tls_sink_fn sink, void *sink_arg);
 void tls_conn_free(struct tls_conn *t);
+
+/*
+ * c2s: asks the peer for an optional client certificate in this handshake
+ * when the server has a client CA (before any input). No-op otherwise.
+ */
+void tls_conn_request_client_cert(struct tls_conn *t);
+
+/*
+ * The client certificate captured when the handshake completed (valid
+ * after the kTLS handoff too), or NULL when none was presented.
+ */
+struct tls_peer_cert;
+const struct tls_peer_cert *tls_conn_peer_cert(const struct tls_conn *t);
 
 /* Result of feeding ciphertext. */
 enum tls_status {
@@ -203,5 +233,47 @@ bool tls_conn_take_close_notify(struct tls_conn *t);
 
 /* kTLS mode: the peer sent a fatal alert or the stream broke; no close_notify. */
 void tls_conn_mark_failed(struct tls_conn *t);
+
+/* ---- Federation (s2s.c) ----
+ *
+ * s2s streams authenticate servers by their certificates (RFC 6120 13.7,
+ * XEP-0178): both sides present one and check the other's. A chain that
+ * does not verify does not fail the handshake; the stream layer asks
+ * tls_conn_peer_verify_domain() for the domain the peer claims and, when
+ * its policy allows, falls back to dialback (XEP-0220). No kTLS on these
+ * contexts: the SSL object must stay for that check.
+ */
+
+/*
+ * A context for s2s: server side (client false; asks peers for a
+ * certificate; alpn as in tls_server_new) or client side (client true;
+ * presents our certificate; alpn unused). Peers are checked against the
+ * CA certificates in ca_file (PEM), or the system store when NULL. NULL
+ * with errno set (logged).
+ */
+struct tls_server *tls_s2s_context_new(const char *cert_file, const char *key_file,
+				       const char *ca_file, bool client, const char *alpn);
+
+/*
+ * A client connection on a client context: SNI set to sni (unless it is
+ * an IP literal), ALPN offering alpn when not NULL ("xmpp-server" for
+ * Direct TLS, XEP-0368). Start it with tls_conn_start_handshake(). NULL
+ * with errno set.
+ */
+struct tls_conn *tls_conn_new_client(struct tls_server *ctx, const char *sni, const char *alpn,
+				     tls_sink_fn sink, void *sink_arg);
+
+/* Sends the ClientHello (to the sink). 0, or -EPROTO (see tls_conn_error). */
+int tls_conn_start_handshake(struct tls_conn *t);
+
+/*
+ * Whether the peer's certificate proves `domain` (RFC 6120 13.7.2): its
+ * chain verifies against the context's trust store and it names the
+ * domain as a DNS-ID (RFC 6125, wildcards allowed in the leftmost label).
+ * 0; -ENOKEY (no certificate), -EKEYREJECTED (untrusted chain), -EACCES
+ * (another name), -ENOTCONN (no handshake). *why says it for the log.
+ */
+int tls_conn_peer_verify_domain(const struct tls_conn *t, const char *domain,
+				const char **why);
 
 #endif

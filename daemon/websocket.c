@@ -889,6 +889,13 @@ int ws_start(struct conn *c, const char *rest, size_t len)
 	return 0;
 }
 
+bool ws_input_partial(const struct conn *c)
+{
+	const struct ws_conn *ws = c->ws;
+
+	return ws && (ws->hdr_len || ws->have_frame || ws->in_message);
+}
+
 void ws_free(struct conn *c)
 {
 	struct ws_conn *ws = c->ws;

@@ -152,6 +152,9 @@ void ws_resume(struct conn *c);
 /* conn_send() for a WebSocket connection: XML to frames. 0 or -errno. */
 int ws_send_xml(struct conn *c, const char *data, size_t len);
 
+/* True while part of a frame or of a fragmented message has arrived (abuse.c). */
+bool ws_input_partial(const struct conn *c);
+
 /* Frees the WebSocket state of a connection (from conn_free). */
 void ws_free(struct conn *c);
 

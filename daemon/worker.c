@@ -16,12 +16,19 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "abuse.h"
 #include "adhoc.h"
 #include "c2s.h"
 #include "config.h"
 #include "conn.h"
+#include "control.h"
+#include "handover.h"
 #include "http.h"
+#include "kmod.h"
 #include "log.h"
+#include "reload.h"
+#include "s2s.h"
+#include "sdnotify.h"
 #include "server.h"
 #include "sm.h"
 #include "tls.h"
@@ -156,6 +163,11 @@ static void conn_free(struct worker *w, struct conn *c)
 		tls_conn_free(c->tls);
 	free(c->pending_in);
 	http_conn_free(c);	/* HTTP or WebSocket state */
+	control_conn_free(c);	/* a control socket request (control.c) */
+	metrics_conn_sync(c, true);	/* no longer counted (metrics.h) */
+	abuse_conn_done(c);	/* no longer an unauthenticated connection of its source */
+	s2s_conn_free(c);	/* federation or component stream state (s2s.c) */
+	kmod_conn_free(c);	/* its registration with the offload module (kmod.c) */
 	free(c->jid);
 	w->conns[c->slot] = NULL;
 	w->gens[c->slot] = (c->gen + 1) & LOOP_GEN_MASK;
@@ -187,7 +199,7 @@ static void worker_reap(struct worker *w)
 	struct conn *c;
 
 	while ((c = *pp) != NULL) {
-		if (c->recv_armed || c->send_inflight) {
+		if (c->recv_armed || c->send_inflight || c->connect_inflight) {
 			if (!c->cancel_sent && c->fd >= 0) {
 				loop_cancel_fd(w->loop, c->fd);
 				c->cancel_sent = true;
@@ -213,16 +225,19 @@ static void worker_flush(void *ctx)
 	 * First what may queue output or end sessions: connections that hit
 	 * their output limit are cut off (their sessions end, which may send
 	 * presence to others and overflow more), and stream management's
-	 * acks and reroutes. Repeat until nothing is left of either.
+	 * acks and reroutes. Repeat until nothing is left of either. A batch
+	 * of fan-out copies for the offload module goes before all of it (its
+	 * remainders may overflow), and again if they made one (kmod.c).
 	 */
 	do {
+		kmod_flush(w);
 		while ((c = w->overflow_list) != NULL) {
 			w->overflow_list = c->overflow_next;
 			c->overflow_next = NULL;
 			conn_abort(c, CONN_CLOSE_SLOW);
 		}
 		sm_flush(w);
-	} while (w->overflow_list);
+	} while (w->overflow_list || kmod_pending(w));
 	c2s_reap_sessions(w);	/* sessions that ended this turn leave the directory */
 	c = w->flush_list;
 	w->flush_list = NULL;
@@ -230,6 +245,8 @@ static void worker_flush(void *ctx)
 		next = c->flush_next;
 		c->in_flush_list = false;
 		c->flush_next = NULL;
+		/* What changes a connection's class (bind, TLS, upgrade) sends something. */
+		metrics_conn_sync(c, false);
 		if (c->in_reap_list || c->send_inflight || !c->out_head)
 			continue;
 		struct out_chunk *h = c->out_head;
@@ -258,6 +275,12 @@ static void worker_accepted(void *ctx, unsigned listener, int fd)
 	uint32_t slot;
 	int one = 1;
 
+	/* After a hand-over the successor serves new connections (handover.c). */
+	if (handover_forward(w, listener, fd))
+		return;
+	/* Banned sources, and sources with too many unauthenticated connections (abuse.c). */
+	if (abuse_accept_refused(w, l, fd))
+		return;
 	if (w->draining || (!w->nfree && worker_grow_slots(w) < 0)) {
 		log_warn("conn.refused", "listener=%s reason=%s", l->addr,
 			 w->draining ? "shutting-down" : "max-connections");
@@ -303,10 +326,23 @@ static void worker_accepted(void *ctx, unsigned listener, int fd)
 		 conn_peer_str(c, peer, sizeof(peer)), l->addr);
 	loop_recv(w->loop, fd, c->slot, c->gen);
 	c->recv_armed = true;
+	if (l->kind == LISTENER_CONTROL) {
+		control_accepted(c);	/* stanzactl (control.c): no stream, no abuse counting */
+		return;
+	}
 	if (l->kind == LISTENER_HTTP || l->kind == LISTENER_HTTPS)
 		http_accepted(c, l->kind == LISTENER_HTTPS);	/* http.c */
+	else if (s2s_listener_kind(l->kind))
+		s2s_accepted(c, l->kind);	/* federation and components (s2s.c) */
 	else
 		c2s_accepted(c);
+	abuse_conn_opened(c);	/* unauthenticated until SASL succeeds (abuse.c) */
+	metrics_conn_sync(c, false);	/* counted from now on (metrics.h) */
+}
+
+void worker_adopt(struct worker *w, unsigned listener, int fd)
+{
+	worker_accepted(w, listener, fd);
 }
 
 static void worker_accept_error(void *ctx, unsigned listener, int err)
@@ -333,6 +369,7 @@ static void worker_received(void *ctx, uint32_t slot, uint32_t gen, const char *
 		conn_input(c, data, len);
 		if (!c->closing && !c->input_paused)
 			xml_stream_release_idle(&c->xs);
+		abuse_after_input(c);	/* the stanza deadline (abuse.c) */
 	} else if (err == 0) {
 		conn_input_end(c, 0);
 		return;
@@ -371,6 +408,7 @@ static void worker_received_tls(void *ctx, uint32_t slot, uint32_t gen, unsigned
 		conn_ktls_record(c, type, data, len);
 		if (!c->closing && !c->input_paused)
 			xml_stream_release_idle(&c->xs);
+		abuse_after_input(c);
 	} else if (err == 0) {
 		conn_input_end(c, 0);
 		return;
@@ -434,9 +472,9 @@ static void worker_handle_signal(struct worker *w)
 			break;
 		case SIGHUP:
 			/* heap_in_use: what memory budgets are measured with (make bench, the lab). */
-			log_info("server.signal", "signal=SIGHUP action=none heap_in_use=%zu connections=%u "
-				 "msg=\"reload is not supported; restart to apply changes\"",
-				 mallinfo2().uordblks, w->nconns);
+			log_info("server.signal", "signal=SIGHUP action=reload heap_in_use=%zu "
+				 "connections=%u", mallinfo2().uordblks, w->nconns);
+			reload_config(w);	/* what can change while running (reload.c) */
 			break;
 		}
 	}
@@ -453,7 +491,66 @@ static void worker_watch(void *ctx, unsigned id)
 	case WORKER_WATCH_SIGNAL:
 		worker_handle_signal(w);
 		break;
+	case WORKER_WATCH_HANDOVER:
+		handover_accept(w);	/* a successor takes the listeners (handover.c) */
+		break;
+	case WORKER_WATCH_KMOD:
+		kmod_watch(w);
+		break;
 	}
+}
+
+/* An outbound connect finished (s2s links): receiving starts on success. */
+static void worker_connected(void *ctx, uint32_t slot, uint32_t gen, int res)
+{
+	struct worker *w = ctx;
+	struct conn *c = worker_conn(w, slot, gen);
+
+	if (!c)
+		return;
+	c->connect_inflight = false;
+	if (c->in_reap_list)
+		return;
+	if (res == 0) {
+		loop_recv(w->loop, c->fd, c->slot, c->gen);
+		c->recv_armed = true;
+	}
+	s2s_connected(c, res);
+}
+
+struct conn *worker_conn_new(struct worker *w, int fd)
+{
+	struct conn *c;
+
+	if (w->draining) {
+		errno = ESHUTDOWN;
+		return NULL;
+	}
+	if (!w->nfree && worker_grow_slots(w) < 0) {
+		errno = EMFILE;
+		return NULL;
+	}
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return NULL;
+	c->slot = w->free_slots[--w->nfree];
+	c->w = w;
+	c->fd = fd;
+	c->gen = w->gens[c->slot];
+	c->id = ++w->next_conn_id * 256 + w->id;
+	c->timer.fn = conn_timer_fired;
+	w->conns[c->slot] = c;
+	w->nconns++;
+	return c;
+}
+
+int worker_connect(struct conn *c, const struct sockaddr *addr, unsigned addrlen)
+{
+	int ret = loop_connect(c->w->loop, c->fd, addr, addrlen, c->slot, c->gen);
+
+	if (ret == 0)
+		c->connect_inflight = true;
+	return ret;
 }
 
 static const struct loop_handlers worker_loop_handlers = {
@@ -464,6 +561,7 @@ static const struct loop_handlers worker_loop_handlers = {
 	.watch = worker_watch,
 	.flush = worker_flush,
 	.received_tls = worker_received_tls,
+	.connected = worker_connected,
 };
 
 /* ---- Deadlines and shutdown ---- */
@@ -477,10 +575,15 @@ static void conn_timer_fired(struct loop_timer *t)
 		worker_want_reap(c->w, c);
 		return;
 	}
+	if (c->kind == CONN_CONTROL) {
+		control_deadline(c);	/* a stanzactl request took too long */
+		return;
+	}
 	if (c->kind == CONN_HTTP)
 		http_deadline(c);
-	else
+	else if (!abuse_stanza_overdue(c))	/* a stanza arriving too slowly (abuse.c) */
 		c2s_deadline(c);
+	abuse_rearm(c);
 }
 
 static void worker_shutdown_expired(struct loop_timer *t)
@@ -499,6 +602,7 @@ void worker_begin_shutdown(struct worker *w)
 		return;
 	w->draining = true;
 	w->srv->shutting_down = true;
+	sdnotify_stopping();	/* systemd: STOPPING=1 */
 	sm_shutdown(w);	/* detached sessions end now */
 	for (uint32_t s = 0; s < w->cap; s++) {
 		struct conn *c = w->conns[s];
@@ -527,6 +631,7 @@ int worker_init(struct worker *w, struct server *srv, unsigned id, int signal_fd
 	w->id = id;
 	w->signal_fd = signal_fd;
 	arena_init(&w->tmp, 4096);
+	metrics_worker_bind(&w->metrics);	/* this thread's counters (metrics.h) */
 
 	limits.max_stanza_bytes = srv->cfg->max_stanza_bytes;
 	w->xml = xml_pool_new(&limits);
@@ -552,11 +657,19 @@ int worker_init(struct worker *w, struct server *srv, unsigned id, int signal_fd
 			goto err_free_loop;
 	}
 	for (unsigned i = 0; i < srv->nlisteners; i++) {
+		/* Control requests touch every worker's state: worker 0 answers them. */
+		if (srv->listeners[i].kind == LISTENER_CONTROL && id != 0)
+			continue;
 		ret = loop_add_listener(w->loop, srv->listeners[i].fd, i);
 		if (ret < 0)
 			goto err_free_loop;
 	}
+	/* The stanza offload module, if loaded (kmod.c): after the loop, which watches its events. */
+	ret = kmod_worker_init(w);
+	if (ret < 0)
+		goto err_free_loop;
 	http_worker_start(w);	/* the upload cleanup timer (worker 0) */
+	control_worker_start(w);	/* log summaries once a second (worker 0) */
 	return 0;
 
 err_free_loop:
@@ -588,10 +701,13 @@ void worker_destroy(struct worker *w)
 			conn_free(w, c);
 		}
 	}
+	kmod_worker_destroy(w);	/* after the connections: they unregister */
 	/* Completions for requests still queued would find no loop. */
 	storage_inbox_drain(&w->inbox);
 	sm_worker_destroy(w);
+	s2s_worker_destroy(w);	/* links and queues, after the inbox is drained */
 	http_worker_stop(w);
+	control_worker_stop(w);
 	adhoc_worker_destroy(w);
 	c2s_reap_sessions(w);
 	loop_free(w->loop);

@@ -14,6 +14,7 @@
 #include "arena.h"
 #include "conn.h"
 #include "loop.h"
+#include "metrics.h"
 #include "storage.h"
 #include "strbuf.h"
 
@@ -21,10 +22,14 @@ struct server;
 struct xml_pool;
 struct sm_worker;
 struct adhoc_worker;
+struct kmod_worker;
+struct s2s_worker;
 
 enum worker_watch {
 	WORKER_WATCH_INBOX = 0,		/* storage completions */
 	WORKER_WATCH_SIGNAL,		/* signalfd (worker 0 only) */
+	WORKER_WATCH_KMOD,		/* the offload module's events (kmod.c) */
+	WORKER_WATCH_HANDOVER,		/* a successor asks for the listeners (handover.c) */
 };
 
 struct worker {
@@ -59,6 +64,9 @@ struct worker {
 
 	struct sm_worker *sm;		/* stream management lists (sm.c), lazily */
 	struct adhoc_worker *adhoc;	/* ad-hoc command sessions (adhoc.c), lazily */
+	struct kmod_worker *kmod;	/* the stanza offload module (kmod.c) */
+	struct metrics_worker metrics;	/* counters only this thread writes (metrics.h) */
+	struct s2s_worker *s2s;		/* federation links and queues (s2s.c), lazily */
 
 	uint64_t next_conn_id;
 	bool draining;			/* shutdown: closing everyone */
@@ -77,6 +85,21 @@ void worker_destroy(struct worker *w);
 /* The connection at slot if its generation matches, else NULL. */
 struct conn *worker_conn(struct worker *w, uint32_t slot, uint32_t gen);
 
+/*
+ * A connection of our own making (outbound s2s) on the nonblocking socket
+ * fd, in a free slot; the caller sets kind and stream state. NULL with
+ * errno (EMFILE: max_connections; ESHUTDOWN: draining; ENOMEM).
+ */
+struct conn *worker_conn_new(struct worker *w, int fd);
+
+/*
+ * Starts connecting c (from worker_conn_new) to addr, which must live in
+ * c's own state until the completion: s2s_connected() gets the result,
+ * and receiving is armed on success. 0 or -EBUSY.
+ */
+struct sockaddr;
+int worker_connect(struct conn *c, const struct sockaddr *addr, unsigned addrlen);
+
 /* Queues c for the end-of-turn flush. */
 void worker_want_flush(struct worker *w, struct conn *c);
 /* Queues c for reaping once its operations are done. */
@@ -85,6 +108,12 @@ void worker_want_reap(struct worker *w, struct conn *c);
 /* Output chunks from the worker's pool. */
 struct out_chunk *worker_chunk_get(struct worker *w, size_t need);
 void worker_chunk_put(struct worker *w, struct out_chunk *ch);
+
+/*
+ * Takes fd as if the loop had accepted it on `listener` (connections the
+ * predecessor passed on at a hand-over, handover.c).
+ */
+void worker_adopt(struct worker *w, unsigned listener, int fd);
 
 /* Starts an orderly shutdown: every connection gets system-shutdown. */
 void worker_begin_shutdown(struct worker *w);

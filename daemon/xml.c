@@ -2028,6 +2028,21 @@ enum xml_status xml_stream_feed(struct xml_stream *s, const char *data, size_t l
 		bool from_tail;
 
 		/*
+		 * A restarted stream that has not begun: whitespace before
+		 * its header still belongs to the previous stream (go-xmpp
+		 * ends every write with a newline, so one follows </auth>),
+		 * and Expat takes an XML declaration only as the very first
+		 * bytes of a document. A first stream gets no such leeway.
+		 */
+		if (s->restarted && s->state == XML_ST_HEADER && p->fed == 0) {
+			while (pos < len && xml_is_space(data + pos, 1))
+				pos++;
+			if (pos == len)
+				break;
+			s->restarted = false;
+			slice = len - pos;
+		}
+		/*
 		 * Normally checked after each slice; again here because a
 		 * callback may have lowered limit_override since.
 		 */
@@ -2099,6 +2114,7 @@ void xml_stream_restart(struct xml_stream *s)
 	free(s->ns_context);
 	s->ns_context = NULL;
 	s->state = XML_ST_HEADER;
+	s->restarted = true;
 	if (!p)
 		return;
 	if (p->in_parse) {

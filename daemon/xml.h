@@ -189,6 +189,7 @@ struct xml_stream {
 	void *ctx;
 	size_t limit_override;		/* if nonzero, replaces max_stanza_bytes */
 	uint8_t state;			/* private: header expected, open, closed */
+	bool restarted;			/* private: restarted, no byte of the new stream yet */
 };
 
 void xml_stream_init(struct xml_stream *s, struct xml_pool *pool,

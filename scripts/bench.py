@@ -14,6 +14,10 @@ generator (build/loadgen, tests/bench/loadgen.c) to separate CPUs, and runs:
   pubsub     pubsub fan-out 1 -> R: items published to a node at pubsub.DOMAIN
              that R subscribers get as notifications (XEP-0060)
   idle       N clients logged in and idle: server RSS per connection
+  login      TCP connect to ready session over Direct TLS (build/logingen,
+             tests/bench/logingen.c): classic RFC 6120 negotiation, SASL2 with
+             Bind 2, and FAST tokens; round trips, time to ready, server CPU
+             per login
 
 Server CPU is the sum of the server threads' run time (/proc/PID/task/*/
 schedstat, ns; utime+stime from /proc/PID/stat is reported too) over the
@@ -49,7 +53,9 @@ LOADGEN_MIN_RATE = 300000
 # Clients per loadgen process: below the 20,000 fd limit with room to spare.
 CLIENTS_PER_PROCESS = 15000
 SALT = b"stanzad-bench-sa"  # 16 bytes, like scram.h's SCRAM_SALT_LEN
-ALL_SCENARIOS = ("selftest", "messages", "latency", "presence", "pubsub", "idle")
+ALL_SCENARIOS = ("selftest", "messages", "latency", "presence", "pubsub", "idle", "login")
+LOGIN_MODES = ("classic", "sasl2", "fast")
+BUDGET_US_PER_LOGIN = 200.0  # >= 5,000 logins/s per core (DESIGN)
 PUBSUB_NODE = "bench"
 
 
@@ -239,7 +245,7 @@ def pinned(cpus, argv):
 class Server:
     """A stanzad on a free loopback port with a copy of the seeded store."""
 
-    def __init__(self, opts, template):
+    def __init__(self, opts, template, tls=False):
         self.opts = opts
         self.state_dir = tempfile.mkdtemp(prefix="stanzad-bench-")
         shutil.rmtree(self.state_dir)
@@ -247,9 +253,12 @@ class Server:
         self.log_path = os.path.join(self.state_dir, "stanzad.log")
         self.host = "127.0.0.1"
         self.port = free_port()
+        # The login scenario connects with Direct TLS (XEP-0368).
+        self.tls_port = free_port() if tls else None
         argv = [os.path.join(opts.build, "stanzad"), "--domain", opts.domain,
                 "--state-dir", self.state_dir,
-                "--listen-c2s", "%s:%d" % (self.host, self.port), "--listen-c2s-tls", "off",
+                "--listen-c2s", "%s:%d" % (self.host, self.port),
+                "--listen-c2s-tls", "%s:%d" % (self.host, self.tls_port) if tls else "off",
                 "--require-tls", "no", "--registration", "closed",
                 "--log-level", opts.server_log_level, "--workers", "1"] + opts.server_arg
         self._log = open(self.log_path, "ab")
@@ -354,8 +363,8 @@ class External:
 class Loadgen:
     """One loadgen process; its stdout lines arrive on a queue."""
 
-    def __init__(self, opts, args, cpus=None):
-        argv = [os.path.join(opts.build, "loadgen")] + args
+    def __init__(self, opts, args, cpus=None, prog="loadgen"):
+        argv = [os.path.join(opts.build, prog)] + args
         self.proc = subprocess.Popen(pinned(cpus if cpus is not None else opts.loadgen_cpus,
                                             argv),
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -804,6 +813,59 @@ def scenario_idle(opts, srv):
     return out
 
 
+def scenario_login(opts, srv):
+    """One logingen run per negotiation, each a fresh window on the same
+    server: logins per second, round trips, time from connect() to ready,
+    server CPU per login (the window's, plus what it still does after)."""
+    out = []
+    for mode in opts.login_mode_list:
+        args = ["--host", srv.host, "--port", str(srv.tls_port), "--domain", opts.domain,
+                "--password", opts.password, "--prefix", opts.prefix,
+                "--users", str(opts.login_users), "-t", str(opts.login_threads),
+                "-d", str(opts.login_duration), "--mode", mode, "--sync"]
+        if opts.tls_resume:
+            args.append("--tls-resume")
+        lg = Loadgen(opts, args, prog="logingen")
+        try:
+            lg.event(opts.login_timeout + 30)  # ready: FAST tokens fetched
+            prof = Profiler(opts, "login-" + mode, srv.pid)
+            c0, h0 = server_cpu_ns(srv.pid), host_busy_seconds()
+            l0, t0 = cpu_seconds(lg.proc.pid), time.monotonic()
+            lg.go()
+            res = lg.event(opts.login_duration + 60)
+            c1, h1 = server_cpu_ns(srv.pid), host_busy_seconds()
+            l1, t1 = cpu_seconds(lg.proc.pid), time.monotonic()
+            prof.stop()
+            d = drain(srv.pid)
+        finally:
+            lg.wait()
+        if res.get("failures") and not res.get("logins"):
+            raise BenchError("%s: every login failed (%s)" % (mode, res.get("last_error")))
+        win = max(t1 - t0, 1e-9)
+        n = max(res["logins"], 1)
+        srv_s = (c1 - c0) / 1e9
+        r = {
+            "scenario": "login",
+            "params": {"mode": mode, "threads": opts.login_threads, "users": opts.login_users,
+                       "duration_s": opts.login_duration, "transport": "Direct TLS 1.3",
+                       "pipelined": res.get("pipelined"), "tls_resume": res.get("tls_resume"),
+                       "fast_mech": res.get("fast_mech") or None},
+            "logins_per_s": res["logins_per_s"],
+            "round_trips": res["round_trips"],
+            "ready_ms": res["ready_ms"],
+            "failures": res["failures"],
+            "server_us_per_login_window": round(srv_s * 1e6 / n, 1),
+            "server_cpu_util": round(srv_s / win, 3),
+            "loadgen_cpu_util": round((l1 - l0) / win, 3),
+            "other_cpu_util": round(max(0.0, (h1 - h0) - srv_s - (l1 - l0)) / win, 3),
+            "logingen": res,
+        }
+        r["server_us_per_login"] = round((srv_s + (d["cpu_s"] if d else 0)) * 1e6 / n, 1)
+        r["server_us_per_login_deferred"] = round((d["cpu_s"] if d else 0) * 1e6 / n, 1)
+        out.append(r)
+    return out
+
+
 # --------------------------------------------------------------------------
 # Summary
 # --------------------------------------------------------------------------
@@ -908,6 +970,17 @@ def summary(results, failures):
                          "login %s us/client" % fmt(r.get("server_login_us_per_client"),
                                                      "{:.0f}"),
                          "-", "-", "<= 4 KiB/conn", verdict(per, BUDGET_IDLE_BYTES)))
+        elif s == "login":
+            p, lat = r["params"], r["ready_ms"]
+            rows.append(("login %s (%s%s)" % ({"sasl2": "SASL2+Bind2"}.get(p["mode"], p["mode"]),
+                                             p["fast_mech"] + ", " if p["fast_mech"] else "",
+                                             "TLS resumed" if p["tls_resume"] else "full TLS"),
+                         "%s logins/s, %d RTT, ready p50 %s ms" % (
+                             fmt(r["logins_per_s"]), r["round_trips"],
+                             fmt(lat.get("p50"), "{:.2f}")),
+                         "%s us/login" % fmt(r["server_us_per_login"], "{:.0f}"),
+                         fmt(r["server_cpu_util"], "{:.0%}"), fmt(r["loadgen_cpu_util"], "{:.0%}"),
+                         ">= 5,000/s/core", verdict(r["server_us_per_login"], BUDGET_US_PER_LOGIN)))
     # One row per result, in order: add the other processes' CPU share.
     rows = [row[:5] + (fmt(results[i].get("other_cpu_util"), "{:.0%}"),) + row[5:]
             for i, row in enumerate(rows)]
@@ -951,6 +1024,10 @@ def summary(results, failures):
     lines.append("srv CPU / lg CPU / other: share of one core used by the server / the load "
                  "generator / every other process in the window (lg near 100%: the generator "
                  "was the limit; the open loop polls, so there its lateness tells instead).")
+    if any(r["scenario"] == "login" for r in results):
+        lines.append("login: RTT = round trips from connect() to a bound session with stream "
+                     "management (TCP and TLS included); SASL2 and FAST send the stream header "
+                     "with <authenticate/> (cached features, XEP-0388).")
     if noisy:
         lines.append("WARNING: other processes used over %d%% of a core during %s: those "
                      "figures are unreliable; run on a quiet machine." %
@@ -981,6 +1058,14 @@ def parse_args(argv):
     p.add_argument("--updates", type=int, default=200, help="presence updates (200)")
     p.add_argument("--update-timeout", type=float, default=2.0)
     p.add_argument("--idle-clients", type=int, default=10000)
+    p.add_argument("--login-modes", default=",".join(LOGIN_MODES),
+                   help="login scenario: negotiations to measure (%s)" % ",".join(LOGIN_MODES))
+    p.add_argument("--login-duration", type=float, default=3, help="login: seconds per mode (3)")
+    p.add_argument("--login-threads", type=int, default=4,
+                   help="login: logins in parallel, one at a time each (4)")
+    p.add_argument("--login-users", type=int, default=200, help="login: distinct users (200)")
+    p.add_argument("--tls-resume", action="store_true",
+                   help="login: resume TLS sessions with tickets (a reconnecting device)")
     p.add_argument("--threads", type=int, default=1, help="loadgen threads (1)")
     p.add_argument("--server-cpus", default=None, help="taskset list for the server")
     p.add_argument("--loadgen-cpus", default=None, help="taskset list for the loadgen")
@@ -1009,6 +1094,12 @@ def parse_args(argv):
         if s not in ALL_SCENARIOS:
             p.error("unknown scenario %r (choose from %s)" % (s, ", ".join(ALL_SCENARIOS)))
     o.rate_list = [int(float(r)) for r in o.rates.split(",") if r.strip()]
+    o.login_mode_list = [m.strip() for m in o.login_modes.split(",") if m.strip()]
+    for m in o.login_mode_list:
+        if m not in LOGIN_MODES:
+            p.error("unknown login mode %r (choose from %s)" % (m, ", ".join(LOGIN_MODES)))
+    if o.login_users > max(o.clients, o.idle_clients):
+        p.error("--login-users must not exceed the seeded accounts (--clients, --idle-clients)")
     if o.clients < 2 or o.clients % 2:
         p.error("--clients must be even (clients talk in pairs)")
     cpus = sorted(os.sched_getaffinity(0))
@@ -1023,7 +1114,8 @@ def parse_args(argv):
 
 def main(argv):
     opts = parse_args(argv)
-    for b in ("loadgen",) + (() if opts.target else ("stanzad", "stanzactl")):
+    for b in ("loadgen",) + (("logingen",) if "login" in opts.scenarios else ()) + \
+            (() if opts.target else ("stanzad", "stanzactl")):
         if not os.access(os.path.join(opts.build, b), os.X_OK):
             raise SystemExit("bench: no %s in %s (run make bench)" % (b, opts.build))
     t_start = time.monotonic()
@@ -1046,11 +1138,11 @@ def main(argv):
             log("%s: the machine is busy (%.0f%% of a core used by other processes); "
                 "running anyway" % (name, busy * 100))
 
-    def with_server(name, fn):
+    def with_server(name, fn, tls=False):
         srv = None
         quiet(name)
         try:
-            srv = External(opts) if opts.target else Server(opts, template)
+            srv = External(opts) if opts.target else Server(opts, template, tls)
             log("%s: running" % name)
             mark = srv.log_size()
             out = fn(srv)
@@ -1088,6 +1180,12 @@ def main(argv):
             failures.append(("pubsub", "the pubsub node could not be seeded"))
     if "idle" in opts.scenarios:
         jobs.append(("idle", lambda: [with_server("idle", lambda s: scenario_idle(opts, s))]))
+    if "login" in opts.scenarios:
+        if opts.target:
+            failures.append(("login", "needs a stanzad started by the bench (Direct TLS)"))
+        else:
+            jobs.append(("login", lambda: with_server(
+                "login", lambda s: scenario_login(opts, s), tls=True)))
 
     host = host_info()
     for name, job in jobs:

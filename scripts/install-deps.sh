@@ -1,6 +1,12 @@
 #!/bin/sh
 # Installs the Debian 12 packages stanzad needs to build and test.
 #
+#   scripts/install-deps.sh [interop]
+#
+# With no argument: what `make`, `make check` (the package test included),
+# `make install` and `make deb` need. `interop` adds the client stacks of
+# make check-interop.
+#
 # Idempotent: prints nothing and exits 0 when everything is present. When
 # something is missing it installs it with apt-get (root only); run as an
 # unprivileged user it names the missing packages and exits 1.
@@ -9,7 +15,8 @@ set -eu
 # Build: compiler, the daemon's libraries, TLS tooling.
 BUILD_PKGS="gcc make pkg-config openssl ca-certificates
 liburing-dev libexpat1-dev libssl-dev libsqlite3-dev libgsasl-dev
-libidn-dev libinih-dev liburcu-dev libhttp-parser-dev"
+libidn-dev libinih-dev liburcu-dev libhttp-parser-dev libjansson-dev
+libnl-3-dev libnl-genl-3-dev"
 # Tests: cmocka for C units, pytest + slixmpp (a real client) for
 # integration, sqlite3 CLI to inspect the store in tests.
 TEST_PKGS="libcmocka-dev python3 python3-pytest python3-slixmpp sqlite3"
@@ -19,8 +26,25 @@ FUZZ_PKGS="clang libclang-rt-14-dev llvm"
 # The kernel lab (scripts/kernel-lab.sh, part of make check): qemu boots
 # Debian's kernel package (fetched with apt-get download) with a busybox
 # initramfs built with cpio and depmod; its kTLS tests forge TLS records
-# with python3-cryptography.
-LAB_PKGS="qemu-system-x86 busybox-static cpio kmod python3-cryptography"
+# with python3-cryptography. The offload module builds against that
+# kernel's headers (also fetched with apt-get download, never installed);
+# its tests drop CAP_NET_ADMIN with capsh (libcap2-bin).
+LAB_PKGS="qemu-system-x86 busybox-static cpio kmod python3-cryptography libcap2-bin"
+# Packaging (make install, make deb, and the package test of make check):
+# scdoc for the man pages, debhelper and dh-dkms for the .debs, debootstrap and the
+# archive keyring for the throwaway root the package test installs it in.
+PACKAGE_PKGS="scdoc debhelper dh-dkms debootstrap debian-archive-keyring"
+# The interop matrix (make check-interop, tests/interop): client stacks
+# from Debian. slixmpp is in TEST_PKGS; xmpp.js comes from npm (below).
+INTEROP_PKGS="python3-aioxmpp libstrophe-dev go-sendxmpp profanity tmux"
+
+EXTRA_PKGS=""
+for group in "$@"; do
+	case "$group" in
+	interop) EXTRA_PKGS="$EXTRA_PKGS $INTEROP_PKGS" ;;
+	*) echo "install-deps: unknown group '$group' (interop)" >&2; exit 2 ;;
+	esac
+done
 
 # The WebSocket test's real client (xmpp.js, tests/integration/ws-client):
 # npm packages pinned by its package-lock.json, installed with `npm ci`
@@ -37,7 +61,7 @@ ws_client() {
 ws_client
 
 missing=""
-for p in $BUILD_PKGS $TEST_PKGS $FUZZ_PKGS $LAB_PKGS; do
+for p in $BUILD_PKGS $TEST_PKGS $FUZZ_PKGS $LAB_PKGS $PACKAGE_PKGS $EXTRA_PKGS; do
 	status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
 	case "$status" in
 	*" installed") ;;

@@ -115,12 +115,14 @@ class StanzadServer:
 
     # -- lifecycle --
 
-    def start(self, timeout=WAIT):
+    def start(self, timeout=WAIT, keep_ports=False):
+        """keep_ports: the ports of the previous run (restart())."""
         if not os.access(STANZAD, os.X_OK):
             raise ServerError("no daemon binary at %s (run make first)" % STANZAD)
         last = None
-        for _attempt in range(3):  # a port may be taken between probe and bind
-            self.c2s_port, self.tls_port, self.http_port = free_ports(3)
+        for _attempt in range(1 if keep_ports else 3):  # a port may be taken meanwhile
+            if not keep_ports:
+                self.c2s_port, self.tls_port, self.http_port = free_ports(3)
             self._log = open(self.log_path, "ab")
             # STANZAD_WRAPPER (debugging only), e.g. "valgrind -q" or
             # "gdb -q -batch -ex run -ex bt --args".
@@ -132,7 +134,8 @@ class StanzadServer:
                     "--registration", "open", "--log-level", "debug"] + self.extra_args
             self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL,
                                          stdout=self._log, stderr=subprocess.STDOUT)
-            StanzadServer._all.append(self)
+            if self not in StanzadServer._all:
+                StanzadServer._all.append(self)
             try:
                 self._wait_ready(timeout)
                 return self
@@ -167,6 +170,21 @@ class StanzadServer:
 
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
+
+    def kill(self):
+        """SIGKILL, as a crash or power loss would stop it: no shutdown at all."""
+        self.stop_requested = True
+        self.proc.kill()
+        self.returncode = self.proc.wait(timeout=10)
+        self._close_log()
+
+    def restart(self, timeout=WAIT):
+        """Starts again on the same state directory and ports, after stop()
+        with STANZAD_KEEP_STATE or kill()."""
+        assert not self.alive(), "%s is still running" % self.name
+        self._close_log()
+        self.stop_requested = False
+        return self.start(timeout, keep_ports=True)
 
     def signal(self, sig=signal.SIGTERM):
         self.stop_requested = True
@@ -298,10 +316,12 @@ class RawStream:
     the server's stream header is in self.header (attribute dict). All
     bytes received are kept in self.received for failure messages."""
 
-    def __init__(self, port, direct_tls=False, alpn=("xmpp-client",), timeout=WAIT):
+    def __init__(self, port, direct_tls=False, alpn=("xmpp-client",), timeout=WAIT, source=None):
         self.port = port
         self.timeout = timeout
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        # source: another loopback address (127.0.0.2, ...) to look like another host.
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout,
+                                             source_address=(source, 0) if source else None)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.tls = False
         self.received = b""
@@ -567,9 +587,10 @@ def tostr(el):
     return ET.tostring(el, encoding="unicode")
 
 
-def login(port, user, password, direct_tls=False, resource=None, mech="SCRAM-SHA-256"):
+def login(port, user, password, direct_tls=False, resource=None, mech="SCRAM-SHA-256",
+          source=None):
     """A raw stream, authenticated and bound. Returns (stream, full JID)."""
-    s = RawStream(port, direct_tls=direct_tls)
+    s = RawStream(port, direct_tls=direct_tls, source=source)
     s.open()
     if not direct_tls:
         s.starttls()

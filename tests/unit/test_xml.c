@@ -666,6 +666,56 @@ static void test_restart_from_callback_continues(void **state)
 	fixture_free(f);
 }
 
+/*
+ * Clients that end every write with a newline (go-xmpp) send one after
+ * </auth>: it belongs to the old stream, and the restarted one must still
+ * take its XML declaration.
+ */
+static void test_whitespace_before_restarted_header_is_dropped(void **state)
+{
+	static const char part1[] = "<?xml version='1.0'?>" HDR_STD
+		"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>AA==</auth>\n";
+	static const char again[] = "<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
+		"xmlns:stream='http://etherx.jabber.org/streams' to='again'><presence/>";
+	struct fixture *f = fixture_new(NULL);
+	size_t consumed = 0;
+	char buf[512];
+
+	(void)state;
+	f->r.stop_at = 1;
+	assert_int_equal(xml_stream_feed(&f->s, part1, strlen(part1), &consumed), XML_STOPPED);
+	assert_int_equal(consumed, strlen(part1) - 1);
+	xml_stream_restart(&f->s);
+	/* The newline, then in another read the new header. */
+	assert_int_equal(feed(f, part1 + consumed), XML_OK);
+	assert_int_equal(feed(f, " \r\n\t"), XML_OK);
+	assert_int_equal(feed(f, again), XML_OK);
+	assert_int_equal(f->r.opens, 2);
+	assert_string_equal(f->r.hdr_to, "again");
+	fixture_free(f);
+
+	/* Restarted from the callback, the whitespace in the same read. */
+	f = fixture_new(NULL);
+	f->r.restart_at = 1;
+	snprintf(buf, sizeof(buf), "%s%s", HDR_STD "<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>\n",
+		 again);
+	assert_int_equal(feed(f, buf), XML_OK);
+	assert_int_equal(f->r.opens, 2);
+	assert_int_equal(f->r.stanzas, 2);
+	fixture_free(f);
+}
+
+/* Whitespace inside an open stream is still passed over as before. */
+static void test_whitespace_between_stanzas_still_fine(void **state)
+{
+	struct fixture *f = fixture_new(NULL);
+
+	(void)state;
+	assert_int_equal(feed(f, HDR_STD "\n<a/>\n \n<b/>"), XML_OK);
+	assert_int_equal(f->r.stanzas, 2);
+	fixture_free(f);
+}
+
 static void test_stream_close(void **state)
 {
 	struct fixture *f = fixture_new(NULL);
@@ -1313,6 +1363,8 @@ int main(void)
 		cmocka_unit_test(test_stop_byte_by_byte_consumed),
 		cmocka_unit_test(test_stop_on_header_then_continue),
 		cmocka_unit_test(test_restart_from_callback_continues),
+		cmocka_unit_test(test_whitespace_before_restarted_header_is_dropped),
+		cmocka_unit_test(test_whitespace_between_stanzas_still_fine),
 		cmocka_unit_test(test_stream_close),
 		cmocka_unit_test(test_limit_stanza_size),
 		cmocka_unit_test(test_limit_endless_stanza),

@@ -1,0 +1,139 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Storage barriers: acks and iq results that wait until the writes before
+ * them committed. See durable.h.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "conn.h"
+#include "durable.h"
+#include "iq.h"
+#include "iq_async.h"
+#include "log.h"
+#include "server.h"
+#include "session.h"
+#include "sm.h"
+#include "storage.h"
+#include "worker.h"
+
+/* A barrier that releases one held ack of the session `jid` (full JID). */
+struct durable_ack {
+	struct storage_req req;		/* first */
+	char jid[];
+};
+
+/* A barrier that answers an iq (and releases the ack it held). */
+struct durable_reply {
+	struct iq_async op;		/* first: op.req is the storage request */
+	uint64_t failures;		/* the queue's failure count at submission */
+	bool held;			/* an ack of the requester is held */
+};
+
+static struct worker *durable_worker(const struct storage_req *req)
+{
+	return (struct worker *)((char *)req->inbox - offsetof(struct worker, inbox));
+}
+
+/* The barrier itself writes nothing: its commit is the one before it. */
+static int durable_noop(struct storage *st, struct storage_req *req)
+{
+	return 0;
+}
+
+uint64_t durable_mark(const struct conn *c)
+{
+	return storage_queue_submitted(c->w->srv->store);
+}
+
+static void durable_ack_done(struct storage_req *req)
+{
+	struct durable_ack *b = (struct durable_ack *)req;
+	struct worker *w = durable_worker(req);
+	struct session *s = sessdir_find_full(w->srv->sessions, b->jid, strlen(b->jid));
+
+	if (s)
+		sm_release_ack(s);
+	free(b);
+}
+
+void durable_settle(struct conn *c, uint64_t mark)
+{
+	struct session *s = c->sess;
+	struct durable_ack *b;
+
+	if (!s || !s->sm || storage_queue_submitted(c->w->srv->store) == mark)
+		return;
+	b = calloc(1, sizeof(*b) + s->jid_len + 1);
+	if (!b) {
+		/* The ack goes out uncovered; say so rather than fail the stanza. */
+		log_warn("durable.barrier_failed", "jid=%s msg=\"out of memory\"", s->jid);
+		return;
+	}
+	memcpy(b->jid, s->jid, s->jid_len + 1);
+	b->req.op = STORAGE_OP_RUN;
+	b->req.run = durable_noop;
+	b->req.done = durable_ack_done;
+	b->req.inbox = &c->w->inbox;
+	b->req.slot = c->slot;
+	b->req.gen = c->gen;
+	/* As lazy as the archive writes it may follow: no extra commit of its own. */
+	b->req.lazy = true;
+	sm_hold_ack(s);
+	storage_queue_submit(c->w->srv->store, &b->req);
+}
+
+static uint64_t durable_failures(struct storage_queue *q)
+{
+	struct storage_queue_stats st;
+
+	storage_queue_get_stats(q, &st);
+	return st.failures;
+}
+
+static void durable_reply_done(struct storage_req *req)
+{
+	struct durable_reply *d = (struct durable_reply *)req;
+	struct worker *w = durable_worker(req);
+	struct session *s = iq_async_session(&d->op);
+
+	if (s) {
+		if (req->result < 0 || durable_failures(w->srv->store) != d->failures) {
+			log_warn("durable.reply_failed", "jid=%s msg=\"a storage write failed before "
+				 "the answer; the change may be lost\"", d->op.from);
+			iq_async_error(&d->op, s, "internal-server-error",
+				       "the change could not be stored; try again later");
+		} else {
+			iq_async_result(&d->op, s, NULL);
+		}
+		if (d->held)
+			sm_release_ack(s);
+	}
+	iq_async_free(&d->op);
+}
+
+void durable_reply_result(struct iq_request *rq, const char *ns, const char *name)
+{
+	struct session *s = rq->conn ? rq->conn->sess : NULL;
+	struct durable_reply *d;
+
+	if (!rq->conn) {
+		iq_reply_result(rq, NULL);
+		return;
+	}
+	d = iq_async_new(rq, sizeof(*d), "-", ns, name, durable_noop, durable_reply_done);
+	if (!d)
+		return;	/* answered with an error */
+	d->failures = durable_failures(rq->w->srv->store);
+	if (s && s->sm) {
+		sm_hold_ack(s);
+		d->held = true;
+	}
+	/*
+	 * Not iq_async_submit(): the answer is one the handler owed anyway,
+	 * so it takes none of the connection's in-flight slots.
+	 */
+	storage_queue_submit(rq->w->srv->store, &d->op.req);
+}

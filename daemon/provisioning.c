@@ -1,0 +1,1605 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * XEP-0324 provisioning at provisioning.DOMAIN and its enforcement in
+ * routing (see provisioning.h for what it does; iot_rules.c decides,
+ * this file applies the decisions to stanzas, keeps the state and talks
+ * to owners and things).
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "config.h"
+#include "conn.h"
+#include "iot_rules.h"
+#include "iot_roster.h"
+#include "iot_store.h"
+#include "iq.h"
+#include "iq_async.h"
+#include "jid.h"
+#include "log.h"
+#include "provisioning.h"
+#include "registry.h"
+#include "router.h"
+#include "server.h"
+#include "session.h"
+#include "stanza.h"
+#include "storage.h"
+#include "stored_xml.h"
+#include "worker.h"
+
+#define PROV_BUCKETS_MIN	64
+#define PROV_ARENA_CHUNK	4096
+#define PROV_KEY_BYTES		8	/* random bytes of a question's key (hex) */
+#define PROV_DEVICES_DEFAULT	20	/* getDevices without maxCount */
+#define PROV_DEVICES_MAX	100	/* getDevices maxCount cap */
+#define PROV_RESULT_MAX_BYTES	(64 * 1024)	/* a getDevices answer stops growing here */
+
+/* A provisioned thing: owner and rules (newest first). */
+struct prov_thing {
+	struct prov_thing *hnext;
+	struct iot_rule *rules;
+	unsigned nrules;
+	bool clear_pending;		/* a clearCache waits for the thing to come online */
+	char *owner;			/* malloc'd bare JID */
+	size_t jid_len;
+	char jid[];
+};
+
+/* A question asked recently (not asked again before PROV_QUESTION_INTERVAL). */
+struct prov_question {
+	uint64_t hash;
+	int64_t at;
+};
+
+/* An IoT iq delivered to a bare JID's resource: its answer gets the bare 'from' back. */
+struct prov_bare_iq {
+	int64_t expires;
+	char *id;		/* into buf */
+	char *requester;	/* full JID the answer goes to */
+	char *device;		/* full JID the request went to */
+	size_t bare_len;	/* device[0..bare_len) is the bare JID */
+	char buf[];
+};
+
+static struct {
+	bool enabled;
+	char domain[JID_MAX];		/* provisioning.DOMAIN */
+	struct prov_thing **buckets;
+	size_t nbuckets, count;
+	uint64_t seed;
+	uint64_t counter;		/* ids of the service's own stanzas */
+	struct prov_question questions[PROV_QUESTIONS_MAX];
+	unsigned next_question;
+	struct prov_bare_iq *bare[PROV_BARE_IQS_MAX];
+	unsigned nbare;
+} prov;
+
+static const char *const control_params[] = {
+	"boolean", "color", "date", "dateTime", "double", "duration", "int", "long", "string",
+	"time",
+};
+
+/* ---- The table of provisioned things ---- */
+
+static uint64_t prov_hash(const char *s, size_t len)
+{
+	uint64_t h = 0xcbf29ce484222325ULL ^ prov.seed;
+
+	for (size_t i = 0; i < len; i++) {
+		h ^= (unsigned char)s[i];
+		h *= 0x100000001b3ULL;
+	}
+	return h;
+}
+
+static struct prov_thing *prov_find_len(const char *jid, size_t len)
+{
+	if (!prov.buckets)
+		return NULL;
+	for (struct prov_thing *t = prov.buckets[prov_hash(jid, len) & (prov.nbuckets - 1)]; t;
+	     t = t->hnext)
+		if (t->jid_len == len && memcmp(t->jid, jid, len) == 0)
+			return t;
+	return NULL;
+}
+
+static struct prov_thing *prov_find(const char *jid)
+{
+	return prov_find_len(jid, strlen(jid));
+}
+
+const char *provisioning_owner(const char *thing)
+{
+	struct prov_thing *t = prov_find(thing);
+
+	return t ? t->owner : NULL;
+}
+
+static void prov_thing_free(struct prov_thing *t)
+{
+	while (t->rules) {
+		struct iot_rule *r = t->rules;
+
+		t->rules = r->next;
+		free(r);
+	}
+	free(t->owner);
+	free(t);
+}
+
+/* Doubles the bucket array (at load 1). Failure keeps the old one: chains just grow. */
+static void prov_grow(void)
+{
+	size_t n = prov.nbuckets ? prov.nbuckets * 2 : PROV_BUCKETS_MIN;
+	struct prov_thing **b = calloc(n, sizeof(*b));
+
+	if (!b)
+		return;
+	for (size_t i = 0; i < prov.nbuckets; i++) {
+		for (struct prov_thing *t = prov.buckets[i], *next; t; t = next) {
+			uint64_t h = prov_hash(t->jid, t->jid_len) & (n - 1);
+
+			next = t->hnext;
+			t->hnext = b[h];
+			b[h] = t;
+		}
+	}
+	free(prov.buckets);
+	prov.buckets = b;
+	prov.nbuckets = n;
+}
+
+/* The thing, created when absent, with this owner. NULL on ENOMEM. */
+static struct prov_thing *prov_put(const char *jid, const char *owner)
+{
+	size_t len = strlen(jid);
+	struct prov_thing *t = prov_find_len(jid, len);
+	char *o = strdup(owner);
+	uint64_t h;
+
+	if (!o)
+		return NULL;
+	if (t) {
+		free(t->owner);
+		t->owner = o;
+		return t;
+	}
+	if (prov.count >= prov.nbuckets)
+		prov_grow();
+	if (!prov.buckets) {
+		free(o);
+		return NULL;
+	}
+	t = calloc(1, sizeof(*t) + len + 1);
+	if (!t) {
+		free(o);
+		return NULL;
+	}
+	memcpy(t->jid, jid, len + 1);
+	t->jid_len = len;
+	t->owner = o;
+	h = prov_hash(jid, len) & (prov.nbuckets - 1);
+	t->hnext = prov.buckets[h];
+	prov.buckets[h] = t;
+	prov.count++;
+	return t;
+}
+
+static void prov_del(const char *jid)
+{
+	size_t len = strlen(jid);
+	struct prov_thing **pp;
+
+	if (!prov.buckets)
+		return;
+	for (pp = &prov.buckets[prov_hash(jid, len) & (prov.nbuckets - 1)]; *pp;
+	     pp = &(*pp)->hnext) {
+		if ((*pp)->jid_len == len && memcmp((*pp)->jid, jid, len) == 0) {
+			struct prov_thing *t = *pp;
+
+			*pp = t->hnext;
+			prov_thing_free(t);
+			prov.count--;
+			return;
+		}
+	}
+}
+
+/* Installs r (owned from now on), replacing a rule with the same key. */
+static void prov_rule_install(struct prov_thing *t, struct iot_rule *r)
+{
+	for (struct iot_rule **pp = &t->rules; *pp; pp = &(*pp)->next) {
+		if (iot_rule_same_key(*pp, r)) {
+			struct iot_rule *old = *pp;
+
+			*pp = old->next;
+			free(old);
+			t->nrules--;
+			break;
+		}
+	}
+	r->next = t->rules;
+	t->rules = r;
+	t->nrules++;
+}
+
+/* ---- Startup ---- */
+
+static int prov_load_thing(void *arg, const char *jid, const char *owner, bool clear_cache)
+{
+	struct prov_thing *t = prov_put(jid, owner);
+
+	(void)arg;
+	if (!t)
+		return -ENOMEM;
+	t->clear_pending = clear_cache;
+	return 0;
+}
+
+/* Rules arrive oldest first; installing each at the head leaves the newest first. */
+static int prov_load_rule(void *arg, const char *thing, struct iot_rule *r)
+{
+	struct prov_thing *t = prov_find(thing);
+	unsigned *n = arg;
+
+	if (!t) {
+		free(r);	/* a rule of a thing no longer provisioned: ignored */
+		return 0;
+	}
+	prov_rule_install(t, r);
+	(*n)++;
+	return 0;
+}
+
+bool provisioning_enabled(const struct config *cfg)
+{
+	return cfg->provisioning;
+}
+
+int provisioning_init(struct storage *st, const struct config *cfg)
+{
+	unsigned rules = 0;
+	int ret;
+
+	provisioning_shutdown();
+	prov.enabled = cfg->provisioning;
+	snprintf(prov.domain, sizeof(prov.domain), "%s.%s", PROV_LABEL, cfg->domain);
+	if (getrandom(&prov.seed, sizeof(prov.seed), 0) != sizeof(prov.seed))
+		prov.seed = (uint64_t)time(NULL);
+	prov_grow();
+	if (!prov.buckets)
+		return -ENOMEM;
+	ret = iot_db_load(st, prov_load_thing, prov_load_rule, &rules);
+	if (ret < 0) {
+		log_error("provisioning.load_failed", "err=%d", ret);
+		provisioning_shutdown();
+		return ret;
+	}
+	log_info("provisioning.start", "domain=%s enabled=%s things=%zu rules=%u", prov.domain,
+		 prov.enabled ? "yes" : "no", prov.count, rules);
+	return 0;
+}
+
+void provisioning_shutdown(void)
+{
+	for (size_t i = 0; prov.buckets && i < prov.nbuckets; i++) {
+		for (struct prov_thing *t = prov.buckets[i], *next; t; t = next) {
+			next = t->hnext;
+			prov_thing_free(t);
+		}
+	}
+	free(prov.buckets);
+	for (unsigned i = 0; i < prov.nbare; i++)
+		free(prov.bare[i]);
+	memset(&prov, 0, sizeof(prov));
+}
+
+/* ---- Small helpers ---- */
+
+/* The bare JID of j into out (JID_MAX). */
+static void prov_bare(const struct jid *j, char *out)
+{
+	snprintf(out, JID_MAX, "%.*s", (int)(j->domain_off + j->domain_len), j->buf);
+}
+
+static void prov_domain_of(const struct jid *j, char *out)
+{
+	snprintf(out, JID_MAX, "%.*s", (int)j->domain_len, j->buf + j->domain_off);
+}
+
+static int64_t prov_now(void)
+{
+	return (int64_t)time(NULL);
+}
+
+/* A fresh id for a stanza of the service: a counter and a tag. */
+static void prov_new_id(char *out, size_t size, const char *tag)
+{
+	snprintf(out, size, "%s-%" PRIu64, tag, ++prov.counter);
+}
+
+/* Routes a stanza the service built (its 'from' is the service or a thing). */
+static void prov_send(struct worker *w, struct xml_node *st)
+{
+	if (!st || router_route_stanza(w, st) < 0)
+		log_warn("provisioning.send_failed", "msg=\"could not route a stanza of the service\"");
+}
+
+/* A new element child with one attribute (value NULL: none). NULL on ENOMEM. */
+static struct xml_node *prov_child(struct arena *a, struct xml_node *parent, const char *ns,
+				   const char *name, const char *attr, const char *value)
+{
+	struct xml_node *n = xml_node_add_child(a, parent, ns, name);
+
+	if (!n || (attr && value && xml_attr_set(a, n, attr, value) < 0))
+		return NULL;
+	return n;
+}
+
+/* Calls fn for each name of an IOT_SEP-joined list. */
+static void prov_each_name(const char *list, void (*fn)(void *arg, const char *name), void *arg)
+{
+	char name[IOT_NAME_MAX + 1];
+
+	for (const char *p = list; p && *p;) {
+		const char *end = strchr(p, IOT_SEP);
+		size_t n = end ? (size_t)(end - p) : strlen(p);
+
+		snprintf(name, sizeof(name), "%.*s", (int)n, p);
+		fn(arg, name);
+		if (!end)
+			break;
+		p = end + 1;
+	}
+}
+
+/* ---- clearCache ---- */
+
+struct prov_cc_req {
+	struct storage_req req;		/* first */
+	bool pending;
+	char thing[JID_MAX];
+};
+
+static int prov_cc_run(struct storage *st, struct storage_req *req)
+{
+	struct prov_cc_req *cr = (struct prov_cc_req *)req;
+
+	return iot_db_clear_cache(st, cr->thing, cr->pending);
+}
+
+static void prov_cc_done(struct storage_req *req)
+{
+	if (req->result < 0)
+		log_warn("provisioning.store_failed", "op=clear_cache err=%d", req->result);
+	free(req);
+}
+
+/* Persists whether a clearCache waits for the thing (fire and forget). */
+static void prov_cc_persist(struct worker *w, struct prov_thing *t, bool pending)
+{
+	struct prov_cc_req *cr;
+
+	if (t->clear_pending == pending)
+		return;
+	t->clear_pending = pending;
+	cr = calloc(1, sizeof(*cr));
+	if (!cr)
+		return;
+	cr->pending = pending;
+	snprintf(cr->thing, sizeof(cr->thing), "%s", t->jid);
+	cr->req.op = STORAGE_OP_RUN;
+	cr->req.run = prov_cc_run;
+	cr->req.done = prov_cc_done;
+	cr->req.inbox = &w->inbox;
+	storage_queue_submit(w->srv->store, &cr->req);
+}
+
+/* <iq type='set'><clearCache/></iq> from the service to one session. */
+static void prov_cc_send(struct worker *w, const char *to)
+{
+	struct arena a;
+	struct xml_node *iq;
+	char id[32];
+
+	arena_init(&a, PROV_ARENA_CHUNK);
+	prov_new_id(id, sizeof(id), "cc");
+	iq = xml_node_new(&a, XML_NS_CLIENT, "iq");
+	if (iq && xml_attr_set(&a, iq, "type", "set") == 0 && xml_attr_set(&a, iq, "id", id) == 0 &&
+	    xml_attr_set(&a, iq, "from", prov.domain) == 0 && xml_attr_set(&a, iq, "to", to) == 0 &&
+	    xml_node_add_child(&a, iq, NS_IOT_PROVISIONING, "clearCache"))
+		prov_send(w, iq);
+	arena_release(&a);
+}
+
+/*
+ * XEP-0324 3.6: the thing's decisions changed. Each session gets a
+ * clearCache now; a thing without sessions gets it when it comes back.
+ */
+static void prov_clear_cache(struct worker *w, struct prov_thing *t)
+{
+	bool sent = false;
+
+	for (struct session *s = sessdir_find_bare(w->srv->sessions, t->jid, t->jid_len), *next; s;
+	     s = next) {
+		next = s->next;
+		if (s->ending)
+			continue;
+		prov_cc_send(w, s->jid);
+		sent = true;
+	}
+	prov_cc_persist(w, t, !sent);
+}
+
+void provisioning_available(struct worker *w, struct session *s)
+{
+	struct prov_thing *t;
+
+	if (!prov.count)
+		return;
+	t = prov_find_len(s->jid, s->bare_len);
+	if (t && t->clear_pending) {
+		prov_cc_send(w, s->jid);
+		prov_cc_persist(w, t, false);
+	}
+}
+
+/* ---- Questions to owners ---- */
+
+/* Whether to ask now (and remember that it was asked). */
+static bool prov_should_ask(const char *thing, enum iot_rule_kind kind, const char *remote)
+{
+	char buf[2 * JID_MAX + 4];
+	int n = snprintf(buf, sizeof(buf), "%s\n%d\n%s", thing, (int)kind, remote);
+	uint64_t h = prov_hash(buf, n < 0 ? 0 : (size_t)n >= sizeof(buf) ? sizeof(buf) - 1 :
+			       (size_t)n);
+	int64_t now = prov_now();
+
+	for (unsigned i = 0; i < PROV_QUESTIONS_MAX; i++) {
+		if (prov.questions[i].hash == h && prov.questions[i].at) {
+			if (now - prov.questions[i].at < PROV_QUESTION_INTERVAL)
+				return false;
+			prov.questions[i].at = now;
+			return true;
+		}
+	}
+	prov.questions[prov.next_question] = (struct prov_question){ .hash = h, .at = now };
+	prov.next_question = (prov.next_question + 1) % PROV_QUESTIONS_MAX;
+	return true;
+}
+
+/* What a question carries besides thing and requester. */
+struct prov_ask {
+	enum iot_rule_kind kind;
+	const struct xml_node *payload;	/* the request's payload, or NULL (friendship) */
+	const char *const *nodes;
+	size_t nnodes;
+};
+
+static void prov_ask_names(struct arena *a, struct xml_node *q, const struct xml_node *payload,
+			   enum iot_rule_kind kind)
+{
+	const char *tag = kind == IOT_RULE_READ ? "f" : "p";
+
+	for (struct xml_node *ch = xml_first_element(payload); ch; ch = xml_next_element(ch)) {
+		const char *name = NULL;
+
+		if (kind == IOT_RULE_READ && strcmp(ch->name, "field") == 0) {
+			name = xml_attr_get(ch, "name");
+		} else if (kind == IOT_RULE_CONTROL) {
+			for (size_t i = 0; i < sizeof(control_params) / sizeof(control_params[0]); i++)
+				if (strcmp(ch->name, control_params[i]) == 0)
+					name = xml_attr_get(ch, "name");
+		}
+		if (name)
+			prov_child(a, q, NULL, tag, "n", name);
+	}
+}
+
+/*
+ * Asks the owner of t whether `remote` may do what the request wants
+ * (owner interface: a message, so offline storage keeps it).
+ */
+static void prov_ask_owner(struct worker *w, struct prov_thing *t, const char *remote,
+			   const struct prov_ask *ask)
+{
+	static const char *const names[IOT_RULE_KINDS] = { "isFriend", "canRead", "canControl" };
+	static const char *const what[IOT_RULE_KINDS] = {
+		"befriend", "read the sensor data of", "control",
+	};
+	static const char *const tokens[] = { "serviceToken", "deviceToken", "userToken" };
+	unsigned char raw[PROV_KEY_BYTES];
+	char key[2 * PROV_KEY_BYTES + 1], id[48];
+	struct xml_node *m, *q, *body;
+	struct strbuf text = STRBUF_INIT;
+	struct arena a;
+
+	if (!prov_should_ask(t->jid, ask->kind, remote))
+		return;
+	if (getrandom(raw, sizeof(raw), 0) != sizeof(raw))
+		memset(raw, 0, sizeof(raw));
+	for (size_t i = 0; i < sizeof(raw); i++)
+		snprintf(key + 2 * i, 3, "%02x", raw[i]);
+	prov_new_id(id, sizeof(id), "q");
+	strbuf_printf(&text, "May %s %s %s? Answer with a %sRule (key %s).", remote,
+		      what[ask->kind], t->jid, names[ask->kind], key);
+	arena_init(&a, PROV_ARENA_CHUNK);
+	m = xml_node_new(&a, XML_NS_CLIENT, "message");
+	if (!m || xml_attr_set(&a, m, "from", prov.domain) < 0 ||
+	    xml_attr_set(&a, m, "to", t->owner) < 0 || xml_attr_set(&a, m, "id", id) < 0)
+		goto out;
+	body = xml_node_add_child(&a, m, XML_NS_CLIENT, "body");
+	if (!body || text.oom || xml_node_add_text(&a, body, text.data, text.len) < 0)
+		goto out;
+	q = prov_child(&a, m, NS_IOT_PROV_OWNER, names[ask->kind], "jid", t->jid);
+	if (!q || xml_attr_set(&a, q, "remoteJid", remote) < 0 || xml_attr_set(&a, q, "key", key) < 0)
+		goto out;
+	if (ask->payload) {
+		for (size_t i = 0; i < sizeof(tokens) / sizeof(tokens[0]); i++) {
+			const char *v = xml_attr_get(ask->payload, tokens[i]);
+
+			if (v && xml_attr_set(&a, q, tokens[i], v) < 0)
+				goto out;
+		}
+		for (size_t i = 0; i < ask->nnodes; i++)
+			prov_child(&a, q, NULL, "nd", "nodeId", ask->nodes[i]);
+		prov_ask_names(&a, q, ask->payload, ask->kind);
+	}
+	log_info("provisioning.ask", "thing=%s owner=%s kind=%s key=%s", t->jid, t->owner,
+		 iot_kind_name(ask->kind), key);
+	prov_send(w, m);
+out:
+	strbuf_free(&text);
+	arena_release(&a);
+}
+
+/* ---- Decisions on requests ---- */
+
+/* The query for a request's payload: requester and its tokens. */
+static void prov_query(struct iot_query *q, enum iot_rule_kind kind, const char *bare,
+		       const char *domain, const struct xml_node *payload)
+{
+	memset(q, 0, sizeof(*q));
+	q->kind = kind;
+	q->jid = bare;
+	q->domain = domain;
+	if (payload) {
+		q->service_token = xml_attr_get(payload, "serviceToken");
+		q->device_token = xml_attr_get(payload, "deviceToken");
+		q->user_token = xml_attr_get(payload, "userToken");
+	}
+}
+
+/* The <node nodeId/> children of a payload. -E2BIG when there are too many. */
+static int prov_nodes(const struct xml_node *payload, const char **ids, size_t *n)
+{
+	*n = 0;
+	for (struct xml_node *ch = xml_first_element(payload); ch; ch = xml_next_element(ch)) {
+		const char *id;
+
+		if (strcmp(ch->name, "node") != 0 || !(id = xml_attr_get(ch, "nodeId")))
+			continue;
+		if (*n == IOT_REQUEST_NODES_MAX)
+			return -E2BIG;
+		ids[(*n)++] = id;
+	}
+	return 0;
+}
+
+/* Adds <tag attr=name/> to parent for each permitted name (callback state). */
+struct prov_add_ctx {
+	struct arena *a;
+	struct xml_node *parent;
+	const char *tag, *attr;
+	struct strbuf seen;	/* names added so far, IOT_SEP-joined */
+	bool added;
+};
+
+static void prov_add_name(void *arg, const char *name)
+{
+	struct prov_add_ctx *c = arg;
+
+	if (c->seen.data && iot_list_has(c->seen.data, name))
+		return;
+	if (c->seen.len)
+		strbuf_append(&c->seen, (char[]){ IOT_SEP }, 1);
+	strbuf_puts(&c->seen, name);
+	if (prov_child(c->a, c->parent, NULL, c->tag, c->attr, name))
+		c->added = true;
+}
+
+/* Adds the permitted names of an allowed decision as children of parent. */
+static bool prov_add_names(struct arena *a, struct xml_node *parent, const struct iot_decision *d,
+			   const char *tag, const char *attr)
+{
+	struct prov_add_ctx c = { .a = a, .parent = parent, .tag = tag, .attr = attr,
+				  .seen = STRBUF_INIT };
+
+	for (size_t i = 0; i < d->nallowing; i++)
+		prov_each_name(d->allowing[i]->partial, prov_add_name, &c);
+	strbuf_free(&c.seen);
+	return c.added;
+}
+
+static void prov_add_node(void *arg, const char *name)
+{
+	struct prov_add_ctx *c = arg;
+
+	prov_child(c->a, c->parent, NULL, "node", "nodeId", name);
+}
+
+/*
+ * Narrows the nodes of a request: drops <node/> children the decision
+ * does not allow, or (a request for every node) names the nodes an
+ * allowing rule is limited to.
+ */
+static void prov_narrow_nodes(struct arena *a, struct xml_node *payload,
+			      const struct iot_decision *d, size_t nnodes)
+{
+	size_t i = 0;
+
+	if (nnodes) {
+		for (struct xml_node *ch = xml_first_element(payload), *next; ch; ch = next) {
+			next = xml_next_element(ch);
+			if (strcmp(ch->name, "node") != 0 || !xml_attr_get(ch, "nodeId"))
+				continue;
+			if (i < 64 && !(d->nodes_allowed & (UINT64_C(1) << i)))
+				xml_node_remove(ch);
+			i++;
+		}
+	} else if (d->limit_nodes) {
+		struct prov_add_ctx c = { .a = a, .parent = payload };
+
+		prov_each_name(d->limit_nodes, prov_add_node, &c);
+	}
+}
+
+/* Whether an element of a <set/> is a typed parameter; its name. */
+static const char *prov_param_name(const struct xml_node *el)
+{
+	for (size_t i = 0; i < sizeof(control_params) / sizeof(control_params[0]); i++)
+		if (strcmp(el->name, control_params[i]) == 0)
+			return xml_attr_get(el, "name");
+	return NULL;
+}
+
+/*
+ * Narrows a <set/> to the permitted parameters (typed ones and fields of
+ * a submitted form). Returns false when it had parameters and none is
+ * left.
+ */
+static bool prov_narrow_set(struct xml_node *set, const struct iot_decision *d)
+{
+	bool had = false, kept = false;
+
+	for (struct xml_node *ch = xml_first_element(set), *next; ch; ch = next) {
+		const char *name = prov_param_name(ch);
+
+		next = xml_next_element(ch);
+		if (name) {
+			had = true;
+			if (iot_decision_name_ok(d, name))
+				kept = true;
+			else
+				xml_node_remove(ch);
+		} else if (strcmp(ch->name, "x") == 0 && strcmp(ch->ns, "jabber:x:data") == 0) {
+			for (struct xml_node *f = xml_first_element(ch), *fn; f; f = fn) {
+				const char *var = xml_attr_get(f, "var");
+				const char *type = xml_attr_get(f, "type");
+
+				fn = xml_next_element(f);
+				/* Hidden fields (FORM_TYPE, the form's session) are not parameters. */
+				if (strcmp(f->name, "field") != 0 || !var || (type && !strcmp(type, "hidden")) ||
+				    !strcmp(var, "FORM_TYPE") || !strcmp(var, "xdd session"))
+					continue;
+				had = true;
+				if (iot_decision_name_ok(d, var))
+					kept = true;
+				else
+					xml_node_remove(f);
+			}
+		}
+	}
+	return kept || !had;
+}
+
+/*
+ * Narrows a <req/> to the permitted fields: requested fields not
+ * permitted go; a request for every field names the permitted ones.
+ * Returns false when nothing is left to read.
+ */
+static bool prov_narrow_req(struct arena *a, struct xml_node *req, const struct iot_decision *d)
+{
+	bool had = false, kept = false;
+
+	if (d->every_name)
+		return true;
+	for (struct xml_node *ch = xml_first_element(req), *next; ch; ch = next) {
+		const char *name = strcmp(ch->name, "field") == 0 ? xml_attr_get(ch, "name") : NULL;
+
+		next = xml_next_element(ch);
+		if (!name)
+			continue;
+		had = true;
+		if (iot_decision_name_ok(d, name))
+			kept = true;
+		else
+			xml_node_remove(ch);
+	}
+	return had ? kept : prov_add_names(a, req, d, "field", "name");
+}
+
+/*
+ * Filters sensor data a thing sends to a reader whose permission names
+ * fields (or nodes): other fields and nodes are taken out.
+ */
+static void prov_filter_fields(struct xml_node *fields, const struct iot_decision *d)
+{
+	for (struct xml_node *node = xml_first_element(fields), *nn; node; node = nn) {
+		const char *id = xml_attr_get(node, "nodeId");
+
+		nn = xml_next_element(node);
+		if (strcmp(node->name, "node") != 0)
+			continue;
+		if (d->limit_nodes && (!id || !iot_list_has(d->limit_nodes, id))) {
+			xml_node_remove(node);
+			continue;
+		}
+		for (struct xml_node *ts = xml_first_element(node); ts; ts = xml_next_element(ts)) {
+			for (struct xml_node *f = xml_first_element(ts), *fn; f; f = fn) {
+				const char *name = xml_attr_get(f, "name");
+
+				fn = xml_next_element(f);
+				if (!name || !iot_decision_name_ok(d, name))
+					xml_node_remove(f);
+			}
+		}
+	}
+}
+
+/* ---- IoT iqs to bare JIDs ---- */
+
+/* The available session of a bare JID with the highest priority, or NULL. */
+static struct session *prov_best_session(struct worker *w, const char *bare, size_t len)
+{
+	struct session *best = NULL;
+
+	for (struct session *s = sessdir_find_bare(w->srv->sessions, bare, len); s; s = s->next)
+		if (!s->ending && s->available && (!best || s->priority > best->priority))
+			best = s;
+	return best;
+}
+
+static void prov_bare_drop(unsigned i)
+{
+	free(prov.bare[i]);
+	prov.bare[i] = prov.bare[--prov.nbare];
+}
+
+/* Remembers an iq delivered to s for a request sent to its bare JID. */
+static void prov_bare_remember(const char *id, const char *requester, const struct session *s)
+{
+	size_t il = strlen(id) + 1, rl = strlen(requester) + 1;
+	int64_t now = prov_now();
+	struct prov_bare_iq *b;
+
+	for (unsigned i = 0; i < prov.nbare;)
+		if (prov.bare[i]->expires < now)
+			prov_bare_drop(i);
+		else
+			i++;
+	if (prov.nbare == PROV_BARE_IQS_MAX)
+		prov_bare_drop(0);	/* the table is full: one answer will carry the full JID */
+	b = malloc(sizeof(*b) + il + rl + s->jid_len + 1);
+	if (!b)
+		return;
+	b->expires = now + PROV_BARE_IQ_TIMEOUT;
+	b->id = b->buf;
+	memcpy(b->id, id, il);
+	b->requester = b->id + il;
+	memcpy(b->requester, requester, rl);
+	b->device = b->requester + rl;
+	memcpy(b->device, s->jid, s->jid_len + 1);
+	b->bare_len = s->bare_len;
+	prov.bare[prov.nbare++] = b;
+}
+
+/* An answer from a thing to a requester: from the bare JID if that is where the request went. */
+static void prov_bare_answer(struct worker *w, struct xml_node *st, const struct jid *from,
+			     const struct jid *to)
+{
+	const char *id = xml_attr_get(st, "id");
+	char bare[JID_MAX];
+
+	if (!id || !jid_has_resource(from))
+		return;
+	for (unsigned i = 0; i < prov.nbare; i++) {
+		struct prov_bare_iq *b = prov.bare[i];
+
+		if (strcmp(b->id, id) != 0 || strcmp(b->device, from->buf) != 0 ||
+		    strcmp(b->requester, to->buf) != 0)
+			continue;
+		snprintf(bare, sizeof(bare), "%.*s", (int)b->bare_len, b->device);
+		xml_attr_set(&w->tmp, st, "from", bare);
+		prov_bare_drop(i);
+		return;
+	}
+}
+
+/* Delivers an IoT iq for a bare JID to its best resource. false when none is available. */
+static bool prov_bare_deliver(struct worker *w, struct xml_node *st, const struct jid *from,
+			      const struct jid *to)
+{
+	struct session *s = prov_best_session(w, to->buf, to->len);
+	const char *id = xml_attr_get(st, "id");
+
+	if (!s || !id || xml_attr_set(&w->tmp, st, "to", s->jid) < 0)
+		return false;
+	prov_bare_remember(id, from->buf, s);
+	router_deliver(s, st);
+	return true;
+}
+
+/* ---- The router's hook ---- */
+
+/* The payload of an IoT stanza: first child in an urn:xmpp:iot: namespace, or NULL. */
+static struct xml_node *prov_iot_payload(const struct xml_node *st)
+{
+	for (struct xml_node *ch = xml_first_element(st); ch; ch = xml_next_element(ch))
+		if (ch->ns[0] == 'u' && strncmp(ch->ns, "urn:xmpp:iot:", 13) == 0)
+			return ch;
+	return NULL;
+}
+
+/* XEP-0323/0325 requests: the kind of permission they need, or -1. */
+static int prov_request_kind(const struct xml_node *p)
+{
+	if (strcmp(p->ns, NS_IOT_SENSORDATA) == 0)
+		return strcmp(p->name, "req") == 0 || strcmp(p->name, "cancel") == 0 ?
+		       IOT_RULE_READ : -1;
+	if (strcmp(p->ns, NS_IOT_CONTROL) == 0)
+		return strcmp(p->name, "set") == 0 || strcmp(p->name, "getForm") == 0 ?
+		       IOT_RULE_CONTROL : -1;
+	return -1;
+}
+
+/*
+ * A read-out or control request for provisioned thing t from someone
+ * else than its owner. Returns true when the request was refused.
+ */
+static bool prov_enforce(struct worker *w, struct conn *src, struct xml_node *st,
+			 struct xml_node *payload, enum iot_rule_kind kind, struct prov_thing *t,
+			 const char *from_bare, const char *from_domain)
+{
+	const char *nodes[IOT_REQUEST_NODES_MAX];
+	struct iot_decision d;
+	struct iot_query q;
+	size_t n;
+	bool ok;
+	char qb[128];
+
+	if (prov_nodes(payload, nodes, &n) < 0) {
+		router_bounce_w(w, src, st, "bad-request");
+		return true;
+	}
+	prov_query(&q, kind, from_bare, from_domain, payload);
+	iot_decide(t->rules, &q, nodes, n, &d);
+	if (d.unanswered) {
+		struct prov_ask ask = { .kind = kind, .payload = payload, .nodes = nodes,
+					.nnodes = n };
+
+		prov_ask_owner(w, t, from_bare, &ask);
+	}
+	if (d.verdict == IOT_ALLOW) {
+		prov_narrow_nodes(&w->tmp, payload, &d, n);
+		if (strcmp(payload->name, "req") == 0)
+			ok = prov_narrow_req(&w->tmp, payload, &d);
+		else if (strcmp(payload->name, "set") == 0)
+			ok = prov_narrow_set(payload, &d);
+		else
+			ok = true;
+		if (ok)
+			return false;
+	}
+	log_info("provisioning.refused", "thing=%s from=%s kind=%s verdict=%s", t->jid,
+		 log_sanitize(qb, sizeof(qb), from_bare, strlen(from_bare)), iot_kind_name(kind),
+		 d.verdict == IOT_NO_RULE ? "no_rule" : d.verdict == IOT_DENY ? "deny" : "nothing_left");
+	router_bounce_w(w, src, st, "forbidden");
+	return true;
+}
+
+/* Sensor data from thing t to a reader: filtered when the reader's permission names fields. */
+static void prov_filter_response(struct xml_node *payload, struct prov_thing *t,
+				 const char *to_bare, const char *to_domain)
+{
+	struct iot_decision d;
+	struct iot_query q;
+
+	prov_query(&q, IOT_RULE_READ, to_bare, to_domain, NULL);
+	iot_decide(t->rules, &q, NULL, 0, &d);
+	if (d.verdict == IOT_ALLOW && (!d.every_name || d.limit_nodes))
+		prov_filter_fields(payload, &d);
+}
+
+/* The out-of-line part of provisioning_route, for IoT stanzas only. */
+static bool prov_route_iot(struct worker *w, struct conn *src, struct xml_node *st,
+			   struct xml_node *payload, const struct jid *from, const struct jid *to)
+{
+	enum stanza_kind kind = stanza_kind(st);
+	const char *type = stanza_type(st);
+	bool request = (kind == STANZA_IQ && (!strcmp(type, "get") || !strcmp(type, "set"))) ||
+		       (kind == STANZA_MESSAGE && strcmp(type, "error") != 0);
+	char from_bare[JID_MAX], to_bare[JID_MAX], dom[JID_MAX];
+	struct prov_thing *t;
+	int rk;
+
+	prov_bare(from, from_bare);
+	prov_bare(to, to_bare);
+	rk = prov_request_kind(payload);
+	if (request && rk >= 0) {
+		t = prov.enabled ? prov_find(to_bare) : NULL;
+		if (t && strcmp(from_bare, to_bare) != 0 && strcmp(from_bare, t->owner) != 0) {
+			prov_domain_of(from, dom);
+			if (prov_enforce(w, src, st, payload, rk, t, from_bare, dom))
+				return true;
+		}
+		if (kind == STANZA_IQ && !jid_has_resource(to))
+			return prov_bare_deliver(w, st, from, to);
+		return false;
+	}
+	/* Sensor data a thing sends back (XEP-0323 <fields/>), to someone else than its owner. */
+	if (kind == STANZA_MESSAGE && prov.enabled && strcmp(payload->ns, NS_IOT_SENSORDATA) == 0 &&
+	    strcmp(payload->name, "fields") == 0 && (t = prov_find(from_bare)) &&
+	    strcmp(to_bare, t->owner) != 0 && strcmp(to_bare, from_bare) != 0) {
+		prov_domain_of(to, dom);
+		prov_filter_response(payload, t, to_bare, dom);
+	}
+	return false;
+}
+
+bool provisioning_route(struct worker *w, struct conn *src, struct xml_node *st,
+			const struct jid *from, const struct jid *to)
+{
+	enum stanza_kind kind = stanza_kind(st);
+	struct xml_node *payload;
+
+	if (kind != STANZA_MESSAGE && kind != STANZA_IQ)
+		return false;
+	/* Answers to iqs delivered for a bare JID may have any payload, or none. */
+	if (prov.nbare && kind == STANZA_IQ && jid_has_resource(to)) {
+		const char *type = stanza_type(st);
+
+		if (strcmp(type, "result") == 0 || strcmp(type, "error") == 0) {
+			prov_bare_answer(w, st, from, to);
+			return false;
+		}
+	}
+	payload = prov_iot_payload(st);
+	return payload ? prov_route_iot(w, src, st, payload, from, to) : false;
+}
+
+/* ---- Friendship ---- */
+
+bool provisioning_subscribe(struct worker *w, struct xml_node *st, const struct jid *contact,
+			    const struct jid *user)
+{
+	char cbare[JID_MAX], ubare[JID_MAX], dom[JID_MAX];
+	struct iot_decision d;
+	struct iot_query q;
+	struct prov_thing *t;
+	struct arena a;
+	struct xml_node *p;
+	char qb[128];
+
+	(void)st;
+	if (!prov.enabled || !prov.count)
+		return false;
+	prov_bare(user, ubare);
+	t = prov_find(ubare);
+	if (!t)
+		return false;
+	prov_bare(contact, cbare);
+	/* The owner, and the server's own services, need no rule. */
+	if (strcmp(cbare, t->owner) == 0 || strcmp(cbare, ubare) == 0 || !jid_has_local(contact))
+		return false;
+	prov_domain_of(contact, dom);
+	prov_query(&q, IOT_RULE_FRIEND, cbare, dom, NULL);
+	iot_decide(t->rules, &q, NULL, 0, &d);
+	log_info("provisioning.friendship", "thing=%s from=%s verdict=%s", t->jid,
+		 log_sanitize(qb, sizeof(qb), cbare, strlen(cbare)),
+		 d.verdict == IOT_ALLOW ? "allow" : d.verdict == IOT_DENY ? "deny" : "no_rule");
+	if (d.verdict == IOT_ALLOW) {
+		iot_grant(w, ubare, cbare);
+		return true;
+	}
+	if (d.unanswered) {
+		struct prov_ask ask = { .kind = IOT_RULE_FRIEND };
+
+		prov_ask_owner(w, t, cbare, &ask);
+	}
+	/* Refused on the thing's behalf: the requester's Pending Out ends. */
+	arena_init(&a, PROV_ARENA_CHUNK);
+	p = xml_node_new(&a, XML_NS_CLIENT, "presence");
+	if (p && xml_attr_set(&a, p, "type", "unsubscribed") == 0 &&
+	    xml_attr_set(&a, p, "from", ubare) == 0 && xml_attr_set(&a, p, "to", cbare) == 0)
+		prov_send(w, p);
+	arena_release(&a);
+	return true;
+}
+
+/* ---- For the registry ---- */
+
+void provisioning_thing_owned(struct worker *w, const char *thing, const char *owner)
+{
+	struct prov_thing *t;
+
+	if (strcmp(thing, owner) == 0) {
+		prov_del(thing);	/* self-owned: nobody to provision it */
+		return;
+	}
+	t = prov_put(thing, owner);
+	if (!t) {
+		log_error("provisioning.table_failed", "thing=%s msg=\"out of memory\"", thing);
+		return;
+	}
+	/* A new owner starts from no rules (the store dropped them with the claim). */
+	while (t->rules) {
+		struct iot_rule *r = t->rules;
+
+		t->rules = r->next;
+		free(r);
+	}
+	t->nrules = 0;
+	prov_clear_cache(w, t);
+}
+
+void provisioning_thing_released(struct worker *w, const char *thing)
+{
+	struct prov_thing *t = prov_find(thing);
+
+	if (!t)
+		return;
+	prov_clear_cache(w, t);
+	prov_del(thing);
+}
+
+/* ---- The service: things asking (XEP-0324) ---- */
+
+/* The requester's provisioned thing, and the 'jid' it asks about (bare). */
+static struct prov_thing *prov_asking_thing(struct iq_request *rq, struct jid *other)
+{
+	const char *jid = xml_attr_get(rq->payload, "jid");
+	char bare[JID_MAX];
+
+	if (!jid || jid_parse(other, jid, strlen(jid)) < 0) {
+		other->len = 0;
+		iq_reply_error(rq, "bad-request", "'jid' must name the other party");
+		return NULL;
+	}
+	jid_to_bare(other);
+	prov_bare(rq->from, bare);
+	return prov_find(bare);
+}
+
+/* Copies the request's attributes (jid, field types, tokens aside) onto the response. */
+static int prov_copy_attrs(struct arena *a, struct xml_node *to, const struct xml_node *from)
+{
+	for (const struct xml_attr *at = from->attrs; at; at = at->next) {
+		if (at->ns || strstr(at->name, "Token"))
+			continue;
+		if (xml_attr_set(a, to, at->name, at->value) < 0)
+			return -ENOMEM;
+	}
+	return 0;
+}
+
+/*
+ * isFriend / canRead / canControl from a thing: the answer from the
+ * rules. Not a provisioned thing: "no" (XEP-0324 3.10: unknown things
+ * are denied). The owner and the thing itself: "yes".
+ */
+static void prov_thing_asks(struct iq_request *rq, enum iot_rule_kind kind)
+{
+	static const char *const resp[IOT_RULE_KINDS] = {
+		"isFriendResponse", "canReadResponse", "canControlResponse",
+	};
+	struct arena *a = iq_arena(rq);
+	const char *nodes[IOT_REQUEST_NODES_MAX];
+	char other_bare[JID_MAX], dom[JID_MAX];
+	struct iot_decision d = { .verdict = IOT_DENY };
+	struct prov_thing *t;
+	struct xml_node *r;
+	struct iot_query q;
+	struct jid other;
+	size_t n = 0;
+
+	other.len = 0;
+	t = prov_asking_thing(rq, &other);
+	if (!other.len)
+		return;	/* answered already */
+	if (prov_nodes(rq->payload, nodes, &n) < 0) {
+		iq_reply_error(rq, "bad-request", "too many nodes");
+		return;
+	}
+	prov_bare(&other, other_bare);
+	prov_domain_of(&other, dom);
+	if (t && (strcmp(other_bare, t->owner) == 0 || strcmp(other_bare, t->jid) == 0)) {
+		d.verdict = IOT_ALLOW;
+		d.every_name = true;
+		d.nodes_allowed = ~UINT64_C(0);
+	} else if (t) {
+		prov_query(&q, kind, other_bare, dom, rq->payload);
+		iot_decide(t->rules, &q, nodes, n, &d);
+		if (d.unanswered) {
+			struct prov_ask ask = { .kind = kind, .payload = kind ? rq->payload : NULL,
+						.nodes = nodes, .nnodes = n };
+
+			prov_ask_owner(rq->w, t, other_bare, &ask);
+		}
+	}
+	r = xml_node_new(a, NS_IOT_PROVISIONING, resp[kind]);
+	if (!r || prov_copy_attrs(a, r, rq->payload) < 0 || xml_attr_set(a, r, "jid", other_bare) < 0 ||
+	    xml_attr_set(a, r, "result", d.verdict == IOT_ALLOW ? "true" : "false") < 0)
+		goto oom;
+	if (d.verdict == IOT_ALLOW && kind != IOT_RULE_FRIEND) {
+		struct xml_node *copy = xml_node_clone(a, rq->payload);
+
+		if (!copy)
+			goto oom;
+		/* The request narrowed as routing would narrow it: what remains is permitted. */
+		prov_narrow_nodes(a, copy, &d, n);
+		if (kind == IOT_RULE_READ)
+			prov_narrow_req(a, copy, &d);
+		else if (!d.every_name)
+			for (struct xml_node *ch = xml_first_element(copy), *next; ch; ch = next) {
+				const char *name = xml_attr_get(ch, "name");
+
+				next = xml_next_element(ch);
+				if (!strcmp(ch->name, "parameter") && (!name || !iot_decision_name_ok(&d, name)))
+					xml_node_remove(ch);
+			}
+		if (kind == IOT_RULE_CONTROL && !d.every_name && !xml_child(copy, NULL, "parameter"))
+			prov_add_names(a, copy, &d, "parameter", "name");
+		while (copy->children) {
+			struct xml_node *ch = copy->children;
+
+			xml_node_remove(ch);
+			if (ch->name)
+				xml_node_append(r, ch);
+		}
+	}
+	iq_reply_result(rq, r);
+	return;
+oom:
+	iq_reply_error(rq, "internal-server-error", NULL);
+}
+
+/* ---- The service: owners managing rules ---- */
+
+enum prov_op_kind {
+	PROV_OP_RULE = 1,	/* store a rule */
+	PROV_OP_DELETE,		/* delete rules */
+	PROV_OP_DEVICES,	/* list the owner's things */
+};
+
+struct prov_op {
+	struct iq_async base;		/* first */
+	enum prov_op_kind kind;
+	struct iot_rule *rule;		/* PROV_OP_RULE, until installed */
+	char *nodes;			/* PROV_OP_DELETE: only rules of these nodes; NULL: all */
+	size_t max_rules;
+	uint32_t offset, max, seen;	/* PROV_OP_DEVICES */
+	bool more;
+	struct strbuf out;		/* PROV_OP_DEVICES: the <thing/> elements */
+	int64_t now;
+	char thing[JID_MAX];
+	char user[JID_PART_MAX + 1];	/* the thing's localpart ("" when not local) */
+	char owner[JID_MAX];
+};
+
+static int prov_devices_one(void *arg, const struct iot_found *t)
+{
+	struct prov_op *op = arg;
+
+	if (op->seen++ < op->offset)
+		return 0;
+	if (op->out.len >= PROV_RESULT_MAX_BYTES || op->seen > op->offset + op->max) {
+		op->more = true;
+		return 1;
+	}
+	registry_found_append(&op->out, t);
+	return op->out.oom ? -ENOMEM : 0;
+}
+
+static int prov_op_run(struct storage *st, struct storage_req *req)
+{
+	struct prov_op *op = (struct prov_op *)req;
+
+	switch (op->kind) {
+	case PROV_OP_RULE:
+		return iot_db_rule_put(st, op->thing, op->user[0] ? op->user : NULL, op->rule,
+				       op->max_rules, op->now);
+	case PROV_OP_DELETE:
+		return iot_db_rules_delete(st, op->thing, op->nodes);
+	case PROV_OP_DEVICES:
+		return iot_db_things(st, op->owner, prov_devices_one, op);
+	}
+	return -EINVAL;
+}
+
+/* A rule was stored: into memory (if the thing is still the owner's), then tell the thing. */
+static void prov_rule_stored(struct worker *w, struct prov_op *op)
+{
+	struct prov_thing *t = prov_find(op->thing);
+	struct iot_rule *r = op->rule;
+	struct arena a;
+	struct xml_node *m;
+
+	if (!t || strcmp(t->owner, op->owner) != 0)
+		return;
+	op->rule = NULL;
+	prov_rule_install(t, r);
+	prov_clear_cache(w, t);
+	log_info("provisioning.rule", "thing=%s kind=%s range=%s result=%s", t->jid,
+		 iot_kind_name(r->kind), iot_range_name(r->range), r->result ? "true" : "false");
+	/* XEP-0324 3.2.3/3.2.4: a friendship with one JID recommended, or ended. */
+	if (r->kind != IOT_RULE_FRIEND || r->range != IOT_RANGE_JID)
+		return;
+	arena_init(&a, PROV_ARENA_CHUNK);
+	m = xml_node_new(&a, XML_NS_CLIENT, "message");
+	if (m && xml_attr_set(&a, m, "from", prov.domain) == 0 &&
+	    xml_attr_set(&a, m, "to", t->jid) == 0 &&
+	    prov_child(&a, m, NS_IOT_PROVISIONING, r->result ? "friend" : "unfriend", "jid",
+		       r->remote))
+		prov_send(w, m);
+	arena_release(&a);
+}
+
+static void prov_rules_deleted(struct worker *w, struct prov_op *op)
+{
+	struct prov_thing *t = prov_find(op->thing);
+
+	if (!t || strcmp(t->owner, op->owner) != 0)
+		return;
+	for (struct iot_rule **pp = &t->rules; *pp;) {
+		struct iot_rule *r = *pp;
+
+		if (op->nodes && strcmp(r->nodes, op->nodes) != 0) {
+			pp = &r->next;
+			continue;
+		}
+		*pp = r->next;
+		free(r);
+		t->nrules--;
+	}
+	prov_clear_cache(w, t);
+}
+
+static void prov_devices_answer(struct prov_op *op, struct session *s)
+{
+	struct worker *w = iq_async_worker(&op->base);
+	struct arena *a = iq_async_arena(&op->base);
+	struct strbuf text = STRBUF_INIT;
+	struct xml_node *found;
+
+	strbuf_printf(&text, "<found xmlns='%s' more='%s'>", NS_IOT_DISCOVERY,
+		      op->more ? "true" : "false");
+	if (op->out.len)
+		strbuf_append(&text, op->out.data, op->out.len);
+	strbuf_puts(&text, "</found>");
+	found = text.oom ? NULL : stored_xml_parse(w->xml, a, text.data, text.len);
+	if (found)
+		iq_async_result(&op->base, s, found);
+	else
+		iq_async_error(&op->base, s, "internal-server-error", NULL);
+	strbuf_free(&text);
+}
+
+static void prov_op_done(struct storage_req *req)
+{
+	struct prov_op *op = (struct prov_op *)req;
+	struct worker *w = iq_async_worker(&op->base);
+	struct session *s = iq_async_session(&op->base);
+
+	if (req->result == 0 && op->kind == PROV_OP_RULE)
+		prov_rule_stored(w, op);
+	else if (req->result == 0 && op->kind == PROV_OP_DELETE)
+		prov_rules_deleted(w, op);
+	if (s) {
+		if (req->result == -ENOSPC)
+			iq_async_error(&op->base, s, "resource-constraint",
+				       "the thing has max_thing_rules rules already");
+		else if (req->result < 0)
+			iq_async_error(&op->base, s, "internal-server-error", NULL);
+		else if (op->kind == PROV_OP_DEVICES)
+			prov_devices_answer(op, s);
+		else
+			iq_async_result(&op->base, s, NULL);
+	}
+	free(op->rule);
+	free(op->nodes);
+	strbuf_free(&op->out);
+	iq_async_free(&op->base);
+}
+
+/* The thing an owner names ('jid'), checked: provisioned and owned by the requester. */
+static struct prov_thing *prov_owned_thing(struct iq_request *rq, const char *jid)
+{
+	char bare[JID_MAX];
+	struct prov_thing *t;
+	struct jid j;
+
+	if (!jid || jid_parse(&j, jid, strlen(jid)) < 0) {
+		iq_reply_error(rq, "bad-request", "'jid' must be the thing's JID");
+		return NULL;
+	}
+	prov_bare(&j, bare);
+	t = prov_find(bare);
+	if (!t) {
+		iq_reply_error(rq, "item-not-found", "not a provisioned thing");
+		return NULL;
+	}
+	prov_bare(rq->from, bare);
+	if (strcmp(bare, t->owner) != 0) {
+		iq_reply_error(rq, "forbidden", "only the thing's owner manages its rules");
+		return NULL;
+	}
+	return t;
+}
+
+/* The payload's name as a static string, for errors echoing it (iq_async_new keeps it). */
+static const char *prov_static_name(const struct xml_node *p)
+{
+	static const char *const names[] = {
+		"isFriendRule", "canReadRule", "canControlRule", "deleteRules", "getDevices",
+	};
+
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (strcmp(p->name, names[i]) == 0)
+			return names[i];
+	return "rule";
+}
+
+static struct prov_op *prov_op_new(struct iq_request *rq, enum prov_op_kind kind,
+				   const char *thing)
+{
+	const char *ns = strcmp(rq->payload->ns, NS_IOT_PROV_OWNER) == 0 ? NS_IOT_PROV_OWNER :
+			 NS_IOT_PROVISIONING;
+	struct prov_op *op = iq_async_new(rq, sizeof(*op), "", ns, prov_static_name(rq->payload),
+					  prov_op_run, prov_op_done);
+	const char *domain = rq->w->srv->cfg->domain;
+	const char *at;
+
+	if (!op)
+		return NULL;
+	op->kind = kind;
+	op->now = prov_now();
+	op->out = (struct strbuf)STRBUF_INIT;
+	prov_bare(rq->from, op->owner);
+	if (thing) {
+		snprintf(op->thing, sizeof(op->thing), "%s", thing);
+		at = strchr(thing, '@');
+		if (at && strcmp(at + 1, domain) == 0 && (size_t)(at - thing) < sizeof(op->user))
+			snprintf(op->user, sizeof(op->user), "%.*s", (int)(at - thing), thing);
+	}
+	return op;
+}
+
+static void prov_owner_rule(struct iq_request *rq)
+{
+	char thing[JID_MAX];
+	const char *key, *err = NULL;
+	struct iot_rule *r = NULL;
+	struct prov_thing *t;
+	struct prov_op *op;
+	bool replaces = false;
+	int ret;
+
+	ret = iot_rule_parse(rq->payload, thing, sizeof(thing), &key, &r, &err);
+	if (ret == -ENOMEM) {
+		iq_reply_error(rq, "internal-server-error", NULL);
+		return;
+	}
+	if (ret < 0) {
+		iq_reply_error(rq, "bad-request", err);
+		return;
+	}
+	t = prov_owned_thing(rq, thing);
+	if (!t)
+		goto out;
+	for (struct iot_rule *o = t->rules; o; o = o->next)
+		replaces |= iot_rule_same_key(o, r);
+	if (!replaces && t->nrules >= rq->w->srv->cfg->max_thing_rules) {
+		iq_reply_error(rq, "resource-constraint", "the thing has max_thing_rules rules already");
+		goto out;
+	}
+	op = prov_op_new(rq, PROV_OP_RULE, t->jid);
+	if (!op)
+		goto out;
+	op->rule = r;
+	op->max_rules = rq->w->srv->cfg->max_thing_rules;
+	iq_async_submit(rq, &op->base);
+	return;
+out:
+	free(r);
+}
+
+static void prov_owner_delete(struct iq_request *rq)
+{
+	struct strbuf nodes = STRBUF_INIT;
+	struct prov_thing *t = prov_owned_thing(rq, xml_attr_get(rq->payload, "jid"));
+	struct prov_op *op;
+
+	if (!t)
+		return;
+	for (struct xml_node *ch = xml_first_element(rq->payload); ch; ch = xml_next_element(ch)) {
+		const char *id = xml_attr_get(ch, "nodeId");
+
+		if (strcmp(ch->name, "nd") != 0 && strcmp(ch->name, "node") != 0)
+			continue;
+		if (!id || !id[0] || strlen(id) > IOT_NAME_MAX) {
+			iq_reply_error(rq, "bad-request", "<nd/> needs a 'nodeId'");
+			strbuf_free(&nodes);
+			return;
+		}
+		if (nodes.data && iot_list_has(nodes.data, id))
+			continue;
+		if (nodes.len)
+			strbuf_append(&nodes, (char[]){ IOT_SEP }, 1);
+		strbuf_puts(&nodes, id);
+	}
+	op = prov_op_new(rq, PROV_OP_DELETE, t->jid);
+	if (!op || nodes.oom) {
+		strbuf_free(&nodes);
+		if (op) {
+			iq_reply_error(rq, "internal-server-error", NULL);
+			free(op);	/* never submitted: nothing counted, nothing in the arena */
+		}
+		return;
+	}
+	op->nodes = nodes.data;	/* taken over (NULL: every rule) */
+	iq_async_submit(rq, &op->base);
+}
+
+static void prov_owner_clear_cache(struct iq_request *rq)
+{
+	struct prov_thing *t = prov_owned_thing(rq, xml_attr_get(rq->payload, "jid"));
+
+	if (!t)
+		return;
+	prov_clear_cache(rq->w, t);
+	iq_reply_result(rq, NULL);
+}
+
+/* Parses an optional non-negative integer attribute. 0 or -1. */
+static int prov_uint_attr(const struct xml_node *el, const char *name, uint32_t def,
+			  uint32_t *out)
+{
+	const char *v = xml_attr_get(el, name);
+	char *end;
+	unsigned long n;
+
+	*out = def;
+	if (!v)
+		return 0;
+	if (!v[0] || strspn(v, "0123456789") != strlen(v) || strlen(v) > 9)
+		return -1;
+	n = strtoul(v, &end, 10);
+	*out = (uint32_t)n;
+	return 0;
+}
+
+static void prov_owner_devices(struct iq_request *rq)
+{
+	uint32_t offset, max;
+	struct prov_op *op;
+
+	if (prov_uint_attr(rq->payload, "offset", 0, &offset) < 0 ||
+	    prov_uint_attr(rq->payload, "maxCount", PROV_DEVICES_DEFAULT, &max) < 0 || max == 0) {
+		iq_reply_error(rq, "bad-request", "offset and maxCount must be numbers (maxCount > 0)");
+		return;
+	}
+	op = prov_op_new(rq, PROV_OP_DEVICES, NULL);
+	if (!op)
+		return;
+	op->offset = offset;
+	op->max = max > PROV_DEVICES_MAX ? PROV_DEVICES_MAX : max;
+	iq_async_submit(rq, &op->base);
+}
+
+/* ---- The service: dispatch ---- */
+
+static void prov_disco_info(struct iq_request *rq)
+{
+	static const char *const features[] = {
+		NS_DISCO_INFO, NS_IOT_PROVISIONING, NS_IOT_PROV_OWNER, NS_IOT_SENSORDATA,
+		NS_IOT_CONTROL,
+	};
+	struct arena *a = iq_arena(rq);
+	struct xml_node *q = xml_node_new(a, NS_DISCO_INFO, "query"), *id;
+
+	if (!q || xml_attr_get(rq->payload, "node")) {
+		iq_reply_error(rq, q ? "item-not-found" : "internal-server-error", NULL);
+		return;
+	}
+	id = xml_node_add_child(a, q, NULL, "identity");
+	if (!id || xml_attr_set(a, id, "category", "component") < 0 ||
+	    xml_attr_set(a, id, "type", "generic") < 0 ||
+	    xml_attr_set(a, id, "name", "IoT provisioning") < 0)
+		goto oom;
+	for (size_t i = 0; i < sizeof(features) / sizeof(features[0]); i++)
+		if (!prov_child(a, q, NULL, "feature", "var", features[i]))
+			goto oom;
+	iq_reply_result(rq, q);
+	return;
+oom:
+	iq_reply_error(rq, "internal-server-error", NULL);
+}
+
+static bool prov_is(const struct xml_node *p, const char *name)
+{
+	return strcmp(p->name, name) == 0 &&
+	       (strcmp(p->ns, NS_IOT_PROVISIONING) == 0 || strcmp(p->ns, NS_IOT_PROV_OWNER) == 0);
+}
+
+static void prov_dispatch(struct iq_request *rq, bool get)
+{
+	struct xml_node *p = rq->payload;
+
+	if (get && strcmp(p->ns, NS_DISCO_INFO) == 0 && strcmp(p->name, "query") == 0)
+		prov_disco_info(rq);
+	else if (get && strcmp(p->ns, NS_DISCO_ITEMS) == 0 && strcmp(p->name, "query") == 0)
+		iq_reply_result(rq, xml_node_new(iq_arena(rq), NS_DISCO_ITEMS, "query"));
+	else if (get && prov_is(p, "isFriend"))
+		prov_thing_asks(rq, IOT_RULE_FRIEND);
+	else if (get && prov_is(p, "canRead"))
+		prov_thing_asks(rq, IOT_RULE_READ);
+	else if (get && prov_is(p, "canControl"))
+		prov_thing_asks(rq, IOT_RULE_CONTROL);
+	else if (get && prov_is(p, "getDevices"))
+		prov_owner_devices(rq);
+	else if (!get && (prov_is(p, "isFriendRule") || prov_is(p, "canReadRule") ||
+			  prov_is(p, "canControlRule")))
+		prov_owner_rule(rq);
+	else if (!get && prov_is(p, "deleteRules"))
+		prov_owner_delete(rq);
+	else if (!get && prov_is(p, "clearCache"))
+		prov_owner_clear_cache(rq);
+	else
+		iq_reply_error(rq, "service-unavailable", NULL);
+}
+
+void provisioning_service_route(struct worker *w, struct conn *src, struct xml_node *st,
+				const struct jid *from, const struct jid *to)
+{
+	const char *type = stanza_type(st);
+	struct arena_mark mark = arena_mark(&w->tmp);
+	struct iq_request rq = {
+		.w = w, .conn = src, .iq = st, .from = from, .to = to, .scope = IQ_SCOPE_SERVER,
+	};
+	bool get = strcmp(type, "get") == 0;
+
+	if (stanza_kind(st) != STANZA_IQ) {
+		/* Nothing reads messages here; presence is ignored (no friendship needed). */
+		if (stanza_kind(st) == STANZA_MESSAGE && !stanza_is_error(st))
+			router_bounce_w(w, src, st, "service-unavailable");
+		return;
+	}
+	/* Answers to the service's clearCache: nothing more to do. */
+	if (!get && strcmp(type, "set") != 0)
+		return;
+	/* Answers go back on the requester's stream; only local clients have one. */
+	if (!src || !src->sess)
+		return;
+	rq.payload = xml_first_element(st);
+	if (!rq.payload || jid_has_local(to) || jid_has_resource(to))
+		iq_reply_error(&rq, "service-unavailable", NULL);
+	else
+		prov_dispatch(&rq, get);
+	arena_rewind(&w->tmp, mark);
+}

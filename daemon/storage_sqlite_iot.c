@@ -1,0 +1,596 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The IoT tables in SQLite: iot_things, iot_tags, iot_rules (see the iot
+ * migration in storage_sqlite.c and iot_store.h). Storage thread only,
+ * and the startup load before that thread runs.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "iot_store.h"
+#include "log.h"
+#include "storage.h"
+#include "storage_sqlite.h"
+
+#define IOT_THING_COLS \
+	"id, jid, node_id, source_id, cache_type, owner, public, removed, self_owned"
+#define IOT_TAGS_PER_THING_MAX	256	/* tags read back for one thing (the config caps lower) */
+
+static const char sql_thing_by_key[] =
+	"SELECT " IOT_THING_COLS " FROM iot_things"
+	" WHERE jid = ?1 AND node_id = ?2 AND source_id = ?3 AND cache_type = ?4";
+static const char sql_nodes_of_jid[] = "SELECT count(*) FROM iot_things WHERE jid = ?1";
+/* username only when the account exists, so a thing of another domain has none. */
+static const char sql_thing_insert[] =
+	"INSERT INTO iot_things (jid, node_id, source_id, cache_type, username, owner, public,"
+	" self_owned, sig, created_at, updated_at)"
+	" VALUES (?1, ?2, ?3, ?4, (SELECT username FROM accounts WHERE username = ?5),"
+	" CASE WHEN ?6 THEN ?1 END, 1, ?6, ?7, ?8, ?8)";
+static const char sql_thing_reregister[] =
+	"UPDATE iot_things SET sig = ?2, self_owned = ?3, owner = CASE WHEN ?3 THEN jid END,"
+	" public = 1, removed = 0, updated_at = ?4 WHERE id = ?1";
+static const char sql_tags_clear[] = "DELETE FROM iot_tags WHERE thing_id = ?1";
+static const char sql_tag_put[] =
+	"INSERT OR REPLACE INTO iot_tags (thing_id, name, num, value) VALUES (?1, ?2, ?3, ?4)";
+static const char sql_tag_delete[] = "DELETE FROM iot_tags WHERE thing_id = ?1 AND name = ?2";
+static const char sql_tags_of[] =
+	"SELECT name, num, value FROM iot_tags WHERE thing_id = ?1";
+static const char sql_tag_count[] = "SELECT count(*) FROM iot_tags WHERE thing_id = ?1";
+static const char sql_sig_set[] = "UPDATE iot_things SET sig = ?2, updated_at = ?3 WHERE id = ?1";
+/* Things of the claimant first: claiming twice is not an error. */
+static const char sql_claim_find[] =
+	"SELECT " IOT_THING_COLS " FROM iot_things WHERE sig = ?1 AND (owner IS NULL OR"
+	" (owner = ?2 AND self_owned = 0)) ORDER BY owner IS NULL, id LIMIT 1";
+static const char sql_claim[] =
+	"UPDATE iot_things SET owner = ?2, public = ?3, removed = 0, updated_at = ?4 WHERE id = ?1";
+static const char sql_removed[] = "UPDATE iot_things SET removed = 1, updated_at = ?2 WHERE id = ?1";
+static const char sql_thing_delete[] = "DELETE FROM iot_things WHERE id = ?1";
+static const char sql_disown[] =
+	"UPDATE iot_things SET owner = NULL, public = 1, removed = 0, self_owned = 0, sig = ?2,"
+	" updated_at = ?3 WHERE id = ?1";
+static const char sql_things_public[] =
+	"SELECT t.id, t.jid, t.node_id, t.source_id, t.cache_type, t.owner, g.name, g.num, g.value"
+	" FROM iot_things t LEFT JOIN iot_tags g ON g.thing_id = t.id"
+	" WHERE t.owner IS NOT NULL AND t.public = 1 AND t.removed = 0 ORDER BY t.id";
+static const char sql_things_owned[] =
+	"SELECT t.id, t.jid, t.node_id, t.source_id, t.cache_type, t.owner, g.name, g.num, g.value"
+	" FROM iot_things t LEFT JOIN iot_tags g ON g.thing_id = t.id"
+	" WHERE t.owner = ?1 AND t.self_owned = 0 ORDER BY t.id";
+
+static const char sql_rule_find[] =
+	"SELECT id FROM iot_rules WHERE thing = ?1 AND kind = ?2 AND scope = ?3 AND remote = ?4"
+	" AND nodes = ?5";
+static const char sql_rule_count[] = "SELECT count(*) FROM iot_rules WHERE thing = ?1";
+static const char sql_rule_put[] =
+	"INSERT INTO iot_rules (thing, username, kind, scope, remote, nodes, result, partial,"
+	" created_at) VALUES (?1, (SELECT username FROM accounts WHERE username = ?2), ?3, ?4, ?5,"
+	" ?6, ?7, ?8, ?9) ON CONFLICT (thing, kind, scope, remote, nodes) DO UPDATE SET"
+	" result = excluded.result, partial = excluded.partial, created_at = excluded.created_at";
+static const char sql_rules_delete_all[] = "DELETE FROM iot_rules WHERE thing = ?1";
+static const char sql_rules_delete_nodes[] = "DELETE FROM iot_rules WHERE thing = ?1 AND nodes = ?2";
+static const char sql_clear_cache[] =
+	"UPDATE iot_things SET clear_cache = ?2 WHERE jid = ?1 AND node_id = '' AND source_id = ''"
+	" AND cache_type = ''";
+static const char sql_load_things[] =
+	"SELECT jid, owner, clear_cache FROM iot_things WHERE owner IS NOT NULL AND owner <> jid"
+	" AND node_id = '' AND source_id = '' AND cache_type = ''";
+static const char sql_load_rules[] =
+	"SELECT id, thing, kind, scope, remote, nodes, result, partial FROM iot_rules ORDER BY id";
+
+/* Copies a text column into out (truncated to its size; NULL gives ""). */
+static void iot_col_copy(sqlite3_stmt *s, int col, char *out, size_t out_size)
+{
+	const unsigned char *t = sqlite3_column_text(s, col);
+
+	snprintf(out, out_size, "%s", t ? (const char *)t : "");
+}
+
+static const char *iot_col(sqlite3_stmt *s, int col)
+{
+	const unsigned char *t = sqlite3_column_text(s, col);
+
+	return t ? (const char *)t : "";
+}
+
+static void iot_read_thing(sqlite3_stmt *s, struct iot_thing_info *out)
+{
+	out->id = sqlite3_column_int64(s, 0);
+	iot_col_copy(s, 1, out->jid, sizeof(out->jid));
+	iot_col_copy(s, 2, out->node_id, sizeof(out->node_id));
+	iot_col_copy(s, 3, out->source_id, sizeof(out->source_id));
+	iot_col_copy(s, 4, out->cache_type, sizeof(out->cache_type));
+	iot_col_copy(s, 5, out->owner, sizeof(out->owner));
+	out->public_ = sqlite3_column_int(s, 6) != 0;
+	out->removed = sqlite3_column_int(s, 7) != 0;
+	out->self_owned = sqlite3_column_int(s, 8) != 0;
+}
+
+static void iot_bind_key(sqlite3_stmt *s, const struct iot_thing_key *k)
+{
+	sqlite3_bind_text(s, 1, k->jid, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, k->node_id ? k->node_id : "", -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 3, k->source_id ? k->source_id : "", -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 4, k->cache_type ? k->cache_type : "", -1, SQLITE_STATIC);
+}
+
+static bool iot_is_jid_level(const struct iot_thing_info *t)
+{
+	return !t->node_id[0] && !t->source_id[0] && !t->cache_type[0];
+}
+
+/* A statement with one int64 and optional text/int64 binds, run for no rows. */
+static int iot_exec_id(struct storage *st, const char *sql, const char *op, int64_t id,
+		       const char *text, int64_t now)
+{
+	sqlite3_stmt *s = storage_sqlite_stmt(st, sql);
+
+	if (!s)
+		return -EIO;
+	sqlite3_bind_int64(s, 1, id);
+	if (text) {
+		sqlite3_bind_text(s, 2, text, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(s, 3, now);
+	} else if (now) {
+		sqlite3_bind_int64(s, 2, now);
+	}
+	return storage_sqlite_exec(st, op, s);
+}
+
+/* A single integer from a one-column query bound to one text. */
+static int iot_count(struct storage *st, const char *sql, const char *op, const char *text,
+		     int64_t id, int64_t *out)
+{
+	sqlite3_stmt *s = storage_sqlite_stmt(st, sql);
+	int rc, ret = 0;
+
+	if (!s)
+		return -EIO;
+	if (text)
+		sqlite3_bind_text(s, 1, text, -1, SQLITE_STATIC);
+	else
+		sqlite3_bind_int64(s, 1, id);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW)
+		*out = sqlite3_column_int64(s, 0);
+	else
+		ret = storage_sqlite_error(st, op, rc);
+	storage_sqlite_release(s);
+	return ret;
+}
+
+int iot_db_thing_get(struct storage *st, const struct iot_thing_key *k,
+		     struct iot_thing_info *out)
+{
+	sqlite3_stmt *s = storage_sqlite_stmt(st, sql_thing_by_key);
+	int rc, ret = 0;
+
+	if (!s)
+		return -EIO;
+	iot_bind_key(s, k);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW)
+		iot_read_thing(s, out);
+	else
+		ret = rc == SQLITE_DONE ? -ENOENT : storage_sqlite_error(st, "iot_thing_get", rc);
+	storage_sqlite_release(s);
+	return ret;
+}
+
+static int iot_tags_put(struct storage *st, int64_t id, const struct reg_tag *tags, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		sqlite3_stmt *s = storage_sqlite_stmt(st, sql_tag_put);
+		int ret;
+
+		if (!s)
+			return -EIO;
+		sqlite3_bind_int64(s, 1, id);
+		sqlite3_bind_text(s, 2, tags[i].name, -1, SQLITE_STATIC);
+		sqlite3_bind_int(s, 3, tags[i].num);
+		sqlite3_bind_text(s, 4, tags[i].value, -1, SQLITE_STATIC);
+		ret = storage_sqlite_exec(st, "iot_tag_put", s);
+		if (ret < 0)
+			return ret;
+	}
+	return 0;
+}
+
+int iot_db_register(struct storage *st, const struct iot_thing_key *k, const char *user,
+		    const struct reg_tag *tags, size_t n, const char *sig, bool self_owned,
+		    size_t max_nodes, char *owner, size_t owner_size, int64_t now)
+{
+	struct iot_thing_info *t = malloc(sizeof(*t));
+	sqlite3_stmt *s;
+	int64_t id = 0, count;
+	int ret;
+
+	if (!t)
+		return -ENOMEM;
+	ret = iot_db_thing_get(st, k, t);
+	if (ret == 0 && t->owner[0]) {
+		/* XEP-0347 3.5: a claimed thing is told its owner; nothing changes. */
+		snprintf(owner, owner_size, "%s", t->owner);
+		free(t);
+		return 1;
+	}
+	if (ret == 0) {
+		id = t->id;
+		s = storage_sqlite_stmt(st, sql_thing_reregister);
+		ret = -EIO;
+		if (s) {
+			sqlite3_bind_int64(s, 1, id);
+			sqlite3_bind_text(s, 2, sig, -1, SQLITE_STATIC);
+			sqlite3_bind_int(s, 3, self_owned);
+			sqlite3_bind_int64(s, 4, now);
+			ret = storage_sqlite_exec(st, "iot_reregister", s);
+		}
+		if (ret == 0)
+			ret = iot_exec_id(st, sql_tags_clear, "iot_tags_clear", id, NULL, 0);
+	} else if (ret == -ENOENT) {
+		ret = iot_count(st, sql_nodes_of_jid, "iot_nodes", k->jid, 0, &count);
+		if (ret == 0 && (size_t)count >= max_nodes)
+			ret = -ENOSPC;
+		s = ret == 0 ? storage_sqlite_stmt(st, sql_thing_insert) : NULL;
+		if (ret == 0 && !s)
+			ret = -EIO;
+		if (ret == 0) {
+			iot_bind_key(s, k);
+			if (user)
+				sqlite3_bind_text(s, 5, user, -1, SQLITE_STATIC);
+			sqlite3_bind_int(s, 6, self_owned);
+			sqlite3_bind_text(s, 7, sig, -1, SQLITE_STATIC);
+			sqlite3_bind_int64(s, 8, now);
+			ret = storage_sqlite_exec(st, "iot_register", s);
+		}
+		if (ret == 0)
+			id = sqlite3_last_insert_rowid(storage_sqlite_db(st));
+	}
+	free(t);
+	if (ret == 0)
+		ret = iot_tags_put(st, id, tags, n);
+	if (ret == 0 && self_owned)
+		snprintf(owner, owner_size, "%s", k->jid);
+	return ret;
+}
+
+int iot_db_claim(struct storage *st, const char *sig, const char *claimant, bool public_,
+		 struct iot_thing_info *out, int64_t now)
+{
+	sqlite3_stmt *s = storage_sqlite_stmt(st, sql_claim_find);
+	int rc, ret;
+
+	if (!s)
+		return -EIO;
+	sqlite3_bind_text(s, 1, sig, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, claimant, -1, SQLITE_STATIC);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW)
+		iot_read_thing(s, out);
+	storage_sqlite_release(s);
+	if (rc == SQLITE_DONE)
+		return -ENOENT;
+	if (rc != SQLITE_ROW)
+		return storage_sqlite_error(st, "iot_claim_find", rc);
+	if (out->owner[0])
+		return 1;
+	s = storage_sqlite_stmt(st, sql_claim);
+	if (!s)
+		return -EIO;
+	sqlite3_bind_int64(s, 1, out->id);
+	sqlite3_bind_text(s, 2, claimant, -1, SQLITE_STATIC);
+	sqlite3_bind_int(s, 3, public_);
+	sqlite3_bind_int64(s, 4, now);
+	ret = storage_sqlite_exec(st, "iot_claim", s);
+	if (ret < 0)
+		return ret;
+	snprintf(out->owner, sizeof(out->owner), "%s", claimant);
+	out->public_ = public_;
+	out->removed = false;
+	/* A new owner starts without the rules of an earlier one. */
+	return iot_is_jid_level(out) ? iot_db_rules_delete(st, out->jid, NULL) : 0;
+}
+
+/* Recomputes a thing's signature from its stored tags. */
+static int iot_resign(struct storage *st, int64_t id, int64_t now)
+{
+	struct reg_tag *tags = calloc(IOT_TAGS_PER_THING_MAX, sizeof(*tags));
+	struct strbuf sig = STRBUF_INIT;
+	struct arena a;
+	sqlite3_stmt *s;
+	size_t n = 0;
+	int rc, ret = 0;
+
+	if (!tags)
+		return -ENOMEM;
+	arena_init(&a, 4096);
+	s = storage_sqlite_stmt(st, sql_tags_of);
+	if (!s) {
+		ret = -EIO;
+		goto out;
+	}
+	sqlite3_bind_int64(s, 1, id);
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW && n < IOT_TAGS_PER_THING_MAX) {
+		struct reg_tag *t = &tags[n++];
+
+		t->name = arena_strdup(&a, iot_col(s, 0));
+		t->num = sqlite3_column_int(s, 1) != 0;
+		t->value = arena_strdup(&a, iot_col(s, 2));
+		t->number = t->num ? strtod(t->value ? t->value : "0", NULL) : 0;
+		if (!t->name || !t->value)
+			ret = -ENOMEM;
+	}
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		ret = storage_sqlite_error(st, "iot_tags_of", rc);
+	storage_sqlite_release(s);
+	if (ret == 0) {
+		reg_tags_signature(tags, n, &sig);
+		ret = sig.oom ? -ENOMEM : iot_exec_id(st, sql_sig_set, "iot_sig", id,
+						      sig.data ? sig.data : "", now);
+	}
+out:
+	strbuf_free(&sig);
+	arena_release(&a);
+	free(tags);
+	return ret;
+}
+
+int iot_db_update_tags(struct storage *st, int64_t id, const struct reg_tag *tags, size_t n,
+		       size_t max_tags, int64_t now)
+{
+	int64_t count;
+	int ret = 0;
+
+	for (size_t i = 0; i < n && ret == 0; i++) {
+		sqlite3_stmt *s;
+
+		if (tags[i].num || tags[i].value[0]) {
+			ret = iot_tags_put(st, id, &tags[i], 1);
+			continue;
+		}
+		/* XEP-0347 3.9: an empty string value removes the tag. */
+		s = storage_sqlite_stmt(st, sql_tag_delete);
+		if (!s)
+			return -EIO;
+		sqlite3_bind_int64(s, 1, id);
+		sqlite3_bind_text(s, 2, tags[i].name, -1, SQLITE_STATIC);
+		ret = storage_sqlite_exec(st, "iot_tag_delete", s);
+	}
+	if (ret == 0)
+		ret = iot_count(st, sql_tag_count, "iot_tag_count", NULL, id, &count);
+	if (ret == 0 && (size_t)count > max_tags)
+		return -ENOSPC;	/* the request's savepoint undoes the changes */
+	return ret < 0 ? ret : iot_resign(st, id, now);
+}
+
+int iot_db_set_removed(struct storage *st, int64_t id, int64_t now)
+{
+	return iot_exec_id(st, sql_removed, "iot_removed", id, NULL, now);
+}
+
+int iot_db_delete(struct storage *st, const struct iot_thing_info *t)
+{
+	int ret = iot_exec_id(st, sql_thing_delete, "iot_delete", t->id, NULL, 0);
+
+	if (ret == 0 && iot_is_jid_level(t))
+		ret = iot_db_rules_delete(st, t->jid, NULL);
+	return ret;
+}
+
+int iot_db_disown(struct storage *st, const struct iot_thing_info *t, const char *key,
+		  int64_t now)
+{
+	struct reg_tag kt = { .name = REG_KEY_TAG, .value = key };
+	struct strbuf sig = STRBUF_INIT;
+	int ret;
+
+	reg_tags_signature(&kt, 1, &sig);
+	if (sig.oom) {
+		strbuf_free(&sig);
+		return -ENOMEM;
+	}
+	ret = iot_exec_id(st, sql_disown, "iot_disown", t->id, sig.data, now);
+	strbuf_free(&sig);
+	if (ret == 0)
+		ret = iot_exec_id(st, sql_tags_clear, "iot_tags_clear", t->id, NULL, 0);
+	/* XEP-0347 3.13: a random KEY so nobody claims it by guessing. */
+	if (ret == 0)
+		ret = iot_tags_put(st, t->id, &kt, 1);
+	if (ret == 0 && iot_is_jid_level(t))
+		ret = iot_db_rules_delete(st, t->jid, NULL);
+	return ret;
+}
+
+/* The thing being collected by iot_db_things, its strings in an arena. */
+struct iot_walk {
+	struct iot_found f;
+	struct reg_tag *tags;
+	struct arena a;
+};
+
+static int iot_walk_start(struct iot_walk *wk, sqlite3_stmt *s)
+{
+	arena_reset(&wk->a);
+	memset(&wk->f, 0, sizeof(wk->f));
+	wk->f.id = sqlite3_column_int64(s, 0);
+	wk->f.jid = arena_strdup(&wk->a, iot_col(s, 1));
+	wk->f.node_id = arena_strdup(&wk->a, iot_col(s, 2));
+	wk->f.source_id = arena_strdup(&wk->a, iot_col(s, 3));
+	wk->f.cache_type = arena_strdup(&wk->a, iot_col(s, 4));
+	wk->f.owner = arena_strdup(&wk->a, iot_col(s, 5));
+	wk->f.tags = wk->tags;
+	return wk->f.jid && wk->f.node_id && wk->f.source_id && wk->f.cache_type && wk->f.owner ?
+	       0 : -ENOMEM;
+}
+
+static int iot_walk_tag(struct iot_walk *wk, sqlite3_stmt *s)
+{
+	struct reg_tag *t;
+
+	if (sqlite3_column_type(s, 6) == SQLITE_NULL || wk->f.ntags == IOT_TAGS_PER_THING_MAX)
+		return 0;	/* a thing without tags (LEFT JOIN) */
+	t = &wk->tags[wk->f.ntags++];
+	t->name = arena_strdup(&wk->a, iot_col(s, 6));
+	t->num = sqlite3_column_int(s, 7) != 0;
+	t->value = arena_strdup(&wk->a, iot_col(s, 8));
+	if (!t->name || !t->value)
+		return -ENOMEM;
+	t->number = t->num ? strtod(t->value, NULL) : 0;
+	return 0;
+}
+
+int iot_db_things(struct storage *st, const char *owner,
+		  int (*fn)(void *arg, const struct iot_found *t), void *arg)
+{
+	sqlite3_stmt *s = storage_sqlite_stmt(st, owner ? sql_things_owned : sql_things_public);
+	struct iot_walk wk = { 0 };
+	bool have = false;
+	int rc = SQLITE_DONE, ret = 0;
+
+	if (!s)
+		return -EIO;
+	wk.tags = calloc(IOT_TAGS_PER_THING_MAX, sizeof(*wk.tags));
+	if (!wk.tags) {
+		storage_sqlite_release(s);
+		return -ENOMEM;
+	}
+	arena_init(&wk.a, 4096);
+	if (owner)
+		sqlite3_bind_text(s, 1, owner, -1, SQLITE_STATIC);
+	/* Rows come thing by thing (ORDER BY t.id): one callback per thing. */
+	while (ret == 0 && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+		if (!have || sqlite3_column_int64(s, 0) != wk.f.id) {
+			if (have && (ret = fn(arg, &wk.f)) != 0)
+				break;
+			ret = iot_walk_start(&wk, s);
+			have = true;
+		}
+		if (ret == 0)
+			ret = iot_walk_tag(&wk, s);
+	}
+	if (ret == 0 && rc != SQLITE_DONE)
+		ret = storage_sqlite_error(st, "iot_things", rc);
+	else if (ret == 0 && have)
+		ret = fn(arg, &wk.f);
+	storage_sqlite_release(s);
+	arena_release(&wk.a);
+	free(wk.tags);
+	return ret < 0 ? ret : 0;
+}
+
+/* ---- Rules ---- */
+
+int iot_db_rule_put(struct storage *st, const char *thing, const char *user,
+		    struct iot_rule *r, size_t max_rules, int64_t now)
+{
+	sqlite3_stmt *s = storage_sqlite_stmt(st, sql_rule_find);
+	int64_t existing = 0, count;
+	int rc, ret;
+
+	if (!s)
+		return -EIO;
+	sqlite3_bind_text(s, 1, thing, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, iot_kind_name(r->kind), -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 3, iot_range_name(r->range), -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 4, r->remote, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 5, r->nodes, -1, SQLITE_STATIC);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW)
+		existing = sqlite3_column_int64(s, 0);
+	storage_sqlite_release(s);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		return storage_sqlite_error(st, "iot_rule_find", rc);
+	if (!existing) {
+		ret = iot_count(st, sql_rule_count, "iot_rule_count", thing, 0, &count);
+		if (ret < 0)
+			return ret;
+		if ((size_t)count >= max_rules)
+			return -ENOSPC;
+	}
+	s = storage_sqlite_stmt(st, sql_rule_put);
+	if (!s)
+		return -EIO;
+	sqlite3_bind_text(s, 1, thing, -1, SQLITE_STATIC);
+	if (user)
+		sqlite3_bind_text(s, 2, user, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 3, iot_kind_name(r->kind), -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 4, iot_range_name(r->range), -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 5, r->remote, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 6, r->nodes, -1, SQLITE_STATIC);
+	sqlite3_bind_int(s, 7, r->result);
+	if (r->partial)
+		sqlite3_bind_text(s, 8, r->partial, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 9, now);
+	ret = storage_sqlite_exec(st, "iot_rule_put", s);
+	if (ret == 0)
+		r->id = existing ? existing : sqlite3_last_insert_rowid(storage_sqlite_db(st));
+	return ret;
+}
+
+int iot_db_rules_delete(struct storage *st, const char *thing, const char *nodes)
+{
+	sqlite3_stmt *s = storage_sqlite_stmt(st, nodes ? sql_rules_delete_nodes :
+						sql_rules_delete_all);
+
+	if (!s)
+		return -EIO;
+	sqlite3_bind_text(s, 1, thing, -1, SQLITE_STATIC);
+	if (nodes)
+		sqlite3_bind_text(s, 2, nodes, -1, SQLITE_STATIC);
+	return storage_sqlite_exec(st, "iot_rules_delete", s);
+}
+
+int iot_db_clear_cache(struct storage *st, const char *thing, bool pending)
+{
+	sqlite3_stmt *s = storage_sqlite_stmt(st, sql_clear_cache);
+
+	if (!s)
+		return -EIO;
+	sqlite3_bind_text(s, 1, thing, -1, SQLITE_STATIC);
+	sqlite3_bind_int(s, 2, pending);
+	return storage_sqlite_exec(st, "iot_clear_cache", s);
+}
+
+int iot_db_load(struct storage *st,
+		int (*thing_fn)(void *arg, const char *jid, const char *owner, bool clear_cache),
+		int (*rule_fn)(void *arg, const char *thing, struct iot_rule *r), void *arg)
+{
+	sqlite3_stmt *s = storage_sqlite_stmt(st, sql_load_things);
+	int rc = SQLITE_DONE, ret = 0;
+
+	if (!s)
+		return -EIO;
+	while (ret == 0 && (rc = sqlite3_step(s)) == SQLITE_ROW)
+		ret = thing_fn(arg, iot_col(s, 0), iot_col(s, 1), sqlite3_column_int(s, 2) != 0);
+	if (ret == 0 && rc != SQLITE_DONE)
+		ret = storage_sqlite_error(st, "iot_load_things", rc);
+	storage_sqlite_release(s);
+	if (ret < 0)
+		return ret;
+	s = storage_sqlite_stmt(st, sql_load_rules);
+	if (!s)
+		return -EIO;
+	while (ret == 0 && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+		int kind = iot_kind_parse(iot_col(s, 2)), range = iot_range_parse(iot_col(s, 3));
+		struct iot_rule *r;
+
+		if (kind < 0 || range < 0) {
+			log_warn("iot.rule_unreadable", "id=%lld", (long long)sqlite3_column_int64(s, 0));
+			continue;
+		}
+		r = iot_rule_new(kind, range, sqlite3_column_int(s, 6) != 0, iot_col(s, 4),
+				 iot_col(s, 5), sqlite3_column_type(s, 7) == SQLITE_NULL ? NULL :
+				 iot_col(s, 7));
+		if (!r) {
+			ret = -ENOMEM;
+			break;
+		}
+		r->id = sqlite3_column_int64(s, 0);
+		ret = rule_fn(arg, iot_col(s, 1), r);
+	}
+	if (ret == 0 && rc != SQLITE_DONE)
+		ret = storage_sqlite_error(st, "iot_load_rules", rc);
+	storage_sqlite_release(s);
+	return ret;
+}

@@ -1,0 +1,704 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * logingen: the login benchmark of `make bench` (scenario "login", driven
+ * by scripts/bench.py). Measures what a device pays to get from a TCP
+ * connect to a ready session (bound, stream management on), with three
+ * negotiations over Direct TLS (XEP-0368, TLS 1.3):
+ *
+ *   classic  RFC 6120: header, SCRAM-SHA-256 (2 round trips), stream
+ *            restart, bind, <enable/> (XEP-0198)
+ *   sasl2    SASL2 (XEP-0388) with SCRAM-SHA-256 and Bind 2 (XEP-0386)
+ *            enabling stream management inline
+ *   fast     SASL2 with a FAST token (XEP-0484, HT-SHA-256-EXPR by
+ *            default) and Bind 2: one round trip after TLS
+ *
+ * SASL2 clients may cache the server's features (XEP-0388 section 2.1),
+ * so by default sasl2 and fast send the stream header and <authenticate/>
+ * together (--no-pipeline waits for the features first). fast gets its
+ * tokens before the measured window (one SASL2 login per user with
+ * <request-token/>). Each login closes its stream cleanly, so no session
+ * lingers.
+ *
+ *   logingen --host H --port P --mode classic|sasl2|fast [options]
+ *
+ * Prints {"event":"ready"} once set up and, with --sync, waits for a line
+ * on stdin; then logs in for --duration seconds on --threads threads (one
+ * login at a time each, blocking sockets) and prints one JSON result:
+ * logins, failures, round trips per login (TCP and TLS included: each
+ * time the client waits for the server), and the time from connect() to
+ * ready (mean, p50, p99, ms). The server's CPU is measured by the driver.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <getopt.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+#include <openssl/sha.h>
+#include <openssl/ssl.h>
+
+#define LG_BUF		16384		/* what one answer may take */
+#define LG_MSG		2048		/* one message we compose */
+#define LG_TOKEN_MAX	128
+#define LG_USER_MAX	64
+#define LG_SAMPLES_MAX	(1u << 20)	/* ready times kept per run */
+#define LG_TIMEOUT_S	10		/* socket timeout: a stuck login fails */
+
+enum lg_mode { M_CLASSIC = 0, M_SASL2, M_FAST };
+
+static struct {
+	const char *host, *domain, *password, *prefix, *fast_mech, *label;
+	int port;
+	enum lg_mode mode;
+	unsigned users, threads;
+	double duration;
+	bool pipeline, sync, tls_resume;
+} opt = {
+	.host = "127.0.0.1", .domain = "localhost", .password = "bench", .prefix = "u",
+	.fast_mech = "HT-SHA-256-EXPR", .users = 200, .threads = 4, .duration = 3,
+	.pipeline = true, .label = "login",
+};
+
+/* One simulated device. */
+struct lg_user {
+	char name[LG_USER_MAX];
+	char token[LG_TOKEN_MAX];	/* fast */
+	SSL_SESSION *sess;		/* --tls-resume */
+	pthread_mutex_t lock;
+};
+
+/* One login's connection. */
+struct lg_conn {
+	int fd;
+	SSL *ssl;
+	char buf[LG_BUF + 1];
+	size_t len;
+	unsigned waits;			/* round trips: times we waited for the server */
+};
+
+struct lg_thread {
+	pthread_t tid;
+	unsigned index;
+	uint64_t logins, failures;
+	double *ready_ms;		/* samples */
+	size_t nsamples, cap;
+	char last_error[160];
+};
+
+static SSL_CTX *lg_ctx;
+static struct lg_user *lg_users;
+static atomic_bool lg_stop;
+static const char *lg_mode_names[] = { "classic", "sasl2", "fast" };
+
+static void lg_die(const char *fmt, const char *arg)
+{
+	char msg[256];
+
+	snprintf(msg, sizeof(msg), fmt, arg);
+	printf("{\"event\":\"error\",\"error\":\"%s\"}\n", msg);
+	fflush(stdout);
+	exit(1);
+}
+
+static double lg_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* ---- base64, SCRAM, HT ---- */
+
+static void lg_b64(const unsigned char *in, size_t len, char *out)
+{
+	EVP_EncodeBlock((unsigned char *)out, in, (int)len);
+}
+
+/* Decodes base64 text into out; returns the length or -1. */
+static int lg_unb64(const char *in, size_t len, unsigned char *out)
+{
+	int n = EVP_DecodeBlock(out, (const unsigned char *)in, (int)len);
+
+	if (n < 0)
+		return -1;
+	while (len > 0 && in[len - 1] == '=') {	/* EVP_DecodeBlock counts padding */
+		len--;
+		n--;
+	}
+	return n;
+}
+
+struct lg_scram {
+	char cnonce[32];
+	char first_bare[LG_USER_MAX + 64];
+	unsigned char client_key[32], stored_key[32];
+};
+
+/* client-first-message (no channel binding: gs2 flag n). */
+static void lg_scram_first(struct lg_scram *s, const char *user, char *out, size_t size)
+{
+	unsigned char r[18];
+
+	RAND_bytes(r, sizeof(r));
+	lg_b64(r, sizeof(r), s->cnonce);
+	snprintf(s->first_bare, sizeof(s->first_bare), "n=%s,r=%s", user, s->cnonce);
+	snprintf(out, size, "n,,%s", s->first_bare);
+}
+
+/* client-final-message from the server's first message. 0 or -1. */
+static int lg_scram_final(struct lg_scram *s, const char *server_first, char *out, size_t size)
+{
+	const char *r = strstr(server_first, "r="), *sp = strstr(server_first, ",s="),
+		   *ip = strstr(server_first, ",i=");
+	unsigned char salt[64], salted[32], sig[32], proof[32];
+	char nonce[128], without[256], auth[768], proofb64[64];
+	unsigned int hl = 32;
+	int salt_len, iter;
+
+	if (!r || !sp || !ip || sp < r)
+		return -1;
+	snprintf(nonce, sizeof(nonce), "%.*s", (int)(sp - r - 2), r + 2);
+	salt_len = lg_unb64(sp + 3, (size_t)(ip - sp - 3), salt);
+	iter = atoi(ip + 3);
+	if (salt_len <= 0 || iter <= 0)
+		return -1;
+	PKCS5_PBKDF2_HMAC(opt.password, (int)strlen(opt.password), salt, salt_len, iter,
+			  EVP_sha256(), 32, salted);
+	HMAC(EVP_sha256(), salted, 32, (const unsigned char *)"Client Key", 10, s->client_key, &hl);
+	SHA256(s->client_key, 32, s->stored_key);
+	snprintf(without, sizeof(without), "c=biws,r=%s", nonce);	/* biws = base64("n,,") */
+	snprintf(auth, sizeof(auth), "%s,%s,%s", s->first_bare, server_first, without);
+	HMAC(EVP_sha256(), s->stored_key, 32, (unsigned char *)auth, strlen(auth), sig, &hl);
+	for (int i = 0; i < 32; i++)
+		proof[i] = s->client_key[i] ^ sig[i];
+	lg_b64(proof, 32, proofb64);
+	snprintf(out, size, "%s,p=%s", without, proofb64);
+	return 0;
+}
+
+/* ---- I/O ---- */
+
+static int lg_send(struct lg_conn *c, const char *s)
+{
+	size_t n = strlen(s);
+
+	return SSL_write(c->ssl, s, (int)n) == (int)n ? 0 : -1;
+}
+
+/*
+ * Reads until the input holds `marker`; the caller drops the input up to
+ * the marker's end with lg_consume(). Returns the position after the
+ * marker, or NULL (failure, stream error, timeout, closed).
+ */
+static char *lg_read_for(struct lg_conn *c, const char *marker)
+{
+	char *hit;
+
+	for (;;) {
+		int n;
+
+		c->buf[c->len] = '\0';
+		hit = strstr(c->buf, marker);
+		if (hit)
+			return hit + strlen(marker);
+		if (strstr(c->buf, "failure") || strstr(c->buf, "stream:error"))
+			return NULL;
+		if (c->len >= LG_BUF)
+			return NULL;
+		n = SSL_read(c->ssl, c->buf + c->len, (int)(LG_BUF - c->len));
+		if (n <= 0)
+			return NULL;
+		c->len += (size_t)n;
+	}
+}
+
+/* The same, as the answer to what we just sent: one round trip. */
+static char *lg_wait_for(struct lg_conn *c, const char *marker)
+{
+	c->waits++;
+	return lg_read_for(c, marker);
+}
+
+/* The base64 payload of the first <name ...>...</name> in the input. */
+static int lg_payload(const char *buf, const char *name, char *out, size_t size)
+{
+	char open[32], close[32];
+	const char *a, *b;
+
+	snprintf(open, sizeof(open), "<%s", name);
+	snprintf(close, sizeof(close), "</%s>", name);
+	a = strstr(buf, open);
+	a = a ? strchr(a, '>') : NULL;
+	b = a ? strstr(a, close) : NULL;
+	if (!b || (size_t)(b - a - 1) >= size)
+		return -1;
+	memcpy(out, a + 1, (size_t)(b - a - 1));
+	out[b - a - 1] = '\0';
+	return 0;
+}
+
+static void lg_consume(struct lg_conn *c, char *upto)
+{
+	size_t k = (size_t)(upto - c->buf);
+
+	memmove(c->buf, upto, c->len - k);
+	c->len -= k;
+}
+
+/* Text between `open` and the next '<' (base64 payloads, tokens). */
+static int lg_between(const char *buf, const char *open, const char *close, char *out,
+		      size_t size)
+{
+	const char *a = strstr(buf, open), *b;
+
+	if (!a)
+		return -1;
+	a += strlen(open);
+	b = strstr(a, close);
+	if (!b || (size_t)(b - a) >= size)
+		return -1;
+	memcpy(out, a, (size_t)(b - a));
+	out[b - a] = '\0';
+	return 0;
+}
+
+static int lg_connect(struct lg_conn *c, struct lg_user *u)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)opt.port) };
+	struct timeval tv = { LG_TIMEOUT_S, 0 };
+	int one = 1;
+
+	memset(c, 0, offsetof(struct lg_conn, buf));
+	c->len = 0;
+	inet_pton(AF_INET, opt.host, &sa.sin_addr);
+	c->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (c->fd < 0)
+		return -1;
+	setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	c->waits = 1;	/* the TCP handshake */
+	if (connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+		return -1;
+	c->ssl = SSL_new(lg_ctx);
+	if (!c->ssl)
+		return -1;
+	SSL_set_fd(c->ssl, c->fd);
+	SSL_set_tlsext_host_name(c->ssl, opt.domain);
+	if (opt.tls_resume) {
+		pthread_mutex_lock(&u->lock);
+		if (u->sess)
+			SSL_set_session(c->ssl, u->sess);
+		pthread_mutex_unlock(&u->lock);
+	}
+	c->waits++;	/* TLS 1.3: one round trip (our Finished goes with our first data) */
+	return SSL_connect(c->ssl) == 1 ? 0 : -1;
+}
+
+static void lg_close(struct lg_conn *c, struct lg_user *u)
+{
+	if (c->ssl) {
+		if (opt.tls_resume) {
+			SSL_SESSION *s = SSL_get1_session(c->ssl);
+
+			pthread_mutex_lock(&u->lock);
+			if (s && SSL_SESSION_is_resumable(s)) {
+				SSL_SESSION_free(u->sess);
+				u->sess = s;
+				s = NULL;
+			}
+			pthread_mutex_unlock(&u->lock);
+			SSL_SESSION_free(s);
+		}
+		SSL_free(c->ssl);
+	}
+	if (c->fd >= 0)
+		close(c->fd);
+	c->ssl = NULL;
+	c->fd = -1;
+}
+
+/* ---- the three negotiations ---- */
+
+static void lg_header(char *out, size_t size)
+{
+	snprintf(out, size, "<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
+		 "xmlns:stream='http://etherx.jabber.org/streams' to='%s' version='1.0'>",
+		 opt.domain);
+}
+
+static int lg_classic(struct lg_conn *c, struct lg_user *u)
+{
+	char msg[LG_MSG], first[512], data[512], b64[1024];
+	struct lg_scram s;
+	char *p;
+
+	lg_header(msg, sizeof(msg));
+	if (lg_send(c, msg) || !(p = lg_wait_for(c, "</stream:features>")))
+		return -1;
+	lg_consume(c, p);
+	lg_scram_first(&s, u->name, first, sizeof(first));
+	lg_b64((unsigned char *)first, strlen(first), b64);
+	snprintf(msg, sizeof(msg), "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' "
+		 "mechanism='SCRAM-SHA-256'>%s</auth>", b64);
+	if (lg_send(c, msg) || !(p = lg_wait_for(c, "</challenge>")))
+		return -1;
+	if (lg_payload(c->buf, "challenge", b64, sizeof(b64)))
+		return -1;
+	lg_consume(c, p);
+	data[lg_unb64(b64, strlen(b64), (unsigned char *)data)] = '\0';
+	if (lg_scram_final(&s, data, first, sizeof(first)) < 0)
+		return -1;
+	lg_b64((unsigned char *)first, strlen(first), b64);
+	snprintf(msg, sizeof(msg), "<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>%s</response>",
+		 b64);
+	if (lg_send(c, msg) || !(p = lg_wait_for(c, "</success>")))
+		return -1;
+	lg_consume(c, p);
+	lg_header(msg, sizeof(msg));
+	if (lg_send(c, msg) || !(p = lg_wait_for(c, "</stream:features>")))
+		return -1;
+	lg_consume(c, p);
+	if (lg_send(c, "<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>"
+		       "</iq>") || !(p = lg_wait_for(c, "</iq>")))
+		return -1;
+	lg_consume(c, p);
+	if (lg_send(c, "<enable xmlns='urn:xmpp:sm:3'/>") || !(p = lg_wait_for(c, "<enabled")))
+		return -1;
+	lg_consume(c, p);
+	return 0;
+}
+
+/* The SASL2 children after the mechanism's initial response. */
+static void lg_inline(const struct lg_user *u, bool want_token, char *out, size_t size)
+{
+	snprintf(out, size, "<user-agent id='bench-%s'/><bind xmlns='urn:xmpp:bind:0'><tag>bench</tag>"
+		 "<enable xmlns='urn:xmpp:sm:3'/></bind>%s%s%s", u->name,
+		 want_token ? "<request-token xmlns='urn:xmpp:fast:0' mechanism='" : "",
+		 want_token ? opt.fast_mech : "", want_token ? "'/>" : "");
+}
+
+/* Sends the header (and, pipelined, the first SASL2 element with it). */
+static int lg_sasl2_open(struct lg_conn *c, const char *authenticate)
+{
+	char msg[LG_MSG * 2];
+	char *p;
+
+	lg_header(msg, sizeof(msg));
+	if (opt.pipeline) {
+		strncat(msg, authenticate, sizeof(msg) - strlen(msg) - 1);
+		return lg_send(c, msg);
+	}
+	if (lg_send(c, msg) || !(p = lg_wait_for(c, "</stream:features>")))
+		return -1;
+	lg_consume(c, p);
+	return lg_send(c, authenticate);
+}
+
+/* SASL2 + SCRAM + Bind 2; with want_token, keeps the FAST token issued. */
+static int lg_sasl2(struct lg_conn *c, struct lg_user *u, bool want_token)
+{
+	char msg[LG_MSG], first[512], data[512], b64[1024], inl[512];
+	struct lg_scram s;
+	char *p;
+
+	lg_scram_first(&s, u->name, first, sizeof(first));
+	lg_b64((unsigned char *)first, strlen(first), b64);
+	lg_inline(u, want_token, inl, sizeof(inl));
+	snprintf(msg, sizeof(msg), "<authenticate xmlns='urn:xmpp:sasl:2' mechanism='SCRAM-SHA-256'>"
+		 "<initial-response>%s</initial-response>%s</authenticate>", b64, inl);
+	if (lg_sasl2_open(c, msg) || !(p = lg_wait_for(c, "</challenge>")))
+		return -1;
+	if (lg_payload(c->buf, "challenge", b64, sizeof(b64)))
+		return -1;
+	lg_consume(c, p);
+	data[lg_unb64(b64, strlen(b64), (unsigned char *)data)] = '\0';
+	if (lg_scram_final(&s, data, first, sizeof(first)) < 0)
+		return -1;
+	lg_b64((unsigned char *)first, strlen(first), b64);
+	snprintf(msg, sizeof(msg), "<response xmlns='urn:xmpp:sasl:2'>%s</response>", b64);
+	if (lg_send(c, msg) || !(p = lg_wait_for(c, "</success>")))
+		return -1;
+	if (want_token && lg_between(c->buf, "token='", "'", u->token, sizeof(u->token)))
+		return -1;
+	lg_consume(c, p);
+	/* The features that follow <success/> come in the same flight. */
+	if (!(p = lg_read_for(c, "</stream:features>")))
+		return -1;
+	lg_consume(c, p);
+	return 0;
+}
+
+static int lg_fast(struct lg_conn *c, struct lg_user *u)
+{
+	unsigned char cb[32], mac[32], ir[LG_USER_MAX + 40];
+	char msg[LG_MSG], b64[256], inl[512];
+	unsigned int hl = 32;
+	size_t ulen = strlen(u->name), cblen = 0;
+	char *p;
+
+	if (strcmp(opt.fast_mech, "HT-SHA-256-EXPR") == 0) {
+		if (SSL_export_keying_material(c->ssl, cb, 32, "EXPORTER-Channel-Binding", 24, NULL,
+					       0, 0) != 1)
+			return -1;
+		cblen = 32;
+	}
+	memcpy(msg, "Initiator", 9);
+	memcpy(msg + 9, cb, cblen);
+	HMAC(EVP_sha256(), u->token, (int)strlen(u->token), (unsigned char *)msg, 9 + cblen, mac,
+	     &hl);
+	memcpy(ir, u->name, ulen);
+	ir[ulen] = 0;
+	memcpy(ir + ulen + 1, mac, 32);
+	lg_b64(ir, ulen + 33, b64);
+	lg_inline(u, false, inl, sizeof(inl));
+	snprintf(msg, sizeof(msg), "<authenticate xmlns='urn:xmpp:sasl:2' mechanism='%s'>"
+		 "<initial-response>%s</initial-response>%s</authenticate>", opt.fast_mech, b64,
+		 inl);
+	if (lg_sasl2_open(c, msg) || !(p = lg_wait_for(c, "</success>")))
+		return -1;
+	/* A token given on rotation replaces ours. */
+	lg_between(c->buf, "token='", "'", u->token, sizeof(u->token));
+	lg_consume(c, p);
+	if (!(p = lg_read_for(c, "</stream:features>")))
+		return -1;
+	lg_consume(c, p);
+	return 0;
+}
+
+/* One login of user u in the run's mode; ready_ms set. 0 or -1. */
+static int lg_login(struct lg_user *u, enum lg_mode mode, bool want_token, double *ready_ms,
+		    unsigned *waits)
+{
+	struct lg_conn *c = malloc(sizeof(*c));
+	double t0 = lg_now();
+	int ret;
+
+	if (!c)
+		return -1;
+	c->fd = -1;
+	c->ssl = NULL;
+	ret = lg_connect(c, u);
+	if (ret == 0) {
+		if (mode == M_CLASSIC)
+			ret = lg_classic(c, u);
+		else if (mode == M_SASL2)
+			ret = lg_sasl2(c, u, want_token);
+		else
+			ret = lg_fast(c, u);
+	}
+	*ready_ms = (lg_now() - t0) * 1e3;
+	*waits = c->waits;
+	/* A clean end: no session waits for resumption. */
+	if (ret == 0)
+		lg_send(c, "</stream:stream>");
+	lg_close(c, u);
+	free(c);
+	return ret;
+}
+
+/* ---- threads ---- */
+
+static atomic_uint lg_waits_seen;
+
+static void *lg_thread_main(void *arg)
+{
+	struct lg_thread *t = arg;
+	unsigned next = t->index;
+
+	while (!atomic_load(&lg_stop)) {
+		struct lg_user *u = &lg_users[next % opt.users];
+		double ms;
+		unsigned waits;
+
+		next += opt.threads;
+		if (lg_login(u, opt.mode, false, &ms, &waits) < 0) {
+			t->failures++;
+			snprintf(t->last_error, sizeof(t->last_error), "login of %s failed", u->name);
+			ERR_clear_error();
+			continue;
+		}
+		t->logins++;
+		atomic_store(&lg_waits_seen, waits);
+		if (t->nsamples == t->cap && t->cap < LG_SAMPLES_MAX) {
+			size_t cap = t->cap ? t->cap * 2 : 1024;
+			double *nb = realloc(t->ready_ms, cap * sizeof(*nb));
+
+			if (nb) {
+				t->ready_ms = nb;
+				t->cap = cap;
+			}
+		}
+		if (t->nsamples < t->cap)
+			t->ready_ms[t->nsamples++] = ms;
+	}
+	return NULL;
+}
+
+static int lg_cmp(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* Tokens for fast: one SASL2 login with <request-token/> per user. */
+static void lg_get_tokens(void)
+{
+	for (unsigned i = 0; i < opt.users; i++) {
+		double ms;
+		unsigned waits;
+
+		if (lg_login(&lg_users[i], M_SASL2, true, &ms, &waits) < 0 || !lg_users[i].token[0])
+			lg_die("could not get a FAST token for %s", lg_users[i].name);
+	}
+}
+
+static void lg_usage(void)
+{
+	fputs("usage: logingen [--host H] --port P --mode classic|sasl2|fast [options]\n"
+	      "  --domain D         XMPP domain (localhost)\n"
+	      "  --password PW      of every user (bench)\n"
+	      "  --prefix P         users P0 .. P(N-1) (u)\n"
+	      "  --users N          distinct users (200)\n"
+	      "  -t, --threads N    logins in parallel, one at a time each (4)\n"
+	      "  -d, --duration S   measured seconds (3)\n"
+	      "  --fast-mech M      HT-SHA-256-EXPR (default) or HT-SHA-256-NONE\n"
+	      "  --no-pipeline      sasl2/fast: wait for the features before <authenticate/>\n"
+	      "  --tls-resume       resume TLS sessions (tickets) from the previous login\n"
+	      "  --sync             print a ready line, wait for a stdin line, then run\n", stdout);
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option lo[] = {
+		{ "host", required_argument, NULL, 'H' }, { "port", required_argument, NULL, 'p' },
+		{ "mode", required_argument, NULL, 'm' }, { "domain", required_argument, NULL, 'D' },
+		{ "password", required_argument, NULL, 'w' },
+		{ "prefix", required_argument, NULL, 'x' }, { "users", required_argument, NULL, 'u' },
+		{ "threads", required_argument, NULL, 't' },
+		{ "duration", required_argument, NULL, 'd' },
+		{ "fast-mech", required_argument, NULL, 'f' },
+		{ "no-pipeline", no_argument, NULL, 'n' }, { "tls-resume", no_argument, NULL, 'r' },
+		{ "sync", no_argument, NULL, 's' }, { "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct lg_thread *th;
+	uint64_t logins = 0, failures = 0;
+	double t0, elapsed, *all = NULL, sum = 0;
+	size_t n = 0;
+	char line[64];
+	int o;
+
+	while ((o = getopt_long(argc, argv, "t:d:h", lo, NULL)) != -1) {
+		switch (o) {
+		case 'H': opt.host = optarg; break;
+		case 'p': opt.port = atoi(optarg); break;
+		case 'D': opt.domain = optarg; break;
+		case 'w': opt.password = optarg; break;
+		case 'x': opt.prefix = optarg; break;
+		case 'u': opt.users = (unsigned)atoi(optarg); break;
+		case 't': opt.threads = (unsigned)atoi(optarg); break;
+		case 'd': opt.duration = atof(optarg); break;
+		case 'f': opt.fast_mech = optarg; break;
+		case 'n': opt.pipeline = false; break;
+		case 'r': opt.tls_resume = true; break;
+		case 's': opt.sync = true; break;
+		case 'm':
+			for (o = 0; o < 3 && strcmp(optarg, lg_mode_names[o]); o++)
+				;
+			if (o == 3)
+				lg_die("unknown mode %s", optarg);
+			opt.mode = (enum lg_mode)o;
+			break;
+		case 'h': lg_usage(); return 0;
+		default: lg_usage(); return 2;
+		}
+	}
+	if (!opt.port || !opt.users || !opt.threads || opt.duration <= 0)
+		lg_die("%s", "--port, --users, --threads and --duration must be positive");
+	signal(SIGPIPE, SIG_IGN);
+	lg_ctx = SSL_CTX_new(TLS_client_method());
+	if (!lg_ctx)
+		lg_die("%s", "no SSL_CTX");
+	SSL_CTX_set_min_proto_version(lg_ctx, TLS1_3_VERSION);
+	SSL_CTX_set_verify(lg_ctx, SSL_VERIFY_NONE, NULL);	/* the bench's self-signed cert */
+	SSL_CTX_set_alpn_protos(lg_ctx, (const unsigned char *)"\x0bxmpp-client", 12);
+	SSL_CTX_set_session_cache_mode(lg_ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL);
+	lg_users = calloc(opt.users, sizeof(*lg_users));
+	th = calloc(opt.threads, sizeof(*th));
+	if (!lg_users || !th)
+		lg_die("%s", "out of memory");
+	for (unsigned i = 0; i < opt.users; i++) {
+		snprintf(lg_users[i].name, LG_USER_MAX, "%s%u", opt.prefix, i);
+		pthread_mutex_init(&lg_users[i].lock, NULL);
+	}
+	if (opt.mode == M_FAST)
+		lg_get_tokens();
+	printf("{\"event\":\"ready\",\"mode\":\"%s\",\"users\":%u}\n", lg_mode_names[opt.mode],
+	       opt.users);
+	fflush(stdout);
+	if (opt.sync && !fgets(line, sizeof(line), stdin))
+		return 0;
+	t0 = lg_now();
+	for (unsigned i = 0; i < opt.threads; i++) {
+		th[i].index = i;
+		if (pthread_create(&th[i].tid, NULL, lg_thread_main, &th[i]))
+			lg_die("%s", "pthread_create failed");
+	}
+	while (lg_now() - t0 < opt.duration)
+		usleep(10000);
+	atomic_store(&lg_stop, true);
+	for (unsigned i = 0; i < opt.threads; i++)
+		pthread_join(th[i].tid, NULL);
+	elapsed = lg_now() - t0;
+	for (unsigned i = 0; i < opt.threads; i++) {
+		logins += th[i].logins;
+		failures += th[i].failures;
+		n += th[i].nsamples;
+	}
+	all = malloc((n ? n : 1) * sizeof(*all));
+	n = 0;
+	for (unsigned i = 0; i < opt.threads && all; i++)
+		for (size_t k = 0; k < th[i].nsamples; k++) {
+			all[n++] = th[i].ready_ms[k];
+			sum += th[i].ready_ms[k];
+		}
+	if (all && n)
+		qsort(all, n, sizeof(*all), lg_cmp);
+	printf("{\"event\":\"result\",\"mode\":\"%s\",\"logins\":%llu,\"failures\":%llu,"
+	       "\"elapsed_s\":%.3f,\"logins_per_s\":%.1f,\"round_trips\":%u,\"pipelined\":%s,"
+	       "\"tls_resume\":%s,\"threads\":%u,\"users\":%u,\"fast_mech\":\"%s\","
+	       "\"ready_ms\":{\"mean\":%.3f,\"p50\":%.3f,\"p99\":%.3f}",
+	       lg_mode_names[opt.mode], (unsigned long long)logins, (unsigned long long)failures,
+	       elapsed, logins / elapsed, atomic_load(&lg_waits_seen),
+	       opt.mode != M_CLASSIC && opt.pipeline ? "true" : "false",
+	       opt.tls_resume ? "true" : "false", opt.threads, opt.users,
+	       opt.mode == M_FAST ? opt.fast_mech : "",
+	       n ? sum / n : 0.0, n ? all[n / 2] : 0.0, n ? all[(size_t)((n - 1) * 0.99)] : 0.0);
+	for (unsigned i = 0; i < opt.threads; i++)
+		if (th[i].last_error[0]) {
+			printf(",\"last_error\":\"%s\"", th[i].last_error);
+			break;
+		}
+	printf("}\n");
+	fflush(stdout);
+	free(all);
+	return 0;
+}

@@ -1,0 +1,604 @@
+"""Federation (RFC 6120 server-to-server) and external components (XEP-0114).
+
+Two stanzad instances with different domains federate over loopback, each
+finding the other through the static host table (--s2s-host): messages,
+iq and presence subscriptions across domains, with dialback (self-signed
+certificates) and with certificates verified against a CA made here with
+the openssl CLI (SASL EXTERNAL). Failures bounce: an unreachable peer
+gives remote-server-not-found, a peer that accepts TCP and never answers
+remote-server-timeout. Inbound streams are checked (invalid-from,
+host-unknown, improper-addressing, not-authorized) by a hand-written peer.
+A component written here with the socket module connects, exchanges
+stanzas and is refused with a bad secret.
+
+Interoperability with Debian's prosody is in test_federation_prosody.py.
+"""
+import base64
+import hashlib
+import os
+import re
+import socket
+import ssl
+import subprocess
+import tempfile
+import threading
+import time
+
+import pytest
+
+from harness import (NS_CLIENT, NS_PING, NS_SASL, NS_STANZAS, NS_STREAM, NS_TLS, RawStream,
+                     StreamClosed, free_ports, q, tostr, uniq)
+
+NS_SERVER = "jabber:server"
+NS_DB = "jabber:server:dialback"
+NS_ROSTER = "jabber:iq:roster"
+NS_COMPONENT = "jabber:component:accept"
+
+A_DOM = "alpha.test"
+B_DOM = "beta.test"
+
+
+# --------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------
+
+def fed_login(server, user, password, domain):
+    """A raw client stream to `server` for `domain`: STARTTLS, SCRAM, bind."""
+    s = RawStream(server.c2s_port)
+    s.open(to=domain)
+    s.send("<starttls xmlns='%s'/>" % NS_TLS)
+    s.expect(q(NS_TLS, "proceed"))
+    s._wrap(None)
+    s._new_parser()
+    s.header = None
+    s.open(to=domain)
+    kind, cond = s.scram_login(user, password)
+    assert kind == "success", cond
+    s._new_parser()
+    s.header = None
+    s.open(to=domain)
+    return s, s.bind()
+
+
+class FClient:
+    """A logged-in client that buffers what it is not waiting for."""
+
+    def __init__(self, server, domain, user=None, password="secret-pw", presence=True):
+        self.user = user or uniq("fed")
+        server.add_user(self.user, password)
+        self.s, self.full = fed_login(server, self.user, password, domain)
+        self.bare = self.full.split("/", 1)[0]
+        self.buffer = []
+        if presence:
+            self.send("<presence/>")
+            self.wait(lambda e: e.tag == q(NS_CLIENT, "presence") and e.get("from") == self.full,
+                      what="own presence")
+
+    def send(self, data):
+        self.s.send(data)
+
+    def wait(self, pred, timeout=10.0, what="a matching stanza"):
+        for i, el in enumerate(self.buffer):
+            if pred(el):
+                return self.buffer.pop(i)
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError("%s: no %s within %.1f s; got meanwhile: %s" %
+                                     (self.full, what, timeout,
+                                      [tostr(e) for e in self.buffer][-8:]))
+            try:
+                el = self.s.next(left)
+            except TimeoutError:
+                continue
+            if pred(el):
+                return el
+            self.buffer.append(el)
+
+    def message(self, frm=None, body=None, mtype=None, timeout=10.0):
+        def ok(e):
+            return (e.tag == q(NS_CLIENT, "message") and (frm is None or e.get("from") == frm)
+                    and (body is None or e.findtext(q(NS_CLIENT, "body")) == body)
+                    and (mtype is None or e.get("type") == mtype))
+        return self.wait(ok, timeout, "message from %s %r" % (frm, body))
+
+    def presence(self, frm, ptype=None, timeout=10.0):
+        def ok(e):
+            return (e.tag == q(NS_CLIENT, "presence") and e.get("from", "").startswith(frm)
+                    and e.get("type") == ptype)
+        return self.wait(ok, timeout, "presence %s from %s" % (ptype, frm))
+
+    def push(self, jid, timeout=10.0):
+        def ok(e):
+            if e.tag != q(NS_CLIENT, "iq") or e.get("type") != "set":
+                return False
+            item = e.find("%s/%s" % (q(NS_ROSTER, "query"), q(NS_ROSTER, "item")))
+            return item is not None and item.get("jid") == jid
+        el = self.wait(ok, timeout, "roster push for %s" % jid)
+        self.send("<iq type='result' id='%s'/>" % el.get("id"))
+        return el.find("%s/%s" % (q(NS_ROSTER, "query"), q(NS_ROSTER, "item")))
+
+    def close(self):
+        try:
+            self.s.send("</stream:stream>")
+            self.s.wait_closed(5)
+        except Exception:
+            pass
+        self.s.close()
+
+
+def stanza_error(el):
+    err = el.find(q(NS_CLIENT, "error"))
+    assert err is not None, "not an error: %s" % tostr(el)
+    conds = [c.tag.split("}", 1)[1] for c in err if c.tag.startswith("{%s}" % NS_STANZAS)]
+    return err.get("type"), conds[0] if conds else None
+
+
+def start_pair(make_server, extra_a=(), extra_b=(), both=()):
+    """Two servers, alpha.test and beta.test, each in the other's host table."""
+    pa, pb = free_ports(2)
+    a = make_server("--domain", A_DOM, "--listen-s2s", "127.0.0.1:%d" % pa,
+                    "--s2s-host", "%s=127.0.0.1:%d" % (B_DOM, pb), *both, *extra_a)
+    b = make_server("--domain", B_DOM, "--listen-s2s", "127.0.0.1:%d" % pb,
+                    "--s2s-host", "%s=127.0.0.1:%d" % (A_DOM, pa), *both, *extra_b)
+    a.s2s_port, b.s2s_port = pa, pb
+    return a, b
+
+
+def exchange_messages(a, b):
+    """alice@alpha and bob@beta write to each other; returns the two clients."""
+    alice = FClient(a, A_DOM)
+    bob = FClient(b, B_DOM)
+    alice.send("<message to='%s' type='chat' id='m1'><body>hello beta</body></message>" % bob.bare)
+    el = bob.message(frm=alice.full, body="hello beta")
+    assert el.get("to") == bob.bare
+    bob.send("<message to='%s' type='chat' id='m2'><body>hello alpha</body></message>" % alice.full)
+    alice.message(frm=bob.full, body="hello alpha")
+    return alice, bob
+
+
+# --------------------------------------------------------------------------
+# Certificates (openssl CLI)
+# --------------------------------------------------------------------------
+
+def openssl(*args, cwd):
+    r = subprocess.run(["openssl"] + list(args), cwd=cwd, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, "openssl %s failed: %s" % (" ".join(args), r.stderr)
+
+
+def make_ca(domains):
+    """A CA and a certificate per domain (DNS-ID SAN), in a temp dir."""
+    d = tempfile.mkdtemp(prefix="stanzad-fed-ca-")
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=stanzad test CA",
+            cwd=d)
+    out = {"dir": d, "ca": os.path.join(d, "ca.pem")}
+    for dom in domains:
+        with open(os.path.join(d, dom + ".ext"), "w") as f:
+            f.write("subjectAltName=DNS:%s,DNS:*.%s\n"
+                    "extendedKeyUsage=serverAuth,clientAuth\n" % (dom, dom))
+        openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                "-keyout", dom + ".key", "-out", dom + ".csr", "-subj", "/CN=" + dom, cwd=d)
+        openssl("x509", "-req", "-in", dom + ".csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                "-CAcreateserial", "-out", dom + ".pem", "-days", "2", "-extfile", dom + ".ext",
+                cwd=d)
+        out[dom] = (os.path.join(d, dom + ".pem"), os.path.join(d, dom + ".key"))
+    return out
+
+
+@pytest.fixture(scope="module")
+def ca():
+    if not shutil_which("openssl"):
+        pytest.skip("no openssl CLI (Debian package openssl)")
+    return make_ca([A_DOM, B_DOM, "gamma.test"])
+
+
+def shutil_which(name):
+    import shutil
+    return shutil.which(name)
+
+
+def cert_args(ca, dom):
+    cert, key = ca[dom]
+    return ("--cert", cert, "--key", key, "--s2s-ca", ca["ca"])
+
+
+# --------------------------------------------------------------------------
+# Two servers
+# --------------------------------------------------------------------------
+
+def test_messages_and_iq_across_domains_with_dialback(make_server):
+    a, b = start_pair(make_server)
+    alice, bob = exchange_messages(a, b)
+    # Self-signed certificates: each side proved itself by dialback (XEP-0220).
+    a.wait_log(r"s2s\.link_up .*local=alpha\.test remote=beta\.test auth=dialback")
+    b.wait_log(r"s2s\.link_up .*local=beta\.test remote=alpha\.test auth=dialback")
+    a.wait_log(r"s2s\.peer_authenticated .*remote=beta\.test local=alpha\.test method=dialback")
+    # An iq to a full JID at the other domain, and its result back.
+    alice.send("<iq type='get' id='v1' to='%s'><query xmlns='jabber:iq:version'/></iq>" % bob.full)
+    el = bob.wait(lambda e: e.tag == q(NS_CLIENT, "iq") and e.get("id") == "v1", what="iq")
+    assert el.get("from") == alice.full and el.get("type") == "get"
+    bob.send("<iq type='result' id='v1' to='%s'><query xmlns='jabber:iq:version'>"
+             "<name>bob's client</name></query></iq>" % alice.full)
+    el = alice.wait(lambda e: e.tag == q(NS_CLIENT, "iq") and e.get("id") == "v1", what="result")
+    assert el.get("type") == "result" and el.get("from") == bob.full
+    # The other server answers its own ping (XEP-0199) over federation.
+    alice.send("<iq type='get' id='p1' to='%s'><ping xmlns='%s'/></iq>" % (B_DOM, NS_PING))
+    el = alice.wait(lambda e: e.tag == q(NS_CLIENT, "iq") and e.get("id") == "p1", what="pong")
+    assert el.get("type") == "result" and el.get("from") == B_DOM
+    # An unknown user there: the error comes back across.
+    alice.send("<message to='nobody@%s' type='normal' id='n1'><body>x</body></message>" % B_DOM)
+    el = alice.wait(lambda e: e.get("id") == "n1", what="bounce")
+    assert el.get("type") == "error" and stanza_error(el)[1] == "service-unavailable"
+    alice.close()
+    bob.close()
+
+
+def test_presence_subscription_across_domains(make_server):
+    a, b = start_pair(make_server)
+    alice = FClient(a, A_DOM)
+    bob = FClient(b, B_DOM)
+    # alice asks bob (RFC 6121 3.1): roster push with ask, bob sees the request.
+    alice.send("<presence type='subscribe' to='%s'/>" % bob.bare)
+    item = alice.push(bob.bare)
+    assert item.get("ask") == "subscribe"
+    el = bob.presence(alice.bare, "subscribe")
+    assert el.get("from") == alice.bare
+    # bob approves: alice's roster says 'to' and bob's presence follows.
+    bob.send("<presence type='subscribed' to='%s'/>" % alice.bare)
+    assert bob.push(alice.bare).get("subscription") == "from"
+    item = alice.push(bob.bare)
+    assert item.get("subscription") == "to" and item.get("ask") is None
+    alice.presence(bob.full, None)
+    # And the other direction: mutual.
+    bob.send("<presence type='subscribe' to='%s'/>" % alice.bare)
+    bob.push(alice.bare)
+    alice.presence(bob.bare, "subscribe")
+    alice.send("<presence type='subscribed' to='%s'/>" % bob.bare)
+    assert alice.push(bob.bare).get("subscription") == "both"
+    assert bob.push(alice.bare).get("subscription") == "both"
+    bob.presence(alice.full, None)
+    # Broadcasts cross the link: a status change, then unavailable at logout.
+    bob.send("<presence><show>away</show><status>lunch</status></presence>")
+    el = alice.presence(bob.full, None)
+    assert el.findtext(q(NS_CLIENT, "status")) == "lunch"
+    bob.close()
+    alice.presence(bob.full, "unavailable")
+    # A new session of bob probes alice's server and gets her presence (4.3).
+    bob2 = FClient(b, B_DOM, user=bob.user)
+    el = bob2.presence(alice.full, None)
+    alice.presence(bob2.full, None)   # and alice hears bob's initial presence
+    alice.close()
+    bob2.presence(alice.full, "unavailable")
+    bob2.close()
+
+
+def test_certificates_verified_by_ca_use_sasl_external(make_server, ca):
+    a, b = start_pair(make_server, extra_a=cert_args(ca, A_DOM), extra_b=cert_args(ca, B_DOM),
+                      both=("--s2s-auth", "verified"))
+    alice, bob = exchange_messages(a, b)
+    a.wait_log(r"s2s\.link_up .*remote=beta\.test auth=external")
+    b.wait_log(r"s2s\.link_up .*remote=alpha\.test auth=external")
+    a.wait_log(r"s2s\.peer_authenticated .*remote=beta\.test .*method=external")
+    assert "method=dialback " not in a.log_text() + b.log_text()
+    alice.close()
+    bob.close()
+
+
+def test_verified_policy_refuses_a_self_signed_peer(make_server, ca):
+    # alpha trusts only the CA and insists; beta has a self-signed certificate.
+    a, b = start_pair(make_server, extra_a=cert_args(ca, A_DOM) + ("--s2s-auth", "verified"))
+    alice = FClient(a, A_DOM)
+    bob = FClient(b, B_DOM)
+    # alpha will not talk to a server that cannot prove its name.
+    alice.send("<message to='%s' type='chat' id='v1'><body>x</body></message>" % bob.bare)
+    el = alice.wait(lambda e: e.get("id") == "v1", what="bounce")
+    assert stanza_error(el) == ("cancel", "remote-server-not-found")
+    a.wait_log(r"s2s\.peer_certificate .*remote=beta\.test verified=no")
+    # Nor accept beta's stanzas by dialback: beta bounces them.
+    bob.send("<message to='%s' type='chat' id='v2'><body>x</body></message>" % alice.bare)
+    el = bob.wait(lambda e: e.get("id") == "v2", what="bounce", timeout=15)
+    assert el.get("type") == "error"
+    a.wait_log(r"s2s\.dialback_refused .*remote=beta\.test")
+    alice.close()
+    bob.close()
+
+
+# --------------------------------------------------------------------------
+# Failures: bounces, limits, timeouts
+# --------------------------------------------------------------------------
+
+def test_unreachable_peer_bounces_remote_server_not_found(make_server):
+    (closed,) = free_ports(1)   # nothing listens there: connection refused
+    a = make_server("--domain", A_DOM, "--s2s-host", "dead.test=127.0.0.1:%d" % closed)
+    alice = FClient(a, A_DOM)
+    alice.send("<message to='x@dead.test' type='chat' id='d1'><body>x</body></message>")
+    el = alice.wait(lambda e: e.get("id") == "d1", what="bounce")
+    assert el.get("from") == "x@dead.test" and el.get("type") == "error"
+    assert stanza_error(el) == ("cancel", "remote-server-not-found")
+    # Subscription requests bounce too; presence broadcasts never do.
+    alice.send("<presence type='subscribe' to='y@dead.test' id='d2'/>")
+    el = alice.wait(lambda e: e.get("id") == "d2", what="subscribe bounce")
+    assert stanza_error(el) == ("cancel", "remote-server-not-found")
+    # .invalid never resolves (RFC 6761): an immediate answer, no DNS wait.
+    t0 = time.monotonic()
+    alice.send("<iq to='nowhere.invalid' type='get' id='d3'><ping xmlns='%s'/></iq>" % NS_PING)
+    el = alice.wait(lambda e: e.get("id") == "d3", what="iq bounce")
+    assert stanza_error(el)[1] == "remote-server-not-found" and time.monotonic() - t0 < 5
+    alice.close()
+
+
+def test_silent_peer_bounces_remote_server_timeout_and_queue_limit(make_server):
+    # A "server" that accepts TCP and never says a word.
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(8)
+    port = lsock.getsockname()[1]
+    try:
+        a = make_server("--domain", A_DOM, "--s2s-host", "silent.test=127.0.0.1:%d" % port,
+                        "--s2s-handshake-timeout", "2", "--s2s-queue-max", "2")
+        alice = FClient(a, A_DOM)
+        for i in range(3):
+            alice.send("<message to='x@silent.test' type='chat' id='q%d'><body>%d</body>"
+                       "</message>" % (i, i))
+        # The third does not fit in the queue while the link comes up.
+        el = alice.wait(lambda e: e.get("id") == "q2", what="queue-full bounce", timeout=2)
+        assert stanza_error(el) == ("wait", "resource-constraint")
+        t0 = time.monotonic()
+        for i in range(2):
+            el = alice.wait(lambda e, i=i: e.get("id") == "q%d" % i, what="timeout bounce",
+                            timeout=8)
+            assert stanza_error(el) == ("wait", "remote-server-timeout"), tostr(el)
+        assert time.monotonic() - t0 < 6
+        a.wait_log(r"s2s\.timeout .*remote=silent\.test state=header")
+        alice.close()
+    finally:
+        lsock.close()
+
+
+def test_idle_link_is_closed(make_server):
+    a, b = start_pair(make_server, both=("--s2s-idle-timeout", "1"))
+    alice, bob = exchange_messages(a, b)
+    a.wait_log(r"s2s\.idle_close .*remote=beta\.test", timeout=6)
+    # The next stanza simply makes a new link.
+    alice.send("<message to='%s' type='chat'><body>again</body></message>" % bob.bare)
+    bob.message(frm=alice.full, body="again")
+    alice.close()
+    bob.close()
+
+
+def test_federation_off_answers_remote_server_not_found(make_server):
+    a = make_server("--domain", A_DOM, "--s2s", "no")
+    alice = FClient(a, A_DOM)
+    alice.send("<message to='x@beta.test' type='chat' id='o1'><body>x</body></message>")
+    el = alice.wait(lambda e: e.get("id") == "o1", what="bounce")
+    assert stanza_error(el) == ("cancel", "remote-server-not-found")
+    alice.close()
+
+
+# --------------------------------------------------------------------------
+# Inbound stream checks, with a hand-written peer
+# --------------------------------------------------------------------------
+
+class Peer:
+    """A raw inbound s2s stream to a stanzad, as another server would open it."""
+
+    def __init__(self, port, to, frm, ns=NS_SERVER):
+        self.r = RawStream(port)
+        self.to, self.frm, self.ns = to, frm, ns
+        self.r.send("<?xml version='1.0'?><stream:stream xmlns='%s' xmlns:stream='%s' "
+                    "xmlns:db='%s' to='%s' from='%s' version='1.0'>" % (ns, NS_STREAM, NS_DB, to,
+                                                                        frm))
+
+    def features(self):
+        self.r.read_header()
+        return self.r.expect(q(NS_STREAM, "features"))
+
+    def starttls(self, certfile=None, keyfile=None):
+        self.r.send("<starttls xmlns='%s'/>" % NS_TLS)
+        self.r.expect(q(NS_TLS, "proceed"))
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        if certfile:
+            ctx.load_cert_chain(certfile, keyfile)
+        self.r.sock = ctx.wrap_socket(self.r.sock, server_hostname=self.to)
+        self.r.tls = True
+        self.r._new_parser()
+        self.r.header = None
+        self.r.send("<?xml version='1.0'?><stream:stream xmlns='%s' xmlns:stream='%s' "
+                    "xmlns:db='%s' to='%s' from='%s' version='1.0'>" % (self.ns, NS_STREAM,
+                                                                        NS_DB, self.to,
+                                                                        self.frm))
+        return self.features()
+
+    def external(self):
+        self.r.send("<auth xmlns='%s' mechanism='EXTERNAL'>%s</auth>" %
+                    (NS_SASL, base64.b64encode(self.frm.encode()).decode()))
+        el = self.r.next()
+        assert el.tag == q(NS_SASL, "success"), tostr(el)
+        self.r._new_parser()
+        self.r.header = None
+        self.r.send("<?xml version='1.0'?><stream:stream xmlns='%s' xmlns:stream='%s' "
+                    "to='%s' from='%s' version='1.0'>" % (self.ns, NS_STREAM, self.to, self.frm))
+        return self.features()
+
+    def close(self):
+        self.r.close()
+
+
+def test_inbound_stream_checks(make_server, ca):
+    (port,) = free_ports(1)
+    a = make_server("--domain", A_DOM, "--listen-s2s", "127.0.0.1:%d" % port,
+                    *cert_args(ca, A_DOM))
+    # A stream to a domain alpha does not serve.
+    p = Peer(port, "elsewhere.test", "gamma.test")
+    assert p.r.stream_error() == "host-unknown"
+    p.close()
+    # TLS first: stanzas on a plain stream are refused.
+    p = Peer(port, A_DOM, "gamma.test")
+    feats = p.features()
+    assert feats.find("%s/%s" % (q(NS_TLS, "starttls"), q(NS_TLS, "required"))) is not None
+    p.r.send("<message from='x@gamma.test' to='y@alpha.test'><body>x</body></message>")
+    assert p.r.stream_error() == "not-authorized"
+    p.close()
+    # TLS without authentication: stanzas are not accepted either.
+    p = Peer(port, A_DOM, "gamma.test")
+    p.features()
+    feats = p.starttls()
+    assert feats.find(q("urn:xmpp:features:dialback", "dialback")) is not None
+    p.r.send("<message from='x@gamma.test' to='y@alpha.test'><body>x</body></message>")
+    assert p.r.stream_error() == "not-authorized"
+    p.close()
+
+    def authenticated():
+        peer = Peer(port, A_DOM, "gamma.test")
+        peer.features()
+        feats = peer.starttls(*ca["gamma.test"])
+        mechs = [m.text for m in feats.iter(q(NS_SASL, "mechanism"))]
+        assert mechs == ["EXTERNAL"], tostr(feats)
+        peer.external()
+        return peer
+    # SASL EXTERNAL with a certificate the CA signed for gamma.test.
+    p = authenticated()
+    p.r.send("<message from='x@other.test' to='y@alpha.test'><body>x</body></message>")
+    assert p.r.stream_error() == "invalid-from"
+    p.close()
+    p = authenticated()
+    p.r.send("<message from='x@gamma.test' to='y@elsewhere.test'><body>x</body></message>")
+    assert p.r.stream_error() == "host-unknown"
+    p.close()
+    p = authenticated()
+    p.r.send("<message from='x@gamma.test'><body>x</body></message>")
+    assert p.r.stream_error() == "improper-addressing"
+    p.close()
+    # A good stanza is routed: an unknown user's error comes back on our link.
+    p = authenticated()
+    p.r.send("<iq from='x@gamma.test/r' to='%s' type='get' id='g1'><ping xmlns='%s'/></iq>" %
+             (A_DOM, NS_PING))
+    a.wait_log(r"s2s\.connect .*local=alpha\.test remote=gamma\.test")
+    p.close()
+    # A certificate for another name does not authenticate gamma.test.
+    p = Peer(port, A_DOM, "gamma.test")
+    p.features()
+    feats = p.starttls(*ca[B_DOM])
+    assert not [m.text for m in feats.iter(q(NS_SASL, "mechanism"))]
+    p.r.send("<auth xmlns='%s' mechanism='EXTERNAL'>=</auth>" % NS_SASL)
+    el = p.r.next()
+    assert el.tag == q(NS_SASL, "failure")
+    p.close()
+
+
+def test_dialback_verification_answers(make_server):
+    (port,) = free_ports(1)
+    a = make_server("--domain", A_DOM, "--listen-s2s", "127.0.0.1:%d" % port)
+    # alpha is authoritative for its own keys only: a made-up key is invalid.
+    p = Peer(port, A_DOM, "gamma.test")
+    p.features()
+    p.r.send("<db:verify from='gamma.test' to='%s' id='abc'>%s</db:verify>" % (A_DOM, "0" * 64))
+    el = p.r.next()
+    assert el.tag == q(NS_DB, "verify") and el.get("type") == "invalid"
+    assert el.get("from") == A_DOM and el.get("to") == "gamma.test" and el.get("id") == "abc"
+    # A domain it does not serve: an error, not a stream error (XEP-0220 2.4).
+    p.r.send("<db:verify from='gamma.test' to='other.test' id='abc'>00</db:verify>")
+    el = p.r.next()
+    assert el.get("type") == "error"
+    p.close()
+
+
+# --------------------------------------------------------------------------
+# External components (XEP-0114)
+# --------------------------------------------------------------------------
+
+class Component:
+    def __init__(self, port, domain, secret):
+        self.r = RawStream(port)
+        self.domain = domain
+        self.r.send("<?xml version='1.0'?><stream:stream xmlns='%s' xmlns:stream='%s' to='%s'>"
+                    % (NS_COMPONENT, NS_STREAM, domain))
+        self.r.read_header()
+        sid = self.r.header.get("id")
+        assert sid and self.r.header.get("from") == domain
+        self.r.send("<handshake>%s</handshake>" %
+                    hashlib.sha1((sid + secret).encode()).hexdigest())
+
+    def close(self):
+        self.r.close()
+
+
+def test_component_exchanges_stanzas(make_server):
+    (cport,) = free_ports(1)
+    a = make_server("--domain", A_DOM, "--listen-component", "127.0.0.1:%d" % cport,
+                    "--component", "bot.alpha.test=s3cret", "--component", "gw.test=other")
+    alice = FClient(a, A_DOM)
+    # Not connected yet: service-unavailable.
+    alice.send("<message to='echo@bot.alpha.test' type='chat' id='c0'><body>x</body></message>")
+    el = alice.wait(lambda e: e.get("id") == "c0", what="bounce")
+    assert stanza_error(el) == ("cancel", "service-unavailable")
+    comp = Component(cport, "bot.alpha.test", "s3cret")
+    el = comp.r.next()
+    assert el.tag == q(NS_COMPONENT, "handshake"), tostr(el)
+    # A message to the component's domain goes to it...
+    alice.send("<message to='echo@bot.alpha.test' type='chat' id='c1'><body>ping</body></message>")
+    el = comp.r.next()
+    assert el.tag == q(NS_COMPONENT, "message") and el.get("from") == alice.full
+    assert el.get("to") == "echo@bot.alpha.test"
+    assert el.findtext(q(NS_COMPONENT, "body")) == "ping"
+    # ... and what it sends comes back to the user.
+    comp.r.send("<message from='echo@bot.alpha.test' to='%s' type='chat'><body>pong</body>"
+                "</message>" % alice.full)
+    alice.message(frm="echo@bot.alpha.test", body="pong")
+    # Server iqs answer the component (disco of the server).
+    comp.r.send("<iq from='bot.alpha.test' to='%s' type='get' id='i1'>"
+                "<query xmlns='http://jabber.org/protocol/disco#info'/></iq>" % A_DOM)
+    el = comp.r.next()
+    assert el.tag == q(NS_COMPONENT, "iq") and el.get("type") == "result", tostr(el)
+    # It may only speak for its own domain.
+    comp.r.send("<message from='x@gw.test' to='%s'><body>x</body></message>" % alice.full)
+    assert comp.r.stream_error() == "invalid-from"
+    comp.close()
+    a.wait_log(r"component\.disconnected .*domain=bot\.alpha\.test")
+    # Gone: stanzas to it bounce again.
+    alice.send("<message to='echo@bot.alpha.test' type='chat' id='c2'><body>x</body></message>")
+    el = alice.wait(lambda e: e.get("id") == "c2", what="bounce")
+    assert stanza_error(el) == ("cancel", "service-unavailable")
+    alice.close()
+
+
+def test_component_bad_secret_and_unknown_domain(make_server):
+    (cport,) = free_ports(1)
+    make_server("--domain", A_DOM, "--listen-component", "127.0.0.1:%d" % cport,
+                "--component", "bot.alpha.test=s3cret")
+    comp = Component(cport, "bot.alpha.test", "wrong")
+    assert comp.r.stream_error() == "not-authorized"
+    comp.close()
+    r = RawStream(cport)
+    r.send("<?xml version='1.0'?><stream:stream xmlns='%s' xmlns:stream='%s' to='nope.test'>"
+           % (NS_COMPONENT, NS_STREAM))
+    assert r.stream_error() == "host-unknown"
+    r.close()
+    # A second stream for a connected component gets conflict.
+    c1 = Component(cport, "bot.alpha.test", "s3cret")
+    assert c1.r.next().tag == q(NS_COMPONENT, "handshake")
+    c2 = Component(cport, "bot.alpha.test", "s3cret")
+    assert c2.r.stream_error() == "conflict"
+    c2.close()
+    c1.close()
+
+
+def test_bad_federation_flags_are_refused():
+    from harness import STANZAD
+    for args, words in (
+            (["--s2s-host", "beta.test=nowhere"], "s2s_host"),
+            (["--s2s-auth", "maybe"], "s2s_auth"),
+            (["--component", "bot.test"], "component"),
+            (["--listen-s2s", "nope"], "listen_s2s")):
+        r = subprocess.run([STANZAD, "--state-dir", tempfile.mkdtemp()] + args,
+                           capture_output=True, text=True, timeout=10)
+        assert r.returncode == 2 and words in r.stderr, (args, r.stderr)
+    # A component's secret is never echoed in an error.
+    r = subprocess.run([STANZAD, "--state-dir", tempfile.mkdtemp(), "--component", "=topsecret"],
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode == 2 and "topsecret" not in r.stderr
