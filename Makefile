@@ -12,7 +12,7 @@
 #   make demo       IoT demo: a server, a hub and DEMO_DEVICES (5) simulated devices
 #                   for DEMO_SECONDS (60) in a terminal view; Ctrl-C stops it
 #   make install    PREFIX=/usr/local DESTDIR=...; make deb, make check-package:
-#                   see dist/dist.mk
+#                   see daemon/dist/dist.mk
 #   make check-interop  the client interop matrix (tests/interop/interop.mk)
 #   V=1             show the commands
 #   SANITIZE=1      ASan + UBSan build in build-san/ (reports are fatal)
@@ -77,7 +77,7 @@ all: $(BUILD)/stanzad $(BUILD)/stanzactl
 include bpf/bpf.mk
 include kmod/kmod.mk
 include tests/fuzz/fuzz.mk
-include dist/dist.mk
+include daemon/dist/dist.mk
 include tests/interop/interop.mk
 
 $(BUILD)/obj/%.o: %.c

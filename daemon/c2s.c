@@ -417,7 +417,8 @@ static const char *c2s_unexpected_condition(const struct conn *c, const struct x
 		/* RFC 6120 4.9.3.12: stanzas before authentication / binding. */
 		return c->state == C2S_READY ? "unsupported-stanza-type" : "not-authorized";
 	}
-	if (strcmp(el->ns, NS_TLS) == 0 || strcmp(el->ns, NS_SASL) == 0)
+	if (strcmp(el->ns, NS_TLS) == 0 || strcmp(el->ns, NS_SASL) == 0 ||
+	    strcmp(el->ns, NS_SASL2) == 0)
 		return "policy-violation";
 	return "unsupported-stanza-type";
 }

@@ -158,7 +158,8 @@ static bool comp_peer_ok(struct conn *c, const struct jid *from)
 {
 	const char *d = c->s2s->local;
 
-	return strlen(d) == from->domain_len && memcmp(d, from->buf + from->domain_off, from->domain_len) == 0;
+	return strlen(d) == from->domain_len &&
+	       memcmp(d, from->buf + from->domain_off, from->domain_len) == 0;
 }
 
 static bool comp_stanza(void *ctx, struct xml_node *el)

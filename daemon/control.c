@@ -258,7 +258,7 @@ static void control_send(struct conn *c, json_t *obj)
 	cc->out[n + 1] = '\0';
 	cc->out_len = n + 1;
 	cc->out_off = 0;
-	conn_set_deadline(c, CONTROL_TIMEOUT_MS);
+	conn_set_deadline(c, CONTROL_ANSWER_MS);
 	control_pump(c);
 }
 
@@ -274,10 +274,20 @@ static void control_fail(struct conn *c, const char *fmt, ...)
 	char why[512];
 	va_list ap;
 
+	json_t *obj;
+
 	va_start(ap, fmt);
 	vsnprintf(why, sizeof(why), fmt, ap);
 	va_end(ap);
-	control_send(c, json_pack("{s:b, s:s}", "ok", 0, "error", why));
+	obj = json_pack("{s:b, s:s}", "ok", 0, "error", why);
+	if (!obj) {
+		/* The request echoed in why was not UTF-8 (JSON strings must be). */
+		for (char *p = why; *p; p++)
+			if ((unsigned char)*p >= 0x80 || (unsigned char)*p < 0x20)
+				*p = '?';
+		obj = json_pack("{s:b, s:s}", "ok", 0, "error", why);
+	}
+	control_send(c, obj);
 }
 
 /* Adds key -> string when s is not NULL (else null). */
@@ -925,6 +935,8 @@ void control_input(struct conn *c, const char *data, size_t len)
 	if (!nl)
 		return;
 	cc->answered = true;
+	/* From here the store may take its time (a long batch): a longer deadline. */
+	conn_set_deadline(c, CONTROL_ANSWER_MS);
 	if (cc->len && cc->line[cc->len - 1] == '\r')
 		cc->len--;
 	cc->line[cc->len] = '\0';
@@ -950,7 +962,16 @@ void control_deadline(struct conn *c)
 		control_fail(c, "no request within %d s", CONTROL_TIMEOUT_MS / 1000);
 		return;
 	}
-	/* Answered, but the peer does not read it (or the store did not answer). */
+	if (cc && !cc->out) {
+		struct storage_queue_stats sq = { 0 };
+
+		/* Its completion finds the connection closing and is dropped. */
+		storage_queue_get_stats(c->w->srv->store, &sq);
+		control_fail(c, "the store did not answer within %d s (%llu requests queued)",
+			     CONTROL_ANSWER_MS / 1000, (unsigned long long)sq.queued);
+		return;
+	}
+	/* Answered, but the peer does not read it. */
 	conn_abort(c, CONN_CLOSE_TIMEOUT);
 }
 

@@ -37,7 +37,8 @@ struct worker;
 
 #define CONTROL_SOCKET_NAME	"control"	/* in the state directory */
 #define CONTROL_MAX_REQUEST	1024		/* bytes of a request line */
-#define CONTROL_TIMEOUT_MS	10000		/* to send the request, and to be answered */
+#define CONTROL_TIMEOUT_MS	10000		/* to send the request line */
+#define CONTROL_ANSWER_MS	30000		/* to answer it (a busy store) and have it read */
 #define CONTROL_MAX_ITEMS	10000		/* entries in one list answer */
 
 /*

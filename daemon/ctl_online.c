@@ -504,6 +504,12 @@ int ctl_online_run(const char *socket_path, bool json, int n, char **words)
 	ret = ctl_online_request(socket_path, line, &answer);
 	if (ret < 0)
 		return ctl_connect_error(socket_path, ret);
+	if (!answer[0]) {
+		free(answer);
+		fprintf(stderr, "stanzactl: the daemon closed the connection without an answer (%s)\n",
+			socket_path);
+		return 1;
+	}
 	root = json_loads(answer, 0, &jerr);
 	free(answer);
 	if (!root || !json_is_object(root)) {

@@ -10,7 +10,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#define CTL_ONLINE_TIMEOUT_MS	15000	/* to connect, send and read the whole answer */
+#define CTL_ONLINE_TIMEOUT_MS	40000	/* to connect, send and read the whole answer (the
+					 * daemon gives up after CONTROL_ANSWER_MS) */
 
 /* Whether words[0..n) start an online command (status, sessions, ...). */
 bool ctl_online_is_command(const char *word);

@@ -10,7 +10,10 @@
  *   type L  the listening sockets: `count` records and as many fds
  *   type C  one connection accepted after the hand-over: one record (the
  *           listener it came from) and its fd
- *   EOF     the old daemon has exited
+ *   type D  every stream is closing and the last storage write committed:
+ *           the successor may read the state (the old daemon may still
+ *           linger for its peers' FINs)
+ *   EOF     the old daemon has exited (as good as D)
  *
  * A record names the listener's kind ("c2s", "https", ...) and its bound
  * address; kinds travel as names so that a successor built with another
@@ -29,10 +32,12 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "control.h"
 #include "handover.h"
 #include "log.h"
 #include "loop.h"
 #include "server.h"
+#include "storage.h"
 #include "worker.h"
 
 #define HANDOVER_MAGIC		"STZH"
@@ -42,6 +47,7 @@
 enum handover_msg {
 	HANDOVER_MSG_LISTENERS = 'L',
 	HANDOVER_MSG_CONN = 'C',
+	HANDOVER_MSG_DONE = 'D',	/* our last write committed: the state is final */
 };
 
 struct handover_hdr {
@@ -76,6 +82,7 @@ static struct {
 	int listen_fd;			/* our hand-over socket, -1 none */
 	int conn_fd;			/* the successor, once handed over */
 	bool handed;
+	uint64_t handed_mask;		/* listener indexes handed over (TCP ones) */
 	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 } ho = { .listen_fd = -1, .conn_fd = -1 };
 
@@ -226,6 +233,58 @@ static bool handover_peer_allowed(int fd, struct ucred *cred)
 	return cred->uid == geteuid() || cred->uid == 0;
 }
 
+/*
+ * The state is final once every stream is closing (worker_begin_shutdown
+ * closed them all) and what their ends wrote has committed. Sessions end
+ * in the shutdown turn, but stream management reroutes their unacked
+ * stanzas at the end of that turn: the first barrier completes after it,
+ * and a second one, submitted then, is behind every write of the
+ * shutdown. Then the successor is told.
+ */
+struct handover_barrier {
+	struct storage_req req;		/* first */
+	int rounds;
+};
+
+static int handover_noop(struct storage *st, struct storage_req *req)
+{
+	return 0;
+}
+
+static void handover_send_done(void)
+{
+	if (ho.conn_fd >= 0 && handover_send(ho.conn_fd, HANDOVER_MSG_DONE, NULL, NULL, 0) == 0)
+		log_info("server.handover_state_final", "msg=\"the successor may start\"");
+}
+
+static void handover_barrier_done(struct storage_req *req)
+{
+	struct handover_barrier *b = (struct handover_barrier *)req;
+	struct worker *w = (struct worker *)((char *)req->inbox - offsetof(struct worker, inbox));
+
+	/* At exit the queue is gone: then everything is committed anyway. */
+	if (--b->rounds > 0 && w->srv->store && req->result != -ESHUTDOWN) {
+		storage_queue_submit(w->srv->store, req);
+		return;
+	}
+	free(b);
+	handover_send_done();
+}
+
+static void handover_barrier(struct worker *w)
+{
+	struct handover_barrier *b = calloc(1, sizeof(*b));
+
+	if (!b)
+		return;	/* the successor waits for our exit instead */
+	b->rounds = 2;
+	b->req.op = STORAGE_OP_RUN;
+	b->req.run = handover_noop;
+	b->req.done = handover_barrier_done;
+	b->req.inbox = &w->inbox;
+	storage_queue_submit(w->srv->store, &b->req);
+}
+
 void handover_accept(struct worker *w)
 {
 	struct server *srv = w->srv;
@@ -259,6 +318,7 @@ void handover_accept(struct worker *w)
 		/* TCP listeners only: Unix sockets (control) are recreated by path. */
 		if (recs[n].addr.ss_family != AF_INET && recs[n].addr.ss_family != AF_INET6)
 			continue;
+		ho.handed_mask |= 1ull << i;
 		fds[n++] = srv->listeners[i].fd;
 	}
 	ret = handover_send(cfd, HANDOVER_MSG_LISTENERS, recs, fds, n);
@@ -276,11 +336,31 @@ void handover_accept(struct worker *w)
 	for (unsigned i = 0; i < n; i++)
 		loop_cancel_fd(w->loop, fds[i]);
 	loop_cancel_fd(w->loop, ho.listen_fd);
+	/*
+	 * Unix listeners (the control socket) stop too and leave their path
+	 * to the successor, which creates its own: a socket that still
+	 * answered would look like a daemon already running.
+	 */
+	for (unsigned i = 0; i < srv->nlisteners; i++) {
+		struct sockaddr_un sun;
+		socklen_t len = sizeof(sun);
+
+		if (srv->listeners[i].fd < 0 || (ho.handed_mask & (1ull << i)) ||
+		    getsockname(srv->listeners[i].fd, (struct sockaddr *)&sun, &len) < 0 ||
+		    sun.sun_family != AF_UNIX || len <= offsetof(struct sockaddr_un, sun_path) ||
+		    !sun.sun_path[0])
+			continue;
+		loop_cancel_fd(w->loop, srv->listeners[i].fd);
+		sun.sun_path[sizeof(sun.sun_path) - 1] = '\0';
+		handover_unlink_socket(sun.sun_path);
+	}
+	control_close(srv);	/* forgets the path, so our exit leaves the successor's alone */
 	/* The path is the successor's from now on (it binds it once we are gone). */
 	handover_unlink_socket(ho.path);
 	log_info("server.handover", "role=old listeners=%u successor_pid=%d msg=\"handing over; "
 		 "draining\"", n, (int)cred.pid);
 	worker_begin_shutdown(w);
+	handover_barrier(w);
 }
 
 bool handover_forward(struct worker *w, unsigned listener, int fd)
@@ -288,7 +368,7 @@ bool handover_forward(struct worker *w, unsigned listener, int fd)
 	struct handover_rec rec;
 	int ret;
 
-	if (!ho.handed || ho.conn_fd < 0)
+	if (!ho.handed || ho.conn_fd < 0 || !(ho.handed_mask & (1ull << listener)))
 		return false;
 	handover_fill_rec(&rec, &w->srv->listeners[listener]);
 	ret = handover_send(ho.conn_fd, HANDOVER_MSG_CONN, &rec, &fd, 1);
@@ -306,8 +386,8 @@ bool handover_forward(struct worker *w, unsigned listener, int fd)
 
 /*
  * One message into hdr/recs with its fds. Returns the number of records
- * (fds in fds[]), 0 at end of file, -EAGAIN on timeout, -EPROTO for a
- * malformed message (its fds closed).
+ * (fds in fds[]), -EPIPE at end of file, -EAGAIN on timeout, -EPROTO for
+ * a malformed message (its fds closed).
  */
 static int handover_recv(int fd, struct handover_hdr *hdr, struct handover_rec *recs,
 			 unsigned max, int *fds)
@@ -330,7 +410,7 @@ static int handover_recv(int fd, struct handover_hdr *hdr, struct handover_rec *
 	if (got < 0)
 		return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? -EAGAIN : -errno;
 	if (got == 0)
-		return 0;
+		return -EPIPE;
 	for (cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm)) {
 		if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS) {
 			unsigned k = (unsigned)((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
@@ -395,12 +475,14 @@ static void handover_wait_exit(int fd)
 	handover_set_timeout(fd, SO_RCVTIMEO, 500);
 	while (handover_now_ms() - start < HANDOVER_WAIT_MS) {
 		n = handover_recv(fd, &hdr, &rec, 1, &lfd);
-		if (n == 0)
-			break;	/* end of file: it has exited */
 		if (n == -EAGAIN || n == -EPROTO)
 			continue;
 		if (n < 0)
-			break;
+			break;	/* end of file: it has exited */
+		if (hdr.type == HANDOVER_MSG_DONE)
+			break;	/* its state is final */
+		if (n != 1)
+			continue;
 		if (hdr.type != HANDOVER_MSG_CONN || ho.nlate == HANDOVER_MAX_LATE) {
 			close(lfd);
 			continue;
@@ -443,7 +525,7 @@ int handover_take(const struct config *cfg)
 	}
 	handover_set_timeout(fd, SO_RCVTIMEO, HANDOVER_ANSWER_MS);
 	n = handover_recv(fd, &hdr, recs, SERVER_MAX_LISTENERS, fds);
-	if (n <= 0 || hdr.type != HANDOVER_MSG_LISTENERS) {
+	if (n < 0 || hdr.type != HANDOVER_MSG_LISTENERS) {
 		log_warn("server.handover_failed", "path=%s msg=\"the running daemon did not hand its "
 			 "listeners over\"", path);
 		for (int i = 0; i < n; i++)

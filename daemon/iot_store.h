@@ -125,12 +125,24 @@ int iot_db_rules_delete(struct storage *st, const char *thing, const char *nodes
 int iot_db_clear_cache(struct storage *st, const char *thing, bool pending);
 
 /*
- * Startup: calls thing_fn for every provisioned thing (claimed at JID
- * level by someone else than itself) and rule_fn for every rule (the
- * callee owns the rule). Either returning <0 stops with that error.
+ * Startup: calls thing_fn for every provisioned thing and rule_fn for
+ * every rule (the callee owns the rule). A provisioned thing is a JID
+ * claimed at JID level in the registry by someone else than itself, or a
+ * device enrolled with an owner (`stanzactl device import`, the devices
+ * table) that the registry does not say otherwise about. Either function
+ * returning <0 stops with that error.
  */
 int iot_db_load(struct storage *st,
 		int (*thing_fn)(void *arg, const char *jid, const char *owner, bool clear_cache),
 		int (*rule_fn)(void *arg, const char *thing, struct iot_rule *r), void *arg);
+
+/*
+ * The owner of one thing by the same definition, into owner ("" when it
+ * is not provisioned), whether a clearCache waits for it, and (rule_fn)
+ * its rules oldest first. 0 or -errno.
+ */
+int iot_db_thing_load(struct storage *st, const char *jid, char *owner, size_t owner_size,
+		      bool *clear_cache,
+		      int (*rule_fn)(void *arg, const char *thing, struct iot_rule *r), void *arg);
 
 #endif

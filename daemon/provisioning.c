@@ -436,17 +436,92 @@ static void prov_clear_cache(struct worker *w, struct prov_thing *t)
 	prov_cc_persist(w, t, !sent);
 }
 
+/*
+ * A thing the table does not know, looked up in the store when it comes
+ * online: devices enrolled with an owner by `stanzactl device import`
+ * while the server runs are provisioned from their first session on.
+ */
+struct prov_refresh {
+	struct storage_req req;		/* first */
+	struct iot_rule *rules;		/* loaded, newest first */
+	unsigned nrules;
+	bool clear_cache;
+	char jid[JID_MAX];
+	char owner[JID_MAX];		/* "" when not provisioned */
+};
+
+static int prov_refresh_rule(void *arg, const char *thing, struct iot_rule *r)
+{
+	struct prov_refresh *pr = arg;
+
+	(void)thing;
+	r->next = pr->rules;
+	pr->rules = r;
+	pr->nrules++;
+	return 0;
+}
+
+static int prov_refresh_run(struct storage *st, struct storage_req *req)
+{
+	struct prov_refresh *pr = (struct prov_refresh *)req;
+
+	return iot_db_thing_load(st, pr->jid, pr->owner, sizeof(pr->owner), &pr->clear_cache,
+				 prov_refresh_rule, pr);
+}
+
+static void prov_refresh_done(struct storage_req *req)
+{
+	struct prov_refresh *pr = (struct prov_refresh *)req;
+	struct worker *w = (struct worker *)((char *)req->inbox - offsetof(struct worker, inbox));
+	struct prov_thing *t;
+
+	/* Provisioned meanwhile (a claim): the table is ahead of this read. */
+	if (req->result < 0 || !pr->owner[0] || prov_find(pr->jid))
+		goto out;
+	t = prov_put(pr->jid, pr->owner);
+	if (!t)
+		goto out;
+	t->rules = pr->rules;
+	t->nrules = pr->nrules;
+	pr->rules = NULL;
+	log_info("provisioning.enrolled", "thing=%s owner=%s rules=%u", t->jid, t->owner, t->nrules);
+	t->clear_pending = pr->clear_cache;
+	if (t->clear_pending)
+		prov_clear_cache(w, t);
+out:
+	while (pr->rules) {
+		struct iot_rule *r = pr->rules;
+
+		pr->rules = r->next;
+		free(r);
+	}
+	free(pr);
+}
+
 void provisioning_available(struct worker *w, struct session *s)
 {
 	struct prov_thing *t;
+	struct prov_refresh *pr;
 
-	if (!prov.count)
+	if (!prov.enabled)
 		return;
 	t = prov_find_len(s->jid, s->bare_len);
-	if (t && t->clear_pending) {
-		prov_cc_send(w, s->jid);
-		prov_cc_persist(w, t, false);
+	if (t) {
+		if (t->clear_pending) {
+			prov_cc_send(w, s->jid);
+			prov_cc_persist(w, t, false);
+		}
+		return;
 	}
+	pr = calloc(1, sizeof(*pr));
+	if (!pr)
+		return;
+	snprintf(pr->jid, sizeof(pr->jid), "%.*s", (int)s->bare_len, s->jid);
+	pr->req.op = STORAGE_OP_RUN;
+	pr->req.run = prov_refresh_run;
+	pr->req.done = prov_refresh_done;
+	pr->req.inbox = &w->inbox;
+	storage_queue_submit(w->srv->store, &pr->req);
 }
 
 /* ---- Questions to owners ---- */
@@ -932,33 +1007,42 @@ static bool prov_route_iot(struct worker *w, struct conn *src, struct xml_node *
 {
 	enum stanza_kind kind = stanza_kind(st);
 	const char *type = stanza_type(st);
-	bool request = (kind == STANZA_IQ && (!strcmp(type, "get") || !strcmp(type, "set"))) ||
-		       (kind == STANZA_MESSAGE && strcmp(type, "error") != 0);
+	/*
+	 * Every message counts, errors included: a device that acts on a
+	 * <set/> whatever the message type must not be reachable that way.
+	 */
+	bool request = kind == STANZA_MESSAGE || !strcmp(type, "get") || !strcmp(type, "set");
 	char from_bare[JID_MAX], to_bare[JID_MAX], dom[JID_MAX];
 	struct prov_thing *t;
-	int rk;
+	bool any = false, check;
 
 	prov_bare(from, from_bare);
 	prov_bare(to, to_bare);
-	rk = prov_request_kind(payload);
-	if (request && rk >= 0) {
-		t = prov.enabled ? prov_find(to_bare) : NULL;
-		if (t && strcmp(from_bare, to_bare) != 0 && strcmp(from_bare, t->owner) != 0) {
-			prov_domain_of(from, dom);
-			if (prov_enforce(w, src, st, payload, rk, t, from_bare, dom))
-				return true;
-		}
-		if (kind == STANZA_IQ && !jid_has_resource(to))
-			return prov_bare_deliver(w, st, from, to);
-		return false;
+	t = prov.enabled ? prov_find(to_bare) : NULL;
+	check = t && strcmp(from_bare, to_bare) != 0 && strcmp(from_bare, t->owner) != 0;
+	if (check)
+		prov_domain_of(from, dom);
+	/* Each request element of the stanza (a message may carry several). */
+	for (struct xml_node *ch = request ? payload : NULL; ch; ch = xml_next_element(ch)) {
+		int rk = prov_request_kind(ch);
+
+		if (rk < 0)
+			continue;
+		any = true;
+		if (check && prov_enforce(w, src, st, ch, rk, t, from_bare, dom))
+			return true;
 	}
+	if (any)
+		return kind == STANZA_IQ && !jid_has_resource(to) ? prov_bare_deliver(w, st, from, to) :
+								   false;
 	/* Sensor data a thing sends back (XEP-0323 <fields/>), to someone else than its owner. */
-	if (kind == STANZA_MESSAGE && prov.enabled && strcmp(payload->ns, NS_IOT_SENSORDATA) == 0 &&
-	    strcmp(payload->name, "fields") == 0 && (t = prov_find(from_bare)) &&
-	    strcmp(to_bare, t->owner) != 0 && strcmp(to_bare, from_bare) != 0) {
-		prov_domain_of(to, dom);
-		prov_filter_response(payload, t, to_bare, dom);
-	}
+	if (kind != STANZA_MESSAGE || !prov.enabled || !(t = prov_find(from_bare)) ||
+	    strcmp(to_bare, t->owner) == 0 || strcmp(to_bare, from_bare) == 0)
+		return false;
+	prov_domain_of(to, dom);
+	for (struct xml_node *ch = payload; ch; ch = xml_next_element(ch))
+		if (strcmp(ch->ns, NS_IOT_SENSORDATA) == 0 && strcmp(ch->name, "fields") == 0)
+			prov_filter_response(ch, t, to_bare, dom);
 	return false;
 }
 

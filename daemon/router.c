@@ -92,14 +92,29 @@ static void router_bounce_remote(struct worker *w, const struct xml_node *st,
 	struct jid sender, self;
 	const char *to;
 
-	if (!from || jid_parse(&sender, from, strlen(from)) < 0 ||
-	    s2s_domain_is_local(w, sender.buf + sender.domain_off, sender.domain_len))
+	bool local;
+
+	if (!from || jid_parse(&sender, from, strlen(from)) < 0)
+		return;
+	local = s2s_domain_is_local(w, sender.buf + sender.domain_off, sender.domain_len);
+	/*
+	 * A local sender without a session of that JID: only a bare JID (the
+	 * sender of a subscription request, RFC 6121 3.1.2) gets the error,
+	 * through the router, at its available resources.
+	 */
+	if (local && (jid_has_resource(&sender) || !jid_has_local(&sender) ||
+		      service_for(w->srv->cfg, &sender) ||
+		      s2s_domain_is_component(w, sender.buf + sender.domain_off, sender.domain_len)))
 		return;
 	mark = arena_mark(&w->tmp);
 	r = stanza_error_reply(&w->tmp, st, w->srv->cfg->domain, condition, NULL);
 	to = r ? xml_attr_get(r, "from") : NULL;
-	if (to && jid_parse(&self, to, strlen(to)) == 0)
-		s2s_route(w, NULL, r, &self, &sender);
+	if (to && jid_parse(&self, to, strlen(to)) == 0) {
+		if (local)
+			router_route_w(w, NULL, r, &self, &sender);
+		else
+			s2s_route(w, NULL, r, &self, &sender);	/* back to its server or component */
+	}
 	arena_rewind(&w->tmp, mark);
 }
 

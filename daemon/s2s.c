@@ -46,7 +46,8 @@ bool s2s_listener_kind(int kind)
 int s2s_dialback_key(const unsigned char *secret, size_t secret_len, const char *receiving,
 		     const char *originating, const char *stream_id, char out[65])
 {
-	unsigned char hkey[SHA256_DIGEST_LENGTH], mac[EVP_MAX_MD_SIZE];
+	unsigned char digest[SHA256_DIGEST_LENGTH], mac[EVP_MAX_MD_SIZE];
+	char hkey[2 * SHA256_DIGEST_LENGTH + 1];
 	unsigned int mac_len = 0;
 	char *msg;
 	int n;
@@ -57,10 +58,13 @@ int s2s_dialback_key(const unsigned char *secret, size_t secret_len, const char 
 	n = asprintf(&msg, "%s %s %s", receiving, originating, stream_id);
 	if (n < 0)
 		return -ENOMEM;
-	/* XEP-0185: the HMAC key is the SHA-256 of the secret. */
-	SHA256(secret, secret_len, hkey);
-	if (!HMAC(EVP_sha256(), hkey, sizeof(hkey), (unsigned char *)msg, (size_t)n, mac, &mac_len) ||
-	    mac_len != 32) {
+	/* XEP-0185: the HMAC key is the SHA-256 of the secret, in hex (as its example has it). */
+	SHA256(secret, secret_len, digest);
+	for (unsigned i = 0; i < sizeof(digest); i++)
+		snprintf(hkey + 2 * i, 3, "%02x", digest[i]);
+	OPENSSL_cleanse(digest, sizeof(digest));
+	if (!HMAC(EVP_sha256(), hkey, 2 * SHA256_DIGEST_LENGTH, (unsigned char *)msg, (size_t)n, mac,
+		  &mac_len) || mac_len != 32) {
 		free(msg);
 		OPENSSL_cleanse(hkey, sizeof(hkey));
 		return -EINVAL;
@@ -72,6 +76,12 @@ int s2s_dialback_key(const unsigned char *secret, size_t secret_len, const char 
 	return 0;
 }
 
+/*
+ * XEP-0114 section 3: SHA-1 over the stream id followed by the secret.
+ * The length is checked first (a wrong length is not a timing secret);
+ * the comparison of the hex digests is constant-time, and the lowercase
+ * copy lets a component send uppercase hex as some libraries do.
+ */
 bool s2s_component_handshake_ok(const char *stream_id, const char *secret, const char *given)
 {
 	unsigned char digest[SHA_DIGEST_LENGTH];
@@ -113,6 +123,11 @@ static const char *s2s_split_entry(const char *entry, char *domain, size_t domai
 	return eq + 1;
 }
 
+/*
+ * The host table entry syntax. Only IP literals are accepted (a name would
+ * need the resolver at startup, and the table exists for networks where
+ * DNS does not answer); "tls:" marks a Direct TLS port (XEP-0368).
+ */
 int s2s_host_parse(const char *entry, char *domain, size_t domain_size,
 		   struct sockaddr_storage *addr, unsigned *addrlen, bool *direct_tls)
 {
@@ -131,6 +146,7 @@ int s2s_host_parse(const char *entry, char *domain, size_t domain_size,
 	return 0;
 }
 
+/* The secret is everything after the first '=': it may contain '=' itself. */
 int s2s_component_parse(const char *entry, char *domain, size_t domain_size,
 			const char **secret)
 {
@@ -154,6 +170,11 @@ static int s2s_auth_parse(const char *v, bool *verified_only)
 	return 0;
 }
 
+/*
+ * Called by config_validate() after every source was applied: the first
+ * bad value prints one line (never a component secret) and fails startup
+ * with status 2, like every other bad key.
+ */
 int config_validate_s2s(struct config *cfg)
 {
 	static const struct {
@@ -276,6 +297,10 @@ int s2s_server_init(struct server *srv)
 	return 0;
 }
 
+/*
+ * The resolver posts completions into worker inboxes: it must stop before
+ * the workers drain and destroy them (main.c).
+ */
 void s2s_server_stop(struct server *srv)
 {
 	if (srv->s2s) {
@@ -284,6 +309,7 @@ void s2s_server_stop(struct server *srv)
 	}
 }
 
+/* After the workers: the contexts may still be referenced by connections until then. */
 void s2s_server_free(struct server *srv)
 {
 	struct s2s_server *ss = srv->s2s;
@@ -313,6 +339,11 @@ void s2s_new_stream_id(struct conn *c)
 	c->stream_id[sizeof(rnd)] = '\0';
 }
 
+/*
+ * Our stream header. Server streams declare the dialback prefix (db:),
+ * which older peers look for instead of the stream feature. Only the
+ * receiving side sends an id; XEP-0114 headers carry no version.
+ */
 void s2s_send_header(struct conn *c, const char *ns, const char *from, const char *to,
 		     bool version)
 {
@@ -354,6 +385,11 @@ static const char *s2s_kind_name(const struct conn *c)
 	return c->kind == CONN_S2S_IN ? "s2s-in" : c->kind == CONN_S2S_OUT ? "s2s-out" : "component";
 }
 
+/*
+ * RFC 6120 4.9: for every stream kind here. Our outbound streams always
+ * sent their header before anything can fail at the XML level, except
+ * during Direct TLS, where there is no stream yet: then we just close.
+ */
 void s2s_stream_error(struct conn *c, const char *condition, const char *text)
 {
 	struct strbuf *b = &c->w->scratch;
@@ -389,6 +425,7 @@ void s2s_stream_error(struct conn *c, const char *condition, const char *text)
 	conn_close(c, c->close_reason ? c->close_reason : CONN_CLOSE_ERROR);
 }
 
+/* The peer's </stream:stream> or close_notify: answer in kind, then close. */
 void s2s_stream_closed_by_peer(struct conn *c)
 {
 	if (c->closing)
@@ -462,6 +499,11 @@ void s2s_deadline(struct conn *c)
 		component_deadline(c);
 }
 
+/*
+ * Frees conn->s2s. Normally s2s_closing() ran first and detached the
+ * link; at worker teardown connections are freed without closing, so the
+ * link pointer is cleared here too (the link itself goes with the worker).
+ */
 void s2s_conn_free(struct conn *c)
 {
 	struct s2s_conn *sc = c->s2s;
@@ -481,6 +523,11 @@ void s2s_conn_free(struct conn *c)
 	c->s2s = NULL;
 }
 
+/*
+ * conn_start_tls() calls this for our kinds: inbound streams are the TLS
+ * server (Direct TLS port: ALPN xmpp-server required when offered), our
+ * links the client, whose ClientHello goes out at once (it speaks first).
+ */
 struct tls_conn *s2s_tls_conn_new(struct conn *c, tls_sink_fn sink)
 {
 	struct s2s_server *ss = s2s_srv(c->w);
@@ -500,6 +547,7 @@ struct tls_conn *s2s_tls_conn_new(struct conn *c, tls_sink_fn sink)
 	return tls_conn_new(c->direct_tls ? ss->tls_in_direct : ss->tls_in, sink, c);
 }
 
+/* Worker teardown: links go without bouncing (the sessions are gone already). */
 void s2s_worker_destroy(struct worker *w)
 {
 	struct s2s_worker *sw = w->s2s;
@@ -654,7 +702,7 @@ static const char *s2s_jid_domain(const char *jid, size_t len, size_t *dlen)
 }
 
 /* Subscription requests and answers (RFC 6121 3): bounced like other stanzas. */
-static bool s2s_presence_bounces(const struct xml_node *st)
+bool s2s_presence_bounces(const struct xml_node *st)
 {
 	const char *type = stanza_type(st);
 
@@ -662,6 +710,13 @@ static bool s2s_presence_bounces(const struct xml_node *st)
 	       strcmp(type, "unsubscribe") == 0 || strcmp(type, "unsubscribed") == 0;
 }
 
+/*
+ * Serializes the stanza once into the worker's scratch buffer and hands
+ * the bytes to the link: straight out when it is ready, into its queue
+ * otherwise. The link is started only after the first stanza is queued,
+ * because a start can fail at once and bounce the queue, which needs the
+ * scratch buffer for the errors.
+ */
 void s2s_route(struct worker *w, struct conn *src, struct xml_node *st, const struct jid *from,
 	       const struct jid *to)
 {
@@ -707,6 +762,11 @@ void s2s_route(struct worker *w, struct conn *src, struct xml_node *st, const st
 		s2s_out_start(l);	/* may fail at once and bounce what it queued */
 }
 
+/*
+ * Fan-out copies arrive serialized already (fanout_render): no tree, no
+ * second serialization. Full queues and unreachable domains drop the
+ * copy silently: presence is state, and the next broadcast replaces it.
+ */
 void s2s_send_prepared(struct worker *w, const char *from_domain, const char *to, size_t to_len,
 		       const char *data, size_t len)
 {

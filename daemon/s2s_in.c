@@ -92,6 +92,11 @@ static int in_add_pair(struct conn *c, const char *remote, const char *local, co
 	return 0;
 }
 
+/*
+ * The 'from' check of s2s_inbound_stanza(): the domain must be one this
+ * stream proved. The 'to' side is checked there against all our domains,
+ * not the pair's: a peer proven to our domain may write to our services.
+ */
 static bool in_peer_ok(struct conn *c, const struct jid *from)
 {
 	const struct s2s_conn *sc = c->s2s;
@@ -115,6 +120,13 @@ static bool in_version_ok(const char *v)
 	return major == 1;
 }
 
+/*
+ * Features for where the stream stands: STARTTLS (required) on a plain
+ * stream; after TLS, EXTERNAL when the certificate proves the domain of
+ * the header's 'from' (XEP-0178 offers it only then) and dialback with
+ * error handling; after SASL, nothing. The certificate verdict is logged
+ * once per stream: it is what operators ask about when peers fail.
+ */
 static void in_send_features(struct conn *c)
 {
 	struct s2s_conn *sc = c->s2s;
@@ -145,6 +157,10 @@ static void in_send_features(struct conn *c)
 	conn_send_str(c, "</stream:features>");
 }
 
+/*
+ * A stream header (at connect, after TLS, after SASL). The 'from' is kept
+ * as the claimed domain; it proves nothing until TLS and SASL or dialback.
+ */
 static bool in_stream_open(void *ctx, const struct xml_node *hdr, const char *default_ns)
 {
 	struct conn *c = ctx;
@@ -205,6 +221,7 @@ static bool in_starttls(struct conn *c)
 	return false;
 }
 
+/* Not a stream error: the peer may fall back to dialback on this stream. */
 static void in_sasl_failure(struct conn *c, const char *condition, const char *who)
 {
 	char q[128];
@@ -293,6 +310,7 @@ static void in_db_error(struct conn *c, const char *el, const char *local, const
 	strbuf_clear(b);
 }
 
+/* <db:result type='valid|invalid'/>: step 4, our answer to the initiating server. */
 static void in_db_result_type(struct conn *c, const char *local, const char *remote,
 			      const char *type)
 {
@@ -377,6 +395,11 @@ out:
 	return true;
 }
 
+/*
+ * Step 3 came back over our link: find the inbound stream by slot,
+ * generation and its stream id (the id the key was made for), and answer
+ * there. An error keeps the stream: the peer may retry or use another pair.
+ */
 void s2s_in_verified(struct worker *w, const struct s2s_verify *v, const char *remote,
 		     const char *local, const char *type)
 {
@@ -522,6 +545,11 @@ void s2s_in_tls_established(struct conn *c)
 	c->s2s->state = IN_HEADER;
 }
 
+/*
+ * Before a domain is proven: the handshake timeout. After: idleness,
+ * checked lazily against the last input (the timer is not moved per
+ * stanza), as for clients.
+ */
 void s2s_in_deadline(struct conn *c)
 {
 	struct s2s_conn *sc = c->s2s;

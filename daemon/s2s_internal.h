@@ -193,19 +193,22 @@ bool s2s_is_local_str(const struct worker *w, const char *domain);
 /* Our stream header for c (per kind), `to` optional; sets header_sent, new id. */
 void s2s_send_header(struct conn *c, const char *ns, const char *from, const char *to,
 		     bool version);
-/* Logs and closes with a stream error (s2s_stream_error) */
+/* A new random stream id in c->stream_id. */
 void s2s_new_stream_id(struct conn *c);
 /* Rewrites jabber:server / jabber:component:accept to jabber:client in a stanza tree. */
 void s2s_ns_to_client(struct xml_node *n, const char *stream_ns);
 /*
  * Checks an inbound stanza's addresses for a stream that proved some
  * domains (peer_ok: the 'from' domain is proven on this stream; the 'to'
- * domain must be ours unless any_to, for components) and routes it. Ends the stream on invalid-from, host-unknown or
- * improper-addressing. Returns false when the stream ended.
+ * domain must be ours unless any_to, for components) and routes it.
+ * Ends the stream on invalid-from, host-unknown or improper-addressing;
+ * returns false when the stream ended.
  */
 bool s2s_inbound_stanza(struct conn *c, struct xml_node *st,
 			bool (*peer_ok)(struct conn *c, const struct jid *from), bool any_to);
 
+/* Whether a presence is a subscription stanza (bounced when undeliverable). */
+bool s2s_presence_bounces(const struct xml_node *st);
 /* The link for a pair, made (and started) when missing. NULL on ENOMEM. */
 struct s2s_link *s2s_link_get(struct worker *w, const char *local, const char *remote);
 /* The link for a pair if one exists. */

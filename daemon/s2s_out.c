@@ -101,6 +101,11 @@ static void s2s_out_flush_verifies(struct s2s_link *l)
 			s2s_out_send_verify(c, l, v);
 }
 
+/*
+ * Takes v (freed when answered or when the link goes). A link made only
+ * for verification is started here; it authenticates itself too, which
+ * costs one round trip and lets it carry our stanzas later.
+ */
 void s2s_out_verify(struct s2s_link *l, struct s2s_verify *v)
 {
 	v->next = l->verifies;
@@ -111,6 +116,11 @@ void s2s_out_verify(struct s2s_link *l, struct s2s_verify *v)
 		s2s_out_start(l);
 }
 
+/*
+ * Ready: straight onto the stream, no copy beyond the output queue's.
+ * Otherwise one malloc'd item per stanza, bounded by count and bytes:
+ * only stanzas for a link that is coming up pay for it.
+ */
 int s2s_out_send(struct s2s_link *l, const char *data, size_t len)
 {
 	const struct config *cfg = cfg_of(l);
@@ -156,7 +166,8 @@ static void s2s_out_bounce_queue(struct s2s_link *l, const char *condition)
 		if (condition && !w->draining) {
 			struct xml_node *st = stored_xml_parse(w->xml, &a, it->data, it->len);
 
-			if (st)
+			/* Broadcasts and probes are not worth an error each (as before federation). */
+			if (st && (stanza_kind(st) != STANZA_PRESENCE || s2s_presence_bounces(st)))
 				router_bounce_w(w, NULL, st, condition);
 			arena_reset(&a);
 		}
@@ -168,6 +179,12 @@ static void s2s_out_bounce_queue(struct s2s_link *l, const char *condition)
 	l->q_bytes = 0;
 }
 
+/*
+ * Unlinks and frees l: its connection (closed if still open), its
+ * pending verifications (their inbound streams get an error), its queue
+ * (bounced with condition, or dropped when NULL or shutting down). Safe
+ * from the connection's own close path: the connection is detached first.
+ */
 void s2s_link_free(struct s2s_link *l, const char *condition)
 {
 	struct worker *w = l->w;
@@ -300,11 +317,12 @@ static void s2s_out_resolved(struct storage_req *req)
 	struct s2s_dns_req *dr = (struct s2s_dns_req *)req;
 	struct s2s_link *l = req->arg;
 
+	if (l)
+		l->dns = NULL;
 	if (!l || l->w->draining) {
-		free(dr);
+		free(dr);	/* shutting down: the link goes with the worker */
 		return;
 	}
-	l->dns = NULL;
 	memcpy(l->addrs, dr->addrs, sizeof(l->addrs));
 	l->naddrs = dr->naddrs;
 	free(dr);
@@ -317,6 +335,11 @@ static void s2s_out_resolved(struct storage_req *req)
 	s2s_out_next(l, false);
 }
 
+/*
+ * The static host table wins over DNS (every entry for the domain, in
+ * order); otherwise the resolver thread is asked and s2s_out_resolved()
+ * continues. May fail at once (out of memory), freeing l.
+ */
 void s2s_out_start(struct s2s_link *l)
 {
 	struct s2s_server *ss = s2s_srv(l->w);
@@ -346,6 +369,7 @@ void s2s_out_start(struct s2s_link *l)
 	s2s_resolver_submit(ss->resolver, dr);
 }
 
+/* TCP is up: Direct TLS starts at once; STARTTLS streams begin with our header. */
 void s2s_out_connected(struct conn *c, int res)
 {
 	struct s2s_conn *sc = c->s2s;
@@ -371,6 +395,12 @@ void s2s_out_connected(struct conn *c, int res)
 	sc->state = OUT_HEADER;
 }
 
+/*
+ * TLS is up: the peer's certificate is checked for the remote domain
+ * (SNI named it). s2s_auth = verified ends the attempt when it does not
+ * prove the domain; otherwise dialback will speak for us, and DNS (or the
+ * host table) for them, as XEP-0220 assumes.
+ */
 void s2s_out_tls_established(struct conn *c)
 {
 	struct s2s_conn *sc = c->s2s;
@@ -389,6 +419,11 @@ void s2s_out_tls_established(struct conn *c)
 	sc->state = OUT_HEADER;
 }
 
+/*
+ * Connect and handshake deadlines end the attempt (the close path tries
+ * the next address, or bounces with remote-server-timeout); on a ready
+ * link the deadline checks idleness since the last stanza sent.
+ */
 void s2s_out_deadline(struct conn *c)
 {
 	struct s2s_conn *sc = c->s2s;
@@ -414,6 +449,11 @@ void s2s_out_deadline(struct conn *c)
 	conn_close(c, CONN_CLOSE_TIMEOUT);
 }
 
+/*
+ * The link's connection ends. A ready link is dropped (the next stanza
+ * builds a new one); one still coming up tries its next address, and
+ * fails when there is none.
+ */
 void s2s_out_closing(struct conn *c)
 {
 	struct s2s_conn *sc = c->s2s;
@@ -529,6 +569,12 @@ static bool out_offers_external(struct conn *c, const struct xml_node *features)
 	return false;
 }
 
+/*
+ * The peer's features: STARTTLS first (we refuse to go on in the clear);
+ * after TLS, SASL EXTERNAL when offered (our certificate convinced them),
+ * else dialback; after SASL success the link is ready. The first secure
+ * features also release the verifications waiting for this link.
+ */
 static bool out_features(struct conn *c, struct xml_node *el)
 {
 	struct s2s_conn *sc = c->s2s;
@@ -574,6 +620,11 @@ static bool out_features(struct conn *c, struct xml_node *el)
 	return ok;
 }
 
+/*
+ * <proceed/>: the client side of TLS starts (ClientHello queued by
+ * conn_start_tls), and the parser restarts after this element so the
+ * peer's next header is a new document.
+ */
 static bool out_proceed(struct conn *c)
 {
 	if (c->s2s->state != OUT_STARTTLS || c->tls) {
@@ -590,6 +641,7 @@ static bool out_proceed(struct conn *c)
 	return false;
 }
 
+/* RFC 6120 6.4.5: on failure, dialback is the fallback when the peer offered it. */
 static bool out_sasl_result(struct conn *c, struct xml_node *el)
 {
 	struct s2s_conn *sc = c->s2s;
@@ -663,6 +715,7 @@ static bool out_db_verify(struct conn *c, struct xml_node *el)
 	return true;
 }
 
+/* What the peer sends on our link: negotiation, dialback answers, errors. */
 static bool out_stanza(void *ctx, struct xml_node *el)
 {
 	struct conn *c = ctx;

@@ -170,13 +170,12 @@ static void external_candidates(struct external_req *er, const struct tls_peer_c
 {
 	for (unsigned i = 0; i < pc->njids && er->ncands < TLS_PEER_JIDS_MAX; i++) {
 		char *out = er->cands[er->ncands];
+		bool dup = false;
 
 		if (external_local_at(j, pc->jids[i], strlen(pc->jids[i]), domain, out,
 				      sizeof(er->cands[0])) < 0)
 			continue;
 		/* A certificate naming one JID twice still names one account. */
-		bool dup = false;
-
 		for (size_t k = 0; k < er->ncands; k++)
 			dup = dup || strcmp(er->cands[k], out) == 0;
 		if (!dup)

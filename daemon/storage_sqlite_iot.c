@@ -78,6 +78,22 @@ static const char sql_load_things[] =
 	" AND node_id = '' AND source_id = '' AND cache_type = ''";
 static const char sql_load_rules[] =
 	"SELECT id, thing, kind, scope, remote, nodes, result, partial FROM iot_rules ORDER BY id";
+static const char sql_rules_of[] =
+	"SELECT id, thing, kind, scope, remote, nodes, result, partial FROM iot_rules"
+	" WHERE thing = ?1 ORDER BY id";
+static const char sql_claim_of[] =
+	"SELECT owner, clear_cache FROM iot_things WHERE jid = ?1 AND node_id = '' AND"
+	" source_id = '' AND cache_type = '' AND owner IS NOT NULL";
+/* Fleet enrollment's table (device.h), if this schema has it. */
+static const char sql_has_devices[] =
+	"SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'devices'";
+static const char sql_load_enrolled[] =
+	"SELECT d.jid, d.owner FROM devices d WHERE d.owner IS NOT NULL AND d.owner <> ''"
+	" AND d.owner <> d.jid AND NOT EXISTS (SELECT 1 FROM iot_things t WHERE t.jid = d.jid"
+	" AND t.node_id = '' AND t.source_id = '' AND t.cache_type = '' AND t.owner IS NOT NULL)";
+static const char sql_enrolled_of[] =
+	"SELECT owner FROM devices WHERE jid = ?1 AND owner IS NOT NULL AND owner <> ''"
+	" AND owner <> jid";
 
 /* Copies a text column into out (truncated to its size; NULL gives ""). */
 static void iot_col_copy(sqlite3_stmt *s, int col, char *out, size_t out_size)
@@ -552,25 +568,47 @@ int iot_db_clear_cache(struct storage *st, const char *thing, bool pending)
 	return storage_sqlite_exec(st, "iot_clear_cache", s);
 }
 
-int iot_db_load(struct storage *st,
-		int (*thing_fn)(void *arg, const char *jid, const char *owner, bool clear_cache),
-		int (*rule_fn)(void *arg, const char *thing, struct iot_rule *r), void *arg)
+/* Whether the devices table of fleet enrollment exists. 1, 0 or -errno. */
+static int iot_has_devices(struct storage *st)
 {
-	sqlite3_stmt *s = storage_sqlite_stmt(st, sql_load_things);
+	sqlite3_stmt *s = storage_sqlite_stmt(st, sql_has_devices);
+	int rc;
+
+	if (!s)
+		return -EIO;
+	rc = sqlite3_step(s);
+	storage_sqlite_release(s);
+	if (rc == SQLITE_ROW)
+		return 1;
+	return rc == SQLITE_DONE ? 0 : storage_sqlite_error(st, "iot_has_devices", rc);
+}
+
+/* Runs a (jid, owner[, clear_cache]) query and calls thing_fn per row. */
+static int iot_load_owners(struct storage *st, const char *sql, const char *op,
+			   int (*thing_fn)(void *arg, const char *jid, const char *owner,
+					   bool clear_cache), void *arg)
+{
+	sqlite3_stmt *s = storage_sqlite_stmt(st, sql);
 	int rc = SQLITE_DONE, ret = 0;
 
 	if (!s)
 		return -EIO;
 	while (ret == 0 && (rc = sqlite3_step(s)) == SQLITE_ROW)
-		ret = thing_fn(arg, iot_col(s, 0), iot_col(s, 1), sqlite3_column_int(s, 2) != 0);
+		ret = thing_fn(arg, iot_col(s, 0), iot_col(s, 1), sqlite3_column_count(s) > 2 &&
+			       sqlite3_column_int(s, 2) != 0);
 	if (ret == 0 && rc != SQLITE_DONE)
-		ret = storage_sqlite_error(st, "iot_load_things", rc);
+		ret = storage_sqlite_error(st, op, rc);
 	storage_sqlite_release(s);
-	if (ret < 0)
-		return ret;
-	s = storage_sqlite_stmt(st, sql_load_rules);
-	if (!s)
-		return -EIO;
+	return ret;
+}
+
+/* Rules from a prepared query, oldest first, to rule_fn. */
+static int iot_rules_walk(struct storage *st, sqlite3_stmt *s,
+			  int (*rule_fn)(void *arg, const char *thing, struct iot_rule *r),
+			  void *arg)
+{
+	int rc = SQLITE_DONE, ret = 0;
+
 	while (ret == 0 && (rc = sqlite3_step(s)) == SQLITE_ROW) {
 		int kind = iot_kind_parse(iot_col(s, 2)), range = iot_range_parse(iot_col(s, 3));
 		struct iot_rule *r;
@@ -593,4 +631,71 @@ int iot_db_load(struct storage *st,
 		ret = storage_sqlite_error(st, "iot_load_rules", rc);
 	storage_sqlite_release(s);
 	return ret;
+}
+
+int iot_db_load(struct storage *st,
+		int (*thing_fn)(void *arg, const char *jid, const char *owner, bool clear_cache),
+		int (*rule_fn)(void *arg, const char *thing, struct iot_rule *r), void *arg)
+{
+	sqlite3_stmt *s;
+	int ret;
+
+	ret = iot_load_owners(st, sql_load_things, "iot_load_things", thing_fn, arg);
+	if (ret == 0)
+		ret = iot_has_devices(st);
+	if (ret == 1)
+		ret = iot_load_owners(st, sql_load_enrolled, "iot_load_enrolled", thing_fn, arg);
+	if (ret < 0)
+		return ret;
+	s = storage_sqlite_stmt(st, sql_load_rules);
+	return s ? iot_rules_walk(st, s, rule_fn, arg) : -EIO;
+}
+
+int iot_db_thing_load(struct storage *st, const char *jid, char *owner, size_t owner_size,
+		      bool *clear_cache,
+		      int (*rule_fn)(void *arg, const char *thing, struct iot_rule *r), void *arg)
+{
+	sqlite3_stmt *s = storage_sqlite_stmt(st, sql_claim_of);
+	int rc, ret;
+
+	owner[0] = '\0';
+	*clear_cache = false;
+	if (!s)
+		return -EIO;
+	sqlite3_bind_text(s, 1, jid, -1, SQLITE_STATIC);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		/* Claimed by itself (self-owned): not provisioned, whatever enrollment says. */
+		iot_col_copy(s, 0, owner, owner_size);
+		if (strcmp(owner, jid) == 0)
+			owner[0] = '\0';
+		*clear_cache = sqlite3_column_int(s, 1) != 0;
+	}
+	storage_sqlite_release(s);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		return storage_sqlite_error(st, "iot_claim_of", rc);
+	if (rc == SQLITE_DONE) {
+		ret = iot_has_devices(st);
+		if (ret < 0)
+			return ret;
+		s = ret ? storage_sqlite_stmt(st, sql_enrolled_of) : NULL;
+		if (ret && !s)
+			return -EIO;
+		if (s) {
+			sqlite3_bind_text(s, 1, jid, -1, SQLITE_STATIC);
+			rc = sqlite3_step(s);
+			if (rc == SQLITE_ROW)
+				iot_col_copy(s, 0, owner, owner_size);
+			storage_sqlite_release(s);
+			if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+				return storage_sqlite_error(st, "iot_enrolled_of", rc);
+		}
+	}
+	if (!owner[0])
+		return 0;
+	s = storage_sqlite_stmt(st, sql_rules_of);
+	if (!s)
+		return -EIO;
+	sqlite3_bind_text(s, 1, jid, -1, SQLITE_STATIC);
+	return iot_rules_walk(st, s, rule_fn, arg);
 }

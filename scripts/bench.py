@@ -260,7 +260,12 @@ class Server:
                 "--listen-c2s", "%s:%d" % (self.host, self.port),
                 "--listen-c2s-tls", "%s:%d" % (self.host, self.tls_port) if tls else "off",
                 "--require-tls", "no", "--registration", "closed",
-                "--log-level", opts.server_log_level, "--workers", "1"] + opts.server_arg
+                "--log-level", opts.server_log_level, "--workers", "1",
+                # Thousands of clients from one address at line rate: the
+                # abuse limits (per-address, per-session rates) would see an
+                # attack. A later --server-arg may set them again.
+                "--max-preauth-per-ip", "0", "--session-stanza-rate", "0",
+                "--session-byte-rate", "0"] + opts.server_arg
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(pinned(opts.server_cpus, argv), stdin=subprocess.DEVNULL,
                                      stdout=self._log, stderr=subprocess.STDOUT)

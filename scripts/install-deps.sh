@@ -20,6 +20,11 @@ libnl-3-dev libnl-genl-3-dev"
 # Tests: cmocka for C units, pytest + slixmpp (a real client) for
 # integration, sqlite3 CLI to inspect the store in tests.
 TEST_PKGS="libcmocka-dev python3 python3-pytest python3-slixmpp sqlite3"
+# Federation interop (tests/integration/test_federation_prosody.py): prosody as
+# a real peer server, lua-unbound so it resolves the test's domain from a
+# hosts file and a local SRV record. Its system service is stopped and
+# disabled right after we install it (it would hold ports 5222 and 5269).
+FED_PKGS="prosody lua-unbound"
 # Fuzzing (tests/fuzz): clang with libFuzzer and the sanitizer runtimes,
 # llvm-symbolizer for readable stack traces.
 FUZZ_PKGS="clang libclang-rt-14-dev llvm"
@@ -61,7 +66,7 @@ ws_client() {
 ws_client
 
 missing=""
-for p in $BUILD_PKGS $TEST_PKGS $FUZZ_PKGS $LAB_PKGS $PACKAGE_PKGS $EXTRA_PKGS; do
+for p in $BUILD_PKGS $TEST_PKGS $FED_PKGS $FUZZ_PKGS $LAB_PKGS $PACKAGE_PKGS $EXTRA_PKGS; do
 	status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
 	case "$status" in
 	*" installed") ;;
@@ -88,3 +93,12 @@ if ! apt-get install -y -q --no-install-recommends $missing >/tmp/stanzad-apt.lo
 		exit 1
 	fi
 fi
+# The tests start their own prosody; the packaged daemon must not hold the ports.
+case " $missing " in
+*" prosody "*)
+	if command -v systemctl >/dev/null 2>&1; then
+		systemctl disable --now prosody >/dev/null 2>&1 || true
+	fi
+	[ -x /etc/init.d/prosody ] && /etc/init.d/prosody stop >/dev/null 2>&1 || true
+	;;
+esac

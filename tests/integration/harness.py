@@ -120,9 +120,11 @@ class StanzadServer:
         if not os.access(STANZAD, os.X_OK):
             raise ServerError("no daemon binary at %s (run make first)" % STANZAD)
         last = None
-        for _attempt in range(1 if keep_ports else 3):  # a port may be taken meanwhile
+        for _attempt in range(3):  # a port may be taken meanwhile
             if not keep_ports:
                 self.c2s_port, self.tls_port, self.http_port = free_ports(3)
+            elif _attempt:
+                time.sleep(0.5)  # a killed daemon's sockets may take a moment to go
             self._log = open(self.log_path, "ab")
             # STANZAD_WRAPPER (debugging only), e.g. "valgrind -q" or
             # "gdb -q -batch -ex run -ex bt --args".

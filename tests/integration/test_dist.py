@@ -1,6 +1,6 @@
 """What the package ships stays true to the daemon: the default
-configuration (dist/stanzad.conf), the man pages (man/*.scd) and the
-systemd unit (dist/stanzad.service.in).
+configuration (daemon/dist/stanzad.conf), the man pages (daemon/man/*.scd) and the
+systemd unit (daemon/dist/stanzad.service.in).
 
 The key list comes from `stanzad --help`, which prints the option table
 of daemon/config.c: a key added there without a line in the default
@@ -15,9 +15,9 @@ import pytest
 
 from harness import REPO, STANZAD, STANZACTL, StanzadServer, free_ports
 
-CONF = os.path.join(REPO, "dist", "stanzad.conf")
-UNIT_IN = os.path.join(REPO, "dist", "stanzad.service.in")
-MAN = os.path.join(REPO, "man")
+CONF = os.path.join(REPO, "daemon", "dist", "stanzad.conf")
+UNIT_IN = os.path.join(REPO, "daemon", "dist", "stanzad.service.in")
+MAN = os.path.join(REPO, "daemon", "man")
 # A setting line of the default configuration: "#key = value", no space
 # after the '#' (prose comments have one).
 SETTING = re.compile(r"^#([a-z][a-z0-9_]*) = (.*)$", re.M)
@@ -41,9 +41,9 @@ def conf_settings():
 def test_default_config_lists_every_key():
     listed = {k for k, _ in conf_settings()}
     missing = sorted(set(help_keys()) - listed)
-    assert not missing, "keys missing from dist/stanzad.conf: %s" % missing
+    assert not missing, "keys missing from daemon/dist/stanzad.conf: %s" % missing
     unknown = sorted(listed - set(help_keys()))
-    assert not unknown, "dist/stanzad.conf names keys the daemon does not know: %s" % unknown
+    assert not unknown, "daemon/dist/stanzad.conf names keys the daemon does not know: %s" % unknown
 
 
 def test_default_config_shows_the_built_in_defaults():
@@ -51,7 +51,8 @@ def test_default_config_shows_the_built_in_defaults():
     wrong = []
     for key, value in conf_settings():
         m = re.search(r"\(default ([^ ;:)]+)\)", help_keys().get(key, ""))
-        if m and m.group(1) not in ("none",) and m.group(1) != value:
+        # "none" and paths under STATE_DIR are words for what has no literal value.
+        if m and m.group(1) != "none" and "STATE_DIR" not in m.group(1) and m.group(1) != value:
             wrong.append("%s: file says %r, --help says %r" % (key, value, m.group(1)))
     assert not wrong, "\n".join(wrong)
 
@@ -62,9 +63,27 @@ def test_default_config_changes_nothing_until_edited():
         assert not s or s.startswith("#"), "an active line in the default config: %r" % line
 
 
+def write_crl(path, cert_path, key_path):
+    """An empty CRL signed by the test certificate (python3-cryptography)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+
+    ca = x509.load_pem_x509_certificate(open(cert_path, "rb").read())
+    key = serialization.load_pem_private_key(open(key_path, "rb").read(), None)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    crl = (x509.CertificateRevocationListBuilder().issuer_name(ca.subject)
+           .last_update(now).next_update(now + datetime.timedelta(days=1))
+           .sign(key, hashes.SHA256()))
+    path.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+
+
 def test_every_setting_uncommented_is_accepted(make_server, tmp_path):
-    """The file with every line uncommented (cert/key pointed at a real
-    pair) is a configuration the daemon starts with."""
+    """The file with every line uncommented is a configuration the daemon
+    starts with. Files the examples name are made real (cert/key, a client
+    CA and its CRL), and paths in /var/lib/stanzad move to a temporary
+    directory."""
     key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
                     "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=localhost", "-days", "2",
@@ -72,6 +91,11 @@ def test_every_setting_uncommented_is_accepted(make_server, tmp_path):
     text = SETTING.sub(r"\1 = \2", open(CONF).read())
     text = re.sub(r"^cert = .*$", "cert = %s" % cert, text, flags=re.M)
     text = re.sub(r"^key = .*$", "key = %s" % key, text, flags=re.M)
+    text = re.sub(r"^(client_ca|s2s_ca) = .*$", r"\1 = %s" % cert, text, flags=re.M)
+    crl = tmp_path / "client.crl"
+    write_crl(crl, cert, key)
+    text = re.sub(r"^client_crl = .*$", "client_crl = %s" % crl, text, flags=re.M)
+    text = text.replace("= /var/lib/stanzad/", "= %s/" % tmp_path)
     conf = tmp_path / "all.conf"
     conf.write_text(text)
     https, = free_ports(1)
@@ -84,7 +108,7 @@ def test_every_setting_uncommented_is_accepted(make_server, tmp_path):
 def test_config_man_page_documents_every_key():
     text = open(os.path.join(MAN, "stanzad.conf.5.scd")).read()
     missing = [k for k in help_keys() if "*%s*" % k not in text]
-    assert not missing, "keys missing from man/stanzad.conf.5.scd: %s" % missing
+    assert not missing, "keys missing from daemon/man/stanzad.conf.5.scd: %s" % missing
 
 
 def stanzactl_commands():
@@ -116,7 +140,7 @@ def test_stanzactl_man_page_documents_every_command():
     text = open(os.path.join(MAN, "stanzactl.8.scd")).read()
     flat = re.sub(r"[*_]", "", text)
     missing = sorted(c for c in stanzactl_commands() if c not in flat)
-    assert not missing, "stanzactl commands missing from man/stanzactl.8.scd: %s" % missing
+    assert not missing, "stanzactl commands missing from daemon/man/stanzactl.8.scd: %s" % missing
 
 
 @pytest.mark.skipif(not shutil.which("scdoc"), reason="scdoc is not installed")

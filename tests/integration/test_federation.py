@@ -65,10 +65,14 @@ class FClient:
 
     def __init__(self, server, domain, user=None, password="secret-pw", presence=True):
         self.user = user or uniq("fed")
-        server.add_user(self.user, password)
+        if not user:
+            server.add_user(self.user, password)
         self.s, self.full = fed_login(server, self.user, password, domain)
         self.bare = self.full.split("/", 1)[0]
         self.buffer = []
+        # Interested in roster pushes (RFC 6121 2.1.6), as real clients are.
+        self.send("<iq type='get' id='roster0'><query xmlns='%s'/></iq>" % NS_ROSTER)
+        self.wait(lambda e: e.get("id") == "roster0", what="roster")
         if presence:
             self.send("<presence/>")
             self.wait(lambda e: e.tag == q(NS_CLIENT, "presence") and e.get("from") == self.full,
@@ -430,9 +434,10 @@ class Peer:
 
 
 def test_inbound_stream_checks(make_server, ca):
-    (port,) = free_ports(1)
+    port, closed = free_ports(2)
+    # gamma.test's answers go nowhere (nothing listens): we only see them leave.
     a = make_server("--domain", A_DOM, "--listen-s2s", "127.0.0.1:%d" % port,
-                    *cert_args(ca, A_DOM))
+                    "--s2s-host", "gamma.test=127.0.0.1:%d" % closed, *cert_args(ca, A_DOM))
     # A stream to a domain alpha does not serve.
     p = Peer(port, "elsewhere.test", "gamma.test")
     assert p.r.stream_error() == "host-unknown"
@@ -478,7 +483,7 @@ def test_inbound_stream_checks(make_server, ca):
     p = authenticated()
     p.r.send("<iq from='x@gamma.test/r' to='%s' type='get' id='g1'><ping xmlns='%s'/></iq>" %
              (A_DOM, NS_PING))
-    a.wait_log(r"s2s\.connect .*local=alpha\.test remote=gamma\.test")
+    a.wait_log(r"s2s\.link_failed local=alpha\.test remote=gamma\.test")
     p.close()
     # A certificate for another name does not authenticate gamma.test.
     p = Peer(port, A_DOM, "gamma.test")
@@ -602,3 +607,28 @@ def test_bad_federation_flags_are_refused():
     r = subprocess.run([STANZAD, "--state-dir", tempfile.mkdtemp(), "--component", "=topsecret"],
                        capture_output=True, text=True, timeout=10)
     assert r.returncode == 2 and "topsecret" not in r.stderr
+
+
+def test_direct_tls_links(make_server):
+    """XEP-0368: alpha listens for Direct TLS (ALPN xmpp-server), beta reaches
+    it there (host table 'tls:'); beta's answers use its STARTTLS port."""
+    pa, pb = free_ports(2)
+    a = make_server("--domain", A_DOM, "--listen-s2s-tls", "127.0.0.1:%d" % pa,
+                    "--s2s-host", "%s=127.0.0.1:%d" % (B_DOM, pb))
+    b = make_server("--domain", B_DOM, "--listen-s2s", "127.0.0.1:%d" % pb,
+                    "--s2s-host", "%s=tls:127.0.0.1:%d" % (A_DOM, pa))
+    bob = FClient(b, B_DOM)
+    alice = FClient(a, A_DOM)
+    bob.send("<message to='%s' type='chat'><body>over direct tls</body></message>" % alice.bare)
+    alice.message(frm=bob.full, body="over direct tls")
+    b.wait_log(r"s2s\.connect .*remote=alpha\.test .*tls=direct")
+    b.wait_log(r"s2s\.link_up .*remote=alpha\.test")
+    # A plain client on the Direct TLS port gets nothing but a failed handshake.
+    r = RawStream(pa)
+    r.send("<?xml version='1.0'?><stream:stream xmlns='jabber:server' "
+           "xmlns:stream='%s' to='%s' version='1.0'>" % (NS_STREAM, A_DOM))
+    with pytest.raises((StreamClosed, TimeoutError, AssertionError)):
+        r.read_header(timeout=3)
+    r.close()
+    alice.close()
+    bob.close()

@@ -5,7 +5,11 @@ offline), rules only the owner may set, rule changes reaching the device
 (clearCache, also after it was offline), things asking the service
 themselves, getDevices and deleteRules, and rules surviving a restart."""
 import asyncio
+import secrets
 
+import pytest
+
+from harness import DOMAIN
 from iotutil import (NS_DISCOVERY, NS_PROV, NS_PROV_OWNER, NS_SENSORDATA, PROVISIONING, Clients,
                      bare, clients, device_events, el, iq_error, next_question,
                      owned_device, partial, q, range_el, readout, send_iq, set_rule, wait_until)
@@ -209,6 +213,35 @@ def test_get_devices_and_delete_rules(server, clients, arun):
         await wait_until(lambda: d1.clear_cache_count > before, what="clearCache after delete")
         assert await iq_error(reader, d1.boundjid.full, "get", el(
             NS_SENSORDATA, "req", {"seqnr": "2", "momentary": "true"})) == "forbidden"
+    arun(go())
+
+
+def test_enrolled_owner_provisions_the_device(server, clients, arun, tmp_path):
+    """A device enrolled with an owner (stanzactl device import, while the
+    server runs) is provisioned for that owner from its first session."""
+    async def go():
+        owner = await clients.client("owner")
+        stranger = await clients.client("stranger")
+        user = "enr" + secrets.token_hex(4)
+        secret = "s-" + secrets.token_hex(8)
+        csv = tmp_path / "fleet.csv"
+        csv.write_text("jid,credential,tags,owner\n%s@%s,%s,sensor,%s\n" %
+                       (user, DOMAIN, secret, bare(owner)))
+        r = server.stanzactl("device", "import", str(csv))
+        if r.returncode == 2 and "usage" in (r.stderr + r.stdout):
+            pytest.skip("this stanzactl has no device import")
+        assert r.returncode == 0, r.stdout + r.stderr
+        mark = server.log_size()
+        d = await clients.device(user=user, password=secret)
+        # Its first presence has the server look its owner up in the store.
+        await asyncio.get_running_loop().run_in_executor(
+            None, server.wait_log, r"event=provisioning\.enrolled thing=%s" % bare(d), mark)
+        assert await iq_error(stranger, d.boundjid.full, "get", el(
+            NS_SENSORDATA, "req", {"seqnr": "1", "momentary": "true"})) == "forbidden"
+        ask = await next_question(owner, "canRead")
+        assert ask.get("jid") == bare(d)
+        r = await readout(owner, d.boundjid.full, 2, momentary=True)
+        assert "Temperature" in r.fields
     arun(go())
 
 

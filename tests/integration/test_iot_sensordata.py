@@ -231,6 +231,16 @@ def test_forbidden_control_never_reaches_the_device(server, clients, arun):
         m.send()
         back = await next_message(stranger, lambda m: m["type"] == "error", what="an error")
         assert back["error"]["condition"] == "forbidden"
+        # A <set/> behind another IoT element, or in an error message, is refused all the same.
+        m = stranger.make_message(mto=d.boundjid.full)
+        m.append(el(NS_SENSORDATA, "fields", {"seqnr": "1"}))
+        m.append(control_set([("boolean", "Relay", "true")]))
+        m.send()
+        back = await next_message(stranger, lambda m: m["type"] == "error", what="an error")
+        assert back["error"]["condition"] == "forbidden"
+        m = stranger.make_message(mto=d.boundjid.full, mtype="error")
+        m.append(control_set([("boolean", "Relay", "true")]))
+        m.send()
         await asyncio.sleep(0.2)
         assert d.state["Relay"] is False and not device_events(d, "control")
     arun(go())

@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 
 import pytest
@@ -60,7 +61,10 @@ def test_repeats_beyond_the_limit_are_counted_not_written(make_server):
 def test_rate_limit_zero_writes_every_line(make_server):
     srv = make_server("--log-rate-limit", "0")
     burst(srv.c2s_port, 40)
-    srv.wait_log(r"(?s)(event=conn\.close .*){40}")
+    deadline = time.monotonic() + WAIT
+    while count_lines(srv.log_text(), "conn.close") < 43:
+        assert time.monotonic() < deadline, srv.log_tail()
+        time.sleep(0.05)
     text = srv.log_text()
     assert count_lines(text, "conn.open") == 43
     assert "log.suppressed" not in text
@@ -71,7 +75,7 @@ def test_journal_requested_but_absent_falls_back_to_stderr(make_server):
         pytest.skip("this host runs a journal")
     srv = make_server("--log-target", "journal")
     srv.wait_log(r"level=warn event=log\.journal_unavailable socket=/run/systemd/journal/socket")
-    assert "event=server.start " in srv.log_text()
+    srv.wait_log(r"level=info event=server\.start ")
 
 
 def test_bad_log_target_is_a_config_error(tmp_path):
@@ -103,34 +107,53 @@ def namespaces_work():
 
 
 class FakeJournal:
+    """A datagram socket where journald's would be, drained by a thread from
+    the start (the kernel queues only net.unix.max_dgram_qlen datagrams;
+    past that the daemon's send fails and the line goes to stderr)."""
+
     def __init__(self):
         self.dir = tempfile.mkdtemp(prefix="stanzad-journal-")
         os.chmod(self.dir, 0o755)
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(os.path.join(self.dir, "socket"))
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        self.sock.settimeout(0.1)
         self.entries = []
+        self.errors = []
+        self.lock = threading.Lock()
+        self.running = True
+        self.thread = threading.Thread(target=self._drain, daemon=True)
+        self.thread.start()
         self.wrapper = os.path.join(self.dir, "wrap.sh")
         with open(self.wrapper, "w") as f:
             f.write(WRAPPER)
         os.chmod(self.wrapper, 0o755)
 
-    def read(self, timeout=0.2):
-        self.sock.settimeout(timeout)
-        try:
-            while True:
+    def _drain(self):
+        while self.running:
+            try:
                 d = self.sock.recv(65536)
-                self.sock.settimeout(0.05)
-                fields = {}
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            fields = {}
+            try:
+                assert d.endswith(b"\n"), d
                 for line in d.decode().split("\n")[:-1]:
                     k, v = line.split("=", 1)
                     assert re.match(r"^[A-Z0-9_]+$", k) and not k.startswith("_"), k
+                    assert k not in fields, "field %s twice" % k
                     fields[k] = v
-                assert d.endswith(b"\n"), d
+            except (AssertionError, ValueError) as e:
+                self.errors.append("%s: %r" % (e, d))
+            with self.lock:
                 self.entries.append(fields)
-        except socket.timeout:
-            pass
-        return self.entries
+
+    def read(self):
+        assert not self.errors, self.errors
+        with self.lock:
+            return list(self.entries)
 
     def wait(self, pred, timeout=WAIT):
         deadline = time.monotonic() + timeout
@@ -138,9 +161,12 @@ class FakeJournal:
             for e in self.read():
                 if pred(e):
                     return e
-        raise AssertionError("no journal entry matched; got %r" % self.entries[-10:])
+            time.sleep(0.02)
+        raise AssertionError("no journal entry matched; got %r" % self.read()[-10:])
 
     def close(self):
+        self.running = False
+        self.thread.join(5)
         self.sock.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 

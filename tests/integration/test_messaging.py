@@ -237,11 +237,11 @@ def test_message_to_unknown_local_user_and_remote_domain(server):
         el = s.expect(q(NS_CLIENT, "message"))
         assert el.get("id") == "u1" and el.get("to") == full
         assert stanza_error(el) == ("cancel", "service-unavailable")
-        s.send("<message to='someone@example.org' id='r1' type='chat'><body>x</body></message>")
+        s.send("<message to='someone@example.invalid' id='r1' type='chat'><body>x</body></message>")
         el = s.expect(q(NS_CLIENT, "message"))
-        assert el.get("id") == "r1" and el.get("from") == "someone@example.org"
+        assert el.get("id") == "r1" and el.get("from") == "someone@example.invalid"
         assert stanza_error(el) == ("cancel", "remote-server-not-found")
-        s.send("<iq to='example.org' id='r2' type='get'><ping xmlns='%s'/></iq>" % NS_PING)
+        s.send("<iq to='example.invalid' id='r2' type='get'><ping xmlns='%s'/></iq>" % NS_PING)
         el = s.expect(q(NS_CLIENT, "iq"))
         assert el.get("id") == "r2" and stanza_error(el)[1] == "remote-server-not-found"
     finally:
@@ -255,7 +255,7 @@ def test_error_stanzas_never_get_error_replies(server):
     try:
         s.send("<message to='nobody-%s@%s' type='error' id='e1'>%s</message>"
                % (uniq("n"), DOMAIN, err))
-        s.send("<message to='x@example.org' type='error' id='e2'>%s</message>" % err)
+        s.send("<message to='x@example.invalid' type='error' id='e2'>%s</message>" % err)
         s.send("<iq to='nobody-%s@%s/r' type='error' id='e3'>%s</iq>" % (uniq("n"), DOMAIN, err))
         s.send("<presence to='nobody-%s@%s' type='error'>%s</presence>" % (uniq("n"), DOMAIN, err))
         assert s.nothing_within(1.0)

@@ -351,3 +351,20 @@ def test_sasl2_off(make_server):
     s, feats = connect_tls(srv.c2s_port)
     assert feats.find(q(NS_SASL2, "authentication")) is None
     s.close()
+
+
+def test_second_authenticate_after_success_is_a_stream_error(server):
+    user, pw, _ = server.new_account()
+    s, _ = connect_tls(server.c2s_port)
+    assert scram_sasl2(s, user, pw, inline_xml(bind="")).tag == q(NS_SASL2, "success")
+    authenticate(s, "PLAIN", b"\0%s\0%s" % (user.encode(), pw.encode()))
+    assert s.stream_error() == "policy-violation"
+
+
+def test_other_traffic_during_sasl2_is_a_stream_error(server):
+    user, pw, _ = server.new_account()
+    s, _ = connect_tls(server.c2s_port)
+    authenticate(s, "SCRAM-SHA-256")
+    s.expect(q(NS_SASL2, "challenge"))
+    s.send("<message to='%s@localhost'><body>too early</body></message>" % user)
+    assert s.stream_error() == "not-authorized"

@@ -379,6 +379,10 @@ def test_protocol_answers_errors_as_json(server):
     assert r["ok"] is False and "longer than" in r["error"]
     r = raw_request(path, b"sta\0tus\n")
     assert r["ok"] is False
+    r = raw_request(path, b"\xff\xfe status\n")     # not UTF-8: still a JSON error
+    assert r["ok"] is False and "unknown command" in r["error"]
+    r = raw_request(path, b"roster show \xc3\x28\n")
+    assert r["ok"] is False
     r = raw_request(path, b"status\r\n")
     assert r["ok"] is True and r["result"]["domain"] == DOMAIN
     # Pipelined extra lines are ignored: one request, one answer per connection.

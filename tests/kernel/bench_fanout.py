@@ -92,7 +92,8 @@ class Daemon:
                 "--listen-c2s-tls", "127.0.0.1:%d" % self.tls, "--listen-http", "off",
                 "--require-tls", "no", "--registration", "closed", "--log-level", "warn",
                 "--workers", "1", "--max-connections", "30000",
-                "--max-output-bytes", str(16 << 20)] + flags
+                "--max-output-bytes", str(16 << 20), "--max-preauth-per-ip", "0",
+                "--session-byte-rate", "0", "--session-stanza-rate", "0"] + flags
         self.log = open(log_path, "wb")
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=self.log,
                                      stderr=subprocess.STDOUT)

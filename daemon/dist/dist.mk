@@ -9,7 +9,7 @@
 #   make check-package  install, upgrade and purge the package in a
 #                       throwaway Debian root made with debootstrap
 #
-# Sources: dist/ (the unit template, the default configuration), man/
+# Sources: daemon/dist/ (the unit template, the default configuration), daemon/man/
 # (the man pages in scdoc), debian/ (the package).
 
 PREFIX         ?= /usr/local
@@ -20,10 +20,10 @@ SYSCONFDIR     ?= /etc
 SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
 INSTALL        ?= install
 
-MAN_SRCS  := $(sort $(wildcard man/*.scd))
-MAN_PAGES := $(MAN_SRCS:man/%.scd=$(BUILD)/man/%)
+MAN_SRCS  := $(sort $(wildcard daemon/man/*.scd))
+MAN_PAGES := $(MAN_SRCS:daemon/man/%.scd=$(BUILD)/man/%)
 
-$(BUILD)/man/%: man/%.scd
+$(BUILD)/man/%: daemon/man/%.scd
 	$(call msg,SCDOC,$@)
 	@mkdir -p $(@D)
 	$(Q)scdoc < $< > $@
@@ -41,12 +41,12 @@ install: all man
 	$(Q)$(INSTALL) -m 0644 $(filter %.8,$(MAN_PAGES)) $(DESTDIR)$(MANDIR)/man8/
 	$(Q)$(INSTALL) -m 0644 $(filter %.5,$(MAN_PAGES)) $(DESTDIR)$(MANDIR)/man5/
 	$(Q)sed -e 's|@SBINDIR@|$(SBINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' \
-		dist/stanzad.service.in > $(DESTDIR)$(SYSTEMDUNITDIR)/stanzad.service
+		daemon/dist/stanzad.service.in > $(DESTDIR)$(SYSTEMDUNITDIR)/stanzad.service
 	$(Q)chmod 0644 $(DESTDIR)$(SYSTEMDUNITDIR)/stanzad.service
 	$(Q)if [ -n "$(DESTDIR)" ] || [ ! -e $(SYSCONFDIR)/stanzad/stanzad.conf ]; then \
-		$(INSTALL) -m 0644 dist/stanzad.conf $(DESTDIR)$(SYSCONFDIR)/stanzad/stanzad.conf; \
+		$(INSTALL) -m 0644 daemon/dist/stanzad.conf $(DESTDIR)$(SYSCONFDIR)/stanzad/stanzad.conf; \
 	else \
-		echo "  keeping $(SYSCONFDIR)/stanzad/stanzad.conf (the new default: dist/stanzad.conf)"; \
+		echo "  keeping $(SYSCONFDIR)/stanzad/stanzad.conf (the new default: daemon/dist/stanzad.conf)"; \
 	fi
 
 deb: deps
@@ -56,9 +56,12 @@ deb: deps
 # rebuild with a higher version, then installs, upgrades, removes and
 # purges them in a debootstrap root (cached under build/package-test),
 # the DKMS package and a kernel headers package included. Measured on 2
-# cores: 85 s with the cache, 92 s without, so `make check` runs all of
-# it, with STANZAD_PACKAGE_ALLOW_SKIP=1: no Debian mirror (or no root) is
-# a skip with its reason there, and a failure here.
+# cores: 85-180 s with the cache (180 s on a busy machine), 92 s without
+# (downloads from this machine's mirror are fast; most of it is the two
+# package builds and the DKMS module build), so
+# `make check` runs all of it, with STANZAD_PACKAGE_ALLOW_SKIP=1: no
+# Debian mirror (or no root) is a skip with its reason there, and a
+# failure here.
 check-package: deps
 	$(Q)STANZAD_PACKAGE_CACHE=$(abspath $(BUILD))/package-test \
 		$(PYTHON) -m pytest -q -rs -p no:cacheprovider tests/package
