@@ -9,6 +9,7 @@
 #                   Debian's 6.1 kernel in qemu; make bench-kernel: its fan-out benchmark
 #   make fuzz       libFuzzer targets, FUZZ_SECONDS (default 60) each; see tests/fuzz/
 #   make bench      benchmarks (BENCH_ARGS="--scenario messages ..."); not in check
+#   make soak       N clients, M minutes of mixed traffic, flat memory (SOAK_ARGS); short run in check
 #   make demo       IoT demo: a server, a hub and DEMO_DEVICES (5) simulated devices
 #                   for DEMO_SECONDS (60) in a terminal view; Ctrl-C stops it
 #   make install    PREFIX=/usr/local DESTDIR=...; make deb, make check-package:
@@ -116,6 +117,7 @@ check: deps
 	$(Q)$(MAKE) --no-print-directory all $(UNIT_BINS)
 	$(Q)$(MAKE) --no-print-directory unit
 	$(Q)$(MAKE) --no-print-directory integration
+	$(Q)$(MAKE) --no-print-directory soak-check
 	$(Q)STANZAD_PACKAGE_ALLOW_SKIP=1 $(MAKE) --no-print-directory check-package
 	$(Q)$(MAKE) --no-print-directory fuzz-check
 	$(Q)$(MAKE) --no-print-directory kernel-lab-quick
@@ -167,6 +169,19 @@ $(BUILD)/logingen: $(BUILD)/obj/tests/bench/logingen.o
 bench: $(BUILD)/stanzad $(BUILD)/stanzactl $(BUILD)/loadgen $(BUILD)/logingen
 	$(Q)$(PYTHON) scripts/bench.py --build $(abspath $(BUILD)) $(BENCH_ARGS)
 
+# Soak (tests/reliability/soak.py): mixed traffic with reconnects and stream
+# resumption, memory sampled, every acknowledged message checked. `make soak`
+# runs SOAK_ARGS (default 50 clients for 5 minutes); `make check` a short one.
+# The summary goes to the terminal, the samples to BUILD/soak.json.
+SOAK_ARGS       ?= --clients 50 --minutes 5
+SOAK_CHECK_ARGS ?= --clients 16 --seconds 40
+
+soak: $(BUILD)/stanzad $(BUILD)/stanzactl
+	$(Q)$(PYTHON) tests/reliability/soak.py --build $(abspath $(BUILD)) $(SOAK_ARGS) > $(BUILD)/soak.json
+
+soak-check: $(BUILD)/stanzad $(BUILD)/stanzactl
+	$(Q)$(PYTHON) tests/reliability/soak.py --build $(abspath $(BUILD)) $(SOAK_CHECK_ARGS) > $(BUILD)/soak-check.json
+
 # The IoT demo (scripts/iot_demo.py): temporary state, removed at the end.
 DEMO_DEVICES ?= 5
 DEMO_SECONDS ?= 60
@@ -177,7 +192,7 @@ demo: $(BUILD)/stanzad $(BUILD)/stanzactl
 clean:
 	rm -rf $(BUILD)
 
-.PHONY: all deps unit integration check run clean bench kernel-lab-quick check-kernel bench-kernel demo
+.PHONY: all deps unit integration check run clean bench kernel-lab-quick check-kernel bench-kernel demo soak soak-check
 .PRECIOUS: $(BUILD)/obj/%.o
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -400,6 +400,8 @@ bool abuse_accept_refused(struct worker *w, const struct listener *l, int fd)
 	pthread_mutex_unlock(&abuse.lock);
 	if (why == ABUSE_REFUSED_NR)
 		return false;
+	METRIC_INC(w->metrics.guard_drops[why == ABUSE_REFUSED_BANNED ? METRICS_GUARD_BANNED
+								       : METRICS_GUARD_PREAUTH]);
 	abuse_log_refusal(why, &peer, l, now);
 	abuse_answer_refusal(w, l, fd, why);
 	close(fd);
@@ -460,9 +462,11 @@ bool abuse_auth_begin(struct conn *c, const char *user)
 	a = account_get(c->auth_user_key, now, false);
 	locked = a && now < a->locked_until;
 	pthread_mutex_unlock(&abuse.lock);
-	if (banned || locked)
+	if (banned || locked) {
 		log_info("auth.refused", "conn=%llu reason=%s", (unsigned long long)c->id,
 			 banned ? "source-banned" : "account-locked");
+		METRIC_INC(c->w->metrics.guard_drops[METRICS_GUARD_AUTH]);	/* metrics.h */
+	}
 	return banned || locked;
 }
 
@@ -576,6 +580,7 @@ static bool abuse_rate_exceeded(struct conn *c, const char *what, const char *ke
 
 	log_warn("abuse.rate_limit", "conn=%llu jid=%s kind=%s", (unsigned long long)c->id,
 		 c->jid ? c->jid : "-", what);
+	METRIC_INC(c->w->metrics.guard_drops[METRICS_GUARD_RATE]);	/* metrics.h */
 	snprintf(text, sizeof(text), "inbound rate limit exceeded (%s)", key);
 	c2s_stream_error(c, "policy-violation", text);
 	return false;

@@ -436,6 +436,8 @@ void conn_output_drained(struct conn *c)
 		conn_ktls_step(c);
 	if (c->kind == CONN_HTTP)
 		http_output_drained(c);	/* the next piece of a file */
+	else if (s2s_owns(c))
+		s2s_output_drained(c);	/* a link's queued stanzas move on (s2s_out.c) */
 	else if (c->kind == CONN_CONTROL)
 		control_output_drained(c);	/* the next piece of an answer */
 	if (c->closing && c->close_after_flush)

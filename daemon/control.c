@@ -63,8 +63,14 @@ struct control_conn {
 	char line[CONTROL_MAX_REQUEST + 1];
 };
 
-/* The socket file this process created, removed at exit. */
+/*
+ * The socket file this process created, removed at shutdown or exit, and
+ * its identity: after a hand-over the path may already be the
+ * successor's socket, which must stay.
+ */
 static char control_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+static dev_t control_dev;
+static ino_t control_ino;
 
 /* Worker 0's once-a-second timer (log_tick). */
 static struct loop_timer control_tick;
@@ -144,6 +150,7 @@ int control_open(struct server *srv)
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	char path[PATH_MAX];
 	struct listener *l;
+	struct stat st;
 	mode_t old;
 	int fd, ret;
 
@@ -172,6 +179,10 @@ int control_open(struct server *srv)
 	if (ret < 0)
 		goto err_close;
 	memcpy(control_path, path, strlen(path) + 1);
+	if (lstat(path, &st) == 0) {
+		control_dev = st.st_dev;
+		control_ino = st.st_ino;
+	}
 	ret = control_set_access(cfg, path);
 	if (ret < 0)
 		goto err_unlink;
@@ -205,11 +216,37 @@ err:
 	return ret;
 }
 
-void control_close(struct server *srv)
+/* Removes the socket file if it is still the one we made. */
+static void control_unlink_ours(void)
 {
-	if (control_path[0])
+	struct stat st;
+
+	if (control_path[0] && lstat(control_path, &st) == 0 && st.st_dev == control_dev &&
+	    st.st_ino == control_ino)
 		unlink(control_path);
 	control_path[0] = '\0';
+}
+
+void control_close(struct server *srv)
+{
+	control_unlink_ours();
+}
+
+void control_shutdown(struct worker *w)
+{
+	struct server *srv = w->srv;
+
+	if (w->id != 0 || !control_path[0])
+		return;
+	/*
+	 * No new requests: the accept is cancelled (the fd stays open until
+	 * close_listeners) and the path goes, so a successor taking over
+	 * (handover.h) finds no live socket, and stanzactl says "not running".
+	 */
+	for (unsigned i = 0; i < srv->nlisteners; i++)
+		if (srv->listeners[i].kind == LISTENER_CONTROL)
+			loop_cancel_fd(w->loop, srv->listeners[i].fd);
+	control_unlink_ours();
 }
 
 /* ---- Answers ---- */

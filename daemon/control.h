@@ -53,8 +53,13 @@ const char *control_socket_path(const struct config *cfg, char *buf, size_t size
  * Prints one line to stderr and returns -errno on failure.
  */
 int control_open(struct server *srv);
-/* Removes the socket file (at exit). */
+/* Removes the socket file (at exit), unless it is another daemon's by now. */
 void control_close(struct server *srv);
+/*
+ * A shutdown (or a hand-over) began: stop taking requests and remove the
+ * socket file, so a successor can make its own.
+ */
+void control_shutdown(struct worker *w);
 
 /* ---- Connection hooks (worker.c, conn.c) ---- */
 

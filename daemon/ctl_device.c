@@ -262,13 +262,26 @@ static int ctl_list_row(void *arg, const struct device_row *r)
 
 	l->count++;
 	if (l->json) {
-		json_t *o = json_pack("{s:s, s:s, s:s, s:i, s:i}", "jid", r->jid, "tags", r->tags,
+		json_t *o = json_pack("{s:s, s:s, s:i, s:i}", "jid", r->jid,
 				      "last_seen", ctl_last_seen(l, r, online, seen, sizeof(seen)),
 				      "certificates", (int)r->certs, "revoked_certificates",
 				      (int)r->revoked);
+		json_t *tags = json_array();
+		const char *p = r->tags;
 
-		if (!o)
+		if (!o || !tags) {
+			json_decref(o);
+			json_decref(tags);
 			return -ENOMEM;
+		}
+		/* Stored ';'-joined, sorted: an array for scripts. */
+		while (*p) {
+			size_t n = strcspn(p, ";");
+
+			json_array_append_new(tags, json_stringn(p, n));
+			p += n + (p[n] == ';');
+		}
+		json_object_set_new(o, "tags", tags);
 		json_object_set_new(o, "owner", r->owner ? json_string(r->owner) : json_null());
 		json_object_set_new(o, "online", l->on->known ? json_boolean(online) : json_null());
 		json_array_append_new(l->out, o);

@@ -23,7 +23,12 @@
 
 #define IOT_ROSTER_ARENA_CHUNK	2048
 
-/* One change of one account's roster item. */
+/*
+ * One change of one account's roster item. The same change is applied in
+ * memory or in the store, and again in memory when an account got loaded
+ * while the store was being changed: it must be idempotent, which setting
+ * and clearing bits is.
+ */
 struct iot_change {
 	uint8_t add;		/* bits set (SUB_TO, SUB_FROM) */
 	uint8_t del;		/* bits cleared */
@@ -44,7 +49,11 @@ static uint8_t iot_change_apply(const struct iot_change *ch, uint8_t old)
 	return vis;
 }
 
-/* Whether bare is an account of this server; its localpart into user. */
+/*
+ * Whether bare is an account of this server (a bare JID at the configured
+ * domain; whether the account exists is the store's to say); its
+ * localpart into user.
+ */
 static bool iot_local_user(struct worker *w, const char *bare, char *user, size_t user_size)
 {
 	const char *domain = w->srv->cfg->domain;
@@ -58,7 +67,13 @@ static bool iot_local_user(struct worker *w, const char *bare, char *user, size_
 	return true;
 }
 
-/* The change on an account in memory: request dropped, item changed, pushed. */
+/*
+ * The change on an account in memory: a pending request from the contact
+ * dropped when the change answers it (From granted), the item changed,
+ * stored and pushed to the interested resources (roster_commit). A roster
+ * at max_roster_items gets no new item: logged, the friendship is simply
+ * not made on that side.
+ */
 static void iot_change_memory(struct worker *w, struct account *a, const char *bare,
 			      const char *contact, const struct iot_change *ch)
 {
@@ -103,6 +118,7 @@ struct iot_change_req {
 	char contact[JID_MAX];
 };
 
+/* Storage side for an account without sessions (-ENOENT: no such account). */
 static int iot_change_run(struct storage *st, struct storage_req *req)
 {
 	struct iot_change_req *cr = (struct iot_change_req *)req;
@@ -142,6 +158,7 @@ static void iot_change_done(struct storage_req *req)
 	free(cr);
 }
 
+/* Applies ch to bare's item for contact, where the account's roster is. */
 static void iot_change(struct worker *w, const char *bare, const char *contact,
 		       struct iot_change ch)
 {

@@ -11,6 +11,7 @@
 #include "jid.h"
 #include "strbuf.h"
 
+/* Names used in the store (iot_rules.kind/scope) and in logs: never change them. */
 static const char *const kind_names[IOT_RULE_KINDS] = {
 	[IOT_RULE_FRIEND] = "friend",
 	[IOT_RULE_READ] = "read",
@@ -52,6 +53,11 @@ int iot_range_parse(const char *s)
 	return -1;
 }
 
+/*
+ * One allocation: the struct, then remote, nodes and (when not NULL)
+ * partial, each NUL-terminated, so a rule is freed with one free() and
+ * costs one malloc per rule set.
+ */
 struct iot_rule *iot_rule_new(enum iot_rule_kind kind, enum iot_rule_range range, bool result,
 			      const char *remote, const char *nodes, const char *partial)
 {
@@ -85,6 +91,7 @@ bool iot_rule_same_key(const struct iot_rule *a, const struct iot_rule *b)
 	       strcmp(a->nodes, b->nodes) == 0;
 }
 
+/* Walks the list segment by segment: names are compared whole, never as prefixes. */
 bool iot_list_has(const char *list, const char *name)
 {
 	size_t len = strlen(name);
@@ -160,6 +167,10 @@ static const struct iot_rule *iot_best_rule(const struct iot_rule *rules,
 	return best;
 }
 
+/*
+ * Records an allowing rule once (several nodes may be allowed by the same
+ * rule); the array has room for one per requested node plus one.
+ */
 static void iot_decision_add(struct iot_decision *d, const struct iot_rule *r)
 {
 	for (size_t i = 0; i < d->nallowing; i++)
@@ -169,6 +180,11 @@ static void iot_decision_add(struct iot_decision *d, const struct iot_rule *r)
 		d->allowing[d->nallowing++] = r;
 }
 
+/*
+ * Verdict with nodes: allowed if any node is, denied if none is and some
+ * rule said no, "no rule" only when no node had any rule. Nodes past
+ * IOT_REQUEST_NODES_MAX are not looked at (callers refuse such requests).
+ */
 void iot_decide(const struct iot_rule *rules, const struct iot_query *q,
 		const char *const *nodes, size_t n, struct iot_decision *d)
 {
@@ -269,7 +285,10 @@ static bool iot_is_owner_ns(const struct xml_node *el)
 	return strcmp(el->ns, NS_IOT_PROV_OWNER) == 0 || strcmp(el->ns, NS_IOT_PROVISIONING) == 0;
 }
 
-/* The range of an isFriendRule ('range' attribute: Caller, Domain or All). */
+/*
+ * The range of an isFriendRule ('range' attribute: Caller, Domain or All;
+ * Caller when absent, the narrowest choice).
+ */
 static int iot_friend_range(const char *v)
 {
 	if (!v || strcmp(v, "Caller") == 0)
@@ -342,7 +361,11 @@ static int iot_parse_partial(const struct xml_node *partial, enum iot_rule_kind 
 	return 0;
 }
 
-/* Reads jid, remoteJid, key, result. 0 or -EINVAL with *err. */
+/*
+ * Reads the attributes every rule has: jid (the thing: a bare JID with a
+ * localpart), remoteJid (optional here; bare), result. 0 or -EINVAL with
+ * *err.
+ */
 static int iot_parse_common(const struct xml_node *el, char *thing, size_t thing_size,
 			    struct jid *remote, bool *has_remote, bool *result, const char **err)
 {
@@ -373,7 +396,11 @@ static int iot_parse_common(const struct xml_node *el, char *thing, size_t thing
 	return 0;
 }
 
-/* The remote string of a rule: the bare JID, the domain, or a token. */
+/*
+ * The remote string of a rule: the bare JID (JID range), the domain
+ * (domain range), the token (token ranges) or "" (everyone). The domain
+ * comes from remoteJid, which may be a plain domain.
+ */
 static int iot_remote_for(int range, const struct jid *remote, bool has_remote,
 			  const char *token, char *out, size_t out_size, const char **err)
 {

@@ -95,9 +95,11 @@ int iot_db_disown(struct storage *st, const struct iot_thing_info *t, const char
 
 /*
  * Walks things with their tags in registration order: public claimed
- * things not removed (owner NULL), or the things of one owner. fn
- * returns 0 to go on, 1 to stop, <0 for an error (returned). The
- * strings live until fn returns. 0 or -errno.
+ * things not removed (owner NULL), or the things of one owner. With
+ * `has` (name and string value), only things with that string tag are
+ * walked (an index lookup instead of a walk over every thing: searches
+ * with a strEq use it). fn returns 0 to go on, 1 to stop, <0 for an
+ * error (returned). The strings live until fn returns. 0 or -errno.
  */
 struct iot_found {
 	int64_t id;
@@ -105,7 +107,7 @@ struct iot_found {
 	const struct reg_tag *tags;
 	size_t ntags;
 };
-int iot_db_things(struct storage *st, const char *owner,
+int iot_db_things(struct storage *st, const char *owner, const struct reg_tag *has,
 		  int (*fn)(void *arg, const struct iot_found *t), void *arg);
 
 /* ---- Provisioning ---- */

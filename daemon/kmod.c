@@ -56,6 +56,7 @@ struct kmod_worker {
 	char reason[KMOD_REASON_MAX];	/* why fd is -1 */
 	uint64_t retry_at_ms;		/* next attempt to open (0: at once) */
 	uint32_t batch_max;		/* targets per ioctl */
+	uint32_t max_payload;		/* the module's limit on a template */
 	struct kmod_genl *events;	/* member of the "events" group, or NULL */
 
 	/* The batch: copies of one template. */
@@ -135,6 +136,31 @@ static void kmod_subscribe(struct kmod_worker *k)
 	}
 }
 
+/* The module's limits, as INFO reported them (they may change at any time). */
+static void kmod_limits(struct kmod_worker *k, const struct stanza_offload_info *info)
+{
+	k->batch_max = info->max_sockets_per_request < KMOD_BATCH_LIMIT ?
+		       info->max_sockets_per_request : KMOD_BATCH_LIMIT;
+	k->max_payload = info->max_payload;
+}
+
+/*
+ * Asks the module again (a request was refused as too big, or an event
+ * came): new limits, or it was turned off. 0, or -errno when it is
+ * unusable now.
+ */
+static int kmod_refresh(struct kmod_worker *k)
+{
+	struct stanza_offload_info info;
+
+	if (ioctl(k->fd, STANZA_OFFLOAD_IOC_INFO, &info) < 0)
+		return -errno;
+	if (!info.enabled)
+		return -ESHUTDOWN;
+	kmod_limits(k, &info);
+	return 0;
+}
+
 /* Tries to open the device; sets k->reason when it cannot. 0 or -errno. */
 static int kmod_open(struct kmod_worker *k)
 {
@@ -172,8 +198,7 @@ static int kmod_open(struct kmod_worker *k)
 	}
 	k->fd = fd;
 	k->reason[0] = '\0';
-	k->batch_max = info.max_sockets_per_request < KMOD_BATCH_LIMIT ?
-		       info.max_sockets_per_request : KMOD_BATCH_LIMIT;
+	kmod_limits(k, &info);
 	log_info("kmod.open", "device=%s version=%u max_sockets_per_request=%u max_payload=%u "
 		 "min_fanout=%u", STANZA_OFFLOAD_DEVICE, info.version, info.max_sockets_per_request,
 		 info.max_payload, k->w->srv->cfg->kmod_min_fanout);
@@ -322,7 +347,8 @@ bool kmod_fanout_take(struct conn *c, const char *data, size_t len)
 	if (!k || k->flushing || !kmod_conn_qualifies(c))
 		return false;
 	f = fanout_copy_source(data, len, &splice_len);
-	if (!f || splice_len > STANZA_OFFLOAD_SPLICE_MAX || !kmod_usable(k))
+	if (!f || splice_len > STANZA_OFFLOAD_SPLICE_MAX || !kmod_usable(k) ||
+	    len - splice_len > k->max_payload)
 		return false;
 	/* One template per batch; a full batch goes first. */
 	if (k->n && (k->src != f || k->src_serial != f->serial || k->n >= k->batch_max))
@@ -540,6 +566,9 @@ void kmod_flush(struct worker *w)
 		if (ret == 0)
 			ret = kmod_send_batch(k);
 	}
+	/* Limits lowered since we asked: the copies are queued, later batches fit. */
+	if (ret == -E2BIG)
+		ret = kmod_refresh(k);
 	if (ret == -ESHUTDOWN || ret == -ENODEV || ret == -EBADF || ret == -ENOTTY) {
 		kmod_detach(k, ret == -ESHUTDOWN ? "turned off by an administrator" :
 			       "the module went away");
@@ -594,7 +623,7 @@ void kmod_conn_free(struct conn *c)
 void kmod_watch(struct worker *w)
 {
 	struct kmod_worker *k = w->kmod;
-	struct stanza_offload_info info;
+	int ret;
 
 	if (!k || !k->events)
 		return;
@@ -603,10 +632,12 @@ void kmod_watch(struct worker *w)
 		return;
 	/*
 	 * Whatever the event said, the device is the authority: a revoked
-	 * file answers INFO with enabled = 0. A batch in progress goes first
-	 * (to the module or, if it is gone, to the queues).
+	 * file answers INFO with enabled = 0, and the limits are its own. A
+	 * batch in progress goes first (to the module or, if it is gone, to
+	 * the queues).
 	 */
 	kmod_flush(w);
-	if (k->fd >= 0 && (ioctl(k->fd, STANZA_OFFLOAD_IOC_INFO, &info) < 0 || !info.enabled))
-		kmod_detach(k, "turned off by an administrator");
+	if (k->fd >= 0 && (ret = kmod_refresh(k)) < 0)
+		kmod_detach(k, ret == -ESHUTDOWN ? "turned off by an administrator" :
+			    "the module does not answer");
 }

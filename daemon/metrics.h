@@ -105,6 +105,15 @@ enum metrics_tls {
 /* Message, presence, iq (enum stanza_kind - 1). */
 #define METRICS_KINDS		3
 
+/* What the guard (today its userspace path, abuse.c) refused, by reason. */
+enum metrics_guard {
+	METRICS_GUARD_BANNED = 0,	/* a connection from a banned source */
+	METRICS_GUARD_PREAUTH,		/* a connection past max_preauth_per_ip */
+	METRICS_GUARD_AUTH,		/* a login: banned source or locked account name */
+	METRICS_GUARD_RATE,		/* a stream past its stanza or byte rate */
+	METRICS_GUARD_REASONS,
+};
+
 /* ---- Per worker ---- */
 
 struct metrics_worker {
@@ -119,6 +128,7 @@ struct metrics_worker {
 	uint64_t archive_writes;			/* XEP-0313 writes handed to storage */
 	uint64_t sm_resumed;				/* XEP-0198 successful resumptions */
 	uint64_t sm_resume_failed;
+	uint64_t guard_drops[METRICS_GUARD_REASONS];	/* abuse.c refusals */
 	struct metrics_hist route_latency;		/* ns */
 	struct metrics_hist fanout;			/* recipients per serialized fan-out */
 };

@@ -24,6 +24,7 @@
 #include "log.h"
 #include "provisioning.h"
 #include "registry.h"
+#include "roster.h"
 #include "router.h"
 #include "server.h"
 #include "session.h"
@@ -86,6 +87,10 @@ static const char *const control_params[] = {
 
 /* ---- The table of provisioned things ---- */
 
+/*
+ * FNV-1a with a random seed mixed in: thing JIDs are chosen by users, who
+ * could otherwise aim at one bucket.
+ */
 static uint64_t prov_hash(const char *s, size_t len)
 {
 	uint64_t h = 0xcbf29ce484222325ULL ^ prov.seed;
@@ -97,6 +102,7 @@ static uint64_t prov_hash(const char *s, size_t len)
 	return h;
 }
 
+/* The provisioned thing with bare JID jid[0..len), or NULL. */
 static struct prov_thing *prov_find_len(const char *jid, size_t len)
 {
 	if (!prov.buckets)
@@ -120,6 +126,7 @@ const char *provisioning_owner(const char *thing)
 	return t ? t->owner : NULL;
 }
 
+/* Frees a thing, its rules and its owner string (not unlinked here). */
 static void prov_thing_free(struct prov_thing *t)
 {
 	while (t->rules) {
@@ -190,6 +197,7 @@ static struct prov_thing *prov_put(const char *jid, const char *owner)
 	return t;
 }
 
+/* Removes a thing (and its rules) from the table; unknown JIDs are fine. */
 static void prov_del(const char *jid)
 {
 	size_t len = strlen(jid);
@@ -230,6 +238,7 @@ static void prov_rule_install(struct prov_thing *t, struct iot_rule *r)
 
 /* ---- Startup ---- */
 
+/* iot_db_load() callbacks: the table filled before the storage thread starts. */
 static int prov_load_thing(void *arg, const char *jid, const char *owner, bool clear_cache)
 {
 	struct prov_thing *t = prov_put(jid, owner);
@@ -301,6 +310,11 @@ void provisioning_shutdown(void)
 
 /* ---- Small helpers ---- */
 
+/*
+ * JIDs reach this file parsed and normalized (struct jid); the table and
+ * the rules use their bare text, which is a prefix of the full JID.
+ */
+
 /* The bare JID of j into out (JID_MAX). */
 static void prov_bare(const struct jid *j, char *out)
 {
@@ -312,6 +326,7 @@ static void prov_domain_of(const struct jid *j, char *out)
 	snprintf(out, JID_MAX, "%.*s", (int)j->domain_len, j->buf + j->domain_off);
 }
 
+/* Wall-clock seconds: question intervals and bare-iq expiry survive no restart anyway. */
 static int64_t prov_now(void)
 {
 	return (int64_t)time(NULL);
@@ -366,6 +381,7 @@ struct prov_cc_req {
 	char thing[JID_MAX];
 };
 
+/* Storage side: only the flag changes; the thing is told by the worker. */
 static int prov_cc_run(struct storage *st, struct storage_req *req)
 {
 	struct prov_cc_req *cr = (struct prov_cc_req *)req;
@@ -373,6 +389,7 @@ static int prov_cc_run(struct storage *st, struct storage_req *req)
 	return iot_db_clear_cache(st, cr->thing, cr->pending);
 }
 
+/* Fire and forget: a failed write leaves the flag as it was (logged). */
 static void prov_cc_done(struct storage_req *req)
 {
 	if (req->result < 0)
@@ -380,7 +397,11 @@ static void prov_cc_done(struct storage_req *req)
 	free(req);
 }
 
-/* Persists whether a clearCache waits for the thing (fire and forget). */
+/*
+ * Records whether a clearCache waits for the thing, in memory and (fire
+ * and forget) in the store, so that a restart still sends it. Nothing is
+ * written when the flag does not change.
+ */
 static void prov_cc_persist(struct worker *w, struct prov_thing *t, bool pending)
 {
 	struct prov_cc_req *cr;
@@ -526,7 +547,14 @@ void provisioning_available(struct worker *w, struct session *s)
 
 /* ---- Questions to owners ---- */
 
-/* Whether to ask now (and remember that it was asked). */
+/*
+ * Whether to ask the owner now, remembering that it was asked. The same
+ * question (thing, kind, requester) is not asked again for
+ * PROV_QUESTION_INTERVAL: a device polled by a stranger every second must
+ * not flood its owner. Questions are remembered by a 64-bit hash in a ring
+ * of PROV_QUESTIONS_MAX; a forgotten one is simply asked again. The scan
+ * only runs when no rule answered, never on an allowed request.
+ */
 static bool prov_should_ask(const char *thing, enum iot_rule_kind kind, const char *remote)
 {
 	char buf[2 * JID_MAX + 4];
@@ -556,6 +584,10 @@ struct prov_ask {
 	size_t nnodes;
 };
 
+/*
+ * The fields (<f n=''/>) or parameters (<p n=''/>) a request names, as
+ * children of the question, in the form the owner's rule will use.
+ */
 static void prov_ask_names(struct arena *a, struct xml_node *q, const struct xml_node *payload,
 			   enum iot_rule_kind kind)
 {
@@ -578,7 +610,11 @@ static void prov_ask_names(struct arena *a, struct xml_node *q, const struct xml
 
 /*
  * Asks the owner of t whether `remote` may do what the request wants
- * (owner interface: a message, so offline storage keeps it).
+ * (owner interface: a message, so offline storage keeps it while the
+ * owner is away). The message has a human-readable body for ordinary
+ * clients and the machine-readable question with a random key that the
+ * owner's answering rule may carry. The request itself has been refused
+ * already; the answer only affects later requests.
  */
 static void prov_ask_owner(struct worker *w, struct prov_thing *t, const char *remote,
 			   const struct prov_ask *ask)
@@ -635,7 +671,11 @@ out:
 
 /* ---- Decisions on requests ---- */
 
-/* The query for a request's payload: requester and its tokens. */
+/*
+ * The query for a request's payload: the requester (bare JID and domain,
+ * NUL-terminated, valid while q is used) and the XEP-0324 tokens the
+ * payload carries, which token-ranged rules match.
+ */
 static void prov_query(struct iot_query *q, enum iot_rule_kind kind, const char *bare,
 		       const char *domain, const struct xml_node *payload)
 {
@@ -650,15 +690,23 @@ static void prov_query(struct iot_query *q, enum iot_rule_kind kind, const char 
 	}
 }
 
-/* The <node nodeId/> children of a payload. -E2BIG when there are too many. */
+/*
+ * The <node nodeId/> children of a payload (XEP-0326 concentrators) into
+ * ids[0..*n), pointing into the tree. -E2BIG when there are more than
+ * IOT_REQUEST_NODES_MAX, -EINVAL for a <node/> without nodeId: such a
+ * request is refused as malformed rather than half decided.
+ */
 static int prov_nodes(const struct xml_node *payload, const char **ids, size_t *n)
 {
 	*n = 0;
 	for (struct xml_node *ch = xml_first_element(payload); ch; ch = xml_next_element(ch)) {
 		const char *id;
 
-		if (strcmp(ch->name, "node") != 0 || !(id = xml_attr_get(ch, "nodeId")))
+		if (strcmp(ch->name, "node") != 0)
 			continue;
+		/* A node the decision cannot name would pass unchecked: malformed. */
+		if (!(id = xml_attr_get(ch, "nodeId")))
+			return -EINVAL;
 		if (*n == IOT_REQUEST_NODES_MAX)
 			return -E2BIG;
 		ids[(*n)++] = id;
@@ -666,7 +714,10 @@ static int prov_nodes(const struct xml_node *payload, const char **ids, size_t *
 	return 0;
 }
 
-/* Adds <tag attr=name/> to parent for each permitted name (callback state). */
+/*
+ * State of prov_add_names(): adds <tag attr=name/> to parent for each
+ * permitted name, once (several allowing rules may name the same field).
+ */
 struct prov_add_ctx {
 	struct arena *a;
 	struct xml_node *parent;
@@ -688,7 +739,11 @@ static void prov_add_name(void *arg, const char *name)
 		c->added = true;
 }
 
-/* Adds the permitted names of an allowed decision as children of parent. */
+/*
+ * Adds the permitted names of an allowed decision as children of parent
+ * (the union of the allowing rules' partial lists). Returns whether any
+ * was added: an allowing rule with an empty <partial/> permits nothing.
+ */
 static bool prov_add_names(struct arena *a, struct xml_node *parent, const struct iot_decision *d,
 			   const char *tag, const char *attr)
 {
@@ -710,8 +765,10 @@ static void prov_add_node(void *arg, const char *name)
 
 /*
  * Narrows the nodes of a request: drops <node/> children the decision
- * does not allow, or (a request for every node) names the nodes an
- * allowing rule is limited to.
+ * does not allow (bit i of nodes_allowed is the i-th <node/>, in the
+ * order prov_nodes() saw them), or, for a request of every node, names
+ * the nodes an allowing rule is limited to, so that the device reads or
+ * controls only those (XEP-0324 3.3.2, 3.4.2).
  */
 static void prov_narrow_nodes(struct arena *a, struct xml_node *payload,
 			      const struct iot_decision *d, size_t nnodes)
@@ -734,12 +791,20 @@ static void prov_narrow_nodes(struct arena *a, struct xml_node *payload,
 	}
 }
 
-/* Whether an element of a <set/> is a typed parameter; its name. */
+/*
+ * Whether an element of a <set/> is a typed parameter (XEP-0325 section
+ * 3.2): its name, "" when it has none (no permission names ""), NULL for
+ * other elements.
+ */
 static const char *prov_param_name(const struct xml_node *el)
 {
-	for (size_t i = 0; i < sizeof(control_params) / sizeof(control_params[0]); i++)
-		if (strcmp(el->name, control_params[i]) == 0)
-			return xml_attr_get(el, "name");
+	for (size_t i = 0; i < sizeof(control_params) / sizeof(control_params[0]); i++) {
+		if (strcmp(el->name, control_params[i]) == 0) {
+			const char *name = xml_attr_get(el, "name");
+
+			return name ? name : "";
+		}
+	}
 	return NULL;
 }
 
@@ -765,12 +830,15 @@ static bool prov_narrow_set(struct xml_node *set, const struct iot_decision *d)
 		} else if (strcmp(ch->name, "x") == 0 && strcmp(ch->ns, "jabber:x:data") == 0) {
 			for (struct xml_node *f = xml_first_element(ch), *fn; f; f = fn) {
 				const char *var = xml_attr_get(f, "var");
-				const char *type = xml_attr_get(f, "type");
 
 				fn = xml_next_element(f);
-				/* Hidden fields (FORM_TYPE, the form's session) are not parameters. */
-				if (strcmp(f->name, "field") != 0 || !var || (type && !strcmp(type, "hidden")) ||
-				    !strcmp(var, "FORM_TYPE") || !strcmp(var, "xdd session"))
+				/*
+				 * FORM_TYPE and the form's session (XEP-0336) are not
+				 * parameters. Any other field is, hidden or not: a
+				 * device may well apply a hidden field by its var.
+				 */
+				if (strcmp(f->name, "field") != 0 || !var || !strcmp(var, "FORM_TYPE") ||
+				    !strcmp(var, "xdd session"))
 					continue;
 				had = true;
 				if (iot_decision_name_ok(d, var))
@@ -811,7 +879,10 @@ static bool prov_narrow_req(struct arena *a, struct xml_node *req, const struct 
 
 /*
  * Filters sensor data a thing sends to a reader whose permission names
- * fields (or nodes): other fields and nodes are taken out.
+ * fields (or nodes): other fields and nodes are taken out. XEP-0323 lets
+ * a device treat the field list of a request as a hint only, so the
+ * narrowed request alone would not keep the data from the reader.
+ * Empty <node/> and <timestamp/> elements are left: they carry nothing.
  */
 static void prov_filter_fields(struct xml_node *fields, const struct iot_decision *d)
 {
@@ -850,13 +921,20 @@ static struct session *prov_best_session(struct worker *w, const char *bare, siz
 	return best;
 }
 
+/* Forgets entry i (the last one takes its place: order does not matter). */
 static void prov_bare_drop(unsigned i)
 {
 	free(prov.bare[i]);
 	prov.bare[i] = prov.bare[--prov.nbare];
 }
 
-/* Remembers an iq delivered to s for a request sent to its bare JID. */
+/*
+ * Remembers an iq delivered to s for a request sent to its bare JID, so
+ * that the answer can come from the bare JID again: clients match an
+ * answer by id and by the JID they asked (slixmpp accepts no full JID for
+ * a bare one). Expired entries go first; a full table drops one entry,
+ * whose answer then keeps the device's full JID (still routed).
+ */
 static void prov_bare_remember(const char *id, const char *requester, const struct session *s)
 {
 	size_t il = strlen(id) + 1, rl = strlen(requester) + 1;
@@ -884,7 +962,12 @@ static void prov_bare_remember(const char *id, const char *requester, const stru
 	prov.bare[prov.nbare++] = b;
 }
 
-/* An answer from a thing to a requester: from the bare JID if that is where the request went. */
+/*
+ * An iq result or error from a full JID to a requester: when it answers a
+ * request that went to the bare JID (same id, same device session, same
+ * requester), it gets the bare JID as 'from' and the entry is forgotten.
+ * Only the device session that got the request can match an entry.
+ */
 static void prov_bare_answer(struct worker *w, struct xml_node *st, const struct jid *from,
 			     const struct jid *to)
 {
@@ -906,14 +989,26 @@ static void prov_bare_answer(struct worker *w, struct xml_node *st, const struct
 	}
 }
 
-/* Delivers an IoT iq for a bare JID to its best resource. false when none is available. */
+/*
+ * Delivers an IoT iq for a bare JID to its best resource. false when none
+ * is available, or when the sender may not learn that one is: only the
+ * account itself, those its roster shares presence with (From), and
+ * parties the provisioning rules let through (vouched) get past the
+ * server's own answer (XEP-0030 section 8: a bare JID does not tell
+ * strangers whether anybody is online).
+ */
 static bool prov_bare_deliver(struct worker *w, struct xml_node *st, const struct jid *from,
-			      const struct jid *to)
+			      const struct jid *to, const char *from_bare, bool vouched)
 {
 	struct session *s = prov_best_session(w, to->buf, to->len);
 	const char *id = xml_attr_get(st, "id");
 
-	if (!s || !id || xml_attr_set(&w->tmp, st, "to", s->jid) < 0)
+	if (!s || !id)
+		return false;
+	if (!vouched && !jid_bare_equal(from, to) &&
+	    !roster_contact_has_from(session_account(s), from_bare))
+		return false;
+	if (xml_attr_set(&w->tmp, st, "to", s->jid) < 0)
 		return false;
 	prov_bare_remember(id, from->buf, s);
 	router_deliver(s, st);
@@ -944,8 +1039,14 @@ static int prov_request_kind(const struct xml_node *p)
 }
 
 /*
- * A read-out or control request for provisioned thing t from someone
- * else than its owner. Returns true when the request was refused.
+ * A read-out or control request element (payload) of stanza st for the
+ * provisioned thing t, from someone else than its owner or itself.
+ * Allowed: the element is narrowed in place to the permitted nodes and
+ * fields or parameters, and false is returned (routing goes on). Refused
+ * (no rule, a denying rule, or nothing permitted left): the sender gets
+ * 'forbidden' (bad-request for a malformed node list), true is returned
+ * and the stanza goes no further. An unanswered question goes to the
+ * owner either way.
  */
 static bool prov_enforce(struct worker *w, struct conn *src, struct xml_node *st,
 			 struct xml_node *payload, enum iot_rule_kind kind, struct prov_thing *t,
@@ -988,7 +1089,14 @@ static bool prov_enforce(struct worker *w, struct conn *src, struct xml_node *st
 	return true;
 }
 
-/* Sensor data from thing t to a reader: filtered when the reader's permission names fields. */
+/*
+ * Sensor data from thing t to a reader: filtered when the reader's
+ * permission names fields or nodes. The tokens of the request it answers
+ * are not known here, so only rules by JID, domain or for everyone are
+ * applied: a reader let in by a token gets what its request was narrowed
+ * to, and a reader without any rule (the device chose to send) is left
+ * alone, as the thing's own data are the thing's business.
+ */
 static void prov_filter_response(struct xml_node *payload, struct prov_thing *t,
 				 const char *to_bare, const char *to_domain)
 {
@@ -1001,7 +1109,12 @@ static void prov_filter_response(struct xml_node *payload, struct prov_thing *t,
 		prov_filter_fields(payload, &d);
 }
 
-/* The out-of-line part of provisioning_route, for IoT stanzas only. */
+/*
+ * The out-of-line part of provisioning_route(), for stanzas with an IoT
+ * payload: requests to a thing are checked and narrowed (and, for a bare
+ * JID, delivered to the best resource), sensor data from a thing is
+ * filtered for its reader. Returns true when the stanza was taken.
+ */
 static bool prov_route_iot(struct worker *w, struct conn *src, struct xml_node *st,
 			   struct xml_node *payload, const struct jid *from, const struct jid *to)
 {
@@ -1033,8 +1146,8 @@ static bool prov_route_iot(struct worker *w, struct conn *src, struct xml_node *
 			return true;
 	}
 	if (any)
-		return kind == STANZA_IQ && !jid_has_resource(to) ? prov_bare_deliver(w, st, from, to) :
-								   false;
+		return kind == STANZA_IQ && !jid_has_resource(to) ?
+		       prov_bare_deliver(w, st, from, to, from_bare, t != NULL) : false;
 	/* Sensor data a thing sends back (XEP-0323 <fields/>), to someone else than its owner. */
 	if (kind != STANZA_MESSAGE || !prov.enabled || !(t = prov_find(from_bare)) ||
 	    strcmp(to_bare, t->owner) == 0 || strcmp(to_bare, from_bare) == 0)
@@ -1068,6 +1181,14 @@ bool provisioning_route(struct worker *w, struct conn *src, struct xml_node *st,
 }
 
 /* ---- Friendship ---- */
+
+/*
+ * The decision is the server's (provisioning.h): an allowed requester is
+ * approved on the thing's behalf (iot_grant: From in the thing's roster,
+ * "subscribed" and its presence to the requester), a refused one gets
+ * "unsubscribed" from the thing. Either way the request is not processed
+ * further, so the thing neither sees it nor keeps it as pending.
+ */
 
 bool provisioning_subscribe(struct worker *w, struct xml_node *st, const struct jid *contact,
 			    const struct jid *user)
@@ -1118,6 +1239,13 @@ bool provisioning_subscribe(struct worker *w, struct xml_node *st, const struct 
 
 /* ---- For the registry ---- */
 
+/*
+ * A claim makes the thing provisioned for its new owner. Its rules were
+ * deleted from the store with the claim (a new owner must not inherit the
+ * old one's), so the table drops them too, and the thing is told to
+ * clear its decision cache (XEP-0324 4.2: a new trust relationship).
+ */
+
 void provisioning_thing_owned(struct worker *w, const char *thing, const char *owner)
 {
 	struct prov_thing *t;
@@ -1142,6 +1270,7 @@ void provisioning_thing_owned(struct worker *w, const char *thing, const char *o
 	prov_clear_cache(w, t);
 }
 
+/* Disowned or unregistered: the thing decides alone again (its cache cleared). */
 void provisioning_thing_released(struct worker *w, const char *thing)
 {
 	struct prov_thing *t = prov_find(thing);
@@ -1154,7 +1283,11 @@ void provisioning_thing_released(struct worker *w, const char *thing)
 
 /* ---- The service: things asking (XEP-0324) ---- */
 
-/* The requester's provisioned thing, and the 'jid' it asks about (bare). */
+/*
+ * The requester's provisioned thing (NULL when it is none), and the 'jid'
+ * it asks about, bare (XEP-0324 3.2.1: resources are ignored). A missing
+ * or malformed 'jid' is answered bad-request here and leaves other->len 0.
+ */
 static struct prov_thing *prov_asking_thing(struct iq_request *rq, struct jid *other)
 {
 	const char *jid = xml_attr_get(rq->payload, "jid");
@@ -1170,7 +1303,11 @@ static struct prov_thing *prov_asking_thing(struct iq_request *rq, struct jid *o
 	return prov_find(bare);
 }
 
-/* Copies the request's attributes (jid, field types, tokens aside) onto the response. */
+/*
+ * Copies the request's attributes onto the response (XEP-0324 echoes the
+ * field types of a canRead), tokens aside: they are credentials and the
+ * response goes to the thing that sent them anyway.
+ */
 static int prov_copy_attrs(struct arena *a, struct xml_node *to, const struct xml_node *from)
 {
 	for (const struct xml_attr *at = from->attrs; at; at = at->next) {
@@ -1196,8 +1333,8 @@ static void prov_thing_asks(struct iq_request *rq, enum iot_rule_kind kind)
 	const char *nodes[IOT_REQUEST_NODES_MAX];
 	char other_bare[JID_MAX], dom[JID_MAX];
 	struct iot_decision d = { .verdict = IOT_DENY };
+	struct xml_node *r, *copy = NULL;
 	struct prov_thing *t;
-	struct xml_node *r;
 	struct iot_query q;
 	struct jid other;
 	size_t n = 0;
@@ -1226,36 +1363,50 @@ static void prov_thing_asks(struct iq_request *rq, enum iot_rule_kind kind)
 			prov_ask_owner(rq->w, t, other_bare, &ask);
 		}
 	}
-	r = xml_node_new(a, NS_IOT_PROVISIONING, resp[kind]);
-	if (!r || prov_copy_attrs(a, r, rq->payload) < 0 || xml_attr_set(a, r, "jid", other_bare) < 0 ||
-	    xml_attr_set(a, r, "result", d.verdict == IOT_ALLOW ? "true" : "false") < 0)
-		goto oom;
+	/*
+	 * The request narrowed as routing would narrow it: what remains is
+	 * what the response permits (XEP-0324 3.3.2/3.4.2 list the allowed
+	 * nodes, fields or parameters); nothing left means "no".
+	 */
 	if (d.verdict == IOT_ALLOW && kind != IOT_RULE_FRIEND) {
-		struct xml_node *copy = xml_node_clone(a, rq->payload);
+		bool had = false, kept = true;
 
+		copy = xml_node_clone(a, rq->payload);
 		if (!copy)
 			goto oom;
-		/* The request narrowed as routing would narrow it: what remains is permitted. */
 		prov_narrow_nodes(a, copy, &d, n);
-		if (kind == IOT_RULE_READ)
-			prov_narrow_req(a, copy, &d);
-		else if (!d.every_name)
+		if (kind == IOT_RULE_READ) {
+			kept = prov_narrow_req(a, copy, &d);
+		} else if (!d.every_name) {
+			kept = false;
 			for (struct xml_node *ch = xml_first_element(copy), *next; ch; ch = next) {
 				const char *name = xml_attr_get(ch, "name");
 
 				next = xml_next_element(ch);
-				if (!strcmp(ch->name, "parameter") && (!name || !iot_decision_name_ok(&d, name)))
+				if (strcmp(ch->name, "parameter") != 0)
+					continue;
+				had = true;
+				if (name && iot_decision_name_ok(&d, name))
+					kept = true;
+				else
 					xml_node_remove(ch);
 			}
-		if (kind == IOT_RULE_CONTROL && !d.every_name && !xml_child(copy, NULL, "parameter"))
-			prov_add_names(a, copy, &d, "parameter", "name");
-		while (copy->children) {
-			struct xml_node *ch = copy->children;
-
-			xml_node_remove(ch);
-			if (ch->name)
-				xml_node_append(r, ch);
+			if (!had)
+				kept = prov_add_names(a, copy, &d, "parameter", "name");
 		}
+		if (!kept)
+			d.verdict = IOT_DENY;
+	}
+	r = xml_node_new(a, NS_IOT_PROVISIONING, resp[kind]);
+	if (!r || prov_copy_attrs(a, r, rq->payload) < 0 || xml_attr_set(a, r, "jid", other_bare) < 0 ||
+	    xml_attr_set(a, r, "result", d.verdict == IOT_ALLOW ? "true" : "false") < 0)
+		goto oom;
+	while (d.verdict == IOT_ALLOW && copy && copy->children) {
+		struct xml_node *ch = copy->children;
+
+		xml_node_remove(ch);
+		if (ch->name)
+			xml_node_append(r, ch);
 	}
 	iq_reply_result(rq, r);
 	return;
@@ -1300,6 +1451,11 @@ static int prov_devices_one(void *arg, const struct iot_found *t)
 	return op->out.oom ? -ENOMEM : 0;
 }
 
+/*
+ * Storage side of the owner's requests. A rule is checked against the
+ * store's count too (the table in memory could lag behind a concurrent
+ * request); getDevices walks the owner's things in registration order.
+ */
 static int prov_op_run(struct storage *st, struct storage_req *req)
 {
 	struct prov_op *op = (struct prov_op *)req;
@@ -1311,12 +1467,17 @@ static int prov_op_run(struct storage *st, struct storage_req *req)
 	case PROV_OP_DELETE:
 		return iot_db_rules_delete(st, op->thing, op->nodes);
 	case PROV_OP_DEVICES:
-		return iot_db_things(st, op->owner, prov_devices_one, op);
+		return iot_db_things(st, op->owner, NULL, prov_devices_one, op);
 	}
 	return -EINVAL;
 }
 
-/* A rule was stored: into memory (if the thing is still the owner's), then tell the thing. */
+/*
+ * A rule was stored: into memory (if the thing is still the requester's:
+ * a disown in between makes it moot), then the thing is told, so that a
+ * thing caching decisions asks again (XEP-0324 3.6). A friendship rule
+ * for one JID is also recommended to, or withdrawn from, the thing.
+ */
 static void prov_rule_stored(struct worker *w, struct prov_op *op)
 {
 	struct prov_thing *t = prov_find(op->thing);
@@ -1344,6 +1505,7 @@ static void prov_rule_stored(struct worker *w, struct prov_op *op)
 	arena_release(&a);
 }
 
+/* deleteRules done: the same rules leave the table; the thing clears its cache. */
 static void prov_rules_deleted(struct worker *w, struct prov_op *op)
 {
 	struct prov_thing *t = prov_find(op->thing);
@@ -1364,6 +1526,11 @@ static void prov_rules_deleted(struct worker *w, struct prov_op *op)
 	prov_clear_cache(w, t);
 }
 
+/*
+ * getDevices done: the <thing/> elements collected on the storage thread
+ * (text, escaped there) wrapped in XEP-0347's <found/> and parsed into a
+ * tree for the answer.
+ */
 static void prov_devices_answer(struct prov_op *op, struct session *s)
 {
 	struct worker *w = iq_async_worker(&op->base);
@@ -1449,6 +1616,12 @@ static const char *prov_static_name(const struct xml_node *p)
 	return "rule";
 }
 
+/*
+ * A storage-backed answer to an owner's request (iq_async.h: bounded per
+ * connection, answered to the requester's session when done). thing is
+ * its bare JID, or NULL; its localpart ties stored rules to the account.
+ * NULL after rq was answered with an error.
+ */
 static struct prov_op *prov_op_new(struct iq_request *rq, enum prov_op_kind kind,
 				   const char *thing)
 {
@@ -1474,6 +1647,11 @@ static struct prov_op *prov_op_new(struct iq_request *rq, enum prov_op_kind kind
 	return op;
 }
 
+/*
+ * isFriendRule / canReadRule / canControlRule: parsed and checked here
+ * (owner, limit), stored, then installed in memory by the completion;
+ * the answer waits for the store.
+ */
 static void prov_owner_rule(struct iq_request *rq)
 {
 	char thing[JID_MAX];
@@ -1513,6 +1691,7 @@ out:
 	free(r);
 }
 
+/* deleteRules: every rule of the thing, or (with <nd/>) those of exactly these nodes. */
 static void prov_owner_delete(struct iq_request *rq)
 {
 	struct strbuf nodes = STRBUF_INIT;
@@ -1550,6 +1729,7 @@ static void prov_owner_delete(struct iq_request *rq)
 	iq_async_submit(rq, &op->base);
 }
 
+/* clearCache from the owner: passed on to the thing (now, or when it is back). */
 static void prov_owner_clear_cache(struct iq_request *rq)
 {
 	struct prov_thing *t = prov_owned_thing(rq, xml_attr_get(rq->payload, "jid"));
@@ -1578,6 +1758,7 @@ static int prov_uint_attr(const struct xml_node *el, const char *name, uint32_t 
 	return 0;
 }
 
+/* getDevices: the owner's things in the registry's <found/> form, paged. */
 static void prov_owner_devices(struct iq_request *rq)
 {
 	uint32_t offset, max;
@@ -1631,6 +1812,11 @@ static bool prov_is(const struct xml_node *p, const char *name)
 	       (strcmp(p->ns, NS_IOT_PROVISIONING) == 0 || strcmp(p->ns, NS_IOT_PROV_OWNER) == 0);
 }
 
+/*
+ * The service's iq payloads. The owner's elements are taken in either
+ * namespace (the owner interface's, or XEP-0324's own): clients written
+ * before the owner interface used the latter.
+ */
 static void prov_dispatch(struct iq_request *rq, bool get)
 {
 	struct xml_node *p = rq->payload;

@@ -76,6 +76,11 @@ struct registry_op {
 	char key[2 * REGISTRY_KEY_BYTES + 1];
 };
 
+/*
+ * Process-wide, used by one worker (as the session directory is): the
+ * disowns waiting for their thing's answer, and the counter of the ids
+ * of the registry's own iqs.
+ */
 static struct {
 	struct registry_op *pending;		/* disowns waiting for their thing */
 	uint64_t counter;
@@ -88,6 +93,7 @@ bool registry_enabled(const struct config *cfg)
 
 /* ---- Output helpers ---- */
 
+/* Appends ` name='value'` with the value escaped (results are built as text). */
 static void reg_attr(struct strbuf *b, const char *name, const char *value)
 {
 	strbuf_printf(b, " %s='", name);
@@ -185,6 +191,7 @@ static void reg_tell_thing(struct worker *w, const struct registry_op *op, const
 
 /* ---- Requests ---- */
 
+/* The request's element name, static: errors echo it (iq_async_new keeps the pointer). */
 static const char *reg_op_name(enum reg_op_kind kind)
 {
 	switch (kind) {
@@ -225,6 +232,7 @@ static void reg_op_free(struct registry_op *op)
 	iq_async_free(&op->base);
 }
 
+/* The thing an operation is about, as the store looks it up. */
 static struct iot_thing_key reg_key(const struct registry_op *op)
 {
 	return (struct iot_thing_key){ .jid = op->jid, .node_id = op->node_id,
@@ -321,7 +329,7 @@ static bool reg_op_tags(struct iq_request *rq, struct registry_op *op, bool allo
 	return true;
 }
 
-/* xs:boolean attribute with a default. 0 or -1. */
+/* An optional xs:boolean attribute with a default ('true'/'1', 'false'/'0'). 0 or -1. */
 static int reg_bool(const struct xml_node *el, const char *name, bool def, bool *out)
 {
 	const char *v = xml_attr_get(el, name);
@@ -338,6 +346,11 @@ static int reg_bool(const struct xml_node *el, const char *name, bool def, bool 
 	return 0;
 }
 
+/*
+ * <register/> (XEP-0347 3.4, 3.5, 3.6): the requester registers itself,
+ * or a node behind it. The tags' signature is computed here, on the
+ * worker, so the storage thread only compares text.
+ */
 static void reg_register(struct iq_request *rq)
 {
 	struct registry_op *op;
@@ -354,6 +367,10 @@ static void reg_register(struct iq_request *rq)
 	iq_async_submit(rq, &op->base);
 }
 
+/*
+ * <mine/> (XEP-0347 3.7): a claim by the requester. The thing is found by
+ * the exact tag set (its signature); everything else is the store's job.
+ */
 static void reg_mine(struct iq_request *rq)
 {
 	struct registry_op *op;
@@ -370,6 +387,7 @@ static void reg_mine(struct iq_request *rq)
 	iq_async_submit(rq, &op->base);
 }
 
+/* <update/> (XEP-0347 3.9, 3.10): by the thing itself, or by its owner with 'jid'. */
 static void reg_update(struct iq_request *rq)
 {
 	bool by_owner = xml_attr_get(rq->payload, "jid") != NULL;
@@ -381,6 +399,7 @@ static void reg_update(struct iq_request *rq)
 	iq_async_submit(rq, &op->base);
 }
 
+/* remove, unregister, disown: no payload beyond the thing's address. */
 static void reg_simple(struct iq_request *rq, enum reg_op_kind kind, bool jid_attr)
 {
 	struct registry_op *op = reg_op_new(rq, kind, jid_attr);
@@ -389,6 +408,12 @@ static void reg_simple(struct iq_request *rq, enum reg_op_kind kind, bool jid_at
 		iq_async_submit(rq, &op->base);
 }
 
+/*
+ * One public claimed thing during a search (storage thread): counted when
+ * it matches, appended when it is on the requested page. Returns 1 (stop)
+ * once one match past the page shows there are more, or the page reached
+ * REGISTRY_RESULT_MAX_BYTES.
+ */
 static int reg_search_one(void *arg, const struct iot_found *t)
 {
 	struct registry_op *op = arg;
@@ -421,6 +446,11 @@ static int reg_uint(const struct xml_node *el, const char *name, uint32_t def, u
 
 static void reg_search_answer(struct registry_op *op, struct session *s);
 
+/*
+ * <search/> (XEP-0347 3.11): the expression is parsed on the worker (a
+ * malformed one is a bad-request at once) and evaluated on the storage
+ * thread over the public claimed things.
+ */
 static void reg_search(struct iq_request *rq)
 {
 	const char *err = NULL;
@@ -455,6 +485,12 @@ static void reg_search(struct iq_request *rq)
 
 /* ---- The storage side ---- */
 
+/*
+ * The storage side of every registry request. Results travel in op:
+ * status 1 means "claimed already" (register, mine), "disowned" (update)
+ * or "was claimed" (unregister); -ENOENT is the XEP's item-not-found,
+ * whatever the reason (no such thing, someone else's, removed).
+ */
 static int reg_op_run(struct storage *st, struct storage_req *req)
 {
 	struct registry_op *op = (struct registry_op *)req;
@@ -503,14 +539,26 @@ static int reg_op_run(struct storage *st, struct storage_req *req)
 		return ret;
 	case REG_OP_DISOWN:
 		return iot_db_disown(st, &op->info, op->key, op->now);
-	case REG_OP_SEARCH:
-		return iot_db_things(st, NULL, reg_search_one, op);
+	case REG_OP_SEARCH: {
+		struct reg_tag has = { 0 };
+
+		/* A strEq among the ANDed operators narrows the walk through an index. */
+		for (const struct reg_expr *e = op->expr->kids; e; e = e->next) {
+			if (e->op == REG_OP_STR_EQ) {
+				has.name = e->name;
+				has.value = e->s1;
+				break;
+			}
+		}
+		return iot_db_things(st, NULL, has.name ? &has : NULL, reg_search_one, op);
+	}
 	}
 	return -EINVAL;
 }
 
 /* ---- Completions ---- */
 
+/* The search result: the collected <thing/> text inside <found more=''/>, parsed. */
 static void reg_search_answer(struct registry_op *op, struct session *s)
 {
 	struct worker *w = iq_async_worker(&op->base);
@@ -533,8 +581,11 @@ static void reg_search_answer(struct registry_op *op, struct session *s)
 	strbuf_free(&text);
 }
 
-/* <claimed jid='..'/> (with node attributes) as an answer payload. */
-static struct xml_node *reg_claimed_el(struct arena *a, const char *jid, const struct registry_op *op,
+/*
+ * <claimed jid='..'/> as an answer payload: the owner (to a thing
+ * registering again) or the thing with its node attributes (to a claim).
+ */
+static struct xml_node *reg_claimed_el(struct arena *a, const char *jid,
 				       const struct iot_thing_info *t)
 {
 	struct xml_node *c = xml_node_new(a, NS_IOT_DISCOVERY, "claimed");
@@ -542,30 +593,42 @@ static struct xml_node *reg_claimed_el(struct arena *a, const char *jid, const s
 	if (!c || xml_attr_set(a, c, "jid", jid) < 0 ||
 	    (t && reg_node_attrs(a, c, t->node_id, t->source_id, t->cache_type) < 0))
 		return NULL;
-	(void)op;
 	return c;
 }
 
+/* A registration of the JID itself, not of a node behind it: what provisioning covers. */
 static bool reg_jid_level(const struct iot_thing_info *t)
 {
 	return !t->node_id[0] && !t->source_id[0] && !t->cache_type[0];
 }
 
-/* A claim went through: friends, provisioning, the thing told. */
+/*
+ * A claim went through: the thing is provisioned for its owner (JID level
+ * only: provisioning decides per JID), owner and thing become friends
+ * (a node's owner befriends the concentrator's JID), and the thing's
+ * sessions are told (XEP-0347 3.7).
+ */
 static void reg_claimed(struct worker *w, struct registry_op *op)
 {
 	const struct iot_thing_info *t = &op->info;
 
-	log_info("registry.claimed", "thing=%s node=%s owner=%s public=%s", t->jid, t->node_id,
-		 t->owner, t->public_ ? "true" : "false");
+	char node[IOT_NODE_MAX * 4 + 8];
+
+	log_info("registry.claimed", "thing=%s node=%s owner=%s public=%s", t->jid,
+		 log_sanitize(node, sizeof(node), t->node_id, strlen(t->node_id)), t->owner,
+		 t->public_ ? "true" : "false");
 	if (reg_jid_level(t))
 		provisioning_thing_owned(w, t->jid, t->owner);
 	iot_befriend(w, t->owner, t->jid);
 	reg_tell_thing(w, op, "claimed");
 }
 
-static void reg_disown_ask(struct worker *w, struct registry_op *op, struct session *requester);
+static void reg_disown_ask(struct worker *w, struct registry_op *op);
 
+/*
+ * Completion of every registry request on the worker: side effects first
+ * (they happen even if the requester left), then the answer.
+ */
 static void reg_op_done(struct storage_req *req)
 {
 	struct registry_op *op = (struct registry_op *)req;
@@ -576,7 +639,7 @@ static void reg_op_done(struct storage_req *req)
 
 	/* The disown check keeps the request (and its in-flight slot) for the thing's answer. */
 	if (op->kind == REG_OP_DISOWN_CHECK && res == 0) {
-		reg_disown_ask(w, op, NULL);
+		reg_disown_ask(w, op);
 		return;
 	}
 	s = iq_async_session(&op->base);
@@ -606,9 +669,9 @@ static void reg_op_done(struct storage_req *req)
 		iq_async_error(&op->base, s, op->kind == REG_OP_DISOWN ? "not-allowed" :
 			       "internal-server-error", NULL);
 	} else if (op->kind == REG_OP_REGISTER && op->status) {
-		iq_async_result(&op->base, s, reg_claimed_el(a, op->owner, op, NULL));
+		iq_async_result(&op->base, s, reg_claimed_el(a, op->owner, NULL));
 	} else if (op->kind == REG_OP_CLAIM) {
-		iq_async_result(&op->base, s, reg_claimed_el(a, op->info.jid, op, &op->info));
+		iq_async_result(&op->base, s, reg_claimed_el(a, op->info.jid, &op->info));
 	} else if (op->kind == REG_OP_UPDATE && op->status) {
 		iq_async_result(&op->base, s, xml_node_new(a, NS_IOT_DISCOVERY, "disowned"));
 	} else if (op->kind == REG_OP_SEARCH) {
@@ -622,6 +685,7 @@ out:
 
 /* ---- Disown: asking the thing ---- */
 
+/* Takes a disown off the waiting list (its timer is the caller's business). */
 static void reg_pending_unlink(struct registry_op *op)
 {
 	for (struct registry_op **pp = &reg.pending; *pp; pp = &(*pp)->next_pending) {
@@ -653,6 +717,7 @@ static void reg_disown_fail(struct registry_op *op, const char *why, bool nested
 	}
 }
 
+/* The thing did not answer <disowned/> in time: the disown is refused. */
 static void reg_disown_timeout(struct loop_timer *t)
 {
 	struct registry_op *op = (struct registry_op *)((char *)t - offsetof(struct registry_op, timer));
@@ -661,15 +726,20 @@ static void reg_disown_timeout(struct loop_timer *t)
 	reg_disown_fail(op, "the thing did not answer", false);
 }
 
-/* The owner owns it: the thing must be online and agree (XEP-0347 3.13). */
-static void reg_disown_ask(struct worker *w, struct registry_op *op, struct session *unused)
+/*
+ * The requester owns it: the thing must be online and agree (XEP-0347
+ * 3.13), so its available resource with the highest priority is sent
+ * <disowned/> and the request waits (holding its in-flight slot) for the
+ * answer or REGISTRY_DISOWN_TIMEOUT_MS. The new random KEY is made now,
+ * so that the store needs nothing from the worker later.
+ */
+static void reg_disown_ask(struct worker *w, struct registry_op *op)
 {
 	struct session *best = NULL;
 	struct xml_node *iq, *el;
 	unsigned char raw[REGISTRY_KEY_BYTES];
 	struct arena a;
 
-	(void)unused;
 	for (struct session *s = sessdir_find_bare(w->srv->sessions, op->info.jid,
 						   strlen(op->info.jid)); s; s = s->next)
 		if (!s->ending && s->available && (!best || s->priority > best->priority))
@@ -700,7 +770,11 @@ static void reg_disown_ask(struct worker *w, struct registry_op *op, struct sess
 	loop_timer_arm(w->loop, &op->timer, REGISTRY_DISOWN_TIMEOUT_MS);
 }
 
-/* An iq result or error for the registry: a thing answering <disowned/>? */
+/*
+ * An iq result or error for the registry: a thing answering <disowned/>?
+ * Only the session that was asked can answer (id and full JID); answers
+ * to <claimed/> and <removed/> end here unread.
+ */
 static void reg_iq_answer(struct worker *w, struct xml_node *st, const struct jid *from)
 {
 	const char *id = xml_attr_get(st, "id");
@@ -742,6 +816,7 @@ void registry_shutdown(void)
 
 /* ---- Dispatch ---- */
 
+/* disco#info: XEP-0347 has no identity of its own; the feature says what it is. */
 static void reg_disco_info(struct iq_request *rq)
 {
 	struct arena *a = iq_arena(rq);
@@ -768,6 +843,7 @@ oom:
 	iq_reply_error(rq, "internal-server-error", NULL);
 }
 
+/* The registry's iq payloads: gets are searches and disco, sets change things. */
 static void reg_dispatch(struct iq_request *rq, bool get)
 {
 	struct xml_node *p = rq->payload;

@@ -12,7 +12,10 @@
 
 #define REG_STR_OPERAND_MAX	(REG_TAG_VALUE_MAX * 4)	/* bytes of a compared string */
 
-/* Code points in a UTF-8 string (continuation bytes are not counted). */
+/*
+ * Code points in a UTF-8 string (continuation bytes are not counted): the
+ * XEP's limits are in characters. The parser hands over valid UTF-8 only.
+ */
 static size_t utf8_chars(const char *s)
 {
 	size_t n = 0;
@@ -23,6 +26,10 @@ static size_t utf8_chars(const char *s)
 	return n;
 }
 
+/*
+ * Names are case-insensitive (XEP-0347): ASCII letters are upper-cased,
+ * which covers every predefined name; other characters stay as they are.
+ */
 int reg_tag_name_normalize(const char *name, char *out, size_t out_size)
 {
 	size_t len = name ? strlen(name) : 0;
@@ -40,7 +47,12 @@ int reg_tag_name_normalize(const char *name, char *out, size_t out_size)
 	return 0;
 }
 
-/* A numeric value as xs:double (finite). 0 or -EINVAL. */
+/*
+ * A numeric value as xs:double, finite: NaN would make every comparison
+ * false and break the claim signature, infinities have no use in a tag.
+ * strtod also takes hexadecimal floats, which xs:double does not; such a
+ * value is only ever compared numerically, so it does no harm. 0 or -EINVAL.
+ */
 static int reg_parse_number(const char *s, double *out)
 {
 	char *end;
@@ -115,11 +127,16 @@ int reg_tags_parse(struct arena *a, const struct xml_node *parent, struct reg_ta
 	return 0;
 }
 
+/* Sorting by name: names are unique within a set, so the order is total. */
 static int reg_tag_cmp(const void *x, const void *y)
 {
 	return strcmp(((const struct reg_tag *)x)->name, ((const struct reg_tag *)y)->name);
 }
 
+/*
+ * U+001F and U+001E cannot occur in XML text, so the separators cannot be
+ * forged by a value; %.17g gives every double one spelling.
+ */
 void reg_tags_signature(struct reg_tag *tags, size_t n, struct strbuf *out)
 {
 	qsort(tags, n, sizeof(*tags), reg_tag_cmp);
@@ -134,6 +151,12 @@ void reg_tags_signature(struct reg_tag *tags, size_t n, struct strbuf *out)
 
 /* ---- strMask ---- */
 
+/*
+ * Greedy-left matching of the literal segments between wildcards is exact
+ * for this pattern language (one wildcard kind, any run): taking each
+ * segment at its first occurrence leaves the most room for the rest.
+ * Linear in the string per segment; masks are bounded by the search limits.
+ */
 bool reg_mask_match(const char *s, const char *mask, const char *wildcard)
 {
 	size_t wl = strlen(wildcard);
@@ -169,6 +192,7 @@ bool reg_mask_match(const char *s, const char *mask, const char *wildcard)
 
 /* ---- Parsing ---- */
 
+/* What an operator element carries besides its tag name. */
 enum reg_form {
 	REG_FORM_GROUP = 0,
 	REG_FORM_VALUE,
@@ -204,6 +228,7 @@ static const struct {
 	{ "numNRange", REG_OP_NUM_NRANGE, REG_FORM_RANGE, true },
 };
 
+/* Parser state: the arena for the tree, the operator count, the error text. */
 struct reg_parse {
 	struct arena *a;
 	unsigned count;
@@ -392,6 +417,11 @@ static bool reg_in_range_num(double v, const struct reg_expr *e)
 	return (e->min_incl ? v >= e->n1 : v > e->n1) && (e->max_incl ? v <= e->n2 : v < e->n2);
 }
 
+/*
+ * Recursive over the groups (depth bounded by REG_EXPR_MAX_DEPTH at
+ * parse time); a leaf is a linear lookup of its tag among the thing's
+ * (at most max_thing_tags) and one comparison.
+ */
 bool reg_expr_eval(const struct reg_expr *e, const struct reg_tag *tags, size_t n)
 {
 	const struct reg_tag *t;

@@ -78,6 +78,8 @@ void s2s_stream_closed_by_peer(struct conn *c);
 void s2s_closing(struct conn *c);
 /* The connection's deadline fired: connect, handshake or idle. */
 void s2s_deadline(struct conn *c);
+/* A connection's output queue drained (conn.c): our links refill it from theirs. */
+void s2s_output_drained(struct conn *c);
 /* Frees the per-connection state (the worker, with the connection). */
 void s2s_conn_free(struct conn *c);
 /* The TLS object for c: server side inbound, client side (SNI, ALPN) outbound. */
@@ -149,5 +151,7 @@ int s2s_host_parse(const char *entry, char *domain, size_t domain_size,
  */
 int s2s_component_parse(const char *entry, char *domain, size_t domain_size,
 			const char **secret);
+/* The s2s_auth policy: NULL or "dialback" allow dialback, "verified" does not. */
+int s2s_auth_parse(const char *v, bool *verified_only);
 
 #endif

@@ -382,6 +382,12 @@ static bool in_db_result(struct conn *c, struct xml_node *el)
 		in_db_error(c, "result", to, from, NULL, "internal-server-error");
 		goto out;
 	}
+	/* An authoritative server that never answers must not grow our memory. */
+	if (l->nverifies >= S2S_LINK_VERIFY_MAX) {
+		free(v);
+		in_db_error(c, "result", to, from, NULL, "resource-constraint");
+		goto out;
+	}
 	v->in_slot = c->slot;
 	v->in_gen = c->gen;
 	snprintf(v->id, sizeof(v->id), "%s", c->stream_id);

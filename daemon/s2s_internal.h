@@ -24,6 +24,7 @@
 #define S2S_ADDRS_MAX		8	/* addresses tried per link attempt */
 #define S2S_PAIRS_MAX		8	/* domain pairs one inbound stream may prove */
 #define S2S_VERIFY_MAX		64	/* dialback verifications pending per inbound stream */
+#define S2S_LINK_VERIFY_MAX	256	/* ... and waiting on one link for their answers */
 #define S2S_DEFAULT_PORT	5269	/* RFC 6120 3.2.1 fallback */
 #define S2S_DB_KEY_LEN		64	/* hex of HMAC-SHA256 */
 #define S2S_STREAM_ID_MAX	64	/* longest peer stream id we keep */
@@ -224,6 +225,8 @@ int s2s_out_send(struct s2s_link *l, const char *data, size_t len);
 void s2s_out_verify(struct s2s_link *l, struct s2s_verify *v);
 void s2s_out_accepted_conn_init(struct conn *c);
 void s2s_out_closing(struct conn *c);
+/* The link's socket queue drained: queued stanzas move on (flow control). */
+void s2s_out_drained(struct conn *c);
 void s2s_out_connected(struct conn *c, int res);
 void s2s_out_tls_established(struct conn *c);
 void s2s_out_deadline(struct conn *c);

@@ -121,14 +121,29 @@ void s2s_out_verify(struct s2s_link *l, struct s2s_verify *v)
  * Otherwise one malloc'd item per stanza, bounded by count and bytes:
  * only stanzas for a link that is coming up pay for it.
  */
+/* Output a ready link may have queued on its socket before stanzas wait in the link. */
+static size_t s2s_out_high_water(const struct s2s_link *l)
+{
+	return cfg_of(l)->max_output_bytes / 2;
+}
+
 int s2s_out_send(struct s2s_link *l, const char *data, size_t len)
 {
 	const struct config *cfg = cfg_of(l);
 	struct s2s_qitem *it;
 
 	if (l->state == S2S_LINK_READY && l->conn && !l->conn->closing) {
-		l->conn->s2s->last_used_ms = loop_now_ms(l->w->loop);
-		return conn_send(l->conn, data, len) < 0 ? -EIO : 0;
+		struct conn *c = l->conn;
+
+		c->s2s->last_used_ms = loop_now_ms(l->w->loop);
+		/*
+		 * Flow control: a link is shared by every sender, so it must
+		 * not hit the output limit that cuts off slow clients. Past the
+		 * high-water mark stanzas wait in the (bounded) queue and move
+		 * on as the socket drains (s2s_out_drained).
+		 */
+		if (!l->q_head && c->out_bytes + len <= s2s_out_high_water(l))
+			return conn_send(c, data, len) < 0 ? -EIO : 0;
 	}
 	if (l->q_count >= cfg->s2s_queue_max || l->q_bytes + len > cfg->s2s_queue_max_bytes) {
 		log_warn("s2s.queue_full", "local=%s remote=%s queued=%u bytes=%zu", l->local, l->remote,
@@ -503,7 +518,6 @@ static void out_ready(struct conn *c)
 	struct s2s_conn *sc = c->s2s;
 	struct s2s_link *l = sc->link;
 	uint32_t idle = c->w->srv->cfg->s2s_idle_timeout;
-	struct s2s_qitem *it;
 
 	sc->state = OUT_READY;
 	sc->last_used_ms = loop_now_ms(c->w->loop);
@@ -516,14 +530,7 @@ static void out_ready(struct conn *c)
 	l->state = S2S_LINK_READY;
 	log_info("s2s.link_up", "conn=%llu local=%s remote=%s auth=%s queued=%u", cid(c), l->local,
 		 l->remote, sc->auth_done ? "external" : "dialback", l->q_count);
-	while ((it = l->q_head) != NULL) {
-		l->q_head = it->next;
-		conn_send(c, it->data, it->len);
-		free(it);
-	}
-	l->q_tail = NULL;
-	l->q_count = 0;
-	l->q_bytes = 0;
+	s2s_out_drained(c);	/* the queue, up to the high-water mark; the rest as it drains */
 }
 
 /* Dialback (XEP-0220 2.1.1): our key for this stream, in <db:result/>. */
@@ -746,4 +753,24 @@ static bool out_stanza(void *ctx, struct xml_node *el)
 		log_debug("s2s.out_ignored", "conn=%llu element=%s", cid(c), el->name);
 	}
 	return go_on && !c->closing && !c->restart_pending;
+}
+
+void s2s_out_drained(struct conn *c)
+{
+	struct s2s_link *l = c->s2s ? c->s2s->link : NULL;
+	struct s2s_qitem *it;
+
+	if (!l || l->state != S2S_LINK_READY || c->closing)
+		return;
+	/* Refill the socket's queue up to the high-water mark, in order. */
+	while ((it = l->q_head) != NULL &&
+	       (!c->out_bytes || c->out_bytes + it->len <= s2s_out_high_water(l))) {
+		l->q_head = it->next;
+		if (!l->q_head)
+			l->q_tail = NULL;
+		l->q_count--;
+		l->q_bytes -= it->len;
+		conn_send(c, it->data, it->len);
+		free(it);
+	}
 }

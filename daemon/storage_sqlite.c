@@ -356,6 +356,7 @@ static const char *const storage_migrations[] = {
 	"  value    TEXT NOT NULL,"
 	"  PRIMARY KEY (thing_id, name)"
 	") WITHOUT ROWID;"
+	"CREATE INDEX iot_tags_value ON iot_tags(name, value);"
 	"CREATE TABLE iot_rules ("
 	"  id         INTEGER PRIMARY KEY,"
 	"  thing      TEXT NOT NULL,"

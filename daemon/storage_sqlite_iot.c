@@ -18,6 +18,11 @@
 	"id, jid, node_id, source_id, cache_type, owner, public, removed, self_owned"
 #define IOT_TAGS_PER_THING_MAX	256	/* tags read back for one thing (the config caps lower) */
 
+/*
+ * Every statement is a static string, prepared once and cached by
+ * storage_sqlite_stmt(). Things are found by their unique key (JID and
+ * node triple) or by id; claims by the signature index.
+ */
 static const char sql_thing_by_key[] =
 	"SELECT " IOT_THING_COLS " FROM iot_things"
 	" WHERE jid = ?1 AND node_id = ?2 AND source_id = ?3 AND cache_type = ?4";
@@ -45,7 +50,8 @@ static const char sql_claim_find[] =
 	" (owner = ?2 AND self_owned = 0)) ORDER BY owner IS NULL, id LIMIT 1";
 static const char sql_claim[] =
 	"UPDATE iot_things SET owner = ?2, public = ?3, removed = 0, updated_at = ?4 WHERE id = ?1";
-static const char sql_removed[] = "UPDATE iot_things SET removed = 1, updated_at = ?2 WHERE id = ?1";
+static const char sql_removed[] =
+	"UPDATE iot_things SET removed = 1, updated_at = ?2 WHERE id = ?1";
 static const char sql_thing_delete[] = "DELETE FROM iot_things WHERE id = ?1";
 static const char sql_disown[] =
 	"UPDATE iot_things SET owner = NULL, public = 1, removed = 0, self_owned = 0, sig = ?2,"
@@ -54,6 +60,11 @@ static const char sql_things_public[] =
 	"SELECT t.id, t.jid, t.node_id, t.source_id, t.cache_type, t.owner, g.name, g.num, g.value"
 	" FROM iot_things t LEFT JOIN iot_tags g ON g.thing_id = t.id"
 	" WHERE t.owner IS NOT NULL AND t.public = 1 AND t.removed = 0 ORDER BY t.id";
+static const char sql_things_public_with[] =
+	"SELECT t.id, t.jid, t.node_id, t.source_id, t.cache_type, t.owner, g.name, g.num, g.value"
+	" FROM iot_things t LEFT JOIN iot_tags g ON g.thing_id = t.id"
+	" WHERE t.owner IS NOT NULL AND t.public = 1 AND t.removed = 0 AND t.id IN"
+	" (SELECT thing_id FROM iot_tags WHERE name = ?1 AND value = ?2 AND num = 0) ORDER BY t.id";
 static const char sql_things_owned[] =
 	"SELECT t.id, t.jid, t.node_id, t.source_id, t.cache_type, t.owner, g.name, g.num, g.value"
 	" FROM iot_things t LEFT JOIN iot_tags g ON g.thing_id = t.id"
@@ -69,7 +80,8 @@ static const char sql_rule_put[] =
 	" ?6, ?7, ?8, ?9) ON CONFLICT (thing, kind, scope, remote, nodes) DO UPDATE SET"
 	" result = excluded.result, partial = excluded.partial, created_at = excluded.created_at";
 static const char sql_rules_delete_all[] = "DELETE FROM iot_rules WHERE thing = ?1";
-static const char sql_rules_delete_nodes[] = "DELETE FROM iot_rules WHERE thing = ?1 AND nodes = ?2";
+static const char sql_rules_delete_nodes[] =
+	"DELETE FROM iot_rules WHERE thing = ?1 AND nodes = ?2";
 static const char sql_clear_cache[] =
 	"UPDATE iot_things SET clear_cache = ?2 WHERE jid = ?1 AND node_id = '' AND source_id = ''"
 	" AND cache_type = ''";
@@ -136,7 +148,10 @@ static bool iot_is_jid_level(const struct iot_thing_info *t)
 	return !t->node_id[0] && !t->source_id[0] && !t->cache_type[0];
 }
 
-/* A statement with one int64 and optional text/int64 binds, run for no rows. */
+/*
+ * A statement with an id (?1) and optionally a text (?2) and a time (?3),
+ * or just a time (?2), run for no rows: the shape of most updates here.
+ */
 static int iot_exec_id(struct storage *st, const char *sql, const char *op, int64_t id,
 		       const char *text, int64_t now)
 {
@@ -154,7 +169,7 @@ static int iot_exec_id(struct storage *st, const char *sql, const char *op, int6
 	return storage_sqlite_exec(st, op, s);
 }
 
-/* A single integer from a one-column query bound to one text. */
+/* A single integer from a one-column query bound to one text (or, text NULL, one id). */
 static int iot_count(struct storage *st, const char *sql, const char *op, const char *text,
 		     int64_t id, int64_t *out)
 {
@@ -194,6 +209,7 @@ int iot_db_thing_get(struct storage *st, const struct iot_thing_key *k,
 	return ret;
 }
 
+/* Stores tags of a thing, replacing tags of the same name. */
 static int iot_tags_put(struct storage *st, int64_t id, const struct reg_tag *tags, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
@@ -213,6 +229,10 @@ static int iot_tags_put(struct storage *st, int64_t id, const struct reg_tag *ta
 	return 0;
 }
 
+/*
+ * A registration is one row per key: a new one (bounded per JID), or the
+ * unclaimed row taking the new tags (all of them replaced, XEP-0347 3.5).
+ */
 int iot_db_register(struct storage *st, const struct iot_thing_key *k, const char *user,
 		    const struct reg_tag *tags, size_t n, const char *sig, bool self_owned,
 		    size_t max_nodes, char *owner, size_t owner_size, int64_t now)
@@ -271,6 +291,10 @@ int iot_db_register(struct storage *st, const struct iot_thing_key *k, const cha
 	return ret;
 }
 
+/*
+ * A claim matches the signature exactly; things already claimed by the
+ * claimant come first, so claiming twice answers the same thing.
+ */
 int iot_db_claim(struct storage *st, const char *sig, const char *claimant, bool public_,
 		 struct iot_thing_info *out, int64_t now)
 {
@@ -308,7 +332,11 @@ int iot_db_claim(struct storage *st, const char *sig, const char *claimant, bool
 	return iot_is_jid_level(out) ? iot_db_rules_delete(st, out->jid, NULL) : 0;
 }
 
-/* Recomputes a thing's signature from its stored tags. */
+/*
+ * Recomputes a thing's signature from its stored tags, after an update
+ * (the claim of a disowned and re-registered thing must match what is
+ * stored now, not what was registered).
+ */
 static int iot_resign(struct storage *st, int64_t id, int64_t now)
 {
 	struct reg_tag *tags = calloc(IOT_TAGS_PER_THING_MAX, sizeof(*tags));
@@ -418,7 +446,11 @@ int iot_db_disown(struct storage *st, const struct iot_thing_info *t, const char
 	return ret;
 }
 
-/* The thing being collected by iot_db_things, its strings in an arena. */
+/*
+ * The thing being collected by iot_db_things: the rows of one thing come
+ * together (ORDER BY t.id), its strings copied into an arena that is
+ * reset for the next thing, so a walk over every thing allocates once.
+ */
 struct iot_walk {
 	struct iot_found f;
 	struct reg_tag *tags;
@@ -456,10 +488,11 @@ static int iot_walk_tag(struct iot_walk *wk, sqlite3_stmt *s)
 	return 0;
 }
 
-int iot_db_things(struct storage *st, const char *owner,
+int iot_db_things(struct storage *st, const char *owner, const struct reg_tag *has,
 		  int (*fn)(void *arg, const struct iot_found *t), void *arg)
 {
-	sqlite3_stmt *s = storage_sqlite_stmt(st, owner ? sql_things_owned : sql_things_public);
+	sqlite3_stmt *s = storage_sqlite_stmt(st, owner ? sql_things_owned : has ?
+					      sql_things_public_with : sql_things_public);
 	struct iot_walk wk = { 0 };
 	bool have = false;
 	int rc = SQLITE_DONE, ret = 0;
@@ -472,8 +505,12 @@ int iot_db_things(struct storage *st, const char *owner,
 		return -ENOMEM;
 	}
 	arena_init(&wk.a, 4096);
-	if (owner)
+	if (owner) {
 		sqlite3_bind_text(s, 1, owner, -1, SQLITE_STATIC);
+	} else if (has) {
+		sqlite3_bind_text(s, 1, has->name, -1, SQLITE_STATIC);
+		sqlite3_bind_text(s, 2, has->value, -1, SQLITE_STATIC);
+	}
 	/* Rows come thing by thing (ORDER BY t.id): one callback per thing. */
 	while (ret == 0 && (rc = sqlite3_step(s)) == SQLITE_ROW) {
 		if (!have || sqlite3_column_int64(s, 0) != wk.f.id) {
@@ -497,6 +534,10 @@ int iot_db_things(struct storage *st, const char *owner,
 
 /* ---- Rules ---- */
 
+/*
+ * Upsert by the rule's key (the same key replaces: iot_rule_same_key);
+ * the count is checked only for a new key.
+ */
 int iot_db_rule_put(struct storage *st, const char *thing, const char *user,
 		    struct iot_rule *r, size_t max_rules, int64_t now)
 {

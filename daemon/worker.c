@@ -603,6 +603,7 @@ void worker_begin_shutdown(struct worker *w)
 	w->draining = true;
 	w->srv->shutting_down = true;
 	sdnotify_stopping();	/* systemd: STOPPING=1 */
+	control_shutdown(w);	/* no more stanzactl requests; the socket file goes */
 	sm_shutdown(w);	/* detached sessions end now */
 	for (uint32_t s = 0; s < w->cap; s++) {
 		struct conn *c = w->conns[s];

@@ -220,6 +220,7 @@ static int so_genl_set_config_doit(struct sk_buff *skb, struct genl_info *info)
 	struct nlattr **tb = info->attrs;
 	struct so_owner *o;
 	struct so_config cfg;
+	unsigned int revoked = 0;
 	bool revoke;
 
 	if (!tb[STANZA_OFFLOAD_A_ENABLED] && !tb[STANZA_OFFLOAD_A_MAX_SOCKETS_PER_REQUEST] &&
@@ -245,13 +246,16 @@ static int so_genl_set_config_doit(struct sk_buff *skb, struct genl_info *info)
 	WRITE_ONCE(sn->cfg.max_payload, cfg.max_payload);
 	WRITE_ONCE(sn->cfg.max_registered, cfg.max_registered);
 	WRITE_ONCE(sn->cfg.enabled, cfg.enabled);
-	if (revoke)
-		list_for_each_entry(o, &sn->owners, node)
+	if (revoke) {
+		list_for_each_entry(o, &sn->owners, node) {
 			so_owner_revoke(o);
+			revoked++;
+		}
+	}
 	mutex_unlock(&sn->lock);
 
 	if (revoke)
-		pr_info("disabled in a namespace: %u open files revoked\n", sn->nowners);
+		pr_info("turned off in a namespace: %u open files revoked\n", revoked);
 	so_genl_notify_config(net, &cfg);
 	return 0;
 }

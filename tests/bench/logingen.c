@@ -103,6 +103,7 @@ struct lg_thread {
 static SSL_CTX *lg_ctx;
 static struct lg_user *lg_users;
 static atomic_bool lg_stop;
+static atomic_ulong lg_resumed;	/* logins whose TLS session was resumed */
 static const char *lg_mode_names[] = { "classic", "sasl2", "fast" };
 
 static void lg_die(const char *fmt, const char *arg)
@@ -308,7 +309,11 @@ static int lg_connect(struct lg_conn *c, struct lg_user *u)
 		pthread_mutex_unlock(&u->lock);
 	}
 	c->waits++;	/* TLS 1.3: one round trip (our Finished goes with our first data) */
-	return SSL_connect(c->ssl) == 1 ? 0 : -1;
+	if (SSL_connect(c->ssl) != 1)
+		return -1;
+	if (SSL_session_reused(c->ssl))
+		atomic_fetch_add(&lg_resumed, 1);
+	return 0;
 }
 
 static void lg_close(struct lg_conn *c, struct lg_user *u)
@@ -684,12 +689,12 @@ int main(int argc, char **argv)
 		qsort(all, n, sizeof(*all), lg_cmp);
 	printf("{\"event\":\"result\",\"mode\":\"%s\",\"logins\":%llu,\"failures\":%llu,"
 	       "\"elapsed_s\":%.3f,\"logins_per_s\":%.1f,\"round_trips\":%u,\"pipelined\":%s,"
-	       "\"tls_resume\":%s,\"threads\":%u,\"users\":%u,\"fast_mech\":\"%s\","
+	       "\"tls_resume\":%s,\"tls_resumed\":%lu,\"threads\":%u,\"users\":%u,\"fast_mech\":\"%s\","
 	       "\"ready_ms\":{\"mean\":%.3f,\"p50\":%.3f,\"p99\":%.3f}",
 	       lg_mode_names[opt.mode], (unsigned long long)logins, (unsigned long long)failures,
 	       elapsed, logins / elapsed, atomic_load(&lg_waits_seen),
 	       opt.mode != M_CLASSIC && opt.pipeline ? "true" : "false",
-	       opt.tls_resume ? "true" : "false", opt.threads, opt.users,
+	       opt.tls_resume ? "true" : "false", atomic_load(&lg_resumed), opt.threads, opt.users,
 	       opt.mode == M_FAST ? opt.fast_mech : "",
 	       n ? sum / n : 0.0, n ? all[n / 2] : 0.0, n ? all[(size_t)((n - 1) * 0.99)] : 0.0);
 	for (unsigned i = 0; i < opt.threads; i++)

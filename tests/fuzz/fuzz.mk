@@ -16,7 +16,7 @@ FUZZ_CC            ?= clang
 FUZZ_DIR           ?= $(BUILD)/fuzz
 FUZZ_SECONDS       ?= 60
 FUZZ_CHECK_SECONDS ?= 8
-FUZZ_ALL           := fuzz_xml_stream fuzz_jid fuzz_sasl fuzz_config fuzz_stanza
+FUZZ_ALL           := fuzz_xml_stream fuzz_jid fuzz_sasl fuzz_config fuzz_stanza fuzz_websocket
 FUZZ_TARGETS       ?= $(FUZZ_ALL)
 
 FUZZ_SAN    := -fsanitize=address,undefined -fno-sanitize-recover=all
@@ -33,7 +33,10 @@ fuzz_xml_stream_SRCS     := daemon/xml-defer.c daemon/strbuf.c daemon/log.c \
 			    tests/fuzz/arena_asan.c tests/fuzz/fuzz_xmlcheck.c
 fuzz_jid_SRCS            := daemon/jid.c daemon/log.c
 fuzz_sasl_SRCS           := daemon/sasl.c daemon/scram.c daemon/jid.c daemon/log.c
-fuzz_config_SRCS         := daemon/config.c daemon/jid.c daemon/log.c
+fuzz_config_SRCS         := daemon/config.c daemon/jid.c daemon/log.c daemon/s2s_config.c \
+			    daemon/ops_config.c daemon/metrics_acl.c
+# The WebSocket layer alone: the target stubs the connection and c2s calls.
+fuzz_websocket_SRCS      := daemon/websocket.c daemon/strbuf.c daemon/log.c
 # The router reaches most features (blocking, carbons, CSI, stream
 # management, the iq handlers), so the stanza target links the whole
 # daemon and replaces the socket and storage side through --wrap.
@@ -64,7 +67,7 @@ define FUZZ_LINK_RULE
 $(FUZZ_DIR)/$(1): $(call fuzz_objs,$(1))
 	$$(call msg,FUZZLD,$$@)
 	$$(Q)$$(FUZZ_CC) $$(FUZZ_CFLAGS) -fsanitize=fuzzer $$($(1)_LDFLAGS) -o $$@ $$^ \
-		$$(PKG_LIBS) -lhttp_parser -lpthread
+		$$(PKG_LIBS) -lhttp_parser -lpthread -lresolv
 endef
 $(foreach t,$(FUZZ_ALL),$(eval $(call FUZZ_LINK_RULE,$(t))))
 

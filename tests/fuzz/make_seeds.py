@@ -343,6 +343,50 @@ def stanza_seeds():
                 feat=2)
 
 
+# ---- fuzz_websocket: flags, nchunks, chunk lengths, client frames ----
+
+def ws_frame(payload, op=1, fin=True, mask=b"\x37\xfa\x21\x3d", masked=True):
+    """A client frame (RFC 6455 5.2), masked unless told otherwise."""
+    b0 = (0x80 if fin else 0) | op
+    n = len(payload)
+    if n < 126:
+        hdr = bytes([b0, (0x80 if masked else 0) | n])
+    elif n < 65536:
+        hdr = bytes([b0, (0x80 if masked else 0) | 126]) + struct.pack(">H", n)
+    else:
+        hdr = bytes([b0, (0x80 if masked else 0) | 127]) + struct.pack(">Q", n)
+    if not masked:
+        return hdr + payload
+    return hdr + mask + bytes(c ^ mask[i % 4] for i, c in enumerate(payload))
+
+
+def ws_seed(name, frames, flags=0, chunks=()):
+    write("fuzz_websocket", name, bytes([flags, len(chunks)]) + bytes(chunks) + b"".join(frames))
+
+
+def ws_seeds():
+    op = b"<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='localhost' version='1.0'/>"
+    msg = b"<message to='a@localhost'><body>hi</body></message>"
+    ws_seed("open_message_close", [ws_frame(op), ws_frame(msg),
+                                   ws_frame(b"<close xmlns='urn:ietf:params:xml:ns:xmpp-framing'/>")])
+    ws_seed("chunked", [ws_frame(op), ws_frame(msg)], chunks=(0, 1, 5, 13, 2, 40))
+    ws_seed("fragmented", [ws_frame(op), ws_frame(msg[:10], fin=False),
+                           ws_frame(b"", op=0, fin=False), ws_frame(msg[10:], op=0)])
+    ws_seed("ping_inside_fragments", [ws_frame(msg[:7], fin=False), ws_frame(b"ping!", op=9),
+                                      ws_frame(msg[7:], op=0)], flags=4)
+    ws_seed("paused", [ws_frame(op), ws_frame(msg), ws_frame(msg)], flags=2, chunks=(3, 9))
+    ws_seed("too_big_small_limit", [ws_frame(op), ws_frame(b"<iq>" + b"x" * 200 + b"</iq>")],
+            flags=1)
+    ws_seed("long_length_form", [ws_frame(b"<m>" + b"y" * 70000 + b"</m>")], flags=4)
+    ws_seed("unmasked", [ws_frame(msg, masked=False)], flags=4)
+    ws_seed("binary", [ws_frame(msg, op=2)], flags=4)
+    ws_seed("close_codes", [ws_frame(b"\x03\xe8bye", op=8)], flags=4)
+    ws_seed("close_one_byte", [ws_frame(b"\x03", op=8)], flags=4)
+    ws_seed("open_with_doctype", [ws_frame(b"<!DOCTYPE x []>" + op)])
+    ws_seed("open_twice", [ws_frame(op), ws_frame(op)])
+    ws_seed("continuation_first", [ws_frame(msg, op=0)], flags=4)
+
+
 def main():
     if os.path.isdir(CORPUS):
         shutil.rmtree(CORPUS)
@@ -351,6 +395,7 @@ def main():
     sasl_seeds()
     config_seeds()
     stanza_seeds()
+    ws_seeds()
     for t in sorted(os.listdir(CORPUS)):
         print("%-16s %d seeds" % (t, len(os.listdir(os.path.join(CORPUS, t)))))
 

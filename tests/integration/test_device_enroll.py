@@ -113,7 +113,7 @@ def test_import_login_and_idempotent_reimport(make_server, pki, tmp_path):
     r = srv.stanzactl("--json", "device", "list")
     assert r.returncode == 0, r.stderr
     rows = {d["jid"]: d for d in json.loads(r.stdout)}
-    assert rows["%s@localhost" % d1]["tags"] == "kind=temp;site=lab"
+    assert rows["%s@localhost" % d1]["tags"] == ["kind=temp", "site=lab"]
     assert rows["%s@localhost" % d1]["owner"] == ojid
     assert rows["%s@localhost" % d3]["certificates"] == 1
     if rows["%s@localhost" % d1]["online"] is None:

@@ -129,6 +129,8 @@ def test_sigkill_under_load_loses_nothing_acknowledged(make_server):
         t.join(15)
     assert not load.errors, load.errors
     acked = sum(len(v) for v in load.acked_msgs.values())
+    print("killed under load: %d messages, %d roster items, %d registrations acknowledged"
+          % (acked, len(load.acked_roster), len(load.acked_accounts)))
     assert acked > 20 and load.acked_roster and load.acked_accounts, (
         "too little load to mean anything: %d messages, %d roster items, %d accounts"
         % (acked, len(load.acked_roster), len(load.acked_accounts)))

@@ -632,3 +632,62 @@ def test_direct_tls_links(make_server):
     r.close()
     alice.close()
     bob.close()
+
+
+def test_slixmpp_component(make_server, arun):
+    """A real component library (slixmpp's ComponentXMPP) connects and echoes."""
+    slixmpp = pytest.importorskip("slixmpp")
+    from slixmpp.componentxmpp import ComponentXMPP
+    import asyncio
+
+    (cport,) = free_ports(1)
+    a = make_server("--domain", A_DOM, "--listen-component", "127.0.0.1:%d" % cport,
+                    "--component", "echo.alpha.test=lib-secret")
+    comp = ComponentXMPP("echo.alpha.test", "lib-secret", "127.0.0.1", cport)
+    ready = asyncio.get_event_loop().create_future()
+    comp.add_event_handler("session_start", lambda _: ready.done() or ready.set_result(True))
+
+    def echo(msg):
+        if msg["type"] in ("chat", "normal") and msg["body"]:
+            msg.reply("echo: " + msg["body"]).send()
+    comp.add_event_handler("message", echo)
+    comp.connect()
+    try:
+        arun(asyncio.wait_for(ready, 10))
+        alice = FClient(a, A_DOM)
+        alice.send("<message to='bot@echo.alpha.test' type='chat'><body>hi</body></message>")
+        # The component runs on the asyncio loop: let it turn while we wait.
+        el = None
+        for _ in range(50):
+            arun(asyncio.sleep(0.1))
+            try:
+                el = alice.message(frm="bot@echo.alpha.test", body="echo: hi", timeout=0.1)
+                break
+            except AssertionError:
+                pass
+        assert el is not None and el.get("to") == alice.full
+        alice.close()
+    finally:
+        comp.disconnect()
+        arun(asyncio.sleep(0.2))
+
+
+def test_link_flow_control_keeps_a_burst(make_server):
+    """A burst larger than the output limit of a connection crosses the link
+    intact: past the high-water mark stanzas wait in the link's queue
+    instead of cutting the link off as a slow reader would be."""
+    a, b = start_pair(make_server, extra_a=("--max-output-bytes", "65536",
+                                            "--session-stanza-rate", "0",
+                                            "--s2s-queue-max", "5000"))
+    alice, bob = exchange_messages(a, b)
+    n, pad = 1500, "x" * 200
+    alice.send("".join("<message to='%s' type='chat'><body>%d %s</body></message>" %
+                       (bob.full, i, pad) for i in range(n)))
+    seen = 0
+    while seen < n:
+        el = bob.message(frm=alice.full, timeout=15)
+        assert el.findtext(q(NS_CLIENT, "body")) == "%d %s" % (seen, pad)   # in order
+        seen += 1
+    assert "output_overflow" not in a.log_text()
+    alice.close()
+    bob.close()

@@ -180,6 +180,16 @@ def test_things_ask_the_service(server, clients, arun):
         assert [f.get("name") for f in r.findall(q(NS_PROV, "field"))] == ["Temperature"]
         r = await ask("canControl", bare(reader), [el(NS_PROV, "parameter", {"name": "Relay"})])
         assert r.get("result") == "false"
+        await set_rule(owner, "canControlRule", d, True, [partial("control", "Relay")],
+                       remoteJid=bare(reader))
+        r = await ask("canControl", bare(reader), [el(NS_PROV, "parameter", {"name": "Relay"}),
+                                                   el(NS_PROV, "parameter",
+                                                      {"name": "Setpoint"})])
+        assert r.get("result") == "true"
+        assert [p.get("name") for p in r.findall(q(NS_PROV, "parameter"))] == ["Relay"]
+        r = await ask("canControl", bare(reader), [el(NS_PROV, "parameter",
+                                                      {"name": "Setpoint"})])
+        assert r.get("result") == "false"
         # A client that is not a provisioned thing learns nothing.
         r = await send_iq(stranger, PROVISIONING, "get", el(NS_PROV, "isFriend",
                                                            {"jid": bare(owner)}))

@@ -109,6 +109,17 @@ def test_unprovisioned_device_is_plain_routing(server, clients, arun):
         assert "Temperature" in r.fields
         await send_iq(anyone, d.boundjid.full, "set", control_set([("boolean", "Relay", "true")]))
         assert d.state["Relay"] is True
+        # Its bare JID does not tell a stranger whether it is online...
+        before = d.readouts
+        req = el(NS_SENSORDATA, "req", {"seqnr": "2", "momentary": "true"})
+        assert await iq_error(anyone, bare(d), "get", req) == "service-unavailable"
+        assert d.readouts == before
+        # ...but does once the device shares its presence (it approves subscriptions itself).
+        anyone.send_presence(pto=bare(d), ptype="subscribe")
+        await wait_until(lambda: bool(anyone.client_roster.presence(bare(d))),
+                         what="the device's presence")
+        r = await readout(anyone, bare(d), 3, momentary=True)
+        assert "Temperature" in r.fields
     arun(go())
 
 

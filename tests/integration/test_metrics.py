@@ -292,6 +292,7 @@ REQUIRED = {
     "stanzad_offline_messages_stored_total": "counter",
     "stanzad_archive_writes_total": "counter",
     "stanzad_sm_resumptions_total": "counter",
+    "stanzad_guard_drops_total": "counter",
     "stanzad_kernel_path_active": "gauge",
     "stanzad_build_info": "gauge",
     "stanzad_start_time_seconds": "gauge",
@@ -443,6 +444,37 @@ def test_stream_management_resumption_is_counted(make_server):
                   before.value("stanzad_sm_resumptions_total", result="failure"))
     assert s2.value("stanzad_sm_resumptions_total", result="success") == \
         before.value("stanzad_sm_resumptions_total", result="success") + 1
+
+
+def scrape_admitted(port):
+    """A scrape once the guard admits it (a scrape is itself an unauthenticated
+    connection; each refused one is counted as a drop)."""
+    deadline = time.monotonic() + WAIT
+    while scrape_raw(port)[0] != 200:
+        assert time.monotonic() < deadline, "the guard never admitted a scrape"
+        time.sleep(0.05)
+    return Scrape(port)
+
+
+def test_guard_refusals_are_counted(make_server):
+    srv = make_server("--max-preauth-per-ip", "2")
+    key = dict(path="userspace", reason="preauth-per-ip")
+    before = scrape_admitted(srv.http_port)
+    held = [RawStream(srv.c2s_port) for _ in range(2)]
+    for h in held:
+        h.send_header()
+        h.read_header()
+    third = RawStream(srv.c2s_port)
+    third.send_header()
+    assert third.stream_error() == "policy-violation"
+    srv.wait_log(r"event=conn\.refused [^\n]*reason=preauth-per-ip")
+    for h in held:
+        h.close()
+    after = scrape_admitted(srv.http_port)
+    assert after.value("stanzad_guard_drops_total", **key) >= \
+        before.value("stanzad_guard_drops_total", **key) + 1
+    assert after.value("stanzad_guard_drops_total", path="userspace", reason="rate-limit") == 0
+    assert after.value("stanzad_guard_drops_total", path="userspace", reason="source-banned") == 0
 
 
 def test_metrics_are_refused_to_a_non_loopback_peer_by_default(make_server):
