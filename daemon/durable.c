@@ -45,6 +45,12 @@ static int durable_noop(struct storage *st, struct storage_req *req)
 
 uint64_t durable_mark(const struct conn *c)
 {
+	/*
+	 * Read before the stanza submits anything: a snapshot taken later, in
+	 * durable_reply_result(), could already include the failure of the
+	 * very write the reply is about.
+	 */
+	c->w->durable_failures = storage_queue_failed(c->w->srv->store);
 	return storage_queue_submitted(c->w->srv->store);
 }
 
@@ -85,14 +91,6 @@ void durable_settle(struct conn *c, uint64_t mark)
 	storage_queue_submit(c->w->srv->store, &b->req);
 }
 
-static uint64_t durable_failures(struct storage_queue *q)
-{
-	struct storage_queue_stats st;
-
-	storage_queue_get_stats(q, &st);
-	return st.failures;
-}
-
 static void durable_reply_done(struct storage_req *req)
 {
 	struct durable_reply *d = (struct durable_reply *)req;
@@ -100,7 +98,7 @@ static void durable_reply_done(struct storage_req *req)
 	struct session *s = iq_async_session(&d->op);
 
 	if (s) {
-		if (req->result < 0 || durable_failures(w->srv->store) != d->failures) {
+		if (req->result < 0 || storage_queue_failed(w->srv->store) != d->failures) {
 			log_warn("durable.reply_failed", "jid=%s msg=\"a storage write failed before "
 				 "the answer; the change may be lost\"", d->op.from);
 			iq_async_error(&d->op, s, "internal-server-error",
@@ -126,7 +124,7 @@ void durable_reply_result(struct iq_request *rq, const char *ns, const char *nam
 	d = iq_async_new(rq, sizeof(*d), "-", ns, name, durable_noop, durable_reply_done);
 	if (!d)
 		return;	/* answered with an error */
-	d->failures = durable_failures(rq->w->srv->store);
+	d->failures = rq->w->durable_failures;
 	if (s && s->sm) {
 		sm_hold_ack(s);
 		d->held = true;

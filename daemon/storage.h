@@ -240,6 +240,8 @@ void storage_queue_get_stats(struct storage_queue *q, struct storage_queue_stats
  * between (durable.c).
  */
 uint64_t storage_queue_submitted(struct storage_queue *q);
+/* Requests failed with -EIO or -EBUSY so far (stats.failures, without the lock). */
+uint64_t storage_queue_failed(struct storage_queue *q);
 
 struct metrics_hist;
 /*

@@ -55,6 +55,8 @@ struct storage_queue {
 	struct storage_queue_stats stats;
 	/* Requests ever submitted; read without the lock (storage_queue_submitted). */
 	_Atomic uint64_t submitted;
+	/* Requests failed with -EIO or -EBUSY; the lock-free copy of stats.failures. */
+	_Atomic uint64_t failed;
 	/* Written by the storage thread only, read by scrapes (metrics.h). */
 	struct metrics_hist latency;
 
@@ -286,6 +288,7 @@ next:
 	q->stats.fallbacks++;
 	q->stats.failures += failures;
 	pthread_mutex_unlock(&q->lock);
+	atomic_fetch_add_explicit(&q->failed, failures, memory_order_release);
 }
 
 /*
@@ -364,6 +367,7 @@ static void run_batch(struct storage_queue *q, struct storage_req *batch)
 		q->stats.commits += committed;
 		q->stats.failures += failures;
 		pthread_mutex_unlock(&q->lock);
+		atomic_fetch_add_explicit(&q->failed, failures, memory_order_release);
 	}
 
 	/*
@@ -546,6 +550,11 @@ void storage_queue_stop(struct storage_queue *q)
 uint64_t storage_queue_submitted(struct storage_queue *q)
 {
 	return atomic_load_explicit(&q->submitted, memory_order_relaxed);
+}
+
+uint64_t storage_queue_failed(struct storage_queue *q)
+{
+	return atomic_load_explicit(&q->failed, memory_order_acquire);
 }
 
 void storage_queue_get_stats(struct storage_queue *q, struct storage_queue_stats *out)

@@ -52,6 +52,12 @@ struct worker {
 
 	struct xml_pool *xml;
 	struct storage_inbox inbox;
+	/*
+	 * The storage queue's failure count when the client stanza being
+	 * handled arrived (durable.c): a write of that stanza failing before
+	 * its barrier shows as a difference, however fast the storage thread.
+	 */
+	uint64_t durable_failures;
 	int signal_fd;			/* -1 unless this worker handles signals */
 
 	/* Free output chunks of CONN_CHUNK_SIZE, to avoid malloc per write. */
