@@ -31,7 +31,7 @@ endif
 BUILD   ?= build
 CC      ?= cc
 PYTHON  ?= /usr/bin/python3
-PKGS    := liburing expat openssl sqlite3 libgsasl libidn inih jansson libnl-genl-3.0
+PKGS    := liburing expat openssl sqlite3 libgsasl libidn inih jansson libnl-genl-3.0 libbpf
 
 ifeq ($(V),1)
 Q :=
@@ -75,6 +75,7 @@ UNIT_BINS    := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 
 all: $(BUILD)/stanzad $(BUILD)/stanzactl
 
+include daemon/console/console.mk
 include bpf/bpf.mk
 include kmod/kmod.mk
 include tests/fuzz/fuzz.mk
@@ -110,10 +111,16 @@ deps:
 unit: $(UNIT_BINS)
 	$(Q)scripts/run-unit.sh $(UNIT_BINS)
 
+# XEP-0479 requirements a running server meets, from its own answers, e.g.
+#   make compliance ARGS="--domain example.org --user alice --password-file pw"
+compliance:
+	$(Q)$(PYTHON) scripts/compliance.py $(ARGS)
+
 integration: $(BUILD)/stanzad $(BUILD)/stanzactl
-	$(Q)STANZAD_BUILD=$(abspath $(BUILD)) $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
+	$(Q)STANZAD_BUILD=$(abspath $(BUILD)) $(PYTHON) -m pytest -q -rs -p no:cacheprovider tests/integration
 
 check: deps
+	$(Q)scripts/install-deps.sh console
 	$(Q)$(MAKE) --no-print-directory all $(UNIT_BINS)
 	$(Q)$(MAKE) --no-print-directory unit
 	$(Q)$(MAKE) --no-print-directory integration
@@ -192,7 +199,7 @@ demo: $(BUILD)/stanzad $(BUILD)/stanzactl
 clean:
 	rm -rf $(BUILD)
 
-.PHONY: all deps unit integration check run clean bench kernel-lab-quick check-kernel bench-kernel demo soak soak-check
+.PHONY: all deps unit integration compliance check run clean bench kernel-lab-quick check-kernel bench-kernel demo soak soak-check
 .PRECIOUS: $(BUILD)/obj/%.o
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

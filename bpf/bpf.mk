@@ -10,6 +10,8 @@ BPF_OBJS  := $(BPF_SRCS:bpf/%.bpf.c=$(BUILD)/bpf/%.bpf.o)
 BPF_SKELS := $(BPF_SRCS:bpf/%.bpf.c=$(BUILD)/bpf/%.skel.h)
 BPF_CLANG ?= clang
 BPF_ARCH  := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
+# The loaders find NAME.skel.h and bpf/NAME.h.
+CFLAGS    += -I$(BUILD)/bpf -Ibpf
 
 $(BUILD)/bpf/vmlinux.h:
 	$(call msg,BTF,$@)
@@ -25,5 +27,5 @@ $(BUILD)/bpf/%.skel.h: $(BUILD)/bpf/%.bpf.o
 	$(call msg,SKEL,$@)
 	$(Q)bpftool gen skeleton $< > $@
 
-# Loaders in daemon/ include the skeletons, so they must exist first.
-$(DAEMON_OBJS): | $(BPF_SKELS)
+# Loaders in daemon/ and the BPF unit tests include the skeletons, so they must exist first.
+$(DAEMON_OBJS) $(UNIT_SRCS:%.c=$(BUILD)/obj/%.o): | $(BPF_SKELS)

@@ -54,8 +54,21 @@ static size_t caps_sort_unique(const char **v, size_t n)
 	return out;
 }
 
-int caps_ver_compute(const struct caps_identity *ids, size_t nids,
-		     const char *const *features, size_t nfeatures, char *out, size_t out_size)
+/*
+ * The server's extended information forms as XEP-0115 5.1 steps 6-8 put
+ * them into S (set once, before the first 'ver'), or NULL: none.
+ */
+static const char *caps_server_forms;
+
+void caps_server_set_forms(const char *s)
+{
+	caps_server_forms = s;
+}
+
+/* caps_ver_compute, with `forms` (steps 6-8, or NULL) appended to S. */
+static int caps_ver_compute_forms(const struct caps_identity *ids, size_t nids,
+				  const char *const *features, size_t nfeatures, const char *forms,
+				  char *out, size_t out_size)
 {
 	const struct caps_identity **idv = NULL;
 	const char **fv = NULL;
@@ -98,6 +111,8 @@ int caps_ver_compute(const struct caps_identity *ids, size_t nids,
 		strbuf_puts(&s, fv[i]);
 		strbuf_puts(&s, "<");
 	}
+	if (forms)
+		strbuf_puts(&s, forms);
 	if (s.oom || !s.data)
 		goto out;
 	/* Step 9: SHA-1 over the UTF-8 bytes, base64 without line breaks. */
@@ -112,6 +127,12 @@ out:
 	free(fv);
 	free(idv);
 	return ret;
+}
+
+int caps_ver_compute(const struct caps_identity *ids, size_t nids,
+		     const char *const *features, size_t nfeatures, char *out, size_t out_size)
+{
+	return caps_ver_compute_forms(ids, nids, features, nfeatures, NULL, out, out_size);
 }
 
 /*
@@ -139,8 +160,8 @@ static void caps_init(void)
 {
 	const char *features[CAPS_MAX_FEATURES];
 	size_t n = caps_features(IQ_SCOPE_SERVER, features, CAPS_MAX_FEATURES);
-	int ret = caps_ver_compute(caps_server_identities, caps_server_nidentities, features, n,
-				   caps_ver_buf, sizeof(caps_ver_buf));
+	int ret = caps_ver_compute_forms(caps_server_identities, caps_server_nidentities, features,
+					 n, caps_server_forms, caps_ver_buf, sizeof(caps_ver_buf));
 
 	if (ret < 0) {
 		caps_ver_buf[0] = '\0';

@@ -68,6 +68,13 @@ int caps_ver_compute(const struct caps_identity *ids, size_t nids,
  */
 size_t caps_features(unsigned scope, const char **out, size_t cap);
 
+/*
+ * The server's extended information (XEP-0128) in the form XEP-0115 5.1
+ * steps 6-8 hash it ("FORM_TYPE<var<value<..."): called once at start,
+ * before the first caps_server_ver(); s must live as long as the process.
+ */
+void caps_server_set_forms(const char *s);
+
 /* The server's 'ver' (computed on first use); "" if that failed (logged). */
 const char *caps_server_ver(void);
 

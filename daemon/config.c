@@ -72,6 +72,27 @@ static const struct config_option options[] = {
 	  "fan stanzas out through the stanza offload module when it is loaded (default yes)" },
 	{ "kmod_min_fanout", OPT_UINT, OFF(kmod_min_fanout), 1, 1000000, "N",
 	  "fewest copies of a fan-out sent through the offload module; fewer use io_uring (default 8)" },
+	{ "bpf", OPT_YESNO, OFF(bpf), 0, 0, "yes|no",
+	  "load the BPF programs (guard, sockops) where the kernel and rights allow; no: their "
+	  "userspace fallbacks (default yes)" },
+	{ "guard_interfaces", OPT_LIST, OFF(guard_interfaces), 0, 0, "IFNAME",
+	  "interface the XDP guard attaches to, repeatable (default none: guard off)" },
+	{ "guard_syn_rate", OPT_UINT, OFF(guard_syn_rate), 0, 1000000, "N",
+	  "new connections per second one address (IPv6: /64) may open through the guard, "
+	  "0 = no limit (default 20)" },
+	{ "guard_syn_burst", OPT_UINT, OFF(guard_syn_burst), 1, 1000000, "N",
+	  "new connections one address may open at once above that rate (default 100)" },
+	{ "tcp_keepalive_idle", OPT_UINT, OFF(tcp_keepalive_idle), 0, 86400, "SECONDS",
+	  "idle time before TCP keepalive probes on client connections, 0 = no keepalive "
+	  "(default 120)" },
+	{ "tcp_keepalive_interval", OPT_UINT, OFF(tcp_keepalive_interval), 1, 3600, "SECONDS",
+	  "time between keepalive probes (default 30)" },
+	{ "tcp_keepalive_count", OPT_UINT, OFF(tcp_keepalive_count), 1, 127, "N",
+	  "unanswered keepalive probes before the connection is dropped (default 4)" },
+	{ "tcp_user_timeout", OPT_UINT, OFF(tcp_user_timeout), 0, 3600000, "MS",
+	  "TCP_USER_TIMEOUT of client connections, 0 = the kernel's (default 0)" },
+	{ "tcp_nodelay", OPT_YESNO, OFF(tcp_nodelay), 0, 0, "yes|no",
+	  "TCP_NODELAY on client connections (default yes)" },
 	{ "cert", OPT_STRING, OFF(cert), 0, 0, "FILE",
 	  "server certificate chain, PEM (default: self-signed, generated in state_dir)" },
 	{ "key", OPT_STRING, OFF(key), 0, 0, "FILE",
@@ -151,12 +172,37 @@ static const struct config_option options[] = {
 	  "contacts in an account's roster, and pending subscription requests (default 1000)" },
 	{ "max_offline_messages", OPT_UINT, OFF(max_offline_messages), 0, 1000000, "N",
 	  "messages stored for an account without available resources, XEP-0160 (default 500)" },
+	{ "push_max_registrations", OPT_UINT, OFF(push_max_registrations), 0, 100, "N",
+	  "push app servers (XEP-0357) one account may register; 0 = push disabled (default 5)" },
+	{ "contact_abuse", OPT_LIST, OFF(contact_abuse), 0, 0, "URI",
+	  "where to report abuse (mailto:, xmpp:, https:), XEP-0157 in the server's disco; "
+	  "repeatable (default none)" },
+	{ "contact_admin", OPT_LIST, OFF(contact_admin), 0, 0, "URI",
+	  "the administrators' addresses, XEP-0157; repeatable (default none)" },
+	{ "contact_feedback", OPT_LIST, OFF(contact_feedback), 0, 0, "URI",
+	  "where to send feedback, XEP-0157; repeatable (default none)" },
+	{ "contact_security", OPT_LIST, OFF(contact_security), 0, 0, "URI",
+	  "where to report security issues, XEP-0157; repeatable (default none)" },
+	{ "contact_support", OPT_LIST, OFF(contact_support), 0, 0, "URI",
+	  "where users get support, XEP-0157; repeatable (default none)" },
+	{ "turn_host", OPT_STRING, OFF(turn_host), 0, 0, "HOST",
+	  "STUN/TURN server announced to clients for calls, XEP-0215 (default none)" },
+	{ "turn_port", OPT_UINT, OFF(turn_port), 1, 65535, "PORT",
+	  "its port (default 3478)" },
+	{ "turn_secret", OPT_STRING, OFF(turn_secret), 0, 0, "SECRET",
+	  "shared secret of the TURN server (coturn static-auth-secret); without it only STUN "
+	  "is announced (default none)" },
+	{ "turn_credential_lifetime", OPT_UINT, OFF(turn_credential_lifetime), 1, 2592000, "SECONDS",
+	  "how long TURN credentials handed out stay valid (default 86400)" },
 	{ "mam_default", OPT_STRING, OFF(mam_default), 0, 0, "MODE",
 	  "always|roster|never: what is archived for accounts without preferences, XEP-0313 "
 	  "(default always)" },
 	{ "mam_retention_days", OPT_UINT, OFF(mam_retention_days), 0, 36500, "DAYS",
 	  "archived messages are deleted this long after they were archived, 0 = never "
 	  "(default 365)" },
+	{ "max_mam_messages", OPT_UINT, OFF(max_mam_messages), 0, 100000000, "N",
+	  "messages kept in each account's archive, XEP-0313, the oldest dropped first; "
+	  "0 = no limit but mam_retention_days (default 0)" },
 	{ "muc", OPT_YESNO, OFF(muc), 0, 0, "yes|no",
 	  "Multi-User Chat service at conference.DOMAIN, XEP-0045 (default yes)" },
 	{ "max_muc_rooms", OPT_UINT, OFF(max_muc_rooms), 1, 10000000, "N",
@@ -209,6 +255,8 @@ static const struct config_option options[] = {
 	  "Prometheus metrics at /metrics on the HTTP listeners (default yes)" },
 	{ "metrics_allow", OPT_LIST, OFF(metrics_allow), 0, 0, "CIDR",
 	  "address or prefix that may read /metrics, repeatable (default: loopback only)" },
+	{ "console", OPT_YESNO, OFF(console), 0, 0, "yes|no",
+	  "the web console at /console/ on the HTTP listeners, for the admins (default yes)" },
 	{ "log_target", OPT_STRING, OFF(log_target), 0, 0, "TARGET",
 	  "auto|stderr|journal: where log lines go; auto is the journal when stderr is "
 	  "connected to it (default auto)" },
@@ -422,6 +470,13 @@ static void config_defaults(struct config *cfg)
 	cfg->ktls = true;
 	cfg->kmod = true;
 	cfg->kmod_min_fanout = 8;
+	cfg->bpf = true;
+	cfg->guard_syn_rate = 20;
+	cfg->guard_syn_burst = 100;
+	cfg->tcp_keepalive_idle = 120;
+	cfg->tcp_keepalive_interval = 30;
+	cfg->tcp_keepalive_count = 4;
+	cfg->tcp_nodelay = true;
 	cfg->registration_open = false;
 	cfg->sasl2 = true;
 	cfg->fast_token_lifetime = 30 * 86400;
@@ -456,6 +511,9 @@ static void config_defaults(struct config *cfg)
 	cfg->max_private_bytes = 64 * 1024;
 	cfg->max_roster_items = 1000;
 	cfg->max_offline_messages = 500;
+	cfg->push_max_registrations = 5;
+	cfg->turn_port = 3478;
+	cfg->turn_credential_lifetime = 86400;
 	cfg->mam_retention_days = 365;
 	cfg->muc = true;
 	cfg->max_muc_rooms = 10000;
@@ -479,6 +537,7 @@ static void config_defaults(struct config *cfg)
 	cfg->upload_expire_days = 30;
 	cfg->upload_slot_timeout = 300;
 	cfg->metrics = true;
+	cfg->console = true;
 	cfg->log_rate_limit = 100;
 	cfg->s2s = true;
 	cfg->s2s_queue_max = 1000;
@@ -747,6 +806,7 @@ void config_free(struct config *cfg)
 	list_clear(&cfg->listen_http);
 	list_clear(&cfg->listen_https);
 	list_clear(&cfg->upload_allowed_types);
+	list_clear(&cfg->guard_interfaces);
 	list_clear(&cfg->listen_s2s);
 	list_clear(&cfg->listen_s2s_tls);
 	list_clear(&cfg->listen_component);
@@ -756,9 +816,18 @@ void config_free(struct config *cfg)
 	list_clear(&cfg->component);
 	free(cfg->s2s_auth);
 	free(cfg->s2s_ca);
+	free(cfg->turn_host);
+	if (cfg->turn_secret)
+		explicit_bzero(cfg->turn_secret, strlen(cfg->turn_secret));
+	free(cfg->turn_secret);
 	free(cfg->upload_url_base);
 	free(cfg->mam_default);
 	list_clear(&cfg->metrics_allow);
+	list_clear(&cfg->contact_abuse);
+	list_clear(&cfg->contact_admin);
+	list_clear(&cfg->contact_feedback);
+	list_clear(&cfg->contact_security);
+	list_clear(&cfg->contact_support);
 	free(cfg->log_target);
 	free(cfg->control_socket);
 	free(cfg->control_group);

@@ -42,6 +42,15 @@ struct config {
 	bool ktls;		/* kTLS handoff where the kernel supports it */
 	bool kmod;		/* fan-out through the stanza offload module (kmod.c) */
 	uint32_t kmod_min_fanout;	/* smaller fan-outs are not worth a request */
+	bool bpf;		/* load the BPF programs at all (bpf_guard.c, bpf_sockops.c) */
+	struct config_list guard_interfaces;	/* where the XDP guard attaches; empty: off */
+	uint32_t guard_syn_rate;	/* SYNs per second per source (IPv6 /64); 0 = no limit */
+	uint32_t guard_syn_burst;
+	uint32_t tcp_keepalive_idle;	/* seconds; 0 = no keepalive (sockops or setsockopt) */
+	uint32_t tcp_keepalive_interval;	/* seconds between probes */
+	uint32_t tcp_keepalive_count;	/* probes before the connection is dropped */
+	uint32_t tcp_user_timeout;	/* TCP_USER_TIMEOUT in ms; 0 = the kernel's */
+	bool tcp_nodelay;
 	char *cert;		/* NULL: <state_dir>/cert.pem, generated */
 	char *key;
 	char *client_ca;	/* CA of client certificates for SASL EXTERNAL; NULL: none */
@@ -82,9 +91,20 @@ struct config {
 	uint32_t max_private_bytes;	/* one private XML element (XEP-0049) */
 	uint32_t max_roster_items;	/* roster items (and pending requests) per account */
 	uint32_t max_offline_messages;	/* XEP-0160 messages stored per account */
+	uint32_t push_max_registrations;	/* XEP-0357 app servers per account; 0 = off */
+	struct config_list contact_abuse;	/* XEP-0157 contact addresses (URIs) */
+	struct config_list contact_admin;
+	struct config_list contact_feedback;
+	struct config_list contact_security;
+	struct config_list contact_support;
+	char *turn_host;		/* XEP-0215 STUN/TURN host; NULL: none announced */
+	uint32_t turn_port;
+	char *turn_secret;		/* coturn static-auth-secret; NULL: STUN only (wiped at free) */
+	uint32_t turn_credential_lifetime;	/* seconds TURN credentials stay valid */
 	char *mam_default;		/* XEP-0313 archiving without preferences: always|roster|never
 					 * (NULL: always) */
 	uint32_t mam_retention_days;	/* archived messages older than this are deleted; 0 = kept */
+	uint32_t max_mam_messages;	/* messages kept per personal archive, oldest go; 0 = all */
 
 	/* XEP-0045 Multi-User Chat at conference.DOMAIN (muc.c). */
 	bool muc;			/* the service runs */
@@ -120,6 +140,7 @@ struct config {
 	/* Operations: /metrics (metrics.c), logs (log.c), the control socket (control.c). */
 	bool metrics;			/* GET /metrics on the HTTP listeners */
 	struct config_list metrics_allow;	/* addresses/CIDR prefixes that may scrape; unset: loopback */
+	bool console;			/* the web console at /console/ on the HTTP listeners (console.c) */
 	char *log_target;		/* auto|stderr|journal (NULL: auto) */
 	uint32_t log_rate_limit;	/* lines per second of one event and level; 0 = no limit */
 	char *control_socket;		/* Unix socket path; NULL: <state_dir>/control; "off" */

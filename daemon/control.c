@@ -36,8 +36,10 @@
 #include "control_db.h"
 #include "jid.h"
 #include "kpaths.h"
+#include "bpf_guard.h"
 #include "log.h"
 #include "metrics.h"
+#include "provisioning.h"
 #include "roster.h"
 #include "server.h"
 #include "session.h"
@@ -431,6 +433,27 @@ static void control_status(struct conn *c, const char *arg)
 static void control_paths(struct conn *c, const char *arg)
 {
 	control_reply(c, json_pack("{s:o}", "paths", control_paths_json(c->w->srv)));
+}
+
+/*
+ * guard: the XDP guard (bpf_guard.c): active, detail, reason, syn_rate,
+ * syn_burst, counters {passed, rate_dropped, ban_dropped} (zero when off).
+ */
+static void control_guard(struct conn *c, const char *arg)
+{
+	const struct config *cfg = c->w->srv->cfg;
+	struct bpf_guard_counters gc;
+	const char *detail, *reason;
+	bool active = bpf_guard_state(&detail, &reason);
+
+	bpf_guard_counters(&gc);
+	control_reply(c, json_pack("{s:b, s:s, s:s, s:i, s:i, s:{s:I, s:I, s:I}}", "active", active,
+				   "detail", detail, "reason", reason,
+				   "syn_rate", (int)cfg->guard_syn_rate,
+				   "syn_burst", (int)cfg->guard_syn_burst, "counters",
+				   "passed", (json_int_t)gc.passed,
+				   "rate_dropped", (json_int_t)gc.rate_dropped,
+				   "ban_dropped", (json_int_t)gc.ban_dropped));
 }
 
 /* ---- sessions ---- */
@@ -857,6 +880,26 @@ static void control_certs_reload(struct conn *c, const char *arg)
 				   "cert_file", cert, "key_file", key));
 }
 
+/*
+ * provisioning refresh JID: `stanzactl device import` changed the
+ * enrollment of this device (provisioning.h). Answered at once; the
+ * table follows one storage round trip later.
+ */
+static void control_provisioning_refresh(struct conn *c, const char *arg)
+{
+	struct jid j;
+
+	if (jid_parse(&j, arg, strlen(arg)) < 0 || !jid_has_local(&j) || jid_has_resource(&j)) {
+		control_fail(c, "'%s' is not a bare user JID", arg);
+		return;
+	}
+	if (provisioning_refresh(c->w, j.buf) < 0) {
+		control_fail(c, "out of memory");
+		return;
+	}
+	control_reply(c, json_pack("{s:s}", "refreshing", j.buf));
+}
+
 /* ---- Requests ---- */
 
 struct control_cmd {
@@ -876,6 +919,8 @@ static const struct control_cmd control_cmds[] = {
 	{ "certs show", false, NULL, control_certs_show },
 	{ "certs reload", false, NULL, control_certs_reload },
 	{ "paths", false, NULL, control_paths },
+	{ "guard", false, NULL, control_guard },
+	{ "provisioning refresh", true, "JID", control_provisioning_refresh },
 };
 
 #define CONTROL_NCMDS (sizeof(control_cmds) / sizeof(control_cmds[0]))
@@ -938,7 +983,7 @@ static void control_dispatch(struct conn *c, char *line)
 		return;
 	}
 	control_fail(c, "unknown command '%s' (status, sessions list, sessions kick JID, users list, "
-		     "roster show USER, queues, certs show, certs reload, paths)", w[0]);
+		     "roster show USER, queues, certs show, certs reload, paths, guard)", w[0]);
 }
 
 void control_accepted(struct conn *c)

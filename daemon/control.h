@@ -16,7 +16,7 @@
  *   request   = command [" " argument] "\n"         (at most 1 KiB)
  *   command   = "status" | "sessions list" | "sessions kick" | "users list"
  *             | "roster show" | "queues" | "certs show" | "certs reload"
- *             | "paths"
+ *             | "paths" | "guard" | "provisioning refresh"
  *   answer    = {"ok":true,"result":{...}} | {"ok":false,"error":"why"}
  *
  * So `echo status | socat - UNIX-CONNECT:/var/lib/stanzad/control` works

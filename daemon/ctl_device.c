@@ -25,6 +25,7 @@
 #include "control.h"
 #include "ctl_online.h"
 #include "device.h"
+#include "fast.h"
 #include "jid.h"
 #include "scram.h"
 #include "statedir.h"
@@ -32,6 +33,7 @@
 
 #define CTL_DEVICE_FILE_MAX	(64u << 20)	/* largest enrollment file */
 #define CTL_DEVICE_WHY_MAX	1024
+#define CTL_DEVICE_REFRESH_MAX	20000	/* devices an import tells the running daemon about */
 
 #define CTL_DEVICE_USAGE \
 	"usage: stanzactl [--state-dir DIR] device import FILE.csv\n" \
@@ -192,6 +194,43 @@ static int ctl_read_file(const char *path, char **data, size_t *len)
 	return -ENOMEM;
 }
 
+/*
+ * Tells the running daemon about each imported device, so that an owner
+ * given or taken by the file rules the device's provisioning at once
+ * (provisioning.h), not from its next login: requests queued for it
+ * offline meanwhile would otherwise reach it unchecked. Without the
+ * daemon there is nothing to tell (it reads the store when it starts).
+ */
+static void ctl_device_refresh(const struct device_csv *csv, const char *sock, const char *domain)
+{
+	char line[JID_MAX + 32];
+	size_t failed = 0;
+
+	/* One request per device: a huge file would keep the daemon (and its log) busy. */
+	if (csv->n > CTL_DEVICE_REFRESH_MAX) {
+		fprintf(stderr, "stanzactl: more than %d devices: the daemon applies their "
+			"provisioning at its restart or at each device's next login\n",
+			CTL_DEVICE_REFRESH_MAX);
+		return;
+	}
+	for (size_t i = 0; i < csv->n; i++) {
+		char *answer = NULL;
+		json_t *root = NULL;
+
+		snprintf(line, sizeof(line), "provisioning refresh %s@%s\n", csv->rows[i].user,
+			 domain);
+		if (ctl_online_request(sock, line, &answer) == 0)
+			root = json_loads(answer, 0, NULL);
+		if (!json_is_true(json_object_get(root, "ok")))
+			failed++;
+		json_decref(root);
+		free(answer);
+	}
+	if (failed)
+		fprintf(stderr, "stanzactl: the daemon did not take the provisioning of %zu "
+			"device(s); it applies from their next login\n", failed);
+}
+
 static int ctl_device_import(struct storage *st, const char *file, const char *sock)
 {
 	struct device_import_stats stats;
@@ -223,13 +262,16 @@ static int ctl_device_import(struct storage *st, const char *file, const char *s
 		return 1;
 	}
 	ret = device_import(st, &csv, 0, &stats, why, sizeof(why));
-	device_csv_free(&csv);
 	if (ret < 0) {
+		device_csv_free(&csv);
 		fprintf(stderr, "stanzactl: %s: %s; nothing was changed\n", file, why);
 		return 1;
 	}
 	printf("%s: %u created, %u updated, %u unchanged\n", file, stats.created, stats.updated,
 	       stats.unchanged);
+	if (domain)
+		ctl_device_refresh(&csv, sock, domain);
+	device_csv_free(&csv);
 	return 0;
 }
 
@@ -333,10 +375,20 @@ static int ctl_device_list(struct storage *st, const char *sock, bool json)
 	return 0;
 }
 
-static int ctl_device_revoke(struct storage *st, const char *arg)
+/*
+ * Revokes a fingerprint and ends what the certificate gave: the account's
+ * FAST tokens (XEP-0484; a device that logged in with EXTERNAL and asked
+ * for a token would otherwise keep logging in with it) go in the same
+ * transaction, and the running daemon, when it answers, ends the
+ * device's sessions.
+ */
+static int ctl_device_revoke(struct storage *st, const char *arg, const char *sock)
 {
 	uint8_t fp[TLS_FINGERPRINT_LEN];
 	char user[STORAGE_USER_MAX + 1], text[3 * TLS_FINGERPRINT_LEN];
+	char jid[JID_MAX], tags[DEVICE_TAGS_MAX + 1], owner[JID_MAX], line[JID_MAX + 32];
+	json_t *root, *kicked;
+	char *answer = NULL;
 	bool revoked;
 	int ret;
 
@@ -346,9 +398,17 @@ static int ctl_device_revoke(struct storage *st, const char *arg)
 		return 1;
 	}
 	tls_fingerprint_format(fp, text);
-	ret = device_db_cert_find(st, fp, user, sizeof(user), &revoked);
-	if (ret == 0)
-		ret = device_db_cert_revoke(st, fp);
+	ret = storage_begin(st);
+	if (ret == 0) {
+		ret = device_db_cert_find(st, fp, user, sizeof(user), &revoked);
+		if (ret == 0)
+			ret = device_db_cert_revoke(st, fp);
+		if (ret == 0)
+			ret = fast_db_delete(st, user, NULL, -1);
+		ret = ret == 0 ? storage_commit(st) : ret;
+		if (ret < 0)
+			storage_rollback(st);
+	}
 	if (ret == -ENOENT) {
 		fprintf(stderr, "stanzactl: no device has the certificate %s\n", text);
 		return 1;
@@ -357,7 +417,25 @@ static int ctl_device_revoke(struct storage *st, const char *arg)
 		fprintf(stderr, "stanzactl: cannot revoke: %s\n", strerror(-ret));
 		return 1;
 	}
-	printf("revoked %s (%s)%s\n", text, user, revoked ? ", already revoked" : "");
+	printf("revoked %s (%s)%s; its FAST tokens are void\n", text, user,
+	       revoked ? ", already revoked" : "");
+	/* The enrolled JID names the domain; the daemon ends the sessions. */
+	if (device_db_get(st, user, jid, sizeof(jid), tags, sizeof(tags), owner,
+			  sizeof(owner)) < 0)
+		return 0;
+	snprintf(line, sizeof(line), "sessions kick %s\n", jid);
+	ret = sock ? ctl_online_request(sock, line, &answer) : -ENOTCONN;
+	if (ret < 0) {
+		printf("no session ended: the daemon does not answer (%s)\n", strerror(-ret));
+		return 0;
+	}
+	root = json_loads(answer, 0, NULL);
+	free(answer);
+	kicked = json_object_get(json_object_get(root, "result"), "kicked");
+	/* Not ok: the daemon had no session of it. */
+	printf("%zu session(s) of %s ended\n", json_is_array(kicked) ? json_array_size(kicked) :
+	       (size_t)0, jid);
+	json_decref(root);
 	return 0;
 }
 
@@ -395,7 +473,7 @@ int ctl_device_main(const char *state_dir, const char *socket_path, bool json, i
 	else if (strcmp(argv[0], "list") == 0)
 		ret = ctl_device_list(st, sock, json);
 	else
-		ret = ctl_device_revoke(st, argv[1]);
+		ret = ctl_device_revoke(st, argv[1], sock);
 	storage_close(st);
 	if (fflush(stdout) != 0 && ret == 0) {
 		fprintf(stderr, "stanzactl: cannot write output: %s\n", strerror(errno));

@@ -261,6 +261,19 @@ static void ctl_print_reloaded(json_t *r)
 	ctl_print_cert(r);
 }
 
+static void ctl_print_guard(json_t *r)
+{
+	json_t *c = json_object_get(r, "counters");
+	const char *detail = ctl_str(r, "detail"), *reason = ctl_str(r, "reason");
+
+	printf("xdp guard: %s%s%s%s%s\n", ctl_bool(r, "active") ? "active" : "off",
+	       detail[0] || reason[0] ? " (" : "", detail, reason, detail[0] || reason[0] ? ")" : "");
+	printf("per source: %lld new connections/s, burst %lld\n", ctl_int(r, "syn_rate"),
+	       ctl_int(r, "syn_burst"));
+	printf("passed %lld, rate-dropped %lld, ban-dropped %lld\n", ctl_int(c, "passed"),
+	       ctl_int(c, "rate_dropped"), ctl_int(c, "ban_dropped"));
+}
+
 static const struct ctl_online_cmd ctl_cmds[] = {
 	{ "status", NULL, ctl_print_status },
 	{ "sessions list", NULL, ctl_print_sessions },
@@ -271,6 +284,7 @@ static const struct ctl_online_cmd ctl_cmds[] = {
 	{ "certs show", NULL, ctl_print_cert },
 	{ "certs reload", NULL, ctl_print_reloaded },
 	{ "paths", NULL, ctl_print_paths_cmd },
+	{ "guard", NULL, ctl_print_guard },
 };
 
 #define CTL_NCMDS (sizeof(ctl_cmds) / sizeof(ctl_cmds[0]))

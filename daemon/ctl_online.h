@@ -47,6 +47,7 @@ int ctl_read_config(const char *file, char **state_dir, char **control_socket);
 	"       stanzactl [OPTIONS] roster show USER\n" \
 	"       stanzactl [OPTIONS] queues\n" \
 	"       stanzactl [OPTIONS] certs show|reload\n" \
-	"       stanzactl [OPTIONS] paths\n"
+	"       stanzactl [OPTIONS] paths\n" \
+	"       stanzactl [OPTIONS] guard\n"
 
 #endif

@@ -21,6 +21,8 @@
 #include <openssl/rand.h>
 
 #include "device.h"
+#include "fast.h"
+#include "iot_store.h"
 #include "roster.h"
 #include "scram.h"
 #include "subscription.h"
@@ -406,13 +408,25 @@ static int device_random_creds(uint32_t iterations, struct scram_creds *c)
 	return ret;
 }
 
-/* The account: created (1), password changed (2), as it was (0), or -errno. */
+/*
+ * The account: created (1), password changed (2), as it was (0), or
+ * -errno (why set). An account that exists but was never enrolled
+ * (enrolled false) is refused: adopting it would hand whoever made it (in
+ * band registration before the import, or a person's account named by a
+ * wrong row) the owner's friendship and provisioning, and a certificate
+ * row would add a way in without ending the old password.
+ */
 static int device_apply_account(struct storage *st, const struct device_csv_row *r,
-				uint32_t iterations)
+				uint32_t iterations, bool enrolled, char *why, size_t ws)
 {
 	struct scram_creds creds;
 	int ret = storage_account_get(st, r->user, &creds);
 
+	if (ret == 0 && !enrolled) {
+		scram_creds_wipe(&creds);
+		return device_why(why, ws, "%s@%s is an account that was not enrolled as a device "
+				  "(delete it first, or choose another JID)", r->user, r->domain);
+	}
 	if (ret == -ENOENT) {
 		ret = r->secret ? scram_creds_from_password(r->secret, iterations, &creds)
 				: device_random_creds(iterations, &creds);
@@ -541,14 +555,42 @@ out:
 	return ret < 0 ? ret : changed;
 }
 
+/*
+ * The owner changed or went: the provisioning rules (XEP-0324) the old
+ * owner set for the device go, as with a new claim in the registry, so
+ * that the new owner does not inherit whom the old one let in. A device
+ * claimed in the registry keeps them: that claim, not the enrollment,
+ * names its owner (iot_db_thing_load). 0 or -errno.
+ */
+static int device_drop_rules(struct storage *st, const char *jid)
+{
+	struct iot_thing_key k = { .jid = jid, .node_id = "", .source_id = "", .cache_type = "" };
+	struct iot_thing_info *t = malloc(sizeof(*t));
+	int ret;
+
+	if (!t)
+		return -ENOMEM;
+	ret = iot_db_thing_get(st, &k, t);
+	if (ret == -ENOENT || (ret == 0 && !t->owner[0]))
+		ret = iot_db_rules_delete(st, jid, NULL);
+	free(t);
+	return ret;
+}
+
 /* One row: 0 unchanged, 1 created, 2 updated, or -errno (why set). */
 static int device_apply_row(struct storage *st, const struct device_csv_row *r,
 			    uint32_t iterations, int64_t now, char *why, size_t ws)
 {
 	char jid[JID_MAX], tags[DEVICE_TAGS_MAX + 1], owner[JID_MAX], old_jid[JID_MAX];
-	int created, changed = 0, ret;
+	int created, changed = 0, ret, found;
 
-	created = device_apply_account(st, r, iterations);
+	found = device_db_get(st, r->user, old_jid, sizeof(old_jid), tags, sizeof(tags), owner,
+			      sizeof(owner));
+	if (found == -ENOENT)
+		owner[0] = '\0';
+	else if (found < 0)
+		return found;
+	created = device_apply_account(st, r, iterations, found == 0, why, ws);
 	if (created < 0)
 		return created;
 	changed |= created == 2;
@@ -556,14 +598,18 @@ static int device_apply_row(struct storage *st, const struct device_csv_row *r,
 	if (ret < 0)
 		return ret;
 	changed |= ret;
+	/*
+	 * New credentials for a device that had some (a lost or compromised
+	 * one is re-enrolled): FAST tokens (XEP-0484) got with the old ones
+	 * must not outlive them.
+	 */
+	if (created == 2 || (ret == 1 && found == 0)) {
+		ret = fast_db_delete(st, r->user, NULL, -1);
+		if (ret < 0)
+			return ret;
+	}
 	snprintf(jid, sizeof(jid), "%s@%s", r->user, r->domain);
-	ret = device_db_get(st, r->user, old_jid, sizeof(old_jid), tags, sizeof(tags), owner,
-			    sizeof(owner));
-	if (ret == -ENOENT)
-		owner[0] = '\0';
-	else if (ret < 0)
-		return ret;
-	if (ret == -ENOENT || strcmp(tags, r->tags) != 0 || strcmp(owner, r->owner) != 0 ||
+	if (found == -ENOENT || strcmp(tags, r->tags) != 0 || strcmp(owner, r->owner) != 0 ||
 	    strcmp(old_jid, jid) != 0) {
 		ret = device_db_put(st, r->user, jid, r->tags, r->owner, now);
 		if (ret < 0)
@@ -574,6 +620,11 @@ static int device_apply_row(struct storage *st, const struct device_csv_row *r,
 	if (ret < 0)
 		return ret;
 	changed |= ret;
+	if (owner[0] && strcmp(owner, r->owner) != 0) {
+		ret = device_drop_rules(st, jid);
+		if (ret < 0)
+			return ret;
+	}
 	return created == 1 ? 1 : changed ? 2 : 0;
 }
 

@@ -4,20 +4,112 @@
  * answers for a bare JID). Features come from the iq handler table, so a
  * new feature file is advertised by registering it there.
  */
+#include <errno.h>
+#include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "adhoc.h"
 #include "caps.h"
+#include "config.h"
 #include "contact_query.h"
+#include "dataform.h"
 #include "iq.h"
 #include "pubsub.h"
 #include "server.h"
 #include "service.h"
 #include "jid.h"
 #include "stanza.h"
+#include "strbuf.h"
 #include "worker.h"
 
 #define DISCO_MAX_FEATURES CAPS_MAX_FEATURES
+#define NS_SERVERINFO "http://jabber.org/network/serverinfo"	/* XEP-0157 */
+
+/* XEP-0157 contact address fields, sorted by var (the order XEP-0115 hashes). */
+static const struct {
+	const char *var;
+	size_t off;		/* of a struct config_list in struct config */
+} disco_contacts[] = {
+	{ "abuse-addresses", offsetof(struct config, contact_abuse) },
+	{ "admin-addresses", offsetof(struct config, contact_admin) },
+	{ "feedback-addresses", offsetof(struct config, contact_feedback) },
+	{ "security-addresses", offsetof(struct config, contact_security) },
+	{ "support-addresses", offsetof(struct config, contact_support) },
+};
+
+#define DISCO_NCONTACTS (sizeof(disco_contacts) / sizeof(disco_contacts[0]))
+
+/*
+ * Whether the server's disco#info carries the XEP-0157 form: only once
+ * disco_serverinfo_init() gave the caps hash the same form, so the two
+ * never disagree.
+ */
+static bool disco_serverinfo_ready;
+
+static const struct config_list *disco_contact(const struct config *cfg, size_t i)
+{
+	return (const struct config_list *)((const char *)cfg + disco_contacts[i].off);
+}
+
+static int disco_cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+int disco_serverinfo_init(const struct config *cfg)
+{
+	/* Lives as long as the process: the caps hash is computed from it lazily. */
+	static struct strbuf s = STRBUF_INIT;
+
+	strbuf_clear(&s);
+	/* XEP-0115 5.1 steps 6-8: FORM_TYPE, then each field's var and sorted values. */
+	strbuf_puts(&s, NS_SERVERINFO "<");
+	for (size_t i = 0; i < DISCO_NCONTACTS; i++) {
+		const struct config_list *l = disco_contact(cfg, i);
+		const char *v[CONFIG_MAX_LIST];
+
+		if (!l->n)
+			continue;
+		memcpy(v, l->v, l->n * sizeof(v[0]));
+		qsort(v, l->n, sizeof(v[0]), disco_cmp_str);
+		strbuf_puts(&s, disco_contacts[i].var);
+		strbuf_puts(&s, "<");
+		for (unsigned k = 0; k < l->n; k++) {
+			strbuf_puts(&s, v[k]);
+			strbuf_puts(&s, "<");
+		}
+	}
+	if (s.oom)
+		return -ENOMEM;
+	caps_server_set_forms(s.data);
+	disco_serverinfo_ready = true;
+	return 0;
+}
+
+/* The XEP-0157 form (XEP-0128 extended information) of the server. 0 or -ENOMEM. */
+static int disco_add_serverinfo(struct arena *a, struct xml_node *q, const struct config *cfg)
+{
+	struct xml_node *x = dataform_new(a, DATAFORM_RESULT, NS_SERVERINFO);
+
+	if (!x)
+		return -ENOMEM;
+	xml_node_append(q, x);
+	for (size_t i = 0; i < DISCO_NCONTACTS; i++) {
+		const struct config_list *l = disco_contact(cfg, i);
+		struct xml_node *f;
+
+		if (!l->n)
+			continue;
+		f = dataform_add_field(a, x, DATAFORM_FIELD_UNSPECIFIED, disco_contacts[i].var, NULL);
+		if (!f)
+			return -ENOMEM;
+		for (unsigned k = 0; k < l->n; k++)
+			if (dataform_field_add_value(a, f, l->v[k]) < 0)
+				return -ENOMEM;
+	}
+	return 0;
+}
 
 static int disco_add_identity(struct arena *a, struct xml_node *q, const char *category,
 			      const char *type, const char *name)
@@ -35,7 +127,8 @@ static int disco_add_identity(struct arena *a, struct xml_node *q, const char *c
  * and the features of that scope (caps.c keeps the server's list, which
  * its XEP-0115 hash covers). node is echoed when not NULL. NULL on ENOMEM.
  */
-static struct xml_node *disco_info(struct arena *a, enum iq_scope scope, const char *node)
+static struct xml_node *disco_info(struct arena *a, const struct config *cfg,
+				   enum iq_scope scope, const char *node)
 {
 	const char *features[DISCO_MAX_FEATURES];
 	const struct caps_identity *id = &caps_server_identity;
@@ -66,6 +159,8 @@ static struct xml_node *disco_info(struct arena *a, enum iq_scope scope, const c
 		if (!f || xml_attr_set(a, f, "var", features[i]) < 0)
 			return NULL;
 	}
+	if (scope == IQ_SCOPE_SERVER && disco_serverinfo_ready && disco_add_serverinfo(a, q, cfg) < 0)
+		return NULL;
 	return q;
 }
 
@@ -84,7 +179,7 @@ static void disco_contact_answer(const struct iq_async *op, struct session *s,
 		iq_async_error(op, s, "service-unavailable", NULL);
 		return;
 	}
-	q = disco_info(iq_async_arena(op), IQ_SCOPE_CONTACT, NULL);
+	q = disco_info(iq_async_arena(op), NULL, IQ_SCOPE_CONTACT, NULL);
 	if (q)
 		iq_async_result(op, s, q);
 	else
@@ -120,7 +215,7 @@ void disco_info_get(struct iq_request *rq)
 		iq_reply_error(rq, "item-not-found", NULL);
 		return;
 	}
-	q = disco_info(iq_arena(rq), rq->scope, node);
+	q = disco_info(iq_arena(rq), rq->w->srv->cfg, rq->scope, node);
 	if (!q) {
 		iq_reply_error(rq, "internal-server-error", NULL);
 		return;

@@ -152,7 +152,11 @@ int fast_db_get(struct storage *st, const char *user, const char *client,
 /* Writes a slot (replacing it). 0 or -errno. */
 int fast_db_put(struct storage *st, const char *user, const char *client,
 		const struct fast_token_row *row);
-/* Deletes one slot, or both when is_new < 0. 0 or -errno. */
+/*
+ * Deletes one slot, or both when is_new < 0; with client NULL, every token
+ * of the account (a revoked certificate must not live on as a token).
+ * 0 or -errno.
+ */
 int fast_db_delete(struct storage *st, const char *user, const char *client, int is_new);
 /* Sets a slot's counter. 0 or -errno. */
 int fast_db_set_counter(struct storage *st, const char *user, const char *client, bool is_new,

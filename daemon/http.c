@@ -36,6 +36,7 @@
 #include "conn.h"
 #include "http.h"
 #include "log.h"
+#include "console.h"
 #include "metrics.h"
 #include "server.h"
 #include "upload.h"
@@ -52,6 +53,7 @@ enum http_phase {
 enum http_resp {
 	HTTP_RESP_NONE = 0,	/* nothing sent yet */
 	HTTP_RESP_STREAMING,	/* headers sent, a file is being streamed */
+	HTTP_RESP_EVENTS,	/* headers sent, an event stream until the end */
 	HTTP_RESP_DONE,		/* the whole response is queued */
 };
 
@@ -137,6 +139,7 @@ static const struct http_route http_routes[] = {
 	{ UPLOAD_PATH_PREFIX, HTTP_M_GET | HTTP_M_HEAD | HTTP_M_PUT | HTTP_M_OPTIONS,
 	  upload_enabled, upload_http },
 	{ "/metrics", HTTP_M_GET | HTTP_M_HEAD, metrics_enabled, metrics_http },	/* metrics.c */
+	{ CONSOLE_PATH, HTTP_M_GET | HTTP_M_HEAD | HTTP_M_POST, console_enabled, console_http },
 	{ NULL, 0, NULL, NULL },
 };
 
@@ -204,6 +207,7 @@ const char *http_reason(int status)
 	case 201: return "Created";
 	case 204: return "No Content";
 	case 400: return "Bad Request";
+	case 401: return "Unauthorized";
 	case 403: return "Forbidden";
 	case 404: return "Not Found";
 	case 405: return "Method Not Allowed";
@@ -293,7 +297,9 @@ static void http_log_request(struct conn *c)
 		 h->resp_bytes, http_now(c) - h->req_start_ms);
 }
 
-/* Status line and headers. len is the Content-Length (none for 101/204). */
+/* Status line and headers. len is the Content-Length (none for 101/204, or HTTP_NO_LENGTH). */
+#define HTTP_NO_LENGTH	UINT64_MAX
+
 static void http_send_head(struct http_request *rq, int status, const char *type, uint64_t len,
 			   const char *extra)
 {
@@ -315,7 +321,7 @@ static void http_send_head(struct http_request *rq, int status, const char *type
 	strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S GMT", &tm);
 	n = snprintf(buf, sizeof(buf), "HTTP/1.1 %d %s\r\nServer: stanzad\r\nDate: %s\r\n", status,
 		     http_reason(status), date);
-	if (status != 204 && status != 101)
+	if (status != 204 && status != 101 && len != HTTP_NO_LENGTH)
 		n += snprintf(buf + n, sizeof(buf) - (size_t)n, "Content-Length: %" PRIu64 "\r\n", len);
 	if (type)
 		n += snprintf(buf + n, sizeof(buf) - (size_t)n, "Content-Type: %s\r\n", type);
@@ -435,6 +441,48 @@ void http_respond_file(struct http_request *rq, int status, const char *type, in
 	http_pump(c);
 }
 
+void http_respond_events(struct http_request *rq, const char *type, const char *extra)
+{
+	struct conn *c = rq->c;
+	struct http_conn *h = c->http;
+
+	if (!h || h->resp != HTTP_RESP_NONE || c->closing)
+		return;
+	/* Without a length the stream ends with the connection. */
+	h->close_after = true;
+	http_send_head(rq, 200, type, HTTP_NO_LENGTH, extra);
+	if (c->closing)
+		return;
+	if (rq->method == HTTP_HEAD) {
+		http_response_done(c);
+		return;
+	}
+	h->resp = HTTP_RESP_EVENTS;
+	http_set_phase(c, HTTP_PHASE_RESPONSE);
+}
+
+int http_event_send(struct conn *c, const char *data, size_t len)
+{
+	struct http_conn *h = c ? c->http : NULL;
+
+	if (!h || c->closing || h->resp != HTTP_RESP_EVENTS)
+		return -ENOTCONN;
+	if (c->out_bytes > HTTP_MAX_HELD) {
+		log_info("http.events_slow", "conn=%llu queued=%zu", (unsigned long long)c->id,
+			 (size_t)c->out_bytes);
+		conn_abort(c, CONN_CLOSE_SLOW);
+		return -ENOBUFS;
+	}
+	conn_send(c, data, len);
+	h->resp_bytes += len;
+	return 0;
+}
+
+bool http_request_tls(const struct http_request *rq)
+{
+	return rq->c->http && rq->c->http->tls;
+}
+
 struct http_request *http_pending_request(struct conn *c)
 {
 	if (!c || c->kind != CONN_HTTP || !c->http || c->closing || c->http->resp != HTTP_RESP_NONE)
@@ -541,6 +589,7 @@ static char *http_header_dst(struct http_conn *h, size_t *size)
 		KEEP("sec-websocket-version", ws_version),
 		KEEP("sec-websocket-protocol", ws_protocol),
 		KEEP("expect", expect),
+		KEEP("cookie", cookie),
 #undef KEEP
 	};
 
@@ -553,6 +602,21 @@ static char *http_header_dst(struct http_conn *h, size_t *size)
 		}
 	}
 	return NULL;
+}
+
+/*
+ * A kept header's value does not fit: 431, except for Cookie. Cookies are
+ * the browser's (other services on the same host add theirs) and only the
+ * console reads one: too many of them cost its login, not the request.
+ */
+static int http_value_too_long(struct http_conn *h)
+{
+	if (h->hdr_dst == h->rq.cookie) {
+		h->rq.cookie[0] = '\0';
+		h->hdr_dst = NULL;
+		return 0;
+	}
+	return http_fail(h, 431, "a header value is too long");
 }
 
 static int http_on_header_value(http_parser *p, const char *at, size_t len)
@@ -569,7 +633,7 @@ static int http_on_header_value(http_parser *p, const char *at, size_t len)
 		if (h->hdr_dst && h->hdr_dst[0]) {
 			have = strlen(h->hdr_dst);
 			if (have + 2 >= h->hdr_dst_size)
-				return http_fail(h, 431, "a header value is too long");
+				return http_value_too_long(h);
 			memcpy(h->hdr_dst + have, ", ", 3);
 		}
 	}
@@ -577,7 +641,7 @@ static int http_on_header_value(http_parser *p, const char *at, size_t len)
 		return 0;
 	have = strlen(h->hdr_dst);
 	if (have + len >= h->hdr_dst_size)
-		return http_fail(h, 431, "a header value is too long");
+		return http_value_too_long(h);
 	memcpy(h->hdr_dst + have, at, len);
 	h->hdr_dst[have + len] = '\0';
 	return 0;
@@ -1009,6 +1073,11 @@ void http_closing(struct conn *c)
 	if (h->rq.on_abort && h->resp != HTTP_RESP_DONE) {
 		h->rq.on_abort(&h->rq);
 		h->rq.on_abort = NULL;
+	}
+	/* An event stream ends only here: its one log line. */
+	if (h->resp == HTTP_RESP_EVENTS) {
+		h->resp = HTTP_RESP_DONE;
+		http_log_request(c);
 	}
 	if (h->file_fd >= 0) {
 		close(h->file_fd);

@@ -8,6 +8,8 @@
  *   /.well-known/host-meta       XEP-0156 discovery, XRD
  *   /.well-known/host-meta.json  the same in JSON
  *   /upload/TOKEN/NAME           XEP-0363 PUT, GET, HEAD (upload.c)
+ *   /metrics                     Prometheus text (metrics.c)
+ *   /console/...                 the hub's web console (console.c)
  *
  * A connection speaks HTTP until a WebSocket upgrade turns it into a c2s
  * stream. Requests are handled one at a time: pipelined requests wait
@@ -44,6 +46,7 @@ struct upload_state;
 #define HTTP_MAX_HEADER_BYTES	8192	/* request line + headers */
 #define HTTP_MAX_URL		2048	/* request target */
 #define HTTP_MAX_VALUE		512	/* a header value the server keeps */
+#define HTTP_MAX_COOKIE		1024	/* the Cookie header kept; longer ones are dropped */
 #define HTTP_MAX_HELD		(64 * 1024)	/* pipelined bytes held behind a response */
 #define HTTP_FILE_CHUNK		(64 * 1024)	/* file bytes queued per output drain */
 
@@ -92,6 +95,7 @@ struct http_request {
 	char ws_version[16];
 	char ws_protocol[HTTP_MAX_VALUE];
 	char expect[32];		/* "100-continue": the peer waits before its body */
+	char cookie[HTTP_MAX_COOKIE];	/* Cookie (the console's session); "" when longer */
 	uint64_t content_length;
 	bool has_length;		/* a Content-Length header was given */
 	bool chunked;			/* Transfer-Encoding: chunked */
@@ -150,6 +154,26 @@ static inline void http_defer(struct http_request *rq)
 {
 	rq->deferred = true;
 }
+
+/*
+ * Answers with an event stream (server-sent events): 200 with `type`
+ * and no Content-Length; the connection ends with the stream. The
+ * handler keeps c->slot/c->gen and sends events with http_event_send();
+ * rq->on_abort runs when the connection goes away. The peer must be sent
+ * something at least every http_idle_timeout (a comment line will do),
+ * or the connection is ended as idle.
+ */
+void http_respond_events(struct http_request *rq, const char *type, const char *extra);
+/*
+ * Queues bytes of an event stream started on c. -ENOTCONN when c carries
+ * no event stream (any more), -ENOBUFS when the peer has HTTP_MAX_HELD
+ * bytes unread already (the stream is ended: a reader that does not read
+ * must not grow our memory).
+ */
+int http_event_send(struct conn *c, const char *data, size_t len);
+
+/* Whether the request came in over TLS (an HTTPS listener). */
+bool http_request_tls(const struct http_request *rq);
 
 /* The request of connection c, if it is still waiting for its answer. */
 struct http_request *http_pending_request(struct conn *c);

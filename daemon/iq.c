@@ -6,6 +6,7 @@
 #include "carbons.h"
 #include "conn.h"
 #include "entity_time.h"
+#include "extdisco.h"
 #include "iq.h"
 #include "last_activity.h"
 #include "log.h"
@@ -14,6 +15,7 @@
 #include "pep.h"
 #include "private_xml.h"
 #include "pubsub.h"
+#include "push.h"
 #include "roster.h"
 #include "router.h"
 #include "server.h"
@@ -70,6 +72,12 @@ static const struct iq_handler iq_handlers[] = {
 	{ NS_MAM, "query", IQ_SCOPE_CONTACT, mam_foreign, mam_foreign, NULL },
 	{ NS_MAM, "metadata", IQ_SCOPE_CONTACT, mam_foreign, mam_foreign, NULL },
 	{ NS_MAM, "prefs", IQ_SCOPE_CONTACT, mam_foreign, mam_foreign, NULL },
+	/* XEP-0357 push notifications: app servers of the account (push.c). */
+	{ NS_PUSH, "enable", IQ_SCOPE_ACCOUNT, NULL, push_enable, NS_PUSH },
+	{ NS_PUSH, "disable", IQ_SCOPE_ACCOUNT, NULL, push_disable, NULL },
+	/* XEP-0215 STUN/TURN services and TURN credentials (extdisco.c). */
+	{ NS_EXTDISCO, "services", IQ_SCOPE_SERVER, extdisco_services_get, NULL, NS_EXTDISCO },
+	{ NS_EXTDISCO, "credentials", IQ_SCOPE_SERVER, extdisco_credentials_get, NULL, NULL },
 };
 
 #define N_IQ_HANDLERS (sizeof(iq_handlers) / sizeof(iq_handlers[0]))

@@ -76,6 +76,12 @@ struct arena *iq_arena(struct iq_request *rq);
 void ping_get(struct iq_request *rq);
 void disco_info_get(struct iq_request *rq);
 void disco_items_get(struct iq_request *rq);
+struct config;
+/*
+ * At start, once: the server's XEP-0157 contact addresses (XEP-0128 form
+ * in its disco#info), hashed into its XEP-0115 'ver' too. 0 or -ENOMEM.
+ */
+int disco_serverinfo_init(const struct config *cfg);
 void version_get(struct iq_request *rq);
 void register_get(struct iq_request *rq);
 void register_set(struct iq_request *rq);

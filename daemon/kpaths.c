@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "bpf_guard.h"
+#include "bpf_sockops.h"
 #include "config.h"
 #include "kmod.h"
 #include "kpaths.h"
@@ -80,6 +82,30 @@ unsigned kpaths_describe(const struct server *srv, struct kpath out[KPATHS_MAX])
 				 (unsigned long long)kc.requests, (unsigned long long)kc.copies);
 	} else {
 		snprintf(p->reason, sizeof(p->reason), "not started");
+	}
+
+	/* The XDP guard (bpf_guard.c) with its counters, the sockops program (bpf_sockops.c). */
+	{
+		struct bpf_guard_counters gc;
+		struct bpf_sockops_counters sc;
+		const char *detail, *reason;
+
+		p = &out[n++];
+		p->name = "xdp_guard";
+		p->active = bpf_guard_state(&detail, &reason);
+		snprintf(p->reason, sizeof(p->reason), "%s", reason);
+		if (p->active && bpf_guard_counters(&gc) == 0)
+			snprintf(p->detail, sizeof(p->detail), "%s; passed=%llu rate_dropped=%llu "
+				 "ban_dropped=%llu", detail, (unsigned long long)gc.passed,
+				 (unsigned long long)gc.rate_dropped,
+				 (unsigned long long)gc.ban_dropped);
+		p = &out[n++];
+		p->name = "sockops";
+		p->active = bpf_sockops_state(&detail, &reason);
+		snprintf(p->reason, sizeof(p->reason), "%s", reason);
+		if (p->active && bpf_sockops_counters(&sc) == 0)
+			snprintf(p->detail, sizeof(p->detail), "%s; tuned=%llu failed=%llu", detail,
+				 (unsigned long long)sc.tuned, (unsigned long long)sc.failed);
 	}
 
 	/* The same words as the server.paths log line. */

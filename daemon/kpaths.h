@@ -13,10 +13,10 @@
 
 struct server;
 
-#define KPATHS_MAX	8	/* room for the paths still to come (guard, sockops) */
+#define KPATHS_MAX	8	/* io_uring, ktls, kmod, xdp_guard, sockops, steering; room for more */
 
 struct kpath {
-	const char *name;	/* "io_uring", "ktls", "reuseport_steering" */
+	const char *name;	/* "io_uring", "ktls", "xdp_guard", "reuseport_steering" */
 	bool active;
 	char detail[128];	/* what runs (ring flags, kTLS suites), "" if nothing */
 	char reason[160];	/* why it is off or partial, "" when fully on */

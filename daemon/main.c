@@ -20,10 +20,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "bpf_guard.h"
+#include "bpf_sockops.h"
 #include "config.h"
 #include "control.h"
 #include "handover.h"
 #include "http.h"
+#include "iq.h"
 #include "kmod.h"
 #include "log.h"
 #include "muc.h"
@@ -305,6 +308,9 @@ int main(int argc, char **argv)
 	sdnotify_init();
 	ops_log_open(&cfg);	/* stderr or the journal, rate limit (ops_config.c) */
 	srv.started = time(NULL);
+	/* XEP-0157 contact addresses, before anything computes the caps hash (disco.c). */
+	if (disco_serverinfo_init(&cfg) < 0)
+		goto out_config;
 
 	ret = storage_open(&st, cfg.state_dir);
 	if (ret < 0) {
@@ -319,6 +325,12 @@ int main(int argc, char **argv)
 	 * exits (handover.c); everything that can fail was checked above.
 	 */
 	handover_take(&cfg);
+	/*
+	 * The BPF paths, each saying whether it runs and why not: before the
+	 * listeners, so that sockops sees every connection's handshake.
+	 */
+	bpf_guard_start(&srv);
+	bpf_sockops_start(&srv);
 	for (unsigned i = 0; i < cfg.listen_c2s.n; i++)
 		if (open_listener(&srv, cfg.listen_c2s.v[i], LISTENER_C2S) < 0)
 			goto out_listeners;
@@ -451,6 +463,8 @@ out_listeners:
 	http_server_free(srv.http);
 	control_close(&srv);	/* the socket file */
 	handover_finish();	/* after the store stopped: the successor may go on */
+	bpf_guard_stop();
+	bpf_sockops_stop();
 	close_listeners(&srv);
 	tls_server_free(srv.tls_direct);
 	tls_server_free(srv.tls_starttls);

@@ -437,6 +437,7 @@ struct mam_write {
 	struct storage_req req;		/* first; req.user: the archive owner */
 	int64_t ts;			/* when the server took the message (microseconds) */
 	int64_t cutoff;			/* retention: older entries may be swept; 0 = keep */
+	uint32_t keep;			/* max_mam_messages: entries kept; 0 = all */
 	size_t size;			/* bytes held, counted in mam_pending */
 	bool outgoing;
 	bool self;			/* the peer is the owner itself */
@@ -511,6 +512,9 @@ static int mam_write_run(struct storage *st, struct storage_req *req)
 	if (!mw->decide || mam_write_decide(st, mw)) {
 		ret = mam_db_insert(st, req->user, mw->ts, mw->id, mw->text + mw->peer_off,
 				    mw->text + mw->res_off, mw->outgoing, mw->text, mw->stanza_len);
+		/* The count quota: the oldest go, in the same commit as the new one. */
+		if (ret == 0 && mw->keep)
+			ret = mam_db_prune(st, req->user, mw->keep);
 		/* No such account: the router bounces the message; nothing to keep. */
 		if (ret == -ENOENT)
 			ret = 0;
@@ -625,6 +629,7 @@ static struct mam_write *mam_write_new(struct worker *w, const struct xml_node *
 	snprintf(mw->req.user, sizeof(mw->req.user), "%s", user);
 	mw->ts = mam_now_us();
 	mw->cutoff = mam_cutoff(cfg, mw->ts);
+	mw->keep = cfg->max_mam_messages;
 	mw->size = b.cap;
 	mw->outgoing = outgoing;
 	mw->self = self;

@@ -280,6 +280,8 @@ int mam_db_count(struct storage *st, const char *user, const struct mam_filter *
 /* The oldest and newest entries newer than cutoff (fn twice, or never when empty). */
 int mam_db_bounds(struct storage *st, const char *user, int64_t cutoff,
 		  int (*fn)(void *arg, const struct mam_row *row), void *arg);
+/* Deletes all but the newest `keep` entries of user's archive (keep > 0). 0 or -errno. */
+int mam_db_prune(struct storage *st, const char *user, uint32_t keep);
 /* Deletes up to `batch` entries (all archives) older than cutoff. 0 or -errno. */
 int mam_db_expire(struct storage *st, int64_t cutoff, uint32_t batch, uint32_t *deleted);
 /*

@@ -17,6 +17,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bpf_guard.h"
 #include "config.h"
 #include "conn.h"
 #include "http.h"
@@ -407,6 +408,8 @@ static void metrics_render_storage(const struct metrics_sum *s, struct strbuf *o
 
 static void metrics_render_streams(const struct metrics_sum *s, struct strbuf *out)
 {
+	struct bpf_guard_counters gc;
+
 	metrics_family(out, "stanzad_auth_successes_total", "counter",
 		       "Successful SASL authentications by mechanism.");
 	metrics_labelled(out, "stanzad_auth_successes_total", "mechanism", metrics_mechs,
@@ -422,10 +425,15 @@ static void metrics_render_streams(const struct metrics_sum *s, struct strbuf *o
 			 s->w.stream_errors, METRICS_STREAM_ERRORS);
 	metrics_family(out, "stanzad_guard_drops_total", "counter",
 		       "Connections, logins and streams the guard refused, by path and reason "
-		       "(userspace: the limits of abuse.c).");
+		       "(userspace: the limits of abuse.c; xdp: SYNs the XDP guard dropped).");
 	for (unsigned i = 0; i < METRICS_GUARD_REASONS; i++)
 		strbuf_printf(out, "stanzad_guard_drops_total{path=\"userspace\",reason=\"%s\"} %llu\n",
 			      metrics_guard_reasons[i], (unsigned long long)s->w.guard_drops[i]);
+	if (bpf_guard_counters(&gc) == 0)	/* only while the XDP guard runs (bpf_guard.c) */
+		strbuf_printf(out, "stanzad_guard_drops_total{path=\"xdp\",reason=\"source-banned\"} "
+			      "%llu\nstanzad_guard_drops_total{path=\"xdp\",reason=\"rate-limit\"} %llu\n",
+			      (unsigned long long)gc.ban_dropped,
+			      (unsigned long long)gc.rate_dropped);
 	metrics_family(out, "stanzad_sm_resumptions_total", "counter",
 		       "Stream management (XEP-0198) resumption attempts by result.");
 	strbuf_printf(out, "stanzad_sm_resumptions_total{result=\"success\"} %llu\n"

@@ -5,6 +5,7 @@
  * this file applies the decisions to stanzas, keeps the state and talks
  * to owners and things).
  */
+#include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -12,6 +13,8 @@
 #include <string.h>
 #include <sys/random.h>
 #include <time.h>
+
+#include <openssl/crypto.h>
 
 #include "config.h"
 #include "conn.h"
@@ -22,10 +25,12 @@
 #include "iq_async.h"
 #include "jid.h"
 #include "log.h"
+#include "prov_tokens.h"
 #include "provisioning.h"
 #include "registry.h"
 #include "roster.h"
 #include "router.h"
+#include "sasl.h"
 #include "server.h"
 #include "session.h"
 #include "stanza.h"
@@ -306,6 +311,7 @@ void provisioning_shutdown(void)
 	for (unsigned i = 0; i < prov.nbare; i++)
 		free(prov.bare[i]);
 	memset(&prov, 0, sizeof(prov));
+	prov_tokens_reset();
 }
 
 /* ---- Small helpers ---- */
@@ -459,14 +465,16 @@ static void prov_clear_cache(struct worker *w, struct prov_thing *t)
 
 /*
  * A thing the table does not know, looked up in the store when it comes
- * online: devices enrolled with an owner by `stanzactl device import`
- * while the server runs are provisioned from their first session on.
+ * online, or any thing when `stanzactl device import` changed its
+ * enrollment (provisioning_refresh(), sync): devices enrolled with an
+ * owner while the server runs are provisioned from then on.
  */
 struct prov_refresh {
 	struct storage_req req;		/* first */
 	struct iot_rule *rules;		/* loaded, newest first */
 	unsigned nrules;
 	bool clear_cache;
+	bool sync;			/* the store is right: an owner changed or gone too */
 	char jid[JID_MAX];
 	char owner[JID_MAX];		/* "" when not provisioned */
 };
@@ -496,8 +504,17 @@ static void prov_refresh_done(struct storage_req *req)
 	struct worker *w = (struct worker *)((char *)req->inbox - offsetof(struct worker, inbox));
 	struct prov_thing *t;
 
+	if (req->result < 0)
+		goto out;
+	t = prov_find(pr->jid);
+	/* Enrollment gave it another owner or none: the old one's decisions end. */
+	if (pr->sync && t && strcmp(t->owner, pr->owner) != 0) {
+		log_info("provisioning.reenrolled", "thing=%s owner=%s", t->jid, pr->owner);
+		provisioning_thing_released(w, pr->jid);
+		t = NULL;
+	}
 	/* Provisioned meanwhile (a claim): the table is ahead of this read. */
-	if (req->result < 0 || !pr->owner[0] || prov_find(pr->jid))
+	if (!pr->owner[0] || t)
 		goto out;
 	t = prov_put(pr->jid, pr->owner);
 	if (!t)
@@ -519,10 +536,26 @@ out:
 	free(pr);
 }
 
+/* Reads bare JID jid[0..len) from the store (async), see struct prov_refresh. 0 or -ENOMEM. */
+static int prov_refresh_submit(struct worker *w, const char *jid, size_t len, bool sync)
+{
+	struct prov_refresh *pr = calloc(1, sizeof(*pr));
+
+	if (!pr)
+		return -ENOMEM;
+	snprintf(pr->jid, sizeof(pr->jid), "%.*s", (int)len, jid);
+	pr->sync = sync;
+	pr->req.op = STORAGE_OP_RUN;
+	pr->req.run = prov_refresh_run;
+	pr->req.done = prov_refresh_done;
+	pr->req.inbox = &w->inbox;
+	storage_queue_submit(w->srv->store, &pr->req);
+	return 0;
+}
+
 void provisioning_available(struct worker *w, struct session *s)
 {
 	struct prov_thing *t;
-	struct prov_refresh *pr;
 
 	if (!prov.enabled)
 		return;
@@ -534,15 +567,14 @@ void provisioning_available(struct worker *w, struct session *s)
 		}
 		return;
 	}
-	pr = calloc(1, sizeof(*pr));
-	if (!pr)
-		return;
-	snprintf(pr->jid, sizeof(pr->jid), "%.*s", (int)s->bare_len, s->jid);
-	pr->req.op = STORAGE_OP_RUN;
-	pr->req.run = prov_refresh_run;
-	pr->req.done = prov_refresh_done;
-	pr->req.inbox = &w->inbox;
-	storage_queue_submit(w->srv->store, &pr->req);
+	prov_refresh_submit(w, s->jid, s->bare_len, false);
+}
+
+int provisioning_refresh(struct worker *w, const char *bare)
+{
+	if (!prov.enabled)
+		return 0;
+	return prov_refresh_submit(w, bare, strlen(bare), true);
 }
 
 /* ---- Questions to owners ---- */
@@ -672,9 +704,19 @@ out:
 /* ---- Decisions on requests ---- */
 
 /*
+ * A token a request names, when bare proved it (prov_tokens.h): anybody
+ * can write a token attribute, so an unproven one does not count.
+ */
+static const char *prov_held(const char *token, const char *bare)
+{
+	return token && prov_token_held(token, bare) ? token : NULL;
+}
+
+/*
  * The query for a request's payload: the requester (bare JID and domain,
  * NUL-terminated, valid while q is used) and the XEP-0324 tokens the
- * payload carries, which token-ranged rules match.
+ * payload carries that the requester proved, which token-ranged rules
+ * match.
  */
 static void prov_query(struct iot_query *q, enum iot_rule_kind kind, const char *bare,
 		       const char *domain, const struct xml_node *payload)
@@ -684,9 +726,9 @@ static void prov_query(struct iot_query *q, enum iot_rule_kind kind, const char 
 	q->jid = bare;
 	q->domain = domain;
 	if (payload) {
-		q->service_token = xml_attr_get(payload, "serviceToken");
-		q->device_token = xml_attr_get(payload, "deviceToken");
-		q->user_token = xml_attr_get(payload, "userToken");
+		q->service_token = prov_held(xml_attr_get(payload, "serviceToken"), bare);
+		q->device_token = prov_held(xml_attr_get(payload, "deviceToken"), bare);
+		q->user_token = prov_held(xml_attr_get(payload, "userToken"), bare);
 	}
 }
 
@@ -1190,6 +1232,23 @@ bool provisioning_route(struct worker *w, struct conn *src, struct xml_node *st,
  * further, so the thing neither sees it nor keeps it as pending.
  */
 
+/*
+ * Whether j is this server or one of its services (a domain JID at DOMAIN
+ * or below it). Another server's domain, or a component with a domain
+ * of its own, is a party like any other and needs a rule.
+ */
+static bool prov_own_service(const struct jid *j)
+{
+	const char *domain = prov.domain + sizeof(PROV_LABEL);	/* after "provisioning." */
+	size_t dl = strlen(domain);
+	const char *d = j->buf + j->domain_off;
+
+	if (jid_has_local(j))
+		return false;
+	return (j->domain_len == dl || (j->domain_len > dl && d[j->domain_len - dl - 1] == '.')) &&
+	       memcmp(d + j->domain_len - dl, domain, dl) == 0;
+}
+
 bool provisioning_subscribe(struct worker *w, struct xml_node *st, const struct jid *contact,
 			    const struct jid *user)
 {
@@ -1210,7 +1269,7 @@ bool provisioning_subscribe(struct worker *w, struct xml_node *st, const struct 
 		return false;
 	prov_bare(contact, cbare);
 	/* The owner, and the server's own services, need no rule. */
-	if (strcmp(cbare, t->owner) == 0 || strcmp(cbare, ubare) == 0 || !jid_has_local(contact))
+	if (strcmp(cbare, t->owner) == 0 || strcmp(cbare, ubare) == 0 || prov_own_service(contact))
 		return false;
 	prov_domain_of(contact, dom);
 	prov_query(&q, IOT_RULE_FRIEND, cbare, dom, NULL);
@@ -1777,6 +1836,109 @@ static void prov_owner_devices(struct iq_request *rq)
 	iq_async_submit(rq, &op->base);
 }
 
+/* ---- The service: tokens (XEP-0324 3.1.4) ---- */
+
+/* The payload's base64 text (whitespace ignored: certificates come wrapped), decoded; or NULL. */
+static unsigned char *prov_b64_payload(struct iq_request *rq, size_t *len)
+{
+	const char *text = xml_text(iq_arena(rq), rq->payload);
+	size_t n = text ? strlen(text) : 0, o = 0;
+	char *clean, *out = NULL;
+
+	if (n == 0 || n > 2 * PROV_TOKEN_CERT_MAX)
+		return NULL;
+	clean = malloc(n + 1);
+	if (!clean)
+		return NULL;
+	for (size_t i = 0; i < n; i++)
+		if (!isspace((unsigned char)text[i]))
+			clean[o++] = text[i];
+	clean[o] = '\0';
+	if (o)
+		out = sasl_b64_decode(clean, o, len);
+	free(clean);
+	return (unsigned char *)out;
+}
+
+/* An answer element in the XEP-0324 namespace with seqnr or token, and base64 text. */
+static void prov_token_reply(struct iq_request *rq, const char *name, const char *attr,
+			     const char *value, const unsigned char *data, size_t len)
+{
+	struct arena *a = iq_arena(rq);
+	struct xml_node *el = xml_node_new(a, NS_IOT_PROVISIONING, name);
+	char *b64 = data ? sasl_b64_encode((const char *)data, len) : NULL;
+
+	if (!el || xml_attr_set(a, el, attr, value) < 0 || (data && !b64) ||
+	    (b64 && xml_node_add_text(a, el, b64, strlen(b64)) < 0))
+		iq_reply_error(rq, "internal-server-error", NULL);
+	else
+		iq_reply_result(rq, el);
+	free(b64);
+}
+
+/* getToken: a challenge encrypted to the certificate's key. */
+static void prov_get_token(struct iq_request *rq)
+{
+	unsigned char *der, *ct = NULL;
+	size_t len = 0, ct_len = 0;
+	char from[JID_MAX], num[16];
+	uint32_t seqnr = 0;
+	int ret;
+
+	der = prov_b64_payload(rq, &len);
+	if (!der) {
+		iq_reply_error(rq, "bad-request", "a base64 X.509 certificate is needed");
+		return;
+	}
+	prov_bare(rq->from, from);
+	ret = prov_token_challenge(from, der, len, prov_now(), &seqnr, &ct, &ct_len);
+	free(der);
+	if (ret < 0) {
+		iq_reply_error(rq, ret == -EINVAL ? "bad-request" : "internal-server-error",
+			       ret == -EINVAL ? "not an X.509 certificate with an RSA key" : NULL);
+		return;
+	}
+	snprintf(num, sizeof(num), "%" PRIu32, seqnr);
+	prov_token_reply(rq, "getTokenChallenge", "seqnr", num, ct, ct_len);
+	free(ct);
+}
+
+/* getTokenChallengeResponse: the decrypted challenge earns the token. */
+static void prov_token_answer(struct iq_request *rq)
+{
+	char from[JID_MAX], token[PROV_TOKEN_LEN + 1], qb[128];
+	const char *sn = xml_attr_get(rq->payload, "seqnr");
+	unsigned char *resp;
+	size_t len = 0;
+	uint32_t seqnr;
+	int ret;
+
+	if (prov_uint_attr(rq->payload, "seqnr", 0, &seqnr) < 0 || !sn) {
+		iq_reply_error(rq, "bad-request", "'seqnr' must name the challenge");
+		return;
+	}
+	resp = prov_b64_payload(rq, &len);
+	if (!resp) {
+		iq_reply_error(rq, "bad-request", "the decrypted challenge, in base64, is needed");
+		return;
+	}
+	prov_bare(rq->from, from);
+	ret = prov_token_respond(from, seqnr, resp, len, prov_now(), token);
+	OPENSSL_cleanse(resp, len);
+	free(resp);
+	log_info("provisioning.token", "from=%s result=%s",
+		 log_sanitize(qb, sizeof(qb), from, strlen(from)),
+		 ret == 0 ? "ok" : ret == -EACCES ? "wrong" : "no_challenge");
+	if (ret == -ENOENT)
+		iq_reply_error(rq, "item-not-found", NULL);
+	else if (ret == -EACCES)
+		iq_reply_error(rq, "bad-request", "wrong response to the challenge");
+	else if (ret < 0)
+		iq_reply_error(rq, "internal-server-error", NULL);
+	else
+		prov_token_reply(rq, "getTokenResponse", "token", token, NULL, 0);
+}
+
 /* ---- The service: dispatch ---- */
 
 static void prov_disco_info(struct iq_request *rq)
@@ -1833,6 +1995,10 @@ static void prov_dispatch(struct iq_request *rq, bool get)
 		prov_thing_asks(rq, IOT_RULE_CONTROL);
 	else if (get && prov_is(p, "getDevices"))
 		prov_owner_devices(rq);
+	else if (get && prov_is(p, "getToken"))
+		prov_get_token(rq);
+	else if (get && prov_is(p, "getTokenChallengeResponse"))
+		prov_token_answer(rq);
 	else if (!get && (prov_is(p, "isFriendRule") || prov_is(p, "canReadRule") ||
 			  prov_is(p, "canControlRule")))
 		prov_owner_rule(rq);

@@ -94,6 +94,15 @@ bool provisioning_subscribe(struct worker *w, struct xml_node *st, const struct 
 /* presence.c's hook: s became available (a clearCache may be waiting for it). */
 void provisioning_available(struct worker *w, struct session *s);
 
+/*
+ * control.c ("provisioning refresh JID", sent by `stanzactl device import`
+ * for each device it enrolled): reads the thing's owner and rules from
+ * the store again, so that a device enrolled with an owner is provisioned
+ * before its first session (requests queued offline for it included),
+ * and one whose owner changed or went is released. 0 or -ENOMEM.
+ */
+int provisioning_refresh(struct worker *w, const char *bare);
+
 /* ---- For the registry (registry.c), on the worker ---- */
 
 /* thing (bare) was claimed by owner: provisioned from now on, without rules. */

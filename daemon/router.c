@@ -13,6 +13,7 @@
 #include "blocking.h"
 #include "c2s.h"
 #include "carbons.h"
+#include "console.h"
 #include "conn.h"
 #include "csi.h"
 #include "iq.h"
@@ -23,6 +24,7 @@
 #include "offline.h"
 #include "presence.h"
 #include "provisioning.h"
+#include "push.h"
 #include "router.h"
 #include "s2s.h"
 #include "server.h"
@@ -159,9 +161,10 @@ void router_deliver_prepared(struct session *s, struct xml_node *st, const char 
 	/* An ended session (freed at the end of the turn) takes nothing more. */
 	if (s->ending || blocking_filter_delivery(s, st))	/* XEP-0191 (blocking.c) */
 		goto out;
-	if (!s->conn)
+	if (!s->conn) {
+		push_notify_detached(sm_session_worker(s), s, st);	/* XEP-0357 (push.c) */
 		sm_deliver_detached(s, st);	/* held for stream resumption (sm.c) */
-	else if (csi_hold(s, st))		/* XEP-0352 (csi.c) */
+	} else if (csi_hold(s, st))		/* XEP-0352 (csi.c) */
 		goto out;
 	else if (data)
 		c2s_send_prepared(s->conn, st, data, len);
@@ -228,6 +231,8 @@ static void route_message_bare(struct worker *w, struct conn *src, struct xml_no
 		return;
 	snprintf(user, sizeof(user), "%.*s", (int)to->local_len, to->buf);
 	ret = offline_store(w, st, user);
+	if (ret == 0)
+		push_notify_offline(w, user, st);	/* XEP-0357 (push.c) */
 	/* -EBUSY: more is waiting for the disk than offline.c allows (a flood). */
 	if (ret < 0)
 		router_bounce_w(w, src, st, ret == -EBUSY ? "resource-constraint" :
@@ -345,6 +350,8 @@ static void route_local(struct worker *w, struct conn *src, struct xml_node *st,
 			route_iq_to_server(w, src, st, from, to, IQ_SCOPE_ACCOUNT);
 		else if (!stanza_is_error(st) && strcmp(stanza_type(st), "result") != 0)
 			route_iq_to_server(w, src, st, from, to, IQ_SCOPE_CONTACT);
+		else if (stanza_is_error(st))
+			push_iq_error(w, st, from, to);	/* XEP-0357: an app server refuses */
 		break;
 	case STANZA_OTHER:
 		break;
@@ -388,7 +395,9 @@ void router_route_w(struct worker *w, struct conn *src, struct xml_node *st,
 		} else if (kind == STANZA_MESSAGE) {
 			const char *type = stanza_type(st);
 
-			/* Nothing on the server reads messages yet. */
+			/* Read-outs the web console asked for (console.c); nothing else reads them. */
+			if (console_sensor_data(w, st, from))
+				return;
 			if (strcmp(type, "headline") != 0 && strcmp(type, "groupchat") != 0)
 				router_bounce_w(w, src, st, "service-unavailable");
 		} else if (kind == STANZA_IQ) {

@@ -179,6 +179,7 @@ struct s2s_link {
 	size_t q_bytes;
 	struct s2s_verify *verifies;	/* dialback verifications to send / answered here */
 	unsigned nverifies;
+	bool relinked;			/* a ready connection dropped with a queue: retried once */
 };
 
 struct s2s_worker {

@@ -479,9 +479,22 @@ void s2s_out_closing(struct conn *c)
 	sc->link = NULL;
 	l->conn = NULL;
 	if (l->state == S2S_LINK_READY) {
-		log_info("s2s.link_down", "local=%s remote=%s", l->local, l->remote);
-		s2s_link_free(l, NULL);
-		return;
+		log_info("s2s.link_down", "local=%s remote=%s queued=%u", l->local, l->remote,
+			 l->q_count);
+		/*
+		 * Queued stanzas (the peer had stopped reading) never left:
+		 * they go over a new connection, from the first address on.
+		 * Once per link, so a peer that keeps dropping us cannot
+		 * hold them forever; after that they bounce.
+		 */
+		if (!l->q_head || c->w->draining || l->relinked) {
+			s2s_link_free(l, l->q_head && !c->w->draining ? "remote-server-timeout" : NULL);
+			return;
+		}
+		l->relinked = true;
+		l->state = S2S_LINK_CONNECTING;
+		l->next_addr = 0;
+		sc->timed_out = false;
 	}
 	/* Verifications sent on this stream will not be answered: ask again on the next. */
 	for (struct s2s_verify *v = l->verifies; v; v = v->next)

@@ -477,6 +477,11 @@ static struct xml_node *sm_add_delay(struct arena *a, struct xml_node *st, const
 	return d;
 }
 
+struct worker *sm_session_worker(const struct session *s)
+{
+	return s->sm ? s->sm->w : NULL;
+}
+
 void sm_deliver_detached(struct session *s, const struct xml_node *st)
 {
 	struct sm_state *sm = s->sm;

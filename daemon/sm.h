@@ -96,6 +96,9 @@ int sm_count_stanza(struct conn *c, const char *data, size_t len);
  */
 void sm_deliver_detached(struct session *s, const struct xml_node *st);
 
+/* The worker that owns s's stream management state, or NULL without one. */
+struct worker *sm_session_worker(const struct session *s);
+
 /* The client closed its stream cleanly: no resumption; our last <a/> goes out. */
 void sm_stream_closed(struct conn *c);
 

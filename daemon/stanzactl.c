@@ -50,6 +50,27 @@
 	"       stanzactl [--state-dir DIR] device import FILE.csv | list | revoke FINGERPRINT\n" \
 	CTL_ONLINE_SYNOPSIS
 
+/*
+ * The plural and long names operators guess first (devices, rosters,
+ * certificates, kernel) name the same commands as the short ones.
+ */
+static const char *ctl_canonical_command(const char *word)
+{
+	static const struct {
+		const char *alias, *name;
+	} aliases[] = {
+		{ "devices", "device" },
+		{ "rosters", "roster" },
+		{ "certificates", "certs" },
+		{ "kernel", "paths" },
+	};
+
+	for (size_t i = 0; i < sizeof(aliases) / sizeof(aliases[0]); i++)
+		if (strcmp(word, aliases[i].alias) == 0)
+			return aliases[i].name;
+	return word;
+}
+
 static const char ctl_usage[] =
 	CTL_SYNOPSIS
 	"\n"
@@ -68,7 +89,10 @@ static const char ctl_usage[] =
 	"accounts and whether they are online. roster show USER. queues: stored\n"
 	"offline messages per account. certs show / reload: the certificate in\n"
 	"use; reload reads cert and key again for new connections. paths: the\n"
-	"kernel paths (io_uring, kTLS, steering), active or why not.\n"
+	"kernel paths (io_uring, kTLS, offload module, XDP guard, sockops,\n"
+	"steering), active or why not. guard: the XDP guard's counters.\n"
+	"devices, rosters, certificates and kernel are other names of device,\n"
+	"roster, certs and paths.\n"
 	"\n"
 	"USER is a username or a bare JID (user@domain); only the username is\n"
 	"used. Passwords are read from the terminal (asked twice, not echoed), or\n"
@@ -468,6 +492,7 @@ int main(int argc, char **argv)
 	argv += optind;
 	if (argc < 1)
 		return ctl_usage_error("missing command");
+	argv[0] = (char *)ctl_canonical_command(argv[0]);
 	/* The offload module's control plane: the kernel, not the store (kmod_ctl.c). */
 	if (strcmp(argv[0], "kmod") == 0)
 		return kmod_ctl_main(argc, argv);

@@ -25,6 +25,7 @@
 
 #include <sqlite3.h>
 
+#include "fast.h"
 #include "log.h"
 #include "storage.h"
 #include "storage_sqlite.h"
@@ -371,6 +372,20 @@ static const char *const storage_migrations[] = {
 	"  UNIQUE (thing, kind, scope, remote, nodes)"
 	");"
 	"CREATE INDEX iot_rules_user ON iot_rules(username);",
+
+	/*
+	 * push_registrations: XEP-0357 app servers (jid, node) an account
+	 * registered, with the publish-options form (serialized, or NULL)
+	 * sent with each notification (push.c, storage_sqlite_push.c).
+	 */
+	"CREATE TABLE push_registrations ("
+	"  username   TEXT NOT NULL REFERENCES accounts(username) ON DELETE CASCADE,"
+	"  jid        TEXT NOT NULL,"
+	"  node       TEXT NOT NULL,"
+	"  options    TEXT,"
+	"  created_at INTEGER NOT NULL,"
+	"  PRIMARY KEY (username, jid, node)"
+	") WITHOUT ROWID;",
 };
 
 enum storage_stmt {
@@ -1215,6 +1230,9 @@ int storage_account_set_creds(struct storage *st, const char *user, const struct
 			ret = -EINVAL;
 	}
 	stmt_release(s);
+	/* New credentials: FAST tokens (XEP-0484) got with the old ones end too. */
+	if (ret == 0)
+		ret = fast_db_delete(st, user, NULL, -1);
 	return ret;
 }
 

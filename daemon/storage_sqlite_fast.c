@@ -25,6 +25,8 @@ static const char sql_delete_slot[] =
 	"DELETE FROM fast_tokens WHERE username = ?1 AND client_id = ?2 AND slot = ?3";
 static const char sql_delete_all[] =
 	"DELETE FROM fast_tokens WHERE username = ?1 AND client_id = ?2";
+static const char sql_delete_user[] =
+	"DELETE FROM fast_tokens WHERE username = ?1";
 static const char sql_counter[] =
 	"UPDATE fast_tokens SET counter = ?4 WHERE username = ?1 AND client_id = ?2 AND slot = ?3";
 
@@ -92,8 +94,17 @@ int fast_db_put(struct storage *st, const char *user, const char *client,
 
 int fast_db_delete(struct storage *st, const char *user, const char *client, int is_new)
 {
-	sqlite3_stmt *s = storage_sqlite_stmt(st, is_new < 0 ? sql_delete_all : sql_delete_slot);
+	sqlite3_stmt *s;
 
+	if (!client) {
+		/* Every client's tokens: the account's credentials changed. */
+		s = storage_sqlite_stmt(st, sql_delete_user);
+		if (!s)
+			return -EIO;
+		sqlite3_bind_text(s, 1, user, -1, SQLITE_STATIC);
+		return storage_sqlite_exec(st, "fast.delete_user", s);
+	}
+	s = storage_sqlite_stmt(st, is_new < 0 ? sql_delete_all : sql_delete_slot);
 	if (!s)
 		return -EIO;
 	fast_bind_owner(s, user, client);

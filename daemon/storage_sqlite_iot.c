@@ -229,9 +229,42 @@ static int iot_tags_put(struct storage *st, int64_t id, const struct reg_tag *ta
 	return 0;
 }
 
+static int iot_has_devices(struct storage *st);
+
+/*
+ * The owner a device was enrolled with (`stanzactl device import`) into
+ * owner ("" when none, or when the devices table does not exist). 0 or
+ * -errno.
+ */
+static int iot_enrolled_owner(struct storage *st, const char *jid, char *owner,
+			      size_t owner_size)
+{
+	sqlite3_stmt *s;
+	int rc, ret;
+
+	owner[0] = '\0';
+	ret = iot_has_devices(st);
+	if (ret <= 0)
+		return ret;
+	s = storage_sqlite_stmt(st, sql_enrolled_of);
+	if (!s)
+		return -EIO;
+	sqlite3_bind_text(s, 1, jid, -1, SQLITE_STATIC);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW)
+		iot_col_copy(s, 0, owner, owner_size);
+	storage_sqlite_release(s);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		return storage_sqlite_error(st, "iot_enrolled_of", rc);
+	return 0;
+}
+
 /*
  * A registration is one row per key: a new one (bounded per JID), or the
  * unclaimed row taking the new tags (all of them replaced, XEP-0347 3.5).
+ * A device enrolled with an owner is answered as claimed by that owner
+ * and nothing is stored: its ownership is the operator's, and a
+ * claimable row would let whoever reads its KEY take it over.
  */
 int iot_db_register(struct storage *st, const struct iot_thing_key *k, const char *user,
 		    const struct reg_tag *tags, size_t n, const char *sig, bool self_owned,
@@ -250,6 +283,15 @@ int iot_db_register(struct storage *st, const struct iot_thing_key *k, const cha
 		snprintf(owner, owner_size, "%s", t->owner);
 		free(t);
 		return 1;
+	}
+	if ((ret == 0 || ret == -ENOENT) && !k->node_id[0] && !k->source_id[0] &&
+	    !k->cache_type[0]) {
+		int e = iot_enrolled_owner(st, k->jid, owner, owner_size);
+
+		if (e < 0 || owner[0]) {
+			free(t);
+			return e < 0 ? e : 1;
+		}
 	}
 	if (ret == 0) {
 		id = t->id;
@@ -315,6 +357,16 @@ int iot_db_claim(struct storage *st, const char *sig, const char *claimant, bool
 		return storage_sqlite_error(st, "iot_claim_find", rc);
 	if (out->owner[0])
 		return 1;
+	/* Registered before its enrollment gave it an owner: only that owner may claim it. */
+	if (iot_is_jid_level(out)) {
+		char enrolled[JID_MAX];
+
+		ret = iot_enrolled_owner(st, out->jid, enrolled, sizeof(enrolled));
+		if (ret < 0)
+			return ret;
+		if (enrolled[0] && strcmp(enrolled, claimant) != 0)
+			return -ENOENT;
+	}
 	s = storage_sqlite_stmt(st, sql_claim);
 	if (!s)
 		return -EIO;

@@ -64,6 +64,10 @@ static const char sql_last[] =
 static const char sql_expire[] =
 	"DELETE FROM mam_messages WHERE rowid IN"
 	" (SELECT rowid FROM mam_messages WHERE ts < ?1 ORDER BY ts LIMIT ?2)";
+/* The count quota (max_mam_messages): everything older than the keep-th newest goes. */
+static const char sql_prune[] =
+	"DELETE FROM mam_messages WHERE username = ?1 AND ts <= (SELECT ts FROM mam_messages"
+	" WHERE username = ?1 ORDER BY ts DESC LIMIT 1 OFFSET ?2)";
 static const char sql_prefs_get[] =
 	"SELECT mode, always, never FROM mam_prefs WHERE username = ?1";
 static const char sql_prefs_put[] =
@@ -143,6 +147,17 @@ int mam_db_insert(struct storage *st, const char *user, int64_t ts, const char *
 	if (rc != SQLITE_DONE)
 		return storage_sqlite_error(st, "mam.insert", rc);
 	return sqlite3_changes(storage_sqlite_db(st)) ? 0 : -ENOENT;
+}
+
+int mam_db_prune(struct storage *st, const char *user, uint32_t keep)
+{
+	sqlite3_stmt *s = storage_sqlite_stmt(st, sql_prune);
+
+	if (!s)
+		return -EIO;
+	sqlite3_bind_text(s, 1, user, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 2, keep);
+	return storage_sqlite_exec(st, "mam.prune", s);
 }
 
 int mam_db_lookup(struct storage *st, const char *user, const char *id, int64_t cutoff,

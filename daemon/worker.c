@@ -18,6 +18,7 @@
 
 #include "abuse.h"
 #include "adhoc.h"
+#include "bpf_sockops.h"
 #include "c2s.h"
 #include "config.h"
 #include "conn.h"
@@ -273,7 +274,6 @@ static void worker_accepted(void *ctx, unsigned listener, int fd)
 	socklen_t sslen = sizeof(ss);
 	struct conn *c;
 	uint32_t slot;
-	int one = 1;
 
 	/* After a hand-over the successor serves new connections (handover.c). */
 	if (handover_forward(w, listener, fd))
@@ -317,8 +317,9 @@ static void worker_accepted(void *ctx, unsigned listener, int fd)
 			memcpy(&c->peer, &ss, sizeof(c->peer));
 		}
 	}
-	/* Stanzas are small and latency matters more than packet count. */
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	/* nodelay, keepalive, user timeout: the sockops program's, or here (bpf_sockops.c). */
+	if (l->kind != LISTENER_CONTROL)
+		bpf_sockops_fallback(w->srv->cfg, fd);
 
 	char peer[64];
 

@@ -24,6 +24,12 @@ schedstat, ns; utime+stime from /proc/PID/stat is reported too) over the
 measured window; RSS is VmRSS from /proc/PID/status. One JSON line per
 scenario goes to stdout, then a human summary; progress goes to stderr.
 
+--servers stanzad,prosody,ejabberd runs the same scenarios against Debian's
+prosody and ejabberd too, in the same run (scripts/bench_peers.py installs,
+configures, starts, sets up and stops them); --report DIR writes the run's
+JSON lines and DIR/REPORT.md (scripts/bench_report.py): the targets met or
+not, and every figure side by side with its ratio to the peers'.
+
 Any server can be measured with --target HOST:PORT (accounts P0..P(N-1)
 with --password, the presence publisher and its roster must exist there;
 --server-pid PID to get its CPU and RSS).
@@ -44,6 +50,10 @@ import threading
 import time
 import hashlib
 import hmac
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_peers  # noqa: E402  (scripts/, beside this file)
+import bench_report  # noqa: E402
 
 BUDGET_US_PER_MSG = 5.0
 BUDGET_US_PER_DELIVERY = 3.0
@@ -989,6 +999,10 @@ def summary(results, failures):
     # One row per result, in order: add the other processes' CPU share.
     rows = [row[:5] + (fmt(results[i].get("other_cpu_util"), "{:.0%}"),) + row[5:]
             for i, row in enumerate(rows)]
+    # A peer's rows say whose they are; the budgets are stanzad's.
+    rows = [(("%s: " % results[i]["server"] + row[0],) + row[1:6] + ("-", "-"))
+            if results[i].get("server") not in (None, "loadgen", "stanzad") else row
+            for i, row in enumerate(rows)]
     head = ("scenario", "figure", "server cost", "srv CPU", "lg CPU", "other", "budget",
             "verdict")
     widths = [max(len(str(row[i])) for row in rows + [head]) for i in range(len(head))]
@@ -1074,6 +1088,13 @@ def parse_args(argv):
     p.add_argument("--threads", type=int, default=1, help="loadgen threads (1)")
     p.add_argument("--server-cpus", default=None, help="taskset list for the server")
     p.add_argument("--loadgen-cpus", default=None, help="taskset list for the loadgen")
+    p.add_argument("--servers", default="stanzad",
+                   help="comma-separated servers to measure in this run, each with every "
+                        "scenario: stanzad, prosody, ejabberd (the peers are Debian's, "
+                        "installed and started by the bench; default stanzad)")
+    p.add_argument("--report", default=None, metavar="DIR",
+                   help="write DIR/results.jsonl and DIR/REPORT.md (scripts/bench_report.py) "
+                        "from this run, e.g. docs/bench")
     p.add_argument("--target", default=None,
                    help="HOST:PORT of a running server to measure instead of starting stanzad")
     p.add_argument("--server-pid", type=int, default=0, help="with --target: its pid")
@@ -1098,6 +1119,16 @@ def parse_args(argv):
     for s in o.scenarios:
         if s not in ALL_SCENARIOS:
             p.error("unknown scenario %r (choose from %s)" % (s, ", ".join(ALL_SCENARIOS)))
+    o.server_list = [x.strip() for x in o.servers.split(",") if x.strip()]
+    for x in o.server_list:
+        if x not in ("stanzad",) + bench_peers.PEERS:
+            p.error("unknown server %r (choose from stanzad, %s)" %
+                    (x, ", ".join(bench_peers.PEERS)))
+    if not o.server_list or len(set(o.server_list)) != len(o.server_list):
+        p.error("--servers needs distinct servers")
+    o.peer_list = [x for x in o.server_list if x != "stanzad"]
+    if o.target and o.peer_list:
+        p.error("--target measures one running server: not with prosody or ejabberd")
     o.rate_list = [int(float(r)) for r in o.rates.split(",") if r.strip()]
     o.login_mode_list = [m.strip() for m in o.login_modes.split(",") if m.strip()]
     for m in o.login_mode_list:
@@ -1117,16 +1148,68 @@ def parse_args(argv):
     return o
 
 
+def ensure_peers(opts):
+    """The peer servers asked for are installed, by scripts/install-deps.sh
+    bench when they are not (it needs root; without it, it names them)."""
+    missing = [s for s in opts.peer_list if bench_peers.missing_tools(s)]
+    if not missing:
+        return
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "install-deps.sh")
+    log("installing %s for the comparison (scripts/install-deps.sh bench)" % ", ".join(missing))
+    r = subprocess.run([script, "bench"])
+    still = [s for s in opts.peer_list if bench_peers.missing_tools(s)]
+    if r.returncode != 0 or still:
+        raise SystemExit("bench: %s not installed: run 'sudo scripts/install-deps.sh bench'" %
+                         ", ".join(still or missing))
+
+
+def peer_accounts(opts):
+    """Usernames a peer needs for the scenarios asked for: (users, receivers)."""
+    n = 0
+    if {"messages", "latency"} & set(opts.scenarios):
+        n = opts.clients
+    if "idle" in opts.scenarios:
+        n = max(n, opts.idle_clients)
+    recv = opts.receivers if {"presence", "pubsub"} & set(opts.scenarios) else 0
+    return (["%s%d" % (opts.prefix, i) for i in range(n)],
+            ["%s%d" % (opts.receiver_prefix, i) for i in range(recv)])
+
+
+def write_report(opts, meta, lines):
+    """--report DIR: the run's JSON lines (meta first) and REPORT.md from them."""
+    os.makedirs(opts.report, exist_ok=True)
+    path = os.path.join(opts.report, "results.jsonl")
+    with open(path, "w") as f:
+        for r in [meta] + lines:
+            f.write(json.dumps(r) + "\n")
+    meta2, results = bench_report.load(path)
+    with open(os.path.join(opts.report, "REPORT.md"), "w") as f:
+        f.write(bench_report.render(results, meta2))
+    log("report: %s (figures in %s)" % (os.path.join(opts.report, "REPORT.md"), path))
+
+
 def main(argv):
     opts = parse_args(argv)
-    for b in ("loadgen",) + (("logingen",) if "login" in opts.scenarios else ()) + \
-            (() if opts.target else ("stanzad", "stanzactl")):
+    need = ["loadgen"] + (["logingen"] if "login" in opts.scenarios and
+                          "stanzad" in opts.server_list else [])
+    if "stanzad" in opts.server_list and not opts.target:
+        need += ["stanzad", "stanzactl"]
+    for b in need:
         if not os.access(os.path.join(opts.build, b), os.X_OK):
             raise SystemExit("bench: no %s in %s (run make bench)" % (b, opts.build))
+    if opts.peer_list:
+        ensure_peers(opts)
+        bench_peers.raise_fd_limit()
     t_start = time.monotonic()
-    results, failures = [], []
+    results, failures, notes, lines = [], [], [], []
     template, roster_ok, pubsub_ok = None, True, True
-    if not opts.target:
+    host = host_info()
+    meta = {"event": "meta", "command": "scripts/bench.py " + " ".join(argv),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "host": host,
+            "servers": opts.server_list, "scenarios": opts.scenarios,
+            "server_cpus": opts.server_cpus, "loadgen_cpus": opts.loadgen_cpus,
+            "versions": {}, "setup": {}, "notes": notes}
+    if "stanzad" in opts.server_list and not opts.target:
         template = tempfile.mkdtemp(prefix="stanzad-bench-seed-")
         t = time.monotonic()
         roster_ok = seed_store(opts.build, template, opts)
@@ -1134,6 +1217,8 @@ def main(argv):
         log("seeded %d accounts in %.2f s (server on CPU %s, loadgen on CPU %s)" %
             (max(opts.clients, opts.idle_clients) + opts.receivers + 1,
              time.monotonic() - t, opts.server_cpus or "any", opts.loadgen_cpus or "any"))
+
+    seeded = (roster_ok, pubsub_ok)
 
     def quiet(name):
         if opts.quiet_wait <= 0:
@@ -1143,11 +1228,13 @@ def main(argv):
             log("%s: the machine is busy (%.0f%% of a core used by other processes); "
                 "running anyway" % (name, busy * 100))
 
-    def with_server(name, fn, tls=False):
+    def with_server(name, fn, tls=False, peer=None):
+        """fn on a fresh stanzad (or the --target), or on a peer that
+        outlives the scenario."""
         srv = None
         quiet(name)
         try:
-            srv = External(opts) if opts.target else Server(opts, template, tls)
+            srv = peer or (External(opts) if opts.target else Server(opts, template, tls))
             log("%s: running" % name)
             mark = srv.log_size()
             out = fn(srv)
@@ -1159,55 +1246,130 @@ def main(argv):
                     r["server_warnings"] = warns
             return out
         finally:
-            if srv is not None and srv.stop() not in (0, None) and not opts.target:
+            if (peer is None and srv is not None and srv.stop() not in (0, None) and
+                    not opts.target):
                 failures.append((name, "stanzad exited non-zero"))
 
-    jobs = []
-    if "selftest" in opts.scenarios:
-        jobs.append(("selftest", lambda: (quiet("selftest"), [scenario_selftest(opts)])[1]))
-    if "messages" in opts.scenarios:
-        jobs.append(("messages", lambda: [with_server("messages",
-                                                      lambda s: scenario_messages(opts, s))]))
-    if "latency" in opts.scenarios:
-        jobs.append(("latency", lambda: with_server(
-            "latency", lambda s: [scenario_latency(opts, s, r) for r in opts.rate_list])))
-    if "presence" in opts.scenarios:
-        if roster_ok:
-            jobs.append(("presence", lambda: [with_server(
-                "presence", lambda s: scenario_presence(opts, s))]))
-        else:
-            failures.append(("presence", "rosters could not be seeded"))
-    if "pubsub" in opts.scenarios:
-        if pubsub_ok:
-            jobs.append(("pubsub", lambda: [with_server(
-                "pubsub", lambda s: scenario_pubsub(opts, s))]))
-        else:
-            failures.append(("pubsub", "the pubsub node could not be seeded"))
-    if "idle" in opts.scenarios:
-        jobs.append(("idle", lambda: [with_server("idle", lambda s: scenario_idle(opts, s))]))
-    if "login" in opts.scenarios:
-        if opts.target:
-            failures.append(("login", "needs a stanzad started by the bench (Direct TLS)"))
-        else:
-            jobs.append(("login", lambda: with_server(
-                "login", lambda s: scenario_login(opts, s), tls=True)))
+    def latency_runs(server, srv):
+        """Open-loop rates; a peer is not driven above the throughput it
+        reached in the closed loop (its queue would only grow)."""
+        cap = next((r["msgs_per_s"] for r in results if r["scenario"] == "messages" and
+                    r.get("server") == server), None)
+        out = []
+        for rate in opts.rate_list:
+            if server != "stanzad" and cap and rate > cap:
+                notes.append("latency at %s msg/s on %s: not run, above the %s msg/s it "
+                             "reached in the closed loop" % (fmt(rate), server, fmt(cap)))
+                continue
+            out.append(scenario_latency(opts, srv, rate))
+        return out
 
-    host = host_info()
-    for name, job in jobs:
+    def jobs_for(server, peer):
+        ws = lambda name, fn, tls=False: with_server(  # noqa: E731
+            name if server == "stanzad" else "%s %s" % (server, name), fn, tls, peer)
+        jobs = []
+        if "messages" in opts.scenarios:
+            jobs.append(("messages", lambda: [ws("messages",
+                                                 lambda s: scenario_messages(opts, s))]))
+        if "latency" in opts.scenarios:
+            jobs.append(("latency", lambda: ws("latency", lambda s: latency_runs(server, s))))
+        if "presence" in opts.scenarios:
+            if roster_ok:
+                jobs.append(("presence", lambda: [ws(
+                    "presence", lambda s: scenario_presence(opts, s))]))
+            else:
+                failures.append(("presence", "rosters could not be set up on " + server))
+        if "pubsub" in opts.scenarios:
+            if pubsub_ok:
+                jobs.append(("pubsub", lambda: [ws(
+                    "pubsub", lambda s: scenario_pubsub(opts, s))]))
+            else:
+                failures.append(("pubsub", "the pubsub node could not be set up on " + server))
+        if "idle" in opts.scenarios:
+            jobs.append(("idle", lambda: [ws("idle", lambda s: scenario_idle(opts, s))]))
+        if "login" in opts.scenarios:
+            if peer is not None:
+                notes.append("login on %s: not measured (the login scenario is Direct TLS "
+                             "with stanzad's certificate; the bench does not configure TLS "
+                             "in the peers)" % server)
+            elif opts.target:
+                failures.append(("login", "needs a stanzad started by the bench (Direct TLS)"))
+            else:
+                jobs.append(("login", lambda: ws(
+                    "login", lambda s: scenario_login(opts, s), tls=True)))
+        return jobs
+
+    def run_jobs(server, jobs):
+        for name, job in jobs:
+            try:
+                for r in job():
+                    r["server"] = server
+                    r["host"] = host
+                    print(json.dumps(r), flush=True)
+                    results.append(r)
+                    lines.append(r)
+            except BenchError as e:
+                log("%s on %s failed: %s" % (name, server, e))
+                failures.append(("%s (%s)" % (name, server), str(e).splitlines()[0]))
+                err = {"scenario": name, "server": server, "error": str(e)}
+                print(json.dumps(err), flush=True)
+                lines.append(err)
+
+    if "selftest" in opts.scenarios:
+        run_jobs("loadgen", [("selftest",
+                              lambda: (quiet("selftest"), [scenario_selftest(opts)])[1])])
+    for server in opts.server_list:
+        if server == "stanzad":
+            roster_ok, pubsub_ok = seeded
+            run_jobs(server, jobs_for(server, None))
+            continue
+        peer = bench_peers.make_peer(server, opts, opts.server_cpus)
         try:
-            for r in job():
-                r["host"] = host
-                print(json.dumps(r), flush=True)
-                results.append(r)
-        except BenchError as e:
-            log("%s failed: %s" % (name, e))
-            failures.append((name, str(e).splitlines()[0]))
-            print(json.dumps({"scenario": name, "error": str(e)}), flush=True)
+            t = time.monotonic()
+            peer.start(pinned)
+            meta["versions"][server] = peer.version()
+            users, recv = peer_accounts(opts)
+            log("%s: started in %.1f s (pid %s); registering %d accounts" %
+                (server, time.monotonic() - t, peer.pid, len(users) + len(recv) + 1))
+            info = peer.setup(users, recv, opts.publisher, opts.password,
+                              PUBSUB_NODE if "pubsub" in opts.scenarios else None)
+            meta["setup"][server] = info
+            log("%s: set up (%s)" % (server, info))
+            roster_ok = info["roster_items_both"] >= len(recv)
+            pubsub_ok = True
+            run_jobs(server, jobs_for(server, peer))
+        except (bench_peers.PeerError, OSError) as e:
+            log("%s failed: %s" % (server, e))
+            failures.append((server, str(e).splitlines()[0] if str(e) else repr(e)))
+            err = {"scenario": "setup", "server": server, "error": str(e) or repr(e)}
+            print(json.dumps(err), flush=True)
+            lines.append(err)
+        finally:
+            if peer.stop() not in (0, None):
+                failures.append((server, "%s exited non-zero" % server))
+    if stanzad_version := stanzad_version_of(opts):
+        meta["versions"]["stanzad"] = stanzad_version
     if template:
         shutil.rmtree(template, ignore_errors=True)
     print(summary(results, failures))
+    for n in notes:
+        print(n)
     print("total %.0f s" % (time.monotonic() - t_start))
+    if opts.report:
+        write_report(opts, meta, lines)
     return 1 if failures else 0
+
+
+def stanzad_version_of(opts):
+    if "stanzad" not in opts.server_list or opts.target:
+        return None
+    try:
+        r = subprocess.run([os.path.join(opts.build, "stanzad"), "--version"],
+                           capture_output=True, text=True, timeout=10)
+        return (r.stdout.strip() or r.stderr.strip()).splitlines()[0] if r.returncode == 0 \
+            else None
+    except (OSError, subprocess.TimeoutExpired, IndexError):
+        return None
 
 
 if __name__ == "__main__":

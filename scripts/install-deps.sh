@@ -1,11 +1,14 @@
 #!/bin/sh
 # Installs the Debian 12 packages stanzad needs to build and test.
 #
-#   scripts/install-deps.sh [interop]
+#   scripts/install-deps.sh [interop] [console] [bench]
 #
 # With no argument: what `make`, `make check` (the package test included),
 # `make install` and `make deb` need. `interop` adds the client stacks of
-# make check-interop.
+# make check-interop; `console` (which make check asks for) the browser of
+# the web console's end-to-end test; `bench` the peer servers that
+# `make bench BENCH_ARGS="--servers stanzad,prosody,ejabberd"` compares
+# stanzad with (scripts/bench.py asks for it; not part of make check).
 #
 # Idempotent: prints nothing and exits 0 when everything is present. When
 # something is missing it installs it with apt-get (root only); run as an
@@ -16,15 +19,27 @@ set -eu
 BUILD_PKGS="gcc make pkg-config openssl ca-certificates
 liburing-dev libexpat1-dev libssl-dev libsqlite3-dev libgsasl-dev
 libidn-dev libinih-dev liburcu-dev libhttp-parser-dev libjansson-dev
-libnl-3-dev libnl-genl-3-dev"
+libnl-3-dev libnl-genl-3-dev
+libbpf-dev bpftool clang iproute2"
+# (clang compiles bpf/*.bpf.c, bpftool makes vmlinux.h and the skeletons;
+# iproute2's ip makes the network namespace of the guard's test.)
 # Tests: cmocka for C units, pytest + slixmpp (a real client) for
-# integration, sqlite3 CLI to inspect the store in tests.
-TEST_PKGS="libcmocka-dev python3 python3-pytest python3-slixmpp sqlite3"
+# integration, sqlite3 CLI to inspect the store in tests, valgrind for the
+# daemon's leak check (tests/integration/test_valgrind.py), python3-cryptography
+# for the certificates of the XEP-0324 token test.
+TEST_PKGS="libcmocka-dev python3 python3-pytest python3-slixmpp python3-cryptography sqlite3 valgrind"
+# Modern-client tests: coturn as the TURN server that must accept the
+# credentials of XEP-0215 (tests/integration/test_extdisco.py; its system
+# service is stopped below), python3-omemo with both OMEMO versions for
+# the end-to-end encryption test (tests/integration/test_omemo.py; xmlschema
+# for their XML helpers).
+TEST_PKGS="$TEST_PKGS coturn python3-omemo python3-twomemo python3-oldmemo python3-xmlschema"
 # Federation interop (tests/integration/test_federation_prosody.py): prosody as
 # a real peer server, lua-unbound so it resolves the test's domain from a
 # hosts file and a local SRV record. Its system service is stopped and
 # disabled right after we install it (it would hold ports 5222 and 5269).
-FED_PKGS="prosody lua-unbound"
+# ejabberd likewise (tests/integration/test_federation_ejabberd.py).
+FED_PKGS="prosody lua-unbound ejabberd"
 # Fuzzing (tests/fuzz): clang with libFuzzer and the sanitizer runtimes,
 # llvm-symbolizer for readable stack traces.
 FUZZ_PKGS="clang libclang-rt-14-dev llvm"
@@ -42,12 +57,18 @@ PACKAGE_PKGS="scdoc debhelper dh-dkms debootstrap debian-archive-keyring"
 # The interop matrix (make check-interop, tests/interop): client stacks
 # from Debian. slixmpp is in TEST_PKGS; xmpp.js comes from npm (below).
 INTEROP_PKGS="python3-aioxmpp libstrophe-dev go-sendxmpp profanity tmux"
+# The benchmark's peers (scripts/bench_peers.py starts its own instances on
+# free loopback ports; the packaged services are stopped below).
+BENCH_PKGS="prosody ejabberd"
 
 EXTRA_PKGS=""
+CONSOLE_GROUP=""
 for group in "$@"; do
 	case "$group" in
 	interop) EXTRA_PKGS="$EXTRA_PKGS $INTEROP_PKGS" ;;
-	*) echo "install-deps: unknown group '$group' (interop)" >&2; exit 2 ;;
+	console) CONSOLE_GROUP=1 ;;
+	bench) EXTRA_PKGS="$EXTRA_PKGS $BENCH_PKGS" ;;
+	*) echo "install-deps: unknown group '$group' (interop, console, bench)" >&2; exit 2 ;;
 	esac
 done
 
@@ -64,6 +85,35 @@ ws_client() {
 		echo "stanzad: npm ci in tests/integration/ws-client failed (log: /tmp/stanzad-npm.log); the WebSocket client test will skip" >&2
 }
 ws_client
+
+# The web console's browser test (tests/integration/test_console.py, group
+# `console`): Debian's chromium driven by playwright-core from npm, pinned
+# by tests/integration/console-driver/package-lock.json (it downloads no
+# browser). Not fatal: without them that one test skips and says why.
+console_deps() {
+	pkgs=""
+	command -v chromium >/dev/null 2>&1 || pkgs="$pkgs chromium"
+	command -v node >/dev/null 2>&1 || pkgs="$pkgs nodejs"
+	command -v npm >/dev/null 2>&1 || pkgs="$pkgs npm"
+	if [ -n "$pkgs" ] && [ "$(id -u)" -ne 0 ]; then
+		echo "stanzad: the console browser test needs:$pkgs (sudo scripts/install-deps.sh console); it will skip" >&2
+	elif [ -n "$pkgs" ]; then
+		echo "stanzad: installing Debian packages for the console test:$pkgs"
+		# shellcheck disable=SC2086
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $pkgs \
+			>/tmp/stanzad-apt-console.log 2>&1 ||
+		{ apt-get update -q >>/tmp/stanzad-apt-console.log 2>&1
+		  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $pkgs \
+			>>/tmp/stanzad-apt-console.log 2>&1; } ||
+		echo "stanzad: apt-get could not install:$pkgs (log: /tmp/stanzad-apt-console.log); the console browser test will skip" >&2
+	fi
+	dir="$(dirname "$0")/../tests/integration/console-driver"
+	[ -d "$dir/node_modules/playwright-core" ] && [ "$dir/node_modules/.package-lock.json" -nt "$dir/package-lock.json" ] && return 0
+	command -v npm >/dev/null 2>&1 || return 0
+	(cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/tmp/stanzad-npm-console.log 2>&1) ||
+		echo "stanzad: npm ci in tests/integration/console-driver failed (log: /tmp/stanzad-npm-console.log); the console browser test will skip" >&2
+}
+[ -n "$CONSOLE_GROUP" ] && console_deps
 
 missing=""
 for p in $BUILD_PKGS $TEST_PKGS $FED_PKGS $FUZZ_PKGS $LAB_PKGS $PACKAGE_PKGS $EXTRA_PKGS; do
@@ -100,5 +150,21 @@ case " $missing " in
 		systemctl disable --now prosody >/dev/null 2>&1 || true
 	fi
 	[ -x /etc/init.d/prosody ] && /etc/init.d/prosody stop >/dev/null 2>&1 || true
+	;;
+esac
+case " $missing " in
+*" coturn "*)
+	if command -v systemctl >/dev/null 2>&1; then
+		systemctl disable --now coturn >/dev/null 2>&1 || true
+	fi
+	[ -x /etc/init.d/coturn ] && /etc/init.d/coturn stop >/dev/null 2>&1 || true
+	;;
+esac
+case " $missing " in
+*" ejabberd "*)
+	if command -v systemctl >/dev/null 2>&1; then
+		systemctl disable --now ejabberd >/dev/null 2>&1 || true
+	fi
+	[ -x /etc/init.d/ejabberd ] && /etc/init.d/ejabberd stop >/dev/null 2>&1 || true
 	;;
 esac

@@ -55,6 +55,11 @@ if [ -n "$VERSION" ]; then
 	mv "$tmp" "$SRC/debian/changelog"
 fi
 
+# A package is built as Debian builds it, whatever make called this: under
+# `make check SANITIZE=1` the environment carries SANITIZE=1 (in MAKEFLAGS,
+# which debian/rules' make would obey) and the sanitizers' options.
+unset MAKEFLAGS MFLAGS MAKELEVEL SANITIZE ASAN_OPTIONS UBSAN_OPTIONS
+
 # -b: binary packages only; -us -uc: unsigned. The log stays beside them.
 log=$OUT/build.log
 jobs=$(nproc 2>/dev/null || echo 1)

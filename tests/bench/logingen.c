@@ -38,6 +38,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -106,11 +107,16 @@ static atomic_bool lg_stop;
 static atomic_ulong lg_resumed;	/* logins whose TLS session was resumed */
 static const char *lg_mode_names[] = { "classic", "sasl2", "fast" };
 
-static void lg_die(const char *fmt, const char *arg)
+static void lg_die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+
+static void lg_die(const char *fmt, ...)
 {
 	char msg[256];
+	va_list ap;
 
-	snprintf(msg, sizeof(msg), fmt, arg);
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
 	printf("{\"event\":\"error\",\"error\":\"%s\"}\n", msg);
 	fflush(stdout);
 	exit(1);

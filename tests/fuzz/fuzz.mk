@@ -23,7 +23,7 @@ FUZZ_SAN    := -fsanitize=address,undefined -fno-sanitize-recover=all
 FUZZ_CFLAGS := -std=gnu11 -O1 -g -fno-omit-frame-pointer $(FUZZ_SAN) \
 	       -Wall -Wextra -Wno-unused-parameter -D_GNU_SOURCE \
 	       -DFUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION \
-	       -Iinclude -Idaemon -Itests/fuzz -I$(BUILD)/bpf -MMD -MP
+	       -Iinclude -Idaemon -Itests/fuzz -I$(BUILD)/bpf -Ibpf -MMD -MP
 
 # Daemon sources per target. arena_asan.c replaces daemon/arena.c so that
 # a use of a reset arena is a heap-use-after-free (see that file).

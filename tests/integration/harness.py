@@ -100,6 +100,8 @@ class StanzadServer:
     """A stanzad process. start() waits until both listeners accept."""
 
     _all = []  # every server started in this pytest session
+    # None: no --log-level, so a configuration file's log_level decides.
+    log_level = "debug"
 
     def __init__(self, extra_args=(), name="stanzad"):
         self.extra_args = list(extra_args)
@@ -133,7 +135,8 @@ class StanzadServer:
                     "--listen-c2s", "127.0.0.1:%d" % self.c2s_port,
                     "--listen-c2s-tls", "127.0.0.1:%d" % self.tls_port,
                     "--listen-http", "127.0.0.1:%d" % self.http_port,
-                    "--registration", "open", "--log-level", "debug"] + self.extra_args
+                    "--registration", "open"] + \
+                (["--log-level", self.log_level] if self.log_level else []) + self.extra_args
             self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL,
                                          stdout=self._log, stderr=subprocess.STDOUT)
             if self not in StanzadServer._all:

@@ -23,11 +23,21 @@ def caps_of(features):
 
 
 def verstring(query):
-    """XEP-0115 section 5.1 over a disco#info <query/> (no data forms here)."""
+    """XEP-0115 section 5.1 over a disco#info <query/>, extended information
+    forms (XEP-0128, e.g. the XEP-0157 serverinfo form) included."""
     ids = sorted((i.get("category"), i.get("type") or "", i.get("{%s}lang" % NS_XML) or "",
                   i.get("name") or "") for i in query.findall(q(NS_DISCO_INFO, "identity")))
     feats = sorted(f.get("var") for f in query.findall(q(NS_DISCO_INFO, "feature")))
     s = "".join("%s/%s/%s/%s<" % i for i in ids) + "".join(f + "<" for f in feats)
+    xd = "jabber:x:data"
+    forms = []
+    for x in query.findall(q(xd, "x")):
+        fields = {f.get("var"): sorted(v.text or "" for v in f.findall(q(xd, "value")))
+                  for f in x.findall(q(xd, "field"))}
+        forms.append((fields.pop("FORM_TYPE")[0], fields))
+    for form_type, fields in sorted(forms):
+        s += form_type + "<" + "".join(var + "<" + "".join(v + "<" for v in fields[var])
+                                       for var in sorted(fields))
     return base64.b64encode(hashlib.sha1(s.encode("utf-8")).digest()).decode()
 
 

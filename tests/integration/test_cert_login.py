@@ -12,7 +12,8 @@ import pytest
 
 from harness import (NS_BIND, NS_CLIENT, NS_SASL, NS_STREAM, RawStream, q, tostr)
 from sasl2util import (NS_SASL2, PkiCA, authenticate, cert_context, connect_tls,
-                       failure_condition, inline_xml, sasl2_mechanisms)
+                       failure_condition, fast_login, inline_xml, new_ua_id, sasl2_mechanisms,
+                       token_of)
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="no openssl CLI")
 
@@ -44,7 +45,8 @@ def cert_server(pki, request):
     ca.revoke(pki["revoked"][0])
     pki["wrong"] = pki["other"].issue("wrong", xmpp_addrs=["devvalid@localhost"])
     srv.start()
-    for u in ("devvalid", "devtwo1", "devtwo2", "devmail", "devrevoked", "devplain"):
+    # devplain is made by the enrollment (an account made before is not adopted).
+    for u in ("devvalid", "devtwo1", "devtwo2", "devmail", "devrevoked"):
         srv.add_user(u, "pw-" + u)
     yield srv
     srv.stop()
@@ -160,10 +162,25 @@ def test_enrolled_fingerprint_and_revocation(cert_server, pki):
     s.restart()
     assert s.bind().startswith("devplain@localhost/")
     s.close()
+    # A FAST token got with the certificate, and a session that stays open.
+    ua = new_ua_id()
+    live, _ = connect_tls(cert_server.c2s_port, ctx=ctx_for(pki, "plain"))
+    authenticate(live, "EXTERNAL", b"", inline_xml(ua_id=ua, bind="dev",
+                                                    request_token="HT-SHA-256-NONE"))
+    ok = live.expect(q(NS_SASL2, "success"))
+    token = token_of(ok)[0]
     r = cert_server.stanzactl("device", "revoke", fp)
     assert r.returncode == 0, r.stderr
+    # Revocation ends what the certificate gave: the token and the session.
+    assert "FAST tokens are void" in r.stdout and \
+        "1 session(s) of devplain@localhost ended" in r.stdout, r.stdout
+    live.close()
     s, _ = connect_tls(cert_server.c2s_port, ctx=ctx_for(pki, "plain"))
     assert sasl1_external(s) == ("failure", "not-authorized")
+    s.close()
+    s, _ = connect_tls(cert_server.c2s_port)
+    el = fast_login(s, "devplain", token, extra=inline_xml(ua_id=ua, bind="dev", fast=1))
+    assert failure_condition(el) == "not-authorized", tostr(el)
     s.close()
     # A revoked fingerprint cannot come back through an import.
     r = cert_server.stanzactl("device", "import", csv)

@@ -140,6 +140,18 @@ def test_import_login_and_idempotent_reimport(make_server, pki, tmp_path):
     so.close()
 
 
+def test_existing_account_is_not_adopted(server, tmp_path):
+    """An account registered before the import (a squatter on a device's
+    JID, or a person's) is refused: no new secret, no certificate."""
+    user, pw, jid = server.new_account("squat")
+    r = server.stanzactl("device", "import", write(tmp_path, "squat.csv",
+                                                   "%s,new-secret,,\n" % jid))
+    assert r.returncode == 1 and "line 1" in r.stderr and "not enrolled" in r.stderr, r.stderr
+    s, _ = login(server.c2s_port, user, pw)
+    s.close()
+    assert not db_rows(server, "SELECT * FROM devices WHERE username = '%s'" % user)
+
+
 def test_import_usage_errors(server, tmp_path):
     r = server.stanzactl("device", "import")
     assert r.returncode == 2

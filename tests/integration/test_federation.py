@@ -6,19 +6,29 @@ iq and presence subscriptions across domains, with dialback (self-signed
 certificates) and with certificates verified against a CA made here with
 the openssl CLI (SASL EXTERNAL). Failures bounce: an unreachable peer
 gives remote-server-not-found, a peer that accepts TCP and never answers
-remote-server-timeout. Inbound streams are checked (invalid-from,
-host-unknown, improper-addressing, not-authorized) by a hand-written peer.
-A component written here with the socket module connects, exchanges
-stanzas and is refused with a bad secret.
+remote-server-timeout, one that never completes the TCP connect (a full
+accept queue) the next address or remote-server-timeout; queues are
+bounded per remote domain in stanzas and bytes; silent peers and
+components get connection-timeout; a link dropped with stanzas still
+queued sends them over one new connection, then bounces them. Inbound streams are checked
+(invalid-from, host-unknown, improper-addressing, not-authorized) by a
+hand-written peer. A component written here with the socket module
+connects, exchanges stanzas (with users of this server and of another
+one) and is refused with a bad secret; its secret may come from the
+configuration file.
 
-Interoperability with Debian's prosody is in test_federation_prosody.py.
+Interoperability with Debian's prosody is in test_federation_prosody.py,
+with ejabberd (optional) in test_federation_ejabberd.py; finding peers
+through DNS SRV and A/AAAA in test_federation_dns.py.
 """
 import base64
 import hashlib
 import os
 import re
+import signal
 import socket
 import ssl
+import struct
 import subprocess
 import tempfile
 import threading
@@ -217,7 +227,8 @@ def test_messages_and_iq_across_domains_with_dialback(make_server):
     a, b = start_pair(make_server)
     alice, bob = exchange_messages(a, b)
     # Self-signed certificates: each side proved itself by dialback (XEP-0220).
-    a.wait_log(r"s2s\.link_up .*local=alpha\.test remote=beta\.test auth=dialback")
+    # The first message waited in the link's queue while the link came up.
+    a.wait_log(r"s2s\.link_up .*local=alpha\.test remote=beta\.test auth=dialback queued=1")
     b.wait_log(r"s2s\.link_up .*local=beta\.test remote=alpha\.test auth=dialback")
     a.wait_log(r"s2s\.peer_authenticated .*remote=beta\.test local=alpha\.test method=dialback")
     # An iq to a full JID at the other domain, and its result back.
@@ -277,6 +288,37 @@ def test_presence_subscription_across_domains(make_server):
     alice.close()
     bob2.presence(alice.full, "unavailable")
     bob2.close()
+
+
+def test_remote_cancellation_and_directed_presence(make_server):
+    """RFC 6121 across domains: a contact at another server cancels a
+    subscription (3.2) and the user hears 'unavailable' from it; directed
+    presence to a stranger there is followed by unavailable at logout (4.6)."""
+    a, b = start_pair(make_server)
+    alice = FClient(a, A_DOM)
+    bob = FClient(b, B_DOM)
+    carol = FClient(b, B_DOM)
+    alice.send("<presence type='subscribe' to='%s'/>" % bob.bare)
+    alice.push(bob.bare)
+    bob.presence(alice.bare, "subscribe")
+    bob.send("<presence type='subscribed' to='%s'/>" % alice.bare)
+    bob.push(alice.bare)
+    assert alice.push(bob.bare).get("subscription") == "to"
+    alice.presence(bob.full, None)
+    # bob takes his approval back: alice's roster says none, bob goes unavailable.
+    bob.send("<presence type='unsubscribed' to='%s'/>" % alice.bare)
+    assert bob.push(alice.bare).get("subscription") == "none"
+    item = alice.push(bob.bare)
+    assert item.get("subscription") == "none", tostr(item)
+    alice.presence(bob.full, "unavailable")
+    # Directed presence to carol (no subscription at all), then logout.
+    alice.send("<presence to='%s'><status>just for you</status></presence>" % carol.full)
+    el = carol.presence(alice.full, None)
+    assert el.findtext(q(NS_CLIENT, "status")) == "just for you"
+    alice.close()
+    carol.presence(alice.full, "unavailable")
+    bob.close()
+    carol.close()
 
 
 def test_certificates_verified_by_ca_use_sasl_external(make_server, ca):
@@ -342,7 +384,9 @@ def test_silent_peer_bounces_remote_server_timeout_and_queue_limit(make_server):
     port = lsock.getsockname()[1]
     try:
         a = make_server("--domain", A_DOM, "--s2s-host", "silent.test=127.0.0.1:%d" % port,
-                        "--s2s-handshake-timeout", "2", "--s2s-queue-max", "2")
+                        "--s2s-host", "quiet.test=127.0.0.1:%d" % port,
+                        "--s2s-handshake-timeout", "2", "--s2s-queue-max", "2",
+                        "--s2s-queue-max-bytes", "65536")
         alice = FClient(a, A_DOM)
         for i in range(3):
             alice.send("<message to='x@silent.test' type='chat' id='q%d'><body>%d</body>"
@@ -350,6 +394,16 @@ def test_silent_peer_bounces_remote_server_timeout_and_queue_limit(make_server):
         # The third does not fit in the queue while the link comes up.
         el = alice.wait(lambda e: e.get("id") == "q2", what="queue-full bounce", timeout=2)
         assert stanza_error(el) == ("wait", "resource-constraint")
+        # The limits are per remote domain: quiet.test has a queue of its
+        # own, bounded in bytes too (40 KB fits in 64 KiB, twice does not).
+        big = "y" * 40000
+        for i in range(2):
+            alice.send("<message to='x@quiet.test' type='chat' id='b%d'><body>%s</body>"
+                       "</message>" % (i, big))
+        el = alice.wait(lambda e: e.get("id") == "b1", what="bytes-full bounce", timeout=2)
+        assert stanza_error(el) == ("wait", "resource-constraint")
+        el = alice.wait(lambda e: e.get("id") == "b0", what="timeout bounce", timeout=8)
+        assert stanza_error(el) == ("wait", "remote-server-timeout"), tostr(el)[:300]
         t0 = time.monotonic()
         for i in range(2):
             el = alice.wait(lambda e, i=i: e.get("id") == "q%d" % i, what="timeout bounce",
@@ -362,15 +416,268 @@ def test_silent_peer_bounces_remote_server_timeout_and_queue_limit(make_server):
         lsock.close()
 
 
+class Blackhole:
+    """A TCP port that never completes a connect: its accept queue is full
+    (backlog 0, filled and never accepted), so further SYNs are dropped."""
+
+    def __init__(self):
+        self.lsock = socket.socket()
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(0)
+        self.port = self.lsock.getsockname()[1]
+        self.fill = []
+        for _ in range(3):
+            s = socket.socket()
+            s.setblocking(False)
+            try:
+                s.connect(("127.0.0.1", self.port))
+            except BlockingIOError:
+                pass
+            self.fill.append(s)
+        probe = socket.socket()
+        probe.settimeout(0.5)
+        try:
+            probe.connect(("127.0.0.1", self.port))
+            self.works = False
+        except socket.timeout:
+            self.works = True
+        except OSError:   # e.g. tcp_abort_on_overflow: refused, not silent
+            self.works = False
+        finally:
+            probe.close()
+
+    def close(self):
+        for s in self.fill:
+            s.close()
+        self.lsock.close()
+
+
+def test_connect_timeout_tries_the_next_address_then_bounces(make_server):
+    hole = Blackhole()
+    try:
+        if not hole.works:
+            pytest.skip("this kernel completes connects past a full accept queue")
+        # beta.test has two host table entries: the black hole first.
+        pa, pb = free_ports(2)
+        b = make_server("--domain", B_DOM, "--listen-s2s", "127.0.0.1:%d" % pb,
+                        "--s2s-host", "%s=127.0.0.1:%d" % (A_DOM, pa))
+        a = make_server("--domain", A_DOM, "--listen-s2s", "127.0.0.1:%d" % pa,
+                        "--s2s-host", "%s=127.0.0.1:%d" % (B_DOM, hole.port),
+                        "--s2s-host", "%s=127.0.0.1:%d" % (B_DOM, pb),
+                        "--s2s-host", "hole.test=127.0.0.1:%d" % hole.port,
+                        "--s2s-connect-timeout", "1")
+        alice = FClient(a, A_DOM)
+        bob = FClient(b, B_DOM)
+        t0 = time.monotonic()
+        alice.send("<message to='%s' type='chat'><body>after a timeout</body></message>" %
+                   bob.bare)
+        bob.message(frm=alice.full, body="after a timeout", timeout=15)
+        a.wait_log(r"s2s\.timeout .*remote=beta\.test state=connecting")
+        assert time.monotonic() - t0 >= 0.8   # it did wait for the first address
+        # A domain whose only address never answers: remote-server-timeout.
+        alice.send("<message to='x@hole.test' type='chat' id='h1'><body>x</body></message>")
+        el = alice.wait(lambda e: e.get("id") == "h1", what="timeout bounce", timeout=15)
+        assert stanza_error(el) == ("wait", "remote-server-timeout"), tostr(el)
+        alice.close()
+        bob.close()
+    finally:
+        hole.close()
+
+
+def test_handshake_timeout_closes_silent_peers_and_components(make_server):
+    port, cport = free_ports(2)
+    make_server("--domain", A_DOM, "--listen-s2s", "127.0.0.1:%d" % port,
+                "--listen-component", "127.0.0.1:%d" % cport,
+                "--component", "bot.alpha.test=s3cret", "--s2s-handshake-timeout", "1")
+    t0 = time.monotonic()
+    # A server that opens a stream and never authenticates...
+    p = Peer(port, A_DOM, "gamma.test")
+    p.features()
+    # ... and a component that never sends its handshake.
+    r = RawStream(cport)
+    r.send("<?xml version='1.0'?><stream:stream xmlns='%s' xmlns:stream='%s' to='%s'>"
+           % (NS_COMPONENT, NS_STREAM, "bot.alpha.test"))
+    r.read_header()
+    assert p.r.stream_error() == "connection-timeout"
+    assert r.stream_error() == "connection-timeout"
+    assert time.monotonic() - t0 < 8
+    p.close()
+    r.close()
+
+
 def test_idle_link_is_closed(make_server):
     a, b = start_pair(make_server, both=("--s2s-idle-timeout", "1"))
     alice, bob = exchange_messages(a, b)
-    a.wait_log(r"s2s\.idle_close .*remote=beta\.test", timeout=6)
+    # Both streams end for idleness, each closed by whichever side's timer
+    # fires first: alpha's link (alpha outbound or beta inbound), beta's link.
+    def idle_closed(out_side, out_remote, in_side, in_remote):
+        deadline = time.monotonic() + 6
+        while time.monotonic() < deadline:
+            if (re.search(r"s2s\.idle_close conn=\d+ local=\S+ remote=%s" % out_remote,
+                          out_side.log_text()) or
+                    re.search(r"s2s\.idle_close conn=\d+ remote=%s" % in_remote,
+                              in_side.log_text())):
+                return True
+            time.sleep(0.05)
+        return False
+    assert idle_closed(a, r"beta\.test", b, r"alpha\.test"), "alpha's link stayed open"
+    assert idle_closed(b, r"alpha\.test", a, r"beta\.test"), "beta's link stayed open"
     # The next stanza simply makes a new link.
     alice.send("<message to='%s' type='chat'><body>again</body></message>" % bob.bare)
     bob.message(frm=alice.full, body="again")
     alice.close()
     bob.close()
+
+
+def test_stanzas_queued_on_a_dropped_link_are_not_lost(make_server):
+    """A link that goes down with stanzas still in its queue (the peer had
+    stopped reading) does not drop them silently: a new link is tried for
+    them, and when that fails too their senders get errors."""
+    a, b = start_pair(make_server, extra_a=("--session-stanza-rate", "0",
+                                            "--session-byte-rate", "0",
+                                            "--s2s-queue-max", "100000",
+                                            "--s2s-queue-max-bytes", str(64 << 20)))
+    alice, bob = exchange_messages(a, b)
+    bob.close()
+    b.signal(signal.SIGSTOP)   # beta stops reading: alpha's link backs up
+    try:
+        # A filler fills the kernel buffers and the output high-water mark;
+        # the rest waits in the link's queue. Its own bounces go nowhere
+        # (it is offline by then).
+        filler = FClient(a, A_DOM, presence=False)
+        pad = "f" * 8000
+        chunk = "".join("<message to='%s' type='chat'><body>%d %s</body></message>" %
+                        (bob.bare, i, pad) for i in range(100))
+        for _ in range(15):   # 12 MB
+            filler.send(chunk)
+        filler.close()   # alpha has routed all of it once it closes the stream
+        for i in range(3):
+            alice.send("<message to='%s' type='chat' id='k%d'><body>queued %d</body></message>"
+                       % (bob.bare, i, i))
+        alice.send("<iq type='get' id='sync'><ping xmlns='%s'/></iq>" % NS_PING)
+        alice.wait(lambda e: e.get("id") == "sync", what="ping result")
+    finally:
+        b.kill()   # SIGKILL works on a stopped process
+    # beta is gone: the link drops, the retry is refused, alice hears of it.
+    for i in range(3):
+        el = alice.wait(lambda e, i=i: e.get("id") == "k%d" % i, what="bounce", timeout=15)
+        assert stanza_error(el) == ("cancel", "remote-server-not-found"), tostr(el)[:300]
+    a.wait_log(r"s2s\.link_down local=alpha\.test remote=beta\.test queued=[1-9]")
+    alice.close()
+    b.restart()   # so that the fixture's clean stop applies
+
+
+class StallingPeer:
+    """A fake server for fake.test: STARTTLS, accepts our dialback key
+    without checking it, then never reads; each connection is cut (RST,
+    unread data pending) when its `drop` event is set."""
+
+    def __init__(self, certfile, keyfile):
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(certfile, keyfile)
+        self.lsock = socket.socket()
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(8)
+        self.port = self.lsock.getsockname()[1]
+        self.drops = [threading.Event(), threading.Event(), threading.Event()]
+        self.ready = 0
+        self.errors = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    @staticmethod
+    def _read_until(sock, marker, timeout=10):
+        sock.settimeout(timeout)
+        data = b""
+        while marker not in data:
+            chunk = sock.recv(4096)
+            if not chunk:
+                raise ConnectionError("closed before %r" % marker)
+            data += chunk
+        return data
+
+    def _header(self, sock, n):
+        sock.sendall(b"<?xml version='1.0'?><stream:stream xmlns='jabber:server' "
+                     b"xmlns:stream='http://etherx.jabber.org/streams' "
+                     b"xmlns:db='jabber:server:dialback' from='fake.test' to='alpha.test' "
+                     b"id='stall%d' version='1.0'>" % n)
+
+    def _run(self):
+        for n in range(len(self.drops)):
+            try:
+                self.lsock.settimeout(30)
+                sock, _ = self.lsock.accept()
+            except OSError:
+                return
+            try:
+                self._read_until(sock, b">")
+                self._header(sock, n)
+                sock.sendall(b"<stream:features><starttls xmlns='%s'><required/></starttls>"
+                             b"</stream:features>" % NS_TLS.encode())
+                self._read_until(sock, b"starttls")
+                sock.sendall(b"<proceed xmlns='%s'/>" % NS_TLS.encode())
+                sock = self.ctx.wrap_socket(sock, server_side=True)
+                self._read_until(sock, b">")
+                self._header(sock, n)
+                sock.sendall(b"<stream:features><dialback xmlns='urn:xmpp:features:dialback'/>"
+                             b"</stream:features>")
+                self._read_until(sock, b"db:result")
+                sock.sendall(b"<db:result from='fake.test' to='alpha.test' type='valid'/>")
+                self.ready += 1
+                self.drops[n].wait(30)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                sock.close()   # RST: the link drops at once
+            except Exception as e:   # reported by the test
+                self.errors.append(repr(e))
+                sock.close()
+
+    def close(self):
+        for ev in self.drops:
+            ev.set()
+        self.lsock.close()
+
+
+def test_a_link_dropped_twice_bounces_its_queue(make_server, ca):
+    """The new connection for a dropped link's queue is tried once: when the
+    peer stalls and drops that one too, the queue bounces (no endless
+    reconnecting while the senders wait)."""
+    peer = StallingPeer(*ca["gamma.test"])
+    try:
+        a = make_server("--domain", A_DOM, "--s2s-host", "fake.test=127.0.0.1:%d" % peer.port,
+                        "--session-stanza-rate", "0", "--session-byte-rate", "0",
+                        "--s2s-queue-max", "100000", "--s2s-queue-max-bytes", str(64 << 20))
+        filler = FClient(a, A_DOM, presence=False)
+        pad = "f" * 8000
+        chunk = "".join("<message to='x@fake.test' type='chat'><body>%d %s</body></message>" %
+                        (i, pad) for i in range(100))
+        for _ in range(20):   # 16 MB: more than two connections' buffers hold
+            filler.send(chunk)
+        filler.close()
+        alice = FClient(a, A_DOM)
+        for i in range(3):
+            alice.send("<message to='x@fake.test' type='chat' id='t%d'><body>%d</body>"
+                       "</message>" % (i, i))
+        alice.send("<iq type='get' id='sync'><ping xmlns='%s'/></iq>" % NS_PING)
+        alice.wait(lambda e: e.get("id") == "sync", what="ping result")
+        assert peer.ready == 1, peer.errors
+        peer.drops[0].set()   # first drop: a new connection takes the queue
+        a.wait_log(r"s2s\.link_up .*remote=fake\.test auth=dialback queued=[1-9]")
+        deadline = time.monotonic() + 10
+        while peer.ready < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert peer.ready == 2, peer.errors
+        time.sleep(0.5)   # let the new connection back up as well
+        peer.drops[1].set()   # second drop: the queue bounces
+        for i in range(3):
+            el = alice.wait(lambda e, i=i: e.get("id") == "t%d" % i, what="bounce", timeout=15)
+            assert stanza_error(el) == ("wait", "remote-server-timeout"), tostr(el)[:300]
+        log = a.log_text()
+        assert len(re.findall(r"s2s\.link_down local=alpha\.test remote=fake\.test "
+                              r"queued=[1-9]", log)) == 2
+        assert peer.ready == 2   # no third connection
+        alice.close()
+    finally:
+        peer.close()
 
 
 def test_federation_off_answers_remote_server_not_found(make_server):
@@ -572,6 +879,33 @@ def test_component_exchanges_stanzas(make_server):
     alice.close()
 
 
+def test_component_reached_from_another_server(make_server):
+    """A component's domain is federated like the server's: bob at beta
+    writes to it (beta reaches bot.alpha.test at alpha's s2s port) and the
+    component's answer crosses a link from bot.alpha.test to beta."""
+    (cport,) = free_ports(1)
+    pa, pb = free_ports(2)
+    a = make_server("--domain", A_DOM, "--listen-s2s", "127.0.0.1:%d" % pa,
+                    "--s2s-host", "%s=127.0.0.1:%d" % (B_DOM, pb),
+                    "--listen-component", "127.0.0.1:%d" % cport,
+                    "--component", "bot.alpha.test=s3cret")
+    b = make_server("--domain", B_DOM, "--listen-s2s", "127.0.0.1:%d" % pb,
+                    "--s2s-host", "%s=127.0.0.1:%d" % (A_DOM, pa),
+                    "--s2s-host", "bot.alpha.test=127.0.0.1:%d" % pa)
+    comp = Component(cport, "bot.alpha.test", "s3cret")
+    assert comp.r.next().tag == q(NS_COMPONENT, "handshake")
+    bob = FClient(b, B_DOM)
+    bob.send("<message to='echo@bot.alpha.test' type='chat'><body>remote ping</body></message>")
+    el = comp.r.next(timeout=15)
+    assert el.tag == q(NS_COMPONENT, "message") and el.get("from") == bob.full, tostr(el)
+    comp.r.send("<message from='echo@bot.alpha.test' to='%s' type='chat'><body>remote pong"
+                "</body></message>" % bob.full)
+    bob.message(frm="echo@bot.alpha.test", body="remote pong", timeout=15)
+    a.wait_log(r"s2s\.link_up .*local=bot\.alpha\.test remote=beta\.test")
+    bob.close()
+    comp.close()
+
+
 def test_component_bad_secret_and_unknown_domain(make_server):
     (cport,) = free_ports(1)
     make_server("--domain", A_DOM, "--listen-component", "127.0.0.1:%d" % cport,
@@ -591,6 +925,29 @@ def test_component_bad_secret_and_unknown_domain(make_server):
     assert c2.r.stream_error() == "conflict"
     c2.close()
     c1.close()
+
+
+def test_federation_keys_in_the_config_file(make_server):
+    """The component secrets (and the federation keys) from the INI file:
+    the component authenticates with the file's secret, which is never
+    logged."""
+    (cport,) = free_ports(1)
+    d = tempfile.mkdtemp(prefix="stanzad-fed-conf-")
+    conf = os.path.join(d, "stanzad.conf")
+    with open(conf, "w") as f:
+        f.write("listen_component = 127.0.0.1:%d\n"
+                "component = bot.alpha.test=file-secret-1\n"
+                "component = gw.alpha.test=file-secret-2\n"
+                "s2s_auth = verified\n"
+                "s2s_host = beta.test=tls:127.0.0.1:1\n" % cport)
+    a = make_server("--config", conf, "--domain", A_DOM)
+    a.wait_log(r"s2s\.start .*components=127\.0\.0\.1:%d auth=verified hosts=1 "
+               r"configured_components=2" % cport)
+    for dom, secret in (("bot.alpha.test", "file-secret-1"), ("gw.alpha.test", "file-secret-2")):
+        comp = Component(cport, dom, secret)
+        assert comp.r.next().tag == q(NS_COMPONENT, "handshake")
+        comp.close()
+    assert "file-secret" not in a.log_text()
 
 
 def test_bad_federation_flags_are_refused():

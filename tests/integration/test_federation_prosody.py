@@ -15,6 +15,10 @@ Exchanged: a message each way, a subscription each way (subscribe,
 subscribed, the presence that follows), presence broadcast and
 unavailable at logout.
 
+A second test gives both servers certificates from one test CA and makes
+both insist on them (stanzad --s2s-auth verified, prosody
+s2s_secure_auth): the links authenticate by SASL EXTERNAL both ways.
+
 Skips with the precise reason when prosody or lua-unbound is missing, or
 when prosody cannot start.
 """
@@ -53,13 +57,13 @@ modules_disabled = {{ "s2s_bidi" }}
 authentication = "internal_plain"
 c2s_require_encryption = true
 s2s_require_encryption = true
-s2s_secure_auth = false
+s2s_secure_auth = {secure}
 s2s_timeout = 20
 -- stanzad.test is found through a hosts file and a local SRV record (lua-unbound).
 unbound = {{ hoststxt = "{d}/hosts"; resolvconf = "{d}/resolv.conf";
             options = {{ ["local-data:"] = "_xmpp-server._tcp.{sdom}. 60 IN SRV 0 0 {sport} {sdom}." }} }}
 certificates = "{d}/certs"
-ssl = {{ key = "{d}/prosody.key"; certificate = "{d}/prosody.pem" }}
+ssl = {{ key = "{d}/prosody.key"; certificate = "{d}/prosody.pem"{cafile} }}
 VirtualHost "{dom}"
 """
 
@@ -71,7 +75,11 @@ def _lua_unbound_present():
 
 
 class Prosody:
-    def __init__(self):
+    """ca: None for a self-signed certificate (dialback both ways), or a
+    test CA (tf.make_ca) that signs prosody's certificate and that prosody
+    trusts for stanzad's, with s2s_secure_auth: certificates only."""
+
+    def __init__(self, ca=None):
         self.dir = tempfile.mkdtemp(prefix="stanzad-prosody-")
         os.makedirs(os.path.join(self.dir, "data"))
         os.makedirs(os.path.join(self.dir, "certs"))
@@ -79,11 +87,16 @@ class Prosody:
         self.cfg = os.path.join(self.dir, "prosody.cfg.lua")
         self.log = os.path.join(self.dir, "prosody.log")
         self.proc = None
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                        "ec_paramgen_curve:P-256", "-nodes", "-keyout", "prosody.key", "-out",
-                        "prosody.pem", "-days", "2", "-subj", "/CN=" + P_DOM, "-addext",
-                        "subjectAltName=DNS:" + P_DOM], cwd=self.dir, check=True,
-                       capture_output=True, timeout=30)
+        if ca:
+            cert, key = ca[P_DOM]
+            shutil.copy(cert, os.path.join(self.dir, "prosody.pem"))
+            shutil.copy(key, os.path.join(self.dir, "prosody.key"))
+        else:
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                            "ec_paramgen_curve:P-256", "-nodes", "-keyout", "prosody.key",
+                            "-out", "prosody.pem", "-days", "2", "-subj", "/CN=" + P_DOM,
+                            "-addext", "subjectAltName=DNS:" + P_DOM], cwd=self.dir,
+                           check=True, capture_output=True, timeout=30)
         with open(os.path.join(self.dir, "hosts"), "w") as f:
             f.write("127.0.0.1 %s\n" % S_DOM)
         # No name server answers here: SRV lookups fail at once, A comes from hosts.
@@ -91,7 +104,9 @@ class Prosody:
             f.write("nameserver 127.0.0.1\n")
         with open(self.cfg, "w") as f:
             f.write(PROSODY_CFG.format(d=self.dir, c2s=self.c2s_port, s2s=self.s2s_port,
-                                       dom=P_DOM, sdom=S_DOM, sport=self.stanzad_s2s_port))
+                                       dom=P_DOM, sdom=S_DOM, sport=self.stanzad_s2s_port,
+                                       secure="true" if ca else "false",
+                                       cafile='; cafile = "%s"' % ca["ca"] if ca else ""))
 
     def register(self, user, password):
         r = subprocess.run(["prosodyctl", "--config", self.cfg, "register", user, P_DOM,
@@ -139,8 +154,7 @@ class Prosody:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-@pytest.fixture
-def prosody():
+def _start_prosody(ca=None):
     for tool in ("prosody", "prosodyctl", "openssl"):
         if not shutil.which(tool):
             pytest.skip("no %s binary: Debian package prosody (scripts/install-deps.sh) is "
@@ -148,12 +162,29 @@ def prosody():
     if not _lua_unbound_present():
         pytest.skip("Debian package lua-unbound is not installed: prosody then resolves "
                     "only through DNS and cannot find stanzad.test on loopback")
-    p = Prosody()
+    p = Prosody(ca)
     p.register("carol", "carol-pw")
     err = p.start()
     if err:
         p.stop()
         pytest.skip("prosody cannot run here: " + err)
+    return p
+
+
+@pytest.fixture
+def prosody():
+    p = _start_prosody()
+    yield p
+    p.stop()
+
+
+@pytest.fixture
+def prosody_ca():
+    if not shutil.which("openssl"):
+        pytest.skip("no openssl CLI (Debian package openssl)")
+    ca = tf.make_ca([S_DOM, P_DOM])
+    p = _start_prosody(ca)
+    p.ca = ca
     yield p
     p.stop()
 
@@ -225,4 +256,34 @@ def test_prosody_message_and_subscription(make_server, prosody):
         carol.close()
     except Exception:
         print("--- prosody log ---\n" + prosody.tail(80))
+        raise
+
+
+def test_prosody_with_verified_certificates(make_server, prosody_ca):
+    """Both sides hold certificates of one CA and insist on them (stanzad
+    --s2s-auth verified, prosody s2s_secure_auth): SASL EXTERNAL both ways,
+    no dialback."""
+    p = prosody_ca
+    cert, key = p.ca[S_DOM]
+    stz = make_server("--domain", S_DOM, "--listen-s2s", "127.0.0.1:%d" % p.stanzad_s2s_port,
+                      "--s2s-host", "%s=127.0.0.1:%d" % (P_DOM, p.s2s_port),
+                      "--cert", cert, "--key", key, "--s2s-ca", p.ca["ca"],
+                      "--s2s-auth", "verified")
+    try:
+        dave = tf.FClient(stz, S_DOM)
+        carol = ProsodyClient(p, "carol", "carol-pw")
+        dave.send("<message to='carol@%s' type='chat'><body>verified hello</body></message>"
+                  % P_DOM)
+        carol.message(frm=dave.full, body="verified hello", timeout=20)
+        carol.send("<message to='%s' type='chat'><body>verified reply</body></message>"
+                   % dave.full)
+        dave.message(frm=carol.full, body="verified reply", timeout=20)
+        stz.wait_log(r"s2s\.peer_certificate .*remote=prosody\.test verified=yes")
+        stz.wait_log(r"s2s\.link_up .*remote=prosody\.test auth=external")
+        stz.wait_log(r"s2s\.peer_authenticated .*remote=prosody\.test .*method=external")
+        assert "method=dialback" not in stz.log_text()
+        dave.close()
+        carol.close()
+    except Exception:
+        print("--- prosody log ---\n" + p.tail(80))
         raise

@@ -5,14 +5,16 @@ offline), rules only the owner may set, rule changes reaching the device
 (clearCache, also after it was offline), things asking the service
 themselves, getDevices and deleteRules, and rules surviving a restart."""
 import asyncio
+import hashlib
 import secrets
 
 import pytest
 
-from harness import DOMAIN
+from harness import DOMAIN, NS_STREAM, RawStream, free_ports, tostr
 from iotutil import (NS_DISCOVERY, NS_PROV, NS_PROV_OWNER, NS_SENSORDATA, PROVISIONING, Clients,
-                     bare, clients, device_events, el, iq_error, next_question,
-                     owned_device, partial, q, range_el, readout, send_iq, set_rule, wait_until)
+                     bare, clients, control_set, device_events, el, iq_error, next_message,
+                     next_question, owned_device, partial, q, range_el, readout, send_iq,
+                     set_rule, wait_until)
 
 assert clients  # the fixture, imported for pytest
 
@@ -237,13 +239,13 @@ def test_enrolled_owner_provisions_the_device(server, clients, arun, tmp_path):
         csv = tmp_path / "fleet.csv"
         csv.write_text("jid,credential,tags,owner\n%s@%s,%s,sensor,%s\n" %
                        (user, DOMAIN, secret, bare(owner)))
+        mark = server.log_size()
         r = server.stanzactl("device", "import", str(csv))
         if r.returncode == 2 and "usage" in (r.stderr + r.stdout):
             pytest.skip("this stanzactl has no device import")
         assert r.returncode == 0, r.stdout + r.stderr
-        mark = server.log_size()
         d = await clients.device(user=user, password=secret)
-        # Its first presence has the server look its owner up in the store.
+        # The import told the server (else its first presence has it look in the store).
         await asyncio.get_running_loop().run_in_executor(
             None, server.wait_log, r"event=provisioning\.enrolled thing=%s" % bare(d), mark)
         assert await iq_error(stranger, d.boundjid.full, "get", el(
@@ -252,6 +254,141 @@ def test_enrolled_owner_provisions_the_device(server, clients, arun, tmp_path):
         assert ask.get("jid") == bare(d)
         r = await readout(owner, d.boundjid.full, 2, momentary=True)
         assert "Temperature" in r.fields
+    arun(go())
+
+
+def test_enrollment_rules_before_the_first_login(server, clients, arun, tmp_path):
+    """An import tells the running server: a device enrolled with an owner
+    is provisioned before its first login (a control message a stranger
+    queues for it offline is refused, not delivered when it comes), and
+    one whose owner the next import takes away is released."""
+    async def go():
+        owner = await clients.client("owner")
+        stranger = await clients.client("stranger")
+        user = "enr" + secrets.token_hex(4)
+        secret = "s-" + secrets.token_hex(8)
+        jid = "%s@%s" % (user, DOMAIN)
+        csv = tmp_path / "fleet.csv"
+        csv.write_text("%s,%s,sensor,%s\n" % (jid, secret, bare(owner)))
+        mark = server.log_size()
+        r = server.stanzactl("device", "import", str(csv))
+        assert r.returncode == 0 and not r.stderr, r.stdout + r.stderr
+        await asyncio.get_running_loop().run_in_executor(
+            None, server.wait_log, r"event=provisioning\.enrolled thing=%s" % jid, mark)
+        m = stranger.make_message(mto=jid)
+        m.append(control_set([("boolean", "Relay", "true")]))
+        m.send()
+        back = await next_message(stranger, lambda m: m["type"] == "error", what="an error")
+        assert back["error"]["condition"] == "forbidden"
+        d = await clients.device(user=user, password=secret)
+        await asyncio.sleep(0.5)
+        assert d.state["Relay"] is False and not device_events(d, "control")
+        # Without an owner now: the device decides alone again.
+        csv.write_text("%s,%s,sensor,\n" % (jid, secret))
+        mark = server.log_size()
+        r = server.stanzactl("device", "import", str(csv))
+        assert r.returncode == 0 and not r.stderr, r.stdout + r.stderr
+        await asyncio.get_running_loop().run_in_executor(
+            None, server.wait_log, r"event=provisioning\.reenrolled thing=%s" % jid, mark)
+        r = await readout(stranger, d.boundjid.full, 3, momentary=True)
+        assert "Temperature" in r.fields
+    arun(go())
+
+
+def test_foreign_domain_jid_needs_a_rule(make_server, loop, arun):
+    """Only the server's own services befriend a thing without a rule: a
+    domain JID of another server or component (here an external component
+    with a domain of its own) is refused, and the thing never sees it."""
+    (cport,) = free_ports(1)
+    srv = make_server("--listen-component", "127.0.0.1:%d" % cport,
+                      "--component", "gw.test=s3cret")
+    cs = Clients(srv, loop)
+
+    async def go():
+        owner = await cs.client("owner")
+        d = await owned_device(cs, owner)
+        comp = RawStream(cport)
+        try:
+            comp.send("<?xml version='1.0'?><stream:stream xmlns='jabber:component:accept' "
+                      "xmlns:stream='%s' to='gw.test'>" % NS_STREAM)
+            comp.read_header()
+            sid = comp.header.get("id")
+            comp.send("<handshake>%s</handshake>" %
+                      hashlib.sha1((sid + "s3cret").encode()).hexdigest())
+            assert comp.next().tag.endswith("handshake")
+            comp.send("<presence from='gw.test' to='%s' type='subscribe'/>" % bare(d))
+            got = comp.next()
+            assert got.get("type") == "unsubscribed" and got.get("from") == bare(d), tostr(got)
+        finally:
+            comp.close()
+        await cs.close()
+    arun(go())
+
+
+def self_signed_der():
+    """A new RSA key and a self-signed certificate for it (DER)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+    import datetime
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "service")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(1).not_valid_before(now)
+            .not_valid_after(now + datetime.timedelta(days=1)).sign(key, hashes.SHA256()))
+    return key, cert.public_bytes(serialization.Encoding.DER)
+
+
+async def get_token(c, key, der):
+    """XEP-0324 getToken: the challenge decrypted with the private key earns the token."""
+    import base64
+    from cryptography.hazmat.primitives.asymmetric import padding
+    ask = el(NS_PROV, "getToken")
+    ask.text = base64.b64encode(der).decode()
+    r = await send_iq(c, PROVISIONING, "get", ask)
+    ch = r.xml.find(q(NS_PROV, "getTokenChallenge"))
+    secret = key.decrypt(base64.b64decode(ch.text), padding.PKCS1v15())
+    ans = el(NS_PROV, "getTokenChallengeResponse", {"seqnr": ch.get("seqnr")})
+    ans.text = base64.b64encode(secret).decode()
+    r = await send_iq(c, PROVISIONING, "get", ans)
+    return r.xml.find(q(NS_PROV, "getTokenResponse")).get("token")
+
+
+def test_token_rules_need_a_proven_token(server, clients, arun):
+    """A rule for a token lets in the JID that proved the token (getToken,
+    with the certificate's private key), not a stranger who writes the
+    same token into its request; a wrong answer to a challenge earns
+    nothing."""
+    pytest.importorskip("cryptography")
+
+    async def go():
+        owner = await clients.client("owner")
+        holder = await clients.client("holder")
+        stranger = await clients.client("stranger")
+        d = await owned_device(clients, owner)
+        key, der = self_signed_der()
+        token = await get_token(holder, key, der)
+        assert token and " " not in token
+        await set_rule(owner, "canReadRule", d, True, [range_el("fromUser", token=token)])
+
+        def req(seqnr):
+            return el(NS_SENSORDATA, "req", {"seqnr": seqnr, "momentary": "true",
+                                             "userToken": token})
+        assert await iq_error(stranger, d.boundjid.full, "get", req("1")) == "forbidden"
+        r = await send_iq(holder, d.boundjid.full, "get", req("2"))
+        assert r["type"] == "result"
+        # The stranger cannot get the token without the key.
+        import base64
+        ask = el(NS_PROV, "getToken")
+        ask.text = base64.b64encode(der).decode()
+        ch = (await send_iq(stranger, PROVISIONING, "get", ask)).xml.find(
+            q(NS_PROV, "getTokenChallenge"))
+        ans = el(NS_PROV, "getTokenChallengeResponse", {"seqnr": ch.get("seqnr")})
+        ans.text = base64.b64encode(b"\0" * 32).decode()
+        assert await iq_error(stranger, PROVISIONING, "get", ans) == "bad-request"
+        assert await iq_error(stranger, d.boundjid.full, "get", req("3")) == "forbidden"
     arun(go())
 
 

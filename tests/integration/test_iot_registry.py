@@ -103,6 +103,33 @@ def test_claim_needs_exactly_the_meta_data(server, clients, arun):
     arun(go())
 
 
+def test_enrolled_owner_cannot_be_claimed_away(server, clients, arun, tmp_path):
+    """A device enrolled with an owner (stanzactl device import) is that
+    owner's: registering it answers with the owner and leaves nothing to
+    claim, and one registered before its enrollment named the owner can
+    be claimed by that owner only, not by whoever reads its KEY."""
+    async def go():
+        owner = await clients.client("owner")
+        thief = await clients.client("thief")
+        early, late = ["enr" + secrets.token_hex(4) for _ in range(2)]
+        csv = tmp_path / "fleet.csv"
+        csv.write_text("%s@%s,pw-%s,,\n%s@%s,pw-%s,,%s\n" %
+                       (early, DOMAIN, early, late, DOMAIN, late, bare(owner)))
+        r = server.stanzactl("device", "import", str(csv))
+        assert r.returncode == 0, r.stdout + r.stderr
+        e = await clients.device(user=early, password="pw-" + early)
+        assert await register(e) is None
+        csv.write_text("%s@%s,pw-%s,,%s\n" % (early, DOMAIN, early, bare(owner)))
+        r = server.stanzactl("device", "import", str(csv))
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert await iq_error(thief, REGISTRY, "set", mine_payload(e)) == "item-not-found"
+        await claim(owner, e)
+        d = await clients.device(user=late, password="pw-" + late)
+        assert await register(d) == bare(owner)
+        assert await iq_error(thief, REGISTRY, "set", mine_payload(d)) == "item-not-found"
+    arun(go())
+
+
 def test_search_operators_public_private_and_key(server, clients, arun):
     model = "M" + secrets.token_hex(4)
 

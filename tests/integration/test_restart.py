@@ -271,3 +271,29 @@ def test_sighup_applies_limits_and_certificates_and_names_the_rest(make_server, 
     # The log line the memory measurements read is still there.
     srv.wait_log(r"event=server\.signal signal=SIGHUP action=reload heap_in_use=\d+ "
                  r"connections=\d+", mark)
+
+
+def test_sighup_changes_the_log_level(tmp_path):
+    """log_level from the file (no --log-level on the command line): at
+    warn a new connection logs nothing; after a SIGHUP with debug it does,
+    and the reload names log_level as applied."""
+    conf = tmp_path / "stanzad.conf"
+    write(conf, "log_level = warn\n")
+    srv = StanzadServer(["--config", str(conf)], name="stanzad(log level)")
+    srv.log_level = None
+    srv.start()
+    try:
+        raw = RawStream(srv.c2s_port)
+        raw.open()
+        raw.close()
+        time.sleep(0.3)
+        assert "event=conn.open" not in srv.log_text(), srv.log_tail(20)
+        write(conf, "log_level = debug\n")
+        mark = hup(srv)
+        srv.wait_log(r"event=config\.reload file=\S+ applied=log_level needs_restart=none", mark)
+        raw = RawStream(srv.c2s_port)
+        raw.open()
+        raw.close()
+        srv.wait_log(r"level=info event=conn\.open", mark)
+    finally:
+        srv.stop()

@@ -227,6 +227,20 @@ def test_fast_invalidation(server):
     s.close()
 
 
+def test_password_change_ends_fast_tokens(server):
+    """New credentials end the tokens got with the old ones."""
+    user, pw, _ = server.new_account()
+    ua = new_ua_id()
+    s, _, token = login_with_token(server, user, pw, ua)
+    s.close()
+    r = server.stanzactl("user", "passwd", user, stdin="pw-changed\n")
+    assert r.returncode == 0, r.stderr
+    s, _ = connect_tls(server.c2s_port)
+    assert failure_condition(fast_login(s, user, token, extra=inline_xml(ua_id=ua))) == \
+        "not-authorized"
+    s.close()
+
+
 def test_fast_tokens_survive_restart(make_server):
     srv = make_server()
     user, pw, _ = srv.new_account()

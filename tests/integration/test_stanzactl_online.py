@@ -504,3 +504,12 @@ def test_stale_socket_is_replaced_and_a_live_one_is_not(tmp_path):
             b.stop()
     finally:
         shutil.rmtree(a.state_dir, ignore_errors=True)
+
+
+def test_long_command_names_are_the_same_commands(server):
+    """devices/rosters/certificates/kernel: the names the operators' guide uses."""
+    assert ctl_json(server, "kernel") == ctl_json(server, "paths")
+    assert ctl_json(server, "certificates", "show") == ctl_json(server, "certs", "show")
+    a, b = ctl(server, "rosters", "show", "nobody"), ctl(server, "roster", "show", "nobody")
+    assert (a.returncode, a.stdout, a.stderr) == (b.returncode, b.stdout, b.stderr)
+    assert "no account 'nobody'" in a.stderr

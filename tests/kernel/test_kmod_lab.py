@@ -170,18 +170,23 @@ def test_unprivileged_requests_are_rejected():
 # --------------------------------------------------------------------------
 
 def test_startup_says_whether_the_module_is_used(daemons):
+    # The listeners accept before the startup log is complete; under TCG an
+    # ASan build (SANITIZE=1) needs more than the default 10 s to get there.
+    slow = 60
     s = daemons(1)
-    s.wait_log(r"event=server\.paths .*kmod=on")
-    s.wait_log(r"event=kmod\.open ")
+    s.wait_log(r"event=server\.paths .*kmod=on", timeout=slow)
+    s.wait_log(r"event=kmod\.open ", timeout=slow)
     s2 = daemons(1, "--kmod", "no")
-    s2.wait_log(r'event=server\.paths .*kmod=off kmod_reason="kmod=no in the configuration"')
+    s2.wait_log(r'event=server\.paths .*kmod=off kmod_reason="kmod=no in the configuration"',
+                timeout=slow)
     # Only the first daemon holds the device.
     assert stats()["owners"] == 1
     s.stop(timeout=30)
     s2.stop(timeout=30)
     assert fl.unload_module().returncode == 0
     s3 = daemons(1)
-    s3.wait_log(r'event=server\.paths .*kmod=off kmod_reason="no /dev/stanza_offload')
+    s3.wait_log(r'event=server\.paths .*kmod=off kmod_reason="no /dev/stanza_offload',
+                timeout=slow)
 
 
 def identical(a, b, what):

@@ -19,6 +19,8 @@
 #include <cmocka.h>
 
 #include "device.h"
+#include "fast.h"
+#include "iot_store.h"
 #include "log.h"
 #include "roster.h"
 #include "storage.h"
@@ -305,6 +307,119 @@ static void test_import_certificate_conflicts(void **state)
 	assert_int_equal(device_db_cert_revoke(f->st, (uint8_t[32]){ 0 }), -ENOENT);
 }
 
+/*
+ * An account that exists but was never enrolled (registered in band
+ * before the import, or a person's) is not adopted: neither a secret nor
+ * a certificate, nor the owner's friendship.
+ */
+static void test_import_refuses_an_account_not_enrolled(void **state)
+{
+	struct fixture *f = *state;
+	struct device_import_stats s;
+	struct scram_creds c;
+	char why[512] = "", user[64];
+	uint8_t fp[32];
+	bool revoked;
+
+	assert_int_equal(scram_creds_from_password("squatter", 1, &c), 0);
+	assert_int_equal(storage_account_create(f->st, "d1", &c), 0);
+	scram_creds_wipe(&c);
+	assert_int_equal(import(f, "d0@x,pw0,,\nd1@x,pw1,,owner@x\n", &s, why, sizeof(why)),
+			 -EINVAL);
+	assert_non_null(strstr(why, "line 2"));
+	assert_non_null(strstr(why, "not enrolled"));
+	assert_int_equal(storage_account_get(f->st, "d1", &c), 0);
+	assert_true(scram_verify_password(&c, "squatter"));
+	scram_creds_wipe(&c);
+	assert_int_equal(storage_account_get(f->st, "d0", &c), -ENOENT);
+	assert_sub(f, "owner", "d1@x", 0);
+	/* A certificate for a person's account: refused, not enrolled. */
+	assert_int_equal(import(f, "owner@x," FP_A ",,\n", &s, why, sizeof(why)), -EINVAL);
+	assert_non_null(strstr(why, "not enrolled"));
+	tls_fingerprint_parse(FP_A, fp);
+	assert_int_equal(device_db_cert_find(f->st, fp, user, sizeof(user), &revoked), -ENOENT);
+}
+
+/* Puts a FAST token row for user; returns how many rows user's client has. */
+static size_t fast_rows(struct fixture *f, const char *user, bool put)
+{
+	struct fast_token_row rows[2], row = { .is_new = false, .mech = "HT-SHA-256-NONE",
+					       .expires_at = INT64_MAX };
+	size_t n = 0;
+
+	if (put)
+		assert_int_equal(fast_db_put(f->st, user, "ua", &row), 0);
+	assert_int_equal(fast_db_get(f->st, user, "ua", rows, &n), 0);
+	return n;
+}
+
+/* New credentials for a device (a new secret or certificate) void its FAST tokens. */
+static void test_reenrollment_voids_fast_tokens(void **state)
+{
+	struct fixture *f = *state;
+	struct device_import_stats s;
+	char why[512] = "";
+
+	assert_int_equal(import(f, "d1@x,pw1,,\nd2@x," FP_A ",,\n", &s, why, sizeof(why)), 0);
+	assert_int_equal(fast_rows(f, "d1", true), 1);
+	assert_int_equal(fast_rows(f, "d2", true), 1);
+	/* The same file again: the tokens stay. */
+	assert_int_equal(import(f, "d1@x,pw1,,\nd2@x," FP_A ",,\n", &s, why, sizeof(why)), 0);
+	assert_int_equal(fast_rows(f, "d1", false), 1);
+	assert_int_equal(fast_rows(f, "d2", false), 1);
+	/* A tag change is no credential change either. */
+	assert_int_equal(import(f, "d1@x,pw1,t,\n", &s, why, sizeof(why)), 0);
+	assert_int_equal(fast_rows(f, "d1", false), 1);
+	/* New secret, new certificate: gone. */
+	assert_int_equal(import(f, "d1@x,pw2,t,\nd2@x," FP_B ",,\n", &s, why, sizeof(why)), 0);
+	assert_int_equal(fast_rows(f, "d1", false), 0);
+	assert_int_equal(fast_rows(f, "d2", false), 0);
+}
+
+static int count_rule(void *arg, const char *thing, struct iot_rule *r)
+{
+	(*(int *)arg)++;
+	free(r);
+	return 0;
+}
+
+/* The rules of thing as the store has them (the owner found too). */
+static int thing_rules(struct fixture *f, const char *thing)
+{
+	char owner[128];
+	bool cc;
+	int n = 0;
+
+	assert_int_equal(iot_db_thing_load(f->st, thing, owner, sizeof(owner), &cc, count_rule,
+					   &n), 0);
+	return n;
+}
+
+/* A new owner by enrollment does not inherit the old owner's provisioning rules. */
+static void test_owner_change_drops_rules(void **state)
+{
+	struct fixture *f = *state;
+	struct device_import_stats s;
+	struct scram_creds c;
+	struct iot_rule *r;
+	char why[512] = "";
+
+	assert_int_equal(scram_creds_from_password("pw", 1, &c), 0);
+	assert_int_equal(storage_account_create(f->st, "other", &c), 0);
+	scram_creds_wipe(&c);
+	assert_int_equal(import(f, "d1@x,pw1,,owner@x\n", &s, why, sizeof(why)), 0);
+	r = iot_rule_new(IOT_RULE_READ, IOT_RANGE_ALL, true, NULL, NULL, NULL);
+	assert_non_null(r);
+	assert_int_equal(iot_db_rule_put(f->st, "d1@x", "d1", r, 16, 1), 0);
+	free(r);
+	assert_int_equal(thing_rules(f, "d1@x"), 1);
+	/* Same owner (a tag changes): the rules stay. */
+	assert_int_equal(import(f, "d1@x,pw1,t,owner@x\n", &s, why, sizeof(why)), 0);
+	assert_int_equal(thing_rules(f, "d1@x"), 1);
+	assert_int_equal(import(f, "d1@x,pw1,t,other@x\n", &s, why, sizeof(why)), 0);
+	assert_int_equal(thing_rules(f, "d1@x"), 0);
+}
+
 static int count_rows(void *arg, const struct device_row *r)
 {
 	(*(int *)arg)++;
@@ -342,6 +457,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_import_is_all_or_nothing, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_import_certificate_conflicts, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_device_list_and_cascade, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_import_refuses_an_account_not_enrolled, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_reenrollment_voids_fast_tokens, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_owner_change_drops_rules, setup, teardown),
 	};
 
 	log_threshold = LOG_LVL_ERROR;

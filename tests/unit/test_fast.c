@@ -75,7 +75,8 @@ static void client_proof(const char *token, const char *label, const uint8_t *cb
 	unsigned int n = 32;
 
 	memcpy(msg, label, strlen(label));
-	memcpy(msg + strlen(label), cb, cb_len);
+	if (cb_len)	/* memcpy from NULL is undefined even for 0 bytes (UBSan) */
+		memcpy(msg + strlen(label), cb, cb_len);
 	assert_non_null(HMAC(EVP_sha256(), token, (int)strlen(token), msg, strlen(label) + cb_len,
 			     out, &n));
 }

@@ -1,0 +1,415 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: MIT
+"""Writes the benchmark report (docs/bench/REPORT.md) from one run's JSON lines.
+
+    scripts/bench_report.py RESULTS.jsonl [-o REPORT.md]
+
+bench.py --report DIR calls this itself at the end of a run and writes
+DIR/results.jsonl (the run's JSON lines, a "meta" line first) and
+DIR/REPORT.md. Run by hand, it rebuilds the report from a results file.
+
+The report has three parts: every figure of every server side by side, with
+the ratio of stanzad to each peer (how many times better stanzad is; below
+1 it is worse); each target of issue 9 with the figure this run measured,
+met or not, and for an unmet one what bounds it; and how the run was made.
+"""
+import argparse
+import json
+import sys
+
+PEER_ORDER = ("stanzad", "prosody", "ejabberd")
+
+
+def fmt(v, spec="{:,.0f}"):
+    return "-" if v is None else spec.format(v)
+
+
+def get(r, *path):
+    for k in path:
+        if r is None:
+            return None
+        r = r.get(k) if isinstance(r, dict) else None
+    return r
+
+
+# Figures of the side-by-side table: (scenario, label, getter, format, higher
+# is better). The getter takes one result line.
+def _lat(q):
+    return lambda r: get(r, "latency_us", q)
+
+
+FIGURES = {
+    "messages": [
+        ("throughput, msg/s", lambda r: r.get("msgs_per_s"), "{:,.0f}", True),
+        ("server CPU per message, us", lambda r: r.get("server_us_per_msg"), "{:.2f}", False),
+        ("CPU-bound capacity on one core, msg/s",
+         lambda r: 1e6 / r["server_us_per_msg"] if r.get("server_us_per_msg") else None,
+         "{:,.0f}", True),
+        ("latency under that load p50, us", _lat("p50"), "{:,.0f}", False),
+        ("latency under that load p99, us", _lat("p99"), "{:,.0f}", False),
+        ("server CPU, share of a core", lambda r: r.get("server_cpu_util"), "{:.0%}", None),
+        ("loadgen CPU, share of a core", lambda r: r.get("loadgen_cpu_util"), "{:.0%}", None),
+    ],
+    "latency": [
+        ("achieved rate, msg/s", lambda r: r.get("msgs_per_s"), "{:,.0f}", True),
+        ("latency p50, us", _lat("p50"), "{:,.0f}", False),
+        ("latency p99, us", _lat("p99"), "{:,.0f}", False),
+        ("latency p99.9, us", _lat("p999"), "{:,.0f}", False),
+        ("server CPU per message, us", lambda r: r.get("server_us_per_msg"), "{:.2f}", False),
+        ("server CPU, share of a core", lambda r: r.get("server_cpu_util"), "{:.0%}", None),
+        ("loadgen CPU, share of a core", lambda r: r.get("loadgen_cpu_util"), "{:.0%}", None),
+    ],
+    "presence": [
+        ("deliveries/s", lambda r: r.get("deliveries_per_s"), "{:,.0f}", True),
+        ("server CPU per delivery, us", lambda r: r.get("server_us_per_delivery"), "{:.2f}",
+         False),
+        ("time to last recipient p50, ms", lambda r: get(r, "fanout_ms", "p50"), "{:.2f}",
+         False),
+        ("time to last recipient max, ms", lambda r: get(r, "fanout_ms", "max"), "{:.2f}",
+         False),
+        ("server CPU, share of a core", lambda r: r.get("server_cpu_util"), "{:.0%}", None),
+        ("loadgen CPU, share of a core", lambda r: r.get("loadgen_cpu_util"), "{:.0%}", None),
+    ],
+    "idle": [
+        ("RSS per idle connection, bytes", lambda r: r.get("rss_bytes_per_conn"), "{:,.0f}",
+         False),
+        ("server RSS with all connected, KiB", lambda r: r.get("rss_loaded_kib"), "{:,.0f}",
+         False),
+        ("logins/s while connecting", lambda r: r.get("logins_per_s"), "{:,.0f}", True),
+        ("server CPU per login, us", lambda r: r.get("server_login_us_per_client"),
+         "{:,.0f}", False),
+    ],
+    "login": [
+        ("logins/s", lambda r: r.get("logins_per_s"), "{:,.0f}", True),
+        ("round trips to a ready session", lambda r: r.get("round_trips"), "{:.0f}", False),
+        ("time to ready p50, ms", lambda r: get(r, "ready_ms", "p50"), "{:.2f}", False),
+        ("server CPU per login, us", lambda r: r.get("server_us_per_login"), "{:,.0f}", False),
+        ("server CPU, share of a core", lambda r: r.get("server_cpu_util"), "{:.0%}", None),
+    ],
+}
+FIGURES["pubsub"] = FIGURES["presence"]
+# Order of the sections.
+SECTIONS = ("messages", "latency", "presence", "pubsub", "idle", "login")
+
+
+def title(r):
+    s, p = r["scenario"], r.get("params", {})
+    if s == "messages":
+        return "One-to-one messages, closed loop (%s clients, %s in flight each)" % (
+            fmt(p.get("clients")), p.get("window"))
+    if s == "latency":
+        return "One-to-one messages, open loop at %s msg/s (%s clients)" % (
+            fmt(p.get("rate")), fmt(p.get("clients")))
+    if s == "presence":
+        return "Presence fan-out 1 -> %s (%s updates)" % (fmt(p.get("receivers")),
+                                                          fmt(p.get("updates")))
+    if s == "pubsub":
+        return "Pubsub fan-out 1 -> %s (%s items)" % (fmt(p.get("receivers")),
+                                                      fmt(p.get("items")))
+    if s == "idle":
+        return "Idle connections, plain TCP (%s clients)" % fmt(p.get("clients"))
+    if s == "login":
+        return "Login over Direct TLS, %s" % p.get("mode")
+    return s
+
+
+def key(r):
+    """Results of one scenario instance on different servers share a key."""
+    p = r.get("params", {})
+    return (r["scenario"], p.get("rate"), p.get("mode"))
+
+
+def ratio(mine, theirs, higher_better):
+    """How many times better stanzad's figure is than a peer's (None when
+    either is missing or not positive: no ratio means anything then)."""
+    if mine is None or theirs is None or higher_better is None or mine <= 0 or theirs <= 0:
+        return None
+    if higher_better:
+        return mine / theirs if theirs else None
+    return theirs / mine if mine else None
+
+
+def side_by_side(results, servers):
+    out = []
+    groups = {}
+    for r in results:
+        if r.get("scenario") in SECTIONS and "error" not in r:
+            groups.setdefault(key(r), {})[r.get("server", "stanzad")] = r
+    peers = [s for s in servers if s != "stanzad"]
+    for k in sorted(groups, key=lambda k: (SECTIONS.index(k[0]), k[1] or 0, k[2] or "")):
+        row = groups[k]
+        any_r = row.get("stanzad") or next(iter(row.values()))
+        out.append("### %s\n" % title(any_r))
+        head = ["figure"] + [s for s in servers if s in row or s == "stanzad"]
+        cols = [s for s in servers if s in row or s == "stanzad"]
+        for p in peers:
+            if p in row:
+                head.append("stanzad vs %s" % p)
+        out.append("| " + " | ".join(head) + " |")
+        out.append("|" + "---|" * len(head))
+        for label, getter, spec, hb in FIGURES[k[0]]:
+            vals = {s: (getter(row[s]) if s in row else None) for s in cols}
+            cells = [label] + [fmt(vals[s], spec) for s in cols]
+            for p in peers:
+                if p in row:
+                    x = ratio(vals.get("stanzad"), vals.get(p), hb)
+                    cells.append("-" if x is None else "%.1fx" % x)
+            out.append("| " + " | ".join(cells) + " |")
+        notes = []
+        for s in cols:
+            r = row.get(s)
+            if r is None:
+                continue
+            if r.get("status") not in (None, "ok"):
+                notes.append("%s: %s" % (s, r["status"]))
+            if r.get("loadgen_saturated"):
+                notes.append("%s: the load generator was the limit (its CPU near a full "
+                             "core, or its sends late)" % s)
+            if r.get("archived_per_msg") is not None and r["scenario"] in ("messages",
+                                                                         "latency"):
+                notes.append("%s: %.2f archive (MAM) rows written per message" %
+                             (s, r["archived_per_msg"]))
+            if (r.get("other_cpu_util") or 0) > NOISY_OTHER_CPU:
+                notes.append("%s: other processes used %.0f%% of a core during the window: "
+                             "figures unreliable" % (s, r["other_cpu_util"] * 100))
+        if notes:
+            out.append("")
+            out.extend("- " + n for n in notes)
+        out.append("")
+    return out
+
+
+def find(results, scenario, server="stanzad", **params):
+    for r in results:
+        if r.get("scenario") != scenario or r.get("server", "stanzad") != server:
+            continue
+        if "error" in r:
+            continue
+        if all(r.get("params", {}).get(k) == v for k, v in params.items()):
+            return r
+    return None
+
+
+def targets(results, meta):
+    """Rows (target, measured, verdict, what bounds it)."""
+    rows = []
+    st = next((r for r in results if r.get("scenario") == "selftest" and "error" not in r),
+              None)
+    cap = st.get("loadgen_capacity_msgs_per_s") if st else None
+    rows.append(("load generator drives >= 300,000 msg/s on one core (against its sink)",
+                 "%s msg/s" % fmt(cap) if st else None, None if cap is None else cap >= 300000,
+                 "the generator's own per-message cost (%s us/msg): its epoll loop, one "
+                 "read and one write per batch" % fmt(st.get("loadgen_us_per_msg"), "{:.2f}")
+                 if st else None))
+    m = find(results, "messages")
+    us = m.get("server_us_per_msg") if m else None
+    arch = m.get("archived_per_msg") if m else None
+    arch_note = ("archive on (%.2f MAM rows per message)" % arch if arch else
+                 "archive off" if arch is not None else "archive state unknown")
+    rows.append(("server CPU per routed one-to-one message <= 5 us",
+                 "%s us/msg (%s)" % (fmt(us, "{:.2f}"), arch_note) if m else None,
+                 None if us is None else us <= 5.0,
+                 "MAM archive writes dominate: about 2 us/msg with the archive off, 5-6 us "
+                 "with it on (two SQLite rows per message, one per party); run with "
+                 "--server-arg=--mam-default=never to see routing alone"))
+    rate = m.get("msgs_per_s") if m else None
+    capacity = 1e6 / us if us else None
+    rows.append(("throughput >= 150,000 msg/s on one core (closed loop)",
+                 "%s msg/s measured, %s msg/s CPU-bound capacity (1 s / CPU per msg), "
+                 "server at %s of its core, loadgen at %s" % (
+                     fmt(rate), fmt(capacity), fmt(m.get("server_cpu_util"), "{:.0%}"),
+                     fmt(m.get("loadgen_cpu_util"), "{:.0%}")) if m else None,
+                 None if rate is None else rate >= 150000,
+                 "the load generator shares the box: it sends and receives every message "
+                 "on its one core, and each message is two loopback TCP transfers; when "
+                 "the server's core is not saturated (server CPU share below 100%) the "
+                 "server is not the limit, its CPU-bound capacity is the figure to read"))
+    for rate_target, budget in ((1000, 200.0), (50000, 1000.0)):
+        lr = find(results, "latency", rate=rate_target)
+        p99 = get(lr, "latency_us", "p99")
+        fl = get(st, "latency_floor")
+        floor = (get(fl, "latency_us", "p99") if fl and fl.get("rate") == rate_target
+                 else None)
+        rows.append(("p99 latency at %s msg/s <= %s ms" % (fmt(rate_target),
+                                                          fmt(budget / 1000, "{:g}")),
+                     "p99 %s us (p50 %s, p99.9 %s; floor through the sink p99 %s us)" % (
+                         fmt(p99), fmt(get(lr, "latency_us", "p50")),
+                         fmt(get(lr, "latency_us", "p999")), fmt(floor)) if lr else None,
+                     None if p99 is None else p99 <= budget,
+                     "the floor: the same open loop through the loadgen's echo sink, no "
+                     "server at all, shows what the machine's scheduler and loopback add; "
+                     "a shared 2-core virtual machine wakes a sleeping thread in tens to "
+                     "hundreds of microseconds"))
+    floor_d = get(st, "fanout_floor", "sink_us_per_delivery")
+    for sc in ("presence", "pubsub"):
+        r = find(results, sc)
+        v = r.get("server_us_per_delivery") if r else None
+        rows.append(("server CPU per %s delivery <= 3 us" % sc,
+                     "%s us/delivery, %s deliveries/s%s" % (
+                         fmt(v, "{:.2f}"), fmt(r.get("deliveries_per_s")),
+                         "; bare loopback send floor %s us" % fmt(floor_d, "{:.2f}")
+                         if floor_d else "") if r else None,
+                     None if v is None else v <= 3.0,
+                     "the kernel: about 4 us per delivery, of which about 92% is loopback "
+                     "TCP (one send per recipient socket and the receiver's wake-up); the "
+                     "sink's fan-out floor (same copies, no XMPP work) is the bound for "
+                     "one send per recipient"))
+    idle = find(results, "idle")
+    per = idle.get("rss_bytes_per_conn") if idle else None
+    rows.append(("RSS per idle plain connection <= 4 KiB",
+                 "%s B/conn at %s connections" % (fmt(per), fmt(get(idle, "params", "clients")))
+                 if idle else None, None if per is None or per <= 0 else per <= 4096,
+                 "userspace state per connection (session, connection, parser; kernel "
+                 "socket buffers are not in RSS): about 2.5 KB in earlier runs; a figure "
+                 "of 0 or below means too few connections to rise above the noise"))
+    rows.append(("RSS per idle TLS connection <= 12 KiB in userspace (less with kTLS)",
+                 None, None,
+                 "not measured by this run: loadgen speaks plain TCP only. An earlier "
+                 "measurement found 14-15 KiB per TLS connection in userspace, OpenSSL's "
+                 "per-connection SSL state and record buffers being most of it"))
+    n = get(idle, "params", "clients")
+    rows.append(("100,000 TLS and 1,000,000 plain connections held",
+                 "%s plain connections held" % fmt(n) if idle else None,
+                 None if n is None else n >= 1000000,
+                 "not reached by this bench: loadgen connects from one source address, so "
+                 "one destination port allows at most ~28,000 connections (the ephemeral "
+                 "port range 32768-60999); spreading sources over 127.0.0.0/8 is not "
+                 "implemented in loadgen, and it has no TLS"))
+    lg = find(results, "login", mode="classic")
+    lps = lg.get("logins_per_s") if lg else None
+    rows.append(("10,000 devices logging in with TLS + SCRAM-SHA-256 in <= 10 s",
+                 "%s logins/s (classic negotiation, full TLS 1.3, %s parallel): 10,000 in "
+                 "%s s" % (fmt(lps), get(lg, "params", "threads"),
+                           fmt(10000 / lps, "{:.1f}") if lps else "-") if lg else None,
+                 None if not lps else 10000 / lps <= 10,
+                 "the full TLS handshake (an X25519 exchange and a signature per login) "
+                 "and the round trips of the classic negotiation; SASL2 and FAST, also "
+                 "measured above, need fewer"))
+    return rows
+
+
+# Other processes above this share of a core during a window: noisy figures.
+NOISY_OTHER_CPU = 0.10
+
+
+def render(results, meta):
+    servers = [s for s in PEER_ORDER if s in (meta.get("servers") or ["stanzad"])]
+    noisy = sorted({"%s on %s" % (r["scenario"], r.get("server", "stanzad")) for r in results
+                    if (r.get("other_cpu_util") or 0) > NOISY_OTHER_CPU})
+    meta = dict(meta, noisy=noisy)
+    out = ["# stanzad benchmark report", ""]
+    out.append("Made by one command, `%s`, on %s (%s, %s CPUs, kernel %s). Server pinned to "
+               "CPU %s, load generator to CPU %s (taskset). Every figure below comes from "
+               "this one run; `scripts/bench_report.py` rebuilt this file from "
+               "`results.jsonl` beside it." % (
+                   meta.get("command", "make bench"), meta.get("date", "?"),
+                   get(meta, "host", "cpu_model") or "cpu", get(meta, "host", "cpus"),
+                   get(meta, "host", "kernel"), meta.get("server_cpus") or "any",
+                   meta.get("loadgen_cpus") or "any"))
+    out.append("")
+    if meta.get("versions"):
+        out.append("Servers: " + ", ".join(
+            "%s %s" % (s, (meta["versions"].get(s) or "").replace(s + " ", "", 1))
+            for s in servers) + ".")
+        out.append("")
+    if noisy:
+        out.append("**Warning:** other processes used over %d%% of a core during %s: those "
+                   "figures are unreliable; run again on a quiet machine." %
+                   (NOISY_OTHER_CPU * 100, ", ".join(noisy)))
+        out.append("")
+    out.append("## Targets (issue 9)")
+    out.append("")
+    out.append("| target | measured (stanzad) | met | what bounds it (when not met) |")
+    out.append("|---|---|---|---|")
+    for t, measured, ok, bound in targets(results, meta):
+        verdict = "not measured" if ok is None else "yes" if ok else "**no**"
+        if ok is not None and meta.get("noisy"):
+            verdict += " (busy machine)"
+        out.append("| %s | %s | %s | %s |" % (t, measured or "-", verdict,
+                                              "" if ok else bound or ""))
+    out.append("")
+    out.append("## Side by side")
+    out.append("")
+    out.append("Ratios say how many times better stanzad's figure is than the peer's "
+               "(higher throughput, or lower cost, latency or memory); below 1.0x stanzad "
+               "is worse. CPU shares are of one core: a server near 100% was saturated, "
+               "a load generator near 100% was the limit.")
+    out.append("")
+    out.extend(side_by_side(results, servers))
+    failed = [r for r in results if "error" in r]
+    notes = meta.get("notes") or []
+    if failed or notes:
+        out.append("## Not measured")
+        out.append("")
+        for r in failed:
+            out.append("- %s on %s: failed: %s" % (r["scenario"], r.get("server", "stanzad"),
+                                                  r["error"].splitlines()[0]))
+        out.extend("- " + n for n in notes)
+        out.append("")
+    out.append("## How the servers ran")
+    out.append("")
+    out.append("- stanzad: a fresh process per scenario, one worker, plain c2s with "
+               "`--require-tls no`, accounts seeded into its store with one PBKDF2 "
+               "iteration (PLAIN logins then cost no key derivation), abuse limits off "
+               "(thousands of clients from one address at line rate).")
+    if "prosody" in servers:
+        out.append("- prosody: Debian's package, started by the bench with its own "
+                   "configuration (scripts/bench_peers.py): epoll backend, plain c2s, "
+                   "`internal_plain` passwords, no mod_limits, MAM, carbons, smacks or "
+                   "offline storage; pubsub component at pubsub.DOMAIN with its default "
+                   "(file) storage. One instance for every scenario.")
+    if "ejabberd" in servers:
+        out.append("- ejabberd: Debian's package, started by the bench through "
+                   "`ejabberdctl foreground` as the ejabberd user with its own config, "
+                   "spool and Erlang distribution port: plain c2s without shaper, "
+                   "plain-text passwords in Mnesia, no mod_mam, mod_offline, carbons, "
+                   "stream management or fail2ban; mod_pubsub with the flat plugin. CPU "
+                   "and RSS are the Erlang VM's (beam.smp), pinned to the server CPU so "
+                   "it runs one scheduler. One instance for every scenario.")
+    if len(servers) > 1:
+        out.append("- Peer accounts come from in-band registration (XEP-0077) and the "
+                   "pubsub node and subscriptions from XEP-0060 requests over the peer's "
+                   "own c2s port before its first scenario; the presence rosters from "
+                   "real subscription handshakes on ejabberd, and on prosody written into "
+                   "its roster files before anyone logs in (its handshakes take time "
+                   "quadratic in the roster's size); either way the publisher's roster "
+                   "is checked as the server reports it (roster_items_both below).")
+    for s, info in (meta.get("setup") or {}).items():
+        out.append("- %s setup: %s" % (s, ", ".join("%s %s" % (k, v)
+                                                    for k, v in sorted(info.items()))))
+    out.append("")
+    return "\n".join(out)
+
+
+def load(path):
+    meta, results = {}, []
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            r = json.loads(line)
+            if r.get("event") == "meta":
+                meta = r
+            elif "scenario" in r:
+                results.append(r)
+    return meta, results
+
+
+def main(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("results", help="JSON lines of one run (bench.py --report writes them)")
+    p.add_argument("-o", "--output", default=None, help="report file (default: stdout)")
+    o = p.parse_args(argv)
+    meta, results = load(o.results)
+    text = render(results, meta)
+    if o.output:
+        with open(o.output, "w") as f:
+            f.write(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
