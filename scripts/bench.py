@@ -13,7 +13,14 @@ generator (build/loadgen, tests/bench/loadgen.c) to separate CPUs, and runs:
   presence   presence fan-out 1 -> R over a roster with subscription 'both'
   pubsub     pubsub fan-out 1 -> R: items published to a node at pubsub.DOMAIN
              that R subscribers get as notifications (XEP-0060)
-  idle       N clients logged in and idle: server RSS per connection
+  idle       N clients logged in and idle (plain TCP, one run per size of
+             --idle-clients; and over Direct TLS, one run per size of
+             --idle-tls-clients, build/logingen --hold): server RSS, its
+             anonymous (heap) part, and the kernel's memory (/proc/meminfo
+             Slab, /proc/net/sockstat TCP mem) per connection. Clients leave
+             from 127.0.0.2, 127.0.0.3, ... (--source-spread per address),
+             so more than one address's ephemeral ports (ip_local_port_range)
+             fit; the bench raises RLIMIT_NOFILE (as root, up to fs.nr_open)
   login      TCP connect to ready session over Direct TLS (build/logingen,
              tests/bench/logingen.c): classic RFC 6120 negotiation, SASL2 with
              Bind 2, and FAST tokens; round trips, time to ready, server CPU
@@ -58,10 +65,17 @@ import bench_report  # noqa: E402
 BUDGET_US_PER_MSG = 5.0
 BUDGET_US_PER_DELIVERY = 3.0
 BUDGET_IDLE_BYTES = 4096
+BUDGET_IDLE_TLS_BYTES = 12 * 1024  # TLS in userspace
 BUDGET_P99_US_AT_1000 = 200.0
 LOADGEN_MIN_RATE = 300000
 # Clients per loadgen process: below the 20,000 fd limit with room to spare.
 CLIENTS_PER_PROCESS = 15000
+# The peers hold idle connections up to this many (ejabberd takes hundreds
+# of KiB each: 100,000 would not fit in memory).
+PEER_IDLE_MAX = 10000
+# Descriptors beyond the connections: listeners, store, logs, pipes (the
+# server keeps 64 for itself: main.c's raise_fd_limit()).
+FD_SLACK = 100
 SALT = b"stanzad-bench-sa"  # 16 bytes, like scram.h's SCRAM_SALT_LEN
 ALL_SCENARIOS = ("selftest", "messages", "latency", "presence", "pubsub", "idle", "login")
 LOGIN_MODES = ("classic", "sasl2", "fast")
@@ -778,43 +792,163 @@ def scenario_pubsub(opts, srv):
     }
 
 
-def scenario_idle(opts, srv):
-    n = opts.idle_clients
-    nproc = (n + CLIENTS_PER_PROCESS - 1) // CLIENTS_PER_PROCESS
+def kernel_mem():
+    """The kernel's memory that grows with connections, KiB: Slab and
+    SUnreclaim from /proc/meminfo, TCP socket buffers (/proc/net/sockstat
+    'mem', pages) and sockets in use."""
+    out = {}
+    with open("/proc/meminfo") as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            if k in ("Slab", "SUnreclaim", "MemAvailable"):
+                out[k] = int(v.split()[0])
+    with open("/proc/net/sockstat") as f:
+        for line in f:
+            if line.startswith("TCP:"):
+                w = line.split()[1:]
+                kv = dict(zip(w[0::2], (int(x) for x in w[1::2])))
+                out["tcp_inuse"] = kv.get("inuse", 0)
+                out["tcp_mem_kib"] = kv.get("mem", 0) * os.sysconf("SC_PAGE_SIZE") // 1024
+    return out
+
+
+def sysctl_int(name):
+    try:
+        with open("/proc/sys/" + name.replace(".", "/")) as f:
+            return [int(x) for x in f.read().split()]
+    except (OSError, ValueError):
+        return None
+
+
+def raise_nofile(need):
+    """RLIMIT_NOFILE of this process (so of the server and the load
+    generators it starts) up to need, as far as fs.nr_open allows; the
+    limit reached."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = max(soft, need)
+    nr_open = (sysctl_int("fs.nr_open") or [hard])[0]
+    if want > hard:
+        want_hard = min(want, nr_open)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want_hard, want_hard))
+            return want_hard
+        except (ValueError, OSError):
+            want = hard  # not root: the hard limit is as far as it goes
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, hard), hard))
+    return min(want, hard)
+
+
+def idle_limits(opts, n):
+    """Why n idle connections cannot be held on this host, or None."""
+    import resource
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft < n + FD_SLACK:
+        return ("RLIMIT_NOFILE is %d, %d connections need %d: the server holds them all "
+                "in one process. Raising the hard limit needs root with CAP_SYS_RESOURCE "
+                "(or start from a shell with 'ulimit -Hn %d'), and fs.nr_open (now %s) "
+                "at least as high" % (soft, n, n + FD_SLACK, n + FD_SLACK,
+                                      (sysctl_int("fs.nr_open") or ["?"])[0]))
+    ports = sysctl_int("net.ipv4.ip_local_port_range")
+    per_addr = opts.source_spread or n
+    if ports and ports[1] - ports[0] + 1 < per_addr:
+        return ("net.ipv4.ip_local_port_range %d-%d has fewer ports than the %d clients "
+                "per source address: lower --source-spread" % (ports[0], ports[1], per_addr))
+    ct_max = (sysctl_int("net.netfilter.nf_conntrack_max") or [0])[0]
+    ct_count = (sysctl_int("net.netfilter.nf_conntrack_count") or [0])[0]
+    if ct_count and ct_max < n + 1000:
+        # Loopback connections are tracked here: past the table's size the
+        # kernel drops new connections' packets.
+        return ("connection tracking is on and net.netfilter.nf_conntrack_max is %d: "
+                "sysctl -w net.netfilter.nf_conntrack_max=%d" % (ct_max, 2 * n))
+    file_max = (sysctl_int("fs.file-max") or [0])[0]
+    if file_max and file_max < 2 * n + 10 * FD_SLACK:
+        return ("fs.file-max %d is below the %d descriptors of both ends: "
+                "sysctl -w fs.file-max=%d" % (file_max, 2 * n, 4 * n))
+    return None
+
+
+def scenario_idle(opts, srv, n, tls=False):
+    """n clients log in (plain TCP, loadgen; or Direct TLS, logingen --hold)
+    and stay idle; the server's RSS, its anonymous part (heap and mmap
+    arenas) and the kernel's memory (both ends of every loopback
+    connection) before and with them, per connection."""
+    why = idle_limits(opts, n)
+    if why:
+        raise BenchError("%d idle connections: %s" % (n, why))
+    per_proc = CLIENTS_PER_PROCESS if not tls else n
+    nproc = (n + per_proc - 1) // per_proc
     base = rss_kib(srv.pid) if srv.pid else None
+    k0 = kernel_mem()
     cpu0 = cpu_seconds(srv.pid) if srv.pid else None
     t0 = time.monotonic()
-    gens, first = [], 0
+    gens, first, held = [], 0, None
+    spread = ["--source-spread", str(opts.source_spread)]
     try:
         for i in range(nproc):
             k = n // nproc + (1 if i < n % nproc else 0)
-            a = common_args(opts, srv) + ["--mode", "idle", "-c", str(k), "--first", str(first),
-                                          "--label", "idle"]
-            gens.append(Loadgen(opts, a))
+            if tls:
+                a = ["--host", srv.host, "--port", str(srv.tls_port), "--domain", opts.domain,
+                     "--password", opts.password, "--prefix", opts.prefix, "--mode", "classic",
+                     "-t", str(opts.login_threads), "--hold", str(k), "--first", str(first),
+                     "--sync"] + spread
+                gens.append(Loadgen(opts, a, prog="logingen"))
+            else:
+                a = common_args(opts, srv) + ["--mode", "idle", "-c", str(k), "--first",
+                                              str(first), "--label", "idle",
+                                              "--login-timeout", str(opts.login_timeout)] + spread
+                gens.append(Loadgen(opts, a))
             first += k
         readies = [g.event(opts.login_timeout + 30) for g in gens]
+        if tls:
+            for g in gens:
+                g.go()
+            held = [g.event(opts.login_timeout + n / 100.0) for g in gens]
+            readies = [{"ready": h.get("held", 0)} for h in held]
+            if sum(r["ready"] for r in readies) < n:
+                raise BenchError("%d of %d TLS sessions held (%s)" % (
+                    sum(r["ready"] for r in readies), n,
+                    next((h["last_error"] for h in held if h.get("last_error")), "?")))
         login_s = time.monotonic() - t0
         time.sleep(1.0)  # let allocations settle
         cpu1 = cpu_seconds(srv.pid) if srv.pid else None
         loaded = rss_kib(srv.pid) if srv.pid else None
+        k1 = kernel_mem()
         for g in gens:
             g.go()
-        for g in gens:
-            g.event(30)
+        if not tls:
+            for g in gens:
+                g.event(30)
     finally:
         for g in gens:
-            g.wait()
+            g.wait(timeout=60 + n / 20000.0)
     after = None
     if srv.pid:
         time.sleep(1.0)
         after = rss_kib(srv.pid)
     out = {
         "scenario": "idle",
-        "params": {"clients": n, "loadgen_processes": nproc, "transport": "plain TCP"},
+        "params": {"clients": n, "loadgen_processes": nproc,
+                   "transport": "Direct TLS 1.3" if tls else "plain TCP",
+                   "source_spread": opts.source_spread,
+                   "source_addresses": (n + opts.source_spread - 1) // opts.source_spread
+                   if opts.source_spread else 1},
         "login_s": round(login_s, 3),
         "logins_per_s": round(n / login_s) if login_s > 0 else None,
         "ready": sum(r.get("ready", 0) for r in readies),
+        # Both ends of every connection are on this host: the kernel's
+        # figures count the client's socket as well as the server's.
+        "kernel_slab_delta_kib": k1["Slab"] - k0["Slab"],
+        "kernel_slab_bytes_per_conn": round((k1["Slab"] - k0["Slab"]) * 1024 / n),
+        "kernel_sunreclaim_bytes_per_conn": round((k1["SUnreclaim"] - k0["SUnreclaim"])
+                                                  * 1024 / n),
+        "kernel_tcp_mem_bytes_per_conn": round((k1["tcp_mem_kib"] - k0["tcp_mem_kib"])
+                                               * 1024 / n),
+        "tcp_sockets_delta": k1["tcp_inuse"] - k0["tcp_inuse"],
+        "mem_available_delta_kib": k1["MemAvailable"] - k0["MemAvailable"],
     }
+    if held:
+        out["tls_ready_ms"] = held[0].get("ready_ms")
     if base:
         delta = (loaded["VmRSS"] - base["VmRSS"]) * 1024
         out.update({
@@ -822,6 +956,8 @@ def scenario_idle(opts, srv):
             "rss_after_close_kib": after["VmRSS"],
             "rss_anon_delta_kib": loaded.get("RssAnon", 0) - base.get("RssAnon", 0),
             "rss_bytes_per_conn": round(delta / n),
+            "heap_bytes_per_conn": round((loaded.get("RssAnon", 0) - base.get("RssAnon", 0))
+                                         * 1024 / n),
             "server_login_cpu_s": round(cpu1 - cpu0, 3),
             "server_login_us_per_client": round((cpu1 - cpu0) * 1e6 / n, 1),
         })
@@ -980,11 +1116,16 @@ def summary(results, failures):
                          verdict(r["server_us_per_delivery"], BUDGET_US_PER_DELIVERY)))
         elif s == "idle":
             per = r.get("rss_bytes_per_conn")
-            rows.append(("idle (%s plain connections)" % fmt(r["params"]["clients"]),
-                         "%s B/conn RSS" % fmt(per),
+            tls = r["params"].get("transport", "plain TCP") != "plain TCP"
+            budget = BUDGET_IDLE_TLS_BYTES if tls else BUDGET_IDLE_BYTES
+            rows.append(("idle (%s %s connections)" % (fmt(r["params"]["clients"]),
+                                                       "TLS" if tls else "plain"),
+                         "%s B/conn RSS (heap %s), kernel %s B/conn slab" % (
+                             fmt(per), fmt(r.get("heap_bytes_per_conn")),
+                             fmt(r.get("kernel_slab_bytes_per_conn"))),
                          "login %s us/client" % fmt(r.get("server_login_us_per_client"),
                                                      "{:.0f}"),
-                         "-", "-", "<= 4 KiB/conn", verdict(per, BUDGET_IDLE_BYTES)))
+                         "-", "-", "<= %d KiB/conn" % (budget // 1024), verdict(per, budget)))
         elif s == "login":
             p, lat = r["params"], r["ready_ms"]
             rows.append(("login %s (%s%s)" % ({"sasl2": "SASL2+Bind2"}.get(p["mode"], p["mode"]),
@@ -1076,7 +1217,15 @@ def parse_args(argv):
     p.add_argument("--receivers", type=int, default=1000, help="presence fan-out (1000)")
     p.add_argument("--updates", type=int, default=200, help="presence updates (200)")
     p.add_argument("--update-timeout", type=float, default=2.0)
-    p.add_argument("--idle-clients", type=int, default=10000)
+    p.add_argument("--idle-clients", default="10000",
+                   help="idle scenario, plain TCP: comma-separated sizes, one run each "
+                        "(10000), e.g. 10000,100000,1000000")
+    p.add_argument("--idle-tls-clients", default="10000",
+                   help="idle scenario over Direct TLS (stanzad only): comma-separated "
+                        "sizes (10000; 0: none), e.g. 10000,100000")
+    p.add_argument("--source-spread", type=int, default=16384,
+                   help="idle scenario: clients per loopback source address, 127.0.0.2 "
+                        "and on (16384; 0: one address, at most ip_local_port_range)")
     p.add_argument("--login-modes", default=",".join(LOGIN_MODES),
                    help="login scenario: negotiations to measure (%s)" % ",".join(LOGIN_MODES))
     p.add_argument("--login-duration", type=float, default=3, help="login: seconds per mode (3)")
@@ -1130,6 +1279,18 @@ def parse_args(argv):
     if o.target and o.peer_list:
         p.error("--target measures one running server: not with prosody or ejabberd")
     o.rate_list = [int(float(r)) for r in o.rates.split(",") if r.strip()]
+    try:
+        o.idle_list = [int(x) for x in o.idle_clients.split(",") if x.strip()]
+        o.idle_tls_list = [int(x) for x in o.idle_tls_clients.split(",")
+                           if x.strip() and int(x) > 0]
+    except ValueError:
+        p.error("--idle-clients and --idle-tls-clients take comma-separated numbers")
+    if not o.idle_list or min(o.idle_list + o.idle_tls_list) < 1:
+        p.error("--idle-clients needs at least one size, every size positive")
+    if o.source_spread < 0:
+        p.error("--source-spread must not be negative")
+    # The seeded accounts cover the largest idle run (users P0 ..).
+    o.idle_clients = max(o.idle_list + o.idle_tls_list)
     o.login_mode_list = [m.strip() for m in o.login_modes.split(",") if m.strip()]
     for m in o.login_mode_list:
         if m not in LOGIN_MODES:
@@ -1169,7 +1330,7 @@ def peer_accounts(opts):
     if {"messages", "latency"} & set(opts.scenarios):
         n = opts.clients
     if "idle" in opts.scenarios:
-        n = max(n, opts.idle_clients)
+        n = max([n] + [k for k in opts.idle_list if k <= PEER_IDLE_MAX])
     recv = opts.receivers if {"presence", "pubsub"} & set(opts.scenarios) else 0
     return (["%s%d" % (opts.prefix, i) for i in range(n)],
             ["%s%d" % (opts.receiver_prefix, i) for i in range(recv)])
@@ -1200,6 +1361,11 @@ def main(argv):
     if opts.peer_list:
         ensure_peers(opts)
         bench_peers.raise_fd_limit()
+    if "idle" in opts.scenarios:
+        lim = raise_nofile(opts.idle_clients + FD_SLACK)
+        log("RLIMIT_NOFILE %d (fs.nr_open %s, fs.file-max %s, ip_local_port_range %s)" % (
+            lim, *[" ".join(map(str, sysctl_int(k) or ["?"])) for k in (
+                "fs.nr_open", "fs.file-max", "net.ipv4.ip_local_port_range")]))
     t_start = time.monotonic()
     results, failures, notes, lines = [], [], [], []
     template, roster_ok, pubsub_ok = None, True, True
@@ -1286,7 +1452,23 @@ def main(argv):
             else:
                 failures.append(("pubsub", "the pubsub node could not be set up on " + server))
         if "idle" in opts.scenarios:
-            jobs.append(("idle", lambda: [ws("idle", lambda s: scenario_idle(opts, s))]))
+            for n in opts.idle_list:
+                if peer is not None and n > PEER_IDLE_MAX:
+                    notes.append("idle at %s connections on %s: not run (the peers hold at "
+                                 "most %s here)" % (fmt(n), server, fmt(PEER_IDLE_MAX)))
+                    continue
+                jobs.append(("idle %d" % n, lambda n=n: [ws(
+                    "idle %d" % n, lambda s: scenario_idle(opts, s, n))]))
+            if peer is not None and opts.idle_tls_list:
+                notes.append("idle over TLS on %s: not measured (the bench does not configure "
+                             "TLS in the peers)" % server)
+            elif opts.idle_tls_list and opts.target:
+                failures.append(("idle TLS", "needs a stanzad started by the bench"))
+            else:
+                for n in opts.idle_tls_list:
+                    jobs.append(("idle TLS %d" % n, lambda n=n: [ws(
+                        "idle TLS %d" % n, lambda s: scenario_idle(opts, s, n, tls=True),
+                        tls=True)]))
         if "login" in opts.scenarios:
             if peer is not None:
                 notes.append("login on %s: not measured (the login scenario is Direct TLS "

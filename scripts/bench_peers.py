@@ -580,7 +580,9 @@ class Ejabberd(PeerServer):
         ctl = os.path.join(self.dir, "ejabberdctl.cfg")
         with open(yml, "w") as f:
             f.write(EJABBERD_YML.format(c2s=self.port, dom=self.opts.domain))
-        ports = max(32000, self.opts.idle_clients + self.opts.receivers + 5000)
+        # The bench holds at most 10,000 idle connections on a peer
+        # (bench.PEER_IDLE_MAX), however large its own idle runs are.
+        ports = max(32000, min(self.opts.idle_clients, 10000) + self.opts.receivers + 5000)
         with open(ctl, "w") as f:
             f.write("ERL_DIST_PORT=%d\nERL_MAX_PORTS=%d\nERL_PROCESSES=%d\n"
                     "ERL_OPTIONS=\"-env ERL_CRASH_DUMP_BYTES 0\"\n" %

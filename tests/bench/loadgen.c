@@ -85,6 +85,13 @@
 #define LG_SETTLE_QUIET_MS	300		/* no input for this long: settled */
 #define LG_OPEN_BATCH_MAX	4096		/* messages sent per timer tick at most */
 #define LG_SYNC_ID		"lgsync"
+/*
+ * Clients per loopback source address (--source-spread). One source address
+ * reaches one server port through at most ip_local_port_range ports (28,232
+ * by default); spreading clients over 127.0.0.2, 127.0.0.3, ... lifts that
+ * limit, so a million connections fit.
+ */
+#define LG_SPREAD_DEFAULT	16384
 
 /* epoll tags: the top byte of data.u64, the low bits an index. */
 #define LG_TAG_CONN		(1ULL << 56)
@@ -246,6 +253,7 @@ static struct {
 	bool discard;		/* sink: count, do not echo */
 	pid_t server_pid;
 	const char *label;
+	unsigned source_spread;	/* clients per source address; 0: the kernel picks */
 } opt = {
 	.mode = LG_CLOSED,
 	.host = "127.0.0.1",
@@ -268,10 +276,12 @@ static struct {
 	.login_concurrency = 256,
 	.spin_us = 50,
 	.initial_presence = true,
+	.source_spread = LG_SPREAD_DEFAULT,
 };
 
 static struct lg_thread lg_threads[LG_THREADS_MAX];
 static struct sockaddr_in lg_addr;
+static bool lg_spread;		/* the target is loopback and --source-spread > 0 */
 static _Atomic int lg_phase;
 static _Atomic int lg_recording;	/* latencies count only inside the window */
 static _Atomic unsigned lg_ready;
@@ -794,6 +804,27 @@ static void lg_connect(struct lg_thread *t, struct lg_conn *c)
 		return;
 	}
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (lg_spread) {
+		/*
+		 * Client number g leaves from 127.0.0.(2 + g / spread) and on
+		 * (numbers are global: --first differs per process, so several
+		 * processes never share an address). With
+		 * IP_BIND_ADDRESS_NO_PORT the port is chosen at connect(), per
+		 * 4-tuple, not per address at bind().
+		 */
+		uint32_t g = opt.first + c->idx;
+		struct sockaddr_in src = {
+			.sin_family = AF_INET,
+			.sin_addr.s_addr = htonl(0x7f000002u + g / opt.source_spread),
+		};
+
+		setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
+		if (bind(fd, (struct sockaddr *)&src, sizeof(src)) < 0) {
+			c->fd = fd;
+			lg_login_failed(t, c, strerror(errno), NULL);
+			return;
+		}
+	}
 	c->fd = fd;
 	c->state = ST_CONNECTING;
 	c->out_armed = true;
@@ -2024,6 +2055,8 @@ static void lg_usage(FILE *f)
 	      "                             after the result, hold the streams until another\n"
 	      "                             line (the driver measures deferred server work)\n"
 	      "  --label NAME               the mode name printed in results\n"
+	      "  --source-spread N          loopback target: N clients per source address\n"
+	      "                             127.0.0.2, 127.0.0.3, ... (16384; 0: one address)\n"
 	      "  --discard                  sink: count messages, do not echo\n", f);
 }
 
@@ -2059,6 +2092,7 @@ int main(int argc, char **argv)
 		{ "spin-us", required_argument, NULL, 13 },
 		{ "pubsub-node", required_argument, NULL, 14 },
 		{ "pubsub-service", required_argument, NULL, 15 },
+		{ "source-spread", required_argument, NULL, 16 },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -2114,6 +2148,7 @@ int main(int argc, char **argv)
 		case 13: opt.spin_us = (unsigned)strtoul(optarg, NULL, 10); break;
 		case 14: opt.pubsub_node = optarg; break;
 		case 15: opt.pubsub_service = optarg; break;
+		case 16: opt.source_spread = (unsigned)strtoul(optarg, NULL, 10); break;
 		case 'h': lg_usage(stdout); return 0;
 		default: lg_usage(stderr); return 2;
 		}
@@ -2147,6 +2182,10 @@ int main(int argc, char **argv)
 	lg_addr.sin_port = htons((uint16_t)opt.port);
 	if (inet_pton(AF_INET, opt.host, &lg_addr.sin_addr) != 1)
 		lg_die("--host must be an IPv4 address, not '%s'", opt.host);
+	lg_spread = opt.source_spread && (ntohl(lg_addr.sin_addr.s_addr) >> 24) == 127;
+	if (lg_spread && (opt.first + (uint64_t)opt.clients + opt.receivers) / opt.source_spread >=
+	    0xfffffdu)
+		lg_die("--source-spread %u: too many clients for 127.0.0.0/8", opt.source_spread);
 	lg_raise_nofile();
 	signal(SIGPIPE, SIG_IGN);
 	if (strcmp(cmd, "run") == 0)

@@ -27,6 +27,13 @@
  * logins, failures, round trips per login (TCP and TLS included: each
  * time the client waits for the server), and the time from connect() to
  * ready (mean, p50, p99, ms). The server's CPU is measured by the driver.
+ *
+ * With --hold N (scenario "idle" over TLS) it instead logs users
+ * P<first> .. P<first+N-1> in once each (classic), keeps every session
+ * open and idle, prints the result, and closes them all cleanly when a
+ * second line (or EOF) arrives on stdin. Those connections leave from
+ * 127.0.0.2, 127.0.0.3, ... (--source-spread per address) so that more
+ * than one address's worth of ephemeral ports fit.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -42,6 +49,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -59,6 +67,7 @@
 #define LG_USER_MAX	64
 #define LG_SAMPLES_MAX	(1u << 20)	/* ready times kept per run */
 #define LG_TIMEOUT_S	10		/* socket timeout: a stuck login fails */
+#define LG_SPREAD_DEFAULT	16384	/* --hold: sessions per source address */
 
 enum lg_mode { M_CLASSIC = 0, M_SASL2, M_FAST };
 
@@ -67,12 +76,19 @@ static struct {
 	int port;
 	enum lg_mode mode;
 	unsigned users, threads;
+	unsigned hold, first, source_spread;	/* --hold: sessions kept; user numbers */
 	double duration;
 	bool pipeline, sync, tls_resume;
 } opt = {
 	.host = "127.0.0.1", .domain = "localhost", .password = "bench", .prefix = "u",
 	.fast_mech = "HT-SHA-256-EXPR", .users = 200, .threads = 4, .duration = 3,
-	.pipeline = true, .label = "login",
+	.pipeline = true, .label = "login", .source_spread = LG_SPREAD_DEFAULT,
+};
+
+/* A session kept open by --hold. */
+struct lg_held {
+	int fd;
+	SSL *ssl;
 };
 
 /* One simulated device. */
@@ -106,6 +122,7 @@ static struct lg_user *lg_users;
 static atomic_bool lg_stop;
 static atomic_ulong lg_resumed;	/* logins whose TLS session was resumed */
 static const char *lg_mode_names[] = { "classic", "sasl2", "fast" };
+static struct lg_held *lg_held;		/* --hold: one per user */
 
 static void lg_die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 
@@ -301,6 +318,18 @@ static int lg_connect(struct lg_conn *c, struct lg_user *u)
 	setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 	c->waits = 1;	/* the TCP handshake */
+	if (opt.hold && opt.source_spread && (ntohl(sa.sin_addr.s_addr) >> 24) == 127) {
+		/* User number g leaves from 127.0.0.(2 + g / spread), port chosen at connect(). */
+		uint32_t g = opt.first + (uint32_t)(u - lg_users);
+		struct sockaddr_in src = {
+			.sin_family = AF_INET,
+			.sin_addr.s_addr = htonl(0x7f000002u + g / opt.source_spread),
+		};
+
+		setsockopt(c->fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
+		if (bind(c->fd, (struct sockaddr *)&src, sizeof(src)) < 0)
+			return -1;
+	}
 	if (connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
 		return -1;
 	c->ssl = SSL_new(lg_ctx);
@@ -493,9 +522,12 @@ static int lg_fast(struct lg_conn *c, struct lg_user *u)
 	return 0;
 }
 
-/* One login of user u in the run's mode; ready_ms set. 0 or -1. */
+/*
+ * One login of user u in the run's mode; ready_ms set. 0 or -1. With keep,
+ * a successful session stays open and is handed over there.
+ */
 static int lg_login(struct lg_user *u, enum lg_mode mode, bool want_token, double *ready_ms,
-		    unsigned *waits)
+		    unsigned *waits, struct lg_held *keep)
 {
 	struct lg_conn *c = malloc(sizeof(*c));
 	double t0 = lg_now();
@@ -516,6 +548,12 @@ static int lg_login(struct lg_user *u, enum lg_mode mode, bool want_token, doubl
 	}
 	*ready_ms = (lg_now() - t0) * 1e3;
 	*waits = c->waits;
+	if (ret == 0 && keep) {
+		keep->fd = c->fd;
+		keep->ssl = c->ssl;
+		free(c);
+		return 0;
+	}
 	/* A clean end: no session waits for resumption. */
 	if (ret == 0)
 		lg_send(c, "</stream:stream>");
@@ -539,7 +577,7 @@ static void *lg_thread_main(void *arg)
 		unsigned waits;
 
 		next += opt.threads;
-		if (lg_login(u, opt.mode, false, &ms, &waits) < 0) {
+		if (lg_login(u, opt.mode, false, &ms, &waits, NULL) < 0) {
 			t->failures++;
 			snprintf(t->last_error, sizeof(t->last_error), "login of %s failed", u->name);
 			ERR_clear_error();
@@ -562,6 +600,45 @@ static void *lg_thread_main(void *arg)
 	return NULL;
 }
 
+/* --hold: thread t logs in users t, t + threads, ... once each and keeps them. */
+static void *lg_hold_main(void *arg)
+{
+	struct lg_thread *t = arg;
+
+	for (unsigned i = t->index; i < opt.hold && !atomic_load(&lg_stop); i += opt.threads) {
+		double ms;
+		unsigned waits;
+
+		if (lg_login(&lg_users[i], M_CLASSIC, false, &ms, &waits, &lg_held[i]) < 0) {
+			t->failures++;
+			snprintf(t->last_error, sizeof(t->last_error), "login of %s failed: %s",
+				 lg_users[i].name, strerror(errno));
+			ERR_clear_error();
+			continue;
+		}
+		t->logins++;
+		atomic_store(&lg_waits_seen, waits);
+		if (t->nsamples < t->cap)
+			t->ready_ms[t->nsamples++] = ms;
+	}
+	return NULL;
+}
+
+/* --hold: ends every kept session cleanly (no session waits for resumption). */
+static void lg_release_held(void)
+{
+	for (unsigned i = 0; i < opt.hold; i++) {
+		struct lg_held *h = &lg_held[i];
+
+		if (!h->ssl)
+			continue;
+		SSL_write(h->ssl, "</stream:stream>", 16);
+		SSL_free(h->ssl);
+		close(h->fd);
+		h->ssl = NULL;
+	}
+}
+
 static int lg_cmp(const void *a, const void *b)
 {
 	double x = *(const double *)a, y = *(const double *)b;
@@ -576,9 +653,67 @@ static void lg_get_tokens(void)
 		double ms;
 		unsigned waits;
 
-		if (lg_login(&lg_users[i], M_SASL2, true, &ms, &waits) < 0 || !lg_users[i].token[0])
+		if (lg_login(&lg_users[i], M_SASL2, true, &ms, &waits, NULL) < 0 ||
+		    !lg_users[i].token[0])
 			lg_die("could not get a FAST token for %s", lg_users[i].name);
 	}
+}
+
+/*
+ * --hold: logs every user in once on the threads, prints one result line,
+ * keeps the sessions until a line or EOF on stdin, then ends them.
+ */
+static int lg_cmd_hold(struct lg_thread *th)
+{
+	uint64_t held = 0, failures = 0;
+	double t0, elapsed, *all, sum = 0;
+	const char *err = NULL;
+	size_t n = 0;
+	char line[64];
+
+	/* Idle sessions keep no TLS read/write buffers on our side. */
+	SSL_CTX_set_mode(lg_ctx, SSL_MODE_RELEASE_BUFFERS);
+	lg_held = calloc(opt.hold, sizeof(*lg_held));
+	all = malloc((size_t)opt.hold * sizeof(*all));
+	if (!lg_held || !all)
+		lg_die("%s", "out of memory");
+	t0 = lg_now();
+	for (unsigned i = 0; i < opt.threads; i++) {
+		th[i].index = i;
+		th[i].cap = opt.hold / opt.threads + 1;
+		th[i].ready_ms = malloc(th[i].cap * sizeof(double));
+		if (!th[i].ready_ms || pthread_create(&th[i].tid, NULL, lg_hold_main, &th[i]))
+			lg_die("%s", "thread setup failed");
+	}
+	for (unsigned i = 0; i < opt.threads; i++) {
+		pthread_join(th[i].tid, NULL);
+		held += th[i].logins;
+		failures += th[i].failures;
+		for (size_t k = 0; k < th[i].nsamples; k++) {
+			all[n++] = th[i].ready_ms[k];
+			sum += th[i].ready_ms[k];
+		}
+		if (!err && th[i].last_error[0])
+			err = th[i].last_error;
+	}
+	elapsed = lg_now() - t0;
+	if (n)
+		qsort(all, n, sizeof(*all), lg_cmp);
+	printf("{\"event\":\"result\",\"mode\":\"hold\",\"held\":%llu,\"failures\":%llu,"
+	       "\"elapsed_s\":%.3f,\"logins_per_s\":%.1f,\"threads\":%u,"
+	       "\"ready_ms\":{\"mean\":%.3f,\"p50\":%.3f,\"p99\":%.3f}",
+	       (unsigned long long)held, (unsigned long long)failures, elapsed,
+	       held / (elapsed > 0 ? elapsed : 1e-9), opt.threads, n ? sum / n : 0.0,
+	       n ? all[n / 2] : 0.0, n ? all[(size_t)((n - 1) * 0.99)] : 0.0);
+	if (err)
+		printf(",\"last_error\":\"%s\"", err);
+	printf("}\n");
+	fflush(stdout);
+	free(all);
+	if (!fgets(line, sizeof(line), stdin))
+		line[0] = '\0';
+	lg_release_held();
+	return 0;
 }
 
 static void lg_usage(void)
@@ -593,7 +728,12 @@ static void lg_usage(void)
 	      "  --fast-mech M      HT-SHA-256-EXPR (default) or HT-SHA-256-NONE\n"
 	      "  --no-pipeline      sasl2/fast: wait for the features before <authenticate/>\n"
 	      "  --tls-resume       resume TLS sessions (tickets) from the previous login\n"
-	      "  --sync             print a ready line, wait for a stdin line, then run\n", stdout);
+	      "  --sync             print a ready line, wait for a stdin line, then run\n"
+	      "  --hold N           log users P<first>.. in once each (classic), keep them\n"
+	      "                     open, print the result, close them at the next stdin line\n"
+	      "  --first N          number of the first --hold user (0)\n"
+	      "  --source-spread N  --hold on loopback: sessions per source address\n"
+	      "                     127.0.0.2, 127.0.0.3, ... (16384; 0: one address)\n", stdout);
 }
 
 int main(int argc, char **argv)
@@ -608,6 +748,8 @@ int main(int argc, char **argv)
 		{ "fast-mech", required_argument, NULL, 'f' },
 		{ "no-pipeline", no_argument, NULL, 'n' }, { "tls-resume", no_argument, NULL, 'r' },
 		{ "sync", no_argument, NULL, 's' }, { "help", no_argument, NULL, 'h' },
+		{ "hold", required_argument, NULL, 'o' }, { "first", required_argument, NULL, 'F' },
+		{ "source-spread", required_argument, NULL, 'S' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct lg_thread *th;
@@ -631,6 +773,9 @@ int main(int argc, char **argv)
 		case 'n': opt.pipeline = false; break;
 		case 'r': opt.tls_resume = true; break;
 		case 's': opt.sync = true; break;
+		case 'o': opt.hold = (unsigned)atoi(optarg); break;
+		case 'F': opt.first = (unsigned)atoi(optarg); break;
+		case 'S': opt.source_spread = (unsigned)atoi(optarg); break;
 		case 'm':
 			for (o = 0; o < 3 && strcmp(optarg, lg_mode_names[o]); o++)
 				;
@@ -644,6 +789,20 @@ int main(int argc, char **argv)
 	}
 	if (!opt.port || !opt.users || !opt.threads || opt.duration <= 0)
 		lg_die("%s", "--port, --users, --threads and --duration must be positive");
+	if (opt.hold) {
+		struct rlimit rl;
+
+		if (opt.mode != M_CLASSIC)
+			lg_die("%s", "--hold logs in with --mode classic");
+		opt.users = opt.hold;
+		if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+			rl.rlim_cur = rl.rlim_max;
+			setrlimit(RLIMIT_NOFILE, &rl);
+		}
+		if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < (rlim_t)opt.hold + 64)
+			lg_die("--hold %u needs more descriptors than RLIMIT_NOFILE %llu", opt.hold,
+			       (unsigned long long)rl.rlim_cur);
+	}
 	signal(SIGPIPE, SIG_IGN);
 	lg_ctx = SSL_CTX_new(TLS_client_method());
 	if (!lg_ctx)
@@ -657,7 +816,7 @@ int main(int argc, char **argv)
 	if (!lg_users || !th)
 		lg_die("%s", "out of memory");
 	for (unsigned i = 0; i < opt.users; i++) {
-		snprintf(lg_users[i].name, LG_USER_MAX, "%s%u", opt.prefix, i);
+		snprintf(lg_users[i].name, LG_USER_MAX, "%s%u", opt.prefix, opt.first + i);
 		pthread_mutex_init(&lg_users[i].lock, NULL);
 	}
 	if (opt.mode == M_FAST)
@@ -667,6 +826,8 @@ int main(int argc, char **argv)
 	fflush(stdout);
 	if (opt.sync && !fgets(line, sizeof(line), stdin))
 		return 0;
+	if (opt.hold)
+		return lg_cmd_hold(th);
 	t0 = lg_now();
 	for (unsigned i = 0; i < opt.threads; i++) {
 		th[i].index = i;

@@ -3,7 +3,13 @@ and its report (scripts/bench_report.py), without running a benchmark.
 
 - The report: targets met or not with what bounds the unmet ones, figures
   of every server side by side with ratios, from a results file.
-- The options: --servers validated, peers refused with --target.
+- The options: --servers validated, peers refused with --target; the idle
+  sizes (--idle-clients, --idle-tls-clients) as lists.
+- The idle rows: plain and TLS figures with the kernel's memory, and the
+  100,000 TLS / 1,000,000 plain target judged from the largest runs.
+- loadgen (compiled here from tests/bench/loadgen.c) spreads its clients
+  over source addresses 127.0.0.2, 127.0.0.3, ... (--source-spread), seen
+  with ss against its own sink.
 - Each peer that is installed starts from the configuration the bench
   writes, gets its accounts by in-band registration, rosters with
   subscription 'both' by real handshakes and a pubsub node with
@@ -14,6 +20,8 @@ import argparse
 import json
 import os
 import shutil
+import socket
+import subprocess
 import sys
 import tempfile
 
@@ -106,6 +114,101 @@ def test_servers_option():
                 ["--servers", "prosody", "--target", "127.0.0.1:5222"]):
         with pytest.raises(SystemExit):
             bench.parse_args(bad + ["--login-users", "10"])
+
+
+def test_idle_size_options():
+    o = bench.parse_args(["--idle-clients", "2000,20000", "--idle-tls-clients", "0",
+                          "--login-users", "10"])
+    assert o.idle_list == [2000, 20000] and o.idle_tls_list == [] and o.idle_clients == 20000
+    o = bench.parse_args(["--idle-clients", "10", "--idle-tls-clients", "5,300",
+                          "--login-users", "10", "--source-spread", "0"])
+    assert o.idle_clients == 300 and o.idle_tls_list == [5, 300] and o.source_spread == 0
+    for bad in (["--idle-clients", "many"], ["--idle-clients", "0"], ["--idle-clients", ""],
+                ["--source-spread", "-1"]):
+        with pytest.raises(SystemExit):
+            bench.parse_args(bad + ["--login-users", "10"])
+
+
+def _idle(n, transport, per, ready=None):
+    return {"scenario": "idle", "server": "stanzad",
+            "params": {"clients": n, "transport": transport},
+            "ready": n if ready is None else ready, "rss_bytes_per_conn": per,
+            "heap_bytes_per_conn": per - 100, "kernel_slab_bytes_per_conn": 9000,
+            "kernel_tcp_mem_bytes_per_conn": 0, "rss_loaded_kib": n * per // 1024}
+
+
+def test_report_idle_plain_and_tls():
+    meta = {"servers": ["stanzad"], "host": HOST}
+    # The largest runs decide; a small run's noise does not.
+    res = [_idle(2000, "plain TCP", 5700), _idle(1000000, "plain TCP", 2600),
+           _idle(100000, "Direct TLS 1.3", 11000)]
+    lines = bench_report.render(res, meta).splitlines()
+
+    def row(prefix):
+        return next(line for line in lines if line.startswith(prefix))
+    r = row("| RSS per idle plain connection <= 4 KiB")
+    assert "2,600 B/conn at 1,000,000 connections" in r and "slab 9,000 B/conn" in r
+    assert "| yes |" in r
+    assert "| yes |" in row("| RSS per idle TLS connection <= 12 KiB")
+    r = row("| 100,000 TLS and 1,000,000 plain connections held")
+    assert "1,000,000 plain and 100,000 TLS" in r and "| yes |" in r
+    # Plain sections first, then TLS; every size its own section.
+    heads = [line for line in lines if line.startswith("### Idle")]
+    assert heads == ["### Idle connections, plain TCP (2,000 clients)",
+                     "### Idle connections, plain TCP (1,000,000 clients)",
+                     "### Idle connections, Direct TLS 1.3 (100,000 clients)"]
+    assert "| kernel slab per connection (both ends), bytes | 9,000 |" in lines
+    # The TLS run logs 100,000 devices in: 10,000 take a tenth of its time.
+    res[2]["login_s"] = 80.0
+    lines = bench_report.render(res, meta).splitlines()
+    r = row("| 10,000 devices logging in with TLS")
+    assert "100,000 devices in 80.0 s" in r and "| yes |" in r
+    # Fewer held than asked, or TLS over budget: not met.
+    res = [_idle(1000000, "plain TCP", 2600, ready=999000),
+           _idle(100000, "Direct TLS 1.3", 19000)]
+    lines = bench_report.render(res, meta).splitlines()
+    assert "| **no** |" in row("| 100,000 TLS and 1,000,000 plain")
+    assert "| **no** |" in row("| RSS per idle TLS connection")
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_loadgen_spreads_source_addresses(tmp_path):
+    if not shutil.which("gcc") or not shutil.which("ss"):
+        pytest.skip("needs gcc and ss (iproute2)")
+    src = os.path.join(SCRIPTS, "..", "tests", "bench", "loadgen.c")
+    lg = str(tmp_path / "loadgen")
+    subprocess.run(["gcc", "-std=gnu11", "-D_GNU_SOURCE", "-O1", "-pthread", src, "-o", lg],
+                   check=True, timeout=120)
+    port = _free_port()
+    sink = subprocess.Popen([lg, "sink", "--port", str(port)], stdout=subprocess.DEVNULL)
+    run = None
+    try:
+        bench.wait_listening("127.0.0.1", port, sink, timeout=10)
+        run = subprocess.Popen([lg, "run", "--mode", "idle", "-c", "7", "--first", "4",
+                                "--source-spread", "3", "--host", "127.0.0.1", "--port",
+                                str(port), "--sync", "--login-timeout", "20"],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        ready = json.loads(run.stdout.readline())
+        assert ready["event"] == "ready" and ready["ready"] == 7
+        ss = subprocess.run(["ss", "-Htn", "state", "established", "( dport = :%d )" % port],
+                            capture_output=True, text=True, timeout=10).stdout
+        srcs = sorted(line.split()[2].rsplit(":", 1)[0] for line in ss.splitlines())
+        # Clients 4..10, 3 per address: 4,5 on .3; 6,7,8 on .4; 9,10 on .5.
+        assert srcs == ["127.0.0.3"] * 2 + ["127.0.0.4"] * 3 + ["127.0.0.5"] * 2, ss
+        run.stdin.write("go\n")
+        run.stdin.flush()
+        assert json.loads(run.stdout.readline())["event"] == "result"
+        assert run.wait(timeout=20) == 0
+    finally:
+        for p in (run, sink):
+            if p and p.poll() is None:
+                p.kill()
+                p.wait()
 
 
 @pytest.mark.parametrize("name", bench_peers.PEERS)
