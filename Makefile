@@ -150,7 +150,7 @@ kernel-lab-quick: all $(LAB_BINS)
 check-kernel: deps
 	$(Q)$(MAKE) --no-print-directory all $(LAB_BINS)
 	$(Q)$(MAKE) --no-print-directory kmod-lab
-	$(Q)$(KERNEL_LAB) --timeout 2400 --mem 3072 -- \
+	$(Q)$(KERNEL_LAB) --timeout 3600 --mem 3072 -- \
 		tests/kernel/run-lab-tests.sh --full $(abspath $(BUILD))
 
 bench-kernel: deps

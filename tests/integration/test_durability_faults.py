@@ -122,7 +122,16 @@ def test_sigkill_under_load_loses_nothing_acknowledged(make_server):
     threads.append(threading.Thread(target=load.registrar))
     for t in threads:
         t.start()
-    time.sleep(2.0)
+    # Under load for at least 2 s and until each kind of write was
+    # acknowledged a few times (slow machines, e.g. the kernel lab's
+    # emulated CPU, need longer to log the clients in).
+    start = time.time()
+    while time.time() - start < 60:
+        enough = (sum(len(v) for v in list(load.acked_msgs.values())) > 40
+                  and load.acked_roster and load.acked_accounts)
+        if enough and time.time() - start >= 2.0:
+            break
+        time.sleep(0.1)
     srv.kill()  # no shutdown, no flush: only what was committed is there
     load.stop.set()
     for t in threads:
