@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "account.h"
+#include "avatar_compat.h"
 #include "blocking.h"
 #include "conn.h"
 #include "last_activity.h"
@@ -36,6 +37,9 @@ int account_load_sync(struct storage *st, const char *user, struct account **out
 		ret = offline_count_sync(st, user, &a->offline_count);
 	if (ret == 0)
 		ret = mam_prefs_load_sync(st, user, &a->mam_prefs);
+	/* Without the hash, presence just goes without it (XEP-0153). */
+	if (ret == 0 && avatar_compat_load(st, user, a->avatar_hash) < 0)
+		a->avatar_hash[0] = '\0';
 	if (ret < 0) {
 		account_free(a);
 		return ret;

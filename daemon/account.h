@@ -16,6 +16,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "avatar_compat.h"
 #include "jid.h"
 #include "storage.h"
 
@@ -35,6 +36,7 @@ struct account {
 	bool offline_more;		/* stored during the fetch: fetch again */
 	char *last_status;		/* last_activity.c: last unavailable <status/> */
 	struct mam_prefs *mam_prefs;	/* mam.c: XEP-0441 preferences, NULL = server default */
+	char avatar_hash[AVATAR_HASH_HEX + 1];	/* avatar_compat.c: vCard PHOTO SHA-1, "" none */
 };
 
 /*

@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "account.h"
+#include "avatar_compat.h"
 #include "c2s.h"
 #include "config.h"
 #include "conn.h"
@@ -400,6 +401,7 @@ void presence_broadcast(struct conn *c, struct xml_node *st)
 			return;
 		}
 	}
+	avatar_compat_presence(w, s, st);	/* XEP-0153 photo hash (avatar_compat.c) */
 	ps = presence_state_get(s);
 	if (!ps || fanout_prepare(&f, st) < 0) {
 		log_error("presence.broadcast_failed", "jid=%s msg=\"out of memory\"",
@@ -831,6 +833,9 @@ void presence_outbound(struct conn *c, struct xml_node *st, const struct jid *fr
 		/* Directed presence (4.6), except to the account's own resources. */
 		if (!jid_bare_equal(&bare, from))
 			presence_track_directed(c->sess, to, !type[0]);
+		/* XEP-0153: directed presence (a room join) carries the photo hash too. */
+		if (!type[0])
+			avatar_compat_presence(c->w, c->sess, st);
 	}
 	router_route(c, st, from, to);
 }

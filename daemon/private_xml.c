@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bookmarks_compat.h"
 #include "config.h"
 #include "conn.h"
 #include "iq_async.h"
@@ -123,6 +124,12 @@ static void private_done(struct storage_req *req)
 			iq_async_error(&op->a, s, "internal-server-error", NULL);
 		}
 	}
+	/* XEP-0402 #compat: bookmarks stored here are mirrored to PEP. */
+	for (unsigned i = 0; op->is_set && req->result == 0 && i < op->n; i++)
+		if (strcmp(op->items[i].ns, NS_BOOKMARKS_LEGACY) == 0 &&
+		    strcmp(op->items[i].name, "storage") == 0)
+			bookmarks_compat_private_set(iq_async_worker(&op->a), req->user,
+						     op->items[i].xml, op->items[i].len);
 	if (!op->is_set)
 		for (unsigned i = 0; i < op->n; i++)
 			free(op->items[i].xml);

@@ -23,7 +23,9 @@
 #include <time.h>
 
 #include "account.h"
+#include "avatar_compat.h"
 #include "blocking.h"
+#include "bookmarks_compat.h"
 #include "config.h"
 #include "conn.h"
 #include "fanout.h"
@@ -123,6 +125,12 @@ struct ps_job {
 	const char *subid;
 	enum ps_sub_state sub_state;
 	bool sub_deliver;
+	/* Work done on an account's behalf (pubsub_pep_replace, pubsub_pep_read). */
+	struct ps_replace *replace;
+	struct ps_notice *notices;	/* notifications to fan out after success */
+	pubsub_pep_items_cb *read_cb;
+	char read_user[JID_PART_MAX + 1];
+	unsigned char read_ctx[PUBSUB_PEP_CTX_MAX];
 	char from_bare[JID_MAX];
 };
 
@@ -1140,6 +1148,27 @@ bool pubsub_enabled(const struct config *cfg)
 	return cfg->pubsub;
 }
 
+/*
+ * After a client's publish or retract was stored and notified: the
+ * modules that mirror a PEP node elsewhere are told (bookmarks_compat.h,
+ * avatar_compat.h). Changes made on an account's behalf (no iq) are not,
+ * so a mirror never echoes back.
+ */
+static void ps_changed_hook(struct worker *w, const struct ps_job *j)
+{
+	const struct ps_host *h = j->node->host;
+	char user[JID_PART_MAX + 1];
+
+	if (!j->has_iq || !h->pep || j->node->deleted || h->user_len >= sizeof(user))
+		return;
+	memcpy(user, h->jid, h->user_len);
+	user[h->user_len] = '\0';
+	if (strcmp(j->node->name, NS_BOOKMARKS2) == 0)
+		bookmarks_compat_pep_changed(w, user);
+	else if (strcmp(j->node->name, NS_AVATAR_METADATA) == 0)
+		avatar_compat_pep_changed(w, user);
+}
+
 /* ---- create ---- */
 
 /* Completion of a create: the node stays only if it was stored. */
@@ -1300,6 +1329,7 @@ static void ps_finish_publish(struct ps_job *j, struct session *s)
 	/* A node deleted meanwhile has no one left to tell. */
 	if (!j->node->deleted && j->node->cfg.deliver_notifications)
 		ps_notify(w, j->node, j->notify, false);
+	ps_changed_hook(w, j);
 }
 
 /*
@@ -1567,6 +1597,7 @@ static void ps_finish_retract(struct ps_job *j, struct session *s)
 	ps_job_ok(j, s);
 	if (j->notify && !j->node->deleted)
 		ps_notify(ps_job_worker(j), j->node, j->notify, false);
+	ps_changed_hook(ps_job_worker(j), j);
 }
 
 /*
@@ -2908,6 +2939,14 @@ size_t pubsub_disco_features(unsigned scope, const char **out, size_t cap)
 		return 0;
 	for (size_t i = 0; i < PS_COUNT(ps_pep_features) && n < cap; i++)
 		out[n++] = ps_pep_features[i];
+	/*
+	 * On the account: XEP-0402 7, bookmarks unified with private XML;
+	 * XEP-0398 2, avatars converted between PEP and the vCard.
+	 */
+	if ((scope & (IQ_SCOPE_ACCOUNT | IQ_SCOPE_CONTACT)) && n < cap)
+		out[n++] = NS_BOOKMARKS_COMPAT;
+	if ((scope & (IQ_SCOPE_ACCOUNT | IQ_SCOPE_CONTACT)) && n < cap)
+		out[n++] = NS_PEP_VCARD_CONVERSION;
 	return n;
 }
 
@@ -3419,4 +3458,316 @@ void pubsub_account_removed(struct worker *w, const char *user)
 		}
 	}
 	ps_job_submit(w, j);
+}
+
+/* ---- Work on an account's behalf (pubsub.h: pubsub_pep_replace, pubsub_pep_read) ---- */
+
+/* One wanted item of a replace: its id and serialized payload (in the job's arena). */
+struct ps_replace_item {
+	const char *id;
+	const char *text;
+	size_t len;
+};
+
+struct ps_replace {
+	size_t n;
+	struct ps_replace_item *items;
+	char node[PS_NODE_NAME_MAX + 1];
+	size_t user_len;
+	bool whitelist;			/* a node created: private storage (else PEP defaults) */
+	char bare[JID_MAX];		/* the account's bare JID: the PEP host */
+};
+
+/* A notification queued by a job, sent by its completion. */
+struct ps_notice {
+	struct ps_notice *next;
+	struct xml_node *msg;
+};
+
+/* Queues msg on the job's notices (kept in order). -ENOMEM when msg is NULL. */
+static int ps_notice_add(struct ps_job *j, struct ps_notice ***tail, struct xml_node *msg)
+{
+	struct ps_notice *nt = msg ? arena_alloc(&j->a, sizeof(*nt)) : NULL;
+
+	if (!nt)
+		return -ENOMEM;
+	nt->next = NULL;
+	nt->msg = msg;
+	**tail = nt;
+	*tail = &nt->next;
+	return 0;
+}
+
+/*
+ * The PEP node a replace writes to, created (for the owner, as if the
+ * owner had published to it; with r->whitelist the XEP-0223
+ * private-storage configuration: whitelist access, as many items as
+ * allowed, no last item on presence) when it does not exist. Referenced
+ * by j. NULL and -errno in *err.
+ */
+static struct ps_node *ps_replace_node(struct ps_job *j, const struct ps_replace *r, int *err)
+{
+	size_t blen = strlen(r->bare), nlen = strlen(r->node);
+	struct ps_host *h = ps_host_find(r->bare, blen);
+	struct ps_node *n = h ? ps_node_find(h, r->node, nlen) : NULL;
+	struct ps_config cfg;
+
+	if (n) {
+		ps_job_set_node(j, n);
+		return n;
+	}
+	if (h && ps_host_count_owned(h, r->bare, blen) >= ps_lim.max_nodes) {
+		*err = -EDQUOT;
+		return NULL;
+	}
+	ps_config_default(&cfg, true);
+	if (r->whitelist) {
+		cfg.access = PS_ACCESS_WHITELIST;
+		cfg.max_items_max = true;
+		cfg.send_last = PS_SEND_LAST_NEVER;
+	}
+	if (!h)
+		h = ps_host_get(r->bare, blen, true, r->user_len);
+	n = h ? ps_node_add(h, r->node, nlen, 0, &cfg, r->bare, time(NULL)) : NULL;
+	if (!h)
+		ps_config_free(&cfg);
+	if (!n || ps_affil_set(n, r->bare, blen, PS_AFFIL_OWNER) < 0 || ps_put_node(j, n) < 0 ||
+	    ps_put_affil(j, n, r->bare, PS_AFFIL_OWNER) < 0) {
+		if (n)
+			ps_node_remove(n);
+		*err = -ENOMEM;
+		return NULL;
+	}
+	ps_job_set_node(j, n);
+	j->created = true;
+	log_info("pubsub.node_created", "host=%s node_id=%" PRIu64 " by=server", r->bare, n->id);
+	return n;
+}
+
+/* Completion of the writes of a replace: the notifications, once stored. */
+static void ps_finish_replace(struct ps_job *j, struct session *unused)
+{
+	struct worker *w = ps_job_worker(j);
+
+	(void)unused;
+	if (j->op.req.result < 0) {
+		if (j->created)
+			ps_node_remove(j->node);
+		log_warn("pubsub.replace_failed", "node_id=%" PRIu64 " err=%d", j->node_id,
+			 j->op.req.result);
+		return;
+	}
+	for (struct ps_notice *nt = j->notices; nt && !j->node->deleted; nt = nt->next)
+		ps_notify(w, j->node, nt->msg, false);
+}
+
+/* The stored row with this id among rows, or NULL. */
+static const struct ps_item_row *ps_row_find(const struct ps_item_row *rows, const char *id)
+{
+	for (; rows; rows = rows->next)
+		if (strcmp(rows->id, id) == 0)
+			return rows;
+	return NULL;
+}
+
+/* Whether id is among the wanted items of r. */
+static bool ps_replace_wants(const struct ps_replace *r, const char *id)
+{
+	for (size_t i = 0; i < r->n; i++)
+		if (strcmp(r->items[i].id, id) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * The writes of a replace, given the stored items (`old`, read by the
+ * first job): new and changed items put, missing ones deleted, each with
+ * its notification; unchanged items untouched (XEP-0402 "Publishing via
+ * the old specification"). 0 or -errno.
+ */
+static int ps_replace_writes(struct worker *w, const struct ps_replace *r,
+			     const struct ps_item_row *old)
+{
+	struct ps_job *j = ps_job_alloc(w, ps_finish_replace);
+	struct ps_notice **tail;
+	struct ps_node *n;
+	struct ps_mut *m;
+	int err = 0;
+
+	if (!j)
+		return -ENOMEM;
+	tail = &j->notices;
+	n = ps_replace_node(j, r, &err);
+	if (!n)
+		goto out_job;
+	/* A node its owner made transient keeps nothing to mirror into. */
+	err = -EOPNOTSUPP;
+	if (!n->cfg.persist_items)
+		goto out_undo;
+	err = -ENOMEM;
+	/* Deletions first: a put trimming the node to max_items may drop an old item. */
+	for (const struct ps_item_row *row = old; row; row = row->next) {
+		struct xml_node *msg = NULL, *ev, *items, *rt;
+
+		if (ps_replace_wants(r, row->id))
+			continue;
+		m = ps_mut_add(j, PS_MUT_ITEM_DEL, n->id);
+		if (!m || !(m->item_id = ps_dup(j, row->id)))
+			goto out_undo;
+		if (!n->cfg.notify_retract || !n->cfg.deliver_notifications)
+			continue;
+		ev = ps_event_message(&j->a, n, &msg);
+		items = ev ? xml_node_add_child(&j->a, ev, NULL, "items") : NULL;
+		rt = items ? xml_node_add_child(&j->a, items, NULL, "retract") : NULL;
+		if (!rt || xml_attr_set(&j->a, items, "node", n->name) < 0 ||
+		    xml_attr_set(&j->a, rt, "id", row->id) < 0 || ps_notice_add(j, &tail, msg) < 0)
+			goto out_undo;
+	}
+	for (size_t i = 0; i < r->n; i++) {
+		const struct ps_replace_item *it = &r->items[i];
+		const struct ps_item_row *row = ps_row_find(old, it->id);
+		struct xml_node *copy = NULL;
+
+		if (row && row->payload_len == it->len && memcmp(row->payload, it->text, it->len) == 0)
+			continue;
+		m = ps_mut_add(j, PS_MUT_ITEM_PUT, n->id);
+		if (!m || !(m->item_id = ps_dup(j, it->id)) || !(m->publisher = ps_dup(j, r->bare)) ||
+		    !(m->payload = arena_strndup(&j->a, it->text, it->len)))
+			goto out_undo;
+		m->payload_len = it->len;
+		m->seq = ps_seq_next();
+		m->created = time(NULL);
+		m->max_items = ps_config_max_items(&n->cfg, &ps_lim);
+		if (!n->cfg.deliver_notifications)
+			continue;
+		if (n->cfg.deliver_payloads &&
+		    !(copy = ps_payload_tree(w, &j->a, m->payload, m->payload_len)))
+			goto out_undo;
+		if (ps_notice_add(j, &tail, ps_item_message(&j->a, n, it->id, copy)) < 0)
+			goto out_undo;
+	}
+	ps_job_submit(w, j);
+	return 0;
+out_undo:
+	if (j->created)
+		ps_node_remove(n);
+out_job:
+	ps_job_free(j);
+	return err;
+}
+
+/* Completion of a replace's read: the writes follow (the node may be new by now). */
+static void ps_finish_replace_read(struct ps_job *j, struct session *unused)
+{
+	int ret;
+
+	(void)unused;
+	ret = j->op.req.result;
+	if (ret == 0)
+		ret = ps_replace_writes(ps_job_worker(j), j->replace, j->rows);
+	if (ret < 0)
+		log_warn("pubsub.replace_failed", "node=%s err=%d", j->replace->node, ret);
+}
+
+int pubsub_pep_replace(struct worker *w, const char *user, const char *node,
+		       const struct pubsub_pep_item *items, size_t nitems, bool whitelist)
+{
+	struct ps_job *j;
+	struct ps_replace *r;
+	struct ps_host *h;
+	struct ps_node *n;
+	struct strbuf b = STRBUF_INIT;
+	int len;
+
+	if (strlen(node) > PS_NODE_NAME_MAX || nitems > ps_lim.max_items)
+		return -EINVAL;
+	j = ps_job_alloc(w, ps_finish_replace_read);
+	if (!j)
+		return -ENOMEM;
+	r = arena_alloc(&j->a, sizeof(*r));
+	if (!r)
+		goto out_nomem;
+	memset(r, 0, sizeof(*r));
+	len = snprintf(r->bare, sizeof(r->bare), "%s@%s", user, w->srv->cfg->domain);
+	if (len < 0 || (size_t)len >= sizeof(r->bare)) {
+		ps_job_free(j);
+		return -EINVAL;
+	}
+	r->user_len = strlen(user);
+	r->whitelist = whitelist;
+	strcpy(r->node, node);
+	r->n = nitems;
+	r->items = arena_alloc(&j->a, (nitems ? nitems : 1) * sizeof(*r->items));
+	if (!r->items)
+		goto out_nomem;
+	/* The payloads as the store keeps them, so unchanged items compare equal. */
+	for (size_t i = 0; i < nitems; i++) {
+		strbuf_clear(&b);
+		if (items[i].payload)
+			stored_xml_serialize(&b, items[i].payload);
+		if (b.oom)
+			goto out_nomem;
+		if (strlen(items[i].id) > PS_ITEM_ID_MAX || b.len > ps_lim.max_item_bytes) {
+			strbuf_free(&b);
+			ps_job_free(j);
+			return -E2BIG;
+		}
+		r->items[i].id = ps_dup(j, items[i].id);
+		r->items[i].text = arena_strndup(&j->a, b.data ? b.data : "", b.len);
+		r->items[i].len = b.len;
+		if (!r->items[i].id || !r->items[i].text)
+			goto out_nomem;
+	}
+	strbuf_free(&b);
+	j->replace = r;
+	/* First the stored items (none to read when there is no node yet). */
+	h = ps_host_find(r->bare, strlen(r->bare));
+	n = h ? ps_node_find(h, node, strlen(node)) : NULL;
+	if (n && n->cfg.persist_items) {
+		ps_job_set_node(j, n);
+		j->read_items = true;
+	}
+	ps_job_submit(w, j);
+	return 0;
+out_nomem:
+	strbuf_free(&b);
+	ps_job_free(j);
+	return -ENOMEM;
+}
+
+/* Completion of pubsub_pep_read: the rows to the caller. */
+static void ps_finish_read(struct ps_job *j, struct session *unused)
+{
+	(void)unused;
+	j->read_cb(ps_job_worker(j), j->read_user, j->read_ctx, j->op.req.result, j->rows);
+}
+
+int pubsub_pep_read(struct worker *w, const char *user, const char *node,
+		    pubsub_pep_items_cb *cb, const void *ctx, size_t ctx_len)
+{
+	char bare[JID_MAX];
+	int len = snprintf(bare, sizeof(bare), "%s@%s", user, w->srv->cfg->domain);
+	struct ps_host *h;
+	struct ps_node *n;
+	struct ps_job *j;
+
+	if (len < 0 || (size_t)len >= sizeof(bare) || strlen(user) > JID_PART_MAX ||
+	    ctx_len > PUBSUB_PEP_CTX_MAX)
+		return -EINVAL;
+	j = ps_job_alloc(w, ps_finish_read);
+	if (!j)
+		return -ENOMEM;
+	j->read_cb = cb;
+	strcpy(j->read_user, user);
+	if (ctx_len)
+		memcpy(j->read_ctx, ctx, ctx_len);
+	h = ps_host_find(bare, (size_t)len);
+	n = h ? ps_node_find(h, node, strlen(node)) : NULL;
+	/* No node, or one that keeps no items: no rows (the callback runs now). */
+	if (n && n->cfg.persist_items) {
+		ps_job_set_node(j, n);
+		j->read_items = true;
+	}
+	ps_job_submit(w, j);
+	return 0;
 }

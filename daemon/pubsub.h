@@ -97,4 +97,48 @@ void pubsub_account_removed(struct worker *w, const char *user);
  */
 void pubsub_pep_interest(struct worker *w, struct session *s, const struct pep_caps *before);
 
+/*
+ * Work on an account's behalf, for modules that mirror a PEP node
+ * elsewhere (bookmarks_compat.c, avatar_compat.c). `user` is a
+ * normalized localpart.
+ */
+#define NS_BOOKMARKS2		"urn:xmpp:bookmarks:1"
+
+struct ps_item_row;
+
+/* One item of pubsub_pep_replace: its ItemID and payload element. */
+struct pubsub_pep_item {
+	const char *id;
+	const struct xml_node *payload;
+};
+
+/*
+ * Makes the items of `user`'s PEP node `node` exactly items[0..n), as if
+ * the owner had published and retracted them: new and changed items are
+ * stored and notified like a client's publish, items no longer listed
+ * retracted (notified when the node notifies retractions), unchanged
+ * ones left alone. A missing node is created for the owner: with
+ * whitelist access and max_items 'max' (XEP-0223) when `whitelist`, else
+ * with the PEP defaults (presence access). The payloads are copied at once;
+ * the work completes later (failures are logged). 0, or -EINVAL (bad
+ * name, too many items), -E2BIG (an ItemID or payload over the limits),
+ * -ENOMEM.
+ */
+int pubsub_pep_replace(struct worker *w, const char *user, const char *node,
+		       const struct pubsub_pep_item *items, size_t n, bool whitelist);
+
+/*
+ * Reads every item of `user`'s PEP node `node` (oldest first): cb runs
+ * later on this worker with a copy of ctx[0..ctx_len) (at most
+ * PUBSUB_PEP_CTX_MAX bytes, so nothing needs freeing), err 0 or -errno
+ * and the rows (NULL when the node does not exist or keeps no items);
+ * rows live until cb returns. cb is not called at shutdown. 0, -EINVAL
+ * or -ENOMEM (cb not called).
+ */
+#define PUBSUB_PEP_CTX_MAX	128
+typedef void pubsub_pep_items_cb(struct worker *w, const char *user, const void *ctx, int err,
+				 const struct ps_item_row *rows);
+int pubsub_pep_read(struct worker *w, const char *user, const char *node,
+		    pubsub_pep_items_cb *cb, const void *ctx, size_t ctx_len);
+
 #endif

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "avatar_compat.h"
 #include "config.h"
 #include "conn.h"
 #include "iq_async.h"
@@ -88,6 +89,10 @@ static void vcard_done(struct storage_req *req)
 	if (req->result < 0 && req->result != -ENOENT)
 		log_warn("vcard.storage_failed", "user=%s set=%d err=%d", req->user, op->is_set,
 			 req->result);
+	/* XEP-0398: a client's photo goes to PEP too (avatar_compat.c). */
+	if (op->is_set && req->result == 0)
+		avatar_compat_vcard_set(iq_async_worker(&op->a), req->user,
+					op->len ? op->text : NULL, op->len);
 	if (s) {
 		if (!op->is_set)
 			vcard_get_done(s, op);

@@ -262,8 +262,9 @@ def requirements(g):
          "http://jabber.org/protocol/pubsub#publish" in acct),
         ("Web", "Web connection mechanisms", "RFC 7395, XEP-0206", g["web"]),
         ("IM", "Core features", "RFC 6121", g["roster"]),
+        # XEP-0398 section 2: the feature is announced on the account.
         ("IM", "User avatar compatibility", "XEP-0398, XEP-0153",
-         "urn:xmpp:pep-vcard-conversion:0" in srv),
+         "urn:xmpp:pep-vcard-conversion:0" in acct),
         ("IM", "vcard-temp", "XEP-0054", "vcard-temp" in srv),
         ("IM", "Outbound message synchronization", "XEP-0280", "urn:xmpp:carbons:2" in srv),
         ("IM", "User blocking", "XEP-0191", "urn:xmpp:blocking" in srv),

@@ -17,7 +17,8 @@ MET = {"Core features", "TLS", "Direct TLS", "Feature discovery", "Feature broad
        "Persistent storage of private data via PubSub", "Private XML storage",
        "Stream management", "History storage / retrieval", "File upload",
        "Client state indication", "Third party push notifications",
-       "STUN/TURN server discovery"}
+       "STUN/TURN server discovery", "User avatar compatibility",
+       "Advanced group chat: bookmarks"}
 
 
 def run(server, user, pwfile, *extra):
