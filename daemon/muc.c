@@ -967,6 +967,7 @@ int muc_service_load(struct server *srv, struct storage *st)
 	/* Seeded: room names are chosen by users, who could otherwise aim at one bucket. */
 	if (getrandom(&svc->hash_seed, sizeof(svc->hash_seed), 0) != sizeof(svc->hash_seed))
 		svc->hash_seed = (uint32_t)time(NULL);
+	muc_occupant_id_init(svc);
 	arena_init(&svc->arena, MUC_ARENA_CHUNK);
 	svc->fan_anon = (struct fanout)FANOUT_INIT;
 	svc->fan_jid = (struct fanout)FANOUT_INIT;

@@ -42,6 +42,7 @@
 #define NS_MUC_REQUEST		"http://jabber.org/protocol/muc#request"
 #define NS_MUC_STABLE_ID	"http://jabber.org/protocol/muc#stable_id"
 #define NS_MUC_SELF_PING	"http://jabber.org/protocol/muc#self-ping-optimization"
+#define NS_OCCUPANT_ID		"urn:xmpp:occupant-id:0"
 #define NS_MAM			"urn:xmpp:mam:2"
 #define NS_MAM_EXTENDED		"urn:xmpp:mam:2#extended"
 #define NS_RSM			"http://jabber.org/protocol/rsm"

@@ -97,6 +97,7 @@ static void service_info(struct muc_ctx *c)
 {
 	static const char *const features[] = {
 		NS_DISCO_INFO, NS_DISCO_ITEMS, NS_MUC, NS_MUC_STABLE_ID, NS_MUC_SELF_PING,
+		NS_OCCUPANT_ID,	/* every room has them (XEP-0421 section 5) */
 	};
 	struct xml_node *q;
 
@@ -270,6 +271,7 @@ static void room_info(struct muc_ctx *c)
 	features[n++] = NS_MUC;
 	features[n++] = NS_MUC_STABLE_ID;
 	features[n++] = NS_MUC_SELF_PING;
+	features[n++] = NS_OCCUPANT_ID;
 	features[n++] = cfg->public_room ? "muc_public" : "muc_hidden";
 	features[n++] = cfg->persistent ? "muc_persistent" : "muc_temporary";
 	features[n++] = cfg->members_only ? "muc_membersonly" : "muc_open";

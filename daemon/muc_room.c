@@ -137,7 +137,8 @@ static void occupant_unlink(struct muc_room *room, struct muc_occupant *occ)
 /* Children of a presence the room passes on: all but the MUC extensions. */
 static bool pres_child_kept(const struct xml_node *ch)
 {
-	if (strcmp(ch->ns, NS_MUC) == 0 || strcmp(ch->ns, NS_MUC_USER) == 0)
+	if (strcmp(ch->ns, NS_MUC) == 0 || strcmp(ch->ns, NS_MUC_USER) == 0 ||
+	    strcmp(ch->ns, NS_OCCUPANT_ID) == 0)
 		return false;
 	return !(strcmp(ch->ns, XML_NS_CLIENT) == 0 && strcmp(ch->name, "error") == 0);
 }
@@ -217,7 +218,8 @@ static int pres_build(struct muc_ctx *c, const struct muc_room *room,
 		}
 	}
 	bp->p = p;
-	if (xml_attr_set(a, p, "from", from) < 0 || (type && xml_attr_set(a, p, "type", type) < 0))
+	if (xml_attr_set(a, p, "from", from) < 0 || (type && xml_attr_set(a, p, "type", type) < 0) ||
+	    muc_occupant_id_stamp(c, room, occ, p) < 0)
 		return -ENOMEM;
 	bp->x = xml_node_add_child(a, p, NS_MUC_USER, "x");
 	bp->item = bp->x ? xml_node_add_child(a, bp->x, NS_MUC_USER, "item") : NULL;
@@ -1032,6 +1034,8 @@ static void reflect(struct muc_ctx *c, struct muc_room *room, struct muc_occupan
 		goto oom;
 	strip_children(st, NS_MUC_USER, "x", NULL);
 	strip_children(st, NS_SID, "stanza-id", room->jid);
+	if (muc_occupant_id_stamp(c, room, occ, st) < 0)
+		goto oom;
 	/* 7.4: the id is reflected; one is made up when there is none (stable_id). */
 	if (!xml_attr_get(st, "id")) {
 		muc_new_id(svc, id);
@@ -1135,7 +1139,8 @@ static void muc_private_message(struct muc_ctx *c, struct muc_room *room)
 	from = muc_occupant_jid(c, room, occ->nick);
 	/* 7.5: marked with an empty <x/> so carbons and clients see where it is from. */
 	if (!from || xml_attr_set(c->a, st, "from", from) < 0 ||
-	    (!xml_child(st, NS_MUC_USER, "x") && !xml_node_add_child(c->a, st, NS_MUC_USER, "x"))) {
+	    (!xml_child(st, NS_MUC_USER, "x") && !xml_node_add_child(c->a, st, NS_MUC_USER, "x")) ||
+	    muc_occupant_id_stamp(c, room, occ, st) < 0) {
 		muc_reply_error(c, "internal-server-error", NULL);
 		return;
 	}

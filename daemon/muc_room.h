@@ -38,6 +38,8 @@
 #define MUC_DEFERRED_MAX	4096		/* stanzas queued while the service is busy */
 #define MUC_ID_LEN		16		/* made-up and archive ids (base64url) */
 #define MUC_RANDOM_POOL		3072		/* random bytes drawn per getrandom() */
+#define MUC_OCCID_KEY_LEN	32		/* XEP-0421 service key */
+#define MUC_OCCID_LEN		22		/* an occupant id: 128 bits, base64url */
 
 struct worker;
 struct session;
@@ -137,6 +139,7 @@ struct muc_service {
 	struct muc_deferred *deferred, *deferred_tail;
 	unsigned ndeferred;
 	uint8_t pool[MUC_RANDOM_POOL];	/* random bytes for ids */
+	uint8_t occid_key[MUC_OCCID_KEY_LEN];	/* XEP-0421 (muc_occupant_id.c) */
 	size_t pool_left;
 };
 
@@ -279,6 +282,17 @@ void muc_iq_room(struct muc_ctx *c);
 /* Fills a configuration with the service's defaults. */
 void muc_config_defaults(const struct muc_service *svc, struct muc_config *cfg);
 void muc_config_free(struct muc_config *cfg);
+
+/* ---- muc_occupant_id.c: occupant identifiers (XEP-0421) ---- */
+
+/* Loads the service key from the state directory, creating it the first time. */
+void muc_occupant_id_init(struct muc_service *svc);
+/* occ's id in room: from the real bare JID (bare, bare_len). */
+void muc_occupant_id_make(const struct muc_service *svc, const struct muc_room *room,
+			  const char *bare, size_t bare_len, char out[MUC_OCCID_LEN + 1]);
+/* Replaces any <occupant-id/> of st with occ's. 0 or -ENOMEM. */
+int muc_occupant_id_stamp(struct muc_ctx *c, const struct muc_room *room,
+			  const struct muc_occupant *occ, struct xml_node *st);
 
 /* ---- muc_archive.c: MAM on the room JID ---- */
 
