@@ -142,6 +142,35 @@ class FClient:
         self.s.close()
 
 
+class PeerClient(FClient):
+    """A client of another server (prosody, ejabberd) on PORT for DOMAIN:
+    STARTTLS, PLAIN over TLS, bind, roster, initial presence (raw stream)."""
+
+    def __init__(self, port, domain, user, password):
+        s = RawStream(port)
+        s.open(to=domain)
+        s.send("<starttls xmlns='%s'/>" % NS_TLS)
+        s.expect(q(NS_TLS, "proceed"))
+        s._wrap(None)
+        s._new_parser()
+        s.header = None
+        s.open(to=domain)
+        s.auth("PLAIN", b"\0" + user.encode() + b"\0" + password.encode())
+        kind, cond = s.sasl_next()
+        assert kind == "success", cond
+        s._new_parser()
+        s.header = None
+        s.open(to=domain)
+        self.s = s
+        self.full = s.bind()
+        self.bare = self.full.split("/", 1)[0]
+        self.user = user
+        self.buffer = []
+        self.send("<iq type='get' id='roster0'><query xmlns='%s'/></iq>" % NS_ROSTER)
+        self.wait(lambda e: e.get("id") == "roster0", what="roster")
+        self.send("<presence/>")
+
+
 def stanza_error(el):
     err = el.find(q(NS_CLIENT, "error"))
     assert err is not None, "not an error: %s" % tostr(el)

@@ -26,7 +26,7 @@ import time
 
 import pytest
 
-from harness import NS_CLIENT, NS_REGISTER, NS_TLS, RawStream, free_ports, q, tostr
+from harness import NS_CLIENT, NS_REGISTER, RawStream, free_ports, q, tostr
 
 import test_federation as tf
 from test_federation_dns import T_SRV, DnsServer
@@ -226,32 +226,8 @@ def ejabberd():
     dns.stop()
 
 
-class EjabberdClient(tf.FClient):
-    """A client of ejabberd: STARTTLS, PLAIN over TLS, bind (raw stream)."""
-
-    def __init__(self, e, user, password):
-        s = RawStream(e.c2s_port)
-        s.open(to=E_DOM)
-        s.send("<starttls xmlns='%s'/>" % NS_TLS)
-        s.expect(q(NS_TLS, "proceed"))
-        s._wrap(None)
-        s._new_parser()
-        s.header = None
-        s.open(to=E_DOM)
-        s.auth("PLAIN", b"\0" + user.encode() + b"\0" + password.encode())
-        kind, cond = s.sasl_next()
-        assert kind == "success", cond
-        s._new_parser()
-        s.header = None
-        s.open(to=E_DOM)
-        self.s = s
-        self.full = s.bind()
-        self.bare = self.full.split("/", 1)[0]
-        self.user = user
-        self.buffer = []
-        self.send("<iq type='get' id='roster0'><query xmlns='%s'/></iq>" % tf.NS_ROSTER)
-        self.wait(lambda e: e.get("id") == "roster0", what="roster")
-        self.send("<presence/>")
+def ejabberd_client(e, user, password):
+    return tf.PeerClient(e.c2s_port, E_DOM, user, password)
 
 
 def test_ejabberd_messages_and_subscription(make_server, ejabberd):
@@ -261,7 +237,7 @@ def test_ejabberd_messages_and_subscription(make_server, ejabberd):
                       "--s2s-host", "%s=127.0.0.1:%d" % (E_DOM, e.s2s_port))
     try:
         dave = tf.FClient(stz, S_DOM)
-        erin = EjabberdClient(e, "erin", "erin-pw")
+        erin = ejabberd_client(e, "erin", "erin-pw")
         # stanzad -> ejabberd (ejabberd checks our key by a call back: its DNS)
         dave.send("<message to='erin@%s' type='chat'><body>hi from stanzad</body></message>"
                   % E_DOM)

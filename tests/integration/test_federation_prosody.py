@@ -32,7 +32,7 @@ import time
 
 import pytest
 
-from harness import NS_CLIENT, NS_SASL, NS_TLS, RawStream, free_ports, q, tostr, uniq
+from harness import NS_CLIENT, free_ports, q, tostr
 
 import test_federation as tf
 
@@ -189,32 +189,8 @@ def prosody_ca():
     p.stop()
 
 
-class ProsodyClient(tf.FClient):
-    """A client of prosody: STARTTLS, PLAIN over TLS, bind (raw stream)."""
-
-    def __init__(self, p, user, password):
-        s = RawStream(p.c2s_port)
-        s.open(to=P_DOM)
-        s.send("<starttls xmlns='%s'/>" % NS_TLS)
-        s.expect(q(NS_TLS, "proceed"))
-        s._wrap(None)
-        s._new_parser()
-        s.header = None
-        s.open(to=P_DOM)
-        s.auth("PLAIN", b"\0" + user.encode() + b"\0" + password.encode())
-        kind, cond = s.sasl_next()
-        assert kind == "success", cond
-        s._new_parser()
-        s.header = None
-        s.open(to=P_DOM)
-        self.s = s
-        self.full = s.bind()
-        self.bare = self.full.split("/", 1)[0]
-        self.user = user
-        self.buffer = []
-        self.send("<iq type='get' id='roster0'><query xmlns='%s'/></iq>" % tf.NS_ROSTER)
-        self.wait(lambda e: e.get("id") == "roster0", what="roster")
-        self.send("<presence/>")
+def prosody_client(p, user, password):
+    return tf.PeerClient(p.c2s_port, P_DOM, user, password)
 
 
 def test_prosody_message_and_subscription(make_server, prosody):
@@ -222,7 +198,7 @@ def test_prosody_message_and_subscription(make_server, prosody):
                       "--s2s-host", "%s=127.0.0.1:%d" % (P_DOM, prosody.s2s_port))
     try:
         dave = tf.FClient(stz, S_DOM)
-        carol = ProsodyClient(prosody, "carol", "carol-pw")
+        carol = prosody_client(prosody, "carol", "carol-pw")
         # stanzad -> prosody
         dave.send("<message to='carol@%s' type='chat' id='s1'><body>hi from stanzad</body>"
                   "</message>" % P_DOM)
@@ -271,7 +247,7 @@ def test_prosody_with_verified_certificates(make_server, prosody_ca):
                       "--s2s-auth", "verified")
     try:
         dave = tf.FClient(stz, S_DOM)
-        carol = ProsodyClient(p, "carol", "carol-pw")
+        carol = prosody_client(p, "carol", "carol-pw")
         dave.send("<message to='carol@%s' type='chat'><body>verified hello</body></message>"
                   % P_DOM)
         carol.message(frm=dave.full, body="verified hello", timeout=20)
