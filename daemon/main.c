@@ -37,6 +37,7 @@
 #include "reload.h"
 #include "registry.h"
 #include "sasl.h"
+#include "sdlisten.h"
 #include "sdnotify.h"
 #include "server.h"
 #include "session.h"
@@ -65,6 +66,10 @@ static int open_listener(struct server *srv, const char *addr, enum listener_kin
 	}
 	/* The socket of the daemon we replace, still queueing connections (handover.c). */
 	fd = handover_claim((struct sockaddr *)&ss, len, kind);
+	if (fd >= 0)
+		goto record;
+	/* A socket systemd holds for us (stanzad.socket; sdlisten.c). */
+	fd = sdlisten_claim((struct sockaddr *)&ss);
 	if (fd >= 0)
 		goto record;
 	fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -325,6 +330,7 @@ int main(int argc, char **argv)
 	 * exits (handover.c); everything that can fail was checked above.
 	 */
 	handover_take(&cfg);
+	sdlisten_take();	/* systemd socket activation, when a socket unit started us */
 	/*
 	 * The BPF paths, each saying whether it runs and why not: before the
 	 * listeners, so that sockops sees every connection's handshake.
@@ -361,6 +367,7 @@ int main(int argc, char **argv)
 		if (open_listener(&srv, cfg.listen_component.v[i], LISTENER_COMPONENT) < 0)
 			goto out_listeners;
 	handover_release_unclaimed();
+	sdlisten_release_unclaimed();
 	/* stanzactl's socket; no thread runs yet (it sets the umask for a moment). */
 	if (control_open(&srv) < 0)
 		goto out_listeners;

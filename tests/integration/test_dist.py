@@ -193,6 +193,27 @@ def test_unit_verifies_and_is_hardened(tmp_path):
     assert float(m.group(1)) <= 2.5
 
 
+@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze is not installed")
+def test_socket_unit_verifies_and_matches_the_default_listeners(tmp_path):
+    """The optional socket activation example: valid beside the service, and
+    each ListenStream= is a listener of the default configuration (a socket
+    no listen key names would be closed by the daemon)."""
+    (tmp_path / "stanzad.service").write_text(unit_text(os.path.dirname(STANZAD)))
+    sock = tmp_path / "stanzad.socket"
+    text = open(os.path.join(REPO, "daemon", "dist", "stanzad.socket")).read()
+    sock.write_text(text)
+    r = subprocess.run(["systemd-analyze", "verify", "--man=no", str(sock)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and not (r.stdout + r.stderr).strip(), r.stdout + r.stderr
+    streams = re.findall(r"^ListenStream=(\S+)$", text, re.M)
+    assert streams
+    conf = open(os.path.join(REPO, "daemon", "dist", "stanzad.conf")).read()
+    for addr in streams:
+        assert re.search(r"^#listen_\w+ = %s$" % re.escape(addr), conf, re.M), addr
+    examples = open(os.path.join(REPO, "debian", "stanzad.examples")).read().split()
+    assert "daemon/dist/stanzad.socket" in examples
+
+
 def build_depends():
     text = open(os.path.join(REPO, "debian", "control")).read()
     m = re.search(r"^Build-Depends:(.*?)^\S", text, re.M | re.S)
