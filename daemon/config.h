@@ -202,7 +202,15 @@ int config_option_copy(struct config *dst, const struct config *src, size_t i);
  * Parses "ADDR:PORT" ("127.0.0.1:5222", "[::1]:5222", "*:5222" for any)
  * into a sockaddr. 0 or -EINVAL.
  */
+struct sockaddr;
 struct sockaddr_storage;
 int config_parse_addr(const char *s, struct sockaddr_storage *out, unsigned *out_len);
+/*
+ * Whether two socket addresses name the same listener: family, address
+ * and port (scope ids and flow info do not matter). A configured address
+ * against a socket's getsockname(): the restart hand-over and socket
+ * activation find their listeners with it.
+ */
+bool config_addr_equal(const struct sockaddr *a, const struct sockaddr *b);
 
 #endif

@@ -121,25 +121,6 @@ static const char *handover_kind_name(enum listener_kind k, char *buf, size_t si
 	return buf;
 }
 
-/* Same family, address and port (scope ids and flow info do not matter here). */
-static bool handover_addr_equal(const struct sockaddr *a, const struct sockaddr *b)
-{
-	if (a->sa_family != b->sa_family)
-		return false;
-	if (a->sa_family == AF_INET) {
-		const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
-
-		return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
-	}
-	if (a->sa_family == AF_INET6) {
-		const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
-
-		return x->sin6_port == y->sin6_port &&
-		       memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
-	}
-	return false;
-}
-
 static int handover_sun(const char *path, struct sockaddr_un *sun)
 {
 	memset(sun, 0, sizeof(*sun));
@@ -559,7 +540,7 @@ int handover_claim(const struct sockaddr *addr, socklen_t len, enum listener_kin
 		struct handover_fd *h = &ho.listeners[i];
 
 		if (h->claimed || !h->rec.addr_len || strcmp(h->rec.kind, name) != 0 ||
-		    !handover_addr_equal((const struct sockaddr *)&h->rec.addr, addr))
+		    !config_addr_equal((const struct sockaddr *)&h->rec.addr, addr))
 			continue;
 		h->claimed = true;
 		return h->fd;
@@ -592,7 +573,7 @@ static int handover_listener_of(const struct server *srv, const struct handover_
 		    strcmp(handover_kind_name(srv->listeners[i].kind, kbuf, sizeof(kbuf)), rec->kind) ||
 		    getsockname(srv->listeners[i].fd, (struct sockaddr *)&ss, &len) < 0)
 			continue;
-		if (handover_addr_equal((struct sockaddr *)&ss, (const struct sockaddr *)&rec->addr))
+		if (config_addr_equal((struct sockaddr *)&ss, (const struct sockaddr *)&rec->addr))
 			return (int)i;
 	}
 	return -1;

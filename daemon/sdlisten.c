@@ -9,7 +9,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <netinet/in.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +16,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "config.h"
 #include "log.h"
 #include "sdlisten.h"
 #include "server.h"
@@ -32,22 +32,6 @@ static struct {
 	} fds[SERVER_MAX_LISTENERS];
 	unsigned n;
 } sdl;
-
-/* Same family, address and port. */
-static bool sdlisten_addr_equal(const struct sockaddr *a, const struct sockaddr *b)
-{
-	const struct sockaddr_in *a4 = (const void *)a, *b4 = (const void *)b;
-	const struct sockaddr_in6 *a6 = (const void *)a, *b6 = (const void *)b;
-
-	if (a->sa_family != b->sa_family)
-		return false;
-	if (a->sa_family == AF_INET)
-		return a4->sin_port == b4->sin_port && a4->sin_addr.s_addr == b4->sin_addr.s_addr;
-	if (a->sa_family == AF_INET6)
-		return a6->sin6_port == b6->sin6_port &&
-		       memcmp(&a6->sin6_addr, &b6->sin6_addr, sizeof(a6->sin6_addr)) == 0;
-	return false;
-}
 
 /* A listening TCP socket? Logs why not. */
 static bool sdlisten_usable(int fd)
@@ -119,7 +103,7 @@ int sdlisten_claim(const struct sockaddr *addr)
 {
 	for (unsigned i = 0; i < sdl.n; i++) {
 		if (sdl.fds[i].claimed ||
-		    !sdlisten_addr_equal((const struct sockaddr *)&sdl.fds[i].addr, addr))
+		    !config_addr_equal((const struct sockaddr *)&sdl.fds[i].addr, addr))
 			continue;
 		sdl.fds[i].claimed = true;
 		return sdl.fds[i].fd;
