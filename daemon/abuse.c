@@ -99,17 +99,29 @@ static uint64_t abuse_mix(uint64_t h)
 	return h;
 }
 
+/*
+ * The seed, drawn once. Every reader of abuse.seed goes through here: read
+ * before pthread_once, the first key of the process hashed with a zero
+ * seed[0] (so its entry was looked for in the wrong place ever after),
+ * and a second worker could read the seed while the first one wrote it.
+ */
+static const uint64_t *abuse_seeds(void)
+{
+	pthread_once(&abuse.once, abuse_seed);
+	return abuse.seed;
+}
+
 static uint64_t abuse_hash(const void *data, size_t len)
 {
+	const uint64_t *seed = abuse_seeds();
 	const uint8_t *p = data;
-	uint64_t h = abuse.seed[0] ^ (len * 0x9e3779b97f4a7c15ull);
+	uint64_t h = seed[0] ^ (len * 0x9e3779b97f4a7c15ull);
 
-	pthread_once(&abuse.once, abuse_seed);
 	while (len >= 8) {
 		uint64_t w;
 
 		memcpy(&w, p, 8);
-		h = abuse_mix(h ^ w ^ abuse.seed[1]);
+		h = abuse_mix(h ^ w ^ seed[1]);
 		p += 8;
 		len -= 8;
 	}
@@ -117,7 +129,7 @@ static uint64_t abuse_hash(const void *data, size_t len)
 		uint64_t w = 0;
 
 		memcpy(&w, p, len);
-		h = abuse_mix(h ^ w ^ abuse.seed[1] ^ (uint64_t)len << 56);
+		h = abuse_mix(h ^ w ^ seed[1] ^ (uint64_t)len << 56);
 	}
 	return abuse_mix(h);
 }
@@ -195,7 +207,7 @@ static struct abuse_source *source_get(const uint8_t key[16], uint32_t now, bool
 
 static struct abuse_account *account_get(uint64_t key, uint32_t now, bool create)
 {
-	size_t start = abuse_mix(key ^ abuse.seed[0]) & (ABUSE_ACCOUNTS - 1);
+	size_t start = abuse_mix(key ^ abuse_seeds()[0]) & (ABUSE_ACCOUNTS - 1);
 	struct abuse_account *spare = NULL;
 
 	for (size_t i = 0; i < ABUSE_PROBE; i++) {
@@ -220,6 +232,33 @@ static struct abuse_account *account_get(uint64_t key, uint32_t now, bool create
 	memset(spare, 0, sizeof(*spare));
 	spare->key = key;
 	return spare;
+}
+
+unsigned abuse_source_preauth(const struct in6_addr *addr)
+{
+	struct abuse_source *s;
+	uint8_t key[16];
+	unsigned n;
+
+	abuse_source_key(addr, key);
+	pthread_mutex_lock(&abuse.lock);
+	s = source_get(key, abuse_now_s(), false);
+	n = s ? s->preauth : 0;
+	pthread_mutex_unlock(&abuse.lock);
+	return n;
+}
+
+unsigned abuse_account_failures(const char *user)
+{
+	uint64_t key = abuse_user_key(user);
+	struct abuse_account *a;
+	unsigned n;
+
+	pthread_mutex_lock(&abuse.lock);
+	a = account_get(key, abuse_now_s(), false);
+	n = a ? a->failures : 0;
+	pthread_mutex_unlock(&abuse.lock);
+	return n;
 }
 
 void abuse_reset(void)

@@ -164,4 +164,9 @@ bool abuse_gcra(uint64_t *tat, uint64_t now_us, uint64_t cost, uint32_t rate, ui
 /* Forgets every entry (unit tests). */
 void abuse_reset(void);
 
+/* Unauthenticated connections counted for addr's source (unit tests). */
+unsigned abuse_source_preauth(const struct in6_addr *addr);
+/* Failures in the current window of an account name (unit tests). */
+unsigned abuse_account_failures(const char *user);
+
 #endif

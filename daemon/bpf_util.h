@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * What the BPF loaders (bpf_guard.c, bpf_sockops.c) share: libbpf's
+ * What the BPF loaders (bpf_guard.c, bpf_sockops.c, bpf_steer.c) share: libbpf's
  * messages routed to our log, the TCP ports of the daemon's listeners,
  * per-CPU counters summed, and errors worded for the startup log.
  */

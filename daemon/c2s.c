@@ -749,12 +749,25 @@ int c2s_authenticated(struct conn *c, const char *user, const char *mech)
 	return 0;
 }
 
+/*
+ * After <success/>: an account's streams live on its home worker
+ * (worker.h). The new stream header, and anything after it, is read there.
+ */
+static void c2s_go_home(struct conn *c)
+{
+	unsigned home = worker_home(srv_of(c), c->jid);
+
+	if (home != c->w->id && !c->websocket)
+		worker_migrate(c, home, conn_resume_input);
+}
+
 static void c2s_sasl_success(struct conn *c, const char *user, const char *data, size_t len)
 {
 	if (c2s_authenticated(c, user, c->auth->mech) < 0)
 		return;
 	c2s_sasl_send(c, "success", data, len);
 	c->state = C2S_HEADER;
+	c2s_go_home(c);
 }
 
 /*
@@ -772,6 +785,7 @@ static void c2s_sasl_external_done(struct conn *c, const char *user, const char 
 			conn_send_str(c, "<success xmlns='" NS_SASL "'/>");
 			c->state = C2S_HEADER;
 			xml_stream_restart(&c->xs);
+			c2s_go_home(c);
 		}
 	} else {
 		c2s_sasl_failure(c, condition, NULL);

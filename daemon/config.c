@@ -43,7 +43,7 @@ static const struct config_option options[] = {
 	  "XMPP domain served (default localhost)" },
 	{ "state_dir", OPT_STRING, OFF(state_dir), 0, 0, "DIR",
 	  "database, certificate and other state (default /var/lib/stanzad)" },
-	{ "workers", OPT_UINT, OFF(workers), 1, 256, "N",
+	{ "workers", OPT_UINT, OFF(workers), 1, 64, "N",
 	  "event-loop worker threads (default: online CPUs)" },
 	{ "log_level", OPT_STRING, OFF(log_level), 0, 0, "LEVEL",
 	  "debug|info|warn|error (default info)" },
@@ -73,7 +73,7 @@ static const struct config_option options[] = {
 	{ "kmod_min_fanout", OPT_UINT, OFF(kmod_min_fanout), 1, 1000000, "N",
 	  "fewest copies of a fan-out sent through the offload module; fewer use io_uring (default 8)" },
 	{ "bpf", OPT_YESNO, OFF(bpf), 0, 0, "yes|no",
-	  "load the BPF programs (guard, sockops) where the kernel and rights allow; no: their "
+	  "load the BPF programs (guard, sockops, steering) where the kernel and rights allow; no: their "
 	  "userspace fallbacks (default yes)" },
 	{ "guard_interfaces", OPT_LIST, OFF(guard_interfaces), 0, 0, "IFNAME",
 	  "interface the XDP guard attaches to, repeatable (default none: guard off)" },
@@ -82,6 +82,9 @@ static const struct config_option options[] = {
 	  "0 = no limit (default 20)" },
 	{ "guard_syn_burst", OPT_UINT, OFF(guard_syn_burst), 1, 1000000, "N",
 	  "new connections one address may open at once above that rate (default 100)" },
+	{ "steering", OPT_STRING, OFF(steering), 0, 0, "POLICY",
+	  "which worker gets a new client connection: least-loaded, source-hash (by client address) "
+	  "or kernel (the kernel's reuseport hash, no BPF program) (default least-loaded)" },
 	{ "tcp_keepalive_idle", OPT_UINT, OFF(tcp_keepalive_idle), 0, 86400, "SECONDS",
 	  "idle time before TCP keepalive probes on client connections, 0 = no keepalive "
 	  "(default 120)" },
@@ -688,6 +691,12 @@ static int config_validate(struct config *cfg)
 			cfg->mam_default);
 		return -EINVAL;
 	}
+	if (cfg->steering && strcmp(cfg->steering, "least-loaded") != 0 &&
+	    strcmp(cfg->steering, "source-hash") != 0 && strcmp(cfg->steering, "kernel") != 0) {
+		fprintf(stderr, "stanzad: steering '%s' must be least-loaded, source-hash or kernel\n",
+			cfg->steering);
+		return -EINVAL;
+	}
 	if ((cfg->cert == NULL) != (cfg->key == NULL)) {
 		fprintf(stderr, "stanzad: cert and key must be given together\n");
 		return -EINVAL;
@@ -822,6 +831,7 @@ void config_free(struct config *cfg)
 	free(cfg->turn_secret);
 	free(cfg->upload_url_base);
 	free(cfg->mam_default);
+	free(cfg->steering);
 	list_clear(&cfg->metrics_allow);
 	list_clear(&cfg->contact_abuse);
 	list_clear(&cfg->contact_admin);

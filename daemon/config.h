@@ -42,10 +42,11 @@ struct config {
 	bool ktls;		/* kTLS handoff where the kernel supports it */
 	bool kmod;		/* fan-out through the stanza offload module (kmod.c) */
 	uint32_t kmod_min_fanout;	/* smaller fan-outs are not worth a request */
-	bool bpf;		/* load the BPF programs at all (bpf_guard.c, bpf_sockops.c) */
+	bool bpf;		/* load the BPF programs at all (bpf_guard.c, bpf_sockops.c, bpf_steer.c) */
 	struct config_list guard_interfaces;	/* where the XDP guard attaches; empty: off */
 	uint32_t guard_syn_rate;	/* SYNs per second per source (IPv6 /64); 0 = no limit */
 	uint32_t guard_syn_burst;
+	char *steering;		/* least-loaded|source-hash|kernel (NULL: least-loaded; bpf_steer.c) */
 	uint32_t tcp_keepalive_idle;	/* seconds; 0 = no keepalive (sockops or setsockopt) */
 	uint32_t tcp_keepalive_interval;	/* seconds between probes */
 	uint32_t tcp_keepalive_count;	/* probes before the connection is dropped */

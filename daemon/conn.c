@@ -319,6 +319,10 @@ void conn_resume_input(struct conn *c)
 	char *held = c->pending_in;
 	size_t len = c->pending_len;
 
+	/* Moving to another worker: what is held goes along, resumed there. */
+	if (conn_migrating(c))
+		return;
+
 	c->input_paused = false;
 	if (!held) {
 		ws_resume(c);	/* WebSocket: frames that came meanwhile */

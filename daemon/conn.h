@@ -38,6 +38,7 @@ struct http_conn;
 struct ws_conn;
 struct s2s_conn;
 struct control_conn;
+struct conn_move;
 
 /* Output is kept in chunks; small writes share one chunk. */
 struct out_chunk {
@@ -152,6 +153,7 @@ struct conn {
 	struct s2s_conn *s2s;		/* s2s and component stream state (s2s.c) */
 	struct control_conn *ctl;	/* CONN_CONTROL: the request being answered (control.c) */
 	char *jid;			/* bare JID after SASL (malloc'd) */
+	struct conn_move *move;		/* moving to its home worker (worker_migrate) */
 
 	char stream_id[24];
 	char lang[8];			/* xml:lang of the stream, "en" default */

@@ -37,7 +37,9 @@
 #include "jid.h"
 #include "kpaths.h"
 #include "bpf_guard.h"
+#include "bpf_steer.h"
 #include "log.h"
+#include "mailbox.h"
 #include "metrics.h"
 #include "provisioning.h"
 #include "roster.h"
@@ -456,6 +458,78 @@ static void control_guard(struct conn *c, const char *arg)
 				   "ban_dropped", (json_int_t)gc.ban_dropped));
 }
 
+/* ---- workers and steering ---- */
+
+/*
+ * workers: workers [{id, connections, drained, selected}] (selected: new
+ * connections the steering program sent it), steering {active, detail,
+ * reason, fallbacks} (fallbacks: connections it left to the kernel's hash).
+ */
+static void control_workers(struct conn *c, const char *arg)
+{
+	struct server *srv = c->w->srv;
+	struct bpf_steer_counters tc;
+	const char *detail, *reason;
+	bool active = bpf_steer_state(&detail, &reason);
+	json_t *ws = json_array();
+
+	bpf_steer_counters(&tc);
+	for (unsigned i = 0; i < srv->nworkers && i < SERVER_MAX_WORKERS; i++)
+		json_array_append_new(ws, json_pack("{s:i, s:I, s:b, s:I}", "id",
+						    (int)srv->workers[i].id, "connections",
+						    (json_int_t)control_worker_conns(&srv->workers[i]),
+						    "drained", bpf_steer_drained(i), "selected",
+						    (json_int_t)tc.selected[i]));
+	control_reply(c, json_pack("{s:o, s:{s:b, s:s, s:s, s:I}}", "workers", ws, "steering",
+				   "active", active, "detail", detail, "reason", reason,
+				   "fallbacks", (json_int_t)tc.fallbacks));
+}
+
+/* workers drain N / undrain N: worker, drained. */
+static void control_workers_set_drain(struct conn *c, const char *arg, bool drained)
+{
+	unsigned nworkers = c->w->srv->nworkers;
+	const char *detail, *reason;
+	unsigned long id;
+	char *end;
+	int ret;
+
+	errno = 0;
+	id = strtoul(arg, &end, 10);
+	if (arg[0] < '0' || arg[0] > '9' || *end || errno || id >= nworkers) {
+		control_fail(c, "no worker '%s' (workers are 0 to %u)", arg, nworkers - 1);
+		return;
+	}
+	ret = bpf_steer_drain((unsigned)id, drained);
+	if (ret == -ENODEV) {
+		bpf_steer_state(&detail, &reason);
+		control_fail(c, "steering is off (%s): the kernel's reuseport hash cannot drain a "
+			     "worker", reason);
+		return;
+	}
+	if (ret == -EBUSY) {
+		control_fail(c, "worker %lu is the last one taking new connections: undrain another "
+			     "first", id);
+		return;
+	}
+	if (ret < 0) {
+		control_fail(c, "cannot %s worker %lu: %s", drained ? "drain" : "undrain", id,
+			     strerror(-ret));
+		return;
+	}
+	control_reply(c, json_pack("{s:i, s:b}", "worker", (int)id, "drained", drained));
+}
+
+static void control_workers_drain(struct conn *c, const char *arg)
+{
+	control_workers_set_drain(c, arg, true);
+}
+
+static void control_workers_undrain(struct conn *c, const char *arg)
+{
+	control_workers_set_drain(c, arg, false);
+}
+
 /* ---- sessions ---- */
 
 struct control_sessions {
@@ -868,7 +942,10 @@ static void control_certs_reload(struct conn *c, const char *arg)
 
 	snprintf(cert, sizeof(cert), "%s", config_cert_path(srv->cfg));
 	snprintf(key, sizeof(key), "%s", config_key_path(srv->cfg));
+	/* The other workers start handshakes on these contexts without locks (mailbox.h). */
+	worker_park_all(c->w);
 	ret = tls_certs_reload(srv->tls_starttls, cert, key, why, sizeof(why));
+	worker_resume_all(c->w);
 	if (ret < 0) {
 		log_warn("tls.reload_failed", "cert=%s key=%s err=\"%s\"", cert, key, why);
 		control_fail(c, "%s; the running certificate is unchanged", why);
@@ -920,6 +997,9 @@ static const struct control_cmd control_cmds[] = {
 	{ "certs reload", false, NULL, control_certs_reload },
 	{ "paths", false, NULL, control_paths },
 	{ "guard", false, NULL, control_guard },
+	{ "workers drain", true, "N", control_workers_drain },	/* before "workers" */
+	{ "workers undrain", true, "N", control_workers_undrain },
+	{ "workers", false, NULL, control_workers },
 	{ "provisioning refresh", true, "JID", control_provisioning_refresh },
 };
 
@@ -983,7 +1063,7 @@ static void control_dispatch(struct conn *c, char *line)
 		return;
 	}
 	control_fail(c, "unknown command '%s' (status, sessions list, sessions kick JID, users list, "
-		     "roster show USER, queues, certs show, certs reload, paths, guard)", w[0]);
+		     "roster show USER, queues, certs show, certs reload, paths, guard, workers)", w[0]);
 }
 
 void control_accepted(struct conn *c)

@@ -274,6 +274,31 @@ static void ctl_print_guard(json_t *r)
 	       ctl_int(c, "rate_dropped"), ctl_int(c, "ban_dropped"));
 }
 
+static void ctl_print_workers(json_t *r)
+{
+	json_t *st = json_object_get(r, "steering"), *o;
+	const char *detail = ctl_str(st, "detail"), *reason = ctl_str(st, "reason");
+	size_t i;
+
+	printf("steering: %s%s%s%s%s\n", ctl_bool(st, "active") ? "active" : "off (kernel hash)",
+	       detail[0] || reason[0] ? " (" : "", detail, reason, detail[0] || reason[0] ? ")" : "");
+	printf("%-6s  %11s  %-7s  %s\n", "WORKER", "CONNECTIONS", "DRAINED", "STEERED");
+	json_array_foreach(json_object_get(r, "workers"), i, o)
+		printf("%-6lld  %11lld  %-7s  %lld\n", ctl_int(o, "id"), ctl_int(o, "connections"),
+		       ctl_bool(o, "drained") ? "yes" : "no", ctl_int(o, "selected"));
+	if (ctl_bool(st, "active"))
+		printf("left to the kernel's hash: %lld\n", ctl_int(st, "fallbacks"));
+}
+
+static void ctl_print_drained(json_t *r)
+{
+	if (ctl_bool(r, "drained"))
+		printf("worker %lld drained: no new connections, it keeps the ones it has\n",
+		       ctl_int(r, "worker"));
+	else
+		printf("worker %lld takes new connections again\n", ctl_int(r, "worker"));
+}
+
 static const struct ctl_online_cmd ctl_cmds[] = {
 	{ "status", NULL, ctl_print_status },
 	{ "sessions list", NULL, ctl_print_sessions },
@@ -285,6 +310,9 @@ static const struct ctl_online_cmd ctl_cmds[] = {
 	{ "certs reload", NULL, ctl_print_reloaded },
 	{ "paths", NULL, ctl_print_paths_cmd },
 	{ "guard", NULL, ctl_print_guard },
+	{ "workers drain", "N", ctl_print_drained },	/* before "workers" */
+	{ "workers undrain", "N", ctl_print_drained },
+	{ "workers", NULL, ctl_print_workers },
 };
 
 #define CTL_NCMDS (sizeof(ctl_cmds) / sizeof(ctl_cmds[0]))

@@ -48,6 +48,8 @@ int ctl_read_config(const char *file, char **state_dir, char **control_socket);
 	"       stanzactl [OPTIONS] queues\n" \
 	"       stanzactl [OPTIONS] certs show|reload\n" \
 	"       stanzactl [OPTIONS] paths\n" \
-	"       stanzactl [OPTIONS] guard\n"
+	"       stanzactl [OPTIONS] guard\n" \
+	"       stanzactl [OPTIONS] workers\n" \
+	"       stanzactl [OPTIONS] workers drain|undrain N\n"
 
 #endif

@@ -10,6 +10,7 @@
 
 #include "bpf_guard.h"
 #include "bpf_sockops.h"
+#include "bpf_steer.h"
 #include "config.h"
 #include "kmod.h"
 #include "kpaths.h"
@@ -108,10 +109,22 @@ unsigned kpaths_describe(const struct server *srv, struct kpath out[KPATHS_MAX])
 				 (unsigned long long)sc.tuned, (unsigned long long)sc.failed);
 	}
 
-	/* The same words as the server.paths log line. */
-	p = &out[n++];
-	p->name = "reuseport_steering";
-	p->active = false;
-	snprintf(p->reason, sizeof(p->reason), "single worker");
+	/* The steering program (bpf_steer.c): its policy, or why the kernel's hash decides. */
+	{
+		struct bpf_steer_counters tc;
+		const char *detail, *reason;
+
+		p = &out[n++];
+		p->name = "reuseport_steering";
+		p->active = bpf_steer_state(&detail, &reason);
+		snprintf(p->reason, sizeof(p->reason), "%s", reason[0] ? reason : "not started");
+		if (p->active && bpf_steer_counters(&tc) == 0)
+			snprintf(p->detail, sizeof(p->detail), "%s; fallbacks=%llu", detail,
+				 (unsigned long long)tc.fallbacks);
+		if (p->active)
+			p->reason[0] = '\0';
+		else
+			snprintf(p->detail, sizeof(p->detail), "kernel reuseport hash");
+	}
 	return n;
 }

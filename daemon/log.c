@@ -27,7 +27,7 @@
 #define LOG_LINE_MAX	1024	/* one line, ts to newline */
 #define LOG_JOURNAL_PAIRS 24	/* pairs of a line that become journal fields */
 
-enum log_level log_threshold = LOG_LVL_INFO;
+_Atomic enum log_level log_threshold = LOG_LVL_INFO;
 
 static const char *const level_names[] = {
 	[LOG_LVL_DEBUG] = "debug",
@@ -50,10 +50,17 @@ static const char *const target_names[] = {
 	[LOG_TARGET_JOURNAL] = "journal",
 };
 
-/* Output and limiter state; the limiter's table is used under rl_lock. */
+/*
+ * Output and limiter state. The limiter's table is used under rl_lock;
+ * log_rl_on is its limit, read without the lock to skip the lock when
+ * there is no limiter. log_journal_fd is set by log_open() before any
+ * other thread starts and closed by log_close() after they all stopped.
+ * Nothing else here is shared: lines are formatted on the caller's stack.
+ */
 static int log_journal_fd = -1;
 static pthread_mutex_t rl_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct log_rl log_rl_global;
+static _Atomic unsigned log_rl_on;
 
 int log_level_parse(const char *name, enum log_level *out)
 {
@@ -305,7 +312,7 @@ void log_emit(enum log_level lvl, const char *event, const char *fmt, ...)
 	bool admit = true;
 
 	/* Decide before formatting: a flood costs a lookup per line, nothing more. */
-	if (log_rl_global.limit) {
+	if (atomic_load_explicit(&log_rl_on, memory_order_relaxed)) {
 		pthread_mutex_lock(&rl_lock);
 		admit = log_rl_admit(&log_rl_global, event, lvl, log_now_ms(), log_report_suppressed,
 				     NULL);
@@ -324,7 +331,7 @@ void log_emit(enum log_level lvl, const char *event, const char *fmt, ...)
 
 void log_tick(void)
 {
-	if (!log_rl_global.limit)
+	if (!atomic_load_explicit(&log_rl_on, memory_order_relaxed))
 		return;
 	pthread_mutex_lock(&rl_lock);
 	log_rl_expire(&log_rl_global, log_now_ms(), false, log_report_suppressed, NULL);
@@ -370,6 +377,7 @@ int log_open(enum log_target target, unsigned rate_limit)
 	pthread_mutex_lock(&rl_lock);
 	memset(&log_rl_global, 0, sizeof(log_rl_global));
 	log_rl_global.limit = rate_limit;
+	atomic_store_explicit(&log_rl_on, rate_limit, memory_order_relaxed);
 	pthread_mutex_unlock(&rl_lock);
 
 	if (target == LOG_TARGET_AUTO)
@@ -390,7 +398,7 @@ bool log_to_journal(void)
 
 void log_close(void)
 {
-	if (log_rl_global.limit) {
+	if (atomic_load_explicit(&log_rl_on, memory_order_relaxed)) {
 		/* Counts of the last second are not lost at exit. */
 		pthread_mutex_lock(&rl_lock);
 		log_rl_expire(&log_rl_global, log_now_ms(), true, log_report_suppressed, NULL);

@@ -32,6 +32,7 @@
 #define STANZAD_LOG_H
 
 #include <stdbool.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -42,7 +43,13 @@ enum log_level {
 	LOG_LVL_ERROR,
 };
 
-extern enum log_level log_threshold;
+/*
+ * The level below which lines are dropped. Atomic because SIGHUP's reload
+ * (worker 0) changes it while every worker, the storage thread and the
+ * resolver read it: a plain assignment is a seq_cst store (rare), the
+ * check below a relaxed load (a plain mov, as before).
+ */
+extern _Atomic enum log_level log_threshold;
 
 enum log_target {
 	LOG_TARGET_AUTO = 0,	/* the journal if stderr is connected to it, else stderr */
@@ -128,7 +135,7 @@ int log_level_parse(const char *name, enum log_level *out);
 
 static inline bool log_enabled(enum log_level lvl)
 {
-	return lvl >= log_threshold;
+	return lvl >= atomic_load_explicit(&log_threshold, memory_order_relaxed);
 }
 
 /* Writes one line: ts, level, event, then the formatted pairs. */

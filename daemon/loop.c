@@ -49,6 +49,7 @@ struct loop {
 	struct msghdr tls_msg;
 
 	unsigned setup_flags;	/* IORING_SETUP_* the kernel accepted */
+	bool has_msg_ring;	/* IORING_OP_MSG_RING (5.18) */
 	bool wait_in_poll;	/* under valgrind: block in poll(2), see loop_under_valgrind() */
 	bool stop;
 };
@@ -194,6 +195,12 @@ struct loop *loop_new(const struct loop_config *cfg, const struct loop_handlers 
 		goto err_exit_ring;
 
 	l->tls_msg.msg_controllen = CMSG_SPACE(sizeof(unsigned char));
+	{
+		struct io_uring_probe *probe = io_uring_get_probe_ring(&l->ring);
+
+		l->has_msg_ring = probe && io_uring_opcode_supported(probe, IORING_OP_MSG_RING);
+		io_uring_free_probe(probe);
+	}
 	l->now_ns = monotonic_ns();
 	l->now_ms = l->now_ns / 1000000;
 	l->wheel_tick = l->now_ms / LOOP_TICK_MS;
@@ -299,6 +306,32 @@ int loop_connect(struct loop *l, int fd, const struct sockaddr *addr, unsigned a
 	io_uring_prep_connect(sqe, fd, addr, (socklen_t)addrlen);
 	io_uring_sqe_set_data64(sqe, loop_ud_pack(LOOP_OP_CONNECT, gen, slot));
 	return 0;
+}
+
+bool loop_msg_ring_supported(const struct loop *l)
+{
+	return l->has_msg_ring;
+}
+
+int loop_msg_ring(struct loop *l, const struct loop *target, unsigned from, unsigned to)
+{
+	struct io_uring_sqe *sqe;
+
+	if (!l->has_msg_ring)
+		return -EOPNOTSUPP;
+	sqe = loop_sqe(l);
+	if (!sqe)
+		return -EBUSY;
+	io_uring_prep_msg_ring(sqe, target->ring.ring_fd, 0, loop_ud_pack(LOOP_OP_MSG, 0, from), 0);
+	/* A delivered doorbell needs no word back; a failed one does. */
+	sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+	io_uring_sqe_set_data64(sqe, loop_ud_pack(LOOP_OP_MSG_SENT, 0, to));
+	return 0;
+}
+
+void loop_submit(struct loop *l)
+{
+	io_uring_submit(&l->ring);
 }
 
 void loop_cancel_fd(struct loop *l, int fd)
@@ -510,6 +543,14 @@ static void loop_handle_cqe(struct loop *l, struct io_uring_cqe *cqe)
 			l->h->watch(l->ctx, loop_ud_slot(ud));
 		if (!(cqe->flags & IORING_CQE_F_MORE) && cqe->res != -ECANCELED)
 			loop_watch(l, (int)loop_ud_gen(ud), loop_ud_slot(ud));
+		break;
+	case LOOP_OP_MSG:
+		if (l->h->message)
+			l->h->message(l->ctx, loop_ud_slot(ud));
+		break;
+	case LOOP_OP_MSG_SENT:
+		if (cqe->res < 0 && l->h->message_failed)
+			l->h->message_failed(l->ctx, loop_ud_slot(ud), cqe->res);
 		break;
 	case LOOP_OP_CANCEL:
 	case LOOP_OP_NONE:

@@ -37,6 +37,8 @@ enum loop_op {
 	LOOP_OP_WATCH,		/* slot = watch index (eventfd, signalfd) */
 	LOOP_OP_RECV_TLS,	/* slot = connection slot; kTLS recvmsg */
 	LOOP_OP_CONNECT,	/* slot = connection slot; outbound connect (s2s) */
+	LOOP_OP_MSG,		/* slot = sending worker; a doorbell from another ring */
+	LOOP_OP_MSG_SENT,	/* slot = target worker; only a failed doorbell completes */
 };
 
 #define LOOP_GEN_BITS	24
@@ -107,6 +109,10 @@ struct loop_handlers {
 			     const char *data, size_t len, int err, bool more);
 	/* An outbound connect finished (see loop_connect): res 0 or -errno. */
 	void (*connected)(void *ctx, uint32_t slot, uint32_t gen, int res);
+	/* Another loop rang us (loop_msg_ring) on behalf of `from`. */
+	void (*message)(void *ctx, unsigned from);
+	/* Our doorbell to `to` could not be posted (e.g. its CQ was full). */
+	void (*message_failed)(void *ctx, unsigned to, int err);
 };
 
 struct loop_config {
@@ -176,6 +182,22 @@ void loop_send(struct loop *l, int fd, uint32_t slot, uint32_t gen, const void *
 struct sockaddr;
 int loop_connect(struct loop *l, int fd, const struct sockaddr *addr, unsigned addrlen,
 		 uint32_t slot, uint32_t gen);
+
+/*
+ * Rings another loop's doorbell with IORING_OP_MSG_RING: a completion
+ * appears in target's ring and runs its `message` upcall with `from`.
+ * Nothing but the doorbell travels; the messages themselves wait in the
+ * receiver's lock-free mailbox (mailbox.c), which keeps them in order.
+ * The ring is rung at the next submission; the sender sees a completion
+ * only when the kernel could not post it (`message_failed`).
+ * 0, -EBUSY when no submission entry is free, -EOPNOTSUPP when the
+ * kernel lacks MSG_RING (then use loop_ring_supported() to choose).
+ */
+int loop_msg_ring(struct loop *l, const struct loop *target, unsigned from, unsigned to);
+/* Whether this kernel has IORING_OP_MSG_RING. */
+bool loop_msg_ring_supported(const struct loop *l);
+/* Submits what is queued now, without waiting (a doorbell that must not wait for the turn). */
+void loop_submit(struct loop *l);
 
 /* Cancels every operation on fd (their CQEs still arrive, with -ECANCELED). */
 void loop_cancel_fd(struct loop *l, int fd);

@@ -9,6 +9,8 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +24,7 @@
 
 #include "bpf_guard.h"
 #include "bpf_sockops.h"
+#include "bpf_steer.h"
 #include "config.h"
 #include "control.h"
 #include "handover.h"
@@ -29,6 +32,7 @@
 #include "iq.h"
 #include "kmod.h"
 #include "log.h"
+#include "mailbox.h"
 #include "muc.h"
 #include "ops.h"
 #include "provisioning.h"
@@ -48,6 +52,12 @@
 
 /* Listen backlog: reconnect storms arrive all at once. */
 #define LISTEN_BACKLOG 4096
+
+/* Client listeners are served by every worker; the others by worker 0 (server.h). */
+static bool listener_per_worker(enum listener_kind kind)
+{
+	return kind == LISTENER_C2S || kind == LISTENER_C2S_TLS;
+}
 
 static int open_listener(struct server *srv, const char *addr, enum listener_kind kind)
 {
@@ -76,6 +86,9 @@ static int open_listener(struct server *srv, const char *addr, enum listener_kin
 	if (fd < 0)
 		goto err;
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	/* Client ports: every worker adds its own socket to this one's group. */
+	if (listener_per_worker(kind) && srv->cfg->workers > 1)
+		setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
 	if (bind(fd, (struct sockaddr *)&ss, len) < 0 || listen(fd, LISTEN_BACKLOG) < 0) {
 		int e = errno;
 
@@ -92,6 +105,9 @@ static int open_listener(struct server *srv, const char *addr, enum listener_kin
 record:
 	l = &srv->listeners[srv->nlisteners++];
 	l->fd = fd;
+	l->worker_fd[0] = fd;
+	for (unsigned k = 1; k < SERVER_MAX_WORKERS; k++)
+		l->worker_fd[k] = -1;
 	l->kind = kind;
 	snprintf(l->addr, sizeof(l->addr), "%s", addr);
 	return 0;
@@ -100,11 +116,123 @@ err:
 	return -errno;
 }
 
+/*
+ * Workers 1..N-1 get a socket of their own on each client address, in the
+ * SO_REUSEPORT group of worker 0's socket. A socket we did not make (a
+ * hand-over's or systemd's) joins only if it was made with SO_REUSEPORT;
+ * otherwise worker 0 alone serves it, which the log says. Never fatal: a
+ * worker without a socket still takes connections that move to it.
+ */
+static void open_worker_sockets(struct server *srv)
+{
+	for (unsigned i = 0; i < srv->nlisteners; i++) {
+		struct listener *l = &srv->listeners[i];
+		struct sockaddr_storage ss;
+		socklen_t len = sizeof(ss);
+		int one = 1, on = 0;
+		socklen_t olen = sizeof(on);
+
+		if (!listener_per_worker(l->kind) || srv->nworkers < 2)
+			continue;
+		if (getsockopt(l->fd, SOL_SOCKET, SO_REUSEPORT, &on, &olen) < 0 || !on ||
+		    getsockname(l->fd, (struct sockaddr *)&ss, &len) < 0) {
+			log_warn("listener.single_worker", "addr=%s msg=\"the inherited socket has no "
+				 "SO_REUSEPORT; worker 0 alone accepts here (ReusePort=yes in the socket "
+				 "unit)\"", l->addr);
+			continue;
+		}
+		for (unsigned k = 1; k < srv->nworkers; k++) {
+			int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+
+			if (fd < 0 ||
+			    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+			    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0 ||
+			    bind(fd, (struct sockaddr *)&ss, len) < 0 || listen(fd, LISTEN_BACKLOG) < 0) {
+				log_warn("listener.worker_socket", "addr=%s worker=%u err=\"%s\"", l->addr,
+					 k, strerror(errno));
+				if (fd >= 0)
+					close(fd);
+				continue;
+			}
+			l->worker_fd[k] = fd;
+		}
+	}
+}
+
 static void close_listeners(struct server *srv)
 {
-	for (unsigned i = 0; i < srv->nlisteners; i++)
+	for (unsigned i = 0; i < srv->nlisteners; i++) {
+		for (unsigned k = 1; k < SERVER_MAX_WORKERS && listener_per_worker(srv->listeners[i].kind);
+		     k++)
+			if (srv->listeners[i].worker_fd[k] >= 0)
+				close(srv->listeners[i].worker_fd[k]);
 		close(srv->listeners[i].fd);
+	}
 	srv->nlisteners = 0;
+}
+
+/* ---- Worker threads (1..N-1; worker 0 runs on the main thread) ---- */
+
+struct worker_start {
+	struct server *srv;
+	unsigned id;
+	int result;
+	sem_t *ready;
+};
+
+static void *worker_thread(void *arg)
+{
+	struct worker_start *ws = arg;
+	struct worker *w = &ws->srv->workers[ws->id];
+	char name[16];
+
+	snprintf(name, sizeof(name), "stanzad-w%u", ws->id);
+	pthread_setname_np(pthread_self(), name);
+	ws->result = worker_init(w, ws->srv, ws->id, -1);
+	sem_post(ws->ready);
+	if (ws->result < 0)
+		return NULL;
+	if (worker_run(w) < 0)
+		log_error("worker.stop", "worker=%u msg=\"the loop failed\"", w->id);
+	return NULL;
+}
+
+/*
+ * Starts workers 1..N-1, each making its ring on its own thread. 0, or
+ * -errno when one could not start (those that did are stopped again).
+ */
+static int start_worker_threads(struct server *srv, struct worker_start *ws)
+{
+	sem_t ready;
+	int ret = 0;
+
+	sem_init(&ready, 0, 0);
+	for (unsigned k = 1; k < srv->nworkers; k++) {
+		ws[k] = (struct worker_start){ .srv = srv, .id = k, .result = -EAGAIN, .ready = &ready };
+		if (pthread_create(&srv->workers[k].thread, NULL, worker_thread, &ws[k]) != 0) {
+			ws[k].result = -EAGAIN;
+			sem_post(&ready);
+			srv->workers[k].thread = 0;
+		}
+	}
+	for (unsigned k = 1; k < srv->nworkers; k++)
+		sem_wait(&ready);
+	sem_destroy(&ready);
+	for (unsigned k = 1; k < srv->nworkers; k++) {
+		if (ws[k].result < 0) {
+			fprintf(stderr, "stanzad: cannot start worker %u: %s\n", k, strerror(-ws[k].result));
+			ret = ws[k].result;
+		}
+	}
+	return ret;
+}
+
+/* Waits for workers 1..N-1 to end (after worker 0 asked them to). */
+static void join_worker_threads(struct server *srv)
+{
+	for (unsigned k = 1; k < srv->nworkers; k++)
+		if (srv->workers[k].thread)
+			pthread_join(srv->workers[k].thread, NULL);
 }
 
 /* Uses the whole hard fd limit; derives max_connections from it if unset. */
@@ -245,7 +373,8 @@ static void log_startup(const struct server *srv)
 {
 	const struct config *cfg = srv->cfg;
 	char c2s[256] = "", tls[256] = "", http[256] = "";
-	const char *kmod_on, *kmod_why;
+	const char *kmod_on, *kmod_why, *steer_detail, *steer_why;
+	bool steer_on;
 
 	for (unsigned i = 0; i < srv->nlisteners; i++) {
 		enum listener_kind k = srv->listeners[i].kind;
@@ -268,16 +397,18 @@ static void log_startup(const struct server *srv)
 	/* Which kernel paths are in use, and why the others are not. */
 	/* The offload module (kmod.c): worker 0 opened it or says why not. */
 	kmod_on = kmod_state(&srv->workers[0], &kmod_why);
+	steer_on = bpf_steer_state(&steer_detail, &steer_why);
 	log_info("server.paths", "io_uring=on tls=%s ktls=%s ktls_suites=0x%02x%s%s%s "
-		 "kmod=%s%s%s%s steering=none steering_reason=\"single worker\" workers=1",
+		 "kmod=%s%s%s%s steering=%s%s%s%s workers=%u doorbell=%s",
 		 srv->ktls_mask ? "ktls" : "userspace",
 		 srv->ktls_mask == KTLS_ALL_SUITES ? "on" : srv->ktls_mask ? "partial" : "off",
 		 srv->ktls_mask, srv->ktls_reason[0] ? " ktls_reason=\"" : "", srv->ktls_reason,
 		 srv->ktls_reason[0] ? "\"" : "", kmod_on, kmod_why[0] ? " kmod_reason=\"" : "",
-		 kmod_why, kmod_why[0] ? "\"" : "");
-	if (cfg->workers > 1)
-		log_warn("server.workers", "requested=%u running=1 msg=\"this build runs one event-loop "
-			 "worker; the others stay idle\"", cfg->workers);
+		 kmod_why, kmod_why[0] ? "\"" : "",
+		 steer_on ? "bpf" : srv->nworkers > 1 ? "kernel-hash" : "none",
+		 !steer_on && steer_why[0] ? " steering_reason=\"" : "", steer_on ? "" : steer_why,
+		 !steer_on && steer_why[0] ? "\"" : "", srv->nworkers,
+		 srv->workers[0].mbox.efd >= 0 ? "eventfd" : "msg_ring");
 	if (!cfg->require_tls)
 		log_warn("server.insecure", "msg=\"require_tls=no: clients may authenticate without "
 			 "TLS; use only on trusted networks and for benchmarks\"");
@@ -287,7 +418,9 @@ int main(int argc, char **argv)
 {
 	struct config cfg;
 	struct server srv;
-	struct worker w;
+	struct worker *w = NULL;
+	struct worker_start *starts = NULL;
+	bool barriers = false;
 	struct storage *st = NULL;
 	enum log_level lvl;
 	sigset_t early;
@@ -368,6 +501,17 @@ int main(int argc, char **argv)
 			goto out_listeners;
 	handover_release_unclaimed();
 	sdlisten_release_unclaimed();
+	/* The workers, with their sockets on the client ports and the steering program. */
+	srv.nworkers = cfg.workers ? cfg.workers : 1;
+	srv.workers = calloc(srv.nworkers, sizeof(*srv.workers));
+	starts = calloc(srv.nworkers, sizeof(*starts));
+	if (!srv.workers || !starts) {
+		fprintf(stderr, "stanzad: out of memory\n");
+		goto out_listeners;
+	}
+	pthread_barrier_init(&srv.park_in, NULL, srv.nworkers);
+	pthread_barrier_init(&srv.park_out, NULL, srv.nworkers);
+	barriers = true;
 	/* stanzactl's socket; no thread runs yet (it sets the umask for a moment). */
 	if (control_open(&srv) < 0)
 		goto out_listeners;
@@ -378,6 +522,10 @@ int main(int argc, char **argv)
 			goto out_listeners;
 		}
 	}
+
+	/* After the control socket: `stanzactl` works as soon as the ports answer. */
+	open_worker_sockets(&srv);
+	bpf_steer_start(&srv);
 
 	ret = load_secret(cfg.state_dir, "decoy.key", srv.decoy_secret);
 	if (ret < 0) {
@@ -426,32 +574,44 @@ int main(int argc, char **argv)
 		fprintf(stderr, "stanzad: cannot set up signals: %s\n", strerror(errno));
 		goto out_store;
 	}
-	ret = worker_init(&w, &srv, 0, sfd);
+	w = &srv.workers[0];
+	ret = worker_init(w, &srv, 0, sfd);
 	if (ret < 0) {
 		fprintf(stderr, "stanzad: cannot start the event loop: %s\n", strerror(-ret));
 		goto out_signals;
 	}
-	srv.workers = &w;
-	srv.nworkers = 1;
+	if (start_worker_threads(&srv, starts) < 0) {
+		worker_begin_shutdown(w);	/* the ones that started stop again */
+		worker_post_now(w);
+		status = 1;
+		goto out_workers;
+	}
 	/* Connections the predecessor passed on, then our own hand-over socket. */
-	handover_start(&w);
+	handover_start(w);
 	log_startup(&srv);
-	sdnotify_ready(w.loop, "accepting connections");
+	sdnotify_ready(w->loop, "accepting connections");
 
-	ret = worker_run(&w);
+	ret = worker_run(w);
 	status = ret < 0 ? 1 : 0;
 	sdnotify_close();	/* its watchdog timer lives on the worker's loop */
+	worker_post_now(w);	/* the stop messages, if the loop ended on its own */
+out_workers:
+	join_worker_threads(&srv);
+	/* Connections that moved to worker 0 after its loop ended are closed below. */
+	mailbox_drain(w);
 	log_info("server.stop", "status=%d", status);
 
 	/*
 	 * The storage thread finishes what is queued and posts completions to
-	 * the worker's inbox, so it stops while the inbox still exists;
+	 * the workers' inboxes, so it stops while the inboxes still exist;
 	 * worker_destroy() then drains them against closed connections.
 	 */
 	storage_queue_stop(srv.store);
 	srv.store = NULL;
 	s2s_server_stop(&srv);	/* the resolver posts to the inbox too */
-	worker_destroy(&w);
+	for (unsigned k = srv.nworkers; k-- > 0;)
+		if (srv.workers[k].loop)
+			worker_destroy(&srv.workers[k]);
 out_signals:
 	close(sfd);
 out_store:
@@ -472,7 +632,14 @@ out_listeners:
 	handover_finish();	/* after the store stopped: the successor may go on */
 	bpf_guard_stop();
 	bpf_sockops_stop();
+	bpf_steer_stop();
 	close_listeners(&srv);
+	if (barriers) {
+		pthread_barrier_destroy(&srv.park_in);
+		pthread_barrier_destroy(&srv.park_out);
+	}
+	free(srv.workers);
+	free(starts);
 	tls_server_free(srv.tls_direct);
 	tls_server_free(srv.tls_starttls);
 out_storage:

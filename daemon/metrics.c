@@ -181,6 +181,22 @@ void metrics_conn_sync(struct conn *c, bool gone)
 	c->metrics_class = (uint8_t)now;
 }
 
+void metrics_conn_leave(struct conn *c)
+{
+	unsigned cls = c->metrics_class;
+
+	if (cls)
+		METRIC_ADD(c->w->metrics.conns[cls - 1], (uint64_t)-1);
+}
+
+void metrics_conn_join(struct conn *c)
+{
+	unsigned cls = c->metrics_class;
+
+	if (cls)
+		METRIC_INC(c->w->metrics.conns[cls - 1]);
+}
+
 static uint64_t metrics_now_ns(void)
 {
 	struct timespec ts;

@@ -152,6 +152,21 @@ void metrics_worker_bind(struct metrics_worker *m);
 void metrics_conn_sync(struct conn *c, bool gone);
 
 /*
+ * A connection handed over to another worker (authenticated on worker k,
+ * moved to worker 0): each worker's gauges are written by its own thread
+ * only, so the move is two steps. metrics_conn_leave() runs on the old
+ * worker's thread while c->w is still the old worker, after its last
+ * metrics_conn_sync(); metrics_conn_join() runs on the new worker's
+ * thread once c->w is the new worker, before any metrics_conn_sync()
+ * there. c keeps its class in between and is not counted as accepted
+ * twice. (metrics_conn_sync() on the new worker without these two would
+ * leave the old worker counting the connection forever and drive the new
+ * one's gauge below zero.)
+ */
+void metrics_conn_leave(struct conn *c);
+void metrics_conn_join(struct conn *c);
+
+/*
  * A stanza from a client was routed: counts it by kind (enum
  * stanza_kind) and records the routing latency since the loop turn began.
  */

@@ -5,13 +5,41 @@
  */
 #include <errno.h>
 #include <grp.h>
+#include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "config.h"
 #include "log.h"
 #include "metrics.h"
 #include "ops.h"
+
+/*
+ * Whether a group exists. getgrnam_r: a reload validates the new
+ * configuration on worker 0 while other threads run, and getgrnam's
+ * static result would be shared with any of them.
+ */
+static bool ops_group_exists(const char *name)
+{
+	struct group gr, *res = NULL;
+	size_t size = 16384;
+	char *buf = NULL;
+	int ret;
+
+	/* Groups with many members need more room: ERANGE says so. */
+	do {
+		char *b = realloc(buf, size);
+
+		if (!b)
+			break;
+		buf = b;
+		ret = getgrnam_r(name, &gr, buf, size, &res);
+		size *= 2;
+	} while (ret == ERANGE && size <= (1u << 24));
+	free(buf);
+	return res != NULL;
+}
 
 int config_validate_ops(struct config *cfg)
 {
@@ -29,7 +57,7 @@ int config_validate_ops(struct config *cfg)
 		return -EINVAL;
 	}
 	/* A typo here would leave the operators' group locked out: say so now. */
-	if (cfg->control_group && !getgrnam(cfg->control_group)) {
+	if (cfg->control_group && !ops_group_exists(cfg->control_group)) {
 		fprintf(stderr, "stanzad: control_group '%s' is not a group on this system\n",
 			cfg->control_group);
 		return -EINVAL;

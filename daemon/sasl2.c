@@ -466,13 +466,30 @@ static void sasl2_advance(struct conn *c)
 	sasl2_succeed(c);
 }
 
+/*
+ * On the account's home worker (worker.h), where the steps after
+ * authentication run: the connection moved there with its input held.
+ */
+static void sasl2_arrived_home(struct conn *c)
+{
+	sasl2_advance(c);
+	sasl2_resume_input(c);
+}
+
 /* The mechanism authenticated st->user. */
 static void sasl2_authenticated(struct conn *c)
 {
 	struct sasl2 *st = c->sasl2;
+	unsigned home;
 
 	if (c2s_authenticated(c, st->user, st->mech) < 0)
 		return;
+	/* Token, resumption and Bind 2 touch the account: they run at its home. */
+	home = worker_home(c->w->srv, c->jid);
+	if (home != c->w->id && !c->websocket) {
+		worker_migrate(c, home, sasl2_arrived_home);
+		return;
+	}
 	sasl2_advance(c);
 }
 
@@ -704,8 +721,13 @@ static const char *sasl2_ht_begin(struct conn *c, const char *msg, size_t len)
 	fr->fl.now = time(NULL);
 	/* Bind 2 without resumption, and no session has the account's state in memory. */
 	snprintf(bare, sizeof(bare), "%s@%s", fr->fl.user, cfg_of(c)->domain);
+	/*
+	 * The session directory is read only at the account's home (worker.h);
+	 * elsewhere the state is loaded, and freed at home if a session holds it.
+	 */
 	fr->load = st->bind.present && !st->resume &&
-		   !sessdir_find_account(c->w->srv->sessions, bare, strlen(bare));
+		   (worker_home(c->w->srv, bare) != c->w->id ||
+		    !sessdir_find_account(c->w->srv->sessions, bare, strlen(bare)));
 	fr->fl.lifetime = cfg_of(c)->fast_token_lifetime;
 	fr->fl.rotate_after = cfg_of(c)->fast_rotate_after;
 	fr->req.op = STORAGE_OP_RUN;

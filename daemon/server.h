@@ -7,6 +7,8 @@
 #ifndef STANZAD_SERVER_H
 #define STANZAD_SERVER_H
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <time.h>
@@ -35,11 +37,20 @@ enum listener_kind {
 
 #define SERVER_MAX_LISTENERS 57	/* c2s, c2s TLS, HTTP, HTTPS, s2s, s2s TLS, component: 8 each;
 				 * the control socket */
+#define SERVER_MAX_WORKERS 64	/* event-loop threads (the workers key's ceiling) */
 
+/*
+ * A listening address. The c2s ones are served by every worker: each has
+ * its own socket in one SO_REUSEPORT group (worker_fd[k]; worker_fd[0] ==
+ * fd), and the kernel, or the steering program (bpf_steer.c), picks the
+ * worker of each new connection. Every other kind is served by worker 0
+ * alone (worker_fd[k] == -1 for k > 0).
+ */
 struct listener {
 	int fd;
 	enum listener_kind kind;
 	char addr[80];		/* as configured, for logs */
+	int worker_fd[SERVER_MAX_WORKERS];
 };
 
 struct server {
@@ -63,8 +74,12 @@ struct server {
 
 	struct worker *workers;
 	unsigned nworkers;
+	/* Open connections of all workers: max_connections holds for the process. */
+	atomic_uint conns_total;
+	/* Stop the world (mailbox.c): every worker meets here twice per reload. */
+	pthread_barrier_t park_in, park_out;
 	time_t started;				/* wall clock at startup (status, metrics) */
-	volatile bool shutting_down;
+	atomic_bool shutting_down;	/* set by worker 0, read by every worker */
 };
 
 #endif

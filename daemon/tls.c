@@ -125,8 +125,15 @@ struct tls_kernel_cache {
 	bool alpn;			/* our ALPN name was selected */
 	uint8_t exporter_len;		/* 0: tls-exporter does not apply */
 	uint8_t unique_len;
+	uint8_t end_point_len;
 	unsigned char exporter[TLS_EXPORTER_LEN];
 	unsigned char unique[TLS_FINISHED_MAX];
+	/*
+	 * tls-server-end-point of the certificate this handshake used: the
+	 * context's may have been replaced since by a reload (on worker 0,
+	 * while this connection's worker runs).
+	 */
+	unsigned char end_point[EVP_MAX_MD_SIZE];
 };
 
 struct tls_conn {
@@ -1426,8 +1433,12 @@ static ssize_t tls_cb_end_point(const struct tls_conn *t, unsigned char *out, si
 	unsigned char buf[EVP_MAX_MD_SIZE];
 	unsigned int len;
 	const EVP_MD *md;
-	/* After a kTLS handoff the SSL is gone; the context has the same certificate. */
-	X509 *x = t->ssl ? SSL_get_certificate(t->ssl) : SSL_CTX_get0_certificate(t->srv->ctx);
+	/*
+	 * The SSL's own certificate (SSL_new copied the context's): never the
+	 * context's, which a reload replaces. Without the SSL (kTLS) the value
+	 * kept at the handoff answers (tls_cb_cached).
+	 */
+	X509 *x = t->ssl ? SSL_get_certificate(t->ssl) : NULL;
 	int mdnid;
 
 	if (!x || !X509_get_signature_info(x, &mdnid, NULL, NULL, NULL))
@@ -1459,7 +1470,8 @@ static ssize_t tls_cb_cached(const struct tls_conn *t, const char *type, unsigne
 		v = t->kc->unique;
 		len = t->kc->unique_len;
 	} else if (strcmp(type, "tls-server-end-point") == 0) {
-		return tls_cb_end_point(t, out, cap);
+		v = t->kc->end_point;
+		len = t->kc->end_point_len;
 	} else {
 		return -ENOTSUP;
 	}
@@ -1563,6 +1575,8 @@ static int tls_conn_fill_cache(struct tls_conn *t)
 	kc->exporter_len = n > 0 ? (uint8_t)n : 0;
 	n = tls_cb_unique(t, kc->unique, sizeof(kc->unique));
 	kc->unique_len = n > 0 ? (uint8_t)n : 0;
+	n = tls_cb_end_point(t, kc->end_point, sizeof(kc->end_point));
+	kc->end_point_len = n > 0 ? (uint8_t)n : 0;
 	return 0;
 }
 

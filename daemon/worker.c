@@ -19,6 +19,7 @@
 #include "abuse.h"
 #include "adhoc.h"
 #include "bpf_sockops.h"
+#include "bpf_steer.h"
 #include "c2s.h"
 #include "config.h"
 #include "conn.h"
@@ -27,6 +28,8 @@
 #include "http.h"
 #include "kmod.h"
 #include "log.h"
+#include "mailbox.h"
+#include "metrics.h"
 #include "reload.h"
 #include "s2s.h"
 #include "sdnotify.h"
@@ -40,6 +43,10 @@
 #define WORKER_SHUTDOWN_MS	5000	/* longest a graceful shutdown may take */
 
 #define container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+
+static void worker_move_forget(struct worker *w, struct conn *c);
+static void worker_moves_step(struct worker *w);
+static void conn_timer_fired(struct loop_timer *t);
 
 /* ---- Slots ---- */
 
@@ -148,7 +155,8 @@ void worker_want_reap(struct worker *w, struct conn *c)
 	w->reap_list = c;
 }
 
-static void conn_free(struct worker *w, struct conn *c)
+/* Frees what c holds; its slot is the caller's business. */
+static void conn_release_detached(struct worker *w, struct conn *c)
 {
 	struct out_chunk *ch = c->out_head;
 
@@ -169,12 +177,21 @@ static void conn_free(struct worker *w, struct conn *c)
 	abuse_conn_done(c);	/* no longer an unauthenticated connection of its source */
 	s2s_conn_free(c);	/* federation or component stream state (s2s.c) */
 	kmod_conn_free(c);	/* its registration with the offload module (kmod.c) */
+	worker_move_forget(w, c);	/* closed on its way to another worker */
 	free(c->jid);
-	w->conns[c->slot] = NULL;
-	w->gens[c->slot] = (c->gen + 1) & LOOP_GEN_MASK;
-	w->free_slots[w->nfree++] = c->slot;
-	w->nconns--;
 	free(c);
+	atomic_fetch_sub_explicit(&w->srv->conns_total, 1, memory_order_relaxed);
+}
+
+static void conn_free(struct worker *w, struct conn *c)
+{
+	uint32_t slot = c->slot;
+
+	w->conns[slot] = NULL;
+	w->gens[slot] = (c->gen + 1) & LOOP_GEN_MASK;
+	w->free_slots[w->nfree++] = slot;
+	w->nconns--;
+	conn_release_detached(w, c);
 }
 
 static void conn_log_close(const struct conn *c)
@@ -255,8 +272,17 @@ static void worker_flush(void *ctx)
 		loop_send(w->loop, c->fd, c->slot, c->gen, h->data + h->off, h->len - h->off);
 		c->send_inflight = true;
 	}
+	/* Connections on their way home: moved once their output is out. */
+	worker_moves_step(w);
 	/* After the flush list is empty: reaping may free its members. */
 	worker_reap(w);
+	/* The steering program's view of our load (bpf_steer.c). */
+	if (w->load_published != w->nconns) {
+		w->load_published = w->nconns;
+		bpf_steer_set_load(w->id, w->nconns);
+	}
+	/* Doorbells of the workers we posted messages to this turn (mailbox.c). */
+	worker_post_flush(w);
 
 	if (w->draining && w->nconns == 0)
 		loop_stop(w->loop);
@@ -265,6 +291,36 @@ static void worker_flush(void *ctx)
 static void conn_timer_fired(struct loop_timer *t);
 
 /* ---- Loop upcalls ---- */
+
+static void worker_accepted(void *ctx, unsigned listener, int fd);
+
+/* A connection accepted by a stopping worker, on its way to worker 0. */
+struct fd_pass {
+	struct worker_msg msg;
+	int fd;
+	unsigned listener;
+};
+
+static void worker_fd_arrived(struct worker *w, struct worker_msg *m)
+{
+	struct fd_pass *p = (struct fd_pass *)m;
+
+	worker_accepted(w, p->listener, p->fd);
+	free(p);
+}
+
+static void worker_pass_fd(struct worker *w, unsigned listener, int fd)
+{
+	struct fd_pass *p = malloc(sizeof(*p));
+
+	if (!p) {
+		close(fd);
+		return;
+	}
+	p->fd = fd;
+	p->listener = listener;
+	worker_post(w, 0, &p->msg, worker_fd_arrived);
+}
 
 static void worker_accepted(void *ctx, unsigned listener, int fd)
 {
@@ -276,12 +332,20 @@ static void worker_accepted(void *ctx, unsigned listener, int fd)
 	uint32_t slot;
 
 	/* After a hand-over the successor serves new connections (handover.c). */
-	if (handover_forward(w, listener, fd))
+	if (w->id == 0 && handover_forward(w, listener, fd))
 		return;
+	/* Stopping: worker 0 passes it to a successor, or refuses it. */
+	if (w->id != 0 && w->draining) {
+		worker_pass_fd(w, listener, fd);
+		return;
+	}
 	/* Banned sources, and sources with too many unauthenticated connections (abuse.c). */
 	if (abuse_accept_refused(w, l, fd))
 		return;
-	if (w->draining || (!w->nfree && worker_grow_slots(w) < 0)) {
+	if (w->draining ||
+	    atomic_load_explicit(&w->srv->conns_total, memory_order_relaxed) >=
+		    w->srv->cfg->max_connections ||
+	    (!w->nfree && worker_grow_slots(w) < 0)) {
 		log_warn("conn.refused", "listener=%s reason=%s", l->addr,
 			 w->draining ? "shutting-down" : "max-connections");
 		close(fd);
@@ -293,6 +357,7 @@ static void worker_accepted(void *ctx, unsigned listener, int fd)
 		return;
 	}
 	slot = w->free_slots[--w->nfree];
+	atomic_fetch_add_explicit(&w->srv->conns_total, 1, memory_order_relaxed);
 	c->w = w;
 	c->fd = fd;
 	c->slot = slot;
@@ -388,7 +453,7 @@ static void worker_received(void *ctx, uint32_t slot, uint32_t gen, const char *
 	 * Multishot receive stops when the buffer ring ran dry (ENOBUFS) or
 	 * for kernel reasons of its own; keep reading unless we are done.
 	 */
-	if (!c->recv_armed && !c->in_reap_list && err != -ECANCELED) {
+	if (!c->recv_armed && !c->in_reap_list && err != -ECANCELED && !conn_migrating(c)) {
 		loop_recv(w->loop, c->fd, c->slot, c->gen);
 		c->recv_armed = true;
 	}
@@ -419,7 +484,7 @@ static void worker_received_tls(void *ctx, uint32_t slot, uint32_t gen, unsigned
 		return;
 	}
 	/* Not after a KeyUpdate (CONN_TLS_KTLS_NO_RX): the next record cannot decrypt. */
-	if (!c->recv_armed && !c->in_reap_list && err != -ECANCELED &&
+	if (!c->recv_armed && !c->in_reap_list && err != -ECANCELED && !conn_migrating(c) &&
 	    c->tls_mode == CONN_TLS_KTLS) {
 		loop_recv_tls(w->loop, c->fd, c->slot, c->gen);
 		c->recv_armed = true;
@@ -475,7 +540,15 @@ static void worker_handle_signal(struct worker *w)
 			/* heap_in_use: what memory budgets are measured with (make bench, the lab). */
 			log_info("server.signal", "signal=SIGHUP action=reload heap_in_use=%zu "
 				 "connections=%u", mallinfo2().uordblks, w->nconns);
+			/*
+			 * The other workers read the configuration and the TLS
+			 * contexts without locks: they stand still meanwhile.
+			 */
+			if (w->draining)
+				break;
+			worker_park_all(w);
 			reload_config(w);	/* what can change while running (reload.c) */
+			worker_resume_all(w);
 			break;
 		}
 	}
@@ -497,6 +570,9 @@ static void worker_watch(void *ctx, unsigned id)
 		break;
 	case WORKER_WATCH_KMOD:
 		kmod_watch(w);
+		break;
+	case WORKER_WATCH_MAILBOX:
+		mailbox_drain(w);
 		break;
 	}
 }
@@ -535,6 +611,7 @@ struct conn *worker_conn_new(struct worker *w, int fd)
 	if (!c)
 		return NULL;
 	c->slot = w->free_slots[--w->nfree];
+	atomic_fetch_add_explicit(&w->srv->conns_total, 1, memory_order_relaxed);
 	c->w = w;
 	c->fd = fd;
 	c->gen = w->gens[c->slot];
@@ -554,6 +631,17 @@ int worker_connect(struct conn *c, const struct sockaddr *addr, unsigned addrlen
 	return ret;
 }
 
+static void worker_message(void *ctx, unsigned from)
+{
+	(void)from;
+	mailbox_drain(ctx);
+}
+
+static void worker_message_failed(void *ctx, unsigned to, int err)
+{
+	mailbox_ring_failed(ctx, to, err);
+}
+
 static const struct loop_handlers worker_loop_handlers = {
 	.accepted = worker_accepted,
 	.accept_error = worker_accept_error,
@@ -563,7 +651,203 @@ static const struct loop_handlers worker_loop_handlers = {
 	.flush = worker_flush,
 	.received_tls = worker_received_tls,
 	.connected = worker_connected,
+	.message = worker_message,
+	.message_failed = worker_message_failed,
 };
+
+/* ---- Moving a connection to its home worker ---- */
+
+/*
+ * A connection on its way: kept on the old worker's list until nothing of
+ * it is in flight there, then posted to the new worker as this message.
+ */
+struct conn_move {
+	struct worker_msg msg;		/* first: the mailbox hands this back */
+	struct conn *c;
+	struct conn_move *next;		/* the old worker's list */
+	void (*resume)(struct conn *c);
+	uint64_t deadline_ms;		/* the connection's deadline, absolute */
+	unsigned to;
+	bool cancel_sent;
+};
+
+unsigned worker_home(const struct server *srv, const char *bare_jid)
+{
+	(void)srv;
+	(void)bare_jid;
+	return 0;
+}
+
+void worker_migrate(struct conn *c, unsigned to, void (*resume)(struct conn *c))
+{
+	struct worker *w = c->w;
+	struct conn_move *mv;
+
+	if (to == w->id || to >= w->srv->nworkers || c->move || c->closing)
+		return;
+	mv = calloc(1, sizeof(*mv));
+	if (!mv) {
+		c2s_stream_error(c, "internal-server-error", NULL);
+		return;
+	}
+	mv->c = c;
+	mv->resume = resume;
+	mv->to = to;
+	c->move = mv;
+	/* From here on, what arrives is held with the connection and goes along. */
+	conn_pause_input(c);
+	mv->next = w->moving;
+	w->moving = mv;
+	worker_want_flush(w, c);	/* so the step runs at the end of this turn */
+}
+
+/* Unlinks c's move from w's list (the connection closed, or it left). */
+static void worker_move_forget(struct worker *w, struct conn *c)
+{
+	struct conn_move **pp;
+
+	if (!c->move)
+		return;
+	for (pp = &w->moving; *pp; pp = &(*pp)->next) {
+		if (*pp == c->move) {
+			*pp = c->move->next;
+			break;
+		}
+	}
+	free(c->move);
+	c->move = NULL;
+}
+
+static void worker_move_arrived(struct worker *w, struct worker_msg *m);
+
+/*
+ * Takes c out of w: its slot, its deadline, its parser (back to w's pool)
+ * and its place in w's gauges. False if the parser cannot be let go (it
+ * holds a partial stanza, which input being held at an element boundary
+ * rules out); the connection is then closed instead.
+ */
+static bool worker_detach(struct worker *w, struct conn *c)
+{
+	struct conn_move *mv = c->move;
+
+	xml_stream_release_idle(&c->xs);
+	if (c->xs.parser) {
+		log_error("conn.move_failed", "conn=%llu reason=parser-busy", (unsigned long long)c->id);
+		worker_move_forget(w, c);
+		c2s_stream_error(c, "internal-server-error", NULL);
+		return false;
+	}
+	mv->deadline_ms = loop_timer_armed(&c->timer) ? c->timer.expires_ms : 0;
+	loop_timer_cancel(&c->timer);
+	if (c->metrics_class)
+		METRIC_ADD(w->metrics.conns[c->metrics_class - 1], (uint64_t)-1);
+	c->xs.pool = NULL;
+	w->conns[c->slot] = NULL;
+	w->gens[c->slot] = (c->gen + 1) & LOOP_GEN_MASK;
+	w->free_slots[w->nfree++] = c->slot;
+	w->nconns--;
+	c->w = NULL;
+	return true;
+}
+
+/* Moves on every connection on its way out whose operations have settled. */
+static void worker_moves_step(struct worker *w)
+{
+	struct conn_move **pp = &w->moving;
+	struct conn_move *mv;
+
+	while ((mv = *pp) != NULL) {
+		struct conn *c = mv->c;
+
+		if (c->closing || c->in_reap_list) {
+			/* It ends here; conn_free() forgets the move. */
+			pp = &mv->next;
+			continue;
+		}
+		if (c->recv_armed) {
+			/* The last completion (data or -ECANCELED) brings us back. */
+			if (!mv->cancel_sent && c->tls_mode != CONN_TLS_HANDOFF) {
+				loop_cancel_recv(w->loop, c->tls_mode == CONN_TLS_KTLS ? LOOP_OP_RECV_TLS
+							: LOOP_OP_RECV, c->slot, c->gen);
+				mv->cancel_sent = true;
+			}
+			pp = &mv->next;
+			continue;
+		}
+		/* Storage replies come back to this worker's inbox: wait for them too. */
+		if (c->send_inflight || c->out_head || c->connect_inflight || c->kmod_pending ||
+		    c->tls_mode == CONN_TLS_HANDOFF || c->register_busy || c->iq_async) {
+			pp = &mv->next;
+			continue;
+		}
+		*pp = mv->next;
+		mv->next = NULL;
+		if (!worker_detach(w, c))
+			continue;
+		log_debug("conn.move", "conn=%llu from=%u to=%u", (unsigned long long)c->id, w->id,
+			  mv->to);
+		worker_post(w, mv->to, &mv->msg, worker_move_arrived);
+	}
+}
+
+/* Allocates a slot for c in w; false when w is full. */
+static bool worker_attach(struct worker *w, struct conn *c)
+{
+	uint32_t slot;
+
+	if (!w->nfree && worker_grow_slots(w) < 0)
+		return false;
+	slot = w->free_slots[--w->nfree];
+	c->w = w;
+	c->slot = slot;
+	c->gen = w->gens[slot];
+	w->conns[slot] = c;
+	w->nconns++;
+	return true;
+}
+
+/* The new worker's side: adopt the connection, receive, resume its stream. */
+static void worker_move_arrived(struct worker *w, struct worker_msg *m)
+{
+	struct conn_move *mv = (struct conn_move *)m;
+	struct conn *c = mv->c;
+	uint64_t now = loop_now_ms(w->loop);
+
+	if (!worker_attach(w, c)) {
+		/* max_connections on the home worker: the peer must come back later. */
+		log_warn("conn.refused", "conn=%llu reason=max-connections phase=move",
+			 (unsigned long long)c->id);
+		c->w = w;
+		c->slot = UINT32_MAX;
+		c->metrics_class = 0;	/* the old worker's gauge already let it go */
+		close(c->fd);
+		c->fd = -1;
+		conn_release_detached(w, c);
+		free(mv);
+		return;
+	}
+	c->move = NULL;
+	c->xs.pool = w->xml;
+	c->timer.fn = conn_timer_fired;
+	if (c->metrics_class)
+		METRIC_INC(w->metrics.conns[c->metrics_class - 1]);
+	if (mv->deadline_ms)
+		loop_timer_arm(w->loop, &c->timer, mv->deadline_ms > now ? mv->deadline_ms - now : 1);
+	if (c->tls_mode == CONN_TLS_KTLS) {
+		loop_recv_tls(w->loop, c->fd, c->slot, c->gen);
+		c->recv_armed = true;
+	} else if (c->tls_mode != CONN_TLS_KTLS_NO_RX) {
+		loop_recv(w->loop, c->fd, c->slot, c->gen);
+		c->recv_armed = true;
+	}
+	if (mv->resume)
+		mv->resume(c);
+	free(mv);
+	if (w->draining && !c->closing) {
+		c->close_reason = CONN_CLOSE_SHUTDOWN;
+		c2s_stream_error(c, "system-shutdown", NULL);
+	}
+}
 
 /* ---- Deadlines and shutdown ---- */
 
@@ -597,14 +881,51 @@ static void worker_shutdown_expired(struct loop_timer *t)
 			conn_abort(w->conns[s], CONN_CLOSE_SHUTDOWN);
 }
 
+static void worker_stop_requested(struct worker *w, struct worker_msg *m)
+{
+	(void)m;
+	worker_begin_shutdown(w);
+}
+
+/*
+ * A workers' own client sockets close when it stops: the kernel then
+ * sends new connections to the sockets left in the group (a successor's,
+ * after a hand-over). What is already queued on them is accepted first
+ * and passed to worker 0, which hands it to the successor or refuses it.
+ */
+static void worker_close_own_sockets(struct worker *w)
+{
+	struct server *srv = w->srv;
+
+	for (unsigned i = 0; i < srv->nlisteners; i++) {
+		struct listener *l = &srv->listeners[i];
+		int fd;
+
+		if ((l->kind != LISTENER_C2S && l->kind != LISTENER_C2S_TLS) || l->worker_fd[w->id] < 0)
+			continue;
+		loop_cancel_fd(w->loop, l->worker_fd[w->id]);
+		while ((fd = accept4(l->worker_fd[w->id], NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0)
+			worker_pass_fd(w, i, fd);
+		close(l->worker_fd[w->id]);
+		l->worker_fd[w->id] = -1;
+	}
+}
+
 void worker_begin_shutdown(struct worker *w)
 {
 	if (w->draining)
 		return;
 	w->draining = true;
 	w->srv->shutting_down = true;
-	sdnotify_stopping();	/* systemd: STOPPING=1 */
-	control_shutdown(w);	/* no more stanzactl requests; the socket file goes */
+	if (w->id != 0)
+		worker_close_own_sockets(w);
+	if (w->id == 0) {
+		sdnotify_stopping();	/* systemd: STOPPING=1 */
+		control_shutdown(w);	/* no more stanzactl requests; the socket file goes */
+		/* The other workers close their connections too, each on its own thread. */
+		for (unsigned k = 1; k < w->srv->nworkers; k++)
+			worker_post(w, k, &w->srv->workers[k].stop_msg, worker_stop_requested);
+	}
 	sm_shutdown(w);	/* detached sessions end now */
 	for (uint32_t s = 0; s < w->cap; s++) {
 		struct conn *c = w->conns[s];
@@ -643,6 +964,7 @@ int worker_init(struct worker *w, struct server *srv, unsigned id, int signal_fd
 	ret = storage_inbox_init(&w->inbox);
 	if (ret < 0)
 		goto err_free_pool;
+	w->mbox.efd = -1;
 
 	w->loop = loop_new(&lcfg, &worker_loop_handlers, w);
 	if (!w->loop) {
@@ -658,23 +980,47 @@ int worker_init(struct worker *w, struct server *srv, unsigned id, int signal_fd
 		if (ret < 0)
 			goto err_free_loop;
 	}
-	for (unsigned i = 0; i < srv->nlisteners; i++) {
-		/* Control requests touch every worker's state: worker 0 answers them. */
-		if (srv->listeners[i].kind == LISTENER_CONTROL && id != 0)
-			continue;
-		ret = loop_add_listener(w->loop, srv->listeners[i].fd, i);
+	/* Messages from the other workers: MSG_RING doorbells, or an eventfd without them. */
+	ret = mailbox_init(&w->mbox, !loop_msg_ring_supported(w->loop));
+	if (ret < 0)
+		goto err_free_loop;
+	if (w->mbox.efd >= 0) {
+		ret = loop_watch(w->loop, w->mbox.efd, WORKER_WATCH_MAILBOX);
 		if (ret < 0)
 			goto err_free_loop;
 	}
-	/* The stanza offload module, if loaded (kmod.c): after the loop, which watches its events. */
-	ret = kmod_worker_init(w);
-	if (ret < 0)
-		goto err_free_loop;
-	http_worker_start(w);	/* the upload cleanup timer (worker 0) */
+	/*
+	 * Each worker accepts from its own socket of every address it serves:
+	 * client listeners have one per worker (server.h); the others, and the
+	 * control socket, whose requests read every worker's state, are
+	 * worker 0's.
+	 */
+	for (unsigned i = 0; i < srv->nlisteners; i++) {
+		const struct listener *l = &srv->listeners[i];
+		bool per_worker = l->kind == LISTENER_C2S || l->kind == LISTENER_C2S_TLS;
+		int fd = id == 0 ? l->fd : per_worker ? l->worker_fd[id] : -1;
+
+		if (fd < 0)
+			continue;
+		ret = loop_add_listener(w->loop, fd, i);
+		if (ret < 0)
+			goto err_free_loop;
+	}
+	/*
+	 * The stanza offload module, if loaded (kmod.c): after the loop, which
+	 * watches its events. Sessions live on worker 0, so only it fans out.
+	 */
+	if (id == 0) {
+		ret = kmod_worker_init(w);
+		if (ret < 0)
+			goto err_free_loop;
+		http_worker_start(w);	/* the upload cleanup timer (worker 0) */
+	}
 	control_worker_start(w);	/* log summaries once a second (worker 0) */
 	return 0;
 
 err_free_loop:
+	mailbox_destroy(&w->mbox);
 	loop_free(w->loop);
 	w->loop = NULL;
 err_destroy_inbox:
@@ -713,6 +1059,7 @@ void worker_destroy(struct worker *w)
 	adhoc_worker_destroy(w);
 	c2s_reap_sessions(w);
 	loop_free(w->loop);
+	mailbox_destroy(&w->mbox);
 	storage_inbox_destroy(&w->inbox);
 	xml_pool_free(w->xml);
 	while ((ch = w->chunk_free) != NULL) {

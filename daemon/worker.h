@@ -9,11 +9,13 @@
 #define STANZAD_WORKER_H
 
 #include <stdbool.h>
+#include <pthread.h>
 #include <stdint.h>
 
 #include "arena.h"
 #include "conn.h"
 #include "loop.h"
+#include "mailbox.h"
 #include "metrics.h"
 #include "storage.h"
 #include "strbuf.h"
@@ -24,12 +26,14 @@ struct sm_worker;
 struct adhoc_worker;
 struct kmod_worker;
 struct s2s_worker;
+struct conn_move;
 
 enum worker_watch {
 	WORKER_WATCH_INBOX = 0,		/* storage completions */
 	WORKER_WATCH_SIGNAL,		/* signalfd (worker 0 only) */
 	WORKER_WATCH_KMOD,		/* the offload module's events (kmod.c) */
 	WORKER_WATCH_HANDOVER,		/* a successor asks for the listeners (handover.c) */
+	WORKER_WATCH_MAILBOX,		/* doorbell eventfd, kernels without MSG_RING (mailbox.c) */
 };
 
 struct worker {
@@ -77,6 +81,15 @@ struct worker {
 	uint64_t next_conn_id;
 	bool draining;			/* shutdown: closing everyone */
 	struct loop_timer shutdown_timer;
+
+	/* Messages from other workers (mailbox.c). */
+	struct mailbox mbox;
+	uint64_t bells_due;		/* workers posted to this turn, one bit each */
+	struct worker_msg park_msg;	/* stop the world (worker_park_all) */
+	struct worker_msg stop_msg;	/* worker 0 asks us to shut down */
+	struct conn_move *moving;	/* connections leaving for their home worker */
+	uint32_t load_published;	/* connection count last given to the steering */
+	pthread_t thread;		/* workers 1..N-1 run on their own thread */
 };
 
 /*
@@ -123,5 +136,31 @@ void worker_adopt(struct worker *w, unsigned listener, int fd);
 
 /* Starts an orderly shutdown: every connection gets system-shutdown. */
 void worker_begin_shutdown(struct worker *w);
+
+/*
+ * The worker that owns an account's sessions and state (its home). All
+ * authenticated client connections live on their home worker; a
+ * connection authenticated elsewhere moves there (worker_migrate).
+ * Today every account is at home on worker 0: the services, routing and
+ * account state run there, and the other workers take the work before
+ * authentication (TLS handshakes, SASL, stream negotiation).
+ */
+unsigned worker_home(const struct server *srv, const char *bare_jid);
+
+/*
+ * Moves an authenticated client connection to worker `to`: input is
+ * held, the receive cancelled, queued output sent; then the connection
+ * (socket, TLS state, held input) goes through `to`'s mailbox, and `to`
+ * adopts it in a fresh slot and calls resume(c) on its own thread. The
+ * stream layer must not touch c after this call on the old worker. If
+ * the connection closes meanwhile, nothing moves.
+ */
+void worker_migrate(struct conn *c, unsigned to, void (*resume)(struct conn *c));
+
+/* Whether c is on its way to another worker (input stays held). */
+static inline bool conn_migrating(const struct conn *c)
+{
+	return c->move != NULL;
+}
 
 #endif

@@ -30,6 +30,7 @@
 
 #include "ktls.h"
 #include "tls.h"
+#include "tls_certs.h"
 
 #define DOMAIN		"example.org"
 #define PUMP_ROUNDS	32
@@ -592,8 +593,11 @@ static void handoff_round_trip(bool tls13, enum ktls_cipher c)
 	/* After the handoff the accessors still answer without the SSL. */
 	{
 		const char *version = tls_conn_version(p.server);
-		unsigned char cb1[64], cb2[64];
+		unsigned char cb1[64], cb2[64], ep1[EVP_MAX_MD_SIZE];
 		ssize_t l1 = tls_conn_channel_binding(p.server, "tls-unique", cb1, sizeof(cb1));
+		ssize_t e1 = tls_conn_channel_binding(p.server, "tls-server-end-point", ep1,
+						      sizeof(ep1));
+		char cert2[160], key2[160], why[256];
 
 		tls_conn_ktls_done(p.server);
 		assert_true(tls_conn_in_kernel(p.server));
@@ -602,8 +606,23 @@ static void handoff_round_trip(bool tls13, enum ktls_cipher c)
 		assert_int_equal(tls_conn_is_tls13(p.server), tls13);
 		assert_int_equal(tls_conn_channel_binding(p.server, "tls-unique", cb2, sizeof(cb2)), l1);
 		assert_memory_equal(cb1, cb2, (size_t)l1);
-		assert_true(tls_conn_channel_binding(p.server, "tls-server-end-point", cb2,
-						     sizeof(cb2)) > 0);
+		assert_true(e1 > 0);
+		assert_int_equal(tls_conn_channel_binding(p.server, "tls-server-end-point", cb2,
+							  sizeof(cb2)), e1);
+		assert_memory_equal(cb2, ep1, (size_t)e1);
+		/*
+		 * A reload replaces the context's certificate (worker 0, while
+		 * this connection lives on): the binding stays the one of the
+		 * certificate the handshake used.
+		 */
+		snprintf(cert2, sizeof(cert2), "%s/cert2.pem", fx.dir);
+		snprintf(key2, sizeof(key2), "%s/key2.pem", fx.dir);
+		assert_int_equal(tls_generate_self_signed(DOMAIN, cert2, key2), 0);
+		assert_int_equal(tls_certs_reload(fx.srv, cert2, key2, why, sizeof(why)), 0);
+		assert_int_equal(tls_conn_channel_binding(p.server, "tls-server-end-point", cb2,
+							  sizeof(cb2)), e1);
+		assert_memory_equal(cb2, ep1, (size_t)e1);
+		assert_int_equal(tls_certs_reload(fx.srv, fx.cert, fx.key, why, sizeof(why)), 0);
 		assert_int_equal(tls_conn_write(p.server, "x", 1), -EINVAL);
 		assert_true(tls_conn_take_close_notify(p.server));
 		assert_false(tls_conn_take_close_notify(p.server));

@@ -3,9 +3,11 @@
  * Logging: the rate limiter of repeated events (per event and level, one
  * window per second, summaries of what was left out, eviction, expiry),
  * the journal's native datagram format, and log_emit end to end on
- * stderr (a flood leaves `limit` lines and one summary line).
+ * stderr (a flood leaves `limit` lines and one summary line), also from
+ * several threads at once (lines whole, every line written or counted).
  */
 #include <errno.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -282,6 +284,108 @@ static void test_emit_flood_on_stderr(void **state)
 	log_open(LOG_TARGET_STDERR, 0);
 }
 
+#define MT_THREADS	4
+#define MT_LINES	2000	/* per thread */
+#define MT_LIMIT	50
+
+struct mt_arg {
+	unsigned t;
+	pthread_barrier_t *start;
+};
+
+static void *mt_logger(void *p)
+{
+	struct mt_arg *a = p;
+	char pad[601];
+
+	/* Long lines: interleaved writes would show up as broken lines. */
+	memset(pad, 'a' + (int)a->t, sizeof(pad) - 1);
+	pad[sizeof(pad) - 1] = '\0';
+	pthread_barrier_wait(a->start);
+	for (unsigned i = 0; i < MT_LINES; i++) {
+		log_warn("test.mt", "t=%u i=%u pad=%s", a->t, i, pad);
+		/* Other events meanwhile, as a reload would change the level. */
+		log_debug("test.mt_debug", "t=%u", a->t);
+		if (a->t == 0)
+			log_threshold = i % 2 ? LOG_LVL_DEBUG : LOG_LVL_INFO;
+	}
+	return NULL;
+}
+
+/*
+ * Four threads flood one event through log_emit with the limiter on:
+ * every line is whole, and the lines written plus the lines the summaries
+ * say were left out add up to exactly what was logged.
+ */
+static void test_emit_from_threads_counts_every_line(void **state)
+{
+	char path[] = "/tmp/stanzad-test-log-XXXXXX";
+	int fd = mkstemp(path), saved = dup(STDERR_FILENO);
+	pthread_t th[MT_THREADS];
+	struct mt_arg args[MT_THREADS];
+	pthread_barrier_t start;
+	unsigned long long written = 0, suppressed = 0;
+	const char *summary = "level=warn event=log.suppressed suppressed_event=test.mt suppressed=";
+	char *buf, *line, *next;
+	ssize_t n;
+
+	assert_true(fd >= 0 && saved >= 0);
+	fflush(stderr);
+	assert_true(dup2(fd, STDERR_FILENO) >= 0);
+	log_threshold = LOG_LVL_INFO;
+	assert_int_equal(log_open(LOG_TARGET_STDERR, MT_LIMIT), 0);
+	assert_int_equal(pthread_barrier_init(&start, NULL, MT_THREADS), 0);
+	for (unsigned t = 0; t < MT_THREADS; t++) {
+		args[t] = (struct mt_arg){ .t = t, .start = &start };
+		assert_int_equal(pthread_create(&th[t], NULL, mt_logger, &args[t]), 0);
+	}
+	for (unsigned t = 0; t < MT_THREADS; t++)
+		assert_int_equal(pthread_join(th[t], NULL), 0);
+	pthread_barrier_destroy(&start);
+	log_close();
+	fflush(stderr);
+	dup2(saved, STDERR_FILENO);
+	close(saved);
+
+	buf = malloc(8 << 20);
+	assert_non_null(buf);
+	n = pread(fd, buf, (8 << 20) - 1, 0);
+	close(fd);
+	unlink(path);
+	assert_true(n > 0);
+	buf[n] = '\0';
+	assert_int_equal(buf[n - 1], '\n');
+	for (line = buf; *line; line = next) {
+		char *p;
+
+		next = strchr(line, '\n');
+		assert_non_null(next);
+		*next++ = '\0';
+		/* Every line is one whole line of ours. */
+		assert_int_equal(strncmp(line, "ts=", 3), 0);
+		assert_null(strstr(line + 1, "ts="));
+		if ((p = strstr(line, summary)) != NULL) {
+			suppressed += strtoull(p + strlen(summary), NULL, 10);
+		} else if ((p = strstr(line, " level=warn event=test.mt t=")) != NULL) {
+			unsigned t = (unsigned)strtoul(p + strlen(" level=warn event=test.mt t="),
+						       NULL, 10);
+			char *pad = strstr(line, " pad=");
+
+			assert_true(t < MT_THREADS);
+			assert_non_null(pad);
+			assert_int_equal(strlen(pad + 5), 600);
+			assert_int_equal(strspn(pad + 5, (char[]){ (char)('a' + t), 0 }), 600);
+			written++;
+		}
+	}
+	free(buf);
+	assert_int_equal(written + suppressed, MT_THREADS * MT_LINES);
+	/* At most MT_LIMIT lines per one-second window (the flood takes a few). */
+	assert_true(written >= MT_LIMIT && suppressed > 0);
+	log_threshold = LOG_LVL_INFO;
+	log_open(LOG_TARGET_STDERR, 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -296,6 +400,7 @@ int main(void)
 		cmocka_unit_test(test_journal_datagram_never_carries_a_raw_newline),
 		cmocka_unit_test(test_target_names),
 		cmocka_unit_test(test_emit_flood_on_stderr),
+		cmocka_unit_test(test_emit_from_threads_counts_every_line),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

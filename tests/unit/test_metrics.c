@@ -19,6 +19,7 @@
 #include <cmocka.h>
 
 #include "config.h"
+#include "conn.h"
 #include "metrics.h"
 #include "server.h"
 #include "strbuf.h"
@@ -319,9 +320,54 @@ static void test_render_sums_workers_and_is_well_formed(void **state)
 	free(w);
 }
 
+static uint64_t conns_of(const struct worker *w)
+{
+	uint64_t n = 0;
+
+	for (unsigned k = 0; k < METRICS_CONN_CLASSES; k++)
+		n += METRIC_READ(w->metrics.conns[k]);
+	return n;
+}
+
+static uint64_t accepted_of(const struct worker *w)
+{
+	uint64_t n = 0;
+
+	for (unsigned k = 0; k < METRICS_TR_COUNT; k++)
+		n += METRIC_READ(w->metrics.accepted[k]);
+	return n;
+}
+
+/* Authenticated on worker 1, handed over to worker 0: counted once, where it is. */
+static void test_conn_moves_between_workers(void **state)
+{
+	struct worker *w0 = calloc(1, sizeof(*w0)), *w1 = calloc(1, sizeof(*w1));
+	struct conn *c = calloc(1, sizeof(*c));
+
+	assert_true(w0 && w1 && c);
+	c->kind = CONN_C2S;
+	c->w = w1;
+	metrics_conn_sync(c, false);
+	assert_int_equal(conns_of(w1), 1);
+	assert_int_equal(accepted_of(w1), 1);
+	metrics_conn_leave(c);		/* on worker 1's thread */
+	c->w = w0;
+	metrics_conn_join(c);		/* on worker 0's thread */
+	metrics_conn_sync(c, false);	/* same class: nothing moves */
+	assert_int_equal(conns_of(w1), 0);
+	assert_int_equal(conns_of(w0), 1);
+	assert_int_equal(accepted_of(w0), 0);
+	metrics_conn_sync(c, true);
+	assert_int_equal(conns_of(w0), 0);
+	free(c);
+	free(w1);
+	free(w0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_conn_moves_between_workers),
 		cmocka_unit_test(test_value_on_a_bound_goes_in_that_bucket),
 		cmocka_unit_test(test_huge_values_land_in_inf),
 		cmocka_unit_test(test_bounds_increase),
