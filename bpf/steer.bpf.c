@@ -33,7 +33,16 @@
  * [::1]:5222 are two groups). One program per group would mean loading
  * the object up to 16 times for the same maps.
  *
- * Kernels: ctx->sk needs 5.14, bpf_loop() 5.17 (Debian 12's 6.1 has both);
+ * Migration: attached as select-or-migrate, the program is also asked
+ * where the queue of a closing listener goes (ctx->migrating_sk set): a
+ * worker that stops, or the predecessor's sockets at a hand-over, pass
+ * the connections the kernel already accepted for them to a live
+ * listener instead of resetting them (net.ipv4.tcp_migrate_req is not
+ * needed with such a program). The same choice applies; a drained or
+ * closed worker is never picked, and the kernel's hash picks among the
+ * live ones when the program does not.
+ *
+ * Kernels: ctx->sk and migration need 5.14, bpf_loop() 5.17 (Debian 12's 6.1 has both);
  * an older one refuses to load it and the loader says so (state=off).
  */
 #include "vmlinux.h"
@@ -192,7 +201,7 @@ static __always_inline bool steer_source_hash(struct sk_reuseport_md *ctx, __u32
 	return false;
 }
 
-SEC("sk_reuseport")
+SEC("sk_reuseport/migrate")
 int stanzad_steer(struct sk_reuseport_md *ctx)
 {
 	struct bpf_sock *sk = ctx->sk;

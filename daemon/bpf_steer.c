@@ -225,8 +225,26 @@ bool bpf_steer_start(struct server *srv)
 		snprintf(steer.reason, sizeof(steer.reason), "cannot load: %s", bpf_util_why(errno));
 		goto off;
 	}
-	/* A predecessor's program (it crashed) would hold the sockets in its array: away with it. */
-	steer_detach_all(srv);
+	/*
+	 * Attached first, with nothing in its array yet (it leaves every SYN to
+	 * the kernel's hash meanwhile): replacing a predecessor's program in
+	 * one step, rather than detaching it first, leaves no moment without a
+	 * select-or-migrate program, when a closing listener's queue would be
+	 * reset instead of moved. The predecessor's array then goes, and with
+	 * it its hold on the sockets (steer_add_sock waits for that).
+	 */
+	prog_fd = bpf_program__fd(steer.skel->progs.stanzad_steer);
+	for (unsigned g = 0; g < ngroups; g++) {
+		const struct listener *l = &srv->listeners[groups[g]];
+
+		if (setsockopt(l->fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_EBPF, &prog_fd,
+			       sizeof(prog_fd)) < 0) {
+			err = -errno;
+			snprintf(steer.reason, sizeof(steer.reason), "cannot attach to %s: %s",
+				 l->addr, bpf_util_why(err));
+			goto unload;
+		}
+	}
 	for (unsigned g = 0; g < ngroups; g++)
 		if (steer_add_group(&srv->listeners[groups[g]], g, srv->nworkers) < 0)
 			goto unload;
@@ -250,19 +268,6 @@ bool bpf_steer_start(struct server *srv)
 			 strerror(errno));
 		goto unload;
 	}
-	/* One socket of a group carries the program for all of it. */
-	prog_fd = bpf_program__fd(steer.skel->progs.stanzad_steer);
-	for (unsigned g = 0; g < ngroups; g++) {
-		const struct listener *l = &srv->listeners[groups[g]];
-
-		if (setsockopt(l->fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_EBPF, &prog_fd,
-			       sizeof(prog_fd)) < 0) {
-			err = -errno;
-			snprintf(steer.reason, sizeof(steer.reason), "cannot attach to %s: %s",
-				 l->addr, bpf_util_why(err));
-			goto unload;
-		}
-	}
 	steer.active = true;
 	snprintf(steer.detail, sizeof(steer.detail), "%s over %u workers, %u listener%s", pname,
 		 srv->nworkers, ngroups, ngroups == 1 ? "" : "s");
@@ -278,6 +283,24 @@ off:
 	log_info("bpf.steer", "state=off policy=%s reason=\"%s\" fallback=\"kernel reuseport hash\"",
 		 pname, steer.reason);
 	return false;
+}
+
+void bpf_steer_release(void)
+{
+	uint32_t zero = 0;
+	struct steer_config sc = { 0 };
+
+	if (!steer.skel || !steer.active)
+		return;
+	/* Same as the first half of stop; the load map stays mapped for the workers. */
+	bpf_map__update_elem(steer.skel->maps.settings, &zero, sizeof(zero), &sc, sizeof(sc),
+			     BPF_ANY);
+	for (unsigned i = 0; i < steer.nsocks; i++)
+		bpf_map_delete_elem(bpf_map__fd(steer.skel->maps.socks), &steer.sock_keys[i]);
+	steer.nsocks = 0;
+	steer.active = false;
+	snprintf(steer.reason, sizeof(steer.reason), "handed over to the successor");
+	log_info("bpf.steer", "state=off reason=\"%s\"", steer.reason);
 }
 
 void bpf_steer_stop(void)

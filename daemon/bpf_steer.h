@@ -46,6 +46,15 @@ bool bpf_steer_start(struct server *srv);
 void bpf_steer_stop(void);
 
 /*
+ * At a hand-over (handover.c, worker 0): the sockets leave our array now,
+ * so that the successor's can take them at once, and the program, still
+ * attached, leaves every choice to the kernel's hash until the
+ * successor's replaces it. Safe while the workers run (they keep
+ * publishing loads into the still-mapped load map).
+ */
+void bpf_steer_release(void);
+
+/*
  * Publishes worker's load (its open connections): a store into the
  * mmapped load map, no syscall; any thread, a no-op when steering is off.
  */

@@ -31,6 +31,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bpf_steer.h"
 #include "config.h"
 #include "control.h"
 #include "handover.h"
@@ -292,6 +293,8 @@ void handover_accept(struct worker *w)
 		return;
 	}
 	handover_set_timeout(cfd, SO_SNDTIMEO, 2000);
+	/* The successor's steering program takes the client sockets into its own array. */
+	bpf_steer_release();
 	for (unsigned i = 0; i < srv->nlisteners; i++) {
 		if (srv->listeners[i].fd < 0)
 			continue;

@@ -59,6 +59,30 @@ static bool listener_per_worker(enum listener_kind kind)
 	return kind == LISTENER_C2S || kind == LISTENER_C2S_TLS;
 }
 
+/*
+ * Whether a listener holds addr (errno EADDRINUSE then): a bind without
+ * SO_REUSEPORT fails against any listening socket, including one of a
+ * group. SO_REUSEADDR lets connections in TIME_WAIT pass, as our own
+ * bind does.
+ */
+static bool address_taken(const struct sockaddr_storage *ss, unsigned len)
+{
+	int one = 1, fd, ret, e;
+
+	if ((ss->ss_family == AF_INET && ((const struct sockaddr_in *)ss)->sin_port == 0) ||
+	    (ss->ss_family == AF_INET6 && ((const struct sockaddr_in6 *)ss)->sin6_port == 0))
+		return false;	/* an ephemeral port is ours alone */
+	fd = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return false;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	ret = bind(fd, (const struct sockaddr *)ss, len);
+	e = errno;
+	close(fd);
+	errno = e;
+	return ret < 0 && e == EADDRINUSE;
+}
+
 static int open_listener(struct server *srv, const char *addr, enum listener_kind kind)
 {
 	struct sockaddr_storage ss;
@@ -82,6 +106,9 @@ static int open_listener(struct server *srv, const char *addr, enum listener_kin
 	fd = sdlisten_claim((struct sockaddr *)&ss);
 	if (fd >= 0)
 		goto record;
+	/* SO_REUSEPORT would let us join another daemon's group: the port must be free. */
+	if (listener_per_worker(kind) && srv->cfg->workers > 1 && address_taken(&ss, len))
+		goto err;
 	fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		goto err;

@@ -25,6 +25,20 @@ generator (build/loadgen, tests/bench/loadgen.c) to separate CPUs, and runs:
              tests/bench/logingen.c): classic RFC 6120 negotiation, SASL2 with
              Bind 2, and FAST tokens; round trips, time to ready, server CPU
              per login
+  workers    (not in the default set) stanzad with --workers 1 and 2 (or
+             --workers-list) in the same run: a TLS login storm (--storm-devices
+             devices, TLS + SCRAM-SHA-256 + bind + stream management + roster +
+             initial presence, sessions kept; build/logingen --hold
+             --roster-presence) once per steering policy (--steering-list), with
+             the per-worker steered counts from `stanzactl --json workers` after
+             it, and the closed-loop messages scenario; ratios to one worker in
+             docs/bench/WORKERS.md (scripts/bench_workers.py). With one worker
+             the server gets CPU 0 and the generators CPU 1; with N it gets the
+             first N CPUs and the generators the rest, or every CPU when none is
+             left (a 2-core host: they share the cores)
+
+The other scenarios run stanzad with one worker (--workers, 1 by default):
+the classic single-core comparison, the peers being pinned to one core too.
 
 Server CPU is the sum of the server threads' run time (/proc/PID/task/*/
 schedstat, ns; utime+stime from /proc/PID/stat is reported too) over the
@@ -78,6 +92,8 @@ PEER_IDLE_MAX = 10000
 FD_SLACK = 100
 SALT = b"stanzad-bench-sa"  # 16 bytes, like scram.h's SCRAM_SALT_LEN
 ALL_SCENARIOS = ("selftest", "messages", "latency", "presence", "pubsub", "idle", "login")
+# Asked for by name only (--scenario workers): not part of the default run.
+EXTRA_SCENARIOS = ("workers",)
 LOGIN_MODES = ("classic", "sasl2", "fast")
 BUDGET_US_PER_LOGIN = 200.0  # >= 5,000 logins/s per core (DESIGN)
 PUBSUB_NODE = "bench"
@@ -269,7 +285,7 @@ def pinned(cpus, argv):
 class Server:
     """A stanzad on a free loopback port with a copy of the seeded store."""
 
-    def __init__(self, opts, template, tls=False):
+    def __init__(self, opts, template, tls=False, workers=None, steering=None):
         self.opts = opts
         self.state_dir = tempfile.mkdtemp(prefix="stanzad-bench-")
         shutil.rmtree(self.state_dir)
@@ -284,12 +300,15 @@ class Server:
                 "--listen-c2s", "%s:%d" % (self.host, self.port),
                 "--listen-c2s-tls", "%s:%d" % (self.host, self.tls_port) if tls else "off",
                 "--require-tls", "no", "--registration", "closed",
-                "--log-level", opts.server_log_level, "--workers", "1",
+                "--log-level", opts.server_log_level,
+                "--workers", str(workers or opts.workers)] + (
+                    ["--steering", steering] if steering else []) + [
                 # Thousands of clients from one address at line rate: the
                 # abuse limits (per-address, per-session rates) would see an
                 # attack. A later --server-arg may set them again.
                 "--max-preauth-per-ip", "0", "--session-stanza-rate", "0",
                 "--session-byte-rate", "0"] + opts.server_arg
+        self.ctl = os.path.join(opts.build, "stanzactl")
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(pinned(opts.server_cpus, argv), stdin=subprocess.DEVNULL,
                                      stdout=self._log, stderr=subprocess.STDOUT)
@@ -345,6 +364,22 @@ class Server:
 
     def alive(self):
         return self.proc.poll() is None
+
+    def ctl_json(self, *args, timeout=30):
+        """`stanzactl --json ARGS` against this server (control socket in
+        its state directory), parsed; None when it fails."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                r = subprocess.run([self.ctl, "--state-dir", self.state_dir, "--json"] +
+                                   list(args), capture_output=True, text=True, timeout=timeout)
+                if r.returncode == 0:
+                    return json.loads(r.stdout)
+            except (OSError, ValueError, subprocess.TimeoutExpired):
+                pass
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.1)  # the control socket may listen after the clients' ports
 
     def stop(self):
         rc = self.proc.poll()
@@ -493,6 +528,31 @@ def common_args(opts, srv, prefix=None):
     return a
 
 
+def thread_cpu_ns(pid):
+    """Run time of each of a process's threads by name (comm: stanzad is
+    worker 0, stanzad-wN worker N, stanzad-storage the store), ns."""
+    out = {}
+    try:
+        tids = os.listdir("/proc/%d/task" % pid)
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open("/proc/%d/task/%s/comm" % (pid, tid)) as f:
+                comm = f.read().strip()
+            with open("/proc/%d/task/%s/schedstat" % (pid, tid)) as f:
+                out[comm] = out.get(comm, 0) + int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass
+    return out
+
+
+def thread_cpu_delta(t0, t1):
+    """CPU seconds per thread name between two thread_cpu_ns() readings."""
+    return {k: round((v - t0.get(k, 0)) / 1e9, 4) for k, v in sorted(t1.items())
+            if v - t0.get(k, 0) > 0}
+
+
 def run_one(opts, srv, name, args, timeout, cpus=None):
     """One synchronized loadgen run: log in, (profile), go, result, then the
     server's deferred work for the window while the clients idle."""
@@ -500,8 +560,12 @@ def run_one(opts, srv, name, args, timeout, cpus=None):
     try:
         lg.event(opts.login_timeout + 30)  # ready (loadgen reports its own timeout first)
         prof = Profiler(opts, name, srv.pid)
+        th0 = thread_cpu_ns(srv.pid) if srv.pid else {}
         lg.go()
         res = lg.event(timeout)
+        if srv.pid:
+            # From go to the result: warm-up included, so read it as a split.
+            res["server_threads_cpu_s"] = thread_cpu_delta(th0, thread_cpu_ns(srv.pid))
         res["rss_end_kib"] = rss_kib(srv.pid)["VmRSS"] if srv.pid else None
         res["drain"] = drain(srv.pid)
         prof.stop()
@@ -1018,6 +1082,144 @@ def scenario_login(opts, srv):
 
 
 # --------------------------------------------------------------------------
+# Workers: one and N workers in the same run
+# --------------------------------------------------------------------------
+
+def worker_layout(opts, nworkers):
+    """(server CPUs, generator CPUs, shared) for a server with nworkers
+    workers: one worker keeps the classic layout (--server-cpus and
+    --loadgen-cpus); N workers get the first N CPUs, the generators the rest,
+    or every CPU when none is left."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if nworkers <= 1:
+        return opts.server_cpus, opts.loadgen_cpus, False
+    srv = cpus[:nworkers]
+    rest = cpus[nworkers:]
+    allc = ",".join(str(c) for c in cpus)
+    return (",".join(str(c) for c in srv), ",".join(str(c) for c in rest) if rest else allc,
+            not rest)
+
+
+def workers_snapshot(srv):
+    """`stanzactl --json workers`: per worker connections and steered
+    (selected) counts, and the steering's state."""
+    r = srv.ctl_json("workers")
+    if r is None:
+        return None
+    st = r.get("steering", {})
+    return {"workers": [{k: w.get(k) for k in ("id", "connections", "selected", "drained")}
+                        for w in r.get("workers", [])],
+            "steering_active": st.get("active"), "steering_detail": st.get("detail"),
+            "steering_reason": st.get("reason"), "fallbacks": st.get("fallbacks")}
+
+
+def scenario_storm(opts, srv, nworkers, steering, layout):
+    """The TLS login storm: --storm-devices devices log in once each over
+    Direct TLS (classic: TLS 1.3, SCRAM-SHA-256, bind, stream management,
+    then roster and initial presence) on --storm-threads blocking client
+    threads, and stay. Logins/s, time to ready, server and generator CPU,
+    each server thread's CPU, and where the steering put the connections."""
+    n = opts.storm_devices
+    why = idle_limits(argparse.Namespace(source_spread=opts.storm_spread), n)
+    if why:
+        raise BenchError("storm of %d devices: %s" % (n, why))
+    before = workers_snapshot(srv)
+    a = ["--host", srv.host, "--port", str(srv.tls_port), "--domain", opts.domain,
+         "--password", opts.password, "--prefix", opts.prefix, "--mode", "classic",
+         "-t", str(opts.storm_threads), "--hold", str(n), "--first", "0", "--sync",
+         "--source-spread", str(opts.storm_spread), "--roster-presence"]
+    lg = Loadgen(opts, a, cpus=layout[1], prog="logingen")
+    try:
+        lg.event(opts.login_timeout + 30)
+        prof = Profiler(opts, "storm-w%d-%s" % (nworkers, steering or "none"), srv.pid)
+        c0, h0, th0 = server_cpu_ns(srv.pid), host_busy_seconds(), thread_cpu_ns(srv.pid)
+        l0, t0 = cpu_seconds(lg.proc.pid), time.monotonic()
+        lg.go()
+        res = lg.event(opts.login_timeout + n / 100.0)
+        c1, h1, th1 = server_cpu_ns(srv.pid), host_busy_seconds(), thread_cpu_ns(srv.pid)
+        l1, t1 = cpu_seconds(lg.proc.pid), time.monotonic()
+        prof.stop()
+        d = drain(srv.pid)
+        after = workers_snapshot(srv)
+        status = srv.ctl_json("status")
+        lg.go()  # the devices leave
+    finally:
+        lg.wait(timeout=60 + n / 2000.0)
+    held = res.get("held", 0)
+    if held < n:
+        raise BenchError("%d of %d devices logged in (%s)" % (held, n, res.get("last_error")))
+    win = max(t1 - t0, 1e-9)
+    srv_s = (c1 - c0) / 1e9
+    lg_s = l1 - l0
+    per = None
+    if before and after:
+        per = [{"id": w["id"], "connections": w["connections"],
+                "selected": (w["selected"] or 0) - (b["selected"] or 0)}
+               for w, b in zip(after["workers"], before["workers"])]
+    return {
+        "scenario": "storm",
+        "params": {"workers": nworkers, "steering": steering or "none", "devices": n,
+                   "threads": opts.storm_threads, "source_spread": opts.storm_spread,
+                   "source_addresses": (n + opts.storm_spread - 1) // opts.storm_spread
+                   if opts.storm_spread else 1,
+                   "transport": "Direct TLS 1.3", "negotiation": "classic, SCRAM-SHA-256",
+                   "roster_presence": res.get("roster_presence"),
+                   "server_cpus": layout[0], "loadgen_cpus": layout[1], "shared_cpus": layout[2]},
+        "logins_per_s": round(held / win, 1),
+        "storm_s": round(win, 3),
+        "round_trips": res.get("round_trips"),
+        "ready_ms": res.get("ready_ms"),
+        "failures": res.get("failures"),
+        "server_cpu_s": round(srv_s, 4),
+        "server_us_per_login": round((srv_s + (d["cpu_s"] if d else 0)) * 1e6 / held, 1),
+        "server_us_per_login_deferred": round((d["cpu_s"] if d else 0) * 1e6 / held, 1),
+        "server_cpu_util": round(srv_s / win, 3),
+        "loadgen_cpu_util": round(lg_s / win, 3),
+        "loadgen_us_per_login": round(lg_s * 1e6 / held, 1),
+        "other_cpu_util": round(max(0.0, (h1 - h0) - srv_s - lg_s) / win, 3),
+        "server_threads_cpu_s": thread_cpu_delta(th0, th1),
+        "per_worker": per,
+        "steering": ({k: after[k] for k in ("steering_active", "steering_detail",
+                                           "steering_reason", "fallbacks")} if after else None),
+        "workers_after": after,
+        "sessions_after": status.get("sessions") if status else None,
+        "logingen": res,
+    }
+
+
+def workers_jobs(opts, template, with_server):
+    """The workers scenario's runs, in order: per worker count, the storm
+    once per steering policy (one policy with one worker: there is nothing
+    to steer), then the messages scenario."""
+    jobs = []
+    for nw in opts.workers_list:
+        layout = worker_layout(opts, nw)
+        o2 = argparse.Namespace(**vars(opts))
+        o2.server_cpus, o2.loadgen_cpus = layout[0], layout[1]
+        for st in (opts.steering_list if nw > 1 else [None]):
+            name = "storm w%d%s" % (nw, " " + st if st else "")
+            jobs.append((name, lambda nw=nw, st=st, o2=o2, layout=layout, name=name: [
+                with_server(name, lambda s: scenario_storm(o2, s, nw, st, layout), tls=True,
+                            workers=nw, steering=st, sopts=o2)]))
+        if True:  # the messages scenario with nw workers
+            name = "messages w%d" % nw
+            st = opts.steering_list[0] if nw > 1 and opts.steering_list else None
+
+            def msg(s, o2=o2, nw=nw, st=st, layout=layout):
+                r = scenario_messages(o2, s)
+                r["scenario"] = "workers_messages"
+                r["params"].update({"workers": nw, "steering": st or "none",
+                                    "server_cpus": layout[0], "loadgen_cpus": layout[1],
+                                    "shared_cpus": layout[2]})
+                r["server_threads_cpu_s"] = r["loadgen"].get("server_threads_cpu_s")
+                r["per_worker"] = workers_snapshot(s)
+                return r
+            jobs.append((name, lambda nw=nw, st=st, o2=o2, msg=msg, name=name: [
+                with_server(name, msg, workers=nw, steering=st, sopts=o2)]))
+    return jobs
+
+
+# --------------------------------------------------------------------------
 # Summary
 # --------------------------------------------------------------------------
 
@@ -1137,6 +1339,26 @@ def summary(results, failures):
                          "%s us/login" % fmt(r["server_us_per_login"], "{:.0f}"),
                          fmt(r["server_cpu_util"], "{:.0%}"), fmt(r["loadgen_cpu_util"], "{:.0%}"),
                          ">= 5,000/s/core", verdict(r["server_us_per_login"], BUDGET_US_PER_LOGIN)))
+        elif s == "storm":
+            p, lat = r["params"], r.get("ready_ms") or {}
+            pw = r.get("per_worker") or []
+            rows.append(("storm w%d %s (%s devices)" % (p["workers"], p["steering"],
+                                                        fmt(p["devices"])),
+                         "%s logins/s, ready p50/p99 %s/%s ms, steered %s" % (
+                             fmt(r["logins_per_s"]), fmt(lat.get("p50"), "{:.1f}"),
+                             fmt(lat.get("p99"), "{:.1f}"),
+                             "/".join(str(w["selected"]) for w in pw) or "-"),
+                         "%s us/login" % fmt(r["server_us_per_login"], "{:.0f}"),
+                         fmt(r["server_cpu_util"], "{:.0%}"), fmt(r["loadgen_cpu_util"], "{:.0%}"),
+                         "-", "-"))
+        elif s == "workers_messages":
+            p = r["params"]
+            rows.append(("messages w%d (closed, %d clients, W=%d)" % (
+                             p["workers"], p["clients"], p["window"]),
+                         "%s msg/s" % fmt(r["msgs_per_s"]),
+                         "%s us/msg" % fmt(r["server_us_per_msg"], "{:.2f}") + deferred_note(r),
+                         fmt(r["server_cpu_util"], "{:.0%}"), fmt(r["loadgen_cpu_util"], "{:.0%}"),
+                         "-", "-"))
     # One row per result, in order: add the other processes' CPU share.
     rows = [row[:5] + (fmt(results[i].get("other_cpu_util"), "{:.0%}"),) + row[5:]
             for i, row in enumerate(rows)]
@@ -1235,6 +1457,22 @@ def parse_args(argv):
     p.add_argument("--tls-resume", action="store_true",
                    help="login: resume TLS sessions with tickets (a reconnecting device)")
     p.add_argument("--threads", type=int, default=1, help="loadgen threads (1)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="stanzad's --workers in every scenario but 'workers' (1: the "
+                        "single-core comparison with the peers, pinned to one core too)")
+    p.add_argument("--workers-list", default="1,2",
+                   help="scenario workers: the worker counts compared in one run (1,2)")
+    p.add_argument("--steering-list", default="least-loaded,source-hash",
+                   help="scenario workers: a storm per steering policy with more than one "
+                        "worker; the first also for messages (least-loaded,source-hash)")
+    p.add_argument("--storm-devices", type=int, default=10000,
+                   help="scenario workers: devices in the TLS login storm (10000)")
+    p.add_argument("--storm-threads", type=int, default=32,
+                   help="scenario workers: storm client threads, one login at a time each (32)")
+    p.add_argument("--storm-spread", type=int, default=1,
+                   help="scenario workers: storm devices per loopback source address, "
+                        "127.0.0.2 and on (1: one address per device, as on the Internet; "
+                        "source-hash needs many)")
     p.add_argument("--server-cpus", default=None, help="taskset list for the server")
     p.add_argument("--loadgen-cpus", default=None, help="taskset list for the loadgen")
     p.add_argument("--servers", default="stanzad",
@@ -1266,8 +1504,23 @@ def parse_args(argv):
     o.build = os.path.abspath(o.build)
     o.scenarios = [s.strip() for s in o.scenario.split(",") if s.strip()]
     for s in o.scenarios:
-        if s not in ALL_SCENARIOS:
-            p.error("unknown scenario %r (choose from %s)" % (s, ", ".join(ALL_SCENARIOS)))
+        if s not in ALL_SCENARIOS + EXTRA_SCENARIOS:
+            p.error("unknown scenario %r (choose from %s)" % (
+                s, ", ".join(ALL_SCENARIOS + EXTRA_SCENARIOS)))
+    try:
+        o.workers_list = [int(x) for x in o.workers_list.split(",") if x.strip()]
+    except ValueError:
+        p.error("--workers-list takes comma-separated numbers")
+    if not o.workers_list or min(o.workers_list) < 1 or o.workers < 1:
+        p.error("--workers and --workers-list need positive numbers")
+    o.steering_list = [x.strip() for x in o.steering_list.split(",") if x.strip()]
+    for x in o.steering_list:
+        if x not in ("least-loaded", "source-hash", "kernel"):
+            p.error("unknown steering %r (least-loaded, source-hash or kernel)" % x)
+    if not o.steering_list:
+        p.error("--steering-list needs a policy")
+    if o.storm_devices < 1 or o.storm_threads < 1 or o.storm_spread < 0:
+        p.error("--storm-devices and --storm-threads must be positive")
     o.server_list = [x.strip() for x in o.servers.split(",") if x.strip()]
     for x in o.server_list:
         if x not in ("stanzad",) + bench_peers.PEERS:
@@ -1289,8 +1542,9 @@ def parse_args(argv):
         p.error("--idle-clients needs at least one size, every size positive")
     if o.source_spread < 0:
         p.error("--source-spread must not be negative")
-    # The seeded accounts cover the largest idle run (users P0 ..).
-    o.idle_clients = max(o.idle_list + o.idle_tls_list)
+    # The seeded accounts cover the largest idle run and the storm (users P0 ..).
+    o.idle_clients = max(o.idle_list + o.idle_tls_list +
+                         ([o.storm_devices] if "workers" in o.scenarios else []))
     o.login_mode_list = [m.strip() for m in o.login_modes.split(",") if m.strip()]
     for m in o.login_mode_list:
         if m not in LOGIN_MODES:
@@ -1337,8 +1591,24 @@ def peer_accounts(opts):
 
 
 def write_report(opts, meta, lines):
-    """--report DIR: the run's JSON lines (meta first) and REPORT.md from them."""
+    """--report DIR: the run's JSON lines (meta first) and REPORT.md from them;
+    the workers scenario's go to DIR/workers.jsonl and DIR/WORKERS.md, and a
+    run of that scenario alone writes only those."""
     os.makedirs(opts.report, exist_ok=True)
+    if "workers" in opts.scenarios:
+        wl = [r for r in lines if r.get("scenario") in bench_report.WORKER_SCENARIOS or
+              (r.get("scenario", "").startswith(("storm", "messages w")) and "error" in r)]
+        path = os.path.join(opts.report, "workers.jsonl")
+        with open(path, "w") as f:
+            for r in [meta] + wl:
+                f.write(json.dumps(r) + "\n")
+        meta2, results = bench_report.load(path)
+        with open(os.path.join(opts.report, "WORKERS.md"), "w") as f:
+            f.write(bench_report.render_workers(results, meta2))
+        log("report: %s (figures in %s)" % (os.path.join(opts.report, "WORKERS.md"), path))
+        lines = [r for r in lines if r not in wl]
+        if not [s for s in opts.scenarios if s != "workers"]:
+            return
     path = os.path.join(opts.report, "results.jsonl")
     with open(path, "w") as f:
         for r in [meta] + lines:
@@ -1351,7 +1621,7 @@ def write_report(opts, meta, lines):
 
 def main(argv):
     opts = parse_args(argv)
-    need = ["loadgen"] + (["logingen"] if "login" in opts.scenarios and
+    need = ["loadgen"] + (["logingen"] if {"login", "workers"} & set(opts.scenarios) and
                           "stanzad" in opts.server_list else [])
     if "stanzad" in opts.server_list and not opts.target:
         need += ["stanzad", "stanzactl"]
@@ -1361,7 +1631,7 @@ def main(argv):
     if opts.peer_list:
         ensure_peers(opts)
         bench_peers.raise_fd_limit()
-    if "idle" in opts.scenarios:
+    if {"idle", "workers"} & set(opts.scenarios):
         lim = raise_nofile(opts.idle_clients + FD_SLACK)
         log("RLIMIT_NOFILE %d (fs.nr_open %s, fs.file-max %s, ip_local_port_range %s)" % (
             lim, *[" ".join(map(str, sysctl_int(k) or ["?"])) for k in (
@@ -1394,13 +1664,15 @@ def main(argv):
             log("%s: the machine is busy (%.0f%% of a core used by other processes); "
                 "running anyway" % (name, busy * 100))
 
-    def with_server(name, fn, tls=False, peer=None):
+    def with_server(name, fn, tls=False, peer=None, workers=None, steering=None, sopts=None):
         """fn on a fresh stanzad (or the --target), or on a peer that
-        outlives the scenario."""
+        outlives the scenario; workers, steering and sopts (options with
+        other CPUs) for the workers scenario."""
         srv = None
         quiet(name)
         try:
-            srv = peer or (External(opts) if opts.target else Server(opts, template, tls))
+            srv = peer or (External(opts) if opts.target else
+                           Server(sopts or opts, template, tls, workers, steering))
             log("%s: running" % name)
             mark = srv.log_size()
             out = fn(srv)
@@ -1504,6 +1776,11 @@ def main(argv):
         if server == "stanzad":
             roster_ok, pubsub_ok = seeded
             run_jobs(server, jobs_for(server, None))
+            if "workers" in opts.scenarios:
+                if opts.target:
+                    failures.append(("workers", "needs a stanzad started by the bench"))
+                else:
+                    run_jobs(server, workers_jobs(opts, template, with_server))
             continue
         peer = bench_peers.make_peer(server, opts, opts.server_cpus)
         try:

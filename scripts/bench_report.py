@@ -392,7 +392,10 @@ def render(results, meta):
         out.append("")
     out.append("## How the servers ran")
     out.append("")
-    out.append("- stanzad: a fresh process per scenario, one worker, plain c2s with "
+    out.append("- stanzad: a fresh process per scenario, one worker (bench.py passes "
+               "`--workers 1`, its `--workers` default, though the daemon's default is one "
+               "worker per CPU: the single-core comparison, the peers being pinned to one "
+               "core too; docs/bench/WORKERS.md compares one and two workers), plain c2s with "
                "`--require-tls no`, accounts seeded into its store with one PBKDF2 "
                "iteration (PLAIN logins then cost no key derivation), abuse limits off "
                "(thousands of clients from one address at line rate).")
@@ -425,6 +428,333 @@ def render(results, meta):
     return "\n".join(out)
 
 
+# --------------------------------------------------------------------------
+# The workers report (bench.py --scenario workers --report DIR: WORKERS.md)
+# --------------------------------------------------------------------------
+
+WORKER_SCENARIOS = ("storm", "workers_messages")
+
+
+def _col(r):
+    p = r.get("params", {})
+    return (p.get("workers"), p.get("steering") or "none")
+
+
+def _col_name(c):
+    w, st = c
+    return "%d worker%s%s" % (w, "" if w == 1 else "s", "" if w == 1 else ", " + st)
+
+
+def _split(r, total_key="server_cpu_s"):
+    """Each server thread's share of the server's CPU: w0 (worker 0, thread
+    'stanzad'), w1.., storage, other."""
+    th = r.get("server_threads_cpu_s") or {}
+    tot = sum(th.values())
+    if not tot:
+        return None
+    parts = {}
+    for k, v in th.items():
+        name = ("w0" if k == "stanzad" else k[len("stanzad-"):] if k.startswith("stanzad-")
+                else k)
+        parts[name] = parts.get(name, 0) + v
+    order = sorted(parts, key=lambda k: (not k.startswith("w"), k))
+    return " / ".join("%s %.0f%%" % (k, 100 * parts[k] / tot) for k in order)
+
+
+def _ratio_cells(vals, base, hb):
+    out = []
+    for v in vals:
+        x = ratio(v, base, hb) if hb is not None else None
+        if hb is False and x is not None:
+            x = 1 / x  # cost ratios: plain N-worker / 1-worker
+        out.append("-" if x is None else "%.2fx" % x)
+    return out
+
+
+def _table(rows_spec, cols, base_col):
+    """rows_spec: (label, getter, spec, higher_better); ratios of every
+    column to base_col (throughput: N / 1; cost and latency: N / 1 too, so
+    below 1.0x is cheaper or faster)."""
+    others = [c for c in cols if c != base_col]
+    head = ["figure"] + [_col_name(c) for c in cols] + ["%s vs 1" % _col_name(c).split(" ")[0]
+                                                         + ("" if c[1] == "none" else
+                                                            " (" + c[1] + ")")
+                                                         for c in others]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for label, getter, spec, hb in rows_spec:
+        vals = {c: getter(cols[c]) for c in cols}
+        cells = [label] + [v if isinstance(v, str) else fmt(v, spec) for v in vals.values()]
+        base = vals.get(base_col)
+        for c in others:
+            v = vals[c]
+            if hb is None or isinstance(v, str) or v is None or not base:
+                cells.append("-")
+            else:
+                cells.append("%.2fx" % (v / base))
+        out.append("| " + " | ".join(cells) + " |")
+    return out
+
+
+def render_workers(results, meta):
+    storms = {_col(r): r for r in results if r.get("scenario") == "storm" and "error" not in r}
+    msgs = {_col(r): r for r in results
+            if r.get("scenario") == "workers_messages" and "error" not in r}
+    failed = [r for r in results if "error" in r]
+    out = ["# stanzad with one and with two workers", ""]
+    out.append("Made by one command, `%s` (that is `make bench BENCH_ARGS=\"...\"` with the "
+               "arguments after `--build`), on %s (%s, %s CPUs, kernel %s). Every figure "
+               "below comes from this one run; `scripts/bench_report.py --workers "
+               "docs/bench/workers.jsonl` rebuilds this file from the JSON lines beside it." % (
+                   meta.get("command", "make bench"), meta.get("date", "?"),
+                   get(meta, "host", "cpu_model") or "cpu", get(meta, "host", "cpus"),
+                   get(meta, "host", "kernel")))
+    out.append("")
+    out.append("What it measures (issue 6): the same stanzad binary started with "
+               "`--workers 1` and `--workers 2`, a fresh process per measurement, in one run:")
+    out.append("")
+    any_s = next(iter(storms.values()), None)
+    sp = (any_s or {}).get("params", {})
+    out.append("- **TLS login storm**: %s devices (distinct accounts) connect over Direct TLS "
+               "and each logs in once, the way a device starts: TLS 1.3 handshake, "
+               "SCRAM-SHA-256, stream restart, resource bind, stream management, then roster "
+               "get and initial presence (sent in one flight, ready when the roster "
+               "arrives); the sessions stay open. %s client threads (build/logingen "
+               "`--hold --roster-presence`), one login at a time each; %s." % (
+                   fmt(sp.get("devices")), sp.get("threads", "?"),
+                   "every device from its own source address (127.0.0.2 and on, "
+                   "`--source-spread 1`), as devices on the Internet are"
+                   if sp.get("source_spread") == 1 else
+                   "%s devices per source address over %s addresses of 127.0.0.0/8" % (
+                       sp.get("source_spread"), fmt(sp.get("source_addresses")))))
+    mp = next(iter(msgs.values()), {}).get("params", {})
+    out.append("- **One-to-one messages, closed loop**: bench.py's messages scenario "
+               "(%s clients in pairs over plain TCP, %s messages in flight each, %s s), "
+               "build/loadgen from 127.0.0.1." % (fmt(mp.get("clients")), mp.get("window", "?"),
+                                                   fmt(mp.get("duration_s"), "{:g}")))
+    out.append("- **Steering balance**: after each storm, `stanzactl --json workers`: the "
+               "connections the steering program sent each worker (`selected`, counted "
+               "over the storm) and the connections each worker holds.")
+    out.append("")
+    out.append("**Read with care:**")
+    out.append("")
+    out.append("- This host has %s CPUs. With one worker the server is pinned to CPU %s and "
+               "the load generator to CPU %s, as in REPORT.md. With two workers the server "
+               "gets CPUs %s and the load generator has no core of its own: it runs on %s, "
+               "sharing them with the server. The client's TLS and SCRAM work is about as "
+               "heavy as the server's, so the generator's CPU share (below) tells how much "
+               "of the box it took; the CPU shares are of one core (200%% = both)." % (
+                   get(meta, "host", "cpus"),
+                   _cpus(storms, msgs, 1, "server_cpus"), _cpus(storms, msgs, 1, "loadgen_cpus"),
+                   _cpus(storms, msgs, 2, "server_cpus"), _cpus(storms, msgs, 2, "loadgen_cpus")))
+    out.append("- Only the pre-authentication phase (TLS handshake, SASL, stream "
+               "negotiation) runs on the worker that accepted the connection. At "
+               "authentication success the connection moves to the account's home worker, "
+               "which is worker 0 for every account today: bind, roster, presence, every "
+               "session and all routing run on worker 0. Logins can scale with workers; "
+               "message throughput is not expected to (the messages rows show what the "
+               "second worker costs rather than what it gains).")
+    noisy = sorted({"%s (%s)" % (r["scenario"], _col_name(_col(r))) for r in results
+                    if (r.get("other_cpu_util") or 0) > NOISY_OTHER_CPU})
+    out.append("- The machine is shared: bench.py waits up to 10 s before each measurement "
+               "for other processes to fall under 10%% of a core, and reports what they "
+               "used during each window (\"other processes\" rows). %s" % (
+                   "Over 10%% during %s: those figures are noisy." % ", ".join(noisy)
+                   if noisy else "They stayed under 10% in every window of this run."))
+    out.append("- Accounts are seeded with one PBKDF2 iteration (bench.py's store): SCRAM "
+               "then costs the server two HMACs and a hash, the client one PBKDF2 round; "
+               "the TLS handshake dominates both sides' cost per login.")
+    out.append("")
+    base_s = next((c for c in storms if c[0] == 1), None)
+    if storms:
+        out.append("## TLS login storm")
+        out.append("")
+        if base_s:
+            out.append("Ratios: each two-worker figure divided by the one-worker figure of "
+                       "the same run (logins/s above 1.0x is faster; CPU per login and "
+                       "latency below 1.0x are cheaper or faster).")
+            out.append("")
+        spec = [
+            ("logins/s", lambda r: r.get("logins_per_s"), "{:,.0f}", True),
+            ("storm duration, s", lambda r: r.get("storm_s"), "{:.2f}", False),
+            ("time to ready p50, ms", lambda r: get(r, "ready_ms", "p50"), "{:.2f}", False),
+            ("time to ready p99, ms", lambda r: get(r, "ready_ms", "p99"), "{:.2f}", False),
+            ("round trips to ready", lambda r: r.get("round_trips"), "{:.0f}", None),
+            ("server CPU per login, us", lambda r: r.get("server_us_per_login"), "{:,.0f}",
+             False),
+            ("client CPU per login, us", lambda r: r.get("loadgen_us_per_login"), "{:,.0f}",
+             False),
+            ("server CPU, share of a core", lambda r: r.get("server_cpu_util"), "{:.0%}", False),
+            ("load generator CPU, share of a core", lambda r: r.get("loadgen_cpu_util"),
+             "{:.0%}", False),
+            ("other processes, share of a core", lambda r: r.get("other_cpu_util"), "{:.0%}",
+             None),
+            ("server CPU by thread", lambda r: _split(r) or "-", None, None),
+            ("server-bound capacity, logins/s (projection)", _capacity, "{:,.0f}", True),
+            ("failed logins", lambda r: r.get("failures"), "{:,.0f}", None),
+        ]
+        out.extend(_table(spec, dict(sorted(storms.items())), base_s))
+        out.append("")
+        out.append("Thread names: w0 is worker 0 (the main thread), w1 worker 1, storage the "
+                   "SQLite writer; the split is of the server's CPU during the storm window. "
+                   "The projection is not a measurement: the logins/s the server's CPU per "
+                   "login would allow with a core per worker and the clients on other "
+                   "machines (N cores / CPU per login, and no more than its busiest thread "
+                   "allows); on this box the clients' TLS work shares the same two cores.")
+        out.append("")
+    if storms:
+        out.append("## Steering balance after the storm")
+        out.append("")
+        out.append("| run | steering active | steered to each worker (selected) | imbalance "
+                   "(max / mean) | left to the kernel's hash | connections held per worker "
+                   "| sessions |")
+        out.append("|---|---|---|---|---|---|---|")
+        for c, r in sorted(storms.items()):
+            pw = r.get("per_worker") or []
+            sel = [w.get("selected") or 0 for w in pw]
+            imb = (max(sel) / (sum(sel) / len(sel))) if sel and sum(sel) else None
+            st = r.get("steering") or {}
+            out.append("| %s | %s | %s | %s | %s | %s | %s |" % (
+                _col_name(c),
+                "yes" if st.get("steering_active") else "no (%s)" % (
+                    st.get("steering_reason") or "?"),
+                " / ".join("w%d %s" % (w["id"], fmt(w.get("selected"))) for w in pw) or "-",
+                fmt(imb, "{:.2f}"), fmt(st.get("fallbacks")),
+                " / ".join("w%d %s" % (w["id"], fmt(w.get("connections"))) for w in pw) or "-",
+                fmt(r.get("sessions_after"))))
+        out.append("")
+        out.append("`selected` counts what the sk_reuseport program chose during the storm; "
+                   "with one worker there is nothing to steer (the program is off and the "
+                   "count stays 0). Connections held are counted after the storm, the "
+                   "devices still logged in: every authenticated session has moved to its "
+                   "home worker, worker 0.")
+        out.append("")
+    base_m = next((c for c in msgs if c[0] == 1), None)
+    if msgs:
+        out.append("## One-to-one messages, closed loop")
+        out.append("")
+        spec = [
+            ("throughput, msg/s", lambda r: r.get("msgs_per_s"), "{:,.0f}", True),
+            ("server CPU per message, us", lambda r: r.get("server_us_per_msg"), "{:.2f}",
+             False),
+            ("latency under that load p50, us", lambda r: get(r, "latency_us", "p50"),
+             "{:,.0f}", False),
+            ("latency under that load p99, us", lambda r: get(r, "latency_us", "p99"),
+             "{:,.0f}", False),
+            ("server CPU, share of a core", lambda r: r.get("server_cpu_util"), "{:.0%}", False),
+            ("load generator CPU, share of a core", lambda r: r.get("loadgen_cpu_util"),
+             "{:.0%}", False),
+            ("other processes, share of a core", lambda r: r.get("other_cpu_util"), "{:.0%}",
+             None),
+            ("server CPU by thread", lambda r: _split(r) or "-", None, None),
+            ("connections steered to each worker", lambda r: " / ".join(
+                "w%d %s" % (w["id"], fmt(w.get("selected")))
+                for w in get(r, "per_worker", "workers") or []) or "-", None, None),
+        ]
+        out.extend(_table(spec, dict(sorted(msgs.items())), base_m))
+        out.append("")
+    out.append("## What the figures say")
+    out.append("")
+    out.extend("- " + x for x in _workers_findings(storms, msgs, base_s, base_m))
+    out.append("")
+    if failed:
+        out.append("## Not measured")
+        out.append("")
+        for r in failed:
+            out.append("- %s: failed: %s" % (r["scenario"], r["error"].splitlines()[0]))
+        out.append("")
+    return "\n".join(out)
+
+
+def _capacity(r):
+    """Logins/s the server's own CPU would allow with one core per worker and
+    the clients elsewhere: the cores' time over the CPU per login, and no
+    faster than its busiest thread (worker 0 holds every session)."""
+    held = get(r, "params", "devices")
+    us = r.get("server_us_per_login")
+    th = r.get("server_threads_cpu_s") or {}
+    nw = get(r, "params", "workers") or 1
+    if not held or not us:
+        return None
+    cap = nw * 1e6 / us
+    if th and nw > 1:
+        cap = min(cap, held / max(th.values()))
+    return cap
+
+
+def _cpus(storms, msgs, nworkers, key):
+    for r in list(storms.values()) + list(msgs.values()):
+        if get(r, "params", "workers") == nworkers:
+            return get(r, "params", key) or "any"
+    return "?"
+
+
+def _workers_findings(storms, msgs, base_s, base_m):
+    """Sentences computed from the figures (no judgement beyond them)."""
+    out = []
+    b = storms.get(base_s) if base_s else None
+    for c, r in sorted(storms.items()):
+        if not b or c == base_s:
+            continue
+        out.append("Login storm, %s: %.2fx the logins/s of one worker (%s vs %s), server "
+                   "CPU per login %.2fx (%s vs %s us), time to ready p99 %s vs %s ms; server "
+                   "at %s and load generator at %s of a core (one worker: %s and %s)." % (
+                       _col_name(c), r["logins_per_s"] / b["logins_per_s"],
+                       fmt(r["logins_per_s"]), fmt(b["logins_per_s"]),
+                       r["server_us_per_login"] / b["server_us_per_login"],
+                       fmt(r["server_us_per_login"]), fmt(b["server_us_per_login"]),
+                       fmt(get(r, "ready_ms", "p99"), "{:.1f}"),
+                       fmt(get(b, "ready_ms", "p99"), "{:.1f}"),
+                       fmt(r.get("server_cpu_util"), "{:.0%}"),
+                       fmt(r.get("loadgen_cpu_util"), "{:.0%}"),
+                       fmt(b.get("server_cpu_util"), "{:.0%}"),
+                       fmt(b.get("loadgen_cpu_util"), "{:.0%}")))
+        busy = (r.get("server_cpu_util") or 0) + (r.get("loadgen_cpu_util") or 0) + \
+            (r.get("other_cpu_util") or 0)
+        if busy > 1.8:
+            out.append("With %s the two cores were saturated (server + generator + others "
+                       "= %.0f%% of one core out of 200%%): the generator's TLS work took "
+                       "the cycles a second worker would need, so this ratio is a floor for "
+                       "what two workers give with the clients elsewhere." % (
+                           _col_name(c), busy * 100))
+    bm = msgs.get(base_m) if base_m else None
+    for c, r in sorted(msgs.items()):
+        if not bm or c == base_m:
+            continue
+        th = r.get("server_threads_cpu_s") or {}
+        w0 = th.get("stanzad", 0) / sum(th.values()) if th else None
+        noisy = [x for x in (r, bm) if (x.get("other_cpu_util") or 0) > NOISY_OTHER_CPU]
+        out.append("Messages, %s: %.2fx the throughput of one worker (%s vs %s msg/s), "
+                   "server CPU per message %.2fx (%s vs %s us); worker 0 spent %s of the "
+                   "server's CPU (routing runs there either way) and the load generator, "
+                   "which sends and receives every message, shared the server's cores "
+                   "(server %s, generator %s of a core; one worker: %s and %s)%s." % (
+                       _col_name(c), r["msgs_per_s"] / bm["msgs_per_s"], fmt(r["msgs_per_s"]),
+                       fmt(bm["msgs_per_s"]), r["server_us_per_msg"] / bm["server_us_per_msg"],
+                       fmt(r["server_us_per_msg"], "{:.2f}"),
+                       fmt(bm["server_us_per_msg"], "{:.2f}"), fmt(w0, "{:.0%}"),
+                       fmt(r.get("server_cpu_util"), "{:.0%}"),
+                       fmt(r.get("loadgen_cpu_util"), "{:.0%}"),
+                       fmt(bm.get("server_cpu_util"), "{:.0%}"),
+                       fmt(bm.get("loadgen_cpu_util"), "{:.0%}"),
+                       "; other processes used over 10%% of a core in %s, so the ratio is "
+                       "noisy" % " and ".join(_col_name(_col(x)) for x in noisy) if noisy
+                       else ""))
+    for c, r in sorted(storms.items()):
+        pw = r.get("per_worker") or []
+        sel = [w.get("selected") or 0 for w in pw]
+        if c[0] > 1 and sel and sum(sel):
+            out.append("Steering %s: %s of %s new connections steered to worker 0, %s to "
+                       "the others." % (c[1], fmt(sel[0]), fmt(sum(sel)), fmt(sum(sel[1:]))))
+            if c[1] == "least-loaded" and sel[0] < 0.1 * sum(sel):
+                out.append("least-loaded compares the connections each worker holds, and "
+                           "every logged-in session is held by worker 0 (its home worker): "
+                           "once the first sessions have moved there, new connections go to "
+                           "the other workers, so worker 0 keeps the sessions and the others "
+                           "do the TLS handshakes and SCRAM. An even split of the logins "
+                           "themselves is what source-hash gives (and the kernel's hash).")
+    return out
+
+
 def load(path):
     meta, results = {}, []
     with open(path) as f:
@@ -444,9 +774,11 @@ def main(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("results", help="JSON lines of one run (bench.py --report writes them)")
     p.add_argument("-o", "--output", default=None, help="report file (default: stdout)")
+    p.add_argument("--workers", action="store_true",
+                   help="the workers report (WORKERS.md) from workers.jsonl")
     o = p.parse_args(argv)
     meta, results = load(o.results)
-    text = render(results, meta)
+    text = (render_workers if o.workers else render)(results, meta)
     if o.output:
         with open(o.output, "w") as f:
             f.write(text)

@@ -34,6 +34,10 @@
  * second line (or EOF) arrives on stdin. Those connections leave from
  * 127.0.0.2, 127.0.0.3, ... (--source-spread per address) so that more
  * than one address's worth of ephemeral ports fit.
+ *
+ * --roster-presence makes a login what a device's start-up is: once the
+ * session is ready it also fetches its roster and sends initial presence
+ * (both in one flight; ready when the roster arrives, one round trip more).
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -78,7 +82,7 @@ static struct {
 	unsigned users, threads;
 	unsigned hold, first, source_spread;	/* --hold: sessions kept; user numbers */
 	double duration;
-	bool pipeline, sync, tls_resume;
+	bool pipeline, sync, tls_resume, roster_presence;
 } opt = {
 	.host = "127.0.0.1", .domain = "localhost", .password = "bench", .prefix = "u",
 	.fast_mech = "HT-SHA-256-EXPR", .users = 200, .threads = 4, .duration = 3,
@@ -546,6 +550,16 @@ static int lg_login(struct lg_user *u, enum lg_mode mode, bool want_token, doubl
 		else
 			ret = lg_fast(c, u);
 	}
+	if (ret == 0 && opt.roster_presence) {
+		char *p;
+
+		/* In order on the server: the roster's answer follows the presence's handling. */
+		if (lg_send(c, "<iq type='get' id='r1'><query xmlns='jabber:iq:roster'/></iq>"
+			       "<presence/>") || !(p = lg_wait_for(c, "</iq>")))
+			ret = -1;
+		else
+			lg_consume(c, p);
+	}
 	*ready_ms = (lg_now() - t0) * 1e3;
 	*waits = c->waits;
 	if (ret == 0 && keep) {
@@ -701,9 +715,11 @@ static int lg_cmd_hold(struct lg_thread *th)
 		qsort(all, n, sizeof(*all), lg_cmp);
 	printf("{\"event\":\"result\",\"mode\":\"hold\",\"held\":%llu,\"failures\":%llu,"
 	       "\"elapsed_s\":%.3f,\"logins_per_s\":%.1f,\"threads\":%u,"
+	       "\"round_trips\":%u,\"roster_presence\":%s,"
 	       "\"ready_ms\":{\"mean\":%.3f,\"p50\":%.3f,\"p99\":%.3f}",
 	       (unsigned long long)held, (unsigned long long)failures, elapsed,
-	       held / (elapsed > 0 ? elapsed : 1e-9), opt.threads, n ? sum / n : 0.0,
+	       held / (elapsed > 0 ? elapsed : 1e-9), opt.threads, atomic_load(&lg_waits_seen),
+	       opt.roster_presence ? "true" : "false", n ? sum / n : 0.0,
 	       n ? all[n / 2] : 0.0, n ? all[(size_t)((n - 1) * 0.99)] : 0.0);
 	if (err)
 		printf(",\"last_error\":\"%s\"", err);
@@ -733,7 +749,8 @@ static void lg_usage(void)
 	      "                     open, print the result, close them at the next stdin line\n"
 	      "  --first N          number of the first --hold user (0)\n"
 	      "  --source-spread N  --hold on loopback: sessions per source address\n"
-	      "                     127.0.0.2, 127.0.0.3, ... (16384; 0: one address)\n", stdout);
+	      "                     127.0.0.2, 127.0.0.3, ... (16384; 0: one address)\n"
+	      "  --roster-presence  after each login: roster get and initial presence\n", stdout);
 }
 
 int main(int argc, char **argv)
@@ -750,6 +767,7 @@ int main(int argc, char **argv)
 		{ "sync", no_argument, NULL, 's' }, { "help", no_argument, NULL, 'h' },
 		{ "hold", required_argument, NULL, 'o' }, { "first", required_argument, NULL, 'F' },
 		{ "source-spread", required_argument, NULL, 'S' },
+		{ "roster-presence", no_argument, NULL, 'P' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct lg_thread *th;
@@ -776,6 +794,7 @@ int main(int argc, char **argv)
 		case 'o': opt.hold = (unsigned)atoi(optarg); break;
 		case 'F': opt.first = (unsigned)atoi(optarg); break;
 		case 'S': opt.source_spread = (unsigned)atoi(optarg); break;
+		case 'P': opt.roster_presence = true; break;
 		case 'm':
 			for (o = 0; o < 3 && strcmp(optarg, lg_mode_names[o]); o++)
 				;

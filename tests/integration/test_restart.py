@@ -119,6 +119,9 @@ def test_restart_hands_the_listeners_over_and_refuses_nobody(make_server):
         assert probe.outcomes.get("served", 0) > 20, probe.outcomes
         assert took < 10, "the restart took %.1f s" % took
         assert "role=old" in srv.log_text() and "role=new" in succ.log_text()
+        # The successor's steering took the client sockets over from ours (bpf_steer.c).
+        if os.geteuid() == 0 and (os.cpu_count() or 1) > 1:
+            assert "event=bpf.steer state=active" in succ.log_text(), succ.log_tail(40)
         succ.wait_log(r"event=server\.handover_done waited_ms=\d+")
         # The successor has the state: the message stored before the restart.
         c = Client(succ, absent, apw)

@@ -279,6 +279,46 @@ static void test_least_loaded_spreads_a_burst_over_equal_workers(void **state)
 		assert_int_equal(count[k], 50);
 }
 
+/*
+ * A worker that closes its socket (it stops) passes the connections already
+ * queued on it to the live workers instead of resetting them.
+ */
+static void test_closing_worker_passes_its_queue_on(void **state)
+{
+	struct listener *l;
+	unsigned count[NWORKERS];
+	int fds[60];
+	char b;
+
+	NEED_BPF();
+	l = make_server(NWORKERS, NULL);
+	start();
+	/* Everything to worker 0... */
+	bpf_steer_set_load(1, 1000000);
+	bpf_steer_set_load(2, 1000000);
+	for (unsigned i = 0; i < 60; i++)
+		fds[i] = connect_from(l, NULL);
+	/* ...which stops before accepting any of them. */
+	close(l->worker_fd[0]);
+	l->worker_fd[0] = -1;
+	count[0] = 0;
+	for (unsigned k = 1; k < NWORKERS; k++) {
+		int fd;
+
+		count[k] = 0;
+		while ((fd = accept4(l->worker_fd[k], NULL, NULL, SOCK_CLOEXEC)) >= 0) {
+			close(fd);
+			count[k]++;
+		}
+	}
+	assert_int_equal(count[1] + count[2], 60);
+	/* None was reset: every client sees its server-side close, not ECONNRESET. */
+	for (unsigned i = 0; i < 60; i++) {
+		assert_true(recv(fds[i], &b, 1, 0) == 0);
+		close(fds[i]);
+	}
+}
+
 static void test_least_loaded_follows_published_loads(void **state)
 {
 	struct listener *l;
@@ -592,6 +632,7 @@ int main(void)
 		cmocka_unit_test_teardown(test_least_loaded_spreads_a_burst_over_equal_workers,
 					  teardown),
 		cmocka_unit_test_teardown(test_least_loaded_follows_published_loads, teardown),
+		cmocka_unit_test_teardown(test_closing_worker_passes_its_queue_on, teardown),
 		cmocka_unit_test_teardown(
 			test_source_hash_keeps_a_source_on_one_worker_and_spreads_sources, teardown),
 		cmocka_unit_test_teardown(
