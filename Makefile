@@ -138,7 +138,8 @@ check: deps
 # lab cannot run. bench-kernel: the fan-out benchmark of the kernel paths
 # (tests/kernel/bench_fanout.py; its report is tests/kernel/BENCH.md).
 KERNEL_LAB := scripts/kernel-lab.sh
-LAB_BINS   := $(BUILD)/tests/test_ktls $(BUILD)/tests/test_loop $(BUILD)/tests/kmod_test \
+LAB_BINS   := $(BUILD)/tests/test_ktls $(BUILD)/tests/test_loop $(BUILD)/tests/test_mailbox \
+	      $(BUILD)/tests/kmod_test \
 	      $(BUILD)/tests/fanout_client
 
 kernel-lab-quick: all $(LAB_BINS)

@@ -468,7 +468,7 @@ static void config_defaults(struct config *cfg)
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 
 	memset(cfg, 0, sizeof(*cfg));
-	cfg->workers = ncpu > 0 ? (uint32_t)ncpu : 1;
+	cfg->workers = ncpu <= 0 ? 1 : ncpu > 64 ? 64 : (uint32_t)ncpu;
 	cfg->require_tls = true;
 	cfg->ktls = true;
 	cfg->kmod = true;

@@ -76,6 +76,7 @@ struct tls_server {
 	size_t alpn_len;		/* 0: any ALPN offer is ignored */
 	char alpn[TLS_ALPN_NAME_MAX + 1];
 	bool client_ca;			/* a client CA is loaded (tls_server_set_client_ca) */
+	bool lean;			/* TLS 1.3 connections may drop their SSL (tls_lean_*) */
 };
 
 enum tls_conn_state {
@@ -84,6 +85,7 @@ enum tls_conn_state {
 	TLS_ST_CLOSED,			/* close_notify received */
 	TLS_ST_FAILED,			/* fatal error: no more SSL calls but free */
 	TLS_ST_KERNEL,			/* kTLS: the SSL object is gone */
+	TLS_ST_LEAN,			/* TLS 1.3 records sealed here: the SSL object is gone */
 };
 
 /*
@@ -158,6 +160,7 @@ struct tls_conn {
 	struct tls_ktls_state *ktls;	/* handoff bookkeeping, NULL when off or done */
 	struct tls_kernel_cache *kc;	/* after the handoff */
 	struct tls_peer_cert *peer;	/* client certificate, captured at the handshake */
+	struct tls_lean *lean;		/* TLS 1.3 record state once the SSL is freed */
 };
 
 static void tls_track_bytes(struct tls_rec_track *r, const unsigned char *p, size_t n);

@@ -1808,6 +1808,12 @@ def main(argv):
                 failures.append((server, "%s exited non-zero" % server))
     if stanzad_version := stanzad_version_of(opts):
         meta["versions"]["stanzad"] = stanzad_version
+    try:
+        meta["git"] = subprocess.run(
+            ["git", "-C", os.path.dirname(os.path.abspath(__file__)), "describe", "--always",
+             "--dirty"], capture_output=True, text=True, timeout=10).stdout.strip() or None
+    except (OSError, subprocess.TimeoutExpired):
+        pass
     if template:
         shutil.rmtree(template, ignore_errors=True)
     print(summary(results, failures))

@@ -504,10 +504,11 @@ def render_workers(results, meta):
     out.append("Made by one command, `%s` (that is `make bench BENCH_ARGS=\"...\"` with the "
                "arguments after `--build`), on %s (%s, %s CPUs, kernel %s). Every figure "
                "below comes from this one run; `scripts/bench_report.py --workers "
-               "docs/bench/workers.jsonl` rebuilds this file from the JSON lines beside it." % (
+               "docs/bench/workers.jsonl` rebuilds this file from the JSON lines beside it.%s" % (
                    meta.get("command", "make bench"), meta.get("date", "?"),
                    get(meta, "host", "cpu_model") or "cpu", get(meta, "host", "cpus"),
-                   get(meta, "host", "kernel")))
+                   get(meta, "host", "kernel"),
+                   " Source tree: `%s` (git describe)." % meta["git"] if meta.get("git") else ""))
     out.append("")
     out.append("What it measures (issue 6): the same stanzad binary started with "
                "`--workers 1` and `--workers 2`, a fresh process per measurement, in one run:")
@@ -692,6 +693,17 @@ def _workers_findings(storms, msgs, base_s, base_m):
     """Sentences computed from the figures (no judgement beyond them)."""
     out = []
     b = storms.get(base_s) if base_s else None
+    if b and (b.get("loadgen_cpu_util") or 0) > 0.85 > (b.get("server_cpu_util") or 0):
+        out.append("The one-worker storm was bound by the load generator, not the server: "
+                   "the generator used %s of its own core (%s us of client CPU per login: "
+                   "TLS handshake, SCRAM, parsing), the server %s of its core (%s us per "
+                   "login). The clients cost more CPU than the server, so on two cores no "
+                   "layout lets the measured logins/s show what a second worker adds; "
+                   "read the server CPU per login, the thread split and the projection." % (
+                       fmt(b.get("loadgen_cpu_util"), "{:.0%}"),
+                       fmt(b.get("loadgen_us_per_login"), "{:,.0f}"),
+                       fmt(b.get("server_cpu_util"), "{:.0%}"),
+                       fmt(b.get("server_us_per_login"), "{:,.0f}")))
     for c, r in sorted(storms.items()):
         if not b or c == base_s:
             continue
@@ -751,7 +763,7 @@ def _workers_findings(storms, msgs, base_s, base_m):
                            "once the first sessions have moved there, new connections go to "
                            "the other workers, so worker 0 keeps the sessions and the others "
                            "do the TLS handshakes and SCRAM. An even split of the logins "
-                           "themselves is what source-hash gives (and the kernel's hash).")
+                           "themselves is what source-hash gives.")
     return out
 
 

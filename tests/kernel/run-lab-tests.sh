@@ -44,6 +44,8 @@ echo "lab: kernel $(uname -r), $(nproc) CPUs"
 
 step "unit: test_ktls (probe must find every suite)" "$BUILD/tests/test_ktls"
 step "unit: test_loop (io_uring on this kernel)" "$BUILD/tests/test_loop"
+step "unit: test_mailbox (MSG_RING doorbells between workers on this kernel)" \
+	"$BUILD/tests/test_mailbox"
 
 # The stanza offload module, built for this kernel by `make kmod-lab`.
 KO="$BUILD/kmod/stanza_offload.ko"
