@@ -17,6 +17,11 @@
  * Because the sink accepts everything, OpenSSL never sees a short write:
  * SSL_write() always completes or fails, and partial-write modes are not
  * needed.
+ *
+ * After a TLS 1.3 handshake (and unless kTLS takes the connection) the SSL
+ * object is freed and this file seals and opens the records itself with
+ * the negotiated suite and traffic secrets: "lean mode", below. It is what
+ * keeps an idle TLS connection near the size of a plain one.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -138,6 +143,40 @@ struct tls_kernel_cache {
 	unsigned char end_point[EVP_MAX_MD_SIZE];
 };
 
+/* Lean mode (see "Lean mode" below). */
+#define TLS_LEAN_TAG		16		/* AEAD tag of every suite here */
+#define TLS_LEAN_NONCE		12		/* RFC 8446 5.3 */
+#define TLS_LEAN_PLAIN_MAX	16384		/* TLSInnerPlaintext content (RFC 8446 5.1) */
+#define TLS_LEAN_CIPHER_MAX	(16384 + 256)	/* TLSCiphertext.length (RFC 8446 5.2) */
+#define TLS_LEAN_HS_HEADER	4		/* msg_type, uint24 length */
+
+/* TLS alert descriptions (RFC 8446 6). */
+#define TLS_ALERT_UNEXPECTED_MESSAGE	10
+#define TLS_ALERT_BAD_RECORD_MAC	20
+#define TLS_ALERT_RECORD_OVERFLOW	22
+#define TLS_ALERT_ILLEGAL_PARAMETER	47
+#define TLS_ALERT_DECODE_ERROR		50
+
+struct tls_lean_dir {
+	uint64_t seq;			/* next record's sequence number */
+	uint8_t secret[KTLS_SECRET_MAX];	/* current application traffic secret */
+	uint8_t key[32];
+	uint8_t iv[TLS_LEAN_NONCE];
+};
+
+struct tls_lean {
+	const EVP_CIPHER *aead;		/* fetched once per process */
+	uint8_t suite;			/* enum ktls_cipher: the suite's hash and key size */
+	uint8_t secret_len;		/* the suite's hash length */
+	uint8_t key_len;
+	uint8_t hdr_len;		/* header bytes of the current record seen */
+	uint8_t hdr[TLS_RECORD_HEADER];
+	struct tls_lean_dir rx, tx;
+	/* Body of a record that arrived in pieces (heap, NULL between records). */
+	unsigned char *body;
+	size_t body_have;
+};
+
 struct tls_conn {
 	SSL *ssl;
 	const struct tls_server *srv;
@@ -164,6 +203,12 @@ struct tls_conn {
 };
 
 static void tls_track_bytes(struct tls_rec_track *r, const unsigned char *p, size_t n);
+struct tls_lean;
+static void tls_lean_free(struct tls_lean *l);
+static enum tls_status tls_lean_read_all(struct tls_conn *t, tls_plain_fn on_plain, void *arg);
+static int tls_lean_write(struct tls_conn *t, const void *data, size_t len);
+static void tls_lean_shutdown(struct tls_conn *t);
+static void tls_conn_go_lean(struct tls_conn *t);
 
 /* ---------------------------------------------------------------------- */
 /* The buffer BIO                                                          */
@@ -640,6 +685,9 @@ struct tls_server *tls_server_new(const char *cert_file, const char *key_file,
 		err = EKEYREJECTED;
 		goto err_free_ctx;
 	}
+	/* Lean mode needs the TLS 1.3 traffic secrets, as the kTLS handoff does. */
+	srv->lean = true;
+	SSL_CTX_set_keylog_callback(srv->ctx, tls_keylog_cb);
 	return srv;
 
 err_free_ctx:
@@ -672,6 +720,7 @@ struct tls_server *tls_server_share(const struct tls_server *base, const char *a
 		return NULL;
 	}
 	srv->ctx = base->ctx;
+	srv->lean = base->lean;
 	return srv;
 }
 
@@ -1038,8 +1087,8 @@ struct tls_conn *tls_conn_new(struct tls_server *srv, tls_sink_fn sink, void *si
 	SSL_set_bio(t->ssl, bio, bio);
 	SSL_set_app_data(t->ssl, t);
 	SSL_set_accept_state(t->ssl);
-	if (srv->ktls_mask) {
-		/* Without it the connection simply stays in userspace. */
+	if (srv->ktls_mask || srv->lean) {
+		/* Without it the connection simply stays on OpenSSL. */
 		t->ktls = calloc(1, sizeof(*t->ktls));
 		if (t->ktls)
 			SSL_set_msg_callback(t->ssl, tls_msg_cb);
@@ -1071,6 +1120,7 @@ void tls_conn_free(struct tls_conn *t)
 		return;
 	SSL_free(t->ssl);
 	tls_conn_ktls_free(t);
+	tls_lean_free(t->lean);
 	tls_peer_cert_free(t->peer);
 	if (t->kc) {
 		OPENSSL_cleanse(t->kc, sizeof(*t->kc));
@@ -1261,7 +1311,7 @@ enum tls_status tls_conn_input(struct tls_conn *t, const void *data, size_t len,
 		st = TLS_OK;
 		goto out;
 	}
-	st = tls_conn_read_all(t, on_plain, arg);
+	st = t->lean ? tls_lean_read_all(t, on_plain, arg) : tls_conn_read_all(t, on_plain, arg);
 	if (st == TLS_STOPPED && tls_conn_keep_rest(t) < 0) {
 		tls_conn_fail(t, "input failed", "out of memory");
 		st = TLS_ERROR;
@@ -1280,6 +1330,8 @@ out:
 	t->in_len = 0;
 	t->in_off = 0;
 	t->in_input = false;
+	if (st == TLS_OK || st == TLS_HANDSHAKE_DONE)
+		tls_conn_go_lean(t);
 	ERR_clear_error();
 	return st;
 }
@@ -1302,6 +1354,8 @@ int tls_conn_write(struct tls_conn *t, const void *data, size_t len)
 		return -EINVAL;	/* the kernel encrypts: send plaintext on the socket */
 	if (len == 0)
 		return 0;
+	if (t->lean)
+		return tls_lean_write(t, data, len);
 	ERR_clear_error();
 	/* Without partial-write mode this writes every byte or fails. */
 	ret = SSL_write_ex(t->ssl, data, len, &written);
@@ -1318,6 +1372,10 @@ void tls_conn_shutdown(struct tls_conn *t)
 	if (t->shutdown_sent || t->state == TLS_ST_FAILED || t->state == TLS_ST_HANDSHAKE ||
 	    t->state == TLS_ST_KERNEL)
 		return;
+	if (t->lean) {
+		tls_lean_shutdown(t);
+		return;
+	}
 	t->shutdown_sent = true;
 	ERR_clear_error();
 	/* 0 = sent, peer's not yet seen; 1 = both done. Both are fine here. */
@@ -1491,7 +1549,7 @@ ssize_t tls_conn_channel_binding(const struct tls_conn *t, const char *type,
 {
 	if (!type || !out)
 		return -EINVAL;
-	if (t->state == TLS_ST_KERNEL && t->kc)
+	if ((t->state == TLS_ST_KERNEL || t->state == TLS_ST_LEAN) && t->kc)
 		return tls_cb_cached(t, type, out, cap);
 	if (t->state != TLS_ST_OPEN)
 		return -ENOTCONN;
@@ -1542,6 +1600,13 @@ size_t tls_conn_rx_partial(const struct tls_conn *t)
 {
 	const struct tls_rec_track *r;
 
+	if (t->lean) {
+		if (t->lean->hdr_len == 0)
+			return 0;
+		if (t->lean->hdr_len < TLS_RECORD_HEADER)
+			return TLS_RECORD_HEADER - t->lean->hdr_len;
+		return ((size_t)t->lean->hdr[3] << 8 | t->lean->hdr[4]) - t->lean->body_have;
+	}
 	if (!t->ktls)
 		return 0;
 	r = &t->ktls->rx;
@@ -1641,16 +1706,24 @@ void tls_conn_ktls_done(struct tls_conn *t)
 
 void tls_conn_ktls_abandon(struct tls_conn *t)
 {
-	if (t->state == TLS_ST_KERNEL)
-		return;
-	tls_conn_ktls_free(t);
-	if (t->ssl)
-		SSL_set_msg_callback(t->ssl, NULL);
+	if (t->state == TLS_ST_KERNEL || t->lean)
+		return;	/* the cache answers the accessors now */
 	if (t->kc) {
 		OPENSSL_cleanse(t->kc, sizeof(*t->kc));
 		free(t->kc);
 		t->kc = NULL;
 	}
+	/*
+	 * A TLS 1.3 connection that could not go lean right at the end of
+	 * the handshake (say, a record cut by the end of the input) keeps
+	 * the bookkeeping for a later tls_conn_input() call.
+	 */
+	if (t->srv->lean && t->ktls && !t->ktls->stale && t->state == TLS_ST_OPEN && t->ssl &&
+	    SSL_version(t->ssl) == TLS1_3_VERSION)
+		return;
+	tls_conn_ktls_free(t);
+	if (t->ssl)
+		SSL_set_msg_callback(t->ssl, NULL);
 }
 
 bool tls_conn_in_kernel(const struct tls_conn *t)
@@ -1670,6 +1743,443 @@ void tls_conn_mark_failed(struct tls_conn *t)
 {
 	/* The accessors still answer; only the close_notify is off. */
 	t->shutdown_sent = true;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Lean mode: TLS 1.3 records without the SSL object                       */
+
+/*
+ * An idle TLS 1.3 connection on OpenSSL 3.0 holds about 13.5 KB of heap
+ * in libssl: the SSL object itself (7.6 KB, mostly the record layer's
+ * arrays of 32 pipeline buffers and records, allocated whether used or
+ * not), the two AEAD contexts (1.9 KB), the session, the handshake's key
+ * shares and transcript hash, the copied CERT, and locks. No OpenSSL call
+ * releases them while the SSL object lives.
+ *
+ * So once a TLS 1.3 handshake is over and kTLS does not take the
+ * connection, the record protection is done here and the SSL object is
+ * freed, exactly as for the kTLS handoff and with the same bookkeeping
+ * (the application traffic secrets from the keylog callback, the records
+ * each side has sealed so far): what stays is the two traffic secrets,
+ * keys, IVs and sequence numbers (RFC 8446 5.3, 7.3), and the values the
+ * accessors and channel binding answer from (tls_conn_fill_cache). The
+ * negotiated suite, its AEAD and the protocol rules of the record layer
+ * are unchanged: records are AEAD-sealed with the per-record nonce, inner
+ * content types are checked, KeyUpdate is answered (RFC 8446 4.6.3), any
+ * other post-handshake handshake message or malformed record is a fatal
+ * alert, a close_notify ends the stream. TLS 1.2 connections keep their
+ * SSL object.
+ */
+
+static EVP_CIPHER *tls_lean_aeads[KTLS_CIPHER_COUNT + 1];
+static pthread_once_t tls_lean_once = PTHREAD_ONCE_INIT;
+
+static void tls_lean_init_once(void)
+{
+	tls_lean_aeads[KTLS_AES_128_GCM] = EVP_CIPHER_fetch(NULL, "AES-128-GCM", NULL);
+	tls_lean_aeads[KTLS_AES_256_GCM] = EVP_CIPHER_fetch(NULL, "AES-256-GCM", NULL);
+	tls_lean_aeads[KTLS_CHACHA20_POLY1305] = EVP_CIPHER_fetch(NULL, "ChaCha20-Poly1305", NULL);
+	ERR_clear_error();
+}
+
+/* Key and IV of one direction from its traffic secret (RFC 8446 7.3). */
+static int tls_lean_derive(struct tls_lean *l, struct tls_lean_dir *d)
+{
+	int ret = ktls_hkdf_expand_label(l->suite, d->secret, l->secret_len, "key", NULL, 0,
+					 d->key, l->key_len);
+
+	if (ret == 0)
+		ret = ktls_hkdf_expand_label(l->suite, d->secret, l->secret_len, "iv", NULL, 0,
+					     d->iv, sizeof(d->iv));
+	return ret;
+}
+
+/* KeyUpdate: the next traffic secret (RFC 8446 7.2), keys, and sequence 0. */
+static int tls_lean_next_keys(struct tls_lean *l, struct tls_lean_dir *d)
+{
+	uint8_t next[KTLS_SECRET_MAX];
+	int ret = ktls_hkdf_expand_label(l->suite, d->secret, l->secret_len, "traffic upd", NULL, 0,
+					 next, l->secret_len);
+
+	if (ret == 0) {
+		memcpy(d->secret, next, l->secret_len);
+		d->seq = 0;
+		ret = tls_lean_derive(l, d);
+	}
+	OPENSSL_cleanse(next, sizeof(next));
+	return ret;
+}
+
+static void tls_lean_nonce(const struct tls_lean_dir *d, uint8_t nonce[TLS_LEAN_NONCE])
+{
+	memcpy(nonce, d->iv, TLS_LEAN_NONCE);
+	for (int i = 0; i < 8; i++)
+		nonce[TLS_LEAN_NONCE - 1 - i] ^= (uint8_t)(d->seq >> (8 * i));
+}
+
+static void tls_lean_free(struct tls_lean *l)
+{
+	if (!l)
+		return;
+	free(l->body);
+	OPENSSL_cleanse(l, sizeof(*l));
+	free(l);
+}
+
+/*
+ * Seals one record of inner type `type` and passes it to the sink.
+ * len <= TLS_LEAN_PLAIN_MAX. 0, or -1 (t->sink_err set, or a crypto
+ * failure); the caller fails the connection.
+ */
+static int tls_lean_seal(struct tls_conn *t, EVP_CIPHER_CTX *ctx, uint8_t type,
+			 const void *data, size_t len)
+{
+	struct tls_lean *l = t->lean;
+	unsigned char rec[TLS_RECORD_HEADER + TLS_LEAN_PLAIN_MAX + 1 + TLS_LEAN_TAG];
+	size_t body = len + 1 + TLS_LEAN_TAG;
+	uint8_t nonce[TLS_LEAN_NONCE];
+	int n, fin, ret;
+
+	if (t->sink_err || len > TLS_LEAN_PLAIN_MAX || l->tx.seq == UINT64_MAX)
+		return -1;
+	rec[0] = KTLS_RECORD_DATA;
+	rec[1] = 0x03;
+	rec[2] = 0x03;
+	rec[3] = (uint8_t)(body >> 8);
+	rec[4] = (uint8_t)body;
+	memcpy(rec + TLS_RECORD_HEADER, data, len);
+	rec[TLS_RECORD_HEADER + len] = type;
+	tls_lean_nonce(&l->tx, nonce);
+	if (EVP_EncryptInit_ex2(ctx, l->aead, l->tx.key, nonce, NULL) != 1 ||
+	    EVP_EncryptUpdate(ctx, NULL, &n, rec, TLS_RECORD_HEADER) != 1 ||
+	    EVP_EncryptUpdate(ctx, rec + TLS_RECORD_HEADER, &n, rec + TLS_RECORD_HEADER,
+			      (int)len + 1) != 1 ||
+	    EVP_EncryptFinal_ex(ctx, rec + TLS_RECORD_HEADER + n, &fin) != 1 ||
+	    (size_t)n + (size_t)fin != len + 1 ||
+	    EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_GET_TAG, TLS_LEAN_TAG,
+				rec + TLS_RECORD_HEADER + len + 1) != 1) {
+		ERR_clear_error();
+		explicit_bzero(rec, TLS_RECORD_HEADER + len + 1);
+		return -1;
+	}
+	l->tx.seq++;
+	ret = t->sink(t->sink_arg, rec, TLS_RECORD_HEADER + body);
+	if (ret != 0) {
+		t->sink_err = ret < 0 ? ret : -EIO;
+		return -1;
+	}
+	return 0;
+}
+
+/* Sends a fatal alert (best effort) and fails the connection. */
+static void tls_lean_fail(struct tls_conn *t, EVP_CIPHER_CTX *ctx, uint8_t alert,
+			  const char *reason)
+{
+	const uint8_t msg[2] = { 2, alert };
+
+	if (alert && ctx)
+		(void)tls_lean_seal(t, ctx, KTLS_RECORD_ALERT, msg, sizeof(msg));
+	t->shutdown_sent = true;	/* no close_notify after a fatal alert */
+	tls_conn_fail(t, "read failed", reason);
+}
+
+/* A post-handshake handshake record: only KeyUpdate is valid (RFC 8446 4.6). */
+static enum tls_status tls_lean_handshake(struct tls_conn *t, EVP_CIPHER_CTX *ctx,
+					  const unsigned char *p, size_t len)
+{
+	static const uint8_t reply[TLS_LEAN_HS_HEADER + 1] = { KTLS_HS_KEY_UPDATE, 0, 0, 1, 0 };
+	struct tls_lean *l = t->lean;
+
+	/*
+	 * One whole message per record: a KeyUpdate must end its record
+	 * (RFC 8446 5.1), and it is the only message we take.
+	 */
+	if (len < TLS_LEAN_HS_HEADER || p[0] != KTLS_HS_KEY_UPDATE) {
+		tls_lean_fail(t, ctx, TLS_ALERT_UNEXPECTED_MESSAGE, "unexpected message");
+		return TLS_ERROR;
+	}
+	if (len != TLS_LEAN_HS_HEADER + 1 || p[1] || p[2] || p[3] != 1) {
+		tls_lean_fail(t, ctx, TLS_ALERT_DECODE_ERROR, "bad key update");
+		return TLS_ERROR;
+	}
+	if (p[4] > 1) {
+		tls_lean_fail(t, ctx, TLS_ALERT_ILLEGAL_PARAMETER, "bad key update");
+		return TLS_ERROR;
+	}
+	if (tls_lean_next_keys(l, &l->rx) < 0) {
+		tls_lean_fail(t, ctx, 0, "key update failed");
+		return TLS_ERROR;
+	}
+	/* update_requested: ours goes out under the old keys, then we switch. */
+	if (p[4] == 1 && !t->shutdown_sent) {
+		if (tls_lean_seal(t, ctx, KTLS_RECORD_HANDSHAKE, reply, sizeof(reply)) < 0 ||
+		    tls_lean_next_keys(l, &l->tx) < 0) {
+			tls_lean_fail(t, NULL, 0, t->sink_err ? "output sink failed" :
+				      "key update failed");
+			return TLS_ERROR;
+		}
+	}
+	return TLS_OK;
+}
+
+/* Opens one record (header in l->hdr) and acts on its content. */
+static enum tls_status tls_lean_open(struct tls_conn *t, EVP_CIPHER_CTX *ctx,
+				     const unsigned char *body, size_t len, unsigned char *pt,
+				     size_t *dirty, tls_plain_fn on_plain, void *arg)
+{
+	struct tls_lean *l = t->lean;
+	uint8_t nonce[TLS_LEAN_NONCE];
+	size_t n = len - TLS_LEAN_TAG;
+	int out, fin;
+	uint8_t type;
+
+	if (l->rx.seq == UINT64_MAX) {
+		tls_lean_fail(t, ctx, 0, "sequence number exhausted");
+		return TLS_ERROR;
+	}
+	tls_lean_nonce(&l->rx, nonce);
+	if (n > *dirty)
+		*dirty = n;
+	if (EVP_DecryptInit_ex2(ctx, l->aead, l->rx.key, nonce, NULL) != 1 ||
+	    EVP_DecryptUpdate(ctx, NULL, &out, l->hdr, TLS_RECORD_HEADER) != 1 ||
+	    EVP_DecryptUpdate(ctx, pt, &out, body, (int)n) != 1 ||
+	    EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_TAG, TLS_LEAN_TAG,
+				(void *)(body + n)) != 1 ||
+	    EVP_DecryptFinal_ex(ctx, pt + out, &fin) != 1 || (size_t)out + (size_t)fin != n) {
+		ERR_clear_error();
+		tls_lean_fail(t, ctx, TLS_ALERT_BAD_RECORD_MAC, "decryption failed or bad record mac");
+		return TLS_ERROR;
+	}
+	l->rx.seq++;
+	/* TLSInnerPlaintext: content, type, zero padding (RFC 8446 5.2). */
+	while (n > 0 && pt[n - 1] == 0)
+		n--;
+	if (n == 0) {
+		tls_lean_fail(t, ctx, TLS_ALERT_UNEXPECTED_MESSAGE, "record without content type");
+		return TLS_ERROR;
+	}
+	type = pt[--n];
+	if (n > TLS_LEAN_PLAIN_MAX) {
+		tls_lean_fail(t, ctx, TLS_ALERT_RECORD_OVERFLOW, "record overflow");
+		return TLS_ERROR;
+	}
+	switch (type) {
+	case KTLS_RECORD_DATA:
+		if (n == 0)
+			return TLS_OK;
+		if (on_plain(arg, (const char *)pt, n) != 0)
+			return TLS_STOPPED;
+		return t->state == TLS_ST_FAILED ? TLS_ERROR : TLS_OK;
+	case KTLS_RECORD_ALERT:
+		if (n != 2) {
+			tls_lean_fail(t, ctx, TLS_ALERT_DECODE_ERROR, "bad alert");
+			return TLS_ERROR;
+		}
+		if (pt[1] == KTLS_ALERT_CLOSE_NOTIFY) {
+			t->state = TLS_ST_CLOSED;
+			return TLS_CLOSED;
+		}
+		if (pt[1] == KTLS_ALERT_USER_CANCELED && pt[0] == KTLS_ALERT_WARNING)
+			return TLS_OK;	/* a close_notify follows (RFC 8446 6.1) */
+		tls_lean_fail(t, NULL, 0, "peer sent an alert");
+		return TLS_ERROR;
+	case KTLS_RECORD_HANDSHAKE:
+		return tls_lean_handshake(t, ctx, pt, n);
+	default:
+		tls_lean_fail(t, ctx, TLS_ALERT_UNEXPECTED_MESSAGE, "unexpected record type");
+		return TLS_ERROR;
+	}
+}
+
+/*
+ * tls_conn_read_all() for lean mode: opens every whole record of the lent
+ * input; a record cut by the end of the input is kept (header inline, body
+ * on the heap) until the rest arrives.
+ */
+static enum tls_status tls_lean_read_all(struct tls_conn *t, tls_plain_fn on_plain, void *arg)
+{
+	struct tls_lean *l = t->lean;
+	unsigned char pt[TLS_LEAN_CIPHER_MAX];
+	EVP_CIPHER_CTX *ctx = NULL;
+	enum tls_status st = TLS_OK;
+	size_t dirty = 0;
+
+	while (st == TLS_OK) {
+		size_t avail = t->in_len - t->in_off, len, k;
+		const unsigned char *body;
+
+		if (l->hdr_len < TLS_RECORD_HEADER) {
+			k = TLS_RECORD_HEADER - l->hdr_len;
+			if (k > avail)
+				k = avail;
+			memcpy(l->hdr + l->hdr_len, t->in + t->in_off, k);
+			l->hdr_len += (uint8_t)k;
+			t->in_off += k;
+			avail -= k;
+			if (l->hdr_len < TLS_RECORD_HEADER)
+				break;
+		}
+		len = (size_t)l->hdr[3] << 8 | l->hdr[4];
+		if (!ctx) {
+			ctx = EVP_CIPHER_CTX_new();
+			if (!ctx) {
+				tls_lean_fail(t, NULL, 0, "out of memory");
+				st = TLS_ERROR;
+				break;
+			}
+		}
+		/* Every record is protected now: opaque_type is application_data. */
+		if (l->hdr[0] != KTLS_RECORD_DATA) {
+			tls_lean_fail(t, ctx, TLS_ALERT_UNEXPECTED_MESSAGE, "unexpected record type");
+			st = TLS_ERROR;
+			break;
+		}
+		if (len > TLS_LEAN_CIPHER_MAX) {
+			tls_lean_fail(t, ctx, TLS_ALERT_RECORD_OVERFLOW, "record overflow");
+			st = TLS_ERROR;
+			break;
+		}
+		if (len < TLS_LEAN_TAG + 1) {
+			tls_lean_fail(t, ctx, TLS_ALERT_BAD_RECORD_MAC, "record too short");
+			st = TLS_ERROR;
+			break;
+		}
+		if (!l->body && avail >= len) {
+			body = t->in + t->in_off;
+			t->in_off += len;
+		} else {
+			if (!l->body) {
+				l->body = malloc(len);
+				l->body_have = 0;
+				if (!l->body) {
+					tls_lean_fail(t, NULL, 0, "out of memory");
+					st = TLS_ERROR;
+					break;
+				}
+			}
+			k = len - l->body_have;
+			if (k > avail)
+				k = avail;
+			memcpy(l->body + l->body_have, t->in + t->in_off, k);
+			l->body_have += k;
+			t->in_off += k;
+			if (l->body_have < len)
+				break;
+			body = l->body;
+		}
+		l->hdr_len = 0;
+		st = tls_lean_open(t, ctx, body, len, pt, &dirty, on_plain, arg);
+		if (l->body) {
+			free(l->body);
+			l->body = NULL;
+			l->body_have = 0;
+		}
+	}
+	EVP_CIPHER_CTX_free(ctx);
+	/* Plaintext may hold credentials (SASL PLAIN): do not leave it on the stack. */
+	explicit_bzero(pt, dirty);
+	return st;
+}
+
+/* tls_conn_write() in lean mode: records of at most 16 KiB. */
+static int tls_lean_write(struct tls_conn *t, const void *data, size_t len)
+{
+	EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+	const unsigned char *p = data;
+
+	if (!ctx) {
+		tls_conn_fail(t, "write failed", "out of memory");
+		return -ENOMEM;
+	}
+	while (len) {
+		size_t n = len < TLS_LEAN_PLAIN_MAX ? len : TLS_LEAN_PLAIN_MAX;
+
+		if (tls_lean_seal(t, ctx, KTLS_RECORD_DATA, p, n) < 0) {
+			EVP_CIPHER_CTX_free(ctx);
+			tls_conn_fail(t, "write failed", t->sink_err ? "output sink failed" :
+				      "encryption failed");
+			return t->sink_err ? t->sink_err : -EIO;
+		}
+		p += n;
+		len -= n;
+	}
+	EVP_CIPHER_CTX_free(ctx);
+	return 0;
+}
+
+/* close_notify (warning level, as OpenSSL sends it). */
+static void tls_lean_shutdown(struct tls_conn *t)
+{
+	static const uint8_t msg[2] = { KTLS_ALERT_WARNING, KTLS_ALERT_CLOSE_NOTIFY };
+	EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+
+	t->shutdown_sent = true;
+	if (!ctx || tls_lean_seal(t, ctx, KTLS_RECORD_ALERT, msg, sizeof(msg)) < 0)
+		tls_conn_fail(t, "shutdown failed", t->sink_err ? "output sink failed" :
+			      "encryption failed");
+	EVP_CIPHER_CTX_free(ctx);
+}
+
+/*
+ * After a tls_conn_input() call: a TLS 1.3 connection whose handshake is
+ * over, with nothing buffered in OpenSSL and at a record boundary, moves
+ * to lean mode unless kTLS takes it. Any doubt (keys changed through
+ * OpenSSL, framing lost, an allocation failed) leaves it on OpenSSL.
+ */
+static void tls_conn_go_lean(struct tls_conn *t)
+{
+	struct tls_ktls_state *k = t->ktls;
+	enum ktls_cipher c;
+	struct tls_lean *l;
+	size_t hash_len;
+
+	if (!t->srv->lean || !k || k->stale || t->state != TLS_ST_OPEN || t->shutdown_sent ||
+	    t->stash || t->kc || k->rx.hdr_len || SSL_version(t->ssl) != TLS1_3_VERSION ||
+	    tls_conn_ktls_possible(t))
+		return;
+	if (SSL_pending(t->ssl) > 0 || SSL_has_pending(t->ssl))
+		return;
+	c = tls_conn_ktls_cipher(t);
+	hash_len = c == KTLS_AES_256_GCM ? 48 : 32;
+	if (c == KTLS_CIPHER_NONE || k->client_secret_len != hash_len ||
+	    k->server_secret_len != hash_len)
+		return;
+	pthread_once(&tls_lean_once, tls_lean_init_once);
+	if (!tls_lean_aeads[c])
+		return;
+	l = calloc(1, sizeof(*l));
+	if (!l)
+		return;
+	l->aead = tls_lean_aeads[c];
+	l->suite = (uint8_t)c;
+	l->secret_len = (uint8_t)hash_len;
+	l->key_len = c == KTLS_AES_128_GCM ? 16 : 32;
+	memcpy(l->rx.secret, k->client_secret, hash_len);
+	memcpy(l->tx.secret, k->server_secret, hash_len);
+	l->rx.seq = k->rx.records;
+	l->tx.seq = k->tx_records;
+	if (tls_lean_derive(l, &l->rx) < 0 || tls_lean_derive(l, &l->tx) < 0 ||
+	    tls_conn_fill_cache(t) < 0) {
+		ERR_clear_error();
+		tls_lean_free(l);
+		if (t->kc) {
+			OPENSSL_cleanse(t->kc, sizeof(*t->kc));
+			free(t->kc);
+			t->kc = NULL;
+		}
+		return;
+	}
+	ERR_clear_error();
+	SSL_free(t->ssl);
+	t->ssl = NULL;
+	tls_conn_ktls_free(t);
+	t->lean = l;
+	t->state = TLS_ST_LEAN;
+}
+
+bool tls_conn_is_lean(const struct tls_conn *t)
+{
+	return t->lean != NULL;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -1716,6 +2226,8 @@ struct tls_server *tls_s2s_context_new(const char *cert_file, const char *key_fi
 		srv = tls_server_new(cert_file, key_file, alpn);
 		if (!srv)
 			return NULL;
+		/* s2s checks the peer's certificate after the handshake: keep the SSL. */
+		srv->lean = false;
 	} else {
 		pthread_once(&tls_bio_once, tls_bio_init_once);
 		srv = calloc(1, sizeof(*srv));

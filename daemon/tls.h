@@ -226,6 +226,14 @@ void tls_conn_ktls_abandon(struct tls_conn *t);
 bool tls_conn_in_kernel(const struct tls_conn *t);
 
 /*
+ * True once a TLS 1.3 connection runs without its SSL object: after the
+ * handshake, when kTLS does not take it, tls.c seals and opens the records
+ * itself (same suite and keys) and the SSL object's ~13 KB are freed.
+ * Everything above works the same; only the SSL-level calls are gone.
+ */
+bool tls_conn_is_lean(const struct tls_conn *t);
+
+/*
  * kTLS mode: true exactly once when a close_notify should be sent now
  * (not after a fatal alert, not twice).
  */

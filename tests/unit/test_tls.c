@@ -1303,6 +1303,117 @@ static void test_sink_failure_is_fatal(void **state)
  * little data, with the client side freed. Measured with mallinfo2() over
  * many connections (single-threaded test: all in the main arena).
  */
+/*
+ * Lean mode: after a TLS 1.3 handshake the SSL object is freed and tls.c
+ * seals and opens the records itself; TLS 1.2 keeps OpenSSL.
+ */
+static void test_lean_mode_tls13_only(void **state)
+{
+	struct pair p;
+
+	pair_connect(&p, fx.direct, TLS1_3_VERSION, TLS1_3_VERSION, 211);
+	assert_true(tls_conn_is_lean(p.server));
+	assert_string_equal(tls_conn_version(p.server), "TLSv1.3");
+	assert_true(tls_conn_cipher(p.server)[0] != '\0');
+	assert_true(tls_conn_is_tls13(p.server));
+	for (int i = 0; i < 3; i++) {
+		p.plain.len = 0;
+		exchange_data(&p);
+	}
+	pair_free(&p);
+
+	pair_connect(&p, fx.direct, TLS1_2_VERSION, TLS1_2_VERSION, 213);
+	assert_false(tls_conn_is_lean(p.server));
+	exchange_data(&p);
+	pair_free(&p);
+}
+
+/* A KeyUpdate that asks nothing back: new receive keys, same send keys. */
+static void test_lean_key_update_not_requested(void **state)
+{
+	struct bytes got = { 0 };
+	struct pair p;
+
+	pair_connect(&p, fx.direct, TLS1_3_VERSION, TLS1_3_VERSION, 217);
+	assert_true(tls_conn_is_lean(p.server));
+	assert_int_equal(SSL_key_update(p.client, SSL_KEY_UPDATE_NOT_REQUESTED), 1);
+	client_write(&p, "after");
+	p.plain.len = 0;
+	p.last = TLS_OK;
+	pump_to_server(&p);
+	assert_int_equal(p.last, TLS_OK);
+	assert_int_equal(p.plain.len, 5);
+	assert_memory_equal(p.plain.data, "after", 5);
+	assert_int_equal(p.sink.len, 0);	/* nothing sent back */
+	assert_int_equal(tls_conn_write(p.server, "reply", 5), 0);
+	assert_int_equal(client_read(&p, &got), SSL_ERROR_WANT_READ);
+	assert_int_equal(got.len, 5);
+	free(got.data);
+	pair_free(&p);
+}
+
+/* Feeds raw bytes to a lean server; expects a fatal alert `reason` at the client. */
+static void lean_bad_input(const unsigned char *rec, size_t len, int reason, uint32_t seed)
+{
+	struct bytes got = { 0 };
+	struct pair p;
+
+	pair_connect(&p, fx.direct, TLS1_3_VERSION, TLS1_3_VERSION, seed);
+	assert_true(tls_conn_is_lean(p.server));
+	assert_int_equal(tls_conn_input(p.server, rec, len, pair_plain, &p), TLS_ERROR);
+	assert_non_null(strstr(tls_conn_error(p.server), "read failed: "));
+	assert_int_equal(tls_conn_write(p.server, "x", 1), -EIO);
+	tls_conn_shutdown(p.server);	/* no close_notify after a fatal alert */
+	ERR_clear_error();
+	assert_int_equal(client_read(&p, &got), SSL_ERROR_SSL);
+	assert_true(client_saw(reason));
+	free(got.data);
+	pair_free(&p);
+}
+
+static void test_lean_rejects_bad_records(void **state)
+{
+	/* A cleartext handshake record after the handshake. */
+	static const unsigned char hs[] = { 22, 3, 3, 0, 4, 1, 0, 0, 0 };
+	/* Longer than 2^14 + 256. */
+	static const unsigned char big[] = { 23, 3, 3, 0x41, 0x01 };
+	/* Too short to hold a tag. */
+	unsigned char shortrec[5 + 16] = { 23, 3, 3, 0, 16 };
+	/* A whole record whose tag does not verify. */
+	unsigned char forged[5 + 40] = { 23, 3, 3, 0, 40 };
+
+	lean_bad_input(hs, sizeof(hs), SSL_R_SSLV3_ALERT_UNEXPECTED_MESSAGE, 221);
+	lean_bad_input(big, sizeof(big), SSL_R_TLSV1_ALERT_RECORD_OVERFLOW, 223);
+	lean_bad_input(shortrec, sizeof(shortrec), SSL_R_SSLV3_ALERT_BAD_RECORD_MAC, 227);
+	lean_bad_input(forged, sizeof(forged), SSL_R_SSLV3_ALERT_BAD_RECORD_MAC, 229);
+}
+
+/* A record cut anywhere waits for its rest; rx_partial says how much is due. */
+static void test_lean_partial_record(void **state)
+{
+	unsigned char *data;
+	struct pair p;
+	long len;
+
+	pair_connect(&p, fx.direct, TLS1_3_VERSION, TLS1_3_VERSION, 231);
+	assert_true(tls_conn_is_lean(p.server));
+	assert_int_equal(tls_conn_rx_partial(p.server), 0);
+	client_write(&p, "split across inputs");
+	len = BIO_get_mem_data(p.c_out, (char **)&data);
+	assert_true(len > 8);
+	assert_int_equal(tls_conn_input(p.server, data, 3, pair_plain, &p), TLS_OK);
+	assert_int_equal(tls_conn_rx_partial(p.server), 2);
+	assert_int_equal(tls_conn_input(p.server, data + 3, 5, pair_plain, &p), TLS_OK);
+	assert_int_equal(tls_conn_rx_partial(p.server), (size_t)len - 8);
+	assert_int_equal(p.plain.len, 0);
+	assert_int_equal(tls_conn_input(p.server, data + 8, (size_t)len - 8, pair_plain, &p),
+			 TLS_OK);
+	assert_int_equal(tls_conn_rx_partial(p.server), 0);
+	assert_int_equal(p.plain.len, strlen("split across inputs"));
+	(void)BIO_reset(p.c_out);
+	pair_free(&p);
+}
+
 static void test_idle_conn_memory_within_budget(void **state)
 {
 	static struct pair p[MEM_CONNS];
@@ -1387,6 +1498,10 @@ int main(void)
 		cmocka_unit_test(test_stop_keeps_rest_for_later),
 		cmocka_unit_test(test_stop_in_handshake_input),
 		cmocka_unit_test(test_sink_failure_is_fatal),
+		cmocka_unit_test(test_lean_mode_tls13_only),
+		cmocka_unit_test(test_lean_key_update_not_requested),
+		cmocka_unit_test(test_lean_rejects_bad_records),
+		cmocka_unit_test(test_lean_partial_record),
 		cmocka_unit_test(test_idle_conn_memory_within_budget),
 	};
 
