@@ -32,7 +32,7 @@ generator (build/loadgen, tests/bench/loadgen.c) to separate CPUs, and runs:
              --roster-presence) once per steering policy (--steering-list), with
              the per-worker steered counts from `stanzactl --json workers` after
              it, and the closed-loop messages scenario; ratios to one worker in
-             docs/bench/WORKERS.md (scripts/bench_workers.py). With one worker
+             DIR/WORKERS.md with --report DIR (bench_report.py --workers). With one worker
              the server gets CPU 0 and the generators CPU 1; with N it gets the
              first N CPUs and the generators the rest, or every CPU when none is
              left (a 2-core host: they share the cores)
@@ -1192,23 +1192,32 @@ def workers_jobs(opts, template, with_server):
     once per steering policy (one policy with one worker: there is nothing
     to steer), then the messages scenario."""
     jobs = []
-    for nw in opts.workers_list:
+    for rnd, nw in [(rnd, nw) for rnd in range(opts.workers_rounds)
+                    for nw in opts.workers_list]:
         layout = worker_layout(opts, nw)
         o2 = argparse.Namespace(**vars(opts))
         o2.server_cpus, o2.loadgen_cpus = layout[0], layout[1]
         for st in (opts.steering_list if nw > 1 else [None]):
             name = "storm w%d%s" % (nw, " " + st if st else "")
-            jobs.append((name, lambda nw=nw, st=st, o2=o2, layout=layout, name=name: [
-                with_server(name, lambda s: scenario_storm(o2, s, nw, st, layout), tls=True,
-                            workers=nw, steering=st, sopts=o2)]))
+            if opts.workers_rounds > 1:
+                name += " round %d" % (rnd + 1)
+
+            def storm(s, o2=o2, nw=nw, st=st, layout=layout, rnd=rnd):
+                r = scenario_storm(o2, s, nw, st, layout)
+                r["params"]["round"] = rnd + 1
+                return r
+            jobs.append((name, lambda nw=nw, st=st, o2=o2, storm=storm, name=name: [
+                with_server(name, storm, tls=True, workers=nw, steering=st, sopts=o2)]))
         if True:  # the messages scenario with nw workers
             name = "messages w%d" % nw
+            if opts.workers_rounds > 1:
+                name += " round %d" % (rnd + 1)
             st = opts.steering_list[0] if nw > 1 and opts.steering_list else None
 
-            def msg(s, o2=o2, nw=nw, st=st, layout=layout):
+            def msg(s, o2=o2, nw=nw, st=st, layout=layout, rnd=rnd):
                 r = scenario_messages(o2, s)
                 r["scenario"] = "workers_messages"
-                r["params"].update({"workers": nw, "steering": st or "none",
+                r["params"].update({"workers": nw, "steering": st or "none", "round": rnd + 1,
                                     "server_cpus": layout[0], "loadgen_cpus": layout[1],
                                     "shared_cpus": layout[2]})
                 r["server_threads_cpu_s"] = r["loadgen"].get("server_threads_cpu_s")
@@ -1425,7 +1434,8 @@ def parse_args(argv):
     p.add_argument("--build", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                                    "..", "build"))
     p.add_argument("--scenario", default=",".join(ALL_SCENARIOS),
-                   help="comma-separated subset of: %s" % ", ".join(ALL_SCENARIOS))
+                   help="comma-separated subset of: %s (default all of them); also %s" % (
+                       ", ".join(ALL_SCENARIOS), ", ".join(EXTRA_SCENARIOS)))
     p.add_argument("--clients", type=int, default=1000, help="messages/latency clients (1000)")
     p.add_argument("--window", type=int, default=4,
                    help="closed loop: messages each client keeps starting (4)")
@@ -1465,6 +1475,9 @@ def parse_args(argv):
     p.add_argument("--steering-list", default="least-loaded,source-hash",
                    help="scenario workers: a storm per steering policy with more than one "
                         "worker; the first also for messages (least-loaded,source-hash)")
+    p.add_argument("--workers-rounds", type=int, default=1,
+                   help="scenario workers: rounds, each every worker count in turn; the "
+                        "report shows each figure's median round and the range (1)")
     p.add_argument("--storm-devices", type=int, default=10000,
                    help="scenario workers: devices in the TLS login storm (10000)")
     p.add_argument("--storm-threads", type=int, default=32,
@@ -1519,7 +1532,7 @@ def parse_args(argv):
             p.error("unknown steering %r (least-loaded, source-hash or kernel)" % x)
     if not o.steering_list:
         p.error("--steering-list needs a policy")
-    if o.storm_devices < 1 or o.storm_threads < 1 or o.storm_spread < 0:
+    if o.storm_devices < 1 or o.storm_threads < 1 or o.storm_spread < 0 or o.workers_rounds < 1:
         p.error("--storm-devices and --storm-threads must be positive")
     o.server_list = [x.strip() for x in o.servers.split(",") if x.strip()]
     for x in o.server_list:
@@ -1808,6 +1821,13 @@ def main(argv):
                 failures.append((server, "%s exited non-zero" % server))
     if stanzad_version := stanzad_version_of(opts):
         meta["versions"]["stanzad"] = stanzad_version
+    if "stanzad" in opts.server_list and not opts.target:
+        try:
+            path = os.path.join(opts.build, "stanzad")
+            with open(path, "rb") as f:
+                meta["stanzad_binary"] = {"sha256": hashlib.sha256(f.read()).hexdigest()[:16]}
+        except OSError:
+            pass
     try:
         meta["git"] = subprocess.run(
             ["git", "-C", os.path.dirname(os.path.abspath(__file__)), "describe", "--always",

@@ -495,20 +495,67 @@ def _table(rows_spec, cols, base_col):
     return out
 
 
+def _make_command(command):
+    """bench.py's command line as `make bench BENCH_ARGS="..."` (its --build
+    left to make)."""
+    words = command.split()[1:]
+    args, skip = [], False
+    for w in words:
+        if skip:
+            skip = False
+        elif w == "--build":
+            skip = True
+        elif not w.startswith("--build="):
+            args.append(w)
+    return 'make bench BENCH_ARGS="%s"' % " ".join(args)
+
+
+def _median_rounds(results, scenario, key):
+    """{column: the result of its median round by `key`}, each with "_rounds":
+    {round: key's value} of every round."""
+    groups = {}
+    for r in results:
+        if r.get("scenario") == scenario and "error" not in r and r.get(key) is not None:
+            groups.setdefault(_col(r), []).append(r)
+    out = {}
+    for c, rs in groups.items():
+        rs = sorted(rs, key=lambda r: r[key])
+        m = dict(rs[(len(rs) - 1) // 2])
+        m["_rounds"] = {get(r, "params", "round") or 1: r[key] for r in rs}
+        out[c] = m
+    return out
+
+
+def _each_round(r):
+    rounds = r.get("_rounds") or {}
+    return " / ".join(fmt(rounds[k]) for k in sorted(rounds)) if len(rounds) > 1 else None
+
+
+def _round_ratios(r, base):
+    """r's figure over base's, round by round (the two ran in the same round)."""
+    a, b = r.get("_rounds") or {}, base.get("_rounds") or {}
+    return ["%.2fx" % (a[k] / b[k]) for k in sorted(a) if b.get(k)]
+
+
 def render_workers(results, meta):
-    storms = {_col(r): r for r in results if r.get("scenario") == "storm" and "error" not in r}
-    msgs = {_col(r): r for r in results
-            if r.get("scenario") == "workers_messages" and "error" not in r}
+    storms = _median_rounds(results, "storm", "logins_per_s")
+    msgs = _median_rounds(results, "workers_messages", "msgs_per_s")
+    nrounds = max([len(r["_rounds"]) for r in list(storms.values()) + list(msgs.values())] or [1])
     failed = [r for r in results if "error" in r]
     out = ["# stanzad with one and with two workers", ""]
-    out.append("Made by one command, `%s` (that is `make bench BENCH_ARGS=\"...\"` with the "
-               "arguments after `--build`), on %s (%s, %s CPUs, kernel %s). Every figure "
+    out.append("Made by one command, `%s` (`%s` runs the same with the binaries of "
+               "`build/`), on %s (%s, %s CPUs, kernel %s). Every figure "
                "below comes from this one run; `scripts/bench_report.py --workers "
                "docs/bench/workers.jsonl` rebuilds this file from the JSON lines beside it.%s" % (
-                   meta.get("command", "make bench"), meta.get("date", "?"),
+                   meta.get("command", "make bench"), _make_command(meta.get("command", "")),
+                   meta.get("date", "?"),
                    get(meta, "host", "cpu_model") or "cpu", get(meta, "host", "cpus"),
                    get(meta, "host", "kernel"),
-                   " Source tree: `%s` (git describe)." % meta["git"] if meta.get("git") else ""))
+                   " The bench scripts' tree: `%s` (git describe); stanzad: %s%s." % (
+                       meta["git"], get(meta, "versions", "stanzad") or "?",
+                       ", binary sha256 %s..." % get(meta, "stanzad_binary", "sha256")
+                       if meta.get("stanzad_binary") else "")
+                   if meta.get("git") else ""))
     out.append("")
     out.append("What it measures (issue 6): the same stanzad binary started with "
                "`--workers 1` and `--workers 2`, a fresh process per measurement, in one run:")
@@ -554,13 +601,21 @@ def render_workers(results, meta):
                "session and all routing run on worker 0. Logins can scale with workers; "
                "message throughput is not expected to (the messages rows show what the "
                "second worker costs rather than what it gains).")
-    noisy = sorted({"%s (%s)" % (r["scenario"], _col_name(_col(r))) for r in results
+    noisy = sorted({"%s (%s%s)" % (r["scenario"], _col_name(_col(r)),
+                                   ", round %s" % get(r, "params", "round")
+                                   if nrounds > 1 else "") for r in results
                     if (r.get("other_cpu_util") or 0) > NOISY_OTHER_CPU})
     out.append("- The machine is shared: bench.py waits up to 10 s before each measurement "
                "for other processes to fall under 10%% of a core, and reports what they "
                "used during each window (\"other processes\" rows). %s" % (
                    "Over 10%% during %s: those figures are noisy." % ", ".join(noisy)
                    if noisy else "They stayed under 10% in every window of this run."))
+    if nrounds > 1:
+        out.append("- %d rounds, each running every configuration in turn (one worker, then "
+                   "two), so that other processes' load falls on both alike. Each column "
+                   "shows its median round (by logins/s or msg/s); the row \"in each round\" "
+                   "and the per-round ratios below show the spread. Differences inside that "
+                   "spread are not measured differences." % nrounds)
     out.append("- Accounts are seeded with one PBKDF2 iteration (bench.py's store): SCRAM "
                "then costs the server two HMACs and a hash, the client one PBKDF2 round; "
                "the TLS handshake dominates both sides' cost per login.")
@@ -576,6 +631,7 @@ def render_workers(results, meta):
             out.append("")
         spec = [
             ("logins/s", lambda r: r.get("logins_per_s"), "{:,.0f}", True),
+            ("logins/s in each round", lambda r: _each_round(r) or "-", None, None),
             ("storm duration, s", lambda r: r.get("storm_s"), "{:.2f}", False),
             ("time to ready p50, ms", lambda r: get(r, "ready_ms", "p50"), "{:.2f}", False),
             ("time to ready p99, ms", lambda r: get(r, "ready_ms", "p99"), "{:.2f}", False),
@@ -635,6 +691,7 @@ def render_workers(results, meta):
         out.append("")
         spec = [
             ("throughput, msg/s", lambda r: r.get("msgs_per_s"), "{:,.0f}", True),
+            ("msg/s in each round", lambda r: _each_round(r) or "-", None, None),
             ("server CPU per message, us", lambda r: r.get("server_us_per_msg"), "{:.2f}",
              False),
             ("latency under that load p50, us", lambda r: get(r, "latency_us", "p50"),
@@ -720,6 +777,9 @@ def _workers_findings(storms, msgs, base_s, base_m):
                        fmt(r.get("loadgen_cpu_util"), "{:.0%}"),
                        fmt(b.get("server_cpu_util"), "{:.0%}"),
                        fmt(b.get("loadgen_cpu_util"), "{:.0%}")))
+        rr = _round_ratios(r, b)
+        if len(rr) > 1:
+            out.append("Its logins/s over one worker's, round by round: %s." % ", ".join(rr))
         busy = (r.get("server_cpu_util") or 0) + (r.get("loadgen_cpu_util") or 0) + \
             (r.get("other_cpu_util") or 0)
         if busy > 1.8:
@@ -751,6 +811,9 @@ def _workers_findings(storms, msgs, base_s, base_m):
                        "; other processes used over 10%% of a core in %s, so the ratio is "
                        "noisy" % " and ".join(_col_name(_col(x)) for x in noisy) if noisy
                        else ""))
+        rr = _round_ratios(r, bm)
+        if len(rr) > 1:
+            out.append("Its msg/s over one worker's, round by round: %s." % ", ".join(rr))
     for c, r in sorted(storms.items()):
         pw = r.get("per_worker") or []
         sel = [w.get("selected") or 0 for w in pw]
