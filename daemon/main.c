@@ -205,6 +205,8 @@ struct worker_start {
 	unsigned id;
 	int result;
 	sem_t *ready;
+	pthread_t thread;	/* here, not in the worker: worker_init() clears that */
+	bool started;
 };
 
 static void *worker_thread(void *arg)
@@ -236,11 +238,9 @@ static int start_worker_threads(struct server *srv, struct worker_start *ws)
 	sem_init(&ready, 0, 0);
 	for (unsigned k = 1; k < srv->nworkers; k++) {
 		ws[k] = (struct worker_start){ .srv = srv, .id = k, .result = -EAGAIN, .ready = &ready };
-		if (pthread_create(&srv->workers[k].thread, NULL, worker_thread, &ws[k]) != 0) {
-			ws[k].result = -EAGAIN;
+		ws[k].started = pthread_create(&ws[k].thread, NULL, worker_thread, &ws[k]) == 0;
+		if (!ws[k].started)
 			sem_post(&ready);
-			srv->workers[k].thread = 0;
-		}
 	}
 	for (unsigned k = 1; k < srv->nworkers; k++)
 		sem_wait(&ready);
@@ -255,11 +255,11 @@ static int start_worker_threads(struct server *srv, struct worker_start *ws)
 }
 
 /* Waits for workers 1..N-1 to end (after worker 0 asked them to). */
-static void join_worker_threads(struct server *srv)
+static void join_worker_threads(struct server *srv, struct worker_start *ws)
 {
 	for (unsigned k = 1; k < srv->nworkers; k++)
-		if (srv->workers[k].thread)
-			pthread_join(srv->workers[k].thread, NULL);
+		if (ws[k].started)
+			pthread_join(ws[k].thread, NULL);
 }
 
 /* Uses the whole hard fd limit; derives max_connections from it if unset. */
@@ -623,7 +623,7 @@ int main(int argc, char **argv)
 	sdnotify_close();	/* its watchdog timer lives on the worker's loop */
 	worker_post_now(w);	/* the stop messages, if the loop ended on its own */
 out_workers:
-	join_worker_threads(&srv);
+	join_worker_threads(&srv, starts);
 	/* Connections that moved to worker 0 after its loop ended are closed below. */
 	mailbox_drain(w);
 	log_info("server.stop", "status=%d", status);

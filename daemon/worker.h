@@ -89,7 +89,6 @@ struct worker {
 	struct worker_msg stop_msg;	/* worker 0 asks us to shut down */
 	struct conn_move *moving;	/* connections leaving for their home worker */
 	uint32_t load_published;	/* connection count last given to the steering */
-	pthread_t thread;		/* workers 1..N-1 run on their own thread */
 };
 
 /*
