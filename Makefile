@@ -127,6 +127,7 @@ check: deps
 	$(Q)$(MAKE) --no-print-directory soak-check
 	$(Q)STANZAD_PACKAGE_ALLOW_SKIP=1 $(MAKE) --no-print-directory check-package
 	$(Q)$(MAKE) --no-print-directory fuzz-check
+	$(Q)$(MAKE) --no-print-directory tsan-check
 	$(Q)$(MAKE) --no-print-directory kernel-lab-quick
 
 # The kernel lab (scripts/kernel-lab.sh, tests/kernel/): what the host's
@@ -190,6 +191,20 @@ soak: $(BUILD)/stanzad $(BUILD)/stanzactl
 soak-check: $(BUILD)/stanzad $(BUILD)/stanzactl
 	$(Q)$(PYTHON) tests/reliability/soak.py --build $(abspath $(BUILD)) $(SOAK_CHECK_ARGS) > $(BUILD)/soak-check.json
 
+# ThreadSanitizer over what several threads share: the mailboxes (unit
+# test) and the daemon with two workers moving connections, steering,
+# reloading and shutting down (integration tests). Its own build folder;
+# a race report makes the process exit 66, which fails the test.
+TSAN_BUILD := build-tsan
+TSAN_TESTS := tests/integration/test_workers.py tests/integration/test_steer.py \
+	      tests/integration/test_sasl2.py tests/integration/test_shutdown.py
+tsan-check:
+	$(Q)$(MAKE) --no-print-directory BUILD=$(TSAN_BUILD) CC="$(CC) -fsanitize=thread" \
+		$(TSAN_BUILD)/stanzad $(TSAN_BUILD)/stanzactl $(TSAN_BUILD)/tests/test_mailbox
+	$(Q)TSAN_OPTIONS="halt_on_error=1:exitcode=66" $(TSAN_BUILD)/tests/test_mailbox
+	$(Q)TSAN_OPTIONS="halt_on_error=0:exitcode=66" STANZAD_BUILD=$(abspath $(TSAN_BUILD)) \
+		$(PYTHON) -m pytest -q -p no:cacheprovider $(TSAN_TESTS)
+
 # The IoT demo (scripts/iot_demo.py): temporary state, removed at the end.
 DEMO_DEVICES ?= 5
 DEMO_SECONDS ?= 60
@@ -200,7 +215,7 @@ demo: $(BUILD)/stanzad $(BUILD)/stanzactl
 clean:
 	rm -rf $(BUILD)
 
-.PHONY: all deps unit integration compliance check run clean bench kernel-lab-quick check-kernel bench-kernel demo soak soak-check
+.PHONY: all deps unit integration compliance check run clean bench kernel-lab-quick check-kernel bench-kernel demo soak soak-check tsan-check
 .PRECIOUS: $(BUILD)/obj/%.o
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
