@@ -594,7 +594,19 @@ def host_info():
                     break
     except OSError:
         pass
-    return {"cpus": os.cpu_count(), "cpu_model": model, "kernel": platform.release()}
+    # What bounds the idle sizes: descriptors per process, and whether the
+    # bench may raise the hard limit (CAP_SYS_RESOURCE, bit 24 of CapEff).
+    cap_sys_resource = None
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    cap_sys_resource = bool(int(line.split()[1], 16) >> 24 & 1)
+    except OSError:
+        pass
+    return {"cpus": os.cpu_count(), "cpu_model": model, "kernel": platform.release(),
+            "nofile_hard": resource.getrlimit(resource.RLIMIT_NOFILE)[1],
+            "cap_sys_resource": cap_sys_resource}
 
 
 def pick(res, *keys):

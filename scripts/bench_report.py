@@ -201,6 +201,19 @@ def find(results, scenario, server="stanzad", **params):
     return None
 
 
+def nofile_bound(meta):
+    """The descriptor limit of the run's host, when the run recorded it."""
+    host = meta.get("host") or {}
+    hard = host.get("nofile_hard")
+    if not hard:
+        return ""
+    raise_ = ("and the bench could not raise it (no CAP_SYS_RESOURCE)"
+              if host.get("cap_sys_resource") is False else "(raisable as root)")
+    return ("on this host one process may hold at most %s descriptors (RLIMIT_NOFILE hard "
+            "limit) %s, and the server holds every connection in one process, so no size "
+            "above that could be tried; " % (fmt(hard), raise_))
+
+
 def targets(results, meta):
     """Rows (target, measured, verdict, what bounds it)."""
     rows = []
@@ -304,6 +317,7 @@ def targets(results, meta):
                  if idle or tls else None,
                  None if n is None and n_t is None else
                  (n or 0) >= 1000000 and (n_t or 0) >= 100000,
+                 nofile_bound(meta) +
                  "the sizes asked for in this run (--idle-clients, --idle-tls-clients); the "
                  "load generators spread their source addresses over 127.0.0.0/8 "
                  "(--source-spread per address), so the bounds are descriptors "
@@ -389,6 +403,12 @@ def render(results, meta):
             out.append("- %s on %s: failed: %s" % (r["scenario"], r.get("server", "stanzad"),
                                                   r["error"].splitlines()[0]))
         out.extend("- " + n for n in notes)
+        out.append("")
+    # Rows of results.jsonl replaced by a later, narrower run, and why.
+    if meta.get("amendments"):
+        out.append("## Amendments")
+        out.append("")
+        out.extend("- " + a for a in meta["amendments"])
         out.append("")
     out.append("## How the servers ran")
     out.append("")
