@@ -119,11 +119,22 @@ compliance:
 integration: $(BUILD)/stanzad $(BUILD)/stanzactl
 	$(Q)STANZAD_BUILD=$(abspath $(BUILD)) $(PYTHON) -m pytest -q -rs -p no:cacheprovider tests/integration
 
+# The routing between account homes (router.c, docs/account-homes.md) in
+# the diagnostic homes = loop mode, where every stanza for a local account
+# passes through a mailbox: the tests of what it touches.
+HOMES_LOOP_TESTS := $(addprefix tests/integration/,test_homes.py test_messaging.py \
+	test_presence.py test_subscription.py test_mam.py test_blocking.py test_sm.py \
+	test_durability.py test_offline.py test_carbons.py)
+integration-homes-loop: $(BUILD)/stanzad $(BUILD)/stanzactl
+	$(Q)STANZAD_BUILD=$(abspath $(BUILD)) STANZAD_TEST_ARGS="--homes loop" \
+		$(PYTHON) -m pytest -q -rs -p no:cacheprovider $(HOMES_LOOP_TESTS)
+
 check: deps
 	$(Q)scripts/install-deps.sh console
 	$(Q)$(MAKE) --no-print-directory all $(UNIT_BINS)
 	$(Q)$(MAKE) --no-print-directory unit
 	$(Q)$(MAKE) --no-print-directory integration
+	$(Q)$(MAKE) --no-print-directory integration-homes-loop
 	$(Q)$(MAKE) --no-print-directory soak-check
 	$(Q)STANZAD_PACKAGE_ALLOW_SKIP=1 $(MAKE) --no-print-directory check-package
 	$(Q)$(MAKE) --no-print-directory fuzz-check
@@ -215,7 +226,7 @@ demo: $(BUILD)/stanzad $(BUILD)/stanzactl
 clean:
 	rm -rf $(BUILD)
 
-.PHONY: all deps unit integration compliance check run clean bench kernel-lab-quick check-kernel bench-kernel demo soak soak-check tsan-check
+.PHONY: all deps unit integration compliance check run clean bench kernel-lab-quick check-kernel bench-kernel demo soak soak-check tsan-check integration-homes-loop
 .PRECIOUS: $(BUILD)/obj/%.o
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -324,6 +324,19 @@ bool blocking_outbound(struct conn *c, struct xml_node *st, const struct jid *to
 	return true;
 }
 
+/*
+ * The error for a refused inbound stanza: to the sender's connection, or
+ * for a stanza forwarded from the sender's home, back there (router.c).
+ */
+static void blocking_inbound_error(struct worker *w, struct conn *to_conn,
+				   struct conn *src, const struct xml_node *st)
+{
+	if (!src && router_from_local_session(w, NULL, st))
+		router_bounce_w(w, NULL, st, "service-unavailable");
+	else
+		blocking_send_error(w, to_conn, st, "service-unavailable", false);
+}
+
 /* The local connection of a stanza's sender, by its (normalized) 'from'. */
 static struct conn *sender_conn(struct worker *w, struct conn *src, const struct jid *from)
 {
@@ -359,18 +372,26 @@ bool blocking_inbound(struct worker *w, struct conn *src, struct xml_node *st,
 	switch (stanza_kind(st)) {
 	case STANZA_MESSAGE:
 		if (strcmp(type, "chat") == 0 || strcmp(type, "normal") == 0)
-			blocking_send_error(w, sender_conn(w, src, from), st, "service-unavailable",
-					    false);
+			blocking_inbound_error(w, sender_conn(w, src, from), src, st);
 		break;
 	case STANZA_IQ:
 		if (answerable(st))
-			blocking_send_error(w, sender_conn(w, src, from), st, "service-unavailable",
-					    false);
+			blocking_inbound_error(w, sender_conn(w, src, from), src, st);
 		break;
 	default:
 		break;
 	}
 	return true;
+}
+
+bool blocking_sender_allows(struct worker *w, const struct jid *from, const struct jid *to)
+{
+	struct account *a;
+
+	if (!from || !jid_has_local(from) || jid_bare_equal(from, to))
+		return true;
+	a = sessdir_find_account(w->srv->sessions, from->buf, from->domain_off + from->domain_len);
+	return !a || !blocklist_count(a->blocklist) || !blocklist_matches(a->blocklist, to);
 }
 
 bool blocking_filter_delivery(struct session *s, struct xml_node *st)
@@ -390,6 +411,9 @@ bool blocking_filter_delivery(struct session *s, struct xml_node *st)
 	slash = strchr(from, '/');
 	bare_len = slash ? (size_t)(slash - from) : strlen(from);
 	theirs = s->conn ? sessdir_find_account(s->conn->w->srv->sessions, from, bare_len) : NULL;
+	/* Forwarded from the sender's home: its list was applied there (router.c). */
+	if (theirs && router_origin(s->conn->w, st))
+		theirs = NULL;
 	if (!blocklist_count(mine) && (!theirs || !blocklist_count(theirs->blocklist)))
 		return false;
 	if (jid_parse(&fj, from, strlen(from)) < 0)

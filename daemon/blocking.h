@@ -134,6 +134,16 @@ bool blocking_inbound(struct worker *w, struct conn *src, struct xml_node *st,
 bool blocking_filter_delivery(struct session *s, struct xml_node *st);
 
 /*
+ * At the sender's home, before a stanza the server routes on a local
+ * account's behalf (src == NULL) is forwarded to the recipient's home:
+ * false when the sender's own block list refuses `to`. The delivery at
+ * the home does not read the sender's list for a forwarded stanza (it
+ * belongs to another home, and a later change must not apply to what
+ * was sent before it).
+ */
+bool blocking_sender_allows(struct worker *w, const struct jid *from, const struct jid *to);
+
+/*
  * Whether the account of session s (its state loaded) blocks j. For other
  * modules that send on the user's behalf (presence broadcast, roster).
  */

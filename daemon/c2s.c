@@ -1382,5 +1382,7 @@ out:
 	/* Writes this stanza caused commit before stream management acks it (durable.c). */
 	durable_settle(c, mark);
 	arena_reset(&c->w->tmp);
+	/* homes = loop: what this stanza forwarded to us is routed before the next one. */
+	router_forwards_settle(c->w);
 	return true;
 }

@@ -45,6 +45,9 @@ static const struct config_option options[] = {
 	  "database, certificate and other state (default /var/lib/stanzad)" },
 	{ "workers", OPT_UINT, OFF(workers), 1, 64, "N",
 	  "event-loop worker threads (default: online CPUs)" },
+	{ "homes", OPT_STRING, OFF(homes), 0, 0, "MODE",
+	  "diagnostic: zero (every account at home on worker 0) or loop (the same, but every stanza "
+	  "for a local account passes through its home's mailbox) (default zero)" },
 	{ "log_level", OPT_STRING, OFF(log_level), 0, 0, "LEVEL",
 	  "debug|info|warn|error (default info)" },
 	{ "listen_c2s", OPT_LIST, OFF(listen_c2s), 0, 0, "ADDR:PORT",
@@ -691,6 +694,11 @@ static int config_validate(struct config *cfg)
 			cfg->mam_default);
 		return -EINVAL;
 	}
+	if (cfg->homes && strcmp(cfg->homes, "zero") != 0 && strcmp(cfg->homes, "loop") != 0) {
+		fprintf(stderr, "stanzad: homes '%s' must be zero or loop\n", cfg->homes);
+		return -EINVAL;
+	}
+	cfg->homes_loop = cfg->homes && strcmp(cfg->homes, "loop") == 0;
 	if (cfg->steering && strcmp(cfg->steering, "least-loaded") != 0 &&
 	    strcmp(cfg->steering, "source-hash") != 0 && strcmp(cfg->steering, "kernel") != 0) {
 		fprintf(stderr, "stanzad: steering '%s' must be least-loaded, source-hash or kernel\n",
@@ -832,6 +840,7 @@ void config_free(struct config *cfg)
 	free(cfg->upload_url_base);
 	free(cfg->mam_default);
 	free(cfg->steering);
+	free(cfg->homes);
 	list_clear(&cfg->metrics_allow);
 	list_clear(&cfg->contact_abuse);
 	list_clear(&cfg->contact_admin);

@@ -27,6 +27,8 @@ struct config {
 	char *domain;		/* normalized */
 	char *state_dir;
 	uint32_t workers;
+	char *homes;		/* zero|loop (NULL: zero), a diagnostic setting (router.c) */
+	bool homes_loop;	/* homes = loop: local routes go through the home's mailbox */
 	char *log_level;
 
 	struct config_list listen_c2s;		/* ADDR:PORT; empty = off */

@@ -22,6 +22,13 @@
 /* A barrier that releases one held ack of the session `jid` (full JID). */
 struct durable_ack {
 	struct storage_req req;		/* first */
+	unsigned worker;		/* where that session lives (its home) */
+	char jid[];
+};
+
+/* The release of a held ack, on its way to the session's home worker. */
+struct durable_release {
+	struct worker_msg msg;		/* first */
 	char jid[];
 };
 
@@ -54,15 +61,76 @@ uint64_t durable_mark(const struct conn *c)
 	return storage_queue_submitted(c->w->srv->store);
 }
 
+/* Releases one held ack of the session `jid` on this worker (gone: nothing to do). */
+static void durable_release_here(struct worker *w, const char *jid)
+{
+	struct session *s = sessdir_find_full(w->srv->sessions, jid, strlen(jid));
+
+	if (s)
+		sm_release_ack(s);
+}
+
+static void durable_release_arrived(struct worker *w, struct worker_msg *m)
+{
+	struct durable_release *r = (struct durable_release *)m;
+
+	durable_release_here(w, r->jid);
+	free(r);
+}
+
+/* Releases the ack at `home`: here, or through its mailbox. */
+static void durable_release_at(struct worker *w, unsigned home, const char *jid)
+{
+	size_t len = strlen(jid);
+	struct durable_release *r;
+
+	if (home == w->id) {
+		durable_release_here(w, jid);
+		return;
+	}
+	r = calloc(1, sizeof(*r) + len + 1);
+	if (!r) {
+		/* The session keeps its ack until it ends; say so rather than crash. */
+		log_warn("durable.release_failed", "jid=%s msg=\"out of memory\"", jid);
+		return;
+	}
+	memcpy(r->jid, jid, len + 1);
+	worker_post(w, home, &r->msg, durable_release_arrived);
+}
+
 static void durable_ack_done(struct storage_req *req)
 {
 	struct durable_ack *b = (struct durable_ack *)req;
 	struct worker *w = durable_worker(req);
-	struct session *s = sessdir_find_full(w->srv->sessions, b->jid, strlen(b->jid));
 
-	if (s)
-		sm_release_ack(s);
+	durable_release_at(w, b->worker, b->jid);
 	free(b);
+}
+
+void durable_release_remote(struct worker *w, unsigned home, const char *jid, uint64_t mark)
+{
+	size_t len = strlen(jid);
+	struct durable_ack *b;
+
+	/* Nothing written for the stanza here: the ack may go at once. */
+	if (storage_queue_submitted(w->srv->store) == mark) {
+		durable_release_at(w, home, jid);
+		return;
+	}
+	b = calloc(1, sizeof(*b) + len + 1);
+	if (!b) {
+		log_warn("durable.barrier_failed", "jid=%s msg=\"out of memory\"", jid);
+		durable_release_at(w, home, jid);
+		return;
+	}
+	memcpy(b->jid, jid, len + 1);
+	b->worker = home;
+	b->req.op = STORAGE_OP_RUN;
+	b->req.run = durable_noop;
+	b->req.done = durable_ack_done;
+	b->req.inbox = &w->inbox;
+	b->req.lazy = true;
+	storage_queue_submit(w->srv->store, &b->req);
 }
 
 void durable_settle(struct conn *c, uint64_t mark)
@@ -79,6 +147,7 @@ void durable_settle(struct conn *c, uint64_t mark)
 		return;
 	}
 	memcpy(b->jid, s->jid, s->jid_len + 1);
+	b->worker = c->w->id;
 	b->req.op = STORAGE_OP_RUN;
 	b->req.run = durable_noop;
 	b->req.done = durable_ack_done;

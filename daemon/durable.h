@@ -35,6 +35,16 @@ uint64_t durable_mark(const struct conn *c);
  */
 void durable_settle(struct conn *c, uint64_t mark);
 
+struct worker;
+/*
+ * At a recipient's home, after routing a stanza forwarded with the
+ * sender's ack held (router.c, docs/account-homes.md 0b): releases that
+ * ack at the sender's home worker `home` (full JID `jid`) once what the
+ * routing wrote commits - at once when nothing was submitted since
+ * `mark` (storage_queue_submitted before routing).
+ */
+void durable_release_remote(struct worker *w, unsigned home, const char *jid, uint64_t mark);
+
 /*
  * Answers rq with an empty result once everything submitted so far has
  * committed (internal-server-error when a storage request failed with an

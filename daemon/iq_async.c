@@ -35,7 +35,9 @@ static int iq_async_fill(struct iq_async *op, struct iq_request *rq, const char 
 {
 	const char *id = xml_attr_get(rq->iq, "id");
 	const char *to = xml_attr_get(rq->iq, "to");
-	const char *from = rq->conn->sess ? rq->conn->sess->jid : "";
+	/* A request forwarded from the requester's home has no connection here. */
+	const char *from = rq->conn ? (rq->conn->sess ? rq->conn->sess->jid : "") :
+			   rq->from ? rq->from->buf : "";
 
 	if (!id || strlen(id) > IQ_ASYNC_ID_MAX)
 		return -EINVAL;
@@ -56,10 +58,13 @@ struct session *iq_async_init_sync(struct iq_async *op, struct iq_request *rq, c
 {
 	memset(op, 0, sizeof(*op));
 	op->req.inbox = &rq->w->inbox;
-	op->req.slot = rq->conn->slot;
-	op->req.gen = rq->conn->gen;
+	op->req.slot = rq->conn ? rq->conn->slot : 0;
+	op->req.gen = rq->conn ? rq->conn->gen : 0;
 	/* Cannot fail for an iq the router validated; answer with what fits. */
 	iq_async_fill(op, rq, ns, name);
+	if (!rq->conn)	/* forwarded from the requester's home (router.c) */
+		return op->from[0] ? sessdir_find_full(rq->w->srv->sessions, op->from,
+						       strlen(op->from)) : NULL;
 	return rq->conn->sess;
 }
 
@@ -69,7 +74,7 @@ void *iq_async_new(struct iq_request *rq, size_t size, const char *user, const c
 {
 	struct iq_async *op;
 
-	if (rq->conn->iq_async >= IQ_ASYNC_MAX_INFLIGHT) {
+	if (rq->conn && rq->conn->iq_async >= IQ_ASYNC_MAX_INFLIGHT) {
 		iq_reply_error(rq, "resource-constraint", "too many requests in progress");
 		return NULL;
 	}
@@ -87,8 +92,9 @@ void *iq_async_new(struct iq_request *rq, size_t size, const char *user, const c
 	op->req.run = run;
 	op->req.done = done;
 	op->req.inbox = &rq->w->inbox;
-	op->req.slot = rq->conn->slot;
-	op->req.gen = rq->conn->gen;
+	/* No connection (forwarded request): no in-flight slot to hold. */
+	op->req.slot = rq->conn ? rq->conn->slot : 0;
+	op->req.gen = rq->conn ? rq->conn->gen : 0;
 	snprintf(op->req.user, sizeof(op->req.user), "%s", user);
 	return op;
 }
@@ -96,8 +102,10 @@ void *iq_async_new(struct iq_request *rq, size_t size, const char *user, const c
 /* Counted at submission, released by iq_async_session() in the completion. */
 void iq_async_submit(struct iq_request *rq, struct iq_async *op)
 {
-	rq->conn->iq_async++;
-	op->counted = true;
+	if (rq->conn) {
+		rq->conn->iq_async++;
+		op->counted = true;
+	}
 	storage_queue_submit(rq->w->srv->store, &op->req);
 }
 

@@ -417,6 +417,9 @@ static void log_startup(const struct server *srv)
 		 "registration=%s require_tls=%s", cfg->domain, c2s[0] ? c2s : "off",
 		 tls[0] ? tls : "off", cfg->state_dir, cfg->registration_open ? "open" : "closed",
 		 cfg->require_tls ? "yes" : "no");
+	if (cfg->homes_loop)
+		log_info("server.homes", "mode=loop msg=\"diagnostic: every stanza for a local account "
+			 "passes through its home worker's mailbox\"");
 	if (srv->http)
 		log_info("http.start", "listeners=%s base_url=%s websocket=%s upload=%s", http,
 			 srv->http->base_url, cfg->websocket ? "yes" : "no",

@@ -749,7 +749,7 @@ void mam_inbound(struct mam_stamp *ms, struct worker *w, struct conn *src, struc
 	 * Stanzas from clients arrive with their connection, services'
 	 * from their own domains.
 	 */
-	if (!src && mam_is_local(w, from))
+	if (!router_from_local_session(w, src, st) && mam_is_local(w, from))
 		return;
 	mam_strip(st, ms->bybuf, bare_len);
 	if (!mam_archivable(st))

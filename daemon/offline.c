@@ -242,6 +242,9 @@ int offline_store(struct worker *w, const struct xml_node *msg, const char *user
 	/* A local sender with stream management is acked only after the commit. */
 	from = xml_attr_get(msg, "from");
 	snd = from ? sessdir_find_full(w->srv->sessions, from, strlen(from)) : NULL;
+	/* Forwarded from the sender's home: its ack is held there until we commit (router.c). */
+	if (router_origin(w, msg))
+		snd = NULL;
 	if (snd && !snd->sm)
 		snd = NULL;
 	size = sizeof(*sr) + stored.len + orig.len + (snd ? snd->jid_len + 1 : 0) + 2;

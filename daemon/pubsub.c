@@ -383,7 +383,7 @@ static struct ps_job *ps_job_new(struct ps_ctx *ctx, ps_finish_fn *finish)
 	struct conn *c = ctx->rq->conn;
 	struct ps_job *j;
 
-	if (c->iq_async >= PUBSUB_MAX_INFLIGHT) {
+	if (c && c->iq_async >= PUBSUB_MAX_INFLIGHT) {
 		ps_err(ctx, "resource-constraint", NULL, "too many requests in progress");
 		return NULL;
 	}
@@ -397,11 +397,13 @@ static struct ps_job *ps_job_new(struct ps_ctx *ctx, ps_finish_fn *finish)
 	j->op.req.run = ps_job_run;
 	j->op.req.done = ps_job_done;
 	j->op.req.inbox = &ctx->w->inbox;
-	j->op.req.slot = c->slot;
-	j->op.req.gen = c->gen;
 	/* Counted like iq_async requests: iq_async_session() releases it. */
-	c->iq_async++;
-	j->op.counted = true;
+	if (c) {
+		j->op.req.slot = c->slot;
+		j->op.req.gen = c->gen;
+		c->iq_async++;
+		j->op.counted = true;
+	}
 	j->has_iq = true;
 	memcpy(j->from_bare, ctx->from_bare, ctx->from_bare_len + 1);
 	return j;
@@ -410,7 +412,7 @@ static struct ps_job *ps_job_new(struct ps_ctx *ctx, ps_finish_fn *finish)
 /* Releases a job that was never submitted. */
 static void ps_job_drop(struct ps_ctx *ctx, struct ps_job *j)
 {
-	if (j->has_iq && ctx->rq->conn->iq_async)
+	if (j->has_iq && j->op.counted && ctx->rq->conn->iq_async)
 		ctx->rq->conn->iq_async--;
 	ps_job_free(j);
 }
@@ -2767,7 +2769,7 @@ static int ps_ctx_init(struct ps_ctx *ctx, struct iq_request *rq, bool pep)
 	ctx->w = rq->w;
 	ctx->pep = pep;
 	ctx->ns = strcmp(rq->payload->ns, NS_PUBSUB_OWNER) == 0 ? NS_PUBSUB_OWNER : NS_PUBSUB;
-	if (!id || strlen(id) > IQ_ASYNC_ID_MAX || !rq->from || !rq->conn->sess) {
+	if (!id || strlen(id) > IQ_ASYNC_ID_MAX || !rq->from || (rq->conn && !rq->conn->sess)) {
 		iq_reply_error(rq, "bad-request", "id too long");
 		return -1;
 	}

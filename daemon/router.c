@@ -8,6 +8,7 @@
  */
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "blocking.h"
@@ -16,6 +17,7 @@
 #include "console.h"
 #include "conn.h"
 #include "csi.h"
+#include "durable.h"
 #include "iq.h"
 #include "jid.h"
 #include "last_activity.h"
@@ -32,6 +34,7 @@
 #include "session.h"
 #include "sm.h"
 #include "stanza.h"
+#include "storage.h"
 #include "worker.h"
 
 /* The local session of a stanza's sender (by its 'from'), or NULL. */
@@ -47,6 +50,8 @@ static struct session *sender_session(struct worker *w, const struct xml_node *s
 
 static void router_bounce_remote(struct worker *w, const struct xml_node *st,
 				 const char *condition);
+static bool route_bounce_home(struct worker *w, const struct xml_node *st,
+			      const char *condition);
 
 void router_bounce_w(struct worker *w, struct conn *src, const struct xml_node *st,
 		     const char *condition)
@@ -56,6 +61,9 @@ void router_bounce_w(struct worker *w, struct conn *src, const struct xml_node *
 	struct xml_node *r;
 
 	if (stanza_is_error(st))
+		return;
+	/* A forwarded stanza's sender is at its own home: the error goes there. */
+	if (!src && route_bounce_home(w, st, condition))
 		return;
 	if (!src) {
 		struct session *s = sender_session(w, st);
@@ -275,7 +283,8 @@ static void route_iq_to_server(struct worker *w, struct conn *src, struct xml_no
 	 * components get the server's own answers that need no session
 	 * (ping, disco, version, time), routed back; others are refused.
 	 */
-	if (!src && !(scope == IQ_SCOPE_SERVER && iq_remote_allowed(&rq))) {
+	if (!router_from_local_session(w, src, st) &&
+	    !(scope == IQ_SCOPE_SERVER && iq_remote_allowed(&rq))) {
 		router_bounce_w(w, src, st, "service-unavailable");
 		return;
 	}
@@ -358,12 +367,220 @@ static void route_local(struct worker *w, struct conn *src, struct xml_node *st,
 	}
 }
 
+/* ---- Account homes: forwarding between workers (docs/account-homes.md) ---- */
+
+const struct route_origin *router_origin(const struct worker *w, const struct xml_node *st)
+{
+	return w->origin && w->origin->st == st ? w->origin : NULL;
+}
+
+bool router_from_local_session(const struct worker *w, const struct conn *src,
+			       const struct xml_node *st)
+{
+	const struct route_origin *o;
+
+	if (src)
+		return true;
+	o = router_origin(w, st);
+	return o && o->from_local_session;
+}
+
+/* The recipient's side of routing to a local account: at its home. */
+static void route_home(struct worker *w, struct conn *src, struct xml_node *st,
+		       const struct jid *from, const struct jid *to)
+{
+	struct mam_stamp ms;
+
+	/* XEP-0191: once per stanza, so a refused message is answered once. */
+	if (blocking_inbound(w, src, st, from, to))
+		return;
+	mam_inbound(&ms, w, src, st, from, to);	/* XEP-0313 archive, XEP-0359 stamp (mam.c) */
+	route_local(w, src, st, from, to);
+	carbons_received(w, st, from, to);	/* XEP-0280 (carbons.c) */
+	mam_stamp_end(&ms);
+}
+
+/* The home worker of a local account's JID (bare or full). */
+static unsigned route_home_of(struct worker *w, const struct jid *j)
+{
+	char bare[JID_MAX];
+	size_t len = j->domain_off + j->domain_len;
+
+	if (len >= sizeof(bare))
+		return 0;
+	memcpy(bare, j->buf, len);
+	bare[len] = '\0';
+	return worker_home(w->srv, bare);
+}
+
+/*
+ * Whether a stanza for the local account `to` goes to its home's mailbox:
+ * when the home is another worker, or always with homes = loop. Not when
+ * it was forwarded here already, nor when an account's own connection
+ * addresses its own account (at home by definition; iqs to the own bare
+ * JID need the connection).
+ */
+static bool route_must_forward(struct worker *w, struct conn *src, const struct xml_node *st,
+			       const struct jid *from, const struct jid *to)
+{
+	if (!from || router_origin(w, st))
+		return false;
+	if (src && jid_bare_equal(from, to))
+		return false;
+	if (w->srv->cfg->homes_loop)
+		return true;
+	return route_home_of(w, to) != w->id;
+}
+
+/*
+ * A stanza on its way to its recipient's home: a copy of the tree in the
+ * message's own arena (the sender's tree lives in its scratch space),
+ * the addresses and where it came from. The home routes it again.
+ */
+struct route_fwd {
+	struct worker_msg msg;		/* first */
+	struct route_origin origin;
+	bool deliver_only;		/* an error for the sender: to its session `to` */
+	struct xml_node *st;
+	char *from, *to;		/* normalized JIDs */
+	struct arena a;
+};
+
+static void route_fwd_free(struct route_fwd *f)
+{
+	arena_release(&f->a);
+	free(f);
+}
+
+/* An error for a forwarded stanza, at the sender's home: as router_bounce_w does. */
+static void route_deliver_error(struct worker *w, struct xml_node *r, const struct jid *to)
+{
+	struct session *s = sessdir_find_full(w->srv->sessions, to->buf, to->len);
+
+	if (!s || s->ending)
+		return;	/* the sender is gone */
+	if (s->conn)
+		conn_send_node(s->conn, r);
+	else
+		router_deliver(s, r);	/* detached: queued for its resumption */
+}
+
+static void route_fwd_arrived(struct worker *w, struct worker_msg *m)
+{
+	struct route_fwd *f = (struct route_fwd *)m;
+	uint64_t mark = storage_queue_submitted(w->srv->store);
+	const struct route_origin *outer = w->origin;
+	struct jid from, to;
+
+	if (jid_parse(&from, f->from, strlen(f->from)) == 0 &&
+	    jid_parse(&to, f->to, strlen(f->to)) == 0) {
+		f->origin.st = f->st;
+		w->origin = &f->origin;
+		if (f->deliver_only)
+			route_deliver_error(w, f->st, &to);
+		else
+			route_home(w, NULL, f->st, &from, &to);
+		w->origin = outer;
+	}
+	/* What the routing wrote commits before the sender's ack goes out (durable.c). */
+	if (f->origin.held_ack)
+		durable_release_remote(w, f->origin.origin_worker, f->origin.sender, mark);
+	/* Nothing keeps the tree: hooks that hold a stanza copy it. */
+	if (!outer)
+		arena_reset(&w->tmp);
+	route_fwd_free(f);
+}
+
+/*
+ * Posts st (for `to`, a local account or, deliver_only, the session of a
+ * sender that gets an error) to the home of `to`. Out of memory: routed
+ * here after all when this is the home, else answered with an error.
+ */
+static void route_forward(struct worker *w, struct conn *src, struct xml_node *st,
+			  const struct jid *from, const struct jid *to, bool deliver_only)
+{
+	const struct route_origin *o = router_origin(w, st);
+	unsigned home = route_home_of(w, to);
+	struct route_fwd *f = calloc(1, sizeof(*f));
+
+	if (f) {
+		arena_init(&f->a, 1024);
+		f->st = xml_node_clone(&f->a, st);
+		f->from = arena_strndup(&f->a, from->buf, from->len);
+		f->to = arena_strndup(&f->a, to->buf, to->len);
+	}
+	if (!f || !f->st || !f->from || !f->to) {
+		log_warn("router.forward_failed", "to=%s msg=\"out of memory\"", to->buf);
+		if (f)
+			route_fwd_free(f);
+		if (deliver_only)
+			return;
+		if (home == w->id)
+			route_home(w, src, st, from, to);
+		else
+			router_bounce_w(w, src, st, "internal-server-error");
+		return;
+	}
+	f->deliver_only = deliver_only;
+	f->origin.from_local_session = src != NULL || (o && o->from_local_session);
+	f->origin.origin_worker = w->id;
+	/* Stream management: acked once the home has routed (and stored) it (0b). */
+	if (!deliver_only && src && src->sess && src->sess->sm &&
+	    (f->origin.sender = arena_strndup(&f->a, src->sess->jid, src->sess->jid_len))) {
+		sm_hold_ack(src->sess);
+		f->origin.held_ack = true;
+	}
+	if (home == w->id)
+		w->fwd_self = true;
+	worker_post(w, home, &f->msg, route_fwd_arrived);
+}
+
+/*
+ * The error for a stanza routed here from another worker (or, homes =
+ * loop, from this one): the sender is a local session at its own home,
+ * so the error is posted there (and delivered to that session, as
+ * router_bounce_w does for a sender here). Also for a local sender whose
+ * home is elsewhere. Returns false to bounce as usual.
+ */
+static bool route_bounce_home(struct worker *w, const struct xml_node *st,
+			      const char *condition)
+{
+	const struct route_origin *o = router_origin(w, st);
+	const char *from = xml_attr_get(st, "from");
+	const char *domain = w->srv->cfg->domain;
+	struct arena_mark mark;
+	struct xml_node *r;
+	struct jid sender, self;
+	const char *rfrom;
+
+	if (!from || jid_parse(&sender, from, strlen(from)) < 0 || !jid_has_local(&sender) ||
+	    !jid_has_resource(&sender) || sender.domain_len != strlen(domain) ||
+	    memcmp(sender.buf + sender.domain_off, domain, sender.domain_len) != 0)
+		return false;
+	if (!(o && o->from_local_session) && route_home_of(w, &sender) == w->id)
+		return false;
+	mark = arena_mark(&w->tmp);
+	r = stanza_error_reply(&w->tmp, st, domain, condition, NULL);
+	rfrom = r ? xml_attr_get(r, "from") : NULL;
+	if (rfrom && jid_parse(&self, rfrom, strlen(rfrom)) == 0)
+		route_forward(w, NULL, r, &self, &sender, true);
+	arena_rewind(&w->tmp, mark);
+	return true;
+}
+
+void router_forwards_settle(struct worker *w)
+{
+	if (!w->fwd_self)
+		return;
+	w->fwd_self = false;
+	mailbox_drain(w);
+}
+
 void router_route_w(struct worker *w, struct conn *src, struct xml_node *st,
 		    const struct jid *from, const struct jid *to)
 {
 	const char *domain = w->srv->cfg->domain;
 	enum stanza_kind kind = stanza_kind(st);
-	struct mam_stamp ms;
 	struct jid self;
 
 	/* No 'to' (RFC 6120 10.3): the stanza is for the sender's own account. */
@@ -405,13 +622,15 @@ void router_route_w(struct worker *w, struct conn *src, struct xml_node *st,
 		}
 		return;
 	}
-	/* XEP-0191: once per stanza, so a refused message is answered once. */
-	if (blocking_inbound(w, src, st, from, to))
+	/* The recipient's side runs at its home worker (docs/account-homes.md). */
+	if (route_must_forward(w, src, st, from, to)) {
+		/* What the server sends on an account's behalf: the sender's list applies here. */
+		if (!src && !blocking_sender_allows(w, from, to))
+			return;
+		route_forward(w, src, st, from, to, false);
 		return;
-	mam_inbound(&ms, w, src, st, from, to);	/* XEP-0313 archive, XEP-0359 stamp (mam.c) */
-	route_local(w, src, st, from, to);
-	carbons_received(w, st, from, to);	/* XEP-0280 (carbons.c) */
-	mam_stamp_end(&ms);
+	}
+	route_home(w, src, st, from, to);
 }
 
 void router_route(struct conn *src, struct xml_node *st, const struct jid *from,

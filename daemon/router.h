@@ -7,6 +7,8 @@
 #ifndef STANZAD_ROUTER_H
 #define STANZAD_ROUTER_H
 
+#include <stdbool.h>
+
 #include "xml.h"
 
 struct conn;
@@ -51,6 +53,32 @@ void router_route_w(struct worker *w, struct conn *src, struct xml_node *st,
 		    const struct jid *from, const struct jid *to);
 void router_bounce_w(struct worker *w, struct conn *src, const struct xml_node *st,
 		     const char *condition);
+
+/*
+ * Where a stanza forwarded to its recipient's home worker came from
+ * (docs/account-homes.md, section 0). At the home it is routed with
+ * src == NULL, which otherwise means "the server itself or another
+ * domain": these flags tell the difference.
+ */
+struct route_origin {
+	const struct xml_node *st;	/* the stanza they describe (at its home) */
+	bool from_local_session;	/* sent by a local client session */
+	bool held_ack;			/* that session's SM ack waits for a release */
+	unsigned origin_worker;		/* the worker that forwarded it (the sender's home) */
+	const char *sender;		/* the sender's full JID (held_ack) */
+};
+
+/* The origin of `st` when it is a forwarded stanza being routed at home, else NULL. */
+const struct route_origin *router_origin(const struct worker *w, const struct xml_node *st);
+/* Whether st was sent by a local client session: src set, or forwarded from one. */
+bool router_from_local_session(const struct worker *w, const struct conn *src,
+			       const struct xml_node *st);
+
+/*
+ * homes = loop (config.c): stanzas forwarded to this worker by itself are
+ * routed before anything later delivers directly (end of a client stanza).
+ */
+void router_forwards_settle(struct worker *w);
 
 /*
  * Routes a stanza the server itself holds (e.g. unacknowledged stanzas of

@@ -27,6 +27,7 @@ struct adhoc_worker;
 struct kmod_worker;
 struct s2s_worker;
 struct conn_move;
+struct route_origin;
 
 enum worker_watch {
 	WORKER_WATCH_INBOX = 0,		/* storage completions */
@@ -87,6 +88,8 @@ struct worker {
 	uint64_t bells_due;		/* workers posted to this turn, one bit each */
 	struct worker_msg park_msg;	/* stop the world (worker_park_all) */
 	struct worker_msg stop_msg;	/* worker 0 asks us to shut down */
+	const struct route_origin *origin;	/* the forwarded stanza being routed (router.c) */
+	bool fwd_self;			/* homes = loop: forwarded to ourselves, not yet routed */
 	struct conn_move *moving;	/* connections leaving for their home worker */
 	uint32_t load_published;	/* connection count last given to the steering */
 };

@@ -137,6 +137,9 @@ class StanzadServer:
                     "--listen-http", "127.0.0.1:%d" % self.http_port,
                     "--registration", "open"] + \
                 (["--log-level", self.log_level] if self.log_level else []) + self.extra_args
+            # STANZAD_TEST_ARGS: flags for every daemon the suite starts,
+            # e.g. "--homes loop" or "--workers 2" (docs/account-homes.md).
+            args += os.environ.get("STANZAD_TEST_ARGS", "").split()
             self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL,
                                          stdout=self._log, stderr=subprocess.STDOUT)
             if self not in StanzadServer._all:

@@ -1,0 +1,204 @@
+"""Forwarding between account homes (docs/account-homes.md, steps 1-3),
+checked directly with `--homes loop`: every stanza for a local account
+goes through its home worker's mailbox (worker 0 posting to itself), is
+routed there with no connection, and must behave as if routed at once:
+order per sender, errors back to the sender, contact iqs answered,
+archive writes for the recipient, and stream-management acks only after
+the recipient's side committed. The whole suite runs in this mode with
+STANZAD_TEST_ARGS="--homes loop"."""
+import os
+import sqlite3
+import subprocess
+
+import pytest
+
+from harness import DOMAIN, NS_CLIENT, login, q, tostr
+
+NS_SM = "urn:xmpp:sm:3"
+NS_MAM = "urn:xmpp:mam:2"
+NS_VCARD = "vcard-temp"
+NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
+
+
+@pytest.fixture(scope="module")
+def loop_server():
+    from harness import StanzadServer
+    s = StanzadServer(["--homes", "loop"], name="stanzad(homes loop)").start()
+    yield s
+    s.stop()
+
+
+def db_rows(server, sql, *args):
+    db = sqlite3.connect(os.path.join(server.state_dir, "stanzad.db"), timeout=5)
+    try:
+        return db.execute(sql, args).fetchall()
+    finally:
+        db.close()
+
+
+def next_of(stream, tag, timeout=5):
+    """The next element with this tag (skipping others, e.g. presence)."""
+    while True:
+        el = stream.next(timeout)
+        if el.tag == tag:
+            return el
+
+
+def test_loop_mode_is_announced(loop_server):
+    loop_server.wait_log(r"event=server\.homes mode=loop")
+
+
+def test_homes_rejects_an_unknown_mode():
+    build = os.environ.get("STANZAD_BUILD", os.path.join(os.path.dirname(__file__), "../../build"))
+    p = subprocess.run([os.path.join(build, "stanzad"), "--homes", "hash"],
+                       capture_output=True, text=True, timeout=10)
+    assert p.returncode == 2, (p.returncode, p.stderr)
+    assert "homes 'hash' must be zero or loop" in p.stderr, p.stderr
+
+
+def test_messages_from_one_sender_stay_in_order(loop_server):
+    su, sp, _ = loop_server.new_account("ord")
+    ru, rp, rjid = loop_server.new_account("ord")
+    snd, _ = login(loop_server.c2s_port, su, sp)
+    rcv, rfull = login(loop_server.c2s_port, ru, rp)
+    try:
+        rcv.send("<presence/>")
+        # Bare and full JID interleaved, and a burst in one write.
+        burst = "".join("<message to='%s' type='chat' id='o%d'><body>%d</body></message>"
+                        % (rjid if i % 2 else rfull, i, i) for i in range(200))
+        snd.send(burst)
+        got = []
+        while len(got) < 200:
+            el = next_of(rcv, q(NS_CLIENT, "message"))
+            got.append(int(el.find(q(NS_CLIENT, "body")).text))
+        assert got == list(range(200)), got
+    finally:
+        snd.close()
+        rcv.close()
+
+
+def test_an_error_comes_back_to_the_sender(loop_server):
+    su, sp, _ = loop_server.new_account("bnc")
+    ru, _, rjid = loop_server.new_account("bnc")
+    snd, _ = login(loop_server.c2s_port, su, sp)
+    try:
+        # Not chat, to a resource that is not there: service-unavailable (RFC 6121 8.5.3.2).
+        snd.send("<message to='%s/nowhere' type='normal' id='b1'><body>x</body></message>"
+                 % rjid)
+        el = next_of(snd, q(NS_CLIENT, "message"))
+        assert el.get("type") == "error" and el.get("id") == "b1", tostr(el)
+        assert el.find(q(NS_CLIENT, "error")).find(
+            q(NS_STANZAS, "service-unavailable")) is not None, tostr(el)
+        # An iq to a resource that is not there.
+        snd.send("<iq to='%s/nowhere' type='get' id='b2'><ping xmlns='urn:xmpp:ping'/></iq>"
+                 % rjid)
+        el = next_of(snd, q(NS_CLIENT, "iq"))
+        assert el.get("type") == "error" and el.get("id") == "b2", tostr(el)
+    finally:
+        snd.close()
+
+
+def test_a_contact_iq_is_answered(loop_server):
+    su, sp, _ = loop_server.new_account("ctq")
+    ru, rp, rjid = loop_server.new_account("ctq")
+    owner, _ = login(loop_server.c2s_port, ru, rp)
+    asker, _ = login(loop_server.c2s_port, su, sp)
+    try:
+        owner.send("<iq type='set' id='v1'><vCard xmlns='%s'><FN>Home Loop</FN></vCard></iq>"
+                   % NS_VCARD)
+        el = next_of(owner, q(NS_CLIENT, "iq"))
+        assert el.get("type") == "result", tostr(el)
+        # IQ_SCOPE_CONTACT: forwarded to the owner's home, answered from storage, routed back.
+        asker.send("<iq to='%s' type='get' id='v2'><vCard xmlns='%s'/></iq>" % (rjid, NS_VCARD))
+        el = next_of(asker, q(NS_CLIENT, "iq"))
+        assert el.get("type") == "result" and el.get("id") == "v2", tostr(el)
+        assert el.get("from") == rjid, tostr(el)
+        fn = el.find(q(NS_VCARD, "vCard")).find(q(NS_VCARD, "FN"))
+        assert fn is not None and fn.text == "Home Loop", tostr(el)
+    finally:
+        owner.close()
+        asker.close()
+
+
+def test_sm_ack_comes_after_the_offline_write(make_server):
+    # No archive: the sender's home writes nothing for these messages, so
+    # only the recipient's offline writes (at its home) can hold the ack.
+    loop_server = make_server("--homes", "loop", "--mam-default", "never")
+    su, sp, _ = loop_server.new_account("ack")
+    ru, _, rjid = loop_server.new_account("ack")
+    snd, _ = login(loop_server.c2s_port, su, sp)
+    db = None
+    try:
+        snd.send("<enable xmlns='%s'/>" % NS_SM)
+        snd.expect(q(NS_SM, "enabled"))
+        # The store is held busy: the recipient's home routes and submits
+        # its offline writes, which wait; so must the sender's ack.
+        db = sqlite3.connect(os.path.join(loop_server.state_dir, "stanzad.db"), timeout=5,
+                             isolation_level=None)
+        db.execute("BEGIN IMMEDIATE")
+        for i in range(5):
+            snd.send("<message to='%s' type='chat' id='a%d'><body>held %d</body></message>"
+                     % (rjid, i, i))
+        snd.send("<r xmlns='%s'/>" % NS_SM)
+        assert snd.nothing_within(0.8), "acknowledged before the recipient's writes committed"
+        db.execute("COMMIT")
+        a = snd.expect(q(NS_SM, "a"))
+        assert a.get("h") == "5", tostr(a)
+        # Acknowledged: written by the recipient's home, committed.
+        rows = [r[0] for r in db.execute("SELECT stanza FROM offline_messages "
+                                         "WHERE username = ?", (ru,)).fetchall()]
+        assert len(rows) == 5, rows
+        # And without a busy store, round after round.
+        for round_ in range(1, 3):
+            for i in range(5):
+                snd.send("<message to='%s' type='chat'><body>more %d-%d</body></message>"
+                         % (rjid, round_, i))
+            snd.send("<r xmlns='%s'/>" % NS_SM)
+            a = snd.expect(q(NS_SM, "a"))
+            assert a.get("h") == str(5 * (round_ + 1)), tostr(a)
+            rows = db_rows(loop_server, "SELECT stanza FROM offline_messages "
+                           "WHERE username = ?", ru)
+            assert len(rows) == 5 * (round_ + 1), rows
+    finally:
+        if db is not None:
+            db.close()
+        snd.close()
+
+
+def test_a_forwarded_message_is_archived_for_the_recipient(loop_server):
+    su, sp, sjid = loop_server.new_account("arc")
+    ru, rp, rjid = loop_server.new_account("arc")
+    snd, _ = login(loop_server.c2s_port, su, sp)
+    rcv, _ = login(loop_server.c2s_port, ru, rp)
+    try:
+        rcv.send("<presence/>")
+        snd.send("<enable xmlns='%s'/>" % NS_SM)
+        snd.expect(q(NS_SM, "enabled"))
+        snd.send("<message to='%s' type='chat' id='m1'><body>keep me</body></message>" % rjid)
+        el = next_of(rcv, q(NS_CLIENT, "message"))
+        assert el.find(q(NS_CLIENT, "body")).text == "keep me", tostr(el)
+        sid = el.find(q("urn:xmpp:sid:0", "stanza-id"))
+        assert sid is not None and sid.get("by") == rjid, tostr(el)
+        snd.send("<r xmlns='%s'/>" % NS_SM)
+        snd.expect(q(NS_SM, "a"))
+        # Both archives: the sender's (outgoing, at its home) and the recipient's.
+        rows = db_rows(loop_server, "SELECT username, outgoing, id FROM mam_messages "
+                       "WHERE username IN (?, ?) ORDER BY username", su, ru)
+        by_user = {u: (o, i) for u, o, i in rows}
+        assert by_user.get(su, (None,))[0] == 1, rows
+        assert by_user.get(ru) == (0, sid.get("id")), rows
+        # And a query by the recipient finds it.
+        rcv.send("<iq type='set' id='q1'><query xmlns='%s' queryid='f'/></iq>" % NS_MAM)
+        bodies = []
+        while True:
+            el = rcv.next(5)
+            if el.tag == q(NS_CLIENT, "iq") and el.get("id") == "q1":
+                assert el.get("type") == "result", tostr(el)
+                break
+            res = el.find(q(NS_MAM, "result"))
+            if res is not None:
+                bodies.append(tostr(res))
+        assert any("keep me" in b for b in bodies), bodies
+    finally:
+        snd.close()
+        rcv.close()
