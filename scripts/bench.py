@@ -64,6 +64,7 @@ import shutil
 import signal
 import socket
 import sqlite3
+import resource
 import subprocess
 import sys
 import tempfile
