@@ -25,6 +25,15 @@ generator (build/loadgen, tests/bench/loadgen.c) to separate CPUs, and runs:
              tests/bench/logingen.c): classic RFC 6120 negotiation, SASL2 with
              Bind 2, and FAST tokens; round trips, time to ready, server CPU
              per login
+  reconnect  a reconnect storm over Direct TLS (stanzad only; build/logingen
+             --hold --storm): --reconnect-devices devices log in (SASL2, Bind 2,
+             stream management with resumption, a FAST token) and stay; all
+             drop at once (RST: the sessions wait for resumption) and all come
+             back at once, per variant: resume (FAST token + inline XEP-0198
+             <resume/>, TLS session tickets) and relogin (classic SCRAM login,
+             bind, a new session replacing the old); devices back, reconnects/s,
+             time to all back, ready p50/p99, server CPU per reconnect, resumed
+             vs new sessions
   workers    (not in the default set) stanzad with --workers 1 and 2 (or
              --workers-list) in the same run: a TLS login storm (--storm-devices
              devices, TLS + SCRAM-SHA-256 + bind + stream management + roster +
@@ -92,10 +101,12 @@ PEER_IDLE_MAX = 10000
 # server keeps 64 for itself: main.c's raise_fd_limit()).
 FD_SLACK = 100
 SALT = b"stanzad-bench-sa"  # 16 bytes, like scram.h's SCRAM_SALT_LEN
-ALL_SCENARIOS = ("selftest", "messages", "latency", "presence", "pubsub", "idle", "login")
+ALL_SCENARIOS = ("selftest", "messages", "latency", "presence", "pubsub", "idle", "login",
+                 "reconnect")
 # Asked for by name only (--scenario workers): not part of the default run.
 EXTRA_SCENARIOS = ("workers",)
 LOGIN_MODES = ("classic", "sasl2", "fast")
+RECONNECT_VARIANTS = ("resume", "relogin")
 BUDGET_US_PER_LOGIN = 200.0  # >= 5,000 logins/s per core (DESIGN)
 PUBSUB_NODE = "bench"
 
@@ -1094,6 +1105,96 @@ def scenario_login(opts, srv):
     return out
 
 
+def scenario_reconnect(opts, srv):
+    """The reconnect storm, one logingen run per variant on the same server:
+    --reconnect-devices devices log in (SASL2 + Bind 2, stream management
+    with resumption; FAST tokens for resume) and stay, all drop at once
+    (RST, no </stream:stream>: the server keeps their sessions), and once
+    the server has handled the drops all come back at once. The window runs
+    from the first reconnect to the last device ready; server CPU per
+    reconnect is the window's plus what the server still does after it."""
+    n = opts.reconnect_devices
+    why = idle_limits(opts, n)
+    if why:
+        raise BenchError("reconnect storm of %d devices: %s" % (n, why))
+    out = []
+    for variant in opts.reconnect_variant_list:
+        a = ["--host", srv.host, "--port", str(srv.tls_port), "--domain", opts.domain,
+             "--password", opts.password, "--prefix", opts.prefix, "--mode", "classic",
+             "-t", str(opts.reconnect_threads), "--hold", str(n), "--first", "0", "--sync",
+             "--source-spread", str(opts.source_spread), "--storm", variant]
+        if variant == "resume":
+            a.append("--tls-resume")
+        lg = Loadgen(opts, a, prog="logingen")
+        try:
+            lg.event(opts.login_timeout + 30)  # ready
+            lg.go()
+            held = lg.event(opts.login_timeout + n / 100.0)
+            if held.get("held", 0) < n:
+                raise BenchError("%s: %d of %d devices logged in (%s)" % (
+                    variant, held.get("held", 0), n, held.get("last_error")))
+            cd0 = server_cpu_ns(srv.pid)
+            lg.go()  # all drop
+            dropped = lg.event(60)
+            # The server notices the drops and detaches the sessions first.
+            drain(srv.pid)
+            drop_s = (server_cpu_ns(srv.pid) - cd0) / 1e9
+            status = srv.ctl_json("status") if srv.pid else None
+            prof = Profiler(opts, "reconnect-" + variant, srv.pid)
+            c0, h0 = server_cpu_ns(srv.pid), host_busy_seconds()
+            l0, t0 = cpu_seconds(lg.proc.pid), time.monotonic()
+            lg.go()  # all come back
+            res = lg.event(opts.login_timeout + n / 100.0)
+            c1, h1 = server_cpu_ns(srv.pid), host_busy_seconds()
+            l1, t1 = cpu_seconds(lg.proc.pid), time.monotonic()
+            prof.stop()
+            d = drain(srv.pid)
+            after = srv.ctl_json("status") if srv.pid else None
+        finally:
+            lg.wait(timeout=60 + n / 2000.0)
+        back = res.get("back", 0)
+        if not back:
+            raise BenchError("%s: no device came back (%s)" % (variant, res.get("last_error")))
+        win = max(t1 - t0, 1e-9)
+        srv_s = (c1 - c0) / 1e9
+        lat, bk = res.get("ready_ms") or {}, res.get("back_ms") or {}
+        r = {
+            "scenario": "reconnect",
+            "params": {"variant": variant, "devices": n, "threads": opts.reconnect_threads,
+                       "transport": "Direct TLS 1.3", "tls_resume": res.get("tls_resume"),
+                       "fast_mech": res.get("fast_mech") or None,
+                       "negotiation": ("SASL2 + FAST token + inline SM <resume/>"
+                                       if variant == "resume" else
+                                       "classic: SCRAM-SHA-256, bind, <enable/>"),
+                       "source_spread": opts.source_spread},
+            "devices_back": back,
+            "failures": res.get("failures"),
+            "resumed": res.get("resumed"),
+            "new_sessions": res.get("new_sessions"),
+            "tls_resumed": res.get("tls_resumed"),
+            "reconnects_per_s": res.get("reconnects_per_s"),
+            "time_to_all_back_s": res.get("elapsed_s"),
+            "round_trips": res.get("round_trips"),
+            "ready_ms": lat,
+            "back_ms": bk,
+            "server_cpu_s": round(srv_s, 4),
+            "server_us_per_reconnect_window": round(srv_s * 1e6 / back, 1),
+            "server_cpu_util": round(srv_s / win, 3),
+            "loadgen_cpu_util": round((l1 - l0) / win, 3),
+            "other_cpu_util": round(max(0.0, (h1 - h0) - srv_s - (l1 - l0)) / win, 3),
+            "drop_server_cpu_s": round(drop_s, 4),  # the drops handled, before the window
+            "dropped": dropped.get("dropped"),
+            "sessions_after_drop": status.get("sessions") if status else None,
+            "sessions_after": after.get("sessions") if after else None,
+            "hold": pick(held, "held", "failures", "elapsed_s", "logins_per_s", "ready_ms"),
+            "logingen": res,
+        }
+        r["server_us_per_reconnect"] = round((srv_s + (d["cpu_s"] if d else 0)) * 1e6 / back, 1)
+        r["server_us_per_reconnect_deferred"] = round((d["cpu_s"] if d else 0) * 1e6 / back, 1)
+        out.append(r)
+    return out
+
+
 # --------------------------------------------------------------------------
 # Workers: one and N workers in the same run
 # --------------------------------------------------------------------------
@@ -1361,6 +1462,18 @@ def summary(results, failures):
                          "%s us/login" % fmt(r["server_us_per_login"], "{:.0f}"),
                          fmt(r["server_cpu_util"], "{:.0%}"), fmt(r["loadgen_cpu_util"], "{:.0%}"),
                          ">= 5,000/s/core", verdict(r["server_us_per_login"], BUDGET_US_PER_LOGIN)))
+        elif s == "reconnect":
+            p, lat = r["params"], r.get("ready_ms") or {}
+            rows.append(("reconnect %s (%s devices)" % (p["variant"], fmt(p["devices"])),
+                         "%s back in %s s, %s/s, ready p50/p99 %s/%s ms, resumed %s, new %s%s" % (
+                             fmt(r["devices_back"]), fmt(r["time_to_all_back_s"], "{:.2f}"),
+                             fmt(r["reconnects_per_s"]), fmt(lat.get("p50"), "{:.1f}"),
+                             fmt(lat.get("p99"), "{:.1f}"), fmt(r["resumed"]),
+                             fmt(r["new_sessions"]),
+                             ", %s failed" % fmt(r["failures"]) if r.get("failures") else ""),
+                         "%s us/reconnect" % fmt(r["server_us_per_reconnect"], "{:.0f}"),
+                         fmt(r["server_cpu_util"], "{:.0%}"), fmt(r["loadgen_cpu_util"], "{:.0%}"),
+                         "-", "-"))
         elif s == "storm":
             p, lat = r["params"], r.get("ready_ms") or {}
             pw = r.get("per_worker") or []
@@ -1432,6 +1545,10 @@ def summary(results, failures):
         lines.append("login: RTT = round trips from connect() to a bound session with stream "
                      "management (TCP and TLS included); SASL2 and FAST send the stream header "
                      "with <authenticate/> (cached features, XEP-0388).")
+    if any(r["scenario"] == "reconnect" for r in results):
+        lines.append("reconnect: every device drops at once (RST), then all come back at once; "
+                     "time from the first reconnect to the last ready; resumed = the server "
+                     "answered <resumed/> (XEP-0198), new = a new session.")
     if noisy:
         lines.append("WARNING: other processes used over %d%% of a core during %s: those "
                      "figures are unreliable; run on a quiet machine." %
@@ -1479,6 +1596,14 @@ def parse_args(argv):
     p.add_argument("--login-users", type=int, default=200, help="login: distinct users (200)")
     p.add_argument("--tls-resume", action="store_true",
                    help="login: resume TLS sessions with tickets (a reconnecting device)")
+    p.add_argument("--reconnect-devices", type=int, default=5000,
+                   help="reconnect storm (stanzad only): devices that drop and come back "
+                        "(5000)")
+    p.add_argument("--reconnect-variants", default=",".join(RECONNECT_VARIANTS),
+                   help="reconnect storm: how devices come back (%s)" %
+                        ",".join(RECONNECT_VARIANTS))
+    p.add_argument("--reconnect-threads", type=int, default=32,
+                   help="reconnect storm: client threads, one login at a time each (32)")
     p.add_argument("--threads", type=int, default=1, help="loadgen threads (1)")
     p.add_argument("--workers", type=int, default=1,
                    help="stanzad's --workers in every scenario but 'workers' (1: the "
@@ -1547,6 +1672,13 @@ def parse_args(argv):
         p.error("--steering-list needs a policy")
     if o.storm_devices < 1 or o.storm_threads < 1 or o.storm_spread < 0 or o.workers_rounds < 1:
         p.error("--storm-devices and --storm-threads must be positive")
+    if o.reconnect_devices < 1 or o.reconnect_threads < 1:
+        p.error("--reconnect-devices and --reconnect-threads must be positive")
+    o.reconnect_variant_list = [v.strip() for v in o.reconnect_variants.split(",") if v.strip()]
+    for v in o.reconnect_variant_list:
+        if v not in RECONNECT_VARIANTS:
+            p.error("unknown reconnect variant %r (choose from %s)" % (
+                v, ", ".join(RECONNECT_VARIANTS)))
     o.server_list = [x.strip() for x in o.servers.split(",") if x.strip()]
     for x in o.server_list:
         if x not in ("stanzad",) + bench_peers.PEERS:
@@ -1568,9 +1700,10 @@ def parse_args(argv):
         p.error("--idle-clients needs at least one size, every size positive")
     if o.source_spread < 0:
         p.error("--source-spread must not be negative")
-    # The seeded accounts cover the largest idle run and the storm (users P0 ..).
+    # The seeded accounts cover the largest idle run and the storms (users P0 ..).
     o.idle_clients = max(o.idle_list + o.idle_tls_list +
-                         ([o.storm_devices] if "workers" in o.scenarios else []))
+                         ([o.storm_devices] if "workers" in o.scenarios else []) +
+                         ([o.reconnect_devices] if "reconnect" in o.scenarios else []))
     o.login_mode_list = [m.strip() for m in o.login_modes.split(",") if m.strip()]
     for m in o.login_mode_list:
         if m not in LOGIN_MODES:
@@ -1647,8 +1780,8 @@ def write_report(opts, meta, lines):
 
 def main(argv):
     opts = parse_args(argv)
-    need = ["loadgen"] + (["logingen"] if {"login", "workers"} & set(opts.scenarios) and
-                          "stanzad" in opts.server_list else [])
+    need = ["loadgen"] + (["logingen"] if {"login", "workers", "reconnect"} &
+                          set(opts.scenarios) and "stanzad" in opts.server_list else [])
     if "stanzad" in opts.server_list and not opts.target:
         need += ["stanzad", "stanzactl"]
     for b in need:
@@ -1657,7 +1790,7 @@ def main(argv):
     if opts.peer_list:
         ensure_peers(opts)
         bench_peers.raise_fd_limit()
-    if {"idle", "workers"} & set(opts.scenarios):
+    if {"idle", "workers", "reconnect"} & set(opts.scenarios):
         lim = raise_nofile(opts.idle_clients + FD_SLACK)
         log("RLIMIT_NOFILE %d (fs.nr_open %s, fs.file-max %s, ip_local_port_range %s)" % (
             lim, *[" ".join(map(str, sysctl_int(k) or ["?"])) for k in (
@@ -1777,6 +1910,17 @@ def main(argv):
             else:
                 jobs.append(("login", lambda: ws(
                     "login", lambda s: scenario_login(opts, s), tls=True)))
+        if "reconnect" in opts.scenarios:
+            if peer is not None:
+                notes.append("reconnect on %s: not measured (the reconnect storm is Direct TLS "
+                             "with stanzad's certificate, stream resumption and FAST; the bench "
+                             "does not configure TLS in the peers)" % server)
+            elif opts.target:
+                failures.append(("reconnect", "needs a stanzad started by the bench "
+                                              "(Direct TLS)"))
+            else:
+                jobs.append(("reconnect", lambda: ws(
+                    "reconnect", lambda s: scenario_reconnect(opts, s), tls=True)))
         return jobs
 
     def run_jobs(server, jobs):

@@ -349,6 +349,90 @@ def targets(results, meta):
 # Other processes above this share of a core during a window: noisy figures.
 NOISY_OTHER_CPU = 0.10
 
+# The reconnect storm's table: (label, getter, format, higher is better).
+RECONNECT_FIGURES = [
+    ("devices back", lambda r: r.get("devices_back"), "{:,.0f}", None),
+    ("failed reconnects", lambda r: r.get("failures"), "{:,.0f}", None),
+    ("sessions resumed (`<resumed/>`)", lambda r: r.get("resumed"), "{:,.0f}", None),
+    ("new sessions", lambda r: r.get("new_sessions"), "{:,.0f}", None),
+    ("TLS sessions resumed (tickets)", lambda r: r.get("tls_resumed"), "{:,.0f}", None),
+    ("reconnects/s", lambda r: r.get("reconnects_per_s"), "{:,.0f}", True),
+    ("time to all back, s", lambda r: r.get("time_to_all_back_s"), "{:.2f}", False),
+    ("ready p50 (connect() to ready), ms", lambda r: get(r, "ready_ms", "p50"), "{:.2f}",
+     False),
+    ("ready p99 (connect() to ready), ms", lambda r: get(r, "ready_ms", "p99"), "{:.2f}",
+     False),
+    ("back p50 (from the storm's start), ms", lambda r: get(r, "back_ms", "p50"), "{:.1f}",
+     False),
+    ("back p99 (from the storm's start), ms", lambda r: get(r, "back_ms", "p99"), "{:.1f}",
+     False),
+    ("round trips to ready", lambda r: r.get("round_trips"), "{:.0f}", False),
+    ("server CPU per reconnect, us", lambda r: r.get("server_us_per_reconnect"), "{:,.0f}",
+     False),
+    ("server CPU, share of a core", lambda r: r.get("server_cpu_util"), "{:.0%}", None),
+    ("load generator CPU, share of a core", lambda r: r.get("loadgen_cpu_util"), "{:.0%}",
+     None),
+    ("other processes, share of a core", lambda r: r.get("other_cpu_util"), "{:.0%}", None),
+]
+
+
+def reconnect_section(results):
+    """The reconnect storm (stanzad only): one column per variant, and how
+    many times better resume is than relogin. Nothing without its results."""
+    runs = {}
+    for r in results:
+        if (r.get("scenario") == "reconnect" and "error" not in r and
+                r.get("server", "stanzad") == "stanzad"):
+            runs[get(r, "params", "variant")] = r
+    if not runs:
+        return []
+    order = [v for v in ("resume", "relogin") if v in runs] + \
+        sorted(v for v in runs if v not in ("resume", "relogin"))
+    both = "resume" in runs and "relogin" in runs
+    any_r = runs[order[0]]
+    out = ["## Reconnect storm", ""]
+    out.append("%s devices over Direct TLS 1.3, logged in with SASL2 and Bind 2 (stream "
+               "management with resumption; a FAST token for resume), drop at once (the "
+               "client resets every TCP connection: no `</stream:stream>`, so the server "
+               "keeps the sessions for resumption, XEP-0198), and once the server has "
+               "handled the drops all come back at once on %s client threads. resume: "
+               "SASL2 with the FAST token and `<resume/>` inline in `<authenticate/>` (one "
+               "round trip after TLS%s); relogin: the classic login (SCRAM-SHA-256, bind "
+               "of the same resource, `<enable/>`), a new session replacing the detached "
+               "one. Time to all back runs from the first reconnect to the last device "
+               "ready; server CPU per reconnect is the window's plus what the server did "
+               "after it." % (
+                   fmt(get(any_r, "params", "devices")), get(any_r, "params", "threads"),
+                   ", the TLS session resumed from its ticket"
+                   if get(runs.get("resume"), "params", "tls_resume") else ""))
+    out.append("")
+    head = ["figure"] + order + (["resume vs relogin"] if both else [])
+    out.append("| " + " | ".join(head) + " |")
+    out.append("|" + "---|" * len(head))
+    for label, getter, spec, hb in RECONNECT_FIGURES:
+        vals = {v: getter(runs[v]) for v in order}
+        cells = [label] + [fmt(vals[v], spec) for v in order]
+        if both:
+            x = ratio(vals["resume"], vals["relogin"], hb)
+            cells.append("-" if x is None else "%.1fx" % x)
+        out.append("| " + " | ".join(cells) + " |")
+    notes = []
+    for v in order:
+        r = runs[v]
+        n = get(r, "params", "devices")
+        if n and (r.get("devices_back") or 0) < n:
+            notes.append("%s: %s of %s devices came back (%s)" % (
+                v, fmt(r.get("devices_back")), fmt(n),
+                get(r, "logingen", "last_error") or "?"))
+        if (r.get("other_cpu_util") or 0) > NOISY_OTHER_CPU:
+            notes.append("%s: other processes used %.0f%% of a core during the window: "
+                         "figures unreliable" % (v, r["other_cpu_util"] * 100))
+    if notes:
+        out.append("")
+        out.extend("- " + x for x in notes)
+    out.append("")
+    return out
+
 
 def render(results, meta):
     servers = [s for s in PEER_ORDER if s in (meta.get("servers") or ["stanzad"])]
@@ -394,6 +478,7 @@ def render(results, meta):
                "a load generator near 100% was the limit.")
     out.append("")
     out.extend(side_by_side(results, servers))
+    out.extend(reconnect_section(results))
     failed = [r for r in results if "error" in r]
     notes = meta.get("notes") or []
     if failed or notes:

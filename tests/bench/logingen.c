@@ -38,6 +38,28 @@
  * --roster-presence makes a login what a device's start-up is: once the
  * session is ready it also fetches its roster and sends initial presence
  * (both in one flight; ready when the roster arrives, one round trip more).
+ *
+ * --storm resume|relogin (with --hold; scenario "reconnect") is a reconnect
+ * storm: the held devices log in with SASL2 and Bind 2 instead, enabling
+ * stream management with resumption inline (and, for resume, with
+ * <request-token/>: a FAST token). After the hold result, a line on stdin
+ * drops every connection at once, abruptly (RST, no </stream:stream>: the
+ * server keeps the sessions for resumption, XEP-0198), then prints
+ * {"event":"dropped"}; the next line brings them all back on the threads:
+ *
+ *   resume   SASL2 with the FAST token and an inline <resume/> (XEP-0198
+ *            section 7.2) in <authenticate/>, Bind 2 as the fallback: one
+ *            round trip after TLS (with --tls-resume, TLS resumes the
+ *            session ticket of the held connection too)
+ *   relogin  classic RFC 6120 login (SCRAM-SHA-256, bind of the held
+ *            resource, <enable resume/>): a new session replacing the
+ *            detached one
+ *
+ * and prints one result: devices back, failures, how many the server
+ * resumed (<resumed/>) and how many got new sessions, the time from the
+ * first reconnect to the last ready, and per device the time from its
+ * connect() to ready (ready_ms) and from the storm's start (back_ms). The
+ * sessions are kept until a line or EOF on stdin, then closed cleanly.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -72,8 +94,10 @@
 #define LG_SAMPLES_MAX	(1u << 20)	/* ready times kept per run */
 #define LG_TIMEOUT_S	10		/* socket timeout: a stuck login fails */
 #define LG_SPREAD_DEFAULT	16384	/* --hold: sessions per source address */
+#define LG_ID_MAX	96		/* --storm: stream management id, resource */
 
 enum lg_mode { M_CLASSIC = 0, M_SASL2, M_FAST };
+enum lg_storm { S_NONE = 0, S_RESUME, S_RELOGIN };
 
 static struct {
 	const char *host, *domain, *password, *prefix, *fast_mech, *label;
@@ -83,6 +107,7 @@ static struct {
 	unsigned hold, first, source_spread;	/* --hold: sessions kept; user numbers */
 	double duration;
 	bool pipeline, sync, tls_resume, roster_presence;
+	enum lg_storm storm;			/* --storm: reconnect variant */
 } opt = {
 	.host = "127.0.0.1", .domain = "localhost", .password = "bench", .prefix = "u",
 	.fast_mech = "HT-SHA-256-EXPR", .users = 200, .threads = 4, .duration = 3,
@@ -93,6 +118,7 @@ static struct {
 struct lg_held {
 	int fd;
 	SSL *ssl;
+	bool resumed;			/* --storm: by the server's <resumed/> */
 };
 
 /* One simulated device. */
@@ -101,6 +127,8 @@ struct lg_user {
 	char token[LG_TOKEN_MAX];	/* fast */
 	SSL_SESSION *sess;		/* --tls-resume */
 	pthread_mutex_t lock;
+	char previd[LG_ID_MAX];		/* --storm: the session's stream management id */
+	char resource[LG_ID_MAX];	/* --storm: its resource */
 };
 
 /* One login's connection. */
@@ -110,12 +138,15 @@ struct lg_conn {
 	char buf[LG_BUF + 1];
 	size_t len;
 	unsigned waits;			/* round trips: times we waited for the server */
+	bool resumed;			/* --storm: the server sent <resumed/> */
 };
 
 struct lg_thread {
 	pthread_t tid;
 	unsigned index;
-	uint64_t logins, failures;
+	uint64_t logins, failures, resumed;
+	double last_ready;		/* --storm: when its last device was back */
+	double *back_ms;		/* --storm: storm start to ready, per device */
 	double *ready_ms;		/* samples */
 	size_t nsamples, cap;
 	char last_error[160];
@@ -126,6 +157,7 @@ static struct lg_user *lg_users;
 static atomic_bool lg_stop;
 static atomic_ulong lg_resumed;	/* logins whose TLS session was resumed */
 static const char *lg_mode_names[] = { "classic", "sasl2", "fast" };
+static const char *lg_storm_names[] = { "", "resume", "relogin" };
 static struct lg_held *lg_held;		/* --hold: one per user */
 
 static void lg_die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
@@ -322,6 +354,7 @@ static int lg_connect(struct lg_conn *c, struct lg_user *u)
 	setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 	c->waits = 1;	/* the TCP handshake */
+	c->resumed = false;
 	if (opt.hold && opt.source_spread && (ntohl(sa.sin_addr.s_addr) >> 24) == 127) {
 		/* User number g leaves from 127.0.0.(2 + g / spread), port chosen at connect(). */
 		uint32_t g = opt.first + (uint32_t)(u - lg_users);
@@ -355,21 +388,32 @@ static int lg_connect(struct lg_conn *c, struct lg_user *u)
 	return 0;
 }
 
+/* --tls-resume: keeps the connection's TLS session for the user's next one. */
+static void lg_keep_session(struct lg_conn *c, struct lg_user *u)
+{
+	SSL_SESSION *s = SSL_get1_session(c->ssl);
+
+	pthread_mutex_lock(&u->lock);
+	if (s && SSL_SESSION_is_resumable(s)) {
+		SSL_SESSION_free(u->sess);
+		u->sess = s;
+		s = NULL;
+	}
+	pthread_mutex_unlock(&u->lock);
+	SSL_SESSION_free(s);
+}
+
 static void lg_close(struct lg_conn *c, struct lg_user *u)
 {
 	if (c->ssl) {
-		if (opt.tls_resume) {
-			SSL_SESSION *s = SSL_get1_session(c->ssl);
-
-			pthread_mutex_lock(&u->lock);
-			if (s && SSL_SESSION_is_resumable(s)) {
-				SSL_SESSION_free(u->sess);
-				u->sess = s;
-				s = NULL;
-			}
-			pthread_mutex_unlock(&u->lock);
-			SSL_SESSION_free(s);
-		}
+		if (opt.tls_resume)
+			lg_keep_session(c, u);
+		/*
+		 * Freed without a close_notify sent, OpenSSL takes the session
+		 * for a bad one and makes it not resumable (ssl_clear_bad_session):
+		 * the flag alone (nothing is written) keeps it.
+		 */
+		SSL_set_shutdown(c->ssl, SSL_SENT_SHUTDOWN);
 		SSL_free(c->ssl);
 	}
 	if (c->fd >= 0)
@@ -419,21 +463,62 @@ static int lg_classic(struct lg_conn *c, struct lg_user *u)
 	if (lg_send(c, msg) || !(p = lg_wait_for(c, "</stream:features>")))
 		return -1;
 	lg_consume(c, p);
-	if (lg_send(c, "<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>"
-		       "</iq>") || !(p = lg_wait_for(c, "</iq>")))
+	if (opt.storm && u->resource[0]) {
+		/* --storm relogin: the held resource again, replacing the detached session. */
+		snprintf(msg, sizeof(msg), "<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:"
+			 "ns:xmpp-bind'><resource>%s</resource></bind></iq>", u->resource);
+		if (lg_send(c, msg) || !(p = lg_wait_for(c, "</iq>")))
+			return -1;
+	} else if (lg_send(c, "<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>"
+			      "</iq>") || !(p = lg_wait_for(c, "</iq>"))) {
 		return -1;
+	}
 	lg_consume(c, p);
-	if (lg_send(c, "<enable xmlns='urn:xmpp:sm:3'/>") || !(p = lg_wait_for(c, "<enabled")))
+	if (lg_send(c, opt.storm ? "<enable xmlns='urn:xmpp:sm:3' resume='true'/>" :
+		       "<enable xmlns='urn:xmpp:sm:3'/>") || !(p = lg_wait_for(c, "<enabled")))
+		return -1;
+	if (opt.storm && (!(p = lg_read_for(c, "/>")) ||
+			  lg_between(c->buf, "<enabled", "/>", data, sizeof(data)) ||
+			  lg_between(data, "id='", "'", u->previd, sizeof(u->previd))))
 		return -1;
 	lg_consume(c, p);
 	return 0;
 }
 
-/* The SASL2 children after the mechanism's initial response. */
-static void lg_inline(const struct lg_user *u, bool want_token, char *out, size_t size)
+/*
+ * --storm: what a device keeps from a SASL2 <success/> (in the input): the
+ * stream management id of <enabled/> and the resource of the full JID.
+ */
+static int lg_storm_keep(struct lg_conn *c, struct lg_user *u)
 {
-	snprintf(out, size, "<user-agent id='bench-%s'/><bind xmlns='urn:xmpp:bind:0'><tag>bench</tag>"
-		 "<enable xmlns='urn:xmpp:sm:3'/></bind>%s%s%s", u->name,
+	char el[512], jid[LG_USER_MAX + LG_ID_MAX + 64];
+	const char *slash;
+
+	if (lg_between(c->buf, "<enabled", "/>", el, sizeof(el)) ||
+	    lg_between(el, "id='", "'", u->previd, sizeof(u->previd)) ||
+	    lg_between(c->buf, "<authorization-identifier>", "</authorization-identifier>", jid,
+		       sizeof(jid)) || !(slash = strchr(jid, '/')))
+		return -1;
+	snprintf(u->resource, sizeof(u->resource), "%s", slash + 1);
+	return 0;
+}
+
+/*
+ * The SASL2 children after the mechanism's initial response. --storm:
+ * stream management with resumption, and with resume an inline <resume/>
+ * of the session held before (h 0: the idle devices were sent no stanza).
+ */
+static void lg_inline(const struct lg_user *u, bool want_token, bool resume, char *out,
+		      size_t size)
+{
+	char res[LG_ID_MAX + 64] = "";
+
+	if (resume && u->previd[0])
+		snprintf(res, sizeof(res), "<resume xmlns='urn:xmpp:sm:3' previd='%s' h='0'/>",
+			 u->previd);
+	snprintf(out, size, "<user-agent id='bench-%s'/>%s<bind xmlns='urn:xmpp:bind:0'>"
+		 "<tag>bench</tag><enable xmlns='urn:xmpp:sm:3'%s/></bind>%s%s%s", u->name, res,
+		 opt.storm ? " resume='true'" : "",
 		 want_token ? "<request-token xmlns='urn:xmpp:fast:0' mechanism='" : "",
 		 want_token ? opt.fast_mech : "", want_token ? "'/>" : "");
 }
@@ -464,7 +549,7 @@ static int lg_sasl2(struct lg_conn *c, struct lg_user *u, bool want_token)
 
 	lg_scram_first(&s, u->name, first, sizeof(first));
 	lg_b64((unsigned char *)first, strlen(first), b64);
-	lg_inline(u, want_token, inl, sizeof(inl));
+	lg_inline(u, want_token, false, inl, sizeof(inl));
 	snprintf(msg, sizeof(msg), "<authenticate xmlns='urn:xmpp:sasl:2' mechanism='SCRAM-SHA-256'>"
 		 "<initial-response>%s</initial-response>%s</authenticate>", b64, inl);
 	if (lg_sasl2_open(c, msg) || !(p = lg_wait_for(c, "</challenge>")))
@@ -480,6 +565,8 @@ static int lg_sasl2(struct lg_conn *c, struct lg_user *u, bool want_token)
 	if (lg_send(c, msg) || !(p = lg_wait_for(c, "</success>")))
 		return -1;
 	if (want_token && lg_between(c->buf, "token='", "'", u->token, sizeof(u->token)))
+		return -1;
+	if (opt.storm && lg_storm_keep(c, u))
 		return -1;
 	lg_consume(c, p);
 	/* The features that follow <success/> come in the same flight. */
@@ -511,7 +598,7 @@ static int lg_fast(struct lg_conn *c, struct lg_user *u)
 	ir[ulen] = 0;
 	memcpy(ir + ulen + 1, mac, 32);
 	lg_b64(ir, ulen + 33, b64);
-	lg_inline(u, false, inl, sizeof(inl));
+	lg_inline(u, false, opt.storm == S_RESUME, inl, sizeof(inl));
 	snprintf(msg, sizeof(msg), "<authenticate xmlns='urn:xmpp:sasl:2' mechanism='%s'>"
 		 "<initial-response>%s</initial-response>%s</authenticate>", opt.fast_mech, b64,
 		 inl);
@@ -519,7 +606,13 @@ static int lg_fast(struct lg_conn *c, struct lg_user *u)
 		return -1;
 	/* A token given on rotation replaces ours. */
 	lg_between(c->buf, "token='", "'", u->token, sizeof(u->token));
+	/* Resumed inline: ready now, no features follow (XEP-0198 section 7). */
+	c->resumed = strstr(c->buf, "<resumed") != NULL && strstr(c->buf, "<resumed") < p;
+	if (opt.storm && !c->resumed && lg_storm_keep(c, u))
+		return -1;
 	lg_consume(c, p);
+	if (c->resumed)
+		return 0;
 	if (!(p = lg_read_for(c, "</stream:features>")))
 		return -1;
 	lg_consume(c, p);
@@ -563,8 +656,12 @@ static int lg_login(struct lg_user *u, enum lg_mode mode, bool want_token, doubl
 	*ready_ms = (lg_now() - t0) * 1e3;
 	*waits = c->waits;
 	if (ret == 0 && keep) {
+		/* TLS 1.3 tickets came after the handshake, read with the answers. */
+		if (opt.tls_resume)
+			lg_keep_session(c, u);
 		keep->fd = c->fd;
 		keep->ssl = c->ssl;
+		keep->resumed = c->resumed;
 		free(c);
 		return 0;
 	}
@@ -623,7 +720,9 @@ static void *lg_hold_main(void *arg)
 		double ms;
 		unsigned waits;
 
-		if (lg_login(&lg_users[i], M_CLASSIC, false, &ms, &waits, &lg_held[i]) < 0) {
+		/* --storm: SASL2 + Bind 2 with resumable stream management (and a FAST token). */
+		if (lg_login(&lg_users[i], opt.storm ? M_SASL2 : M_CLASSIC, opt.storm == S_RESUME,
+			     &ms, &waits, &lg_held[i]) < 0) {
 			t->failures++;
 			snprintf(t->last_error, sizeof(t->last_error), "login of %s failed: %s",
 				 lg_users[i].name, strerror(errno));
@@ -653,6 +752,68 @@ static void lg_release_held(void)
 	}
 }
 
+/*
+ * --storm: every held connection goes at once, as when a network drops:
+ * RST (SO_LINGER 0), no </stream:stream> and no TLS close_notify, so the
+ * server keeps the sessions for resumption. Returns how many went.
+ */
+static unsigned lg_drop_held(void)
+{
+	struct linger lin = { 1, 0 };
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < opt.hold; i++) {
+		struct lg_held *h = &lg_held[i];
+
+		if (!h->ssl)
+			continue;
+		setsockopt(h->fd, SOL_SOCKET, SO_LINGER, &lin, sizeof(lin));
+		/* Nothing is written; the flag keeps the TLS session resumable (lg_close()). */
+		SSL_set_shutdown(h->ssl, SSL_SENT_SHUTDOWN);
+		SSL_free(h->ssl);
+		close(h->fd);
+		h->ssl = NULL;
+		h->fd = -1;
+		n++;
+	}
+	return n;
+}
+
+static double lg_storm_t0;
+
+/* --storm: thread t brings devices t, t + threads, ... back once each. */
+static void *lg_storm_main(void *arg)
+{
+	struct lg_thread *t = arg;
+	enum lg_mode mode = opt.storm == S_RESUME ? M_FAST : M_CLASSIC;
+
+	for (unsigned i = t->index; i < opt.hold; i += opt.threads) {
+		struct lg_user *u = &lg_users[i];
+		double ms, now;
+		unsigned waits;
+
+		if (!u->previd[0])
+			continue;	/* not held: nothing to come back to */
+		if (lg_login(u, mode, false, &ms, &waits, &lg_held[i]) < 0) {
+			t->failures++;
+			snprintf(t->last_error, sizeof(t->last_error), "reconnect of %s failed: %s",
+				 u->name, strerror(errno));
+			ERR_clear_error();
+			continue;
+		}
+		now = lg_now();
+		t->logins++;
+		t->resumed += lg_held[i].resumed;
+		t->last_ready = now;
+		atomic_store(&lg_waits_seen, waits);
+		if (t->nsamples < t->cap) {
+			t->back_ms[t->nsamples] = (now - lg_storm_t0) * 1e3;
+			t->ready_ms[t->nsamples++] = ms;
+		}
+	}
+	return NULL;
+}
+
 static int lg_cmp(const void *a, const void *b)
 {
 	double x = *(const double *)a, y = *(const double *)b;
@@ -671,6 +832,97 @@ static void lg_get_tokens(void)
 		    !lg_users[i].token[0])
 			lg_die("could not get a FAST token for %s", lg_users[i].name);
 	}
+}
+
+/* p50 / p99 of n sorted samples. */
+static double lg_pct(const double *v, size_t n, double q)
+{
+	return n ? v[(size_t)((n - 1) * q)] : 0.0;
+}
+
+/*
+ * --storm, after the hold: drops every connection, says so, and at the
+ * next line on stdin brings every device back at once on the threads;
+ * prints one result line. The sessions stay for lg_release_held().
+ */
+static void lg_cmd_storm(struct lg_thread *th)
+{
+	uint64_t back = 0, failures = 0, resumed = 0, expected = 0;
+	double *ready, *backs, sum = 0, last = 0, elapsed;
+	const char *err = NULL;
+	unsigned dropped;
+	size_t n = 0;
+	char line[64];
+
+	for (unsigned i = 0; i < opt.hold; i++)
+		expected += lg_users[i].previd[0] != '\0';
+	dropped = lg_drop_held();
+	printf("{\"event\":\"dropped\",\"dropped\":%u}\n", dropped);
+	fflush(stdout);
+	if (!fgets(line, sizeof(line), stdin))
+		return;
+	ready = malloc((size_t)opt.hold * sizeof(*ready));
+	backs = malloc((size_t)opt.hold * sizeof(*backs));
+	if (!ready || !backs)
+		lg_die("%s", "out of memory");
+	atomic_store(&lg_resumed, 0);
+	for (unsigned i = 0; i < opt.threads; i++) {
+		th[i].logins = th[i].failures = th[i].resumed = 0;
+		th[i].nsamples = 0;
+		th[i].last_ready = 0;
+		th[i].last_error[0] = '\0';
+		th[i].back_ms = malloc(th[i].cap * sizeof(double));
+		if (!th[i].back_ms)
+			lg_die("%s", "out of memory");
+	}
+	lg_storm_t0 = lg_now();
+	for (unsigned i = 0; i < opt.threads; i++)
+		if (pthread_create(&th[i].tid, NULL, lg_storm_main, &th[i]))
+			lg_die("%s", "thread setup failed");
+	for (unsigned i = 0; i < opt.threads; i++) {
+		pthread_join(th[i].tid, NULL);
+		back += th[i].logins;
+		failures += th[i].failures;
+		resumed += th[i].resumed;
+		if (th[i].last_ready > last)
+			last = th[i].last_ready;
+		for (size_t k = 0; k < th[i].nsamples; k++) {
+			ready[n] = th[i].ready_ms[k];
+			backs[n++] = th[i].back_ms[k];
+			sum += th[i].ready_ms[k];
+		}
+		if (!err && th[i].last_error[0])
+			err = th[i].last_error;
+	}
+	/* From the first reconnect to the last device ready. */
+	elapsed = last > 0 ? last - lg_storm_t0 : lg_now() - lg_storm_t0;
+	if (n) {
+		qsort(ready, n, sizeof(*ready), lg_cmp);
+		qsort(backs, n, sizeof(*backs), lg_cmp);
+	}
+	printf("{\"event\":\"result\",\"mode\":\"storm\",\"variant\":\"%s\",\"devices\":%u,"
+	       "\"dropped\":%u,\"expected\":%llu,\"back\":%llu,\"failures\":%llu,"
+	       "\"resumed\":%llu,\"new_sessions\":%llu,\"elapsed_s\":%.3f,"
+	       "\"reconnects_per_s\":%.1f,\"threads\":%u,\"round_trips\":%u,"
+	       "\"tls_resume\":%s,\"tls_resumed\":%lu,\"fast_mech\":\"%s\","
+	       "\"ready_ms\":{\"mean\":%.3f,\"p50\":%.3f,\"p99\":%.3f},"
+	       "\"back_ms\":{\"p50\":%.3f,\"p99\":%.3f,\"max\":%.3f}",
+	       lg_storm_names[opt.storm], opt.hold, dropped, (unsigned long long)expected,
+	       (unsigned long long)back, (unsigned long long)failures,
+	       (unsigned long long)resumed, (unsigned long long)(back - resumed), elapsed,
+	       back / (elapsed > 0 ? elapsed : 1e-9), opt.threads, atomic_load(&lg_waits_seen),
+	       opt.tls_resume ? "true" : "false", atomic_load(&lg_resumed),
+	       opt.storm == S_RESUME ? opt.fast_mech : "", n ? sum / n : 0.0,
+	       lg_pct(ready, n, 0.5), lg_pct(ready, n, 0.99), lg_pct(backs, n, 0.5),
+	       lg_pct(backs, n, 0.99), n ? backs[n - 1] : 0.0);
+	if (err)
+		printf(",\"last_error\":\"%s\"", err);
+	printf("}\n");
+	fflush(stdout);
+	free(ready);
+	free(backs);
+	if (!fgets(line, sizeof(line), stdin))
+		line[0] = '\0';
 }
 
 /*
@@ -723,11 +975,15 @@ static int lg_cmd_hold(struct lg_thread *th)
 	       n ? all[n / 2] : 0.0, n ? all[(size_t)((n - 1) * 0.99)] : 0.0);
 	if (err)
 		printf(",\"last_error\":\"%s\"", err);
+	if (opt.storm)
+		printf(",\"storm\":\"%s\"", lg_storm_names[opt.storm]);
 	printf("}\n");
 	fflush(stdout);
 	free(all);
 	if (!fgets(line, sizeof(line), stdin))
 		line[0] = '\0';
+	if (opt.storm && line[0])
+		lg_cmd_storm(th);
 	lg_release_held();
 	return 0;
 }
@@ -750,7 +1006,12 @@ static void lg_usage(void)
 	      "  --first N          number of the first --hold user (0)\n"
 	      "  --source-spread N  --hold on loopback: sessions per source address\n"
 	      "                     127.0.0.2, 127.0.0.3, ... (16384; 0: one address)\n"
-	      "  --roster-presence  after each login: roster get and initial presence\n", stdout);
+	      "  --roster-presence  after each login: roster get and initial presence\n"
+	      "  --storm V          with --hold: SASL2 logins with resumable stream management;\n"
+	      "                     at the next stdin line drop every connection abruptly, at\n"
+	      "                     the one after bring all back (V resume: FAST + inline\n"
+	      "                     <resume/>; relogin: classic login, new session), print\n"
+	      "                     the result, close them at the line after that\n", stdout);
 }
 
 int main(int argc, char **argv)
@@ -768,6 +1029,7 @@ int main(int argc, char **argv)
 		{ "hold", required_argument, NULL, 'o' }, { "first", required_argument, NULL, 'F' },
 		{ "source-spread", required_argument, NULL, 'S' },
 		{ "roster-presence", no_argument, NULL, 'P' },
+		{ "storm", required_argument, NULL, 'R' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct lg_thread *th;
@@ -795,6 +1057,14 @@ int main(int argc, char **argv)
 		case 'F': opt.first = (unsigned)atoi(optarg); break;
 		case 'S': opt.source_spread = (unsigned)atoi(optarg); break;
 		case 'P': opt.roster_presence = true; break;
+		case 'R':
+			if (strcmp(optarg, "resume") == 0)
+				opt.storm = S_RESUME;
+			else if (strcmp(optarg, "relogin") == 0)
+				opt.storm = S_RELOGIN;
+			else
+				lg_die("unknown --storm %s (resume or relogin)", optarg);
+			break;
 		case 'm':
 			for (o = 0; o < 3 && strcmp(optarg, lg_mode_names[o]); o++)
 				;
@@ -808,6 +1078,8 @@ int main(int argc, char **argv)
 	}
 	if (!opt.port || !opt.users || !opt.threads || opt.duration <= 0)
 		lg_die("%s", "--port, --users, --threads and --duration must be positive");
+	if (opt.storm && !opt.hold)
+		lg_die("%s", "--storm needs --hold");
 	if (opt.hold) {
 		struct rlimit rl;
 

@@ -120,13 +120,50 @@ def test_idle_size_options():
     o = bench.parse_args(["--idle-clients", "2000,20000", "--idle-tls-clients", "0",
                           "--login-users", "10"])
     assert o.idle_list == [2000, 20000] and o.idle_tls_list == [] and o.idle_clients == 20000
+    # The reconnect storm (in the default set) seeds its devices too.
     o = bench.parse_args(["--idle-clients", "10", "--idle-tls-clients", "5,300",
-                          "--login-users", "10", "--source-spread", "0"])
+                          "--login-users", "10", "--source-spread", "0",
+                          "--reconnect-devices", "100"])
     assert o.idle_clients == 300 and o.idle_tls_list == [5, 300] and o.source_spread == 0
+    o = bench.parse_args(["--idle-clients", "10", "--idle-tls-clients", "0",
+                          "--login-users", "10"])
+    assert "reconnect" in o.scenarios and o.reconnect_devices == 5000
+    assert o.idle_clients == 5000 and o.reconnect_variant_list == ["resume", "relogin"]
+    o = bench.parse_args(["--idle-clients", "10", "--idle-tls-clients", "0",
+                          "--login-users", "10", "--scenario", "idle"])
+    assert o.idle_clients == 10
     for bad in (["--idle-clients", "many"], ["--idle-clients", "0"], ["--idle-clients", ""],
                 ["--source-spread", "-1"]):
         with pytest.raises(SystemExit):
             bench.parse_args(bad + ["--login-users", "10"])
+
+
+def _reconnect(variant, back, resumed, us):
+    return {"scenario": "reconnect", "server": "stanzad",
+            "params": {"variant": variant, "devices": 2000, "threads": 32,
+                       "tls_resume": variant == "resume"},
+            "devices_back": back, "failures": 2000 - back, "resumed": resumed,
+            "new_sessions": back - resumed, "tls_resumed": resumed,
+            "reconnects_per_s": 4000.0, "time_to_all_back_s": 0.5,
+            "ready_ms": {"p50": 5.0, "p99": 20.0}, "back_ms": {"p50": 250.0, "p99": 490.0},
+            "round_trips": 3 if variant == "resume" else 8, "server_us_per_reconnect": us,
+            "server_cpu_util": 0.9, "loadgen_cpu_util": 0.9, "other_cpu_util": 0.0,
+            "logingen": {"last_error": "reconnect of u7 failed"}}
+
+
+def test_report_reconnect_section():
+    meta = {"servers": ["stanzad", "prosody"],
+            "notes": ["reconnect on prosody: not measured (no TLS in the peers)"]}
+    text = bench_report.render([_reconnect("resume", 2000, 2000, 100.0),
+                                _reconnect("relogin", 1990, 0, 400.0)], meta)
+    sec = text.split("## Reconnect storm", 1)[1].split("\n## ", 1)[0]
+    assert "| figure | resume | relogin | resume vs relogin |" in sec
+    assert "| server CPU per reconnect, us | 100 | 400 | 4.0x |" in sec
+    assert "| sessions resumed (`<resumed/>`) | 2,000 | 0 | - |" in sec
+    assert "relogin: 1,990 of 2,000 devices came back (reconnect of u7 failed)" in sec
+    assert "- reconnect on prosody: not measured" in text
+    # Without its results the report has no such section.
+    assert "Reconnect storm" not in bench_report.render([], {"servers": ["stanzad"]})
 
 
 def _idle(n, transport, per, ready=None):
