@@ -103,6 +103,7 @@ struct tls_rec_track {
 	uint32_t left;			/* body bytes of the current record still to come */
 	uint8_t hdr[TLS_RECORD_HEADER];
 	uint8_t hdr_len;		/* header bytes of the current record seen */
+	uint8_t empty_run;		/* records in a row without data (TLS_LEAN_EMPTY_MAX) */
 };
 
 /*
@@ -149,6 +150,7 @@ struct tls_kernel_cache {
 #define TLS_LEAN_PLAIN_MAX	16384		/* TLSInnerPlaintext content (RFC 8446 5.1) */
 #define TLS_LEAN_CIPHER_MAX	(16384 + 256)	/* TLSCiphertext.length (RFC 8446 5.2) */
 #define TLS_LEAN_HS_HEADER	4		/* msg_type, uint24 length */
+#define TLS_LEAN_EMPTY_MAX	32		/* records in a row that carry no data */
 
 /* TLS alert descriptions (RFC 8446 6). */
 #define TLS_ALERT_UNEXPECTED_MESSAGE	10
@@ -170,6 +172,7 @@ struct tls_lean {
 	uint8_t secret_len;		/* the suite's hash length */
 	uint8_t key_len;
 	uint8_t hdr_len;		/* header bytes of the current record seen */
+	uint8_t empty_run;		/* records in a row without data (TLS_LEAN_EMPTY_MAX) */
 	uint8_t hdr[TLS_RECORD_HEADER];
 	struct tls_lean_dir rx, tx;
 	/* Body of a record that arrived in pieces (heap, NULL between records). */
@@ -1355,7 +1358,7 @@ int tls_conn_write(struct tls_conn *t, const void *data, size_t len)
 	if (len == 0)
 		return 0;
 	if (t->lean)
-		return tls_lean_write(t, data, len);
+		return t->shutdown_sent ? -EPIPE : tls_lean_write(t, data, len);
 	ERR_clear_error();
 	/* Without partial-write mode this writes every byte or fails. */
 	ret = SSL_write_ex(t->ssl, data, len, &written);
@@ -1588,6 +1591,10 @@ bool tls_conn_ktls_possible(const struct tls_conn *t)
 	int version;
 
 	if (!t->ktls || t->ktls->stale || t->state != TLS_ST_OPEN)
+		return false;
+	/* The kernel sends full-size records: not for a peer that negotiated smaller ones. */
+	if (SSL_SESSION_get_max_fragment_length(SSL_get_session(t->ssl)) !=
+	    TLSEXT_max_fragment_length_DISABLED)
 		return false;
 	c = tls_conn_ktls_cipher(t);
 	version = SSL_version(t->ssl);
@@ -1877,7 +1884,8 @@ static void tls_lean_fail(struct tls_conn *t, EVP_CIPHER_CTX *ctx, uint8_t alert
 {
 	const uint8_t msg[2] = { 2, alert };
 
-	if (alert && ctx)
+	/* Nothing follows our close_notify, not even a fatal alert. */
+	if (alert && ctx && !t->shutdown_sent)
 		(void)tls_lean_seal(t, ctx, KTLS_RECORD_ALERT, msg, sizeof(msg));
 	t->shutdown_sent = true;	/* no close_notify after a fatal alert */
 	tls_conn_fail(t, "read failed", reason);
@@ -1951,6 +1959,11 @@ static enum tls_status tls_lean_open(struct tls_conn *t, EVP_CIPHER_CTX *ctx,
 		return TLS_ERROR;
 	}
 	l->rx.seq++;
+	/* TLSInnerPlaintext, padding included, is at most 2^14 + 1 (RFC 8446 5.4). */
+	if (n > TLS_LEAN_PLAIN_MAX + 1) {
+		tls_lean_fail(t, ctx, TLS_ALERT_RECORD_OVERFLOW, "record overflow");
+		return TLS_ERROR;
+	}
 	/* TLSInnerPlaintext: content, type, zero padding (RFC 8446 5.2). */
 	while (n > 0 && pt[n - 1] == 0)
 		n--;
@@ -1962,6 +1975,18 @@ static enum tls_status tls_lean_open(struct tls_conn *t, EVP_CIPHER_CTX *ctx,
 	if (n > TLS_LEAN_PLAIN_MAX) {
 		tls_lean_fail(t, ctx, TLS_ALERT_RECORD_OVERFLOW, "record overflow");
 		return TLS_ERROR;
+	}
+	/*
+	 * Records that carry nothing (empty data, warning alerts) cost a
+	 * decryption each: as OpenSSL does, a run of them is cut off.
+	 */
+	if ((type == KTLS_RECORD_DATA && n == 0) || type == KTLS_RECORD_ALERT) {
+		if (++l->empty_run > TLS_LEAN_EMPTY_MAX) {
+			tls_lean_fail(t, ctx, TLS_ALERT_UNEXPECTED_MESSAGE, "too many empty records");
+			return TLS_ERROR;
+		}
+	} else {
+		l->empty_run = 0;
 	}
 	switch (type) {
 	case KTLS_RECORD_DATA:
@@ -2138,6 +2163,13 @@ static void tls_conn_go_lean(struct tls_conn *t)
 	    tls_conn_ktls_possible(t))
 		return;
 	if (SSL_pending(t->ssl) > 0 || SSL_has_pending(t->ssl))
+		return;
+	/*
+	 * A negotiated max_fragment_length (RFC 6066; constrained devices ask
+	 * for it) bounds every record we send: OpenSSL's record layer keeps it.
+	 */
+	if (SSL_SESSION_get_max_fragment_length(SSL_get_session(t->ssl)) !=
+	    TLSEXT_max_fragment_length_DISABLED)
 		return;
 	c = tls_conn_ktls_cipher(t);
 	hash_len = c == KTLS_AES_256_GCM ? 48 : 32;

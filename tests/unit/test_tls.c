@@ -1328,6 +1328,44 @@ static void test_lean_mode_tls13_only(void **state)
 	pair_free(&p);
 }
 
+/*
+ * A client that negotiated max_fragment_length (RFC 6066) keeps OpenSSL's
+ * record layer, which honours it: a long write arrives in records the
+ * client accepts.
+ */
+static void test_lean_not_with_max_fragment_length(void **state)
+{
+	SSL_CTX *c = client_ctx(TLS1_3_VERSION, TLS1_3_VERSION);
+	struct bytes got = { 0 };
+	char big[3000];
+	struct pair p;
+
+	assert_int_equal(SSL_CTX_set_tlsext_max_fragment_length(c, TLSEXT_max_fragment_length_512),
+			 1);
+	pair_init(&p, fx.direct, c, 223);
+	SSL_CTX_free(c);
+	assert_int_equal(pair_handshake(&p), 1);
+	assert_false(tls_conn_is_lean(p.server));
+	memset(big, 'x', sizeof(big));
+	assert_int_equal(tls_conn_write(p.server, big, sizeof(big)), 0);
+	assert_int_equal(client_read(&p, &got), SSL_ERROR_WANT_READ);
+	assert_int_equal(got.len, sizeof(big));
+	free(got.data);
+	pair_free(&p);
+}
+
+/* After our close_notify nothing more is sealed. */
+static void test_lean_no_data_after_close_notify(void **state)
+{
+	struct pair p;
+
+	pair_connect(&p, fx.direct, TLS1_3_VERSION, TLS1_3_VERSION, 227);
+	assert_true(tls_conn_is_lean(p.server));
+	tls_conn_shutdown(p.server);
+	assert_int_equal(tls_conn_write(p.server, "late", 4), -EPIPE);
+	pair_free(&p);
+}
+
 /* A KeyUpdate that asks nothing back: new receive keys, same send keys. */
 static void test_lean_key_update_not_requested(void **state)
 {
@@ -1499,6 +1537,8 @@ int main(void)
 		cmocka_unit_test(test_stop_in_handshake_input),
 		cmocka_unit_test(test_sink_failure_is_fatal),
 		cmocka_unit_test(test_lean_mode_tls13_only),
+		cmocka_unit_test(test_lean_not_with_max_fragment_length),
+		cmocka_unit_test(test_lean_no_data_after_close_notify),
 		cmocka_unit_test(test_lean_key_update_not_requested),
 		cmocka_unit_test(test_lean_rejects_bad_records),
 		cmocka_unit_test(test_lean_partial_record),
