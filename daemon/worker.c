@@ -96,6 +96,34 @@ static int worker_grow_slots(struct worker *w)
 	return 0;
 }
 
+/*
+ * Gives c a free slot of w (growing the table up to max_connections) with
+ * the slot's current generation. False when w is full.
+ */
+static bool worker_slot_take(struct worker *w, struct conn *c)
+{
+	uint32_t slot;
+
+	if (!w->nfree && worker_grow_slots(w) < 0)
+		return false;
+	slot = w->free_slots[--w->nfree];
+	c->w = w;
+	c->slot = slot;
+	c->gen = w->gens[slot];
+	w->conns[slot] = c;
+	w->nconns++;
+	return true;
+}
+
+/* Frees c's slot; the next user of it gets a new generation. */
+static void worker_slot_release(struct worker *w, struct conn *c)
+{
+	w->conns[c->slot] = NULL;
+	w->gens[c->slot] = (c->gen + 1) & LOOP_GEN_MASK;
+	w->free_slots[w->nfree++] = c->slot;
+	w->nconns--;
+}
+
 /* ---- Output chunks ---- */
 
 struct out_chunk *worker_chunk_get(struct worker *w, size_t need)
@@ -185,12 +213,7 @@ static void conn_release_detached(struct worker *w, struct conn *c)
 
 static void conn_free(struct worker *w, struct conn *c)
 {
-	uint32_t slot = c->slot;
-
-	w->conns[slot] = NULL;
-	w->gens[slot] = (c->gen + 1) & LOOP_GEN_MASK;
-	w->free_slots[w->nfree++] = slot;
-	w->nconns--;
+	worker_slot_release(w, c);
 	conn_release_detached(w, c);
 }
 
@@ -329,7 +352,6 @@ static void worker_accepted(void *ctx, unsigned listener, int fd)
 	struct sockaddr_storage ss;
 	socklen_t sslen = sizeof(ss);
 	struct conn *c;
-	uint32_t slot;
 
 	/* After a hand-over the successor serves new connections (handover.c). */
 	if (w->id == 0 && handover_forward(w, listener, fd))
@@ -344,8 +366,7 @@ static void worker_accepted(void *ctx, unsigned listener, int fd)
 		return;
 	if (w->draining ||
 	    atomic_load_explicit(&w->srv->conns_total, memory_order_relaxed) >=
-		    w->srv->cfg->max_connections ||
-	    (!w->nfree && worker_grow_slots(w) < 0)) {
+		    w->srv->cfg->max_connections) {
 		log_warn("conn.refused", "listener=%s reason=%s", l->addr,
 			 w->draining ? "shutting-down" : "max-connections");
 		close(fd);
@@ -356,18 +377,18 @@ static void worker_accepted(void *ctx, unsigned listener, int fd)
 		close(fd);
 		return;
 	}
-	slot = w->free_slots[--w->nfree];
+	if (!worker_slot_take(w, c)) {
+		log_warn("conn.refused", "listener=%s reason=max-connections", l->addr);
+		free(c);
+		close(fd);
+		return;
+	}
 	atomic_fetch_add_explicit(&w->srv->conns_total, 1, memory_order_relaxed);
-	c->w = w;
 	c->fd = fd;
-	c->slot = slot;
-	c->gen = w->gens[slot];
 	c->id = ++w->next_conn_id * 256 + w->id;
 	c->kind = CONN_C2S;
 	c->direct_tls = l->kind == LISTENER_C2S_TLS;
 	c->timer.fn = conn_timer_fired;
-	w->conns[slot] = c;
-	w->nconns++;
 
 	if (getpeername(fd, (struct sockaddr *)&ss, &sslen) == 0) {
 		if (ss.ss_family == AF_INET) {
@@ -603,22 +624,18 @@ struct conn *worker_conn_new(struct worker *w, int fd)
 		errno = ESHUTDOWN;
 		return NULL;
 	}
-	if (!w->nfree && worker_grow_slots(w) < 0) {
-		errno = EMFILE;
-		return NULL;
-	}
 	c = calloc(1, sizeof(*c));
 	if (!c)
 		return NULL;
-	c->slot = w->free_slots[--w->nfree];
+	if (!worker_slot_take(w, c)) {
+		free(c);
+		errno = EMFILE;
+		return NULL;
+	}
 	atomic_fetch_add_explicit(&w->srv->conns_total, 1, memory_order_relaxed);
-	c->w = w;
 	c->fd = fd;
-	c->gen = w->gens[c->slot];
 	c->id = ++w->next_conn_id * 256 + w->id;
 	c->timer.fn = conn_timer_fired;
-	w->conns[c->slot] = c;
-	w->nconns++;
 	return c;
 }
 
@@ -742,10 +759,7 @@ static bool worker_detach(struct worker *w, struct conn *c)
 	if (c->metrics_class)
 		METRIC_ADD(w->metrics.conns[c->metrics_class - 1], (uint64_t)-1);
 	c->xs.pool = NULL;
-	w->conns[c->slot] = NULL;
-	w->gens[c->slot] = (c->gen + 1) & LOOP_GEN_MASK;
-	w->free_slots[w->nfree++] = c->slot;
-	w->nconns--;
+	worker_slot_release(w, c);
 	c->w = NULL;
 	return true;
 }
@@ -790,22 +804,6 @@ static void worker_moves_step(struct worker *w)
 	}
 }
 
-/* Allocates a slot for c in w; false when w is full. */
-static bool worker_attach(struct worker *w, struct conn *c)
-{
-	uint32_t slot;
-
-	if (!w->nfree && worker_grow_slots(w) < 0)
-		return false;
-	slot = w->free_slots[--w->nfree];
-	c->w = w;
-	c->slot = slot;
-	c->gen = w->gens[slot];
-	w->conns[slot] = c;
-	w->nconns++;
-	return true;
-}
-
 /* The new worker's side: adopt the connection, receive, resume its stream. */
 static void worker_move_arrived(struct worker *w, struct worker_msg *m)
 {
@@ -813,7 +811,7 @@ static void worker_move_arrived(struct worker *w, struct worker_msg *m)
 	struct conn *c = mv->c;
 	uint64_t now = loop_now_ms(w->loop);
 
-	if (!worker_attach(w, c)) {
+	if (!worker_slot_take(w, c)) {
 		/* max_connections on the home worker: the peer must come back later. */
 		log_warn("conn.refused", "conn=%llu reason=max-connections phase=move",
 			 (unsigned long long)c->id);

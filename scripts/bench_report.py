@@ -140,6 +140,15 @@ def ratio(mine, theirs, higher_better):
     return theirs / mine if mine else None
 
 
+def noisy_note(label, r):
+    """The warning for a window in which other processes took a noticeable share."""
+    other = r.get("other_cpu_util") or 0
+    if other <= NOISY_OTHER_CPU:
+        return []
+    return ["%s: other processes used %.0f%% of a core during the window: figures unreliable"
+            % (label, other * 100)]
+
+
 def side_by_side(results, servers):
     out = []
     groups = {}
@@ -180,9 +189,7 @@ def side_by_side(results, servers):
                                                                          "latency"):
                 notes.append("%s: %.2f archive (MAM) rows written per message" %
                              (s, r["archived_per_msg"]))
-            if (r.get("other_cpu_util") or 0) > NOISY_OTHER_CPU:
-                notes.append("%s: other processes used %.0f%% of a core during the window: "
-                             "figures unreliable" % (s, r["other_cpu_util"] * 100))
+            notes.extend(noisy_note(s, r))
         if notes:
             out.append("")
             out.extend("- " + n for n in notes)
@@ -424,9 +431,7 @@ def reconnect_section(results):
             notes.append("%s: %s of %s devices came back (%s)" % (
                 v, fmt(r.get("devices_back")), fmt(n),
                 get(r, "logingen", "last_error") or "?"))
-        if (r.get("other_cpu_util") or 0) > NOISY_OTHER_CPU:
-            notes.append("%s: other processes used %.0f%% of a core during the window: "
-                         "figures unreliable" % (v, r["other_cpu_util"] * 100))
+        notes.extend(noisy_note(v, r))
     if notes:
         out.append("")
         out.extend("- " + x for x in notes)
