@@ -376,7 +376,7 @@ static void admin_end_account(struct worker *w, const char *bare, const char *co
 {
 	struct session *s, *next;
 
-	for (s = sessdir_find_bare(w->srv->sessions, bare, strlen(bare)); s; s = next) {
+	for (s = sessdir_find_bare(w->sessions, bare, strlen(bare)); s; s = next) {
 		next = s->next;
 		if (s->ending)
 			continue;
@@ -515,8 +515,8 @@ static size_t admin_collect_sessions(struct worker *w, const struct jid *j, stru
 	size_t n = 0;
 
 	if (jid_has_resource(j))
-		return admin_collect_one(sessdir_find_full(w->srv->sessions, j->buf, j->len), list);
-	for (struct session *s = sessdir_find_bare(w->srv->sessions, j->buf, j->len); s; s = s->next)
+		return admin_collect_one(sessdir_find_full(w->sessions, j->buf, j->len), list);
+	for (struct session *s = sessdir_find_bare(w->sessions, j->buf, j->len); s; s = s->next)
 		n += admin_collect_one(s, list);
 	return n;
 }
@@ -564,7 +564,7 @@ static void admin_end_session_run(struct adhoc_ctx *ctx, unsigned stage,
 	adhoc_complete(ctx, n ? "info" : "warn", note.oom ? "" : note.data, NULL);
 	for (size_t off = 0; off < list.len; off += strlen(list.data + off) + 1) {
 		const char *jid = list.data + off;
-		struct session *s = sessdir_find_full(w->srv->sessions, jid, strlen(jid));
+		struct session *s = sessdir_find_full(w->sessions, jid, strlen(jid));
 
 		if (s)
 			admin_kick(w, s);
@@ -632,7 +632,7 @@ static int admin_online(struct adhoc_ctx *ctx, struct arena *a, bool full, struc
 	memset(o, 0, sizeof(*o));
 	o->a = a;
 	o->full = full;
-	sessdir_each(adhoc_worker(ctx)->srv->sessions, admin_online_add, o);
+	sessdir_each(adhoc_worker(ctx)->sessions, admin_online_add, o);
 	if (o->oom)
 		return -ENOMEM;
 	if (o->n > 1)
@@ -899,7 +899,7 @@ static void admin_announce_run(struct adhoc_ctx *ctx, unsigned stage, const stru
 		return;
 	}
 	for (size_t i = 0; i < o.n; i++) {
-		struct session *s = sessdir_find_full(w->srv->sessions, o.v[i], strlen(o.v[i]));
+		struct session *s = sessdir_find_full(w->sessions, o.v[i], strlen(o.v[i]));
 		const char *data = NULL;
 		size_t len = 0;
 

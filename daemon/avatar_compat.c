@@ -109,7 +109,7 @@ static void av_set_hash(struct worker *w, const char *user, const char *hash)
 
 	if (len < 0 || (size_t)len >= sizeof(bare))
 		return;
-	a = sessdir_find_account(w->srv->sessions, bare, (size_t)len);
+	a = sessdir_find_account(w->sessions, bare, (size_t)len);
 	if (a)
 		snprintf(a->avatar_hash, sizeof(a->avatar_hash), "%s", hash);
 }

@@ -344,7 +344,7 @@ static struct conn *sender_conn(struct worker *w, struct conn *src, const struct
 
 	if (src)
 		return src;
-	s = from ? sessdir_find_full(w->srv->sessions, from->buf, from->len) : NULL;
+	s = from ? sessdir_find_full(w->sessions, from->buf, from->len) : NULL;
 	return s ? s->conn : NULL;
 }
 
@@ -358,7 +358,7 @@ bool blocking_inbound(struct worker *w, struct conn *src, struct xml_node *st,
 	/* Own resources, and the server itself, always pass. */
 	if (!from || jid_bare_equal(from, to) || strcmp(from->buf, w->srv->cfg->domain) == 0)
 		return false;
-	a = sessdir_find_account(w->srv->sessions, to->buf, bare_len);
+	a = sessdir_find_account(w->sessions, to->buf, bare_len);
 	if (!a || !blocklist_matches(a->blocklist, from))
 		return false;
 	log_debug("blocking.inbound", "to=%.*s kind=%s", (int)bare_len, to->buf, st->name);
@@ -390,7 +390,7 @@ bool blocking_sender_allows(struct worker *w, const struct jid *from, const stru
 
 	if (!from || !jid_has_local(from) || jid_bare_equal(from, to))
 		return true;
-	a = sessdir_find_account(w->srv->sessions, from->buf, from->domain_off + from->domain_len);
+	a = sessdir_find_account(w->sessions, from->buf, from->domain_off + from->domain_len);
 	return !a || !blocklist_count(a->blocklist) || !blocklist_matches(a->blocklist, to);
 }
 
@@ -410,7 +410,7 @@ bool blocking_filter_delivery(struct session *s, struct xml_node *st)
 	/* The sender's own list, when it is a local account with state in memory. */
 	slash = strchr(from, '/');
 	bare_len = slash ? (size_t)(slash - from) : strlen(from);
-	theirs = s->conn ? sessdir_find_account(s->conn->w->srv->sessions, from, bare_len) : NULL;
+	theirs = s->conn ? sessdir_find_account(s->conn->w->sessions, from, bare_len) : NULL;
 	/* Forwarded from the sender's home: its list was applied there (router.c). */
 	if (theirs && router_origin(s->conn->w, st))
 		theirs = NULL;
@@ -607,7 +607,7 @@ static void blocking_unblock_all(struct worker *w, struct account *acct, struct 
 /* Applies a stored change to the list in memory. */
 static void blocking_apply(struct worker *w, struct blocking_op *op, struct account *acct)
 {
-	struct session *list = sessdir_find_bare(w->srv->sessions, op->bare, strlen(op->bare));
+	struct session *list = sessdir_find_bare(w->sessions, op->bare, strlen(op->bare));
 
 	if (op->kind == BLOCKING_UNBLOCK_ALL) {
 		blocking_unblock_all(w, acct, list);
@@ -663,7 +663,7 @@ static void blocking_push(struct worker *w, const struct blocking_op *op)
 			goto oom;
 	}
 	/* `next` first: a delivery that overflows a stream may end its session. */
-	for (s = sessdir_find_bare(w->srv->sessions, op->bare, strlen(op->bare)); s; s = next) {
+	for (s = sessdir_find_bare(w->sessions, op->bare, strlen(op->bare)); s; s = next) {
 		next = s->next;
 		if (!s->blocklist_requested)
 			continue;
@@ -682,7 +682,7 @@ static void blocking_done(struct storage_req *req)
 {
 	struct blocking_op *op = (struct blocking_op *)req;
 	struct worker *w = (struct worker *)((char *)req->inbox - offsetof(struct worker, inbox));
-	struct account *acct = sessdir_find_account(w->srv->sessions, op->bare, strlen(op->bare));
+	struct account *acct = sessdir_find_account(w->sessions, op->bare, strlen(op->bare));
 	/* The requester, if still there; also releases its in-flight slot. */
 	struct session *s = iq_async_session(&op->iq);
 	struct conn *paused = worker_conn(w, req->slot, req->gen);

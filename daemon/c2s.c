@@ -558,7 +558,7 @@ void c2s_reap_sessions(struct worker *w)
 
 	while ((s = w->ending_sessions) != NULL) {
 		w->ending_sessions = s->ending_next;
-		sessdir_remove(w->srv->sessions, s);
+		sessdir_remove(w->sessions, s);
 		session_free(s);
 	}
 }
@@ -1087,7 +1087,7 @@ static void c2s_replace_session(struct conn *c, struct session *old)
 struct session *c2s_bind_resource(struct conn *c, const char *full, struct account *loaded,
 				  const char **errp)
 {
-	struct sessdir *dir = srv_of(c)->sessions;
+	struct sessdir *dir = c->w->sessions;
 	size_t bare_len = strlen(c->jid);
 	struct session *old, *s;
 	const char *err = NULL;
@@ -1258,7 +1258,7 @@ static void c2s_do_bind(struct conn *c, struct xml_node *iq, struct xml_node *bi
 	snprintf(pb->full, sizeof(pb->full), "%s/%s", c->jid, resource);
 	c->bind = pb;
 	/* Another session of the account has its state in memory already. */
-	if (sessdir_find_account(srv_of(c)->sessions, c->jid, bare_len)) {
+	if (sessdir_find_account(c->w->sessions, c->jid, bare_len)) {
 		c2s_finish_bind(c, NULL);
 		return;
 	}

@@ -173,7 +173,7 @@ void carbons_sent(struct conn *c, const struct xml_node *st, const struct jid *t
 	    memcmp(to->buf, self->jid, self->bare_len) == 0)
 		return;
 	/* The cheap test first: most accounts have no other enabled session. */
-	list = sessdir_find_bare(c->w->srv->sessions, self->jid, self->bare_len);
+	list = sessdir_find_bare(c->w->sessions, self->jid, self->bare_len);
 	if (!any_enabled(list, self) || !carbons_eligible(st, false))
 		return;
 	/* `next` first: a delivery that overflows a stream may end its session. */
@@ -222,12 +222,12 @@ void carbons_received(struct worker *w, const struct xml_node *st, const struct 
 	if (stanza_kind(st) != STANZA_MESSAGE)
 		return;
 	/* The cheap test first: most accounts have no carbons-enabled session. */
-	list = sessdir_find_bare(w->srv->sessions, to->buf, bare_len);
+	list = sessdir_find_bare(w->sessions, to->buf, bare_len);
 	if (!any_enabled(list, NULL))
 		return;
 	type = stanza_type(st);
 	if (jid_has_resource(to)) {
-		direct = sessdir_find_full(w->srv->sessions, to->buf, to->len);
+		direct = sessdir_find_full(w->sessions, to->buf, to->len);
 		/*
 		 * Same rule as the router (RFC 6121 8.5.3.2.1, route_local):
 		 * only chat falls back to the bare JID; anything else to a

@@ -46,8 +46,9 @@ static const struct config_option options[] = {
 	{ "workers", OPT_UINT, OFF(workers), 1, 64, "N",
 	  "event-loop worker threads (default: online CPUs)" },
 	{ "homes", OPT_STRING, OFF(homes), 0, 0, "MODE",
-	  "diagnostic: zero (every account at home on worker 0) or loop (the same, but every stanza "
-	  "for a local account passes through its home's mailbox) (default zero)" },
+	  "where accounts are at home: zero (worker 0), hash (spread by a hash of the bare JID), "
+	  "other (all on the last worker: a diagnostic) or loop (worker 0, but every stanza for a "
+	  "local account passes through its home's mailbox: a diagnostic) (default zero)" },
 	{ "log_level", OPT_STRING, OFF(log_level), 0, 0, "LEVEL",
 	  "debug|info|warn|error (default info)" },
 	{ "listen_c2s", OPT_LIST, OFF(listen_c2s), 0, 0, "ADDR:PORT",
@@ -694,11 +695,19 @@ static int config_validate(struct config *cfg)
 			cfg->mam_default);
 		return -EINVAL;
 	}
-	if (cfg->homes && strcmp(cfg->homes, "zero") != 0 && strcmp(cfg->homes, "loop") != 0) {
-		fprintf(stderr, "stanzad: homes '%s' must be zero or loop\n", cfg->homes);
+	if (!cfg->homes || strcmp(cfg->homes, "zero") == 0)
+		cfg->homes_mode = HOMES_ZERO;
+	else if (strcmp(cfg->homes, "hash") == 0)
+		cfg->homes_mode = HOMES_HASH;
+	else if (strcmp(cfg->homes, "other") == 0)
+		cfg->homes_mode = HOMES_OTHER;
+	else if (strcmp(cfg->homes, "loop") == 0)
+		cfg->homes_mode = HOMES_LOOP;
+	else {
+		fprintf(stderr, "stanzad: homes '%s' must be zero, hash, other or loop\n", cfg->homes);
 		return -EINVAL;
 	}
-	cfg->homes_loop = cfg->homes && strcmp(cfg->homes, "loop") == 0;
+	cfg->homes_loop = cfg->homes_mode == HOMES_LOOP;
 	if (cfg->steering && strcmp(cfg->steering, "least-loaded") != 0 &&
 	    strcmp(cfg->steering, "source-hash") != 0 && strcmp(cfg->steering, "kernel") != 0) {
 		fprintf(stderr, "stanzad: steering '%s' must be least-loaded, source-hash or kernel\n",

@@ -22,12 +22,21 @@ struct config_list {
 	bool set;	/* given by the file or a flag (maybe as 'off') */
 };
 
+/* Where accounts are at home (worker_home, docs/account-homes.md). */
+enum homes_mode {
+	HOMES_ZERO = 0,		/* every account on worker 0 */
+	HOMES_HASH,		/* FNV-1a of the bare JID modulo the workers */
+	HOMES_OTHER,		/* every account on the last worker (diagnostic) */
+	HOMES_LOOP,		/* worker 0, every local route through the mailbox (diagnostic) */
+};
+
 struct config {
 	char *config_file;	/* --config, NULL if none */
 	char *domain;		/* normalized */
 	char *state_dir;
 	uint32_t workers;
-	char *homes;		/* zero|loop (NULL: zero), a diagnostic setting (router.c) */
+	char *homes;		/* zero|hash|other|loop (NULL: zero), see worker_home() */
+	enum homes_mode homes_mode;
 	bool homes_loop;	/* homes = loop: local routes go through the home's mailbox */
 	char *log_level;
 

@@ -336,7 +336,7 @@ static void console_poll_device(struct worker *w, const char *bare, size_t len, 
 
 	r->asked_ms = now;
 	arena_init(&a, CONSOLE_ARENA_CHUNK);
-	for (struct session *s = sessdir_find_bare(w->srv->sessions, bare, len); s; s = s->next) {
+	for (struct session *s = sessdir_find_bare(w->sessions, bare, len); s; s = s->next) {
 		struct xml_node *iq, *req;
 		char id[40], seq[24];
 
@@ -370,7 +370,7 @@ static void console_annotate(struct worker *w, json_t *devices, uint64_t now)
 	json_array_foreach(devices, i, d) {
 		const char *jid = json_string_value(json_object_get(d, "jid"));
 		size_t len = strlen(jid);
-		unsigned sessions = sessdir_count_bare(w->srv->sessions, jid, len);
+		unsigned sessions = sessdir_count_bare(w->sessions, jid, len);
 		json_int_t logout = json_integer_value(json_object_get(d, "logout_at"));
 		struct console_reading *r = console_reading_find(jid);
 		json_t *fields = json_array();

@@ -44,7 +44,7 @@ static void contact_done(struct storage_req *req)
 		} else {
 			/* Sessions come and go during the round trip: look now. */
 			op->f.online = op->f.exists &&
-				       sessdir_find_bare(w->srv->sessions, op->a.to,
+				       sessdir_find_bare(w->sessions, op->a.to,
 							 strlen(op->a.to)) != NULL;
 			op->answer(&op->a, s, &op->f);
 		}
@@ -60,7 +60,7 @@ static void contact_done(struct storage_req *req)
 static bool contact_query_memory(struct iq_request *rq, const char *ns, const char *name,
 				 contact_answer_fn *answer)
 {
-	struct sessdir *dir = rq->w->srv->sessions;
+	struct sessdir *dir = rq->w->sessions;
 	size_t bare_len = rq->to->domain_off + rq->to->domain_len;
 	struct account *a = sessdir_find_account(dir, rq->to->buf, bare_len);
 	struct contact_facts f = { .exists = true, .online = true };

@@ -417,7 +417,7 @@ static void control_status(struct conn *c, const char *arg)
 	json_object_set_new(r, "uptime_seconds", json_integer((json_int_t)(time(NULL) - srv->started)));
 	json_object_set_new(r, "workers", workers);
 	json_object_set_new(r, "connections", json_integer((json_int_t)total));
-	json_object_set_new(r, "sessions", json_integer((json_int_t)sessdir_size(srv->sessions)));
+	json_object_set_new(r, "sessions", json_integer((json_int_t)server_sessions_total(srv)));
 	json_object_set_new(r, "storage", json_pack("{s:I, s:I, s:I, s:I}",
 						    "queue_depth", (json_int_t)sq.queued,
 						    "requests", (json_int_t)sq.requests,
@@ -574,7 +574,7 @@ static void control_sessions_list(struct conn *c, const char *arg)
 	struct control_sessions cs = { json_array(), 0, loop_now_ms(c->w->loop) };
 	json_t *r = json_object();
 
-	sessdir_each(c->w->srv->sessions, control_session_add, &cs);
+	sessdir_each(c->w->sessions, control_session_add, &cs);
 	control_set_list(r, "sessions", cs.list, cs.total);
 	control_reply(c, r);
 }
@@ -598,7 +598,7 @@ static void control_kick_one(struct worker *w, struct session *s)
  */
 static void control_sessions_kick(struct conn *c, const char *arg)
 {
-	struct sessdir *dir = c->w->srv->sessions;
+	struct sessdir *dir = c->w->sessions;
 	json_t *kicked = json_array();
 	struct jid j;
 	size_t n, i;
@@ -716,7 +716,7 @@ static json_t *control_users_json(struct worker *w, struct control_req *cr)
 		const char *user = cr->rows.data + off;
 		int n = snprintf(bare, sizeof(bare), "%s@%s", user, domain);
 		unsigned sessions = n > 0 && (size_t)n < sizeof(bare)
-					    ? sessdir_count_bare(w->srv->sessions, bare, (size_t)n) : 0;
+					    ? sessdir_count_bare(w->sessions, bare, (size_t)n) : 0;
 
 		json_array_append_new(list, json_pack("{s:s, s:s, s:b, s:i}", "user", user, "jid",
 						      bare, "online", sessions > 0, "sessions",

@@ -64,7 +64,7 @@ uint64_t durable_mark(const struct conn *c)
 /* Releases one held ack of the session `jid` on this worker (gone: nothing to do). */
 static void durable_release_here(struct worker *w, const char *jid)
 {
-	struct session *s = sessdir_find_full(w->srv->sessions, jid, strlen(jid));
+	struct session *s = sessdir_find_full(w->sessions, jid, strlen(jid));
 
 	if (s)
 		sm_release_ack(s);

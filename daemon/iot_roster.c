@@ -152,7 +152,7 @@ static void iot_change_done(struct storage_req *req)
 	if (req->result < 0 && req->result != -ENOENT)
 		log_warn("iot.roster_store_failed", "user=%s err=%d", req->user, req->result);
 	/* Loaded meanwhile, maybe before the write: apply it again in memory. */
-	a = sessdir_find_account(w->srv->sessions, cr->bare, strlen(cr->bare));
+	a = sessdir_find_account(w->sessions, cr->bare, strlen(cr->bare));
 	if (a && a->roster)
 		iot_change_memory(w, a, cr->bare, cr->contact, &cr->ch);
 	free(cr);
@@ -168,7 +168,7 @@ static void iot_change(struct worker *w, const char *bare, const char *contact,
 
 	if (!iot_local_user(w, bare, user, sizeof(user)) || strcmp(bare, contact) == 0)
 		return;
-	a = sessdir_find_account(w->srv->sessions, bare, strlen(bare));
+	a = sessdir_find_account(w->sessions, bare, strlen(bare));
 	if (a && a->roster) {
 		iot_change_memory(w, a, bare, contact, &ch);
 		return;
@@ -212,7 +212,7 @@ static void iot_presence_from(struct worker *w, const char *bare, const char *to
 	struct arena a;
 
 	arena_init(&a, IOT_ROSTER_ARENA_CHUNK);
-	for (struct session *s = sessdir_find_bare(w->srv->sessions, bare, strlen(bare)), *next;
+	for (struct session *s = sessdir_find_bare(w->sessions, bare, strlen(bare)), *next;
 	     s; s = next) {
 		struct xml_node *p;
 

@@ -63,7 +63,7 @@ struct session *iq_async_init_sync(struct iq_async *op, struct iq_request *rq, c
 	/* Cannot fail for an iq the router validated; answer with what fits. */
 	iq_async_fill(op, rq, ns, name);
 	if (!rq->conn)	/* forwarded from the requester's home (router.c) */
-		return op->from[0] ? sessdir_find_full(rq->w->srv->sessions, op->from,
+		return op->from[0] ? sessdir_find_full(rq->w->sessions, op->from,
 						       strlen(op->from)) : NULL;
 	return rq->conn->sess;
 }
@@ -120,7 +120,7 @@ struct session *iq_async_session(struct iq_async *op)
 	if (op->req.result == -ESHUTDOWN || !op->from[0])
 		return NULL;
 	/* By full JID: a session stream management resumed elsewhere still gets it. */
-	return sessdir_find_full(w->srv->sessions, op->from, strlen(op->from));
+	return sessdir_find_full(w->sessions, op->from, strlen(op->from));
 }
 
 /*

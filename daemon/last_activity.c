@@ -161,7 +161,7 @@ void last_activity_session_end(struct worker *w, struct session *s)
 	if (!srv->store)
 		return;
 	/* Only the account's last session counts as a logout. */
-	if (sessdir_count_bare(srv->sessions, s->jid, s->bare_len) > 1)
+	if (sessdir_count_bare(w->sessions, s->jid, s->bare_len) > 1)
 		return;
 	at = memchr(s->jid, '@', s->bare_len);
 	if (!at)
@@ -228,7 +228,7 @@ bool last_activity_deny_resource(struct worker *w, const struct xml_node *st,
 	if (!p || strcmp(p->name, "query") != 0 || strcmp(p->ns, NS_LAST) != 0 ||
 	    strcmp(stanza_type(st), "get") != 0)
 		return false;
-	a = sessdir_find_account(w->srv->sessions, to->buf, to->domain_off + to->domain_len);
+	a = sessdir_find_account(w->sessions, to->buf, to->domain_off + to->domain_len);
 	/* The account is online, so its roster is loaded; if not, refuse. */
 	if (!a || !a->roster || jid_bare_str(from, asker, sizeof(asker)) < 0)
 		return true;

@@ -420,6 +420,11 @@ static void log_startup(const struct server *srv)
 	if (cfg->homes_loop)
 		log_info("server.homes", "mode=loop msg=\"diagnostic: every stanza for a local account "
 			 "passes through its home worker's mailbox\"");
+	else if (cfg->homes_mode == HOMES_HASH)
+		log_info("server.homes", "mode=hash workers=%u", srv->nworkers);
+	else if (cfg->homes_mode == HOMES_OTHER)
+		log_info("server.homes", "mode=other worker=%u msg=\"diagnostic: every account at "
+			 "home on the last worker\"", srv->nworkers - 1);
 	if (srv->http)
 		log_info("http.start", "listeners=%s base_url=%s websocket=%s upload=%s", http,
 			 srv->http->base_url, cfg->websocket ? "yes" : "no",
@@ -568,9 +573,10 @@ int main(int argc, char **argv)
 		fprintf(stderr, "stanzad: cannot initialise SASL: %s\n", strerror(errno));
 		goto out_listeners;
 	}
-	srv.sessions = sessdir_new();
-	if (!srv.sessions)
-		goto out_sasl;
+	/* One session directory per worker: each holds the accounts at home there. */
+	for (unsigned k = 0; k < srv.nworkers; k++)
+		if (!(srv.sessdirs[k] = sessdir_new()))
+			goto out_sessions;
 	/* Persistent chat rooms are read before the storage thread owns the store. */
 	ret = muc_service_load(&srv, st);
 	if (ret < 0) {
@@ -653,8 +659,8 @@ out_sessions:
 	provisioning_shutdown();
 	pubsub_shutdown();
 	muc_service_free(srv.muc);
-	sessdir_free(srv.sessions);
-out_sasl:
+	for (unsigned k = 0; k < srv.nworkers; k++)
+		sessdir_free(srv.sessdirs[k]);
 	sasl_server_free(srv.sasl);
 out_listeners:
 	http_server_free(srv.http);

@@ -547,7 +547,7 @@ static void mam_write_done(struct storage_req *req)
 		struct worker *w = (struct worker *)((char *)req->inbox -
 						     offsetof(struct worker, inbox));
 		const char *holder = mw->text + mw->holder_off;
-		struct session *s = sessdir_find_full(w->srv->sessions, holder, strlen(holder));
+		struct session *s = sessdir_find_full(w->sessions, holder, strlen(holder));
 
 		if (s)
 			sm_release_ack(s);
@@ -733,7 +733,7 @@ static bool mam_is_local(const struct worker *w, const struct jid *j)
 void mam_inbound(struct mam_stamp *ms, struct worker *w, struct conn *src, struct xml_node *st,
 		 const struct jid *from, const struct jid *to)
 {
-	struct sessdir *dir = w->srv->sessions;
+	struct sessdir *dir = w->sessions;
 	size_t bare_len = to->domain_off + to->domain_len;
 	char user[JID_PART_MAX + 1];
 	struct mam_write *mw;
@@ -1534,7 +1534,7 @@ static void mam_prefs_done(struct storage_req *req)
 			iq_async_error(&op->a, s, "internal-server-error", NULL);
 		goto out;
 	}
-	acct = sessdir_find_account(w->srv->sessions, op->a.from, bare_len);
+	acct = sessdir_find_account(w->sessions, op->a.from, bare_len);
 	if (acct) {
 		struct mam_prefs *np = mam_prefs_new(op->mode, op->always, op->never);
 

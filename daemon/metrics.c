@@ -370,7 +370,7 @@ static void metrics_render_conns(struct server *srv, const struct metrics_sum *s
 	}
 	metrics_family(out, "stanzad_sessions", "gauge",
 		       "Bound sessions, detached ones (stream management) included.");
-	strbuf_printf(out, "stanzad_sessions %zu\n", srv->sessions ? sessdir_size(srv->sessions) : 0);
+	strbuf_printf(out, "stanzad_sessions %zu\n", server_sessions_total(srv));
 }
 
 static void metrics_render_stanzas(const struct metrics_sum *s, struct strbuf *out)

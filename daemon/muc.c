@@ -567,8 +567,15 @@ uint32_t muc_room_max_users(const struct muc_service *svc, const struct muc_room
 
 int muc_deliver(struct muc_ctx *c, const char *jid, struct xml_node *st)
 {
-	struct session *s = sessdir_find_full(c->w->srv->sessions, jid, strlen(jid));
+	struct session *s;
 
+	/* An occupant at home on another worker: routed there (router.c). */
+	if (router_home_elsewhere(c->w, jid, strlen(jid))) {
+		if (xml_attr_set(c->a, st, "to", jid) < 0)
+			return -ENOMEM;
+		return router_route_copy(c->w, st, jid, strlen(jid));
+	}
+	s = sessdir_find_full(c->w->sessions, jid, strlen(jid));
 	if (!s)
 		return -ENOENT;
 	if (xml_attr_set(c->a, st, "to", jid) < 0)

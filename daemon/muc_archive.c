@@ -344,7 +344,7 @@ static void mam_done(struct storage_req *req)
 		}
 		arena_reset(&a);
 		/* A delivery may end the session (its output overflowed). */
-		s = sessdir_find_full(w->srv->sessions, q->a.from, strlen(q->a.from));
+		s = sessdir_find_full(w->sessions, q->a.from, strlen(q->a.from));
 		if (!s)
 			break;
 	}
@@ -569,7 +569,7 @@ void muc_archive_iq(struct muc_ctx *c)
 		return;
 	}
 	/* iq_async bounds the requests in flight per connection and keeps the addressing. */
-	s = sessdir_find_full(c->w->srv->sessions, c->from->buf, c->from->len);
+	s = sessdir_find_full(c->w->sessions, c->from->buf, c->from->len);
 	if (!s || !s->conn) {
 		muc_reply_error(c, "resource-constraint", "try again once connected");
 		return;

@@ -282,10 +282,19 @@ static struct xml_node *pres_with_jid(struct muc_ctx *c, const struct muc_pres *
 static void deliver_copy(struct muc_ctx *c, struct muc_occupant *o, struct xml_node *st,
 			 struct fanout *f)
 {
-	struct session *s = sessdir_find_full(c->w->srv->sessions, o->jid, o->jid_len);
+	struct session *s;
 	const char *data = NULL;
 	size_t len = 0;
 
+	/*
+	 * At home on another worker: routed there. A session that is gone
+	 * answers with an error, which the room treats as an occupant gone.
+	 */
+	if (router_home_elsewhere(c->w, o->jid, o->jid_len)) {
+		router_route_copy(c->w, st, o->jid, o->jid_len);
+		return;
+	}
+	s = sessdir_find_full(c->w->sessions, o->jid, o->jid_len);
 	if (!s) {
 		o->ghost = true;
 		return;

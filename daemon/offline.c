@@ -55,7 +55,7 @@ static struct account *offline_account(struct worker *w, const char *user)
 
 	if (n < 0 || (size_t)n >= sizeof(bare))
 		return NULL;
-	return sessdir_find_account(w->srv->sessions, bare, (size_t)n);
+	return sessdir_find_account(w->sessions, bare, (size_t)n);
 }
 
 /* Starts a fetch for the first available session with priority >= 0, if any. */
@@ -66,7 +66,7 @@ static void offline_deliver_to_available(struct worker *w, const char *user)
 
 	if (n < 0 || (size_t)n >= sizeof(bare))
 		return;
-	for (struct session *s = sessdir_find_bare(w->srv->sessions, bare, (size_t)n); s; s = s->next) {
+	for (struct session *s = sessdir_find_bare(w->sessions, bare, (size_t)n); s; s = s->next) {
 		if (!s->ending && s->available && s->priority >= 0 && s->conn) {
 			offline_deliver(w, s);
 			return;
@@ -137,7 +137,7 @@ static void offline_store_done(struct storage_req *req)
 	atomic_fetch_sub(&offline_pending, sr->size);
 	/* Committed (or answered with an error): the sender may be acked now. */
 	if (sr->sender_len) {
-		struct session *snd = sessdir_find_full(w->srv->sessions, sr->buf + sr->sender_off,
+		struct session *snd = sessdir_find_full(w->sessions, sr->buf + sr->sender_off,
 							sr->sender_len);
 
 		if (snd)
@@ -241,7 +241,7 @@ int offline_store(struct worker *w, const struct xml_node *msg, const char *user
 		goto out;
 	/* A local sender with stream management is acked only after the commit. */
 	from = xml_attr_get(msg, "from");
-	snd = from ? sessdir_find_full(w->srv->sessions, from, strlen(from)) : NULL;
+	snd = from ? sessdir_find_full(w->sessions, from, strlen(from)) : NULL;
 	/* Forwarded from the sender's home: its ack is held there until we commit (router.c). */
 	if (router_origin(w, msg))
 		snd = NULL;
@@ -332,7 +332,7 @@ static struct session *offline_target(struct worker *w, const char *user)
 
 	if (n < 0 || (size_t)n >= sizeof(bare))
 		return NULL;
-	for (struct session *s = sessdir_find_bare(w->srv->sessions, bare, (size_t)n); s;
+	for (struct session *s = sessdir_find_bare(w->sessions, bare, (size_t)n); s;
 	     s = s->next)
 		if (s->available && s->priority >= 0 && s->conn)
 			return s;

@@ -481,7 +481,7 @@ static void pep_query_start(struct worker *w, struct session *s, const char *nod
  */
 static void pep_apply(struct worker *w, const char *jid, const char *ver, struct pep_caps *c)
 {
-	struct session *s = sessdir_find_full(w->srv->sessions, jid, strlen(jid));
+	struct session *s = sessdir_find_full(w->sessions, jid, strlen(jid));
 	struct pep_session *ps = s ? s->pep : NULL;
 	struct pep_caps *old;
 	bool initial;
@@ -547,7 +547,7 @@ bool pep_iq_response(struct iq_request *rq)
 	/* An unverified answer is its sender's alone: the others ask themselves. */
 	while (q->waiters) {
 		struct pep_waiter *wt = q->waiters;
-		struct session *s = sessdir_find_full(rq->w->srv->sessions, wt->jid, strlen(wt->jid));
+		struct session *s = sessdir_find_full(rq->w->sessions, wt->jid, strlen(wt->jid));
 
 		q->waiters = wt->next;
 		if (valid)

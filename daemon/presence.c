@@ -81,14 +81,46 @@ static bool contact_is_remote(const struct worker *w, const char *jid, size_t le
 	return !s2s_domain_is_local(w, d, dlen) || s2s_domain_is_component(w, d, dlen);
 }
 
+/* A broadcast copy on its way to worker 0, which holds the federation links. */
+struct presence_remote_copy {
+	struct worker_msg msg;		/* first */
+	size_t jid_len, len;
+	char *jid;			/* in buf, after the data */
+	char buf[];
+};
+
+static void presence_remote_copy_arrived(struct worker *w, struct worker_msg *m)
+{
+	struct presence_remote_copy *c = (struct presence_remote_copy *)m;
+
+	s2s_send_prepared(w, domain_of(w), c->jid, c->jid_len, c->buf, c->len);
+	free(c);
+}
+
 /* One broadcast copy to a contact at another domain (f holds the template). */
 static void presence_send_remote(struct worker *w, struct fanout *f, const char *jid, size_t len)
 {
+	struct presence_remote_copy *c;
 	size_t n;
 	const char *data = fanout_render(f, jid, len, &n);
 
-	if (data)
+	if (!data)
+		return;
+	if (w->id == 0) {
 		s2s_send_prepared(w, domain_of(w), jid, len, data, n);
+		return;
+	}
+	/* Out of memory drops this copy, as a full link queue does: presence is state. */
+	c = malloc(sizeof(*c) + n + len + 1);
+	if (!c)
+		return;
+	memcpy(c->buf, data, n);
+	c->jid = c->buf + n;
+	memcpy(c->jid, jid, len);
+	c->jid[len] = '\0';
+	c->jid_len = len;
+	c->len = n;
+	worker_post(w, 0, &c->msg, presence_remote_copy_arrived);
 }
 
 static struct presence_state *presence_state_get(struct session *s)
@@ -189,7 +221,7 @@ static void presence_deliver_copy(struct session *s, struct xml_node *st, struct
 static void presence_fan_out(struct worker *w, struct session *from_s, struct xml_node *st,
 			     struct fanout *f, bool include_self)
 {
-	struct sessdir *dir = w->srv->sessions;
+	struct sessdir *dir = w->sessions;
 	struct account *acct = session_account(from_s);
 	struct session *s2, *next;
 
@@ -262,7 +294,7 @@ static void presence_route_stored(struct worker *w, struct arena *a, const char 
 static void presence_answer_probe(struct worker *w, const struct jid *contact,
 				  const struct jid *prober, struct session *to_s)
 {
-	struct sessdir *dir = w->srv->sessions;
+	struct sessdir *dir = w->sessions;
 	struct account *ca = sessdir_find_account(dir, contact->buf, contact->len);
 	char prober_bare[JID_MAX];
 	struct session *s2, *next;
@@ -322,7 +354,7 @@ static void presence_initial(struct worker *w, struct session *s)
 	}
 	arena_init(&a, PRESENCE_ARENA_CHUNK);
 	/* The account's own other resources (their presence is "contact" presence too). */
-	for (struct session *s2 = sessdir_find_bare(w->srv->sessions, s->jid, s->bare_len), *next;
+	for (struct session *s2 = sessdir_find_bare(w->sessions, s->jid, s->bare_len), *next;
 	     s2; s2 = next) {
 		next = s2->next;
 		if (s2 == s || !s2->available || !s2->pres || !s2->pres->last)
@@ -478,7 +510,7 @@ static void presence_send_current(struct worker *w, const char *bare, size_t bar
 	struct arena a;
 
 	arena_init(&a, PRESENCE_ARENA_CHUNK);
-	for (struct session *s = sessdir_find_bare(w->srv->sessions, bare, bare_len), *next; s;
+	for (struct session *s = sessdir_find_bare(w->sessions, bare, bare_len), *next; s;
 	     s = next) {
 		next = s->next;
 		if (!s->available || !s->pres || !s->pres->last)
@@ -496,7 +528,7 @@ static void presence_send_unavailable(struct worker *w, const char *bare, size_t
 	struct arena a;
 
 	arena_init(&a, PRESENCE_ARENA_CHUNK);
-	for (struct session *s = sessdir_find_bare(w->srv->sessions, bare, bare_len), *next; s;
+	for (struct session *s = sessdir_find_bare(w->sessions, bare, bare_len), *next; s;
 	     s = next) {
 		next = s->next;
 		if (!s->available)
@@ -577,7 +609,7 @@ static void presence_sub_in_memory(struct worker *w, struct account *a, enum sub
 	strbuf_free(&ser);
 	if (r.actions & SUB_ACT_FORWARD) {
 		/* To every available resource; a subscribe waits in the requests otherwise. */
-		for (struct session *s = sessdir_find_bare(w->srv->sessions, user->buf, user->len),
+		for (struct session *s = sessdir_find_bare(w->sessions, user->buf, user->len),
 		     *next; s; s = next) {
 			next = s->next;
 			if (s->available)
@@ -666,7 +698,7 @@ static void presence_sub_store_done(struct storage_req *req)
 		log_error("presence.subscription_failed", "user=%s err=%d", req->user, req->result);
 		goto out;
 	}
-	a = sessdir_find_account(w->srv->sessions, user.buf, user.len);
+	a = sessdir_find_account(w->sessions, user.buf, user.len);
 	if (a && a->roster) {
 		/*
 		 * The account logged in meanwhile: its roster may have been
@@ -760,7 +792,7 @@ bool presence_inbound(struct worker *w, struct conn *src, struct xml_node *st,
 	if (xml_attr_set(&w->tmp, st, "from", contact.buf) < 0 ||
 	    xml_attr_set(&w->tmp, st, "to", user.buf) < 0)
 		return true;
-	a = sessdir_find_account(w->srv->sessions, user.buf, user.len);
+	a = sessdir_find_account(w->sessions, user.buf, user.len);
 	if (a && a->roster)
 		presence_sub_in_memory(w, a, ev, st, &contact, &user);
 	else

@@ -452,7 +452,7 @@ static void prov_clear_cache(struct worker *w, struct prov_thing *t)
 {
 	bool sent = false;
 
-	for (struct session *s = sessdir_find_bare(w->srv->sessions, t->jid, t->jid_len), *next; s;
+	for (struct session *s = sessdir_find_bare(w->sessions, t->jid, t->jid_len), *next; s;
 	     s = next) {
 		next = s->next;
 		if (s->ending)
@@ -957,7 +957,7 @@ static struct session *prov_best_session(struct worker *w, const char *bare, siz
 {
 	struct session *best = NULL;
 
-	for (struct session *s = sessdir_find_bare(w->srv->sessions, bare, len); s; s = s->next)
+	for (struct session *s = sessdir_find_bare(w->sessions, bare, len); s; s = s->next)
 		if (!s->ending && s->available && (!best || s->priority > best->priority))
 			best = s;
 	return best;

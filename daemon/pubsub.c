@@ -603,7 +603,7 @@ static void ps_requester_facts(struct worker *w, const struct ps_node *n, const 
 		r->has_from = r->in_groups = true;
 		return;
 	}
-	acct = sessdir_find_account(w->srv->sessions, owner, olen);
+	acct = sessdir_find_account(w->sessions, owner, olen);
 	if (acct) {
 		const struct roster_item *it = roster_find(acct, bare);
 
@@ -617,7 +617,7 @@ static void ps_requester_facts(struct worker *w, const struct ps_node *n, const 
 	 * is From on the owner's (RFC 6121 Appendix A keeps them in step).
 	 */
 	acct = n->cfg.access == PS_ACCESS_PRESENCE ?
-	       sessdir_find_account(w->srv->sessions, bare, bare_len) : NULL;
+	       sessdir_find_account(w->sessions, bare, bare_len) : NULL;
 	if (acct) {
 		const struct roster_item *it = roster_find(acct, owner);
 
@@ -846,7 +846,7 @@ static bool ps_sub_allowed(struct worker *w, const struct ps_node *n,
 /* Delivery to one explicit subscription (XEP-0060 12.3, XEP-0163 4.3.2). */
 static void ps_fan_sub(struct worker *w, struct ps_fan *fan, const struct ps_subscription *sub)
 {
-	struct sessdir *dir = w->srv->sessions;
+	struct sessdir *dir = w->sessions;
 	struct session *s, *next;
 	bool any = false;
 
@@ -881,7 +881,7 @@ static void ps_fan_pep(struct worker *w, struct ps_fan *fan)
 {
 	struct ps_node *n = fan->n;
 	struct ps_host *h = n->host;
-	struct sessdir *dir = w->srv->sessions;
+	struct sessdir *dir = w->sessions;
 	struct account *owner = sessdir_find_account(dir, h->jid, h->jid_len);
 	struct session *s, *next;
 
@@ -1013,7 +1013,7 @@ static void ps_send_item_to(struct worker *w, struct arena *a, struct ps_node *n
 	struct xml_node *body = n->cfg.deliver_payloads ?
 				ps_payload_tree(w, a, payload, payload_len) : NULL;
 	struct xml_node *msg = ps_item_message(a, n, id, body);
-	struct sessdir *dir = w->srv->sessions;
+	struct sessdir *dir = w->sessions;
 	struct session *s, *next;
 	size_t tl = strlen(to);
 	const char *slash = memchr(to, '/', tl);
@@ -3320,7 +3320,7 @@ void pubsub_service_route(struct worker *w, struct conn *src, struct xml_node *s
 static void ps_finish_lasts(struct ps_job *j, struct session *unused)
 {
 	struct worker *w = ps_job_worker(j);
-	struct session *s = sessdir_find_full(w->srv->sessions, j->target, strlen(j->target));
+	struct session *s = sessdir_find_full(w->sessions, j->target, strlen(j->target));
 
 	if (j->op.req.result < 0) {
 		log_warn("pubsub.last_items_failed", "err=%d", j->op.req.result);

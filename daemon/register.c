@@ -140,7 +140,7 @@ static void register_end_sessions(struct worker *w, const char *user)
 	struct session *s, *next;
 
 	snprintf(bare, sizeof(bare), "%s@%s", user, w->srv->cfg->domain);
-	for (s = sessdir_find_bare(w->srv->sessions, bare, strlen(bare)); s; s = next) {
+	for (s = sessdir_find_bare(w->sessions, bare, strlen(bare)); s; s = next) {
 		next = s->next;
 		if (s->conn)
 			c2s_stream_error(s->conn, "not-authorized", "the account was removed");

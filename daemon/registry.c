@@ -169,7 +169,7 @@ static void reg_tell_thing(struct worker *w, const struct registry_op *op, const
 	char id[32];
 
 	arena_init(&a, REG_ARENA_CHUNK);
-	for (struct session *s = sessdir_find_bare(w->srv->sessions, t->jid, strlen(t->jid)), *next;
+	for (struct session *s = sessdir_find_bare(w->sessions, t->jid, strlen(t->jid)), *next;
 	     s; s = next) {
 		struct xml_node *iq, *el;
 
@@ -740,7 +740,7 @@ static void reg_disown_ask(struct worker *w, struct registry_op *op)
 	unsigned char raw[REGISTRY_KEY_BYTES];
 	struct arena a;
 
-	for (struct session *s = sessdir_find_bare(w->srv->sessions, op->info.jid,
+	for (struct session *s = sessdir_find_bare(w->sessions, op->info.jid,
 						   strlen(op->info.jid)); s; s = s->next)
 		if (!s->ending && s->available && (!best || s->priority > best->priority))
 			best = s;

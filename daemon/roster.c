@@ -500,7 +500,7 @@ static void roster_push(struct worker *w, const char *bare, size_t len,
 	struct xml_node *iq = NULL, *q;
 	char id[32], ver[24];
 
-	for (struct session *s = sessdir_find_bare(w->srv->sessions, bare, len); s; s = s->next) {
+	for (struct session *s = sessdir_find_bare(w->sessions, bare, len); s; s = s->next) {
 		if (!s->interested)
 			continue;
 		if (!iq) {

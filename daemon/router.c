@@ -45,7 +45,7 @@ static struct session *sender_session(struct worker *w, const struct xml_node *s
 
 	if (!from || jid_parse(&j, from, strlen(from)) < 0)
 		return NULL;
-	return sessdir_find_full(w->srv->sessions, j.buf, j.len);
+	return sessdir_find_full(w->sessions, j.buf, j.len);
 }
 
 static void router_bounce_remote(struct worker *w, const struct xml_node *st,
@@ -120,10 +120,8 @@ static void router_bounce_remote(struct worker *w, const struct xml_node *st,
 	r = stanza_error_reply(&w->tmp, st, w->srv->cfg->domain, condition, NULL);
 	to = r ? xml_attr_get(r, "from") : NULL;
 	if (to && jid_parse(&self, to, strlen(to)) == 0) {
-		if (local)
-			router_route_w(w, NULL, r, &self, &sender);
-		else
-			s2s_route(w, NULL, r, &self, &sender);	/* back to its server or component */
+		/* Back to its server or component (through worker 0), or to the local sender. */
+		router_route_w(w, NULL, r, &self, &sender);
 	}
 	arena_rewind(&w->tmp, mark);
 }
@@ -295,7 +293,7 @@ static void route_iq_to_server(struct worker *w, struct conn *src, struct xml_no
 static void route_local(struct worker *w, struct conn *src, struct xml_node *st,
 			const struct jid *from, const struct jid *to)
 {
-	struct sessdir *dir = w->srv->sessions;
+	struct sessdir *dir = w->sessions;
 	enum stanza_kind kind = stanza_kind(st);
 	size_t bare_len = to->domain_off + to->domain_len;
 	struct session *list = sessdir_find_bare(dir, to->buf, bare_len);
@@ -437,10 +435,16 @@ static bool route_must_forward(struct worker *w, struct conn *src, const struct 
  * message's own arena (the sender's tree lives in its scratch space),
  * the addresses and where it came from. The home routes it again.
  */
+enum route_fwd_kind {
+	FWD_HOME,			/* to a local account, at its home: route_home */
+	FWD_ERROR,			/* an error for the sender: to its session `to` */
+	FWD_REROUTE,			/* to a service or another domain: routed on worker 0 */
+};
+
 struct route_fwd {
 	struct worker_msg msg;		/* first */
 	struct route_origin origin;
-	bool deliver_only;		/* an error for the sender: to its session `to` */
+	enum route_fwd_kind kind;
 	struct xml_node *st;
 	char *from, *to;		/* normalized JIDs */
 	struct arena a;
@@ -455,7 +459,7 @@ static void route_fwd_free(struct route_fwd *f)
 /* An error for a forwarded stanza, at the sender's home: as router_bounce_w does. */
 static void route_deliver_error(struct worker *w, struct xml_node *r, const struct jid *to)
 {
-	struct session *s = sessdir_find_full(w->srv->sessions, to->buf, to->len);
+	struct session *s = sessdir_find_full(w->sessions, to->buf, to->len);
 
 	if (!s || s->ending)
 		return;	/* the sender is gone */
@@ -476,8 +480,10 @@ static void route_fwd_arrived(struct worker *w, struct worker_msg *m)
 	    jid_parse(&to, f->to, strlen(f->to)) == 0) {
 		f->origin.st = f->st;
 		w->origin = &f->origin;
-		if (f->deliver_only)
+		if (f->kind == FWD_ERROR)
 			route_deliver_error(w, f->st, &to);
+		else if (f->kind == FWD_REROUTE)
+			router_route_w(w, NULL, f->st, &from, &to);
 		else
 			route_home(w, NULL, f->st, &from, &to);
 		w->origin = outer;
@@ -492,15 +498,18 @@ static void route_fwd_arrived(struct worker *w, struct worker_msg *m)
 }
 
 /*
- * Posts st (for `to`, a local account or, deliver_only, the session of a
- * sender that gets an error) to the home of `to`. Out of memory: routed
- * here after all when this is the home, else answered with an error.
+ * Posts st to worker `home`: for `to`, a local account at home there
+ * (FWD_HOME), the session of a sender that gets an error (FWD_ERROR), or
+ * a service or another domain, served by worker 0 (FWD_REROUTE). Out of
+ * memory: routed here after all when this is the target, else answered
+ * with an error.
  */
-static void route_forward(struct worker *w, struct conn *src, struct xml_node *st,
-			  const struct jid *from, const struct jid *to, bool deliver_only)
+static void route_forward_to(struct worker *w, unsigned home, struct conn *src,
+			     struct xml_node *st, const struct jid *from, const struct jid *to,
+			     enum route_fwd_kind kind)
 {
 	const struct route_origin *o = router_origin(w, st);
-	unsigned home = route_home_of(w, to);
+	bool deliver_only = kind == FWD_ERROR;
 	struct route_fwd *f = calloc(1, sizeof(*f));
 
 	if (f) {
@@ -515,13 +524,13 @@ static void route_forward(struct worker *w, struct conn *src, struct xml_node *s
 			route_fwd_free(f);
 		if (deliver_only)
 			return;
-		if (home == w->id)
+		if (home == w->id && kind == FWD_HOME)
 			route_home(w, src, st, from, to);
 		else
 			router_bounce_w(w, src, st, "internal-server-error");
 		return;
 	}
-	f->deliver_only = deliver_only;
+	f->kind = kind;
 	f->origin.from_local_session = src != NULL || (o && o->from_local_session);
 	f->origin.origin_worker = w->id;
 	/* Stream management: acked once the home has routed (and stored) it (0b). */
@@ -533,6 +542,13 @@ static void route_forward(struct worker *w, struct conn *src, struct xml_node *s
 	if (home == w->id)
 		w->fwd_self = true;
 	worker_post(w, home, &f->msg, route_fwd_arrived);
+}
+
+static void route_forward(struct worker *w, struct conn *src, struct xml_node *st,
+			  const struct jid *from, const struct jid *to, bool deliver_only)
+{
+	route_forward_to(w, route_home_of(w, to), src, st, from, to,
+			 deliver_only ? FWD_ERROR : FWD_HOME);
 }
 
 /*
@@ -568,6 +584,58 @@ static bool route_bounce_home(struct worker *w, const struct xml_node *st,
 	return true;
 }
 
+bool router_home_elsewhere(struct worker *w, const char *jid, size_t len)
+{
+	const char *slash = memchr(jid, '/', len);
+	char bare[JID_MAX];
+
+	if (w->srv->nworkers == 1)
+		return false;
+	if (slash)
+		len = (size_t)(slash - jid);
+	if (len >= sizeof(bare))
+		return false;
+	memcpy(bare, jid, len);
+	bare[len] = '\0';
+	return worker_home(w->srv, bare) != w->id;
+}
+
+int router_route_copy(struct worker *w, struct xml_node *st, const char *to, size_t to_len)
+{
+	const char *from_attr = xml_attr_get(st, "from");
+	struct xml_attr tmp_to = { 0 }, *to_attr;
+	const struct route_origin *outer;
+	const char *old_to;
+	struct jid from, dst;
+
+	if (!from_attr || jid_parse(&from, from_attr, strlen(from_attr)) < 0 ||
+	    jid_parse(&dst, to, to_len) < 0)
+		return -EINVAL;
+	/* As router_deliver_prepared: this recipient's 'to' for the call, no allocation. */
+	for (to_attr = st->attrs; to_attr; to_attr = to_attr->next)
+		if (!to_attr->ns && strcmp(to_attr->name, "to") == 0)
+			break;
+	if (!to_attr) {
+		tmp_to = (struct xml_attr){ .next = st->attrs, .name = "to" };
+		st->attrs = to_attr = &tmp_to;
+	}
+	old_to = to_attr->value;
+	to_attr->value = dst.buf;
+	/*
+	 * A new stanza of the service's, even when it reuses the tree of the
+	 * forwarded one it answers (a room reflects a message in place).
+	 */
+	outer = w->origin;
+	w->origin = NULL;
+	router_route_w(w, NULL, st, &from, &dst);
+	w->origin = outer;
+	if (to_attr == &tmp_to)
+		st->attrs = tmp_to.next;
+	else
+		to_attr->value = old_to;
+	return 0;
+}
+
 void router_forwards_settle(struct worker *w)
 {
 	if (!w->fwd_self)
@@ -595,8 +663,14 @@ void router_route_w(struct worker *w, struct conn *src, struct xml_node *st,
 	}
 
 	if (to->domain_len != strlen(domain) || memcmp(to->buf + to->domain_off, domain, to->domain_len)) {
-		const struct service *svc = service_for(w->srv->cfg, to);
+		const struct service *svc;
 
+		/* The services, components and federation links live on worker 0. */
+		if (w->id != 0) {
+			route_forward_to(w, 0, src, st, from, to, FWD_REROUTE);
+			return;
+		}
+		svc = service_for(w->srv->cfg, to);
 		/* Services at subdomains (conference., pubsub., ...): service.c. */
 		if (svc) {
 			svc->route(w, src, st, from, to);
@@ -612,7 +686,11 @@ void router_route_w(struct worker *w, struct conn *src, struct xml_node *st,
 		} else if (kind == STANZA_MESSAGE) {
 			const char *type = stanza_type(st);
 
-			/* Read-outs the web console asked for (console.c); nothing else reads them. */
+			/* Read-outs the web console asked for (console.c, on worker 0). */
+			if (w->id != 0) {
+				route_forward_to(w, 0, src, st, from, to, FWD_REROUTE);
+				return;
+			}
 			if (console_sensor_data(w, st, from))
 				return;
 			if (strcmp(type, "headline") != 0 && strcmp(type, "groupchat") != 0)

@@ -55,6 +55,20 @@ void router_bounce_w(struct worker *w, struct conn *src, const struct xml_node *
 		     const char *condition);
 
 /*
+ * Whether the local account of `jid` (bare or full, normalized) is at home
+ * on another worker: its sessions and state are not in w->sessions.
+ */
+bool router_home_elsewhere(struct worker *w, const char *jid, size_t len);
+/*
+ * Routes st (a tree the caller keeps, 'from' set) to `to` (a full or bare
+ * JID of a local account): 'to' is set for the call only, the router
+ * forwards it to the account's home, where it is delivered as any routed
+ * stanza. For fan-outs of the services on worker 0 to sessions at home
+ * elsewhere. 0, or -EINVAL (no usable 'from').
+ */
+int router_route_copy(struct worker *w, struct xml_node *st, const char *to, size_t to_len);
+
+/*
  * Where a stanza forwarded to its recipient's home worker came from
  * (docs/account-homes.md, section 0). At the home it is routed with
  * src == NULL, which otherwise means "the server itself or another

@@ -419,7 +419,7 @@ static bool sasl2_bind(struct conn *c)
 	}
 	snprintf(st->full, sizeof(st->full), "%s/%s", c->jid, res);
 	/* Loaded already (FAST), or held by another session (then it is freed). */
-	if (st->preloaded || sessdir_find_account(c->w->srv->sessions, c->jid, strlen(c->jid))) {
+	if (st->preloaded || sessdir_find_account(c->w->sessions, c->jid, strlen(c->jid))) {
 		struct account *a = st->preloaded;
 
 		st->preloaded = NULL;
@@ -727,7 +727,7 @@ static const char *sasl2_ht_begin(struct conn *c, const char *msg, size_t len)
 	 */
 	fr->load = st->bind.present && !st->resume &&
 		   (worker_home(c->w->srv, bare) != c->w->id ||
-		    !sessdir_find_account(c->w->srv->sessions, bare, strlen(bare)));
+		    !sessdir_find_account(c->w->sessions, bare, strlen(bare)));
 	fr->fl.lifetime = cfg_of(c)->fast_token_lifetime;
 	fr->fl.rotate_after = cfg_of(c)->fast_rotate_after;
 	fr->req.op = STORAGE_OP_RUN;

@@ -64,7 +64,12 @@ struct server {
 	char ktls_reason[128];			/* why some or all are missing */
 	struct sasl_server *sasl;
 	struct storage_queue *store;
-	struct sessdir *sessions;
+	/*
+	 * Session directories, one per worker (worker.h: w->sessions): an
+	 * account's sessions are in its home worker's (worker_home), which
+	 * alone reads and writes it.
+	 */
+	struct sessdir *sessdirs[SERVER_MAX_WORKERS];
 	struct http_server *http;		/* HTTP listeners' shared state (http.c) */
 	struct muc_service *muc;		/* XEP-0045 rooms (muc.c), NULL when off */
 	struct s2s_server *s2s;			/* federation and components (s2s.c) */

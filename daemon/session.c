@@ -6,6 +6,7 @@
  * cannot choose colliding keys at will.
  */
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -27,7 +28,7 @@ struct sessdir {
 	struct sessdir_account **buckets;
 	size_t nbuckets;		/* power of two */
 	size_t naccounts;
-	size_t nsessions;
+	_Atomic size_t nsessions;	/* written by the owner, read by status (relaxed) */
 	uint64_t seed;
 };
 
@@ -159,7 +160,7 @@ int sessdir_add(struct sessdir *d, struct session *s)
 	a->sessions = s;
 	s->acct = a;
 	a->count++;
-	d->nsessions++;
+	atomic_store_explicit(&d->nsessions, d->nsessions + 1, memory_order_relaxed);
 	return 0;
 }
 
@@ -179,7 +180,7 @@ void sessdir_remove(struct sessdir *d, struct session *s)
 	s->acct = NULL;
 	s->next = NULL;
 	a->count--;
-	d->nsessions--;
+	atomic_store_explicit(&d->nsessions, d->nsessions - 1, memory_order_relaxed);
 	if (a->sessions)
 		return;
 	for (ap = &d->buckets[a->hash & (d->nbuckets - 1)]; *ap; ap = &(*ap)->next) {
@@ -223,7 +224,7 @@ unsigned sessdir_count_bare(struct sessdir *d, const char *bare, size_t bare_len
 
 size_t sessdir_size(const struct sessdir *d)
 {
-	return d->nsessions;
+	return atomic_load_explicit(&d->nsessions, memory_order_relaxed);
 }
 
 void sessdir_each(struct sessdir *d, void (*fn)(void *arg, struct session *s), void *arg)

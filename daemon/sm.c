@@ -675,7 +675,7 @@ static struct session *sm_find(struct worker *w, const char *bare, const char *i
 {
 	if (strlen(id) != SM_ID_LEN)
 		return NULL;
-	for (struct session *s = sessdir_find_bare(w->srv->sessions, bare, strlen(bare)); s;
+	for (struct session *s = sessdir_find_bare(w->sessions, bare, strlen(bare)); s;
 	     s = s->next)
 		if (s->sm && s->sm->resumable && CRYPTO_memcmp(s->sm->id, id, SM_ID_LEN) == 0)
 			return s;

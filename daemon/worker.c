@@ -34,6 +34,7 @@
 #include "s2s.h"
 #include "sdnotify.h"
 #include "server.h"
+#include "session.h"
 #include "sm.h"
 #include "tls.h"
 #include "worker.h"
@@ -690,9 +691,28 @@ struct conn_move {
 
 unsigned worker_home(const struct server *srv, const char *bare_jid)
 {
-	(void)srv;
-	(void)bare_jid;
-	return 0;
+	uint64_t h = 14695981039346656037ull;	/* FNV-1a: stable, so tests can place accounts */
+
+	switch (srv->cfg->homes_mode) {
+	case HOMES_HASH:
+		for (const unsigned char *p = (const unsigned char *)bare_jid; *p; p++)
+			h = (h ^ *p) * 1099511628211ull;
+		return (unsigned)(h % srv->nworkers);
+	case HOMES_OTHER:
+		return srv->nworkers - 1;
+	default:
+		return 0;
+	}
+}
+
+size_t server_sessions_total(const struct server *srv)
+{
+	size_t n = 0;
+
+	for (unsigned k = 0; k < srv->nworkers; k++)
+		if (srv->sessdirs[k])
+			n += sessdir_size(srv->sessdirs[k]);
+	return n;
 }
 
 void worker_migrate(struct conn *c, unsigned to, void (*resume)(struct conn *c))
@@ -951,6 +971,7 @@ int worker_init(struct worker *w, struct server *srv, unsigned id, int signal_fd
 	w->srv = srv;
 	w->id = id;
 	w->signal_fd = signal_fd;
+	w->sessions = srv->sessdirs[id];
 	arena_init(&w->tmp, 4096);
 	metrics_worker_bind(&w->metrics);	/* this thread's counters (metrics.h) */
 

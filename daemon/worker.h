@@ -55,6 +55,7 @@ struct worker {
 	struct session *ending_sessions;	/* ended this turn, freed at its end */
 	struct conn *overflow_list;		/* output limit hit this turn */
 
+	struct sessdir *sessions;	/* the sessions of accounts at home here (srv->sessdirs[id]) */
 	struct xml_pool *xml;
 	struct storage_inbox inbox;
 	/*
@@ -142,10 +143,12 @@ void worker_begin_shutdown(struct worker *w);
 /*
  * The worker that owns an account's sessions and state (its home). All
  * authenticated client connections live on their home worker; a
- * connection authenticated elsewhere moves there (worker_migrate).
- * Today every account is at home on worker 0: the services, routing and
- * account state run there, and the other workers take the work before
- * authentication (TLS handshakes, SASL, stream negotiation).
+ * connection authenticated elsewhere moves there (worker_migrate), and
+ * stanzas for the account are forwarded there (router.c). The services
+ * (MUC, pubsub, IoT, upload, federation, HTTP) run on worker 0. The
+ * `homes` setting places accounts: zero (worker 0), hash (FNV-1a of the
+ * normalized bare JID modulo the workers: stable across restarts, so
+ * tests can pick accounts on given workers), other (the last worker).
  */
 unsigned worker_home(const struct server *srv, const char *bare_jid);
 
@@ -157,6 +160,9 @@ unsigned worker_home(const struct server *srv, const char *bare_jid);
  * stream layer must not touch c after this call on the old worker. If
  * the connection closes meanwhile, nothing moves.
  */
+/* Sessions of all workers (for status and metrics, from any thread). */
+size_t server_sessions_total(const struct server *srv);
+
 void worker_migrate(struct conn *c, unsigned to, void (*resume)(struct conn *c));
 
 /* Whether c is on its way to another worker (input stays held). */
