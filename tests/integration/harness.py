@@ -74,6 +74,15 @@ def uniq(prefix="user"):
     return "%s%d%s" % (prefix, next(_uniq), secrets.token_hex(2))
 
 
+def home_of(bare_jid, workers):
+    """The worker an account is at home on with `--homes hash` (worker.c:
+    FNV-1a of the normalized bare JID modulo the workers)."""
+    h = 14695981039346656037
+    for b in bare_jid.encode():
+        h = ((h ^ b) * 1099511628211) & 0xFFFFFFFFFFFFFFFF
+    return h % workers
+
+
 def free_ports(n):
     """n distinct free TCP ports on 127.0.0.1 (bound at once, then released)."""
     socks = []
@@ -288,9 +297,13 @@ class StanzadServer:
         assert r.returncode == 0, ("stanzactl user add %s failed (%d): %s %s" %
                                    (user, r.returncode, r.stdout, r.stderr))
 
-    def new_account(self, prefix="user", password=None):
-        """Creates a fresh account with stanzactl; returns (user, password, bare JID)."""
+    def new_account(self, prefix="user", password=None, home=None, workers=2):
+        """Creates a fresh account with stanzactl; returns (user, password, bare JID).
+        home=K: a username whose account is at home on worker K of `workers`
+        with `--homes hash` (see home_of)."""
         user = uniq(prefix)
+        while home is not None and home_of("%s@%s" % (user, DOMAIN), workers) != home:
+            user = uniq(prefix)
         password = password or ("pw-" + secrets.token_hex(6))
         self.add_user(user, password)
         return user, password, "%s@%s" % (user, DOMAIN)
