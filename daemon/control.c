@@ -386,7 +386,7 @@ static const char *control_listener_kind(enum listener_kind k)
 
 /*
  * status: version, domain, pid, started (Unix time), uptime_seconds,
- * workers [{id, connections}], connections, sessions, storage
+ * workers [{id, connections, sessions}], connections, sessions, storage
  * {queue_depth, requests, commits, failures}, kernel_paths [...],
  * listeners [{kind, addr}], log {target, rate_limit}.
  */
@@ -401,8 +401,10 @@ static void control_status(struct conn *c, const char *arg)
 		uint64_t n = control_worker_conns(&srv->workers[i]);
 
 		total += n;
-		json_array_append_new(workers, json_pack("{s:i, s:I}", "id", (int)srv->workers[i].id,
-							 "connections", (json_int_t)n));
+		json_array_append_new(workers, json_pack("{s:i, s:I, s:I}", "id",
+							 (int)srv->workers[i].id,
+							 "connections", (json_int_t)n, "sessions",
+							 (json_int_t)sessdir_size(srv->sessdirs[i])));
 	}
 	for (unsigned i = 0; i < srv->nlisteners; i++)
 		json_array_append_new(ls, json_pack("{s:s, s:s}", "kind",

@@ -110,7 +110,10 @@ static void ctl_print_status(json_t *r)
 	printf("\nconnections: %lld (", ctl_int(r, "connections"));
 	json_array_foreach(workers, i, o)
 		printf("%sworker %lld: %lld", i ? ", " : "", ctl_int(o, "id"), ctl_int(o, "connections"));
-	printf(")\nsessions: %lld\n", ctl_int(r, "sessions"));
+	printf(")\nsessions: %lld (", ctl_int(r, "sessions"));
+	json_array_foreach(workers, i, o)
+		printf("%sworker %lld: %lld", i ? ", " : "", ctl_int(o, "id"), ctl_int(o, "sessions"));
+	printf(")\n");
 	printf("storage: queue depth %lld, %lld requests, %lld commits, %lld failures\n",
 	       ctl_int(st, "queue_depth"), ctl_int(st, "requests"), ctl_int(st, "commits"),
 	       ctl_int(st, "failures"));

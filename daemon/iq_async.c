@@ -29,6 +29,23 @@ struct arena *iq_async_arena(const struct iq_async *op)
 	return &iq_async_worker(op)->tmp;
 }
 
+/*
+ * The requester's session by full JID (one stream management resumed
+ * elsewhere still gets the answer), or, for a requester at home on
+ * another worker, this worker's stand-in: answers to it are routed there
+ * (router_deliver_prepared). NULL when the requester is gone.
+ */
+static struct session *iq_async_requester(struct worker *w, const char *from)
+{
+	size_t len = strlen(from);
+
+	if (!len)
+		return NULL;
+	if (router_home_elsewhere(w, from, len))
+		return w->remote_requester;
+	return sessdir_find_full(w->sessions, from, len);
+}
+
 /* Copies what the answer needs from the request. 0, or -EINVAL (id too long). */
 static int iq_async_fill(struct iq_async *op, struct iq_request *rq, const char *ns,
 			 const char *name)
@@ -63,8 +80,7 @@ struct session *iq_async_init_sync(struct iq_async *op, struct iq_request *rq, c
 	/* Cannot fail for an iq the router validated; answer with what fits. */
 	iq_async_fill(op, rq, ns, name);
 	if (!rq->conn)	/* forwarded from the requester's home (router.c) */
-		return op->from[0] ? sessdir_find_full(rq->w->sessions, op->from,
-						       strlen(op->from)) : NULL;
+		return iq_async_requester(rq->w, op->from);
 	return rq->conn->sess;
 }
 
@@ -75,6 +91,11 @@ void *iq_async_new(struct iq_request *rq, size_t size, const char *user, const c
 	struct iq_async *op;
 
 	if (rq->conn && rq->conn->iq_async >= IQ_ASYNC_MAX_INFLIGHT) {
+		iq_reply_error(rq, "resource-constraint", "too many requests in progress");
+		return NULL;
+	}
+	/* Requests forwarded from other workers have no connection here: one bound for all. */
+	if (!rq->conn && rq->w->iq_async_remote >= IQ_ASYNC_MAX_REMOTE) {
 		iq_reply_error(rq, "resource-constraint", "too many requests in progress");
 		return NULL;
 	}
@@ -105,8 +126,20 @@ void iq_async_submit(struct iq_request *rq, struct iq_async *op)
 	if (rq->conn) {
 		rq->conn->iq_async++;
 		op->counted = true;
+	} else {
+		rq->w->iq_async_remote++;
+		op->counted_remote = true;
 	}
 	storage_queue_submit(rq->w->srv->store, &op->req);
+}
+
+static void iq_async_uncount_remote(struct iq_async *op)
+{
+	struct worker *w = iq_async_worker(op);
+
+	if (op->counted_remote && w->iq_async_remote)
+		w->iq_async_remote--;
+	op->counted_remote = false;
 }
 
 struct session *iq_async_session(struct iq_async *op)
@@ -117,10 +150,10 @@ struct session *iq_async_session(struct iq_async *op)
 	if (c && op->counted && c->iq_async)
 		c->iq_async--;
 	op->counted = false;
-	if (op->req.result == -ESHUTDOWN || !op->from[0])
+	iq_async_uncount_remote(op);
+	if (op->req.result == -ESHUTDOWN)
 		return NULL;
-	/* By full JID: a session stream management resumed elsewhere still gets it. */
-	return sessdir_find_full(w->sessions, op->from, strlen(op->from));
+	return iq_async_requester(w, op->from);
 }
 
 /*
@@ -184,6 +217,7 @@ void iq_async_free(struct iq_async *op)
 {
 	if (!op)
 		return;
+	iq_async_uncount_remote(op);	/* when the completion did not ask for the session */
 	arena_reset(&iq_async_worker(op)->tmp);
 	free(op);
 }

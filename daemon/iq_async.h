@@ -9,7 +9,8 @@
  * (STORAGE_OP_RUN) and comes back to the worker. The answer goes to the
  * requester's session through router_deliver(), so a session that stream
  * management holds detached gets it on resumption; when the session is
- * gone, the answer is dropped.
+ * gone, the answer is dropped. A requester at home on another worker is
+ * answered through a stand-in session whose deliveries are routed there.
  *
  * A connection may have at most IQ_ASYNC_MAX_INFLIGHT such requests in
  * flight: a client that floods them gets resource-constraint instead of
@@ -27,6 +28,8 @@
 
 #define IQ_ASYNC_ID_MAX		256	/* longest iq id kept for a late answer */
 #define IQ_ASYNC_MAX_INFLIGHT	8	/* storage-backed iqs per connection */
+/* The same for requests forwarded from other workers (no connection here), per worker. */
+#define IQ_ASYNC_MAX_REMOTE	1024
 
 struct session;
 struct worker;
@@ -40,6 +43,7 @@ struct iq_async {
 	const char *name;		/* (static strings) */
 	enum iq_scope scope;
 	bool counted;			/* holds one of the connection's in-flight slots */
+	bool counted_remote;		/* holds one of the worker's slots (no connection) */
 };
 
 /*

@@ -147,6 +147,15 @@ void router_deliver_prepared(struct session *s, struct xml_node *st, const char 
 	struct xml_attr tmp_to = { 0 }, *to_attr = NULL;
 	const char *old_to = NULL;
 
+	/* The stand-in for a requester at home on another worker: routed there. */
+	if (s->remote) {
+		const char *dst = to ? to : xml_attr_get(st, "to");
+
+		if (!dst || router_route_copy(s->remote, st, dst, strlen(dst)) < 0)
+			log_warn("router.answer_unroutable", "msg=\"an answer for a requester at home "
+				 "elsewhere has no usable address\"");
+		return;
+	}
 	/*
 	 * A fanned-out tree is shared by all recipients: for the filters,
 	 * and for the hooks that keep a copy of the tree, it carries this
@@ -608,9 +617,15 @@ int router_route_copy(struct worker *w, struct xml_node *st, const char *to, siz
 	const char *old_to;
 	struct jid from, dst;
 
-	if (!from_attr || jid_parse(&from, from_attr, strlen(from_attr)) < 0 ||
-	    jid_parse(&dst, to, to_len) < 0)
+	if (jid_parse(&dst, to, to_len) < 0)
 		return -EINVAL;
+	/* No 'from': what the server answers for the account itself comes from it. */
+	if (!from_attr) {
+		from = dst;
+		jid_to_bare(&from);
+	} else if (jid_parse(&from, from_attr, strlen(from_attr)) < 0) {
+		return -EINVAL;
+	}
 	/* As router_deliver_prepared: this recipient's 'to' for the call, no allocation. */
 	for (to_attr = st->attrs; to_attr; to_attr = to_attr->next)
 		if (!to_attr->ns && strcmp(to_attr->name, "to") == 0)

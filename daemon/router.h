@@ -64,7 +64,9 @@ bool router_home_elsewhere(struct worker *w, const char *jid, size_t len);
  * JID of a local account): 'to' is set for the call only, the router
  * forwards it to the account's home, where it is delivered as any routed
  * stanza. For fan-outs of the services on worker 0 to sessions at home
- * elsewhere. 0, or -EINVAL (no usable 'from').
+ * elsewhere, and answers to requesters at home elsewhere. Without 'from'
+ * (the server answering for the account itself) it comes from the bare
+ * 'to'. 0, or -EINVAL (unusable addresses).
  */
 int router_route_copy(struct worker *w, struct xml_node *st, const char *to, size_t to_len);
 

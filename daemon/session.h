@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 struct conn;
+struct worker;
 struct account;
 struct sessdir_account;
 struct sm_state;
@@ -39,6 +40,12 @@ struct session {
 	struct session *ending_next;	/* worker's list of ending sessions */
 	struct csi_held *csi_held;	/* XEP-0352: presence held while inactive, or NULL */
 	struct pep_session *pep;	/* XEP-0115 caps and +notify interests (pep.c), or NULL */
+	/*
+	 * Set only on a worker's stand-in for a requester at home on another
+	 * worker (w->remote_requester, iq_async.c): what is delivered to it
+	 * is routed to the requester's home from this worker (router.c).
+	 */
+	struct worker *remote;
 	size_t bare_len;		/* jid[0..bare_len) is the bare JID */
 	size_t jid_len;
 	char jid[];			/* full JID, NUL-terminated */

@@ -972,6 +972,10 @@ int worker_init(struct worker *w, struct server *srv, unsigned id, int signal_fd
 	w->id = id;
 	w->signal_fd = signal_fd;
 	w->sessions = srv->sessdirs[id];
+	w->remote_requester = session_new(NULL, "", 0);
+	if (!w->remote_requester)
+		return -ENOMEM;
+	w->remote_requester->remote = w;
 	arena_init(&w->tmp, 4096);
 	metrics_worker_bind(&w->metrics);	/* this thread's counters (metrics.h) */
 
@@ -1077,6 +1081,8 @@ void worker_destroy(struct worker *w)
 	control_worker_stop(w);
 	adhoc_worker_destroy(w);
 	c2s_reap_sessions(w);
+	session_free(w->remote_requester);
+	w->remote_requester = NULL;
 	loop_free(w->loop);
 	mailbox_destroy(&w->mbox);
 	storage_inbox_destroy(&w->inbox);

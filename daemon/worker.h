@@ -56,6 +56,8 @@ struct worker {
 	struct conn *overflow_list;		/* output limit hit this turn */
 
 	struct sessdir *sessions;	/* the sessions of accounts at home here (srv->sessdirs[id]) */
+	struct session *remote_requester;	/* stand-in for requesters at home elsewhere (iq_async.c) */
+	unsigned iq_async_remote;	/* storage-backed iqs in flight for such requesters */
 	struct xml_pool *xml;
 	struct storage_inbox inbox;
 	/*

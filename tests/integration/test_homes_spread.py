@@ -1,0 +1,260 @@
+"""Accounts at home on different workers (`--homes hash`, docs/account-homes.md):
+each account's sessions and state live on its home worker, stanzas between
+accounts cross through the mailboxes, the services run on worker 0. The
+accounts of each test are placed on given workers with new_account(home=K)."""
+import os
+import re
+import sqlite3
+
+import pytest
+
+from harness import DOMAIN, NS_CLIENT, login, q, tostr, StanzadServer
+
+NS_SM = "urn:xmpp:sm:3"
+NS_MAM = "urn:xmpp:mam:2"
+NS_VCARD = "vcard-temp"
+NS_LAST = "jabber:iq:last"
+NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
+NS_MUC = "http://jabber.org/protocol/muc"
+NS_MUC_USER = NS_MUC + "#user"
+NS_MUC_OWNER = NS_MUC + "#owner"
+
+
+@pytest.fixture(scope="module")
+def spread():
+    s = StanzadServer(["--workers", "2", "--homes", "hash"],
+                      name="stanzad(homes hash)").start()
+    yield s
+    s.stop()
+
+
+def next_of(stream, tag, timeout=5):
+    """The next element with this tag (skipping others, e.g. presence)."""
+    while True:
+        el = stream.next(timeout)
+        if el.tag == tag:
+            return el
+
+
+def pair(server, prefix, a_home=0, b_home=1):
+    a = server.new_account(prefix, home=a_home)
+    b = server.new_account(prefix, home=b_home)
+    return a, b
+
+
+def db_rows(server, sql, *args):
+    db = sqlite3.connect(os.path.join(server.state_dir, "stanzad.db"), timeout=5)
+    try:
+        return db.execute(sql, args).fetchall()
+    finally:
+        db.close()
+
+
+def sessions_by_worker(server):
+    r = server.stanzactl("status")
+    assert r.returncode == 0, r.stderr
+    m = re.search(r"^sessions: (\d+) \(worker 0: (\d+), worker 1: (\d+)\)$", r.stdout, re.M)
+    assert m, r.stdout
+    return [int(x) for x in m.groups()]
+
+
+def test_hash_mode_is_announced_and_sessions_live_at_home(spread):
+    spread.wait_log(r"event=server\.homes mode=hash workers=2")
+    before = sessions_by_worker(spread)
+    streams = []
+    try:
+        # Whichever worker takes each connection, the session is bound at home.
+        for home in (1, 1, 0):
+            u, p, _ = spread.new_account("mv", home=home)
+            streams.append(login(spread.c2s_port, u, p)[0])
+        after = sessions_by_worker(spread)
+        assert [a - b for a, b in zip(after, before)] == [3, 1, 2], (before, after)
+    finally:
+        for s in streams:
+            s.close()
+
+
+@pytest.mark.parametrize("homes", [(0, 1), (1, 0)])
+def test_messages_cross_homes_in_order(spread, homes):
+    (su, sp, _), (ru, rp, rjid) = pair(spread, "ord", *homes)
+    snd, _ = login(spread.c2s_port, su, sp)
+    rcv, rfull = login(spread.c2s_port, ru, rp)
+    try:
+        rcv.send("<presence/>")
+        burst = "".join("<message to='%s' type='chat' id='o%d'><body>%d</body></message>"
+                        % (rjid if i % 2 else rfull, i, i) for i in range(200))
+        snd.send(burst)
+        got = []
+        while len(got) < 200:
+            el = next_of(rcv, q(NS_CLIENT, "message"))
+            got.append(int(el.find(q(NS_CLIENT, "body")).text))
+        assert got == list(range(200)), got
+    finally:
+        snd.close()
+        rcv.close()
+
+
+def test_an_error_comes_back_across_homes(spread):
+    (su, sp, _), (_, _, rjid) = pair(spread, "bnc")
+    snd, _ = login(spread.c2s_port, su, sp)
+    try:
+        snd.send("<message to='%s/nowhere' type='normal' id='b1'><body>x</body></message>"
+                 % rjid)
+        el = next_of(snd, q(NS_CLIENT, "message"))
+        assert el.get("type") == "error" and el.get("id") == "b1", tostr(el)
+        assert el.find(q(NS_CLIENT, "error")).find(
+            q(NS_STANZAS, "service-unavailable")) is not None, tostr(el)
+        snd.send("<iq to='%s/nowhere' type='get' id='b2'><ping xmlns='urn:xmpp:ping'/></iq>"
+                 % rjid)
+        el = next_of(snd, q(NS_CLIENT, "iq"))
+        assert el.get("type") == "error" and el.get("id") == "b2", tostr(el)
+    finally:
+        snd.close()
+
+
+@pytest.mark.parametrize("homes", [(0, 1), (1, 0)])
+def test_a_storage_backed_contact_iq_is_answered_across_homes(spread, homes):
+    # The vCard is read at the owner's home from storage; the answer goes
+    # back to the asker's home (iq_async's stand-in for remote requesters).
+    (su, sp, _), (ru, rp, rjid) = pair(spread, "ctq", *homes)
+    owner, _ = login(spread.c2s_port, ru, rp)
+    asker, _ = login(spread.c2s_port, su, sp)
+    try:
+        owner.send("<iq type='set' id='v1'><vCard xmlns='%s'><FN>Far Home</FN></vCard></iq>"
+                   % NS_VCARD)
+        el = next_of(owner, q(NS_CLIENT, "iq"))
+        assert el.get("type") == "result", tostr(el)
+        asker.send("<iq to='%s' type='get' id='v2'><vCard xmlns='%s'/></iq>" % (rjid, NS_VCARD))
+        el = next_of(asker, q(NS_CLIENT, "iq"))
+        assert el.get("type") == "result" and el.get("id") == "v2", tostr(el)
+        assert el.get("from") == rjid, tostr(el)
+        fn = el.find(q(NS_VCARD, "vCard")).find(q(NS_VCARD, "FN"))
+        assert fn is not None and fn.text == "Far Home", tostr(el)
+        # Several in flight at once, all answered, in order of their ids.
+        asker.send("".join("<iq to='%s' type='get' id='m%d'><vCard xmlns='%s'/></iq>"
+                           % (rjid, i, NS_VCARD) for i in range(20)))
+        ids = [next_of(asker, q(NS_CLIENT, "iq")).get("id") for _ in range(20)]
+        assert sorted(ids) == sorted("m%d" % i for i in range(20)), ids
+    finally:
+        owner.close()
+        asker.close()
+
+
+def test_an_iq_between_clients_and_its_answer_cross_homes(spread):
+    (su, sp, _), (ru, rp, _) = pair(spread, "png")
+    a, afull = login(spread.c2s_port, su, sp)
+    b, bfull = login(spread.c2s_port, ru, rp)
+    try:
+        a.send("<iq to='%s' type='get' id='p1'><ping xmlns='urn:xmpp:ping'/></iq>" % bfull)
+        el = next_of(b, q(NS_CLIENT, "iq"))
+        assert el.get("from") == afull and el.get("id") == "p1", tostr(el)
+        b.send("<iq to='%s' type='result' id='p1'/>" % afull)
+        el = next_of(a, q(NS_CLIENT, "iq"))
+        assert el.get("type") == "result" and el.get("from") == bfull, tostr(el)
+    finally:
+        a.close()
+        b.close()
+
+
+def test_offline_message_across_homes_after_the_ack(spread):
+    (su, sp, _), (ru, rp, rjid) = pair(spread, "off", 1, 0)
+    snd, _ = login(spread.c2s_port, su, sp)
+    try:
+        snd.send("<enable xmlns='%s'/>" % NS_SM)
+        snd.expect(q(NS_SM, "enabled"))
+        for i in range(3):
+            snd.send("<message to='%s' type='chat' id='f%d'><body>later %d</body></message>"
+                     % (rjid, i, i))
+        snd.send("<r xmlns='%s'/>" % NS_SM)
+        a = snd.expect(q(NS_SM, "a"))
+        assert a.get("h") == "3", tostr(a)
+        # Acknowledged means stored by the recipient's home.
+        rows = db_rows(spread, "SELECT stanza FROM offline_messages WHERE username = ?", ru)
+        assert len(rows) == 3, rows
+    finally:
+        snd.close()
+    rcv, _ = login(spread.c2s_port, ru, rp)
+    try:
+        rcv.send("<presence/>")
+        bodies = []
+        while len(bodies) < 3:
+            el = next_of(rcv, q(NS_CLIENT, "message"))
+            bodies.append(el.find(q(NS_CLIENT, "body")).text)
+        assert bodies == ["later 0", "later 1", "later 2"], bodies
+    finally:
+        rcv.close()
+
+
+def test_both_archives_across_homes(spread):
+    (su, sp, _), (ru, rp, rjid) = pair(spread, "arc")
+    snd, _ = login(spread.c2s_port, su, sp)
+    rcv, _ = login(spread.c2s_port, ru, rp)
+    try:
+        rcv.send("<presence/>")
+        snd.send("<enable xmlns='%s'/>" % NS_SM)
+        snd.expect(q(NS_SM, "enabled"))
+        snd.send("<message to='%s' type='chat' id='m1'><body>keep me</body></message>" % rjid)
+        el = next_of(rcv, q(NS_CLIENT, "message"))
+        sid = el.find(q("urn:xmpp:sid:0", "stanza-id"))
+        assert sid is not None and sid.get("by") == rjid, tostr(el)
+        snd.send("<r xmlns='%s'/>" % NS_SM)
+        snd.expect(q(NS_SM, "a"))
+        rows = db_rows(spread, "SELECT username, outgoing, id FROM mam_messages "
+                       "WHERE username IN (?, ?) ORDER BY username", su, ru)
+        by_user = {u: (o, i) for u, o, i in rows}
+        assert by_user.get(su, (None,))[0] == 1, rows
+        assert by_user.get(ru) == (0, sid.get("id")), rows
+    finally:
+        snd.close()
+        rcv.close()
+
+
+def test_last_activity_of_a_contact_at_another_home(spread):
+    (su, sp, _), (ru, rp, rjid) = pair(spread, "lst")
+    b, _ = login(spread.c2s_port, ru, rp)
+    b.close()
+    a, _ = login(spread.c2s_port, su, sp)
+    try:
+        # No subscription: the server answers for the account (forbidden or a result).
+        a.send("<iq to='%s' type='get' id='l1'><query xmlns='%s'/></iq>" % (rjid, NS_LAST))
+        el = next_of(a, q(NS_CLIENT, "iq"))
+        assert el.get("id") == "l1" and el.get("type") in ("result", "error"), tostr(el)
+    finally:
+        a.close()
+
+
+def test_a_room_serves_occupants_at_both_homes(spread):
+    (u0, p0, j0), (u1, p1, j1) = pair(spread, "muc")
+    a, afull = login(spread.c2s_port, u0, p0)
+    b, bfull = login(spread.c2s_port, u1, p1)
+    room = "spread%s@conference.%s" % (u0[-6:], DOMAIN)
+    try:
+        # Created by the account on worker 1 (the room lives on worker 0).
+        b.send("<presence to='%s/bee'><x xmlns='%s'/></presence>" % (room, NS_MUC))
+        el = next_of(b, q(NS_CLIENT, "presence"))
+        assert el.get("from") == room + "/bee", tostr(el)
+        b.send("<iq to='%s' type='set' id='c1'><query xmlns='%s'><x xmlns='jabber:x:data' "
+               "type='submit'/></query></iq>" % (room, NS_MUC_OWNER))
+        el = next_of(b, q(NS_CLIENT, "iq"))
+        assert el.get("type") == "result", tostr(el)
+        a.send("<presence to='%s/ant'><x xmlns='%s'/></presence>" % (room, NS_MUC))
+        seen = set()
+        while "ant" not in seen:
+            el = next_of(a, q(NS_CLIENT, "presence"))
+            seen.add(el.get("from").split("/", 1)[1])
+        el = next_of(b, q(NS_CLIENT, "presence"))
+        assert el.get("from") == room + "/ant", tostr(el)
+        for sender, nick in ((a, "ant"), (b, "bee")):
+            sender.send("<message to='%s' type='groupchat'><body>hi from %s</body></message>"
+                        % (room, nick))
+            for rcv in (a, b):
+                el = next_of(rcv, q(NS_CLIENT, "message"))
+                while el.find(q(NS_CLIENT, "body")) is None:  # the subject on joining
+                    el = next_of(rcv, q(NS_CLIENT, "message"))
+                assert el.get("from") == "%s/%s" % (room, nick), tostr(el)
+                assert el.find(q(NS_CLIENT, "body")).text == "hi from " + nick, tostr(el)
+    finally:
+        a.close()
+        b.close()
+
+
