@@ -518,7 +518,7 @@ void *adhoc_async_new(struct adhoc_ctx *ctx, size_t size, const char *user,
 	struct adhoc_ctx *op;
 
 	/* As iq_async_new, but errors never echo the payload (passwords). */
-	if (ctx->rq->conn->iq_async >= IQ_ASYNC_MAX_INFLIGHT) {
+	if (ctx->rq->conn && ctx->rq->conn->iq_async >= IQ_ASYNC_MAX_INFLIGHT) {
 		adhoc_refuse(ctx, ctx->cmd->node, "resource-constraint", NULL,
 			     "too many requests in progress");
 		return NULL;
@@ -549,6 +549,18 @@ void adhoc_async_submit(struct adhoc_ctx *op)
 
 	op->rq = NULL;
 	iq_async_submit(rq, &op->a);
+}
+
+void adhoc_async_hold(struct adhoc_ctx *op)
+{
+	struct iq_request *rq = op->rq;
+
+	op->rq = NULL;
+	/* Counted as a storage step is (iq_async_submit): iq_async_session() releases it. */
+	if (rq->conn) {
+		rq->conn->iq_async++;
+		op->a.counted = true;
+	}
 }
 
 bool adhoc_async_begin(struct adhoc_ctx *op)

@@ -138,6 +138,13 @@ void *adhoc_async_new(struct adhoc_ctx *ctx, size_t size, const char *user,
 		      void (*done)(struct storage_req *req));
 void adhoc_async_submit(struct adhoc_ctx *op);
 /*
+ * Instead of adhoc_async_submit, for a step the workers answer rather
+ * than the storage thread (a worker_gather): the request stays with the
+ * caller, whose completion calls adhoc_async_begin/adhoc_async_free on
+ * this worker as a storage completion would (run/done unused: NULL).
+ */
+void adhoc_async_hold(struct adhoc_ctx *op);
+/*
  * In the completion: releases the session's busy mark and finds where to
  * answer. Returns false when the requester is gone (then only clean up).
  */

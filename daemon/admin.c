@@ -370,23 +370,6 @@ static int admin_delete_store(struct storage *st, struct storage_req *req)
 	return 0;
 }
 
-/* XEP-0133 4.2 (as XEP-0077 3.2): a deleted account's sessions end. */
-static void admin_end_account(struct worker *w, const char *bare, const char *condition,
-			      const char *text)
-{
-	struct session *s, *next;
-
-	for (s = sessdir_find_bare(w->sessions, bare, strlen(bare)); s; s = next) {
-		next = s->next;
-		if (s->ending)
-			continue;
-		if (s->conn)
-			c2s_stream_error(s->conn, condition, text);
-		else
-			c2s_session_end(w, s);	/* detached (stream management) */
-	}
-}
-
 /*
  * Reports what happened to each named account in one note (deleted, no
  * such account, not of this server; "warn" when not all went through),
@@ -432,7 +415,8 @@ static void admin_delete_done(struct storage_req *req)
 
 		if (op->results[i] != 0)
 			continue;
-		admin_end_account(w, op->jid[i], "not-authorized", "the account was removed");
+		/* XEP-0133 4.2 (as XEP-0077 3.2), at the account's home (register.c). */
+		register_end_account(w, op->jid[i], "not-authorized", "the account was removed");
 		snprintf(user, sizeof(user), "%.*s", (int)strcspn(op->jid[i], "@"), op->jid[i]);
 		pubsub_account_removed(w, user);	/* its PEP nodes (pubsub.c) */
 	}
@@ -508,15 +492,17 @@ static size_t admin_collect_one(struct session *s, struct strbuf *list)
 /*
  * Adds the full JIDs of the live sessions a target names (XEP-0133 4.5:
  * a bare JID all of the account's, a full JID that one) to list, each
- * once. Returns how many were added.
+ * once. jid[0..bare_len) is the target's bare JID. Returns how many were
+ * added.
  */
-static size_t admin_collect_sessions(struct worker *w, const struct jid *j, struct strbuf *list)
+static size_t admin_collect_sessions(struct worker *w, const char *jid, size_t bare_len,
+				     struct strbuf *list)
 {
-	size_t n = 0;
+	size_t len = strlen(jid), n = 0;
 
-	if (jid_has_resource(j))
-		return admin_collect_one(sessdir_find_full(w->sessions, j->buf, j->len), list);
-	for (struct session *s = sessdir_find_bare(w->sessions, j->buf, j->len); s; s = s->next)
+	if (len > bare_len)
+		return admin_collect_one(sessdir_find_full(w->sessions, jid, len), list);
+	for (struct session *s = sessdir_find_bare(w->sessions, jid, bare_len); s; s = s->next)
 		n += admin_collect_one(s, list);
 	return n;
 }
@@ -535,44 +521,138 @@ static void admin_kick(struct worker *w, struct session *s)
 		c2s_session_end(w, s);	/* detached: there is no stream to tell */
 }
 
+/* Ends the sessions listed by full JID (NUL-separated) that are still there. */
+static void admin_kick_listed(struct worker *w, const struct strbuf *list)
+{
+	for (size_t off = 0; off < list->len; off += strlen(list->data + off) + 1) {
+		const char *jid = list->data + off;
+		struct session *s = sessdir_find_full(w->sessions, jid, strlen(jid));
+
+		if (s && !s->ending)
+			admin_kick(w, s);
+	}
+}
+
 /*
- * The sessions to end are listed (by full JID, in malloc'd memory) before
- * the answer goes out, and looked up again one by one afterwards: ending
- * a session runs other features' code (presence, stream management),
- * which may reuse the scratch arena the targets were read into.
+ * The sessions live at their accounts' homes: each home worker named
+ * ends its own (worker_gather), and the requester's worker answers with
+ * the count. The requester's own worker only lists its sessions and ends
+ * them after the answer: the admin may be ending their own session.
  */
+struct admin_end_op {
+	struct adhoc_ctx ctx;			/* first */
+	unsigned origin;			/* the requester's worker */
+	size_t n;
+	const char *jid[ADMIN_MAX_TARGETS];	/* bare or full JIDs, in text[] */
+	size_t bare_len[ADMIN_MAX_TARGETS];
+	unsigned home[ADMIN_MAX_TARGETS];
+	size_t ended[SERVER_MAX_WORKERS];	/* sessions each worker found */
+	bool oom[SERVER_MAX_WORKERS];
+	struct strbuf mine;			/* the origin's, ended after the answer */
+	char refused[ADMIN_NOTE_MAX + 1];	/* JIDs not of this server */
+	char text[];
+};
+
+/* On each home worker named (worker_gather): its part of the targets. */
+static void admin_end_part(struct worker *w, void *arg)
+{
+	struct admin_end_op *op = arg;
+	struct strbuf list = STRBUF_INIT;
+	size_t n = 0;
+
+	for (size_t i = 0; i < op->n; i++)
+		if (op->home[i] == w->id)
+			n += admin_collect_sessions(w, op->jid[i], op->bare_len[i], &list);
+	op->ended[w->id] = n;
+	op->oom[w->id] = list.oom;
+	if (w->id == op->origin && !list.oom) {
+		op->mine = list;
+		return;
+	}
+	if (!list.oom)
+		admin_kick_listed(w, &list);
+	strbuf_free(&list);
+}
+
+/* On the requester's worker, once every home answered. */
+static void admin_end_done(struct worker *w, void *arg)
+{
+	struct admin_end_op *op = arg;
+	struct adhoc_ctx *ctx = &op->ctx;
+	struct strbuf note = STRBUF_INIT, refused = STRBUF_INIT;
+	bool oom = false;
+	size_t n = 0;
+
+	for (unsigned k = 0; k < w->srv->nworkers; k++) {
+		n += op->ended[k];
+		oom |= op->oom[k];
+	}
+	log_info("admin.end_sessions", "admin=%s sessions=%zu", ctx->requester, n);
+	if (adhoc_async_begin(ctx)) {
+		strbuf_puts(&refused, op->refused);
+		if (oom) {
+			strbuf_puts(&note, "Out of memory: not every session was ended.");
+		} else {
+			strbuf_printf(&note, "%zu session%s ended.", n, n == 1 ? "" : "s");
+			admin_note_part(&note, "Not an account of this server", &refused);
+		}
+		/* Answer first: the admin may be ending their own session. */
+		adhoc_complete(ctx, oom ? "error" : n ? "info" : "warn", note.oom ? "" : note.data,
+			       NULL);
+	}
+	admin_kick_listed(w, &op->mine);
+	strbuf_free(&op->mine);
+	strbuf_free(&note);
+	strbuf_free(&refused);
+	adhoc_async_free(ctx);
+}
+
+/* A gather that could not start: the held step answers with an error. */
+static void admin_gather_failed(struct adhoc_ctx *op)
+{
+	if (adhoc_async_begin(op))
+		adhoc_complete(op, "error", "out of memory", NULL);
+	adhoc_async_free(op);
+}
+
 static void admin_end_session_run(struct adhoc_ctx *ctx, unsigned stage,
 				  const struct dataform *form)
 {
 	struct worker *w = adhoc_worker(ctx);
-	struct strbuf note = STRBUF_INIT, list = STRBUF_INIT;
 	struct admin_targets t;
-	size_t n = 0;
+	struct admin_end_op *op;
+	uint64_t mask = 0;
+	size_t text = 0;
+	char *p;
 
 	if (admin_targets(ctx, form, true, &t) < 0)
 		goto out;
 	for (size_t i = 0; i < t.n; i++)
-		n += admin_collect_sessions(w, &t.j[i], &list);
-	if (list.oom) {
-		adhoc_fail(ctx, "internal-server-error", NULL, "out of memory", NULL);
+		text += t.j[i].len + 1;
+	op = adhoc_async_new(ctx, sizeof(*op) + text, ctx->requester, NULL, NULL);
+	if (!op)
 		goto out;
-	}
-	strbuf_printf(&note, "%zu session%s ended.", n, n == 1 ? "" : "s");
-	admin_note_part(&note, "Not an account of this server", &t.refused);
-	log_info("admin.end_sessions", "admin=%s sessions=%zu", ctx->requester, n);
-	/* Answer first: the admin may be ending their own session. */
-	adhoc_complete(ctx, n ? "info" : "warn", note.oom ? "" : note.data, NULL);
-	for (size_t off = 0; off < list.len; off += strlen(list.data + off) + 1) {
-		const char *jid = list.data + off;
-		struct session *s = sessdir_find_full(w->sessions, jid, strlen(jid));
+	op->origin = w->id;
+	op->n = t.n;
+	p = op->text;
+	for (size_t i = 0; i < t.n; i++) {
+		const struct jid *j = &t.j[i];
+		char bare[JID_MAX];
 
-		if (s)
-			admin_kick(w, s);
+		memcpy(p, j->buf, j->len + 1);
+		op->jid[i] = p;
+		op->bare_len[i] = j->domain_off + j->domain_len;
+		snprintf(bare, sizeof(bare), "%.*s", (int)op->bare_len[i], j->buf);
+		op->home[i] = worker_home(w->srv, bare);
+		mask |= UINT64_C(1) << op->home[i];
+		p += j->len + 1;
 	}
+	snprintf(op->refused, sizeof(op->refused), "%s", t.refused.len ? t.refused.data : "");
+	adhoc_async_hold(&op->ctx);
+	if (worker_gather_some(w, mask, admin_end_part, admin_end_done, op) < 0)
+		admin_gather_failed(&op->ctx);
 out:
 	strbuf_free(&t.refused);
-	strbuf_free(&note);
-	strbuf_free(&list);
 }
 
 /* ---- Online users ---- */
@@ -624,34 +704,115 @@ static int admin_cmp_str(const void *a, const void *b)
 }
 
 /*
- * Online accounts (or sessions, full) in `a`, sorted. -ENOMEM when the
- * list could not be made.
+ * The online accounts (or sessions, full) at home on w, in `a`. -ENOMEM
+ * when the list could not be made.
  */
-static int admin_online(struct adhoc_ctx *ctx, struct arena *a, bool full, struct admin_online *o)
+static int admin_online(struct worker *w, struct arena *a, bool full, struct admin_online *o)
 {
 	memset(o, 0, sizeof(*o));
 	o->a = a;
 	o->full = full;
-	sessdir_each(adhoc_worker(ctx)->sessions, admin_online_add, o);
-	if (o->oom)
+	sessdir_each(w->sessions, admin_online_add, o);
+	return o->oom ? -ENOMEM : 0;
+}
+
+/*
+ * The online users commands: every worker lists the accounts at home
+ * there (worker_gather), the requester's worker merges and answers.
+ */
+struct admin_online_op {
+	struct adhoc_ctx ctx;		/* first */
+	bool list;			/* the list (else the number) */
+	size_t max;			/* list: JIDs shown */
+	struct strbuf part[SERVER_MAX_WORKERS];	/* bare JIDs at home on each, NUL-separated */
+};
+
+static void admin_online_part(struct worker *w, void *arg)
+{
+	struct admin_online_op *op = arg;
+	struct strbuf *b = &op->part[w->id];
+	struct admin_online o;
+	struct arena own;
+
+	arena_init(&own, 4096);
+	if (admin_online(w, &own, false, &o) < 0)
+		b->oom = true;
+	for (size_t i = 0; i < o.n && !b->oom; i++)
+		strbuf_append(b, o.v[i], strlen(o.v[i]) + 1);
+	arena_release(&own);
+}
+
+/* The parts in one sorted array in the scratch arena, each account once. -ENOMEM. */
+static int admin_online_merge(struct adhoc_ctx *ctx, struct admin_online_op *op,
+			      unsigned nworkers, struct admin_online *o)
+{
+	size_t n = 0, k = 0;
+
+	memset(o, 0, sizeof(*o));
+	for (unsigned w = 0; w < nworkers; w++) {
+		if (op->part[w].oom)
+			return -ENOMEM;
+		for (size_t off = 0; off < op->part[w].len; off += strlen(op->part[w].data + off) + 1)
+			n++;
+	}
+	o->v = arena_alloc(adhoc_arena(ctx), (n ? n : 1) * sizeof(*o->v));
+	if (!o->v)
 		return -ENOMEM;
-	if (o->n > 1)
-		qsort(o->v, o->n, sizeof(*o->v), admin_cmp_str);
+	for (unsigned w = 0; w < nworkers; w++)
+		for (size_t off = 0; off < op->part[w].len; off += strlen(op->part[w].data + off) + 1)
+			o->v[k++] = op->part[w].data + off;
+	if (k > 1)
+		qsort(o->v, k, sizeof(*o->v), admin_cmp_str);
+	/* An account is at home on one worker; a session on its way there counts once. */
+	for (size_t i = 0; i < k; i++)
+		if (!o->n || strcmp(o->v[o->n - 1], o->v[i]) != 0)
+			o->v[o->n++] = o->v[i];
 	return 0;
+}
+
+static void admin_complete_list(struct adhoc_ctx *ctx, const char *var, const char *label,
+				const char *const *v, size_t n, size_t max, uint64_t total);
+
+static void admin_online_done(struct worker *w, void *arg)
+{
+	struct admin_online_op *op = arg;
+	struct adhoc_ctx *ctx = &op->ctx;
+	struct admin_online o;
+
+	if (!adhoc_async_begin(ctx))
+		goto out;
+	if (admin_online_merge(ctx, op, w->srv->nworkers, &o) < 0)
+		adhoc_complete(ctx, "error", "out of memory", NULL);
+	else if (op->list)
+		admin_complete_list(ctx, "onlineuserjids", "The list of all online users", o.v,
+				    o.n, op->max, o.n);
+	else
+		adhoc_complete(ctx, NULL, NULL, admin_result_num(ctx, "onlineusersnum",
+								 "The number of online users", o.n));
+out:
+	for (unsigned k = 0; k < w->srv->nworkers; k++)
+		strbuf_free(&op->part[k]);
+	adhoc_async_free(ctx);
+}
+
+static void admin_online_start(struct adhoc_ctx *ctx, bool list, size_t max)
+{
+	struct admin_online_op *op = adhoc_async_new(ctx, sizeof(*op), ctx->requester, NULL, NULL);
+
+	if (!op)
+		return;
+	op->list = list;
+	op->max = max;
+	adhoc_async_hold(&op->ctx);
+	if (worker_gather(adhoc_worker(ctx), admin_online_part, admin_online_done, op) < 0)
+		admin_gather_failed(&op->ctx);
 }
 
 /* XEP-0133 4.15: accounts with at least one session, available or not. */
 static void admin_online_num_run(struct adhoc_ctx *ctx, unsigned stage,
 				 const struct dataform *form)
 {
-	struct admin_online o;
-
-	if (admin_online(ctx, adhoc_arena(ctx), false, &o) < 0) {
-		adhoc_complete(ctx, "error", "out of memory", NULL);
-		return;
-	}
-	adhoc_complete(ctx, NULL, NULL, admin_result_num(ctx, "onlineusersnum",
-							 "The number of online users", o.n));
+	admin_online_start(ctx, false, 0);
 }
 
 /* The max_items form of the list commands (XEP-0133 4.18, 4.20). */
@@ -706,14 +867,7 @@ static struct xml_node *admin_online_list_form(struct adhoc_ctx *ctx, unsigned s
 static void admin_online_list_run(struct adhoc_ctx *ctx, unsigned stage,
 				  const struct dataform *form)
 {
-	struct admin_online o;
-
-	if (admin_online(ctx, adhoc_arena(ctx), false, &o) < 0) {
-		adhoc_complete(ctx, "error", "out of memory", NULL);
-		return;
-	}
-	admin_complete_list(ctx, "onlineuserjids", "The list of all online users", o.v, o.n,
-			    admin_max_items(form), o.n);
+	admin_online_start(ctx, true, admin_max_items(form));
 }
 
 /* ---- Registered users ---- */
@@ -851,13 +1005,12 @@ static struct xml_node *admin_announce_form(struct adhoc_ctx *ctx, unsigned stag
 }
 
 /* <message type='headline' from=DOMAIN><subject/>?<body/></message>, or NULL. */
-static struct xml_node *admin_announcement(struct adhoc_ctx *ctx, struct arena *a,
+static struct xml_node *admin_announcement(struct arena *a, const char *domain,
 					   const char *subject, const char *body)
 {
 	struct xml_node *m = xml_node_new(a, XML_NS_CLIENT, "message"), *e;
 
-	if (!m || xml_attr_set(a, m, "type", "headline") < 0 ||
-	    xml_attr_set(a, m, "from", adhoc_worker(ctx)->srv->cfg->domain) < 0)
+	if (!m || xml_attr_set(a, m, "type", "headline") < 0 || xml_attr_set(a, m, "from", domain) < 0)
 		return NULL;
 	if (subject && subject[0]) {
 		e = xml_node_add_child(a, m, NULL, "subject");
@@ -871,32 +1024,41 @@ static struct xml_node *admin_announcement(struct adhoc_ctx *ctx, struct arena *
 }
 
 /*
- * XEP-0133 4.23: one message to every session, serialized once and
- * spliced per recipient (fanout.h). Sessions stream management holds
- * detached get it on resumption. The message and the recipient list live
- * in an arena of their own: a delivery may end a session (a client too
- * slow to read), which runs code that reuses the worker's scratch arena.
+ * XEP-0133 4.23: every worker sends the announcement to the sessions at
+ * home there (worker_gather), the requester's worker answers with the
+ * count. The requester's own part runs first, so the admin's own copy
+ * comes before the answer.
  */
-static void admin_announce_run(struct adhoc_ctx *ctx, unsigned stage, const struct dataform *form)
+struct admin_announce_op {
+	struct adhoc_ctx ctx;		/* first */
+	const char *subject;		/* in text[], or NULL */
+	const char *body;		/* in text[] */
+	size_t sent[SERVER_MAX_WORKERS];
+	bool oom[SERVER_MAX_WORKERS];
+	char text[];
+};
+
+/*
+ * One worker's part: the message serialized once and spliced per
+ * recipient (fanout.h). Sessions stream management holds detached get
+ * it on resumption. The message and the recipient list live in an arena
+ * of their own: a delivery may end a session (a client too slow to
+ * read), which runs code that reuses the worker's scratch arena.
+ */
+static void admin_announce_part(struct worker *w, void *arg)
 {
-	struct worker *w = adhoc_worker(ctx);
+	struct admin_announce_op *op = arg;
 	struct fanout f = FANOUT_INIT;
 	struct admin_online o;
-	struct xml_node *m = NULL;
+	struct xml_node *m;
 	struct arena own;
-	const char *body;
 	size_t sent = 0;
-	char note[64];
 
 	arena_init(&own, 4096);
-	body = dataform_field_text(&own, dataform_get(form, "announcement"));
-	if (body)
-		m = admin_announcement(ctx, &own, dataform_value(form, "subject"), body);
-	if (!m || admin_online(ctx, &own, true, &o) < 0 || fanout_prepare(&f, m) < 0) {
-		fanout_release(&f);
-		arena_release(&own);
-		adhoc_complete(ctx, "error", "out of memory", NULL);
-		return;
+	m = admin_announcement(&own, w->srv->cfg->domain, op->subject, op->body);
+	if (!m || admin_online(w, &own, true, &o) < 0 || fanout_prepare(&f, m) < 0) {
+		op->oom[w->id] = true;
+		goto out;
 	}
 	for (size_t i = 0; i < o.n; i++) {
 		struct session *s = sessdir_find_full(w->sessions, o.v[i], strlen(o.v[i]));
@@ -905,17 +1067,70 @@ static void admin_announce_run(struct adhoc_ctx *ctx, unsigned stage, const stru
 
 		if (!s)
 			continue;	/* ended by an earlier delivery (output overflow) */
-		if (s->conn && !(data = fanout_render(&f, s->jid, s->jid_len, &len)))
+		if (s->conn && !(data = fanout_render(&f, s->jid, s->jid_len, &len))) {
+			op->oom[w->id] = true;
 			break;
+		}
 		router_deliver_prepared(s, m, s->jid, data, len);
 		sent++;
 	}
+out:
+	op->sent[w->id] = sent;
 	fanout_release(&f);
 	arena_release(&own);
+}
+
+static void admin_announce_done(struct worker *w, void *arg)
+{
+	struct admin_announce_op *op = arg;
+	struct adhoc_ctx *ctx = &op->ctx;
+	size_t sent = 0;
+	bool oom = false;
+	char note[96];
+
+	for (unsigned k = 0; k < w->srv->nworkers; k++) {
+		sent += op->sent[k];
+		oom |= op->oom[k];
+	}
 	log_info("admin.announce", "admin=%s sessions=%zu", ctx->requester, sent);
-	snprintf(note, sizeof(note), "The announcement went to %zu session%s.", sent,
-		 sent == 1 ? "" : "s");
-	adhoc_complete(ctx, "info", note, NULL);
+	if (adhoc_async_begin(ctx)) {
+		if (oom && !sent) {
+			adhoc_complete(ctx, "error", "out of memory", NULL);
+		} else {
+			snprintf(note, sizeof(note), "The announcement went to %zu session%s%s.", sent,
+				 sent == 1 ? "" : "s", oom ? " (not to all: out of memory)" : "");
+			adhoc_complete(ctx, oom ? "warn" : "info", note, NULL);
+		}
+	}
+	adhoc_async_free(ctx);
+}
+
+static void admin_announce_run(struct adhoc_ctx *ctx, unsigned stage, const struct dataform *form)
+{
+	struct arena *a = adhoc_arena(ctx);
+	const char *body = dataform_field_text(a, dataform_get(form, "announcement"));
+	const char *subject = dataform_value(form, "subject");
+	size_t blen, slen = subject ? strlen(subject) + 1 : 0;
+	struct admin_announce_op *op;
+
+	if (!body) {
+		adhoc_complete(ctx, "error", "out of memory", NULL);
+		return;
+	}
+	blen = strlen(body) + 1;
+	op = adhoc_async_new(ctx, sizeof(*op) + blen + slen, ctx->requester, NULL, NULL);
+	if (!op)
+		return;
+	/* The parts run on other threads: the text travels in the request, not the arena. */
+	memcpy(op->text, body, blen);
+	op->body = op->text;
+	if (subject) {
+		memcpy(op->text + blen, subject, slen);
+		op->subject = op->text + blen;
+	}
+	adhoc_async_hold(&op->ctx);
+	if (worker_gather(adhoc_worker(ctx), admin_announce_part, admin_announce_done, op) < 0)
+		admin_gather_failed(&op->ctx);
 }
 
 /*

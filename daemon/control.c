@@ -534,6 +534,48 @@ static void control_workers_undrain(struct conn *c, const char *arg)
 
 /* ---- sessions ---- */
 
+/*
+ * The sessions live on their accounts' home workers: the commands that
+ * read them ask those workers (worker_gather) and answer from the
+ * completion, on this worker, if the control connection is still there.
+ */
+struct control_gather {
+	uint32_t slot, gen;		/* the control connection */
+	json_t *part[SERVER_MAX_WORKERS];	/* sessions list / kicked: one array per worker */
+	uint64_t total[SERVER_MAX_WORKERS];	/* sessions list: sessions seen per worker */
+	char jid[JID_MAX];		/* kick: the target */
+	size_t bare_len;
+	unsigned *counts;		/* users: sessions per listed account */
+	struct control_req *cr;		/* users: the storage answer */
+};
+
+/* The control connection a gather answers, or NULL when it is gone. */
+static struct conn *control_gather_conn(struct worker *w, const struct control_gather *g)
+{
+	struct conn *c = worker_conn(w, g->slot, g->gen);
+
+	return c && !c->closing && c->kind == CONN_CONTROL ? c : NULL;
+}
+
+static struct control_gather *control_gather_new(struct conn *c)
+{
+	struct control_gather *g = calloc(1, sizeof(*g));
+
+	if (!g)
+		return NULL;
+	g->slot = c->slot;
+	g->gen = c->gen;
+	return g;
+}
+
+static void control_gather_free(struct control_gather *g)
+{
+	for (unsigned k = 0; k < SERVER_MAX_WORKERS; k++)
+		json_decref(g->part[k]);
+	free(g->counts);
+	free(g);
+}
+
 struct control_sessions {
 	json_t *list;
 	uint64_t total;
@@ -549,7 +591,7 @@ static void control_session_add(void *arg, struct session *s)
 
 	if (s->ending)
 		return;
-	if (++cs->total > CONTROL_MAX_ITEMS)
+	if (++cs->total > CONTROL_MAX_ITEMS || !cs->list)
 		return;
 	o = json_pack("{s:s, s:b, s:i, s:b, s:b}", "jid", s->jid, "available", s->available,
 		      "priority", s->priority, "stream_management", s->sm != NULL, "detached",
@@ -566,19 +608,52 @@ static void control_session_add(void *arg, struct session *s)
 	json_array_append_new(cs->list, o);
 }
 
+/* On each worker: the sessions at home there (a new array: jansson objects are per thread). */
+static void control_sessions_part(struct worker *w, void *arg)
+{
+	struct control_gather *g = arg;
+	struct control_sessions cs = { json_array(), 0, loop_now_ms(w->loop) };
+
+	sessdir_each(w->sessions, control_session_add, &cs);
+	g->part[w->id] = cs.list;
+	g->total[w->id] = cs.total;
+}
+
+static void control_sessions_done(struct worker *w, void *arg)
+{
+	struct control_gather *g = arg;
+	struct conn *c = control_gather_conn(w, g);
+	json_t *list = json_array(), *r = json_object(), *o;
+	uint64_t total = 0;
+	size_t i;
+
+	for (unsigned k = 0; k < w->srv->nworkers; k++) {
+		total += g->total[k];
+		json_array_foreach(g->part[k], i, o)
+			if (json_array_size(list) < CONTROL_MAX_ITEMS)
+				json_array_append(list, o);
+	}
+	control_set_list(r, "sessions", list, total);
+	if (c)
+		control_reply(c, r);
+	else
+		json_decref(r);
+	control_gather_free(g);
+}
+
 /*
  * sessions list: sessions [{jid, available, priority, stream_management,
  * detached, and with a connection: conn, worker, peer, transport, tls,
- * idle_seconds}], total, truncated.
+ * idle_seconds}], total, truncated. Worker by worker.
  */
 static void control_sessions_list(struct conn *c, const char *arg)
 {
-	struct control_sessions cs = { json_array(), 0, loop_now_ms(c->w->loop) };
-	json_t *r = json_object();
+	struct control_gather *g = control_gather_new(c);
 
-	sessdir_each(c->w->sessions, control_session_add, &cs);
-	control_set_list(r, "sessions", cs.list, cs.total);
-	control_reply(c, r);
+	if (!g || worker_gather(c->w, control_sessions_part, control_sessions_done, g) < 0) {
+		free(g);
+		control_fail(c, "out of memory");
+	}
 }
 
 /*
@@ -594,42 +669,29 @@ static void control_kick_one(struct worker *w, struct session *s)
 		c2s_session_end(w, s);	/* detached: no stream to tell */
 }
 
-/*
- * sessions kick JID: a full JID ends that session, a bare JID every
- * session of the account. kicked [full JIDs].
- */
-static void control_sessions_kick(struct conn *c, const char *arg)
+/* At the account's home: ends the sessions, listing them in part[w->id]. */
+static void control_kick_part(struct worker *w, void *arg)
 {
-	struct sessdir *dir = c->w->sessions;
+	struct control_gather *g = arg;
+	struct sessdir *dir = w->sessions;
 	json_t *kicked = json_array();
-	struct jid j;
-	size_t n, i;
+	size_t len = strlen(g->jid), n, i = 0;
+	bool full_jid = len > g->bare_len;
 	char **full;
 
-	if (jid_parse(&j, arg, strlen(arg)) < 0 || !jid_has_local(&j)) {
-		json_decref(kicked);
-		control_fail(c, "'%s' is not a user JID (user@domain or user@domain/resource)", arg);
-		return;
-	}
-	if (j.domain_len != strlen(c->w->srv->cfg->domain) ||
-	    memcmp(j.buf + j.domain_off, c->w->srv->cfg->domain, j.domain_len) != 0) {
-		json_decref(kicked);
-		control_fail(c, "'%s' is not a JID of this server (%s)", arg, c->w->srv->cfg->domain);
-		return;
-	}
+	g->part[w->id] = kicked;
 	/*
 	 * Full JIDs first, ended one by one after: ending a session runs other
 	 * features (presence, stream management) that may change the list.
 	 */
-	n = jid_has_resource(&j) ? 1 : sessdir_count_bare(dir, j.buf, j.domain_off + j.domain_len);
+	n = full_jid ? 1 : sessdir_count_bare(dir, g->jid, g->bare_len);
 	full = calloc(n ? n : 1, sizeof(*full));
-	i = 0;
-	if (full && jid_has_resource(&j)) {
-		if (sessdir_find_full(dir, j.buf, j.len))
-			full[i++] = strdup(j.buf);
+	if (full && full_jid) {
+		if (sessdir_find_full(dir, g->jid, len))
+			full[i++] = strdup(g->jid);
 	} else if (full) {
-		for (struct session *s = sessdir_find_bare(dir, j.buf, j.domain_off + j.domain_len);
-		     s && i < n; s = s->next)
+		for (struct session *s = sessdir_find_bare(dir, g->jid, g->bare_len); s && i < n;
+		     s = s->next)
 			if (!s->ending)
 				full[i++] = strdup(s->jid);
 	}
@@ -638,17 +700,65 @@ static void control_sessions_kick(struct conn *c, const char *arg)
 
 		if (s && !s->ending) {
 			json_array_append_new(kicked, json_string(s->jid));
-			control_kick_one(c->w, s);
+			control_kick_one(w, s);
 		}
 		free(full[k]);
 	}
 	free(full);
-	if (!json_array_size(kicked)) {
-		json_decref(kicked);
-		control_fail(c, "no session for %s", j.buf);
+}
+
+static void control_kick_done(struct worker *w, void *arg)
+{
+	struct control_gather *g = arg;
+	struct conn *c = control_gather_conn(w, g);
+	json_t *kicked = NULL;
+
+	for (unsigned k = 0; k < w->srv->nworkers && !kicked; k++)
+		kicked = g->part[k];
+	if (!c) {
+		/* Gone: nothing to answer. */
+	} else if (!json_array_size(kicked)) {
+		control_fail(c, "no session for %s", g->jid);
+	} else {
+		json_incref(kicked);
+		control_reply(c, json_pack("{s:o}", "kicked", kicked));
+	}
+	control_gather_free(g);
+}
+
+/*
+ * sessions kick JID: a full JID ends that session, a bare JID every
+ * session of the account. kicked [full JIDs]. The account's home ends
+ * them; the answer comes after.
+ */
+static void control_sessions_kick(struct conn *c, const char *arg)
+{
+	struct control_gather *g;
+	struct jid j;
+	char bare[JID_MAX];
+
+	if (jid_parse(&j, arg, strlen(arg)) < 0 || !jid_has_local(&j)) {
+		control_fail(c, "'%s' is not a user JID (user@domain or user@domain/resource)", arg);
 		return;
 	}
-	control_reply(c, json_pack("{s:o}", "kicked", kicked));
+	if (j.domain_len != strlen(c->w->srv->cfg->domain) ||
+	    memcmp(j.buf + j.domain_off, c->w->srv->cfg->domain, j.domain_len) != 0) {
+		control_fail(c, "'%s' is not a JID of this server (%s)", arg, c->w->srv->cfg->domain);
+		return;
+	}
+	g = control_gather_new(c);
+	if (!g) {
+		control_fail(c, "out of memory");
+		return;
+	}
+	memcpy(g->jid, j.buf, j.len + 1);
+	g->bare_len = j.domain_off + j.domain_len;
+	snprintf(bare, sizeof(bare), "%.*s", (int)g->bare_len, j.buf);
+	if (worker_gather_some(c->w, UINT64_C(1) << worker_home(c->w->srv, bare),
+			       control_kick_part, control_kick_done, g) < 0) {
+		free(g);
+		control_fail(c, "out of memory");
+	}
 }
 
 /* ---- Requests answered by the storage thread ---- */
@@ -707,19 +817,19 @@ static int control_run(struct storage *st, struct storage_req *req)
 	return -EINVAL;
 }
 
-/* users: [{user, jid, online, sessions}], by username. */
-static json_t *control_users_json(struct worker *w, struct control_req *cr)
+/* users: [{user, jid, online, sessions}], by username; counts from the accounts' homes. */
+static json_t *control_users_json(struct worker *w, struct control_req *cr, const unsigned *counts)
 {
 	const char *domain = w->srv->cfg->domain;
 	json_t *list = json_array(), *r = json_object();
 	char bare[JID_MAX];
+	size_t i = 0;
 
-	for (size_t off = 0; off < cr->rows.len;) {
+	for (size_t off = 0; off < cr->rows.len; i++) {
 		const char *user = cr->rows.data + off;
-		int n = snprintf(bare, sizeof(bare), "%s@%s", user, domain);
-		unsigned sessions = n > 0 && (size_t)n < sizeof(bare)
-					    ? sessdir_count_bare(w->sessions, bare, (size_t)n) : 0;
+		unsigned sessions = counts ? counts[i] : 0;
 
+		snprintf(bare, sizeof(bare), "%s@%s", user, domain);
 		json_array_append_new(list, json_pack("{s:s, s:s, s:b, s:i}", "user", user, "jid",
 						      bare, "online", sessions > 0, "sessions",
 						      (int)sessions));
@@ -727,6 +837,59 @@ static json_t *control_users_json(struct worker *w, struct control_req *cr)
 	}
 	control_set_list(r, "users", list, cr->total);
 	return r;
+}
+
+/* On each worker: the session counts of the listed accounts at home there. */
+static void control_users_part(struct worker *w, void *arg)
+{
+	struct control_gather *g = arg;
+	const char *domain = w->srv->cfg->domain;
+	char bare[JID_MAX];
+	size_t i = 0;
+
+	for (size_t off = 0; off < g->cr->rows.len; i++) {
+		const char *user = g->cr->rows.data + off;
+		int n = snprintf(bare, sizeof(bare), "%s@%s", user, domain);
+
+		off += strlen(user) + 1;
+		if (n <= 0 || (size_t)n >= sizeof(bare) || worker_home(w->srv, bare) != w->id)
+			continue;
+		g->counts[i] = (unsigned)sessdir_count_bare(w->sessions, bare, (size_t)n);
+	}
+}
+
+static void control_req_free(struct control_req *cr);
+
+static void control_users_done(struct worker *w, void *arg)
+{
+	struct control_gather *g = arg;
+	struct conn *c = control_gather_conn(w, g);
+
+	if (c)
+		control_reply(c, control_users_json(w, g->cr, g->counts));
+	control_req_free(g->cr);
+	control_gather_free(g);
+}
+
+/* The stored accounts are in: their session counts come from every worker. */
+static void control_users_gather(struct conn *c, struct control_req *cr)
+{
+	struct control_gather *g = control_gather_new(c);
+	size_t n = 0;
+
+	for (size_t off = 0; off < cr->rows.len; off += strlen(cr->rows.data + off) + 1)
+		n++;
+	if (g) {
+		g->cr = cr;
+		g->counts = calloc(n ? n : 1, sizeof(*g->counts));
+	}
+	if (!g || !g->counts ||
+	    worker_gather(c->w, control_users_part, control_users_done, g) < 0) {
+		if (g)
+			control_gather_free(g);
+		control_req_free(cr);
+		control_fail(c, "out of memory");
+	}
 }
 
 static const char *control_subscription_name(uint8_t sub)
@@ -823,9 +986,10 @@ static void control_done(struct storage_req *req)
 		control_fail(c, "no account '%s'", req->user);
 	else if (req->result < 0 || cr->rows.oom)
 		control_fail(c, "the store failed: %s", strerror(req->result < 0 ? -req->result : ENOMEM));
-	else if (cr->op == CONTROL_OP_USERS)
-		control_reply(c, control_users_json(w, cr));
-	else if (cr->op == CONTROL_OP_ROSTER)
+	else if (cr->op == CONTROL_OP_USERS) {
+		control_users_gather(c, cr);
+		return;
+	} else if (cr->op == CONTROL_OP_ROSTER)
 		control_reply(c, control_roster_json(cr));
 	else
 		control_reply(c, control_queues_json(w, cr));

@@ -85,6 +85,15 @@ int disco_serverinfo_init(const struct config *cfg);
 void version_get(struct iq_request *rq);
 void register_get(struct iq_request *rq);
 void register_set(struct iq_request *rq);
+/*
+ * Ends every session of the local account `bare` (a removed account,
+ * XEP-0077 3.2 / XEP-0133 4.2) with the stream error condition and text
+ * (static strings); detached sessions just end. The sessions live at the
+ * account's home: called on another worker, it posts the job there.
+ */
+struct worker;
+void register_end_account(struct worker *w, const char *bare, const char *condition,
+			  const char *text);
 
 #define NS_PING		"urn:xmpp:ping"
 #define NS_DISCO_INFO	"http://jabber.org/protocol/disco#info"

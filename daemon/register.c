@@ -133,20 +133,66 @@ static void register_answer(struct conn *c, const struct register_op *op, const 
 	strbuf_clear(b);
 }
 
+/* Ends the sessions of an account at home on w. */
+static void register_end_here(struct worker *w, const char *bare, const char *condition,
+			      const char *text)
+{
+	struct session *s, *next;
+
+	for (s = sessdir_find_bare(w->sessions, bare, strlen(bare)); s; s = next) {
+		next = s->next;
+		if (s->ending)
+			continue;
+		if (s->conn)
+			c2s_stream_error(s->conn, condition, text);
+		else
+			c2s_session_end(w, s);	/* detached (stream management, sm.c) */
+	}
+}
+
+struct register_end_msg {
+	struct worker_msg msg;		/* first: the mailbox hands this back */
+	const char *condition, *text;
+	char bare[JID_MAX];
+};
+
+static void register_end_arrived(struct worker *w, struct worker_msg *m)
+{
+	struct register_end_msg *em = (struct register_end_msg *)m;
+
+	register_end_here(w, em->bare, em->condition, em->text);
+	free(em);
+}
+
+void register_end_account(struct worker *w, const char *bare, const char *condition,
+			  const char *text)
+{
+	unsigned home = worker_home(w->srv, bare);
+	struct register_end_msg *em;
+
+	if (home == w->id) {
+		register_end_here(w, bare, condition, text);
+		return;
+	}
+	em = calloc(1, sizeof(*em));
+	if (!em || strlen(bare) >= sizeof(em->bare)) {
+		log_warn("account.end_sessions", "jid=%s home=%u msg=\"out of memory\"", bare, home);
+		free(em);
+		return;
+	}
+	memcpy(em->bare, bare, strlen(bare) + 1);
+	em->condition = condition;
+	em->text = text;
+	worker_post(w, home, &em->msg, register_end_arrived);
+}
+
 /* XEP-0077 3.2: a removed account's sessions all end with not-authorized. */
 static void register_end_sessions(struct worker *w, const char *user)
 {
 	char bare[JID_MAX];
-	struct session *s, *next;
 
 	snprintf(bare, sizeof(bare), "%s@%s", user, w->srv->cfg->domain);
-	for (s = sessdir_find_bare(w->sessions, bare, strlen(bare)); s; s = next) {
-		next = s->next;
-		if (s->conn)
-			c2s_stream_error(s->conn, "not-authorized", "the account was removed");
-		else
-			c2s_session_end(w, s);	/* detached (stream management, sm.c) */
-	}
+	register_end_account(w, bare, "not-authorized", "the account was removed");
 }
 
 static void register_done(struct storage_req *req)

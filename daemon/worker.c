@@ -715,6 +715,83 @@ size_t server_sessions_total(const struct server *srv)
 	return n;
 }
 
+/*
+ * A gather: one message per other worker asked, which goes there, runs
+ * that worker's part and comes back with it. Only the calling worker
+ * counts the answers, so the count needs no atomics.
+ */
+struct gather_part {
+	struct worker_msg msg;		/* first: the mailbox hands this back */
+	struct worker_gather *g;
+};
+
+struct worker_gather {
+	worker_gather_fn each, done;
+	void *arg;
+	unsigned origin;
+	unsigned pending;		/* parts still out (the caller's thread only) */
+	struct gather_part parts[];
+};
+
+static void worker_gather_answered(struct worker *w, struct worker_msg *m)
+{
+	struct worker_gather *g = ((struct gather_part *)m)->g;
+
+	if (--g->pending)
+		return;
+	g->done(w, g->arg);
+	free(g);
+}
+
+static void worker_gather_asked(struct worker *w, struct worker_msg *m)
+{
+	struct worker_gather *g = ((struct gather_part *)m)->g;
+
+	g->each(w, g->arg);
+	worker_post(w, g->origin, m, worker_gather_answered);
+}
+
+int worker_gather_some(struct worker *w, uint64_t mask, worker_gather_fn each,
+		       worker_gather_fn done, void *arg)
+{
+	unsigned n = w->srv->nworkers, others = 0, k, i = 0;
+	struct worker_gather *g;
+	bool self;
+
+	if (n < 64)
+		mask &= (UINT64_C(1) << n) - 1;
+	self = mask & (UINT64_C(1) << w->id);
+	mask &= ~(UINT64_C(1) << w->id);
+	others = (unsigned)__builtin_popcountll(mask);
+	if (!others) {
+		if (self)
+			each(w, arg);
+		done(w, arg);
+		return 0;
+	}
+	g = calloc(1, sizeof(*g) + others * sizeof(g->parts[0]));
+	if (!g)
+		return -ENOMEM;
+	g->each = each;
+	g->done = done;
+	g->arg = arg;
+	g->origin = w->id;
+	g->pending = others;
+	for (uint64_t m = mask; m; m &= m - 1, i++) {
+		k = (unsigned)__builtin_ctzll(m);
+		g->parts[i].g = g;
+		worker_post(w, k, &g->parts[i].msg, worker_gather_asked);
+	}
+	if (self)
+		each(w, arg);
+	return 0;
+}
+
+int worker_gather(struct worker *w, worker_gather_fn each, worker_gather_fn done, void *arg)
+{
+	return worker_gather_some(w, ~UINT64_C(0), each, done, arg);
+}
+
 void worker_migrate(struct conn *c, unsigned to, void (*resume)(struct conn *c))
 {
 	struct worker *w = c->w;

@@ -167,6 +167,31 @@ size_t server_sessions_total(const struct server *srv);
 
 void worker_migrate(struct conn *c, unsigned to, void (*resume)(struct conn *c));
 
+/*
+ * A question to several workers, for what reads the sessions or state of
+ * accounts at home anywhere (admin commands, the control socket). each()
+ * runs on every worker whose bit is set in `mask` (bit k: worker k), on
+ * that worker's thread, where it may read the sessions and state of the
+ * accounts at home there and fill its own part of *arg: a slot per
+ * worker (indexed by w->id), since the parts are written by different
+ * threads at once. Once all of them have run, done() runs on the calling
+ * worker, which then has arg to itself again (the mailboxes order each
+ * part's writes before it).
+ *
+ * The caller's own part runs at once, before worker_gather_some returns,
+ * so it comes before anything the caller does after the call; when no
+ * other worker is asked, done() runs at once too. A worker's part runs
+ * after what the caller posted to that worker before.
+ * 0, or -ENOMEM (then nothing ran).
+ */
+typedef void (*worker_gather_fn)(struct worker *w, void *arg);
+
+int worker_gather_some(struct worker *w, uint64_t mask, worker_gather_fn each,
+		       worker_gather_fn done, void *arg);
+
+/* worker_gather_some on every worker. */
+int worker_gather(struct worker *w, worker_gather_fn each, worker_gather_fn done, void *arg);
+
 /* Whether c is on its way to another worker (input stays held). */
 static inline bool conn_migrating(const struct conn *c)
 {

@@ -11,13 +11,14 @@ Raw streams show the exact wire format; slixmpp's xep_0050/xep_0133
 plugins drive a few flows as a real client does."""
 import asyncio
 import itertools
+import os
 import subprocess
 import time
 
 import pytest
 
 from harness import (DOMAIN, NS_CLIENT, NS_DISCO_INFO, STANZAD, StanzadServer,
-                     connect_and_wait, login, next_message, q, tostr, xml_escape)
+                     connect_and_wait, home_of, login, next_message, q, tostr, xml_escape)
 from iqutil import error_of, request, result_of
 
 NS_COMMANDS = "http://jabber.org/protocol/commands"
@@ -611,3 +612,105 @@ def test_invalid_admin_jid_is_refused_at_startup(tmp_path):
         r = subprocess.run([STANZAD, "--state-dir", str(tmp_path), "--admin", bad],
                            capture_output=True, text=True, timeout=10)
         assert r.returncode != 0 and "admin" in r.stderr, (bad, r.stderr)
+
+
+# ---- accounts at home on different workers ----
+
+def spread_server(*extra):
+    """A daemon with two workers and accounts placed by hash (whatever
+    STANZAD_TEST_ARGS says), so that home_of() tells each account's worker."""
+    saved = os.environ.pop("STANZAD_TEST_ARGS", None)
+    try:
+        return StanzadServer(["--workers", "2", "--homes", "hash"] + list(extra),
+                             name="stanzad(adhoc, homes hash)").start()
+    finally:
+        if saved is not None:
+            os.environ["STANZAD_TEST_ARGS"] = saved
+
+
+@pytest.fixture(scope="module")
+def spread():
+    """root@ is at home on worker 0, boss@ on worker 1 (both admins)."""
+    assert home_of("root@" + DOMAIN, 2) == 0 and home_of("boss@" + DOMAIN, 2) == 1
+    s = spread_server("--admin", "root@localhost", "--admin", "boss@localhost")
+    s.add_user("root", "root-pw")
+    s.add_user("boss", "boss-pw")
+    yield s
+    s.stop()
+
+
+@pytest.mark.parametrize("admin", ["root", "boss"])
+def test_online_users_of_every_worker(spread, admin):
+    adm_s, _ = login(spread.c2s_port, admin, admin + "-pw")
+    accounts = [spread.new_account("onw", home=k, workers=2) for k in (0, 1)]
+    streams = [login(spread.c2s_port, u, p)[0] for u, p, _ in accounts]
+    try:
+        done = run_single_stage(adm_s, "get-online-users-list", {"max_items": "none"})
+        listed = fields_of(form_of(result_command(done, "completed")))["onlineuserjids"][1]
+        assert {"%s@%s" % (admin, DOMAIN)} | {j for _, _, j in accounts} <= set(listed), listed
+        assert listed == sorted(set(listed)), listed
+        num = result_command(command(adm_s, node("get-online-users-num")), "completed")
+        assert int(fields_of(form_of(num))["onlineusersnum"][1][0]) == len(listed)
+    finally:
+        for s in streams + [adm_s]:
+            s.close()
+
+
+def test_end_session_of_a_user_on_another_worker(spread):
+    root, _ = login(spread.c2s_port, "root", "root-pw", resource="spread")
+    user, pw, jid = spread.new_account("endw", home=1, workers=2)
+    a, full_a = login(spread.c2s_port, user, pw, resource="a")
+    b, _ = login(spread.c2s_port, user, pw, resource="b")
+    near_u, near_p, near = spread.new_account("endw", home=0, workers=2)
+    c, _ = login(spread.c2s_port, near_u, near_p)
+    try:
+        done = run_single_stage(root, "end-user-session", {"accountjids": full_a})
+        assert notes_of(result_command(done, "completed"))[0] == ("info", "1 session ended.")
+        assert a.stream_error() == "policy-violation"
+        assert b.nothing_within(0.3)
+        # Accounts on both workers in one submission, the admin's own session last.
+        done = run_single_stage(root, "end-user-session", {"accountjids": [jid, near]})
+        assert notes_of(result_command(done, "completed"))[0] == ("info", "2 sessions ended.")
+        assert b.stream_error() == "policy-violation"
+        assert c.stream_error() == "policy-violation"
+        assert can_login(spread, user, pw)
+    finally:
+        for s in (a, b, c, root):
+            s.close()
+
+
+def test_announce_reaches_sessions_on_every_worker(spread):
+    root, _ = login(spread.c2s_port, "root", "root-pw", resource="ann")
+    accounts = [spread.new_account("annw", home=k, workers=2) for k in (0, 1, 1)]
+    streams = [login(spread.c2s_port, u, p)[0] for u, p, _ in accounts]
+    try:
+        done = run_single_stage(root, "announce", {"announcement": "spread out"})
+        cmd = result_command(done, "completed")
+        (ntype, text), = notes_of(cmd)
+        assert ntype == "info", text
+        assert int(text.split()[4]) >= 4, text   # "The announcement went to N sessions."
+        mine = [el for el in root.skipped_by_request if el.tag == q(NS_CLIENT, "message")]
+        assert mine and mine[0].findtext(q(NS_CLIENT, "body")) == "spread out"
+        for s in streams:
+            m = s.expect(q(NS_CLIENT, "message"))
+            assert m.get("type") == "headline" and m.get("to") == s.jid, tostr(m)
+            assert m.findtext(q(NS_CLIENT, "body")) == "spread out"
+    finally:
+        for s in streams + [root]:
+            s.close()
+
+
+def test_delete_user_on_another_worker_ends_its_sessions(spread):
+    root, _ = login(spread.c2s_port, "root", "root-pw", resource="del")
+    user, pw, jid = spread.new_account("delw", home=1, workers=2)
+    victim, _ = login(spread.c2s_port, user, pw)
+    try:
+        done = run_single_stage(root, "delete-user", {"accountjids": jid})
+        (ntype, text), = notes_of(result_command(done, "completed"))
+        assert ntype == "info" and jid in text, text
+        assert victim.stream_error() == "not-authorized"
+        assert root.nothing_within(0.2)
+    finally:
+        victim.close()
+        root.close()
+    assert not can_login(spread, user, pw)

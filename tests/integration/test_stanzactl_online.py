@@ -113,8 +113,12 @@ def test_status_shows_version_uptime_workers_paths_and_storage(server):
     assert st["domain"] == DOMAIN
     assert st["pid"] == server.proc.pid
     assert 0 <= st["uptime_seconds"] < 3600
-    # One worker per online CPU unless --workers says otherwise.
-    assert [w["id"] for w in st["workers"]] == list(range(min(os.cpu_count() or 1, 64)))
+    # One worker per online CPU unless --workers says otherwise (the suite may
+    # run every daemon with it: STANZAD_TEST_ARGS).
+    extra = os.environ.get("STANZAD_TEST_ARGS", "").split()
+    nworkers = (int(extra[extra.index("--workers") + 1]) if "--workers" in extra[:-1]
+                else min(os.cpu_count() or 1, 64))
+    assert [w["id"] for w in st["workers"]] == list(range(nworkers))
     assert st["connections"] == sum(w["connections"] for w in st["workers"])
     assert set(st["storage"]) >= {"queue_depth", "requests", "commits", "failures"}
     paths = {p["name"]: p for p in st["kernel_paths"]}
@@ -209,6 +213,50 @@ def test_users_list_shows_online_state(make_server):
     finally:
         a.close()
         a2.close()
+
+
+def spread_server(make_server):
+    """Two workers, accounts placed by hash whatever STANZAD_TEST_ARGS says
+    (home_of() tells each account's worker)."""
+    saved = os.environ.pop("STANZAD_TEST_ARGS", None)
+    try:
+        return make_server("--workers", "2", "--homes", "hash")
+    finally:
+        if saved is not None:
+            os.environ["STANZAD_TEST_ARGS"] = saved
+
+
+def test_sessions_and_users_of_every_worker(make_server):
+    srv = spread_server(make_server)
+    (u0, p0, j0), (u1, p1, j1) = [srv.new_account("spr", home=k, workers=2) for k in (0, 1)]
+    a, ja = login(srv.c2s_port, u0, p0)
+    b, jb = login(srv.c2s_port, u1, p1, resource="one")
+    b2, jb2 = login(srv.c2s_port, u1, p1, resource="two")
+    try:
+        res = ctl_json(srv, "sessions", "list")
+        sessions = {s["jid"]: s for s in res["sessions"]}
+        assert set(sessions) == {ja, jb, jb2} and res["total"] == 3, res
+        assert sessions[ja]["worker"] == 0 and sessions[jb]["worker"] == 1, res
+        users = {u["user"]: u for u in ctl_json(srv, "users", "list")["users"]}
+        assert users[u0]["sessions"] == 1 and users[u1]["sessions"] == 2, users
+        assert ctl_json(srv, "status")["sessions"] == 3
+
+        # Kicked at the account's home; the answer names what ended.
+        assert ctl_json(srv, "sessions", "kick", jb)["kicked"] == [jb]
+        assert b.stream_error() == "policy-violation"
+        assert b2.nothing_within(0.3)
+        assert ctl_json(srv, "sessions", "kick", j1)["kicked"] == [jb2]
+        assert b2.stream_error() == "policy-violation"
+        r = ctl(srv, "sessions", "kick", j1)
+        assert r.returncode == 1 and "no session" in r.stderr
+        left = [s["jid"] for s in ctl_json(srv, "sessions", "list")["sessions"]]
+        assert left == [ja]
+        users = {u["user"]: u for u in ctl_json(srv, "users", "list")["users"]}
+        assert users[u1]["online"] is False and users[u0]["online"] is True
+    finally:
+        a.close()
+        b.close()
+        b2.close()
 
 
 # --------------------------------------------------------------------------

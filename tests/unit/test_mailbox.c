@@ -3,7 +3,8 @@
  * Worker mailboxes on real rings and threads: messages from several
  * senders arrive complete and in each sender's order, with MSG_RING
  * doorbells and with the eventfd fallback; stop the world parks every
- * other worker and lets it go again.
+ * other worker and lets it go again; a gather runs each part on its own
+ * worker and the completion on the asking one, once all are back.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -252,12 +253,105 @@ static void test_park_stops_every_other_worker(void **state)
 	teardown_workers();
 }
 
+/* ---- Gathers ---- */
+
+struct gather_probe {
+	pthread_t asker;
+	pthread_t ran_on[NWORKERS];	/* each part writes only its own slot */
+	unsigned ran[NWORKERS];
+	unsigned done_runs;
+	bool done_on_asker;
+	bool parts_complete;
+};
+
+static pthread_t thread_of[NWORKERS];
+
+static void *gather_turner(void *arg)
+{
+	unsigned id = (unsigned)(uintptr_t)arg;
+
+	thread_of[id] = pthread_self();
+	worker_setup(id);
+	while (!atomic_load(&stop_all))
+		loop_run_once(workers[id].loop, 5);
+	return NULL;
+}
+
+static void probe_part(struct worker *w, void *arg)
+{
+	struct gather_probe *p = arg;
+
+	p->ran_on[w->id] = pthread_self();
+	p->ran[w->id]++;
+}
+
+static void probe_done(struct worker *w, void *arg)
+{
+	struct gather_probe *p = arg;
+
+	p->done_runs++;
+	p->done_on_asker = w->id == 0 && pthread_equal(pthread_self(), p->asker);
+	p->parts_complete = true;
+	for (unsigned k = 0; k < NWORKERS; k++)
+		p->parts_complete &= p->ran[k] == 1 && pthread_equal(p->ran_on[k], thread_of[k]);
+}
+
+static void test_gather_runs_each_part_on_its_worker(void **state)
+{
+	pthread_t th[NWORKERS];
+	struct gather_probe p, q;
+	time_t end;
+
+	(void)state;
+	memset(&srv, 0, sizeof(srv));
+	memset(workers, 0, sizeof(workers));
+	atomic_store(&ready, 0);
+	atomic_store(&stop_all, false);
+	use_eventfd = false;
+	srv.workers = workers;
+	srv.nworkers = NWORKERS;
+	thread_of[0] = pthread_self();
+	worker_setup(0);
+	for (unsigned i = 1; i < NWORKERS; i++)
+		assert_int_equal(pthread_create(&th[i], NULL, gather_turner, (void *)(uintptr_t)i), 0);
+	wait_ready();
+
+	for (unsigned round = 0; round < 50; round++) {
+		memset(&p, 0, sizeof(p));
+		p.asker = pthread_self();
+		assert_int_equal(worker_gather(&workers[0], probe_part, probe_done, &p), 0);
+		/* The asker's own part ran at once; the others come back later. */
+		assert_int_equal(p.ran[0], 1);
+		assert_int_equal(p.done_runs, 0);
+		end = deadline();
+		while (!p.done_runs && time(NULL) < end)
+			loop_run_once(workers[0].loop, 10);
+		assert_int_equal(p.done_runs, 1);
+		assert_true(p.done_on_asker);
+		assert_true(p.parts_complete);
+	}
+
+	/* Only the asker itself: everything runs before the call returns. */
+	memset(&q, 0, sizeof(q));
+	q.asker = pthread_self();
+	assert_int_equal(worker_gather_some(&workers[0], 1, probe_part, probe_done, &q), 0);
+	assert_int_equal(q.ran[0], 1);
+	assert_int_equal(q.done_runs, 1);
+	assert_int_equal(q.ran[1] + q.ran[2], 0);
+
+	atomic_store(&stop_all, true);
+	for (unsigned i = 1; i < NWORKERS; i++)
+		pthread_join(th[i], NULL);
+	teardown_workers();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_order_with_msg_ring),
 		cmocka_unit_test(test_order_with_eventfd),
 		cmocka_unit_test(test_park_stops_every_other_worker),
+		cmocka_unit_test(test_gather_runs_each_part_on_its_worker),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
