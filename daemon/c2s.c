@@ -751,13 +751,15 @@ int c2s_authenticated(struct conn *c, const char *user, const char *mech)
 
 /*
  * After <success/>: an account's streams live on its home worker
- * (worker.h). The new stream header, and anything after it, is read there.
+ * (worker.h), WebSocket ones too (accepted by worker 0's HTTP listener,
+ * they carry their framing state along). The new stream header, and
+ * anything after it, is read there.
  */
 static void c2s_go_home(struct conn *c)
 {
 	unsigned home = worker_home(srv_of(c), c->jid);
 
-	if (home != c->w->id && !c->websocket)
+	if (home != c->w->id)
 		worker_migrate(c, home, conn_resume_input);
 }
 

@@ -484,9 +484,12 @@ static void sasl2_authenticated(struct conn *c)
 
 	if (c2s_authenticated(c, st->user, st->mech) < 0)
 		return;
-	/* Token, resumption and Bind 2 touch the account: they run at its home. */
+	/*
+	 * Token, resumption and Bind 2 touch the account: they run at its
+	 * home, whatever the transport (a WebSocket moves as a TCP stream does).
+	 */
 	home = worker_home(c->w->srv, c->jid);
-	if (home != c->w->id && !c->websocket) {
+	if (home != c->w->id) {
 		worker_migrate(c, home, sasl2_arrived_home);
 		return;
 	}

@@ -157,10 +157,11 @@ unsigned worker_home(const struct server *srv, const char *bare_jid);
 /*
  * Moves an authenticated client connection to worker `to`: input is
  * held, the receive cancelled, queued output sent; then the connection
- * (socket, TLS state, held input) goes through `to`'s mailbox, and `to`
- * adopts it in a fresh slot and calls resume(c) on its own thread. The
- * stream layer must not touch c after this call on the old worker. If
- * the connection closes meanwhile, nothing moves.
+ * (socket, TLS state, held input, a WebSocket's framing state and held
+ * frames: nothing of it belongs to the old worker) goes through `to`'s
+ * mailbox, and `to` adopts it in a fresh slot and calls resume(c) on its
+ * own thread. The stream layer must not touch c after this call on the
+ * old worker. If the connection closes meanwhile, nothing moves.
  */
 /* Sessions of all workers (for status and metrics, from any thread). */
 size_t server_sessions_total(const struct server *srv);

@@ -5,12 +5,16 @@ tests/integration/ws-client/) logs in over ws:// and wss:// and exchanges
 messages with a TCP client; a small WebSocket client written here checks
 the handshake, the framing (<open/>, <close/>, one element per message,
 fragmentation, ping) and what breaks it (unmasked frames, oversized and
-binary messages, a missing 'xmpp' subprotocol)."""
+binary messages, a missing 'xmpp' subprotocol). With account homes spread
+over the workers, a WebSocket stream (accepted by worker 0's HTTP
+listener) moves to its account's home worker at authentication like a
+TCP stream."""
 import base64
 import hashlib
 import json
 import os
 import queue
+import re
 import shutil
 import socket
 import ssl
@@ -22,8 +26,9 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from harness import (DOMAIN, NS_BIND, NS_SASL, NS_STREAM, NS_STREAMS_ERR, NS_TLS, WAIT,
-                     connect_and_wait, free_ports, next_message, q)
+from harness import (DOMAIN, NS_BIND, NS_CLIENT, NS_SASL, NS_STREAM, NS_STREAMS_ERR, NS_TLS, WAIT,
+                     connect_and_wait, free_ports, login, next_message, q, tostr)
+from sasl2util import NS_SASL2, inline_xml, new_ua_id, sasl2_mechanisms, scram_sasl2
 
 NS_FRAMING = "urn:ietf:params:xml:ns:xmpp-framing"
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -77,6 +82,10 @@ class WS:
             self._fill()
 
     def send_frame(self, opcode, payload=b"", fin=True, mask=True, rsv=0, length=None):
+        self.sock.sendall(self.frame_bytes(opcode, payload, fin, mask, rsv, length))
+
+    @staticmethod
+    def frame_bytes(opcode, payload=b"", fin=True, mask=True, rsv=0, length=None):
         n = len(payload) if length is None else length
         head = bytes([(0x80 if fin else 0) | (rsv << 4) | opcode])
         mbit = 0x80 if mask else 0
@@ -90,7 +99,7 @@ class WS:
             key = os.urandom(4)
             payload = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
             head += key
-        self.sock.sendall(head + payload)
+        return head + payload
 
     def send(self, text):
         self.send_frame(OP_TEXT, text.encode())
@@ -124,6 +133,15 @@ class WS:
 
     def xml(self, timeout=WAIT):
         return ET.fromstring(self.text(timeout))
+
+    # The RawStream calls sasl2util uses.
+    def next(self, timeout=WAIT):
+        return self.xml(timeout)
+
+    def expect(self, tag, timeout=WAIT):
+        el = self.xml(timeout)
+        assert el.tag == tag, "expected %s, got %s" % (tag, tostr(el))
+        return el
 
     def close_code(self, timeout=WAIT):
         """Reads until a close frame; returns its code."""
@@ -176,6 +194,15 @@ def plain_login(ws, user, password, resource="raw"):
     r = ws.xml()
     assert r.get("type") == "result", ET.tostring(r)
     return r.find(".//" + q(NS_BIND, "jid")).text
+
+
+def sasl2_login(ws, user, password, tag="raw"):
+    """SCRAM over SASL2 with Bind 2 over WebSocket (no restart); returns the bound JID."""
+    _, feats = ws.open()
+    assert "SCRAM-SHA-256" in sasl2_mechanisms(feats), tostr(feats)
+    el = scram_sasl2(ws, user, password, extra=inline_xml(new_ua_id(), bind=tag))
+    assert el.tag == q(NS_SASL2, "success"), tostr(el)
+    return el.find(q(NS_SASL2, "authorization-identifier")).text
 
 
 @pytest.fixture(scope="module")
@@ -481,9 +508,12 @@ class NodeClient:
                 self.proc.wait(timeout=5)
 
 
-def exchange_with_tcp_client(srv, node, service, xmpp, arun, insecure_tls=False):
-    a_user, a_pw, a_bare = srv.new_account("wsa")
-    b_user, b_pw, b_bare = srv.new_account("tcp")
+def exchange_with_tcp_client(srv, node, service, xmpp, arun, insecure_tls=False,
+                             homes=(None, None)):
+    """homes: the workers the WebSocket and the TCP account are at home on
+    (with --homes hash and two workers), None for any."""
+    a_user, a_pw, a_bare = srv.new_account("wsa", home=homes[0])
+    b_user, b_pw, b_bare = srv.new_account("tcp", home=homes[1])
     nc = NodeClient(node, service, a_bare, a_pw, "browser", insecure_tls)
     try:
         online = nc.wait("online")
@@ -529,3 +559,113 @@ def test_xmpp_js_over_wss_with_tls_required(make_server, xmpp, arun):
                              insecure_tls=True)
     log = srv.log_text()
     assert "ws.open" in log and "secure=yes" in log
+
+
+# ---- Account homes: a WebSocket stream lives at its account's home ----
+
+@pytest.fixture(scope="module")
+def homes_srv():
+    """Two workers, homes by hash, ws:// and wss://. Accounts are placed on
+    a worker by the hash of their JID and this worker count, so the
+    suite-wide STANZAD_TEST_ARGS (which may change both) are left out."""
+    from harness import StanzadServer
+    (https,) = free_ports(1)
+    s = StanzadServer(["--workers", "2", "--homes", "hash", "--require-tls", "no",
+                       "--listen-https", "127.0.0.1:%d" % https], name="stanzad(ws homes)")
+    saved = os.environ.pop("STANZAD_TEST_ARGS", None)
+    try:
+        s.start()
+    finally:
+        if saved is not None:
+            os.environ["STANZAD_TEST_ARGS"] = saved
+    s.https_port = https
+    yield s
+    s.stop()
+
+
+def ws_next_message(ws):
+    while True:
+        el = ws.xml()
+        if el.tag == q(NS_CLIENT, "message"):
+            return el
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["ws", "wss"])
+@pytest.mark.parametrize("sasl", ["sasl", "sasl2"])
+def test_ws_session_moves_to_its_home_worker(homes_srv, tls, sasl):
+    """The HTTP listener is worker 0's; an account at home on worker 1
+    logging in over WebSocket moves there with its framing (and TLS)
+    state, and talks to TCP clients at home on either worker."""
+    srv = homes_srv
+    wu, wp, _ = srv.new_account("wsh", home=1)
+    au, ap, _ = srv.new_account("tcp0", home=0)
+    bu, bp, _ = srv.new_account("tcp1", home=1)
+    mark = srv.log_size()
+    ws = open_stream(srv.https_port if tls else srv.http_port, tls=tls)
+    peers = []
+    try:
+        full = (plain_login if sasl == "sasl" else sasl2_login)(ws, wu, wp, "home")
+        cid = re.findall(r"event=ws\.open conn=(\d+)", srv.log_text(mark))[-1]
+        srv.wait_log(r"event=conn\.move conn=%s from=0 to=1" % cid, start=mark)
+        peers = [login(srv.c2s_port, au, ap), login(srv.c2s_port, bu, bp)]
+        for i, (peer, pfull) in enumerate(peers):
+            peer.send("<message to='%s' type='chat' id='in%d'><body>to ws %d</body></message>"
+                      % (full, i, i))
+            m = ws_next_message(ws)
+            assert m.get("from") == pfull and m.findtext(q(NS_CLIENT, "body")) == "to ws %d" % i, \
+                tostr(m)
+            ws.send("<message xmlns='jabber:client' to='%s' type='chat' id='out%d'>"
+                    "<body>from ws %d</body></message>" % (pfull, i, i))
+            m = peer.expect(q(NS_CLIENT, "message"))
+            assert m.get("from") == full and m.findtext(q(NS_CLIENT, "body")) == "from ws %d" % i, \
+                tostr(m)
+        # The session is in the home worker's directory: its own JID reaches it.
+        ws.send("<message xmlns='jabber:client' to='%s' type='chat'><body>self</body></message>"
+                % full)
+        assert ws_next_message(ws).findtext(q(NS_CLIENT, "body")) == "self"
+    finally:
+        ws.close()
+        for peer, _ in peers:
+            peer.close()
+
+
+def test_ws_frames_sent_with_the_auth_go_along(homes_srv):
+    """PLAIN needs no round trip: a client may send <open/> and the start
+    of its next frame right behind <auth/>. They arrive on worker 0 while
+    the stream is about to move, go along with it, and are read at home
+    on worker 1, where the rest of the frame arrives."""
+    srv = homes_srv
+    user, pw, bare = srv.new_account("wsp", home=1)
+    mark = srv.log_size()
+    ws = open_stream(srv.http_port)
+    try:
+        ws.open()
+        cred = base64.b64encode(b"\0" + user.encode() + b"\0" + pw.encode()).decode()
+        auth = WS.frame_bytes(OP_TEXT, ("<auth xmlns='%s' mechanism='PLAIN'>%s</auth>"
+                                        % (NS_SASL, cred)).encode())
+        reopen = WS.frame_bytes(OP_TEXT, ("<open xmlns='%s' to='%s' version='1.0'/>"
+                                          % (NS_FRAMING, DOMAIN)).encode())
+        bind = WS.frame_bytes(OP_TEXT, ("<iq xmlns='jabber:client' type='set' id='b1'><bind "
+                                        "xmlns='%s'><resource>piped</resource></bind></iq>"
+                                        % NS_BIND).encode())
+        ws.sock.sendall(auth + reopen + bind[:3])
+        assert ws.xml().tag == q(NS_SASL, "success")
+        assert ws.xml().tag == q(NS_FRAMING, "open")
+        assert ws.xml().find(q(NS_BIND, "bind")) is not None
+        cid = re.findall(r"event=ws\.open conn=(\d+)", srv.log_text(mark))[-1]
+        srv.wait_log(r"event=conn\.move conn=%s from=0 to=1" % cid, start=mark)
+        ws.sock.sendall(bind[3:])
+        r = ws.xml()
+        assert r.get("type") == "result", tostr(r)
+        assert r.find(".//" + q(NS_BIND, "jid")).text == bare + "/piped"
+    finally:
+        ws.close()
+
+
+def test_xmpp_js_at_home_on_worker1_talks_to_tcp_clients(homes_srv, xmpp, arun):
+    node = node_client_or_skip()
+    for tcp_home in (0, 1):
+        exchange_with_tcp_client(homes_srv, node,
+                                 "ws://127.0.0.1:%d/xmpp-websocket" % homes_srv.http_port, xmpp,
+                                 arun, homes=(1, tcp_home))
+    assert re.search(r"event=conn\.move conn=\d+ from=0 to=1", homes_srv.log_text())

@@ -9,6 +9,7 @@ every connection to arrive on another worker, so that each login moves.
 """
 import base64
 import json
+import os
 import re
 import signal
 import time
@@ -36,6 +37,26 @@ def server2(make_server):
     return srv
 
 
+def pinned(make_server, *args):
+    """A server with exactly these flags, for tests that count the workers
+    or expect where a login moves: the suite-wide STANZAD_TEST_ARGS (which
+    may set --workers and --homes) are left out."""
+    saved = os.environ.pop("STANZAD_TEST_ARGS", None)
+    try:
+        return make_server(*args)
+    finally:
+        if saved is not None:
+            os.environ["STANZAD_TEST_ARGS"] = saved
+
+
+@pytest.fixture
+def server2_zero(make_server):
+    """Two workers, every account at home on worker 0."""
+    srv = pinned(make_server, "--workers", str(NWORKERS))
+    srv.wait_log(r"event=control\.listen")
+    return srv
+
+
 def drain_worker0(srv):
     """Every new connection goes to worker 1 (needs the steering program)."""
     st = ctl_json(srv, "workers")["steering"]
@@ -48,12 +69,14 @@ def moves(srv, start=0):
     return len(re.findall(r"event=conn\.move conn=\d+ from=1 to=0", srv.log_text(start)))
 
 
-def test_startup_says_how_many_workers_and_doorbell(server2):
+def test_startup_says_how_many_workers_and_doorbell(server2_zero):
+    server2 = server2_zero
     server2.wait_log(r"event=server\.paths .*workers=2 doorbell=(msg_ring|eventfd)")
     assert len(ctl_json(server2, "status")["workers"]) == 2
 
 
-def test_login_on_worker1_moves_home_and_works(server2):
+def test_login_on_worker1_moves_home_and_works(server2_zero):
+    server2 = server2_zero
     drain_worker0(server2)
     user, pw, bare = server2.new_account()
     mark = server2.log_size()
@@ -228,7 +251,7 @@ def test_shutdown_with_connections_on_both_workers(make_server):
 
 
 def test_one_worker_still_works(make_server):
-    srv = make_server("--workers", "1")
+    srv = pinned(make_server, "--workers", "1")
     srv.wait_log(r"event=server\.paths .*workers=1")
     user, pw, _ = srv.new_account()
     s, jid = login(srv.c2s_port, user, pw)
