@@ -568,13 +568,12 @@ uint32_t muc_room_max_users(const struct muc_service *svc, const struct muc_room
 int muc_deliver(struct muc_ctx *c, const char *jid, struct xml_node *st)
 {
 	struct session *s;
+	int ret;
 
-	/* An occupant at home on another worker: routed there (router.c). */
-	if (router_home_elsewhere(c->w, jid, strlen(jid))) {
-		if (xml_attr_set(c->a, st, "to", jid) < 0)
-			return -ENOMEM;
-		return router_route_copy(c->w, st, jid, strlen(jid));
-	}
+	/* A session at home on another worker: posted there (muc_remote.c). */
+	ret = muc_remote_deliver(c, jid, st);
+	if (ret != -EAGAIN)
+		return ret == -ENOMEM ? -ENOMEM : 0;
 	s = sessdir_find_full(c->w->sessions, jid, strlen(jid));
 	if (!s)
 		return -ENOENT;
@@ -820,6 +819,46 @@ void muc_route(struct worker *w, struct conn *src, struct xml_node *st,
 	svc->depth--;
 }
 
+void muc_ghosts_reported(struct worker *w, const char *room_jid, const char *jids, uint32_t n)
+{
+	struct muc_service *svc = w->srv->muc;
+	struct muc_room *room;
+	struct muc_ctx c;
+	const char *at;
+	bool found = false;
+
+	if (!svc || !(at = strchr(room_jid, '@')))
+		return;
+	/* The room may be gone, or a new one under the name: then nobody matches. */
+	room = muc_room_find(svc, room_jid, (size_t)(at - room_jid));
+	if (!room)
+		return;
+	for (uint32_t i = 0; i < n; i++) {
+		size_t len = strlen(jids);
+		struct muc_occupant *o = muc_occupant_by_jid(room, jids, len);
+
+		if (o) {
+			o->ghost = true;
+			found = true;
+		}
+		jids += len + 1;
+	}
+	/*
+	 * Busy (a report drained inside a delivery): the ghosts stay marked
+	 * and go with the room's next purge, as a local one found late would.
+	 */
+	if (!found || svc->depth)
+		return;
+	c = (struct muc_ctx){ .w = w, .svc = svc, .room = room, .a = &svc->arena };
+	svc->depth++;
+	muc_purge_ghosts(&c, room);
+	muc_room_maybe_destroy(&c, room);
+	arena_reset(&svc->arena);
+	while (svc->deferred)
+		muc_run_deferred(svc, w);
+	svc->depth--;
+}
+
 /* ---- Startup and teardown ---- */
 
 struct muc_load_ctx {
@@ -1022,5 +1061,7 @@ void muc_service_free(struct muc_service *svc)
 	strbuf_free(&svc->buf);
 	fanout_release(&svc->fan_anon);
 	fanout_release(&svc->fan_jid);
+	muc_batch_free(&svc->remote_anon);
+	muc_batch_free(&svc->remote_jid);
 	free(svc);
 }

@@ -301,34 +301,100 @@ static struct xml_node *mam_metadata(struct arena *a, const struct mam_query *q)
 }
 
 /*
+ * Where the answers go: the requester's session on this worker, or, when
+ * the requester is at home on another worker, the router, which posts
+ * them there in the order they are sent.
+ */
+struct mam_dest {
+	struct session *s;
+	bool routed;
+};
+
+/* One answer (with 'from' and 'to' set) to the requester. */
+static void mam_send(struct worker *w, const struct mam_dest *d, struct xml_node *st)
+{
+	if (!d->routed)
+		router_deliver(d->s, st);
+	else if (router_route_stanza(w, st) < 0)
+		log_warn("muc.route_failed", "msg=\"could not route an archive answer\"");
+}
+
+/*
+ * The iq result (payload) or, with a condition, the error: through
+ * iq_async for a session here, built the same way for one elsewhere.
+ */
+static void mam_answer(struct mam_query *q, const struct mam_dest *d, struct xml_node *payload,
+		       const char *condition, const char *text)
+{
+	struct worker *w = iq_async_worker(&q->a);
+	struct arena *a = iq_async_arena(&q->a);
+	const char *domain = w->srv->cfg->domain;
+	struct xml_node *shell, *r = NULL;
+
+	if (!d->routed) {
+		if (condition)
+			iq_async_error(&q->a, d->s, condition, text);
+		else
+			iq_async_result(&q->a, d->s, payload);
+		return;
+	}
+	/* The request as it came (iq_async.c does the same), answered from its 'to'. */
+	shell = xml_node_new(a, XML_NS_CLIENT, "iq");
+	if (!shell || xml_attr_set(a, shell, "type", "get") < 0 ||
+	    (q->a.id[0] && xml_attr_set(a, shell, "id", q->a.id) < 0) ||
+	    xml_attr_set(a, shell, "from", q->a.from) < 0 ||
+	    (q->a.to[0] && xml_attr_set(a, shell, "to", q->a.to) < 0))
+		goto oom;
+	if (condition) {
+		if (!xml_node_add_child(a, shell, q->a.ns, q->a.name))
+			goto oom;
+		r = stanza_error_reply(a, shell, domain, condition, text);
+	} else {
+		r = stanza_iq_result(a, shell, domain);
+		if (r && payload)
+			xml_node_append(r, payload);
+	}
+	if (!r)
+		goto oom;
+	mam_send(w, d, r);
+	return;
+oom:
+	log_warn("iq.reply_failed", "jid=%s msg=\"out of memory\"", q->a.from);
+}
+
+/*
  * On the worker: the results one message each, then the iq result, both
- * to the requester's session (gone: nothing is sent), then the query is freed.
+ * to the requester (a session here that is gone gets nothing), then the
+ * query is freed.
  */
 static void mam_done(struct storage_req *req)
 {
 	struct mam_query *q = (struct mam_query *)req;
-	struct session *s = iq_async_session(&q->a);
 	struct worker *w = iq_async_worker(&q->a);
+	struct mam_dest d = {
+		.routed = muc_home_elsewhere(w, q->a.from, strlen(q->a.from)),
+	};
 	struct xml_node *payload;
 	struct arena a;
 
-	if (!s)
+	d.s = iq_async_session(&q->a);
+	if (req->result == -ESHUTDOWN || (!d.s && !d.routed))
 		goto out;
 	if (req->result < 0) {
 		log_error("muc.archive_query_failed", "room=%s err=%d", q->room, req->result);
-		iq_async_error(&q->a, s, "internal-server-error", NULL);
+		mam_answer(q, &d, NULL, "internal-server-error", NULL);
 		goto out;
 	}
 	if (q->not_found) {
-		iq_async_error(&q->a, s, "item-not-found", "no such id in the archive");
+		mam_answer(q, &d, NULL, "item-not-found", "no such id in the archive");
 		goto out;
 	}
 	if (q->metadata) {
 		payload = mam_metadata(iq_async_arena(&q->a), q);
 		if (payload)
-			iq_async_result(&q->a, s, payload);
+			mam_answer(q, &d, payload, NULL, NULL);
 		else
-			iq_async_error(&q->a, s, "internal-server-error", NULL);
+			mam_answer(q, &d, NULL, "internal-server-error", NULL);
 		goto out;
 	}
 	arena_init(&a, MUC_MAM_ARENA_CHUNK);
@@ -340,22 +406,24 @@ static void mam_done(struct storage_req *req)
 			log_warn("muc.archive_row_unreadable", "room=%s id=%s", q->room,
 				 q->rows[i].stanza_id);
 		} else {
-			router_deliver(s, m);
+			mam_send(w, &d, m);
 		}
 		arena_reset(&a);
+		if (d.routed)
+			continue;
 		/* A delivery may end the session (its output overflowed). */
-		s = sessdir_find_full(w->sessions, q->a.from, strlen(q->a.from));
-		if (!s)
+		d.s = sessdir_find_full(w->sessions, q->a.from, strlen(q->a.from));
+		if (!d.s)
 			break;
 	}
 	arena_release(&a);
-	if (!s)
+	if (!d.s && !d.routed)
 		goto out;
 	payload = mam_fin(iq_async_arena(&q->a), q);
 	if (payload)
-		iq_async_result(&q->a, s, payload);
+		mam_answer(q, &d, payload, NULL, NULL);
 	else
-		iq_async_error(&q->a, s, "internal-server-error", NULL);
+		mam_answer(q, &d, NULL, "internal-server-error", NULL);
 out:
 	mam_query_free(q);
 }
@@ -568,15 +636,22 @@ void muc_archive_iq(struct muc_ctx *c)
 		muc_reply_error(c, "bad-request", "queryid too long");
 		return;
 	}
-	/* iq_async bounds the requests in flight per connection and keeps the addressing. */
-	s = sessdir_find_full(c->w->sessions, c->from->buf, c->from->len);
-	if (!s || !s->conn) {
-		muc_reply_error(c, "resource-constraint", "try again once connected");
-		return;
+	/*
+	 * iq_async bounds the requests in flight per connection and keeps the
+	 * addressing. A requester at home on another worker has no
+	 * connection here: its answers are routed (mam_done).
+	 */
+	s = NULL;
+	if (!muc_home_elsewhere(c->w, c->from->buf, c->from->len)) {
+		s = sessdir_find_full(c->w->sessions, c->from->buf, c->from->len);
+		if (!s || !s->conn) {
+			muc_reply_error(c, "resource-constraint", "try again once connected");
+			return;
+		}
 	}
 	rq = (struct iq_request){
 		.w = c->w,
-		.conn = s->conn,
+		.conn = s ? s->conn : NULL,
 		.iq = c->st,
 		.payload = payload,
 		.from = c->from,

@@ -13,7 +13,9 @@
  *
  * An occupant whose session is not in the directory any more (it ended
  * without the unavailable presence reaching us) is marked as a ghost by
- * the delivery and removed with status 333 afterwards.
+ * the delivery and removed with status 333 afterwards. Occupants at home
+ * on other workers get their copies in one message per worker, whose
+ * home reports the missing sessions back (muc_remote.c).
  */
 #include <errno.h>
 #include <limits.h>
@@ -286,14 +288,9 @@ static void deliver_copy(struct muc_ctx *c, struct muc_occupant *o, struct xml_n
 	const char *data = NULL;
 	size_t len = 0;
 
-	/*
-	 * At home on another worker: routed there. A session that is gone
-	 * answers with an error, which the room treats as an occupant gone.
-	 */
-	if (router_home_elsewhere(c->w, o->jid, o->jid_len)) {
-		router_route_copy(c->w, st, o->jid, o->jid_len);
+	/* At home on another worker: in that worker's batch (muc_remote_flush). */
+	if (muc_remote_add(c, f, st, o->jid, o->jid_len))
 		return;
-	}
 	s = sessdir_find_full(c->w->sessions, o->jid, o->jid_len);
 	if (!s) {
 		o->ghost = true;
@@ -377,6 +374,10 @@ static void pres_broadcast(struct muc_ctx *c, struct muc_room *room, struct muc_
 		else
 			deliver_copy(c, o, bp->p, &svc->fan_anon);
 	}
+	if (need_anon)
+		muc_remote_flush(c, room, &svc->fan_anon);
+	if (need_jid)
+		muc_remote_flush(c, room, &svc->fan_jid);
 	if (to_self && !self_first)
 		pres_send_self(c, bp, occ, occ, self_codes, nself, self_id);
 	return;
@@ -1069,6 +1070,7 @@ static void reflect(struct muc_ctx *c, struct muc_room *room, struct muc_occupan
 		muc_archive_put(c, room, occ, sid, text, len, now);
 	for (struct muc_occupant *o = room->occupants; o; o = o->next)
 		deliver_copy(c, o, st, &svc->fan_jid);
+	muc_remote_flush(c, room, &svc->fan_jid);
 	muc_purge_ghosts(c, room);
 	muc_room_maybe_destroy(c, room);
 	return;
@@ -1473,6 +1475,7 @@ void muc_room_notify_codes(struct muc_ctx *c, struct muc_room *room, const int *
 		goto oom;
 	for (struct muc_occupant *o = room->occupants; o; o = o->next)
 		deliver_copy(c, o, m, &c->svc->fan_jid);
+	muc_remote_flush(c, room, &c->svc->fan_jid);
 	return;
 oom:
 	log_error("muc.notify_failed", "msg=\"out of memory\"");

@@ -115,6 +115,17 @@ struct muc_room {
 	char jid[];			/* name@conference.DOMAIN */
 };
 
+/*
+ * The copies of one fan-out for occupants at home on other workers,
+ * collected per worker and posted as one message each (muc_remote.c).
+ */
+struct muc_batch {
+	const struct xml_node *st;	/* the fan-out's tree (in the service's arena) */
+	struct strbuf *jids;		/* per worker: full JIDs, each ending with a NUL */
+	uint32_t *count;		/* per worker */
+	unsigned nworkers;		/* entries of both (0: none allocated yet) */
+};
+
 /* A stanza queued while the service was busy (see muc_route). */
 struct muc_deferred {
 	struct muc_deferred *next;
@@ -135,6 +146,8 @@ struct muc_service {
 	struct strbuf buf;		/* scratch text */
 	struct fanout fan_anon;		/* presence without real JIDs */
 	struct fanout fan_jid;		/* presence with them; also messages */
+	struct muc_batch remote_anon;	/* fan_anon's copies for other workers */
+	struct muc_batch remote_jid;	/* fan_jid's */
 	unsigned depth;			/* > 0 while handling a stanza */
 	struct muc_deferred *deferred, *deferred_tail;
 	unsigned ndeferred;
@@ -192,6 +205,8 @@ uint32_t muc_room_max_users(const struct muc_service *svc, const struct muc_room
 /*
  * Sends st to one local session by full JID (sets 'to'). 0, or -ENOENT
  * when there is no such session (the caller may treat it as a ghost).
+ * A session at home on another worker gets it there (0): when it is
+ * missing, that worker reports it and it is removed as a ghost later.
  */
 int muc_deliver(struct muc_ctx *c, const char *jid, struct xml_node *st);
 /* Routes a stanza the room generates (to a bare or full JID; offline storage applies). */
@@ -222,6 +237,35 @@ void muc_persist(struct muc_ctx *c, struct muc_room *room);
 /* Queues an archived message (text without 'to'). */
 void muc_archive_put(struct muc_ctx *c, struct muc_room *room, const struct muc_occupant *occ,
 		     const char *sid, const char *text, size_t len, int64_t at);
+
+/*
+ * A home worker found no session for these occupants (n full JIDs, each
+ * ending with a NUL) of the room with JID room_jid: they are ghosts,
+ * removed at once (on worker 0, from muc_remote.c).
+ */
+void muc_ghosts_reported(struct worker *w, const char *room_jid, const char *jids, uint32_t n);
+
+/* ---- muc_remote.c: occupants at home on other workers ---- */
+
+/* Whether jid (full or bare) is a local account at home on another worker than w. */
+bool muc_home_elsewhere(const struct worker *w, const char *jid, size_t len);
+
+/*
+ * Adds a copy of fan-out f (svc->fan_anon or svc->fan_jid, prepared from
+ * st) for the session `jid` to the batch of its home worker. False when
+ * that home is this worker: the caller delivers it here.
+ */
+bool muc_remote_add(struct muc_ctx *c, const struct fanout *f, const struct xml_node *st,
+		    const char *jid, size_t len);
+/* Posts f's batches, one message per worker (before f is prepared again). */
+void muc_remote_flush(struct muc_ctx *c, const struct muc_room *room, const struct fanout *f);
+/*
+ * Posts one stanza to the session `jid` at its home on another worker
+ * (a missing session is reported as a ghost of c->room). 0, -ENOMEM, or
+ * -EAGAIN when the home is this worker.
+ */
+int muc_remote_deliver(struct muc_ctx *c, const char *jid, struct xml_node *st);
+void muc_batch_free(struct muc_batch *b);
 
 /* ---- muc_room.c: occupants ---- */
 

@@ -4,8 +4,9 @@ leaving (also by a vanished client), nicknames, password, members-only,
 moderated rooms, kicks, bans, voice, affiliation lists, private messages,
 mediated and direct (XEP-0249) invitations, the configuration form,
 destruction, persistence across a restart, the room archive (XEP-0313 on
-the room JID, with RSM paging), self-ping (XEP-0410), the service's limits
-and a real client's plugin (slixmpp xep_0045).
+the room JID, with RSM paging), self-ping (XEP-0410), the service's limits,
+a real client's plugin (slixmpp xep_0045), and occupants at home on other
+workers than the service's.
 
 Raw streams check the wire; every wait is bounded."""
 import asyncio
@@ -1368,3 +1369,88 @@ def test_two_sessions_of_a_user_share_a_nickname(server, clients):
     # The last one leaves: now it is gone.
     b2.send("<presence to='%s/bee' type='unavailable'/>" % room)
     wait_presence(a, room + "/bee", "unavailable")
+
+
+# ---- occupants at home on other workers (docs/account-homes.md 2.6) ----
+
+def test_occupants_at_home_on_other_workers(make_server, monkeypatch):
+    """The service runs on worker 0; with homes = hash the owner is at home
+    there and two occupants on worker 1 (one batch per fan-out): messages,
+    presence, private messages, history on entering and the archive reach
+    them, and an occupant on worker 1 whose session vanished without its
+    unavailable reaching the room is removed (333) after the next message."""
+    monkeypatch.delenv("STANZAD_TEST_ARGS", raising=False)  # exactly these placements
+    srv = make_server("--workers", "2", "--homes", "hash")
+    made = []
+
+    def at_home(k):
+        name, pw, _ = srv.new_account("mh", home=k, workers=2)
+        made.append(Client(srv, name, pw, resource="r"))
+        return made[-1]
+    try:
+        a, b, c, d = at_home(0), at_home(1), at_home(1), at_home(1)
+        room = new_room()
+        create(a, room, history="5")
+        say(a, room, "before")
+        wait_body(a, room, "before")
+        # History on entering, from worker 0 to worker 1, with its delay stamp.
+        got = join(b, room, "bee")
+        hist = [el for el in got if el.tag == MESSAGE and el.findtext(q(NS_CLIENT, "body"))]
+        assert [el.findtext(q(NS_CLIENT, "body")) for el in hist] == ["before"]
+        assert hist[0].find(q(NS_DELAY, "delay")).get("from") == room
+        assert 110 in codes(self_presence(got))
+        wait_presence(a, room + "/bee")
+        got = join(c, room, "cee")
+        assert {el.get("from") for el in got if el.tag == PRESENCE and 110 not in codes(el)} == \
+            {room + "/owner", room + "/bee"}
+        wait_presence(a, room + "/cee")
+        wait_presence(b, room + "/cee")
+        # The ghost-to-be: its join is not among its session's directed
+        # presences (they are full), so its end does not tell the room.
+        d.send("".join("<presence to='nobody%d@%s/x'/>" % (i, DOMAIN) for i in range(256)))
+        join(d, room, "dee")
+        for x in (a, b, c):
+            wait_presence(x, room + "/dee")
+        # Groupchat both ways: from worker 1 to all, from worker 0 to all.
+        say(b, room, "from one")
+        for x in (a, b, c, d):
+            wait_body(x, room, "from one")
+        say(a, room, "from zero")
+        for x in (a, b, c, d):
+            wait_body(x, room, "from zero")
+        # A status change on worker 1 reaches both workers.
+        c.send("<presence to='%s/cee'><show>away</show></presence>" % room)
+        for x in (a, b):
+            p = wait_presence(x, room + "/cee")
+            assert p.findtext(q(NS_CLIENT, "show")) == "away", tostr(p)
+        # Private messages: 1 -> 0, 0 -> 1, 1 -> 1 (through the room on 0).
+        for snd, rcv, to, frm, body in ((b, a, "owner", "bee", "pm10"),
+                                        (a, c, "cee", "owner", "pm01"),
+                                        (c, b, "bee", "cee", "pm11")):
+            snd.send("<message to='%s/%s' type='chat'><body>%s</body></message>" %
+                     (room, to, body))
+            m = rcv.wait(lambda el: el.tag == MESSAGE and
+                         el.findtext(q(NS_CLIENT, "body")) == body, 5, body)
+            assert m.get("from") == room + "/" + frm and m.get("to") == rcv.full, tostr(m)
+        # The room's archive, asked from worker 1.
+        res, fin = mam_query(c, room)
+        assert fin.get("type") == "result", tostr(fin)
+        assert [result_body(r) for r in res] == ["before", "from one", "from zero"]
+        assert fin.find(q(NS_MAM, "fin")).get("complete") == "true"
+        # d's connection dies; the room hears nothing of it.
+        d.s.sock.close()
+        srv.wait_log(r"event=session\.end conn=\d+ jid=%s@%s/r" % (d.user, DOMAIN), timeout=10)
+        a.quiet(lambda el: el.tag == PRESENCE and el.get("from") == room + "/dee", 0.3)
+        say(a, room, "after")
+        for x in (a, b, c):
+            wait_body(x, room, "after")
+        for x in (a, b, c):
+            gone = wait_presence(x, room + "/dee", "unavailable")
+            assert 333 in codes(gone) and item(gone).get("role") == "none", tostr(gone)
+        srv.wait_log(r"event=muc\.ghost_removed room=%s" % room)
+        say(b, room, "still here")
+        for x in (a, b, c):
+            wait_body(x, room, "still here")
+    finally:
+        for x in made:
+            x.close()
