@@ -87,7 +87,7 @@ struct arena *iq_arena(struct iq_request *rq)
 	return &rq->w->tmp;
 }
 
-static void iq_send(struct iq_request *rq, struct xml_node *reply)
+void iq_reply_node(struct iq_request *rq, struct xml_node *reply)
 {
 	if (!reply) {
 		log_warn("iq.reply_failed", "conn=%llu msg=\"out of memory\"",
@@ -135,14 +135,14 @@ void iq_reply_result(struct iq_request *rq, struct xml_node *payload)
 
 	if (r && payload)
 		xml_node_append(r, payload);
-	iq_send(rq, r);
+	iq_reply_node(rq, r);
 }
 
 void iq_reply_error(struct iq_request *rq, const char *condition, const char *text)
 {
 	const char *self = iq_reply_self(rq);
 
-	iq_send(rq, stanza_error_reply(iq_arena(rq), rq->iq, self, condition, text));
+	iq_reply_node(rq, stanza_error_reply(iq_arena(rq), rq->iq, self, condition, text));
 }
 
 void iq_dispatch(struct iq_request *rq)

@@ -65,9 +65,15 @@ size_t iq_features(enum iq_scope scope, const char **out, size_t cap);
  */
 bool iq_remote_allowed(const struct iq_request *rq);
 
-/* Reply helpers: send to rq->conn (routed back when NULL: remote requester). payload may be NULL. */
+/* Reply helpers: send to rq->conn (routed back when NULL: requester elsewhere). payload may be NULL. */
 void iq_reply_result(struct iq_request *rq, struct xml_node *payload);
 void iq_reply_error(struct iq_request *rq, const char *condition, const char *text);
+/*
+ * Sends a reply built by the handler (NULL: out of memory, logged): on
+ * rq->conn, or routed when the requester has no connection here (another
+ * server, a component, or a local client at home on another worker).
+ */
+void iq_reply_node(struct iq_request *rq, struct xml_node *reply);
 
 /* The scratch arena for building replies (reset after each dispatch). */
 struct arena *iq_arena(struct iq_request *rq);

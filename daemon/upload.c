@@ -418,7 +418,7 @@ static void upload_too_large(struct iq_request *rq, uint32_t max)
 		iq_reply_error(rq, "internal-server-error", NULL);
 		return;
 	}
-	conn_send_node(rq->conn, r);
+	iq_reply_node(rq, r);
 }
 
 /* A slot request on its way through the storage thread. */
@@ -599,8 +599,8 @@ void upload_route(struct worker *w, struct conn *src, struct xml_node *st, const
 	}
 	if (!get && strcmp(type, "set") != 0)
 		return;	/* results and errors for us end here */
-	/* Answers go back on the requester's stream; only local clients have one. */
-	if (!src || !src->sess)
+	/* Only local clients (here, or at home on another worker) use this service. */
+	if (src ? !src->sess : !router_from_local_session(w, src, st))
 		return;
 	rq.payload = xml_first_element(st);
 	if (jid_has_local(to) || jid_has_resource(to) || !rq.payload) {

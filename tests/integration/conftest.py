@@ -35,8 +35,9 @@ def server():
 def make_server():
     started = []
 
-    def factory(*extra_args):
-        s = StanzadServer(extra_args, name="stanzad%s" % (list(extra_args) or "")).start()
+    def factory(*extra_args, suite_args=True):
+        s = StanzadServer(extra_args, name="stanzad%s" % (list(extra_args) or ""),
+                          suite_args=suite_args).start()
         started.append(s)
         return s
     yield factory

@@ -112,8 +112,12 @@ class StanzadServer:
     # None: no --log-level, so a configuration file's log_level decides.
     log_level = "debug"
 
-    def __init__(self, extra_args=(), name="stanzad"):
+    def __init__(self, extra_args=(), name="stanzad", suite_args=True):
+        """suite_args=False: without STANZAD_TEST_ARGS, for a test whose
+        daemon must run exactly as its own flags say (e.g. where accounts
+        are at home)."""
         self.extra_args = list(extra_args)
+        self.suite_args = suite_args
         self.name = name
         self.state_dir = tempfile.mkdtemp(prefix="stanzad-it-")
         self.log_path = os.path.join(self.state_dir, "stderr.log")
@@ -148,7 +152,8 @@ class StanzadServer:
                 (["--log-level", self.log_level] if self.log_level else []) + self.extra_args
             # STANZAD_TEST_ARGS: flags for every daemon the suite starts,
             # e.g. "--homes loop" or "--workers 2" (docs/account-homes.md).
-            args += os.environ.get("STANZAD_TEST_ARGS", "").split()
+            if self.suite_args:
+                args += os.environ.get("STANZAD_TEST_ARGS", "").split()
             self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL,
                                          stdout=self._log, stderr=subprocess.STDOUT)
             if self not in StanzadServer._all:

@@ -11,7 +11,6 @@ Raw streams show the exact wire format; slixmpp's xep_0050/xep_0133
 plugins drive a few flows as a real client does."""
 import asyncio
 import itertools
-import os
 import subprocess
 import time
 
@@ -619,13 +618,8 @@ def test_invalid_admin_jid_is_refused_at_startup(tmp_path):
 def spread_server(*extra):
     """A daemon with two workers and accounts placed by hash (whatever
     STANZAD_TEST_ARGS says), so that home_of() tells each account's worker."""
-    saved = os.environ.pop("STANZAD_TEST_ARGS", None)
-    try:
-        return StanzadServer(["--workers", "2", "--homes", "hash"] + list(extra),
-                             name="stanzad(adhoc, homes hash)").start()
-    finally:
-        if saved is not None:
-            os.environ["STANZAD_TEST_ARGS"] = saved
+    return StanzadServer(["--workers", "2", "--homes", "hash"] + list(extra),
+                         name="stanzad(adhoc, homes hash)", suite_args=False).start()
 
 
 @pytest.fixture(scope="module")

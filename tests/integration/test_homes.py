@@ -23,7 +23,7 @@ NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 @pytest.fixture(scope="module")
 def loop_server():
     from harness import StanzadServer
-    s = StanzadServer(["--homes", "loop"], name="stanzad(homes loop)").start()
+    s = StanzadServer(["--homes", "loop"], name="stanzad(homes loop)", suite_args=False).start()
     yield s
     s.stop()
 

@@ -22,8 +22,8 @@ NS_MUC_OWNER = NS_MUC + "#owner"
 
 @pytest.fixture(scope="module")
 def spread():
-    s = StanzadServer(["--workers", "2", "--homes", "hash"],
-                      name="stanzad(homes hash)").start()
+    s = StanzadServer(["--workers", "2", "--homes", "hash"], name="stanzad(homes hash)",
+                      suite_args=False).start()
     yield s
     s.stop()
 

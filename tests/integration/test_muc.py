@@ -1373,14 +1373,13 @@ def test_two_sessions_of_a_user_share_a_nickname(server, clients):
 
 # ---- occupants at home on other workers (docs/account-homes.md 2.6) ----
 
-def test_occupants_at_home_on_other_workers(make_server, monkeypatch):
+def test_occupants_at_home_on_other_workers(make_server):
     """The service runs on worker 0; with homes = hash the owner is at home
     there and two occupants on worker 1 (one batch per fan-out): messages,
     presence, private messages, history on entering and the archive reach
     them, and an occupant on worker 1 whose session vanished without its
     unavailable reaching the room is removed (333) after the next message."""
-    monkeypatch.delenv("STANZAD_TEST_ARGS", raising=False)  # exactly these placements
-    srv = make_server("--workers", "2", "--homes", "hash")
+    srv = make_server("--workers", "2", "--homes", "hash", suite_args=False)  # exact placements
     made = []
 
     def at_home(k):

@@ -571,13 +571,9 @@ def homes_srv():
     from harness import StanzadServer
     (https,) = free_ports(1)
     s = StanzadServer(["--workers", "2", "--homes", "hash", "--require-tls", "no",
-                       "--listen-https", "127.0.0.1:%d" % https], name="stanzad(ws homes)")
-    saved = os.environ.pop("STANZAD_TEST_ARGS", None)
-    try:
-        s.start()
-    finally:
-        if saved is not None:
-            os.environ["STANZAD_TEST_ARGS"] = saved
+                       "--listen-https", "127.0.0.1:%d" % https], name="stanzad(ws homes)",
+                      suite_args=False)
+    s.start()
     s.https_port = https
     yield s
     s.stop()

@@ -41,12 +41,7 @@ def pinned(make_server, *args):
     """A server with exactly these flags, for tests that count the workers
     or expect where a login moves: the suite-wide STANZAD_TEST_ARGS (which
     may set --workers and --homes) are left out."""
-    saved = os.environ.pop("STANZAD_TEST_ARGS", None)
-    try:
-        return make_server(*args)
-    finally:
-        if saved is not None:
-            os.environ["STANZAD_TEST_ARGS"] = saved
+    return make_server(*args, suite_args=False)
 
 
 @pytest.fixture
