@@ -9,7 +9,6 @@ every connection to arrive on another worker, so that each login moves.
 """
 import base64
 import json
-import os
 import re
 import signal
 import time
