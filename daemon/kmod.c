@@ -206,6 +206,12 @@ static int kmod_open(struct kmod_worker *k)
 	return 0;
 }
 
+/* Counters: written by the worker's own thread, summed by status from worker 0. */
+static void kmod_count_add(uint64_t *counter, uint64_t n)
+{
+	__atomic_store_n(counter, *counter + n, __ATOMIC_RELAXED);
+}
+
 /* Whether the device is open, trying again when the retry time came. */
 static bool kmod_usable(struct kmod_worker *k)
 {
@@ -275,11 +281,21 @@ const char *kmod_state(const struct worker *w, const char **reason)
 	return k && k->fd >= 0 ? "on" : "off";
 }
 
-void kmod_counters(const struct worker *w, struct kmod_counters *out)
+void kmod_counters(const struct server *srv, struct kmod_counters *out)
 {
 	memset(out, 0, sizeof(*out));
-	if (w->kmod)
-		*out = w->kmod->count;
+	for (unsigned i = 0; i < srv->nworkers; i++) {
+		const struct kmod_counters *c = srv->workers[i].kmod ? &srv->workers[i].kmod->count : NULL;
+
+		if (!c)
+			continue;
+		out->requests += __atomic_load_n(&c->requests, __ATOMIC_RELAXED);
+		out->copies += __atomic_load_n(&c->copies, __ATOMIC_RELAXED);
+		out->kernel_bytes += __atomic_load_n(&c->kernel_bytes, __ATOMIC_RELAXED);
+		out->queued_bytes += __atomic_load_n(&c->queued_bytes, __ATOMIC_RELAXED);
+		out->small_batches += __atomic_load_n(&c->small_batches, __ATOMIC_RELAXED);
+		out->registered += __atomic_load_n(&c->registered, __ATOMIC_RELAXED);
+	}
 }
 
 /* ---- Taking copies ---- */
@@ -451,7 +467,7 @@ static int kmod_register_batch(struct kmod_worker *k)
 
 			if (k->regs[j].error == 0) {
 				c->kmod_id = k->regs[j].id;
-				k->count.registered++;
+				kmod_count_add(&k->count.registered, 1);
 			} else {
 				c->kmod_refused = true;
 				log_debug("kmod.register_refused", "conn=%llu err=\"%s\"",
@@ -501,7 +517,7 @@ static int kmod_send_batch(struct kmod_worker *k)
 		req.count = (uint32_t)nt;
 		if (ioctl(k->fd, STANZA_OFFLOAD_IOC_FANOUT, &req) < 0)
 			return -errno;
-		k->count.requests++;
+		kmod_count_add(&k->count.requests, 1);
 		/* Results back to their entries, in the same order. */
 		nt = 0;
 		for (size_t j = first; j < i; j++) {
@@ -512,8 +528,8 @@ static int kmod_send_batch(struct kmod_worker *k)
 				continue;
 			e->result = k->targets[nt++].result;
 			if (e->result > 0)
-				k->count.kernel_bytes += (uint64_t)e->result;
-			k->count.copies++;
+				kmod_count_add(&k->count.kernel_bytes, (uint64_t)e->result);
+			kmod_count_add(&k->count.copies, 1);
 		}
 	}
 	return 0;
@@ -535,7 +551,7 @@ static void kmod_queue_rest(struct kmod_worker *k, struct conn *c, const struct 
 			from -= lens[i];
 			continue;
 		}
-		k->count.queued_bytes += lens[i] - from;
+		kmod_count_add(&k->count.queued_bytes, lens[i] - from);
 		if (conn_send_transport(c, parts[i] + from, lens[i] - from) < 0)
 			return;	/* closed or over its limit: the rest would be dropped too */
 		from = 0;
@@ -555,7 +571,7 @@ void kmod_flush(struct worker *w)
 	if (k->fd < 0) {
 		ret = -ENODEV;
 	} else if (k->n < w->srv->cfg->kmod_min_fanout) {
-		k->count.small_batches++;
+		kmod_count_add(&k->count.small_batches, 1);
 		for (size_t i = 0; i < k->n; i++)
 			k->ents[i].result = 0;
 	} else if (kmod_scratch(k, k->n < k->batch_max ? k->n : k->batch_max) < 0) {

@@ -90,6 +90,8 @@ struct kmod_counters {
 	uint64_t small_batches;		/* batches under kmod_min_fanout, queued instead */
 	uint64_t registered;		/* sockets registered */
 };
-void kmod_counters(const struct worker *w, struct kmod_counters *out);
+/* Every worker's counters summed (any thread). */
+struct server;
+void kmod_counters(const struct server *srv, struct kmod_counters *out);
 
 #endif

@@ -67,7 +67,7 @@ unsigned kpaths_describe(const struct server *srv, struct kpath out[KPATHS_MAX])
 		snprintf(p->reason, sizeof(p->reason), "%s",
 			 srv->ktls_reason[0] ? srv->ktls_reason : "some suites are missing");
 
-	/* The stanza offload module (kmod.c): worker 0's device, or why not. */
+	/* The stanza offload module (kmod.c): every worker opens it; worker 0's state tells. */
 	p = &out[n++];
 	p->name = "kmod";
 	if (srv->workers && srv->workers[0].kmod) {
@@ -76,7 +76,7 @@ unsigned kpaths_describe(const struct server *srv, struct kpath out[KPATHS_MAX])
 
 		p->active = strcmp(kmod_state(&srv->workers[0], &why), "on") == 0;
 		snprintf(p->reason, sizeof(p->reason), "%s", why);
-		kmod_counters(&srv->workers[0], &kc);
+		kmod_counters(srv, &kc);
 		if (p->active)
 			snprintf(p->detail, sizeof(p->detail), "fan-outs of %u+ copies; requests=%llu "
 				 "copies=%llu", srv->cfg->kmod_min_fanout,

@@ -1108,14 +1108,14 @@ int worker_init(struct worker *w, struct server *srv, unsigned id, int signal_fd
 	}
 	/*
 	 * The stanza offload module, if loaded (kmod.c): after the loop, which
-	 * watches its events. Sessions live on worker 0, so only it fans out.
+	 * watches its events. Every worker fans out to the sessions at home
+	 * there, so each has its own open file (an owner, for the module).
 	 */
-	if (id == 0) {
-		ret = kmod_worker_init(w);
-		if (ret < 0)
-			goto err_free_loop;
+	ret = kmod_worker_init(w);
+	if (ret < 0)
+		goto err_free_loop;
+	if (id == 0)
 		http_worker_start(w);	/* the upload cleanup timer (worker 0) */
-	}
 	control_worker_start(w);	/* log summaries once a second (worker 0) */
 	return 0;
 

@@ -77,6 +77,11 @@ def stats():
     return fl.kmod_status()
 
 
+def workers_of(s):
+    """The daemon's worker count (startup log): each worker opens the device."""
+    return int(s.wait_log(r"event=server\.paths .*workers=(\d+)", timeout=60).group(1))
+
+
 # --------------------------------------------------------------------------
 # Loading, the family, privileges
 # --------------------------------------------------------------------------
@@ -179,8 +184,8 @@ def test_startup_says_whether_the_module_is_used(daemons):
     s2 = daemons(1, "--kmod", "no")
     s2.wait_log(r'event=server\.paths .*kmod=off kmod_reason="kmod=no in the configuration"',
                 timeout=slow)
-    # Only the first daemon holds the device.
-    assert stats()["owners"] == 1
+    # Only the first daemon holds the device (once per worker).
+    assert stats()["owners"] == workers_of(s)
     s.stop(timeout=30)
     s2.stop(timeout=30)
     assert fl.unload_module().returncode == 0
@@ -304,7 +309,7 @@ def test_module_turned_off_and_unloaded_while_the_daemon_runs(daemons, tmp_path)
     s = daemons(receivers)
     first = fl.run_clients(s.c2s_port, receivers, 3, str(tmp_path / "d1"))
     st = stats()
-    assert st["owners"] == 1 and st["targets"] >= receivers * 3
+    assert st["owners"] == workers_of(s) and st["targets"] >= receivers * 3
     # In use: it cannot go yet.
     r = subprocess.run(["rmmod", "stanza_offload"], capture_output=True, text=True, timeout=30)
     assert r.returncode != 0
