@@ -584,7 +584,7 @@ int main(int argc, char **argv)
 		goto out_sessions;
 	}
 	/* So are the pubsub and PEP nodes (XEP-0060, XEP-0163). */
-	ret = pubsub_init(st, &cfg);
+	ret = pubsub_init(st, &srv);
 	if (ret < 0) {
 		fprintf(stderr, "stanzad: cannot load the pubsub nodes: %s\n", strerror(-ret));
 		goto out_sessions;

@@ -61,11 +61,26 @@ struct pep_query {
 	char target[];			/* full JID asked */
 };
 
-static struct pep_caps *pep_cache[PEP_CACHE_BUCKETS];
-static unsigned pep_cache_count;
-static struct pep_query *pep_queries;
-static unsigned pep_nqueries;
-static uint64_t pep_next_query;
+/*
+ * A worker's caps cache and queries in flight (w->pep): the sessions that
+ * share a cached set, and the ones a query answers, are all at home on
+ * that worker, so nothing here is shared between threads (a ver is
+ * resolved once per worker).
+ */
+struct pep_worker {
+	struct pep_caps *cache[PEP_CACHE_BUCKETS];
+	unsigned cache_count;
+	struct pep_query *queries;
+	unsigned nqueries;
+	uint64_t next_query;
+};
+
+static struct pep_worker *pep_worker_get(struct worker *w)
+{
+	if (!w->pep)
+		w->pep = calloc(1, sizeof(*w->pep));
+	return w->pep;
+}
 
 /* ---- Caps sets ---- */
 
@@ -97,9 +112,9 @@ static struct pep_caps *pep_caps_ref(struct pep_caps *c)
 }
 
 /* The verified set cached for ver, or NULL. */
-static struct pep_caps *pep_cache_find(const char *ver)
+static struct pep_caps *pep_cache_find(const struct pep_worker *pw, const char *ver)
 {
-	for (struct pep_caps *c = pep_cache[pep_hash(ver) & (PEP_CACHE_BUCKETS - 1)]; c; c = c->hnext)
+	for (struct pep_caps *c = pw->cache[pep_hash(ver) & (PEP_CACHE_BUCKETS - 1)]; c; c = c->hnext)
 		if (strcmp(c->ver, ver) == 0)
 			return c;
 	return NULL;
@@ -155,6 +170,43 @@ static struct pep_caps *pep_caps_from_query(const struct xml_node *query, const 
 	qsort(c->nodes, c->nnodes, sizeof(char *), pep_cmp_str);
 	c->refs = 1;
 	return c;
+}
+
+struct pep_caps *pep_caps_copy(const struct pep_caps *c)
+{
+	size_t bytes = 0, vlen;
+	struct pep_caps *d;
+	char *p;
+
+	if (!c)
+		return NULL;
+	vlen = strlen(c->ver);
+	for (size_t i = 0; i < c->nnodes; i++)
+		bytes += strlen(c->nodes[i]) + 1;
+	d = calloc(1, sizeof(*d) + vlen + 1 + c->nnodes * sizeof(char *) + bytes +
+		      sizeof(char *));
+	if (!d)
+		return NULL;
+	memcpy(d->ver, c->ver, vlen + 1);
+	/* Laid out as pep_caps_from_query does; the order (sorted) is kept. */
+	p = d->ver + vlen + 1;
+	p += (sizeof(char *) - ((uintptr_t)p % sizeof(char *))) % sizeof(char *);
+	d->nodes = (char **)p;
+	p += c->nnodes * sizeof(char *);
+	for (size_t i = 0; i < c->nnodes; i++) {
+		size_t l = strlen(c->nodes[i]);
+
+		memcpy(p, c->nodes[i], l + 1);
+		d->nodes[d->nnodes++] = p;
+		p += l + 1;
+	}
+	d->refs = 1;
+	return d;
+}
+
+void pep_caps_release(struct pep_caps *c)
+{
+	pep_caps_unref(c);
 }
 
 bool pep_caps_wants(const struct pep_caps *c, const char *node, size_t len)
@@ -387,27 +439,27 @@ static void pep_query_free(struct pep_query *q)
 }
 
 /* Takes a query off the list of those in flight. */
-static void pep_query_unlink(struct pep_query *q)
+static void pep_query_unlink(struct pep_worker *pw, struct pep_query *q)
 {
-	for (struct pep_query **pp = &pep_queries; *pp; pp = &(*pp)->next)
+	for (struct pep_query **pp = &pw->queries; *pp; pp = &(*pp)->next)
 		if (*pp == q) {
 			*pp = q->next;
-			pep_nqueries--;
+			pw->nqueries--;
 			return;
 		}
 }
 
 /* Drops queries nobody answered within PEP_CAPS_QUERY_TIMEOUT_MS. */
-static void pep_queries_expire(uint64_t now)
+static void pep_queries_expire(struct pep_worker *pw, uint64_t now)
 {
-	struct pep_query **pp = &pep_queries;
+	struct pep_query **pp = &pw->queries;
 
 	while (*pp) {
 		struct pep_query *q = *pp;
 
 		if (now - q->sent_ms > PEP_CAPS_QUERY_TIMEOUT_MS) {
 			*pp = q->next;
-			pep_nqueries--;
+			pw->nqueries--;
 			pep_query_free(q);
 		} else {
 			pp = &q->next;
@@ -423,16 +475,19 @@ static void pep_query_start(struct worker *w, struct session *s, const char *nod
 			    const char *ver, bool hashed)
 {
 	uint64_t now = loop_now_ms(w->loop);
+	struct pep_worker *pw = pep_worker_get(w);
 	struct strbuf *b = &w->scratch;
 	struct pep_query *q;
 	struct arena *a = &w->tmp;
 	struct xml_node *iq, *query;
 	char q_node[JID_PART_MAX + 80];
 
-	pep_queries_expire(now);
+	if (!pw)
+		return;
+	pep_queries_expire(pw, now);
 	/* One query per hashed ver at a time: later askers wait for its answer. */
 	if (hashed) {
-		for (q = pep_queries; q; q = q->next) {
+		for (q = pw->queries; q; q = q->next) {
 			struct pep_waiter *wt;
 
 			if (!q->hashed || strcmp(q->ver, ver) != 0)
@@ -446,7 +501,7 @@ static void pep_query_start(struct worker *w, struct session *s, const char *nod
 			return;
 		}
 	}
-	if (pep_nqueries >= PEP_CAPS_QUERIES_MAX) {
+	if (pw->nqueries >= PEP_CAPS_QUERIES_MAX) {
 		log_warn("pep.caps_queries_full", "limit=%d", PEP_CAPS_QUERIES_MAX);
 		return;
 	}
@@ -456,7 +511,7 @@ static void pep_query_start(struct worker *w, struct session *s, const char *nod
 	memcpy(q->target, s->jid, s->jid_len + 1);
 	snprintf(q->ver, sizeof(q->ver), "%s", ver);
 	snprintf(q->id, sizeof(q->id), PEP_CAPS_ID_PREFIX "%llu",
-		 (unsigned long long)++pep_next_query);
+		 (unsigned long long)++pw->next_query);
 	q->hashed = hashed;
 	q->sent_ms = now;
 	snprintf(q_node, sizeof(q_node), "%s#%s", node, ver);
@@ -468,9 +523,9 @@ static void pep_query_start(struct worker *w, struct session *s, const char *nod
 		free(q);
 		return;
 	}
-	q->next = pep_queries;
-	pep_queries = q;
-	pep_nqueries++;
+	q->next = pw->queries;
+	pw->queries = q;
+	pw->nqueries++;
 	(void)b;
 	router_deliver(s, iq);
 }
@@ -502,6 +557,7 @@ bool pep_iq_response(struct iq_request *rq)
 {
 	const char *id = xml_attr_get(rq->iq, "id");
 	const struct xml_node *query;
+	struct pep_worker *pw = rq->w->pep;
 	struct pep_query *q;
 	struct pep_caps *c = NULL;
 	char ver[CAPS_VER_MAX];
@@ -509,13 +565,15 @@ bool pep_iq_response(struct iq_request *rq)
 
 	if (!id || strncmp(id, PEP_CAPS_ID_PREFIX, strlen(PEP_CAPS_ID_PREFIX)) != 0)
 		return false;
-	for (q = pep_queries; q; q = q->next)
+	if (!pw)
+		return true;	/* nothing asked from here: not an answer of ours */
+	for (q = pw->queries; q; q = q->next)
 		if (strcmp(q->id, id) == 0)
 			break;
 	/* Only the entity asked may answer. */
 	if (!q || !rq->from || strcmp(rq->from->buf, q->target) != 0)
 		return true;
-	pep_query_unlink(q);
+	pep_query_unlink(pw, q);
 	query = xml_child(rq->iq, NS_DISCO_INFO, "query");
 	if (strcmp(stanza_type(rq->iq), "result") != 0 || !query) {
 		pep_query_free(q);
@@ -532,14 +590,14 @@ bool pep_iq_response(struct iq_request *rq)
 		pep_query_free(q);
 		return true;
 	}
-	if (valid && !pep_cache_find(q->ver) && pep_cache_count < PEP_CAPS_CACHE_MAX) {
+	if (valid && !pep_cache_find(pw, q->ver) && pw->cache_count < PEP_CAPS_CACHE_MAX) {
 		unsigned b = pep_hash(q->ver) & (PEP_CACHE_BUCKETS - 1);
 
 		c->cached = true;
 		c->refs++;	/* the cache's own reference */
-		c->hnext = pep_cache[b];
-		pep_cache[b] = c;
-		pep_cache_count++;
+		c->hnext = pw->cache[b];
+		pw->cache[b] = c;
+		pw->cache_count++;
 	}
 	if (!valid && q->hashed)
 		log_info("pep.caps_mismatch", "ver_len=%zu", strlen(q->ver));
@@ -619,7 +677,7 @@ void pep_presence(struct conn *c, struct xml_node *st)
 		return;
 	}
 	hashed = hash && strcmp(hash, "sha-1") == 0;
-	known = hashed ? pep_cache_find(ver) : NULL;
+	known = hashed && c->w->pep ? pep_cache_find(c->w->pep, ver) : NULL;
 	if (known) {
 		old = ps->caps;
 		ps->caps = pep_caps_ref(known);
@@ -648,23 +706,27 @@ void pep_session_end(struct worker *w, struct session *s)
 	(void)w;
 }
 
-void pep_shutdown(void)
+void pep_worker_destroy(struct worker *w)
 {
-	while (pep_queries) {
-		struct pep_query *q = pep_queries;
+	struct pep_worker *pw = w->pep;
 
-		pep_queries = q->next;
+	if (!pw)
+		return;
+	while (pw->queries) {
+		struct pep_query *q = pw->queries;
+
+		pw->queries = q->next;
 		pep_query_free(q);
 	}
-	pep_nqueries = 0;
 	for (size_t i = 0; i < PEP_CACHE_BUCKETS; i++) {
-		while (pep_cache[i]) {
-			struct pep_caps *c = pep_cache[i];
+		while (pw->cache[i]) {
+			struct pep_caps *c = pw->cache[i];
 
-			pep_cache[i] = c->hnext;
+			pw->cache[i] = c->hnext;
 			c->cached = false;
 			pep_caps_unref(c);
 		}
 	}
-	pep_cache_count = 0;
+	free(pw);
+	w->pep = NULL;
 }

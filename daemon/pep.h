@@ -6,7 +6,8 @@
  *
  * Presence a client broadcasts may carry <c node ver hash/>. The 'ver'
  * names a set of disco#info features: known sets are cached by ver
- * (process-wide, at most PEP_CAPS_CACHE_MAX); an unknown ver is resolved
+ * (per worker, for the sessions at home there, at most
+ * PEP_CAPS_CACHE_MAX each); an unknown ver is resolved
  * by a disco#info query to the client's full JID (node 'node#ver'), whose
  * answer is hashed again (XEP-0115 5.4, data forms included) and cached
  * only when the hash matches, so nobody can poison the cache for others.
@@ -85,7 +86,15 @@ bool pep_session_deliver_once(struct session *s, uint64_t serial);
  */
 int pep_caps_ver(const struct xml_node *query, char *out, size_t out_size);
 
-/* Frees the caps cache and pending queries (shutdown). */
-void pep_shutdown(void);
+/* Frees the worker's caps cache and pending queries (shutdown, sessions gone). */
+void pep_worker_destroy(struct worker *w);
+
+/*
+ * A private copy of c's "+notify" set (uncached, refs = 1) that another
+ * worker may read and release: caps sets are per worker. NULL for NULL
+ * or on ENOMEM.
+ */
+struct pep_caps *pep_caps_copy(const struct pep_caps *c);
+void pep_caps_release(struct pep_caps *c);
 
 #endif

@@ -17,6 +17,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,7 +55,8 @@
 static struct ps_limits ps_lim;
 static char ps_service_jid[JID_MAX];	/* pubsub.DOMAIN */
 static size_t ps_service_len;
-static uint64_t ps_serial;		/* notifications sent: one copy per session each */
+/* Notifications sent, process-wide: a session gets one copy of each, whoever sends it. */
+static _Atomic uint64_t ps_serial;
 
 /* ---- Requests and answers ---- */
 
@@ -166,8 +168,19 @@ static struct xml_node *ps_iq_shell(struct arena *a, const struct iq_async *op,
 	return iq;
 }
 
-/* Delivers an answer to the requester's session (none: it left; dropped). */
-static void ps_send(struct session *s, struct xml_node *st)
+/* Whether the requester is a session at home on another worker (answers are routed). */
+static bool ps_requester_remote(struct worker *w, const struct iq_async *op)
+{
+	return op->from[0] && router_home_elsewhere(w, op->from, strlen(op->from));
+}
+
+/*
+ * Delivers an answer to the requester's session (none: it left; dropped).
+ * A requester at home on another worker (the request was forwarded here:
+ * the service on worker 0, or a contact's PEP service) gets it routed.
+ */
+static void ps_send(struct worker *w, const struct iq_async *op, struct session *s,
+		    struct xml_node *st)
 {
 	if (!st) {
 		log_warn("pubsub.reply_failed", "msg=\"out of memory\"");
@@ -175,6 +188,8 @@ static void ps_send(struct session *s, struct xml_node *st)
 	}
 	if (s)
 		router_deliver(s, st);
+	else if (xml_attr_get(st, "from") && ps_requester_remote(w, op))
+		router_route_stanza(w, st);
 }
 
 /* An iq result with an optional payload. */
@@ -185,7 +200,7 @@ static void ps_send_result(struct worker *w, const struct iq_async *op, struct s
 
 	if (iq && payload)
 		xml_node_append(iq, payload);
-	ps_send(s, iq);
+	ps_send(w, op, s, iq);
 }
 
 /*
@@ -210,7 +225,7 @@ static void ps_send_error(struct worker *w, const struct iq_async *op, struct se
 		c = xml_node_add_child(a, err, NS_PUBSUB_ERRORS, app);
 		ok = c && (!feature || xml_attr_set(a, c, "feature", feature) == 0);
 	}
-	ps_send(s, ok ? iq : NULL);
+	ps_send(w, op, s, ok ? iq : NULL);
 }
 
 /* The error answer of a request being handled now (no job yet). */
@@ -603,7 +618,12 @@ static void ps_requester_facts(struct worker *w, const struct ps_node *n, const 
 		r->has_from = r->in_groups = true;
 		return;
 	}
-	acct = sessdir_find_account(w->sessions, owner, olen);
+	/*
+	 * Rosters are read only at their account's home (the service on
+	 * worker 0 sees its owner's there, or asks the store).
+	 */
+	acct = router_home_elsewhere(w, owner, olen) ? NULL :
+	       sessdir_find_account(w->sessions, owner, olen);
 	if (acct) {
 		const struct roster_item *it = roster_find(acct, bare);
 
@@ -616,7 +636,7 @@ static void ps_requester_facts(struct worker *w, const struct ps_node *n, const 
 	 * roster says the same: both accounts are local, and To on its side
 	 * is From on the owner's (RFC 6121 Appendix A keeps them in step).
 	 */
-	acct = n->cfg.access == PS_ACCESS_PRESENCE ?
+	acct = n->cfg.access == PS_ACCESS_PRESENCE && !router_home_elsewhere(w, bare, bare_len) ?
 	       sessdir_find_account(w->sessions, bare, bare_len) : NULL;
 	if (acct) {
 		const struct roster_item *it = roster_find(acct, owner);
@@ -755,14 +775,64 @@ static struct xml_node *ps_item_message(struct arena *a, const struct ps_node *n
 	return msg;
 }
 
+/*
+ * How a recipient of a fan-out gets it: that session (FULL), the
+ * non-negative resources of a bare JID as a headline routed to it (BARE),
+ * the resources whose caps want the node (NOTIFY: PEP's implicit
+ * subscribers), or those, else as BARE (SUB: an explicit bare-JID
+ * subscription to a PEP node, XEP-0163 4.3.2).
+ */
+enum ps_rcpt_mode {
+	PS_RCPT_FULL,
+	PS_RCPT_BARE,
+	PS_RCPT_NOTIFY,
+	PS_RCPT_SUB,
+};
+
+struct ps_rcpt {
+	struct ps_rcpt *next;
+	enum ps_rcpt_mode mode;
+	struct ps_requester facts;	/* a check at the owner's home: all but the roster's */
+	size_t len, bare_len;
+	char jid[];
+};
+
+/*
+ * The part of a fan-out for the sessions at home on one other worker:
+ * one message per worker, with the stanza (without 'to') copied once,
+ * the node name its sessions' caps are asked about, and the recipients.
+ * That worker delivers as it does to its own sessions (ps_fan_local).
+ */
+struct ps_remote {
+	struct worker_msg msg;		/* first */
+	struct arena a;			/* everything below */
+	struct xml_node *st;
+	const char *node;
+	size_t node_len;
+	uint64_t serial;		/* 0: no once-per-session filter */
+	struct ps_rcpt *rcpts, **tail;
+	unsigned count;
+	/*
+	 * Set: the recipients are subscribers whose access depends on the
+	 * roster of `owner`, at home on the receiving worker, which decides
+	 * with that roster (as ps_sub_allowed would) and then fans out.
+	 */
+	const char *owner;
+	struct ps_config cfg;		/* access and groups only (in the arena) */
+};
+
 /* One fan-out: the stanza, its template, and the serial that dedups sessions. */
 struct ps_fan {
-	struct ps_node *n;
+	struct ps_node *n;		/* at the sender only */
+	const char *node;		/* n's name: what caps must want */
+	size_t node_len;
+	bool pep;			/* from a PEP account: its block list applies */
 	struct xml_node *msg;		/* without 'to' */
 	struct fanout f;
 	bool ready;
 	uint64_t serial;
 	unsigned copies;
+	struct ps_remote **remote;	/* per worker, allocated on first use */
 };
 
 /*
@@ -775,7 +845,7 @@ static void ps_fan_copy(struct ps_fan *fan, struct session *s, const char *to, s
 	const char *data = NULL;
 	size_t len = 0;
 
-	if (s->ending || !pep_session_deliver_once(s, fan->serial))
+	if (s->ending || (fan->serial && !pep_session_deliver_once(s, fan->serial)))
 		return;
 	if (s->conn) {
 		if (!fan->ready) {
@@ -789,6 +859,211 @@ static void ps_fan_copy(struct ps_fan *fan, struct session *s, const char *to, s
 	}
 	router_deliver_prepared(s, fan->msg, to, data, len);
 	fan->copies++;
+}
+
+/* Delivery to a recipient at home on this worker. */
+static void ps_fan_local(struct worker *w, struct ps_fan *fan, const char *jid, size_t len,
+			 enum ps_rcpt_mode mode)
+{
+	struct sessdir *dir = w->sessions;
+	struct session *s, *next;
+	bool any = false;
+
+	if (mode == PS_RCPT_FULL) {
+		s = sessdir_find_full(dir, jid, len);
+		if (s && s->available)
+			ps_fan_copy(fan, s, jid, len);
+		return;
+	}
+	if (mode == PS_RCPT_NOTIFY || mode == PS_RCPT_SUB) {
+		for (s = sessdir_find_bare(dir, jid, len); s; s = next) {
+			next = s->next;
+			if (s->available && pep_session_wants(s, fan->node, fan->node_len)) {
+				ps_fan_copy(fan, s, s->jid, s->jid_len);
+				any = true;
+			}
+		}
+		/* SUB: nobody asked by caps, so as to a bare JID. */
+		if (any || mode == PS_RCPT_NOTIFY)
+			return;
+	}
+	for (s = sessdir_find_bare(dir, jid, len); s; s = next) {
+		next = s->next;
+		if (s->available && s->priority >= 0)
+			ps_fan_copy(fan, s, jid, len);
+	}
+}
+
+/* The message for worker k's recipients, made on first use. NULL on ENOMEM. */
+static struct ps_remote *ps_remote_get(struct worker *w, struct ps_fan *fan, unsigned k)
+{
+	struct ps_remote *r;
+
+	if (!fan->remote && !(fan->remote = calloc(w->srv->nworkers, sizeof(*fan->remote))))
+		return NULL;
+	if (fan->remote[k])
+		return fan->remote[k];
+	r = calloc(1, sizeof(*r));
+	if (!r)
+		return NULL;
+	arena_init(&r->a, 2048);
+	r->st = xml_node_clone(&r->a, fan->msg);
+	r->node = arena_strndup(&r->a, fan->node, fan->node_len);
+	if (!r->st || !r->node) {
+		arena_release(&r->a);
+		free(r);
+		return NULL;
+	}
+	r->node_len = fan->node_len;
+	r->serial = fan->serial;
+	r->tail = &r->rcpts;
+	fan->remote[k] = r;
+	return r;
+}
+
+/*
+ * A recipient of the fan-out: delivered here when at home here, else
+ * added to its home's message. The PEP account's block list is applied
+ * here, at its home, before the copy leaves (its home alone has it).
+ */
+static void ps_fan_to(struct worker *w, struct ps_fan *fan, const char *jid, size_t len,
+		      enum ps_rcpt_mode mode)
+{
+	const char *from = xml_attr_get(fan->msg, "from");
+	struct jid fj, tj;
+	struct ps_remote *r;
+	struct ps_rcpt *rc;
+	char bare[JID_MAX];
+	const char *slash;
+	size_t blen;
+
+	if (!router_home_elsewhere(w, jid, len)) {
+		ps_fan_local(w, fan, jid, len, mode);
+		return;
+	}
+	if (fan->pep && from && jid_parse(&fj, from, strlen(from)) == 0 &&
+	    jid_parse(&tj, jid, len) == 0 && !blocking_sender_allows(w, &fj, &tj))
+		return;
+	slash = memchr(jid, '/', len);
+	blen = slash ? (size_t)(slash - jid) : len;
+	if (blen >= sizeof(bare))
+		return;
+	memcpy(bare, jid, blen);
+	bare[blen] = '\0';
+	r = ps_remote_get(w, fan, worker_home(w->srv, bare));
+	rc = r ? arena_alloc(&r->a, sizeof(*rc) + len + 1) : NULL;
+	if (!rc) {
+		log_warn("pubsub.fanout_failed", "msg=\"out of memory\"");
+		return;
+	}
+	memset(rc, 0, sizeof(*rc));
+	rc->mode = mode;
+	rc->len = len;
+	rc->bare_len = blen;
+	memcpy(rc->jid, jid, len);
+	rc->jid[len] = '\0';
+	*r->tail = rc;
+	r->tail = &rc->next;
+	r->count++;
+}
+
+/*
+ * A subscriber of a service node whose access needs the roster of its
+ * owner, at home on another worker: the decision is made there (the
+ * owner's roster is only read at its home), with the facts known here.
+ */
+static void ps_fan_check(struct worker *w, struct ps_fan *chk, const struct ps_node *n,
+			 const struct ps_subscription *sub, const struct ps_requester *facts,
+			 const char *owner, size_t olen)
+{
+	char ob[JID_MAX];
+	struct ps_remote *r;
+	struct ps_rcpt *rc;
+
+	if (olen >= sizeof(ob))
+		return;
+	memcpy(ob, owner, olen);
+	ob[olen] = '\0';
+	r = ps_remote_get(w, chk, worker_home(w->srv, ob));
+	if (r && !r->owner) {
+		r->owner = arena_strdup(&r->a, ob);
+		r->cfg.access = n->cfg.access;
+		r->cfg.groups = n->cfg.groups ? arena_strdup(&r->a, n->cfg.groups) : NULL;
+		if (!r->owner || (n->cfg.groups && !r->cfg.groups))
+			r = NULL;
+	}
+	rc = r ? arena_alloc(&r->a, sizeof(*rc) + sub->jid_len + 1) : NULL;
+	if (!rc) {
+		log_warn("pubsub.fanout_failed", "msg=\"out of memory\"");
+		return;
+	}
+	memset(rc, 0, sizeof(*rc));
+	rc->mode = sub->bare_len < sub->jid_len ? PS_RCPT_FULL : PS_RCPT_BARE;
+	rc->facts = *facts;
+	rc->len = sub->jid_len;
+	rc->bare_len = sub->bare_len;
+	memcpy(rc->jid, sub->jid, sub->jid_len);
+	rc->jid[sub->jid_len] = '\0';
+	*r->tail = rc;
+	r->tail = &rc->next;
+}
+
+static void ps_fan_flush(struct worker *w, struct ps_fan *fan);
+
+/* At a recipient's home: its part of a fan-out, delivered to the sessions here. */
+static void ps_remote_arrived(struct worker *w, struct worker_msg *m)
+{
+	struct ps_remote *r = (struct ps_remote *)m;
+	struct ps_fan fan = {
+		.node = r->node, .node_len = r->node_len, .msg = r->st,
+		.f = FANOUT_INIT, .serial = r->serial,
+	};
+
+	/* At shutdown the sessions may be going (as ps_job_done). */
+	if (w->srv->shutting_down) {
+		/* nothing */
+	} else if (r->owner) {
+		struct account *acct = sessdir_find_account(w->sessions, r->owner,
+							    strlen(r->owner));
+
+		for (struct ps_rcpt *rc = r->rcpts; rc; rc = rc->next) {
+			const struct roster_item *it;
+			char bare[JID_MAX];
+
+			/* Without the roster in memory the subscription stands (ps_sub_allowed). */
+			if (acct) {
+				snprintf(bare, sizeof(bare), "%.*s", (int)rc->bare_len, rc->jid);
+				it = roster_find(acct, bare);
+				rc->facts.has_from = it && (it->sub & SUB_FROM);
+				rc->facts.in_groups = it && ps_groups_match(r->cfg.groups, it->groups);
+				if (ps_access_check(&r->cfg, &rc->facts) != PS_ALLOW)
+					continue;
+			}
+			ps_fan_to(w, &fan, rc->jid, rc->len, rc->mode);
+		}
+		ps_fan_flush(w, &fan);
+	} else {
+		for (const struct ps_rcpt *rc = r->rcpts; rc; rc = rc->next)
+			ps_fan_local(w, &fan, rc->jid, rc->len, rc->mode);
+	}
+	fanout_release(&fan.f);
+	arena_release(&r->a);
+	free(r);
+}
+
+/* Sends each other worker its part of the fan-out. */
+static void ps_fan_flush(struct worker *w, struct ps_fan *fan)
+{
+	for (unsigned k = 0; fan->remote && k < w->srv->nworkers; k++) {
+		struct ps_remote *r = fan->remote[k];
+
+		if (!r)
+			continue;
+		fan->copies += r->count;	/* recipients, for the log */
+		worker_post(w, k, &r->msg, ps_remote_arrived);
+	}
+	free(fan->remote);
+	fan->remote = NULL;
 }
 
 /*
@@ -827,53 +1102,37 @@ static bool ps_contact_allowed(const struct ps_node *n, const struct account *ow
  * Whether an explicit subscriber still has access to a node whose model
  * depends on the owner's roster (XEP-0163 6: access follows roster
  * changes). Without the owner's roster in memory the subscription stands.
+ * An owner at home on another worker has its roster there: then *owner
+ * is set (and r filled but for the roster), and that worker decides.
  */
 static bool ps_sub_allowed(struct worker *w, const struct ps_node *n,
-			   const struct ps_subscription *sub)
+			   const struct ps_subscription *sub, struct ps_requester *r,
+			   const char **owner, size_t *olen)
 {
-	struct ps_requester r;
 	const char *gate;
 	size_t glen;
 
+	*owner = NULL;
 	if (n->cfg.access == PS_ACCESS_OPEN)
 		return ps_affil_get(n, sub->jid, sub->bare_len) != PS_AFFIL_OUTCAST;
 	ps_requester_facts(w, n, sub->jid, sub->bare_len,
 			   n->host->pep && sub->bare_len == n->host->jid_len &&
-			   memcmp(sub->jid, n->host->jid, sub->bare_len) == 0, &r, &gate, &glen);
-	return gate || ps_access_check(&n->cfg, &r) == PS_ALLOW;
+			   memcmp(sub->jid, n->host->jid, sub->bare_len) == 0, r, &gate, &glen);
+	if (gate && router_home_elsewhere(w, gate, glen)) {
+		*owner = gate;
+		*olen = glen;
+		return false;
+	}
+	return gate || ps_access_check(&n->cfg, r) == PS_ALLOW;
 }
 
 /* Delivery to one explicit subscription (XEP-0060 12.3, XEP-0163 4.3.2). */
 static void ps_fan_sub(struct worker *w, struct ps_fan *fan, const struct ps_subscription *sub)
 {
-	struct sessdir *dir = w->sessions;
-	struct session *s, *next;
-	bool any = false;
+	enum ps_rcpt_mode mode = sub->bare_len < sub->jid_len ? PS_RCPT_FULL :
+				 fan->pep ? PS_RCPT_SUB : PS_RCPT_BARE;
 
-	if (sub->bare_len < sub->jid_len) {
-		s = sessdir_find_full(dir, sub->jid, sub->jid_len);
-		if (s && s->available)
-			ps_fan_copy(fan, s, sub->jid, sub->jid_len);
-		return;
-	}
-	/* PEP: to the full JIDs of the resources that asked for it, if any did. */
-	if (fan->n->host->pep) {
-		for (s = sessdir_find_bare(dir, sub->jid, sub->jid_len); s; s = next) {
-			next = s->next;
-			if (s->available && pep_session_wants(s, fan->n->name, fan->n->name_len)) {
-				ps_fan_copy(fan, s, s->jid, s->jid_len);
-				any = true;
-			}
-		}
-		if (any)
-			return;
-	}
-	/* A bare JID: as a headline to it is routed, every non-negative resource. */
-	for (s = sessdir_find_bare(dir, sub->jid, sub->jid_len); s; s = next) {
-		next = s->next;
-		if (s->available && s->priority >= 0)
-			ps_fan_copy(fan, s, sub->jid, sub->jid_len);
-	}
+	ps_fan_to(w, fan, sub->jid, sub->jid_len, mode);
 }
 
 /* PEP's implicit subscribers: the owner's resources and its contacts, by +notify. */
@@ -902,6 +1161,12 @@ static void ps_fan_pep(struct worker *w, struct ps_fan *fan)
 		    (it->jid_len == h->jid_len && memcmp(it->jid, h->jid, h->jid_len) == 0) ||
 		    !ps_is_local(w, it->jid, it->jid_len))
 			continue;
+		/* At home elsewhere: its home asks its resources' caps. */
+		if (router_home_elsewhere(w, it->jid, it->jid_len)) {
+			if (ps_contact_allowed(n, owner, it))
+				ps_fan_to(w, fan, it->jid, it->jid_len, PS_RCPT_NOTIFY);
+			continue;
+		}
 		s = sessdir_find_bare(dir, it->jid, it->jid_len);
 		if (!s || !ps_contact_allowed(n, owner, it))
 			continue;
@@ -921,19 +1186,31 @@ static void ps_fan_pep(struct worker *w, struct ps_fan *fan)
  */
 static void ps_notify(struct worker *w, struct ps_node *n, struct xml_node *msg, bool pending_too)
 {
-	struct ps_fan fan = { .n = n, .msg = msg, .f = FANOUT_INIT, .serial = ++ps_serial };
+	struct ps_fan fan = {
+		.n = n, .node = n->name, .node_len = n->name_len, .pep = n->host->pep,
+		.msg = msg, .f = FANOUT_INIT, .serial = atomic_fetch_add(&ps_serial, 1) + 1,
+	};
+	struct ps_fan chk = fan;	/* subscribers decided at their owner's home */
+	struct ps_requester r;
+	const char *owner;
+	size_t olen;
 
 	if (!msg)
 		return;
 	for (const struct ps_subscription *sub = n->subs; sub; sub = sub->next) {
 		if (!sub->deliver || sub->state == PS_SUB_NONE ||
 		    (sub->state == PS_SUB_PENDING && !pending_too) ||
-		    !ps_is_local(w, sub->jid, sub->bare_len) || !ps_sub_allowed(w, n, sub))
+		    !ps_is_local(w, sub->jid, sub->bare_len))
 			continue;
-		ps_fan_sub(w, &fan, sub);
+		if (ps_sub_allowed(w, n, sub, &r, &owner, &olen))
+			ps_fan_sub(w, &fan, sub);
+		else if (owner)
+			ps_fan_check(w, &chk, n, sub, &r, owner, olen);
 	}
 	if (n->host->pep)
 		ps_fan_pep(w, &fan);
+	ps_fan_flush(w, &fan);
+	ps_fan_flush(w, &chk);
 	fanout_release(&fan.f);
 	log_debug("pubsub.notified", "node_id=%" PRIu64 " copies=%u", n->id, fan.copies);
 }
@@ -1020,6 +1297,17 @@ static void ps_send_item_to(struct worker *w, struct arena *a, struct ps_node *n
 
 	if (!msg || ps_add_delay(a, msg, n->host->jid, created) < 0)
 		return;
+	/* At home elsewhere: a message to that worker, which delivers as below. */
+	if (router_home_elsewhere(w, to, tl)) {
+		struct ps_fan fan = {
+			.node = n->name, .node_len = n->name_len, .pep = n->host->pep,
+			.msg = msg, .f = FANOUT_INIT,
+		};
+
+		ps_fan_to(w, &fan, to, tl, slash ? PS_RCPT_FULL : PS_RCPT_BARE);
+		ps_fan_flush(w, &fan);
+		return;
+	}
 	if (slash) {
 		s = sessdir_find_full(dir, to, tl);
 		if (s && s->available && xml_attr_set(a, msg, "to", to) == 0)
@@ -1038,8 +1326,25 @@ static void ps_send_item_to(struct worker *w, struct arena *a, struct ps_node *n
 /* ---- Loading ---- */
 
 struct ps_load_ctx {
+	const struct server *srv;
 	unsigned nodes, affils, subs, skipped;
 };
+
+/*
+ * Loading: the node of a stored id, whichever registry it went to; the
+ * loader then works on that one.
+ */
+static struct ps_node *ps_load_find(uint64_t node_id)
+{
+	for (unsigned k = 0; k < ps_registry_count(); k++) {
+		struct ps_node *n;
+
+		ps_registry_use(k);
+		if ((n = ps_node_by_id(node_id)))
+			return n;
+	}
+	return NULL;
+}
 
 /* Loading: one stored node into the registry (a corrupt configuration: defaults, logged). */
 static int ps_load_node(void *arg, uint64_t id, const char *host, const char *user,
@@ -1062,6 +1367,8 @@ static int ps_load_node(void *arg, uint64_t id, const char *host, const char *us
 		log_warn("pubsub.config_unreadable", "node_id=%" PRIu64 " msg=\"defaults used\"", id);
 		ps_config_default(&cfg, pep);
 	}
+	/* An account's nodes live at its home, the service's on worker 0. */
+	ps_registry_use(pep ? worker_home(lc->srv, host) : 0);
 	h = ps_host_get(host, strlen(host), pep, pep ? strlen(user) : 0);
 	if (!h) {
 		ps_config_free(&cfg);
@@ -1077,7 +1384,7 @@ static int ps_load_node(void *arg, uint64_t id, const char *host, const char *us
 static int ps_load_affil(void *arg, uint64_t node_id, const char *jid, const char *affil)
 {
 	struct ps_load_ctx *lc = arg;
-	struct ps_node *n = ps_node_by_id(node_id);
+	struct ps_node *n = ps_load_find(node_id);
 	int a = (int)ps_affil_parse(affil);
 
 	if (!n || !jid || a <= 0) {
@@ -1093,7 +1400,7 @@ static int ps_load_sub(void *arg, uint64_t node_id, const char *jid, const char 
 		       const char *state, const char *options)
 {
 	struct ps_load_ctx *lc = arg;
-	struct ps_node *n = ps_node_by_id(node_id);
+	struct ps_node *n = ps_load_find(node_id);
 	int st = (int)ps_sub_state_parse(state);
 	struct ps_subscription *s;
 
@@ -1110,12 +1417,13 @@ static int ps_load_sub(void *arg, uint64_t node_id, const char *jid, const char 
 	return 0;
 }
 
-int pubsub_init(struct storage *st, const struct config *cfg)
+int pubsub_init(struct storage *st, const struct server *srv)
 {
 	static const struct ps_load_cb cb = {
 		.node = ps_load_node, .affil = ps_load_affil, .sub = ps_load_sub,
 	};
-	struct ps_load_ctx lc = { 0 };
+	const struct config *cfg = srv->cfg;
+	struct ps_load_ctx lc = { .srv = srv };
 	uint64_t max_seq = 0;
 	int ret;
 
@@ -1124,10 +1432,11 @@ int pubsub_init(struct storage *st, const struct config *cfg)
 	ps_lim.max_item_bytes = cfg->max_pubsub_item_bytes;
 	ps_service_len = (size_t)snprintf(ps_service_jid, sizeof(ps_service_jid), "%s.%s",
 					  PUBSUB_LABEL, cfg->domain);
-	ret = ps_registry_init();
+	ret = ps_registry_init(srv->nworkers);
 	if (ret < 0)
 		return ret;
 	ret = pubsub_store_load(st, &cb, &lc, &max_seq);
+	ps_registry_use(0);	/* this thread goes on as worker 0 */
 	if (ret < 0) {
 		log_error("pubsub.load_failed", "err=%d", ret);
 		ps_registry_free();
@@ -1139,9 +1448,18 @@ int pubsub_init(struct storage *st, const struct config *cfg)
 	return 0;
 }
 
+void pubsub_worker_init(struct worker *w)
+{
+	ps_registry_use(w->id);
+}
+
+void pubsub_worker_destroy(struct worker *w)
+{
+	pep_worker_destroy(w);
+}
+
 void pubsub_shutdown(void)
 {
-	pep_shutdown();
 	ps_registry_free();
 }
 
@@ -2076,7 +2394,7 @@ static void ps_finish_items(struct ps_job *j, struct session *s)
 		ps_job_failed(j, s);
 		return;
 	}
-	if (!s)
+	if (!s && !ps_requester_remote(w, &j->op))
 		return;
 	items = ps_wrap(&j->a, &outer, NS_PUBSUB, "items", j->node->name);
 	for (struct ps_item_row *r = j->rows; items && r; r = r->next)
@@ -3277,7 +3595,9 @@ void pubsub_service_route(struct worker *w, struct conn *src, struct xml_node *s
 	if (strcmp(type, "get") != 0 && strcmp(type, "set") != 0)
 		return;	/* results and errors: we ask nothing of anyone */
 	/* Nodes are addressed by 'node' attributes, never as JIDs (XEP-0060 4.6.2). */
-	if (jid_has_local(to) || jid_has_resource(to) || !src || !src->sess || !rq.payload) {
+	/* Clients only: here directly, or forwarded from their home worker. */
+	if (jid_has_local(to) || jid_has_resource(to) || (src && !src->sess) ||
+	    !router_from_local_session(w, src, st) || !rq.payload) {
 		router_bounce_w(w, src, st, rq.payload ? "service-unavailable" : "bad-request");
 		return;
 	}
@@ -3320,13 +3640,15 @@ void pubsub_service_route(struct worker *w, struct conn *src, struct xml_node *s
 static void ps_finish_lasts(struct ps_job *j, struct session *unused)
 {
 	struct worker *w = ps_job_worker(j);
-	struct session *s = sessdir_find_full(w->sessions, j->target, strlen(j->target));
+	size_t tl = strlen(j->target);
+	struct session *s = sessdir_find_full(w->sessions, j->target, tl);
 
 	if (j->op.req.result < 0) {
 		log_warn("pubsub.last_items_failed", "err=%d", j->op.req.result);
 		return;
 	}
-	if (!s || !s->available)
+	/* A session at home elsewhere: its home checks it is still there. */
+	if (!router_home_elsewhere(w, j->target, tl) && (!s || !s->available))
 		return;
 	for (struct ps_last *l = j->lasts; l; l = l->next)
 		if (l->row && !l->node->deleted)
@@ -3335,13 +3657,13 @@ static void ps_finish_lasts(struct ps_job *j, struct session *unused)
 }
 
 /*
- * Adds to j the nodes of PEP host h whose last item session s should
- * get: on_sub_and_presence nodes that s's caps want and `before` did
- * not, that s's account may see (own: always).
+ * Adds to j the nodes of PEP host h whose last item session `jid` (bare
+ * part bare_len bytes) should get: on_sub_and_presence nodes that its
+ * caps want and `before` did not, that its account may see (own: always).
  */
-static void ps_interest_host(struct worker *w, struct ps_job *j, struct session *s,
-			     const struct pep_caps *caps, const struct pep_caps *before,
-			     struct ps_host *h, bool own)
+static void ps_interest_host(struct worker *w, struct ps_job *j, const char *jid,
+			     size_t bare_len, const struct pep_caps *caps,
+			     const struct pep_caps *before, struct ps_host *h, bool own)
 {
 	if (!h || !h->pep)
 		return;
@@ -3358,11 +3680,11 @@ static void ps_interest_host(struct worker *w, struct ps_job *j, struct session 
 			const char *go;
 			size_t gol;
 
-			ps_requester_facts(w, n, s->jid, s->bare_len, false, &r, &go, &gol);
+			ps_requester_facts(w, n, jid, bare_len, false, &r, &go, &gol);
 			if (go) {
 				char bare[JID_MAX];
 
-				snprintf(bare, sizeof(bare), "%.*s", (int)s->bare_len, s->jid);
+				snprintf(bare, sizeof(bare), "%.*s", (int)bare_len, jid);
 				gate = ps_gate_new(j, n, go, gol, bare, &r);
 				if (!gate)
 					continue;
@@ -3389,10 +3711,96 @@ static void ps_interest_host(struct worker *w, struct ps_job *j, struct session 
 	}
 }
 
+/*
+ * A session's interest in the PEP nodes of contacts at home on another
+ * worker: that worker (where their nodes and, when online, their rosters
+ * are) reads the last items and sends them to the session. The caps sets
+ * travel as copies: caps are per worker.
+ */
+struct ps_interest {
+	struct worker_msg msg;		/* first */
+	struct pep_caps *caps;		/* copies, released there */
+	struct pep_caps *before;
+	size_t bare_len;
+	char target[JID_MAX];		/* the session's full JID */
+	size_t ncontacts;
+	char *contacts;			/* bare JIDs, each NUL-terminated, back to back */
+	size_t used, cap;
+};
+
+static void ps_interest_free(struct ps_interest *in)
+{
+	pep_caps_release(in->caps);
+	pep_caps_release(in->before);
+	free(in->contacts);
+	free(in);
+}
+
+/* At the contacts' home: their nodes' last items for the session. */
+static void ps_interest_arrived(struct worker *w, struct worker_msg *m)
+{
+	struct ps_interest *in = (struct ps_interest *)m;
+	struct ps_job *j = w->srv->shutting_down ? NULL : ps_job_alloc(w, ps_finish_lasts);
+	const char *c = in->contacts;
+
+	if (j && (j->target = arena_strdup(&j->a, in->target))) {
+		for (size_t i = 0; i < in->ncontacts; i++, c += strlen(c) + 1)
+			ps_interest_host(w, j, in->target, in->bare_len, in->caps, in->before,
+					 ps_host_find(c, strlen(c)), false);
+		if (j->lasts) {
+			ps_job_submit(w, j);
+			j = NULL;
+		}
+	}
+	if (j)
+		ps_job_free(j);
+	ps_interest_free(in);
+}
+
+/* Adds contact `jid` to the message for worker k (made on first use). */
+static void ps_interest_add(struct worker *w, struct ps_interest **homes, unsigned k,
+			    struct session *s, const struct pep_caps *caps,
+			    const struct pep_caps *before, const char *jid, size_t len)
+{
+	struct ps_interest *in = homes[k];
+
+	if (!in) {
+		in = calloc(1, sizeof(*in));
+		if (!in)
+			return;
+		in->caps = pep_caps_copy(caps);
+		in->before = pep_caps_copy(before);
+		if (!in->caps || (before && !in->before) || s->jid_len >= sizeof(in->target)) {
+			ps_interest_free(in);
+			return;
+		}
+		memcpy(in->target, s->jid, s->jid_len + 1);
+		in->bare_len = s->bare_len;
+		homes[k] = in;
+	}
+	if (in->used + len + 1 > in->cap) {
+		size_t nc = in->cap ? in->cap * 2 : 256;
+		char *p;
+
+		while (nc < in->used + len + 1)
+			nc *= 2;
+		if (!(p = realloc(in->contacts, nc)))
+			return;
+		in->contacts = p;
+		in->cap = nc;
+	}
+	memcpy(in->contacts + in->used, jid, len);
+	in->contacts[in->used + len] = '\0';
+	in->used += len + 1;
+	in->ncontacts++;
+	(void)w;
+}
+
 void pubsub_pep_interest(struct worker *w, struct session *s, const struct pep_caps *before)
 {
 	struct account *acct = session_account(s);
 	const struct pep_caps *caps = s->pep ? s->pep->caps : NULL;
+	struct ps_interest **homes = NULL;
 	struct ps_job *j;
 
 	if (!caps || !acct || s->ending)
@@ -3404,14 +3812,28 @@ void pubsub_pep_interest(struct worker *w, struct session *s, const struct pep_c
 		return;
 	}
 	/* One's own nodes, then those of the contacts whose presence one receives. */
-	ps_interest_host(w, j, s, caps, before, ps_host_find(s->jid, s->bare_len), true);
+	ps_interest_host(w, j, s->jid, s->bare_len, caps, before,
+			 ps_host_find(s->jid, s->bare_len), true);
 	for (const struct roster_item *it = acct->roster ? acct->roster->items : NULL; it;
 	     it = it->next) {
 		if (it->deleted || !(it->sub & SUB_TO) || !ps_is_local(w, it->jid, it->jid_len) ||
 		    (it->jid_len == s->bare_len && memcmp(it->jid, s->jid, s->bare_len) == 0))
 			continue;
-		ps_interest_host(w, j, s, caps, before, ps_host_find(it->jid, it->jid_len), false);
+		/* Nodes at home elsewhere: one message per worker, with its contacts. */
+		if (router_home_elsewhere(w, it->jid, it->jid_len)) {
+			if (!homes && !(homes = calloc(w->srv->nworkers, sizeof(*homes))))
+				continue;
+			ps_interest_add(w, homes, worker_home(w->srv, it->jid), s, caps, before,
+					it->jid, it->jid_len);
+			continue;
+		}
+		ps_interest_host(w, j, s->jid, s->bare_len, caps, before,
+				 ps_host_find(it->jid, it->jid_len), false);
 	}
+	for (unsigned k = 0; homes && k < w->srv->nworkers; k++)
+		if (homes[k])
+			worker_post(w, k, &homes[k]->msg, ps_interest_arrived);
+	free(homes);
 	if (!j->lasts) {
 		ps_job_free(j);
 		return;
@@ -3428,38 +3850,94 @@ static void ps_finish_nothing(struct ps_job *j, struct session *s)
 		log_warn("pubsub.cleanup_failed", "err=%d", j->op.req.result);
 }
 
-void pubsub_account_removed(struct worker *w, const char *user)
-{
-	char bare[JID_MAX];
-	size_t len = (size_t)snprintf(bare, sizeof(bare), "%s@%s", user, w->srv->cfg->domain);
-	struct ps_host *h = ps_host_find(bare, len);
-	struct ps_host *svc = ps_host_find(ps_service_jid, ps_service_len);
+/* What an account's removal takes from the nodes of one host. */
+struct ps_forget {
 	struct ps_job *j;
+	const char *bare;
+	size_t len;
+};
 
-	if (len >= sizeof(bare))
-		return;
-	/* Its PEP nodes left the store with the account (ON DELETE CASCADE). */
-	while (h && h->nodes)
-		ps_node_remove(h->nodes);
-	if (!svc || !(j = ps_job_alloc(w, ps_finish_nothing)))
-		return;
-	/* On the service, its affiliations and subscriptions go; nodes stay. */
-	for (struct ps_node *n = svc->nodes; n; n = n->next) {
+/* Its affiliations and subscriptions go from every node of h; the nodes stay. */
+static void ps_forget_in_host(struct ps_host *h, void *arg)
+{
+	struct ps_forget *fg = arg;
+
+	for (struct ps_node *n = h->nodes; n; n = n->next) {
 		struct ps_subscription *sub, *next;
 
-		if (ps_affil_get(n, bare, len) != PS_AFFIL_NONE) {
-			ps_affil_set(n, bare, len, PS_AFFIL_NONE);
-			ps_put_affil(j, n, bare, PS_AFFIL_NONE);
+		if (ps_affil_get(n, fg->bare, fg->len) != PS_AFFIL_NONE) {
+			ps_affil_set(n, fg->bare, fg->len, PS_AFFIL_NONE);
+			ps_put_affil(fg->j, n, fg->bare, PS_AFFIL_NONE);
 		}
 		for (sub = n->subs; sub; sub = next) {
 			next = sub->next;
-			if (sub->bare_len != len || memcmp(sub->jid, bare, len) != 0)
+			if (sub->bare_len != fg->len || memcmp(sub->jid, fg->bare, fg->len) != 0)
 				continue;
-			ps_del_sub(j, n, sub->jid);
+			ps_del_sub(fg->j, n, sub->jid);
 			ps_sub_remove(n, sub);
 		}
 	}
-	ps_job_submit(w, j);
+}
+
+/* The removal in this worker's registry: its own nodes if at home here, and its traces. */
+static void ps_account_forget(struct worker *w, const char *user)
+{
+	char bare[JID_MAX];
+	int n = snprintf(bare, sizeof(bare), "%s@%s", user, w->srv->cfg->domain);
+	struct ps_forget fg = { .bare = bare };
+	struct ps_host *h;
+
+	if (n < 0 || (size_t)n >= sizeof(bare))
+		return;
+	fg.len = (size_t)n;
+	/* Its PEP nodes left the store with the account (ON DELETE CASCADE). */
+	h = ps_host_find(bare, fg.len);
+	while (h && h->nodes)
+		ps_node_remove(h->nodes);
+	if (!(fg.j = ps_job_alloc(w, ps_finish_nothing)))
+		return;
+	/* The service's nodes (worker 0) and other accounts' PEP nodes at home here. */
+	ps_host_each(ps_forget_in_host, &fg);
+	ps_job_submit(w, fg.j);
+}
+
+struct ps_removed {
+	struct worker_msg msg;		/* first */
+	char user[JID_PART_MAX + 1];
+};
+
+static void ps_removed_arrived(struct worker *w, struct worker_msg *m)
+{
+	struct ps_removed *r = (struct ps_removed *)m;
+
+	if (!w->srv->shutting_down)
+		ps_account_forget(w, r->user);
+	free(r);
+}
+
+/*
+ * Every registry may hold something of the account: its nodes (at its
+ * home), its subscriptions on the service (worker 0) and on contacts'
+ * nodes (at their homes). Each worker cleans its own.
+ */
+void pubsub_account_removed(struct worker *w, const char *user)
+{
+	for (unsigned k = 0; k < w->srv->nworkers; k++) {
+		struct ps_removed *r;
+
+		if (k == w->id) {
+			ps_account_forget(w, user);
+			continue;
+		}
+		r = calloc(1, sizeof(*r));
+		if (!r || strlen(user) >= sizeof(r->user)) {
+			free(r);
+			log_warn("pubsub.cleanup_failed", "worker=%u msg=\"out of memory\"", k);
+			continue;
+		}
+		memcpy(r->user, user, strlen(user) + 1);
+		worker_post(w, k, &r->msg, ps_removed_arrived);
+	}
 }
 
 /* ---- Work on an account's behalf (pubsub.h: pubsub_pep_replace, pubsub_pep_read) ---- */

@@ -18,6 +18,14 @@
  * Items stay in the store; retrieval, the last item for a new
  * subscriber and the last items a contact gets when it comes online are
  * read back by storage requests.
+ *
+ * Account homes: an account's PEP service runs on its home worker, the
+ * service on worker 0. Notifications and last items for sessions at home
+ * on another worker go there as one message per worker (the stanza
+ * serialized once, the recipients), where their caps and block lists are
+ * applied as for local ones; a session's interest in its contacts' nodes
+ * is served by the contacts' homes; answers to requesters elsewhere are
+ * routed.
  */
 #ifndef STANZAD_PUBSUB_H
 #define STANZAD_PUBSUB_H
@@ -49,11 +57,19 @@ struct storage;
 struct worker;
 struct pep_caps;
 
+struct server;
+
 /*
- * Startup (before the storage thread owns the store): the registry and
- * every stored node, affiliation and subscription. 0 or -errno (logged).
+ * Startup (before the storage thread owns the store and before the
+ * workers run): the registries and every stored node, affiliation and
+ * subscription, each account's nodes in the registry of its home worker.
+ * 0 or -errno (logged).
  */
-int pubsub_init(struct storage *st, const struct config *cfg);
+int pubsub_init(struct storage *st, const struct server *srv);
+/* On the worker's thread: its registry is the one this thread uses (worker.c). */
+void pubsub_worker_init(struct worker *w);
+/* Frees the worker's caps state (pep.c), with its sessions gone. */
+void pubsub_worker_destroy(struct worker *w);
 /* Frees everything (after the workers stopped). */
 void pubsub_shutdown(void);
 
@@ -85,7 +101,9 @@ bool pubsub_pep_disco_items(struct iq_request *rq);
 /*
  * register.c (and whatever else removes accounts): `user`'s PEP nodes are
  * forgotten (the store dropped them with the account) and its
- * affiliations and subscriptions on pubsub.DOMAIN are removed.
+ * affiliations and subscriptions on pubsub.DOMAIN and on other accounts'
+ * PEP nodes are removed. Any worker may call it: each registry is
+ * cleaned on its own worker.
  */
 void pubsub_account_removed(struct worker *w, const char *user);
 

@@ -5,6 +5,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,13 +26,23 @@ struct ps_registry {
 	struct ps_host **hosts;
 	size_t nhbuckets;
 	size_t nhosts;
-	uint64_t next_id;
-	uint64_t seq;
-	uint32_t seed;			/* random: chains cannot be forced by chosen names */
 	uint64_t rng[2];		/* xorshift128+ state for ids (not secrets) */
 };
 
-static struct ps_registry reg;
+/*
+ * One registry per worker: the PEP hosts of the accounts at home there
+ * and, on worker 0, the service's. Each thread works on its own
+ * (ps_registry_use); the loader at startup fills them all in turn. Ids,
+ * item sequence numbers and the hash seed are shared by all of them.
+ */
+static struct ps_registry *regs;
+static unsigned nregs;
+static __thread struct ps_registry *cur;
+static _Atomic uint64_t next_id;
+static _Atomic uint64_t seq_last;
+static uint32_t seed;			/* random: chains cannot be forced by chosen names */
+
+#define reg (*cur)
 
 /* ---- Hashing and randomness ---- */
 
@@ -48,7 +59,7 @@ static uint32_t ps_hash_bytes(uint32_t h, const char *s, size_t len)
 /* A node's index hash: its host's and its name's together. */
 static uint32_t ps_node_hash(const struct ps_host *h, const char *name, size_t len)
 {
-	uint32_t x = ps_hash_bytes(reg.seed ^ h->hash, name, len);
+	uint32_t x = ps_hash_bytes(seed ^ h->hash, name, len);
 
 	return x ^ (x >> 15);
 }
@@ -95,29 +106,52 @@ void ps_random_hex(char *out, size_t digits)
  * keyed by names that clients choose, which must not be able to force
  * collisions.
  */
-int ps_registry_init(void)
+static int ps_registry_setup(struct ps_registry *r)
 {
-	memset(&reg, 0, sizeof(reg));
-	if (getrandom(&reg.seed, sizeof(reg.seed), 0) != sizeof(reg.seed) ||
-	    getrandom(reg.rng, sizeof(reg.rng), 0) != sizeof(reg.rng)) {
-		/* No entropy (early boot): a time-based seed still varies per run. */
-		reg.seed = (uint32_t)time(NULL) * 2654435761u;
-		reg.rng[0] = (uint64_t)time(NULL) | 1;
-		reg.rng[1] = 0x9e3779b97f4a7c15ULL;
+	if (getrandom(r->rng, sizeof(r->rng), 0) != sizeof(r->rng)) {
+		r->rng[0] = (uint64_t)time(NULL) | 1;
+		r->rng[1] = 0x9e3779b97f4a7c15ULL ^ (uint64_t)(uintptr_t)r;
 	}
-	if (!reg.rng[0] && !reg.rng[1])
-		reg.rng[0] = 1;
-	reg.nbuckets = PS_INITIAL_BUCKETS;
-	reg.nhbuckets = PS_INITIAL_BUCKETS;
-	reg.nodes = calloc(reg.nbuckets, sizeof(*reg.nodes));
-	reg.ids = calloc(reg.nbuckets, sizeof(*reg.ids));
-	reg.hosts = calloc(reg.nhbuckets, sizeof(*reg.hosts));
-	reg.next_id = 1;
-	if (!reg.nodes || !reg.ids || !reg.hosts) {
-		ps_registry_free();
+	if (!r->rng[0] && !r->rng[1])
+		r->rng[0] = 1;
+	r->nbuckets = PS_INITIAL_BUCKETS;
+	r->nhbuckets = PS_INITIAL_BUCKETS;
+	r->nodes = calloc(r->nbuckets, sizeof(*r->nodes));
+	r->ids = calloc(r->nbuckets, sizeof(*r->ids));
+	r->hosts = calloc(r->nhbuckets, sizeof(*r->hosts));
+	return r->nodes && r->ids && r->hosts ? 0 : -ENOMEM;
+}
+
+int ps_registry_init(unsigned n)
+{
+	regs = calloc(n ? n : 1, sizeof(*regs));
+	if (!regs)
 		return -ENOMEM;
+	nregs = n ? n : 1;
+	cur = &regs[0];
+	if (getrandom(&seed, sizeof(seed), 0) != sizeof(seed))
+		/* No entropy (early boot): a time-based seed still varies per run. */
+		seed = (uint32_t)time(NULL) * 2654435761u;
+	atomic_store(&next_id, 1);
+	atomic_store(&seq_last, 0);
+	for (unsigned k = 0; k < nregs; k++) {
+		if (ps_registry_setup(&regs[k]) < 0) {
+			ps_registry_free();
+			return -ENOMEM;
+		}
 	}
 	return 0;
+}
+
+void ps_registry_use(unsigned k)
+{
+	if (regs)
+		cur = &regs[k < nregs ? k : 0];
+}
+
+unsigned ps_registry_count(void)
+{
+	return nregs;
 }
 
 /* Frees a node and everything it owns (it is out of every index). */
@@ -142,13 +176,13 @@ static void ps_node_free(struct ps_node *n)
 	free(n);
 }
 
-void ps_registry_free(void)
+static void ps_registry_clear(struct ps_registry *r)
 {
-	for (size_t i = 0; reg.hosts && i < reg.nhbuckets; i++) {
-		while (reg.hosts[i]) {
-			struct ps_host *h = reg.hosts[i];
+	for (size_t i = 0; r->hosts && i < r->nhbuckets; i++) {
+		while (r->hosts[i]) {
+			struct ps_host *h = r->hosts[i];
 
-			reg.hosts[i] = h->hnext;
+			r->hosts[i] = h->hnext;
 			while (h->nodes) {
 				struct ps_node *n = h->nodes;
 
@@ -158,19 +192,41 @@ void ps_registry_free(void)
 			free(h);
 		}
 	}
-	free(reg.nodes);
-	free(reg.ids);
-	free(reg.hosts);
-	memset(&reg, 0, sizeof(reg));
+	free(r->nodes);
+	free(r->ids);
+	free(r->hosts);
+	memset(r, 0, sizeof(*r));
+}
+
+void ps_registry_free(void)
+{
+	for (unsigned k = 0; regs && k < nregs; k++)
+		ps_registry_clear(&regs[k]);
+	free(regs);
+	regs = NULL;
+	nregs = 0;
+	cur = NULL;
+}
+
+void ps_host_each(void (*fn)(struct ps_host *h, void *arg), void *arg)
+{
+	for (size_t i = 0; cur && reg.hosts && i < reg.nhbuckets; i++) {
+		struct ps_host *h, *next;
+
+		for (h = reg.hosts[i]; h; h = next) {
+			next = h->hnext;
+			fn(h, arg);
+		}
+	}
 }
 
 struct ps_host *ps_host_find(const char *jid, size_t len)
 {
 	uint32_t hv;
 
-	if (!reg.hosts)
+	if (!cur || !reg.hosts)
 		return NULL;
-	hv = ps_hash_bytes(reg.seed, jid, len);
+	hv = ps_hash_bytes(seed, jid, len);
 	for (struct ps_host *h = reg.hosts[hv & (reg.nhbuckets - 1)]; h; h = h->hnext)
 		if (h->hash == hv && h->jid_len == len && memcmp(h->jid, jid, len) == 0)
 			return h;
@@ -213,7 +269,7 @@ struct ps_host *ps_host_get(const char *jid, size_t len, bool pep, size_t user_l
 	h->jid_len = len;
 	h->pep = pep;
 	h->user_len = user_len;
-	h->hash = ps_hash_bytes(reg.seed, jid, len);
+	h->hash = ps_hash_bytes(seed, jid, len);
 	if (reg.nhosts >= reg.nhbuckets)
 		ps_hosts_grow();
 	b = h->hash & (reg.nhbuckets - 1);
@@ -227,7 +283,7 @@ struct ps_node *ps_node_find(const struct ps_host *h, const char *name, size_t l
 {
 	uint32_t hv;
 
-	if (!h || !reg.nodes)
+	if (!h || !cur || !reg.nodes)
 		return NULL;
 	hv = ps_node_hash(h, name, len);
 	for (struct ps_node *n = reg.nodes[hv & (reg.nbuckets - 1)]; n; n = n->hnext)
@@ -239,7 +295,7 @@ struct ps_node *ps_node_find(const struct ps_host *h, const char *name, size_t l
 
 struct ps_node *ps_node_by_id(uint64_t id)
 {
-	if (!reg.ids)
+	if (!cur || !reg.ids)
 		return NULL;
 	for (struct ps_node *n = reg.ids[ps_id_hash(id) & (reg.nbuckets - 1)]; n; n = n->idnext)
 		if (n->id == id)
@@ -304,9 +360,15 @@ struct ps_node *ps_node_add(struct ps_host *h, const char *name, size_t len, uin
 	n->host = h;
 	n->cfg = *cfg;
 	memset(cfg, 0, sizeof(*cfg));
-	n->id = id ? id : reg.next_id;
-	if (n->id >= reg.next_id)
-		reg.next_id = n->id + 1;
+	if (id) {
+		uint64_t seen = atomic_load(&next_id);
+
+		n->id = id;
+		while (seen <= id && !atomic_compare_exchange_weak(&next_id, &seen, id + 1))
+			;
+	} else {
+		n->id = atomic_fetch_add(&next_id, 1);
+	}
 	n->refs = 1;
 	n->created = created;
 	n->hash = ps_node_hash(h, name, len);
@@ -381,13 +443,16 @@ unsigned ps_host_count_owned(const struct ps_host *h, const char *jid, size_t le
 
 void ps_seq_seen(uint64_t seq)
 {
-	if (seq > reg.seq)
-		reg.seq = seq;
+	uint64_t seen = atomic_load(&seq_last);
+
+	while (seen < seq && !atomic_compare_exchange_weak(&seq_last, &seen, seq))
+		;
 }
 
+/* Process-wide: the store orders a node's items by it, whichever worker wrote them. */
 uint64_t ps_seq_next(void)
 {
-	return ++reg.seq;
+	return atomic_fetch_add(&seq_last, 1) + 1;
 }
 
 /* ---- Affiliations and subscriptions ---- */

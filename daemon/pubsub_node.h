@@ -18,7 +18,10 @@
  * node, so a node deleted meanwhile stays valid (flagged `deleted`, out
  * of every index) until the request completes.
  *
- * One worker thread owns all of it (no locks); the storage thread never
+ * Each worker owns a registry of its own (no locks): the PEP hosts of
+ * the accounts at home there and, on worker 0, the service. Requests for
+ * a host are routed to its worker, and a fan-out to sessions at home
+ * elsewhere goes by message (pubsub.c). The storage thread never
  * touches it.
  */
 #ifndef STANZAD_PUBSUB_NODE_H
@@ -163,12 +166,25 @@ struct ps_limits {
 	uint32_t max_item_bytes;	/* max_pubsub_item_bytes: one serialized payload */
 };
 
-/* ---- The registry (one per process) ---- */
+/* ---- The registries (one per worker) ---- */
 
-/* Sets up an empty registry. 0 or -ENOMEM. */
-int ps_registry_init(void);
+/*
+ * Sets up n empty registries, one per worker (the PEP hosts of the
+ * accounts at home there; the service's on worker 0), and makes the
+ * calling thread use the first. 0 or -ENOMEM.
+ */
+int ps_registry_init(unsigned n);
 /* Frees every host and node (nodes still referenced are freed too: shutdown only). */
 void ps_registry_free(void);
+/*
+ * The calling thread works on registry k from now on: every function
+ * below reads and changes that one only (a worker's thread, its own;
+ * the loader, each in turn).
+ */
+void ps_registry_use(unsigned k);
+unsigned ps_registry_count(void);
+/* Calls fn for every host of the registry in use (fn may empty it, not free it). */
+void ps_host_each(void (*fn)(struct ps_host *h, void *arg), void *arg);
 
 /* The host for a JID string (bare JID or service domain), or NULL. */
 struct ps_host *ps_host_find(const char *jid, size_t len);
@@ -192,6 +208,10 @@ void ps_node_unref(struct ps_node *n);
 /* Nodes of host h owned by bare JID `jid` (for max_pubsub_nodes). */
 unsigned ps_host_count_owned(const struct ps_host *h, const char *jid, size_t len);
 
+/*
+ * Node ids and item sequence numbers are process-wide: unique across the
+ * registries, whichever thread takes them.
+ */
 /* Makes the next item sequence number start above `seq` (after loading). */
 void ps_seq_seen(uint64_t seq);
 /* The next item sequence number (the store orders items by it). */

@@ -31,6 +31,7 @@
 #include "mailbox.h"
 #include "metrics.h"
 #include "reload.h"
+#include "pubsub.h"
 #include "s2s.h"
 #include "sdnotify.h"
 #include "server.h"
@@ -1049,6 +1050,7 @@ int worker_init(struct worker *w, struct server *srv, unsigned id, int signal_fd
 	w->id = id;
 	w->signal_fd = signal_fd;
 	w->sessions = srv->sessdirs[id];
+	pubsub_worker_init(w);	/* this thread's pubsub registry (pubsub.c) */
 	w->remote_requester = session_new(NULL, "", 0);
 	if (!w->remote_requester)
 		return -ENOMEM;
@@ -1158,6 +1160,7 @@ void worker_destroy(struct worker *w)
 	control_worker_stop(w);
 	adhoc_worker_destroy(w);
 	c2s_reap_sessions(w);
+	pubsub_worker_destroy(w);	/* caps caches, after the sessions that use them */
 	session_free(w->remote_requester);
 	w->remote_requester = NULL;
 	loop_free(w->loop);

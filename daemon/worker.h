@@ -23,6 +23,7 @@
 struct server;
 struct xml_pool;
 struct sm_worker;
+struct pep_worker;
 struct adhoc_worker;
 struct kmod_worker;
 struct s2s_worker;
@@ -77,6 +78,7 @@ struct worker {
 	struct arena tmp;
 
 	struct sm_worker *sm;		/* stream management lists (sm.c), lazily */
+	struct pep_worker *pep;		/* caps cache and queries (pep.c), lazily */
 	struct adhoc_worker *adhoc;	/* ad-hoc command sessions (adhoc.c), lazily */
 	struct kmod_worker *kmod;	/* the stanza offload module (kmod.c) */
 	struct metrics_worker metrics;	/* counters only this thread writes (metrics.h) */

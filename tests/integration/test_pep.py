@@ -9,7 +9,10 @@ blocking, and persistence across a restart.
 Raw streams drive the caps handshake exactly; slixmpp's xep_0163,
 xep_0115, xep_0118 and xep_0223 plugins show the same from a real client."""
 import asyncio
+import os
 import time
+
+import pytest
 
 from harness import DOMAIN, NS_DISCO_INFO, connect_and_wait, q, tostr
 from imutil import Client, restart, subscribe_mutually
@@ -508,3 +511,106 @@ def test_removed_account_leaves_no_pubsub_state(server):
         assert list(subs.iter(q(PS + "#owner", "subscription"))) == []
     finally:
         close(a, b)
+
+
+# ---- accounts at home on different workers (docs/account-homes.md, 2.5) ----
+
+@pytest.fixture(scope="module")
+def homes_server():
+    """Two workers, accounts spread by hash: the PEP service of an account
+    lives at its home, pubsub.DOMAIN on worker 0. The suite-wide
+    STANZAD_TEST_ARGS are left out so the placement below holds."""
+    from harness import StanzadServer
+    saved = os.environ.pop("STANZAD_TEST_ARGS", None)
+    try:
+        s = StanzadServer(["--workers", "2", "--homes", "hash"],
+                          name="stanzad(homes hash)").start()
+    finally:
+        if saved is not None:
+            os.environ["STANZAD_TEST_ARGS"] = saved
+    yield s
+    s.stop()
+
+
+def placed(server, home, prefix="peph"):
+    user, pw, _ = server.new_account(prefix, home=home, workers=2)
+    c = Client(server, user, pw)
+    c.available()
+    return c
+
+
+@pytest.mark.parametrize("owner_home", [0, 1])
+def test_pep_and_pubsub_across_homes(homes_server, owner_home):
+    from pubsubutil import SERVICE
+    srv = homes_server
+    a = placed(srv, owner_home)		# the PEP owner
+    b = placed(srv, 1 - owner_home)	# its contact, at home on the other worker
+    try:
+        subscribe_mutually(a, b)
+        # Last item when the contact's caps first say +notify.
+        ok(publish(a, TUNE, tune("before"), item_id="t0", to=None))
+        advertise(b, notify=[TUNE])
+        msg = event(b, TUNE)
+        assert event_item_ids(msg) == ["t0"] and msg.find(q(NS_DELAY, "delay")) is not None
+        assert msg.get("from") == a.bare and msg.get("to") == b.full
+        # Live notifications, by +notify, to the contact's home.
+        ok(publish(a, TUNE, tune("live"), item_id="t1", to=None))
+        msg = event(b, TUNE)
+        assert event_item_ids(msg) == ["t1"] and msg.find(q(NS_DELAY, "delay")) is None
+        # Retraction.
+        ok(ps(a, "set", "<retract node='%s' notify='true'><item id='t1'/></retract>" % TUNE,
+              to=None))
+        ev = event(b, TUNE)
+        assert ev.find(".//%s" % q(PSE, "retract")).get("id") == "t1", tostr(ev)
+        # The owner's block list holds at its home, before the copy leaves.
+        ok(a.iq("set", "<block xmlns='urn:xmpp:blocking'><item jid='%s'/></block>" % b.bare))
+        ok(publish(a, TUNE, tune("blocked"), item_id="t2", to=None))
+        no_event(b, TUNE, 0.4)
+        ok(a.iq("set", "<unblock xmlns='urn:xmpp:blocking'><item jid='%s'/></unblock>" % b.bare))
+        ok(publish(a, TUNE, tune("last"), item_id="t3", to=None))
+        assert event_item_ids(event(b, TUNE)) == ["t3"]
+        # A new login of the contact: the last item again, from the owner's home.
+        extra = b.caps_extra
+        b.close()
+        b = Client(srv, b.user, b.password)
+        advertise(b, notify=[TUNE], extra=extra, expect_query=False)	# cached at its home
+        assert event_item_ids(event(b, TUNE)) == ["t3"]
+        # The contact reads the owner's node: answered across homes.
+        assert [i for i, _ in items_of(get_items(b, TUNE, to=a.bare))] == ["t3"]
+        # pubsub.DOMAIN (worker 0): explicit subscriptions of both, events to both.
+        n = "homes-%d-%d" % (owner_home, time.monotonic_ns())
+        ok(create(a, n))
+        ok(subscribe(a, n))
+        ok(subscribe(b, n))
+        ok(publish(a, n, item_id="s1"))
+        for who in (a, b):
+            assert event_item_ids(event(who, n)) == ["s1"]
+    finally:
+        close(a, b)
+
+
+def test_removed_account_leaves_no_subscriptions_at_other_homes(homes_server):
+    from pubsubutil import SERVICE
+    srv = homes_server
+    o = placed(srv, 0)		# owns a service node and a PEP node
+    r = placed(srv, 1)		# subscribes to both, then removes its account
+    try:
+        n = "gone-%d" % time.monotonic_ns()
+        ok(create(o, n))
+        ok(subscribe(r, n))
+        ok(publish(o, "urn:xmpp:public-status", "<s xmlns='urn:s'>1</s>", to=None,
+                   options={"pubsub#access_model": "open"}))
+        ok(subscribe(r, "urn:xmpp:public-status", to=o.bare))
+
+        def subscribers():
+            out = []
+            for node, to in ((n, SERVICE), ("urn:xmpp:public-status", None)):
+                subs = ok(ps(o, "get", "<subscriptions node='%s'/>" % node, to=to, owner=True))
+                out.append([x.get("jid") for x in subs.iter(q(PS + "#owner", "subscription"))])
+            return out
+        assert subscribers() == [[r.bare], [r.bare]]
+        ok(r.iq("set", "<query xmlns='jabber:iq:register'><remove/></query>"))
+        time.sleep(0.3)
+        assert subscribers() == [[], []]
+    finally:
+        close(o, r)

@@ -40,7 +40,7 @@ static int setup(void **state)
 {
 	pool = xml_pool_new(NULL);
 	arena_init(&arena, 4096);
-	return pool && ps_registry_init() == 0 ? 0 : -1;
+	return pool && ps_registry_init(1) == 0 ? 0 : -1;
 }
 
 static int teardown(void **state)
