@@ -411,8 +411,13 @@ bool blocking_filter_delivery(struct session *s, struct xml_node *st)
 	slash = strchr(from, '/');
 	bare_len = slash ? (size_t)(slash - from) : strlen(from);
 	theirs = s->conn ? sessdir_find_account(s->conn->w->sessions, from, bare_len) : NULL;
-	/* Forwarded from the sender's home: its list was applied there (router.c). */
-	if (theirs && router_origin(s->conn->w, st))
+	/*
+	 * Forwarded from the sender's home, or a sender at home elsewhere: its
+	 * list was applied there (router.c, presence.c), and is only read on
+	 * its own worker.
+	 */
+	if (theirs && (router_origin(s->conn->w, st) ||
+		       router_home_elsewhere(s->conn->w, from, bare_len)))
 		theirs = NULL;
 	if (!blocklist_count(mine) && (!theirs || !blocklist_count(theirs->blocklist)))
 		return false;

@@ -18,6 +18,13 @@
  * Sessions can end inside a delivery (an output overflow closes the
  * connection at once), so loops over sessions take `next` before they
  * deliver.
+ *
+ * Account homes (docs/account-homes.md): this file only ever reads the
+ * roster, block list and sessions of accounts at home on its worker. A
+ * broadcast reaches contacts at home elsewhere as one message per worker
+ * (presence_batch), and a login probes them with a real probe, answered
+ * at their home; the sender's block list is applied where it lives, at
+ * the sender's home, before anything leaves.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -26,6 +33,7 @@
 
 #include "account.h"
 #include "avatar_compat.h"
+#include "blocking.h"
 #include "c2s.h"
 #include "config.h"
 #include "conn.h"
@@ -81,46 +89,172 @@ static bool contact_is_remote(const struct worker *w, const char *jid, size_t le
 	return !s2s_domain_is_local(w, d, dlen) || s2s_domain_is_component(w, d, dlen);
 }
 
-/* A broadcast copy on its way to worker 0, which holds the federation links. */
-struct presence_remote_copy {
+static void presence_deliver_copy(struct session *s, struct xml_node *st, struct fanout *f,
+				  const char *to, size_t to_len);
+
+/*
+ * Recipients of a broadcast that are not served on this worker, one list
+ * per destination (docs/account-homes.md, 2.3): contacts at home on
+ * another worker, which delivers to their sessions, and contacts at other
+ * domains, whose federation links are on worker 0. Each list is posted
+ * once per broadcast with the stanza serialized without 'to'.
+ *
+ * A list is a sequence of entries "bare\0" followed by the full JIDs of
+ * that contact the sender blocks ("full\0" each, XEP-0191 items naming
+ * one resource) and an empty string: the sender's block list lives at the
+ * sender's home only, so what the recipients' home needs of it travels
+ * with the stanza.
+ */
+struct presence_targets {
+	struct strbuf home[SERVER_MAX_WORKERS];	/* by home worker (this one stays empty) */
+	struct strbuf remote;			/* other domains and components */
+};
+
+struct presence_batch {
 	struct worker_msg msg;		/* first */
-	size_t jid_len, len;
-	char *jid;			/* in buf, after the data */
+	bool remote;			/* the list is for s2s_send_prepared() */
+	size_t tmpl_len;		/* buf[0..tmpl_len): the stanza, NUL after it */
+	size_t list_len;		/* then the entries */
 	char buf[];
 };
 
-static void presence_remote_copy_arrived(struct worker *w, struct worker_msg *m)
+/* The next NUL-terminated string of a list at *p (advanced past it). */
+static const char *batch_next(const char **p, size_t *len)
 {
-	struct presence_remote_copy *c = (struct presence_remote_copy *)m;
+	const char *s = *p;
 
-	s2s_send_prepared(w, domain_of(w), c->jid, c->jid_len, c->buf, c->len);
-	free(c);
+	*len = strlen(s);
+	*p = s + *len + 1;
+	return s;
 }
 
-/* One broadcast copy to a contact at another domain (f holds the template). */
+/* Whether the entry's blocked full JIDs (at excl, ending with "") name full. */
+static bool batch_excluded(const char *excl, const char *full)
+{
+	size_t n;
+
+	for (const char *p = excl, *j; *(j = batch_next(&p, &n));)
+		if (strcmp(j, full) == 0)
+			return true;
+	return false;
+}
+
+/* Delivers a batch: runs on the contacts' home (or on worker 0 for remote ones). */
+static void presence_batch_arrived(struct worker *w, struct worker_msg *m)
+{
+	struct presence_batch *b = (struct presence_batch *)m;
+	const char *p = b->buf + b->tmpl_len + 1, *end = p + b->list_len;
+	struct fanout f = FANOUT_INIT;
+	struct xml_node *st = NULL;
+	struct arena a;
+	size_t n, len;
+
+	arena_init(&a, PRESENCE_ARENA_CHUNK);
+	if (fanout_prepare_bytes(&f, b->buf, b->tmpl_len) < 0 ||
+	    (!b->remote && !(st = stored_xml_parse(w->xml, &a, b->buf, b->tmpl_len)))) {
+		log_error("presence.batch_failed", "msg=\"unreadable or out of memory\"");
+		goto out;
+	}
+	while (p < end) {
+		const char *jid = batch_next(&p, &len), *excl = p;
+
+		while (*batch_next(&p, &n))
+			;	/* the entry's blocked full JIDs, read below */
+		if (b->remote) {
+			const char *data = fanout_render(&f, jid, len, &n);
+
+			/* Out of memory drops this copy, as a full link queue does: presence is state. */
+			if (data)
+				s2s_send_prepared(w, domain_of(w), jid, len, data, n);
+			continue;
+		}
+		for (struct session *s = sessdir_find_bare(w->sessions, jid, len), *next; s;
+		     s = next) {
+			next = s->next;
+			if (s->available && !(*excl && batch_excluded(excl, s->jid)))
+				presence_deliver_copy(s, st, &f, jid, len);
+		}
+	}
+out:
+	fanout_release(&f);
+	arena_release(&a);
+	free(b);
+}
+
+/* Posts one list of t (if any) to worker `to` with the template of f. */
+static void presence_batch_post(struct worker *w, unsigned to, const struct fanout *f,
+				struct strbuf *list, bool remote)
+{
+	struct presence_batch *b;
+	size_t tlen;
+	const char *tmpl = fanout_template(f, &tlen);
+
+	if (!list->len)
+		return;
+	b = list->oom ? NULL : malloc(sizeof(*b) + tlen + 1 + list->len);
+	if (!b) {
+		log_error("presence.batch_failed", "worker=%u msg=\"out of memory\"", to);
+		return;
+	}
+	b->remote = remote;
+	b->tmpl_len = tlen;
+	b->list_len = list->len;
+	memcpy(b->buf, tmpl, tlen);
+	b->buf[tlen] = '\0';
+	memcpy(b->buf + tlen + 1, list->data, list->len);
+	worker_post(w, to, &b->msg, presence_batch_arrived);
+}
+
+static void presence_targets_post(struct worker *w, struct presence_targets *t,
+				  const struct fanout *f)
+{
+	for (unsigned i = 0; i < w->srv->nworkers; i++) {
+		presence_batch_post(w, i, f, &t->home[i], false);
+		strbuf_free(&t->home[i]);
+	}
+	presence_batch_post(w, 0, f, &t->remote, true);
+	strbuf_free(&t->remote);
+}
+
+/*
+ * Adds the contact jid[0..len) to a list, with the full JIDs of it that
+ * the sender's list `bl` blocks (bl NULL: none to look for).
+ */
+static void presence_targets_add(struct strbuf *list, const struct blocklist *bl,
+				 const char *jid, size_t len)
+{
+	const char *item;
+	size_t pos = 0;
+
+	strbuf_append(list, jid, len);
+	strbuf_append(list, "", 1);
+	while (bl && (item = blocklist_next(bl, &pos)))
+		if (strncmp(item, jid, len) == 0 && item[len] == '/')
+			strbuf_append(list, item, strlen(item) + 1);
+	strbuf_append(list, "", 1);
+}
+
+/* Whether the list bl has an item naming one resource of an account (l@d/r). */
+static bool blocklist_has_full_items(const struct blocklist *bl)
+{
+	const char *item;
+	size_t pos = 0;
+
+	while ((item = blocklist_next(bl, &pos)))
+		if (strchr(item, '@') && strchr(item, '/'))
+			return true;
+	return false;
+}
+
+/* One broadcast copy to a contact at another domain, on worker 0 (f holds the template). */
 static void presence_send_remote(struct worker *w, struct fanout *f, const char *jid, size_t len)
 {
-	struct presence_remote_copy *c;
 	size_t n;
 	const char *data = fanout_render(f, jid, len, &n);
 
-	if (!data)
-		return;
-	if (w->id == 0) {
-		s2s_send_prepared(w, domain_of(w), jid, len, data, n);
-		return;
-	}
 	/* Out of memory drops this copy, as a full link queue does: presence is state. */
-	c = malloc(sizeof(*c) + n + len + 1);
-	if (!c)
-		return;
-	memcpy(c->buf, data, n);
-	c->jid = c->buf + n;
-	memcpy(c->jid, jid, len);
-	c->jid[len] = '\0';
-	c->jid_len = len;
-	c->len = n;
-	worker_post(w, 0, &c->msg, presence_remote_copy_arrived);
+	if (data)
+		s2s_send_prepared(w, domain_of(w), jid, len, data, n);
 }
 
 static struct presence_state *presence_state_get(struct session *s)
@@ -177,16 +311,23 @@ static void presence_route(struct worker *w, struct xml_node *p)
 		log_warn("presence.route_failed", "msg=\"could not route a generated presence\"");
 }
 
+/* Routes a probe from `from` to `contact`. */
+static void presence_probe_from(struct worker *w, const char *from, const char *contact)
+{
+	struct arena a;
+
+	arena_init(&a, PRESENCE_ARENA_CHUNK);
+	presence_route(w, presence_new(&a, "probe", from, contact));
+	arena_release(&a);
+}
+
 /* A probe from the session's bare JID to a contact at another domain. */
 static void presence_probe_remote(struct worker *w, struct session *s, const char *contact)
 {
 	char bare[JID_MAX];
-	struct arena a;
 
 	snprintf(bare, sizeof(bare), "%.*s", (int)s->bare_len, s->jid);
-	arena_init(&a, PRESENCE_ARENA_CHUNK);
-	presence_route(w, presence_new(&a, "probe", bare, contact));
-	arena_release(&a);
+	presence_probe_from(w, bare, contact);
 }
 
 /*
@@ -217,16 +358,31 @@ static void presence_deliver_copy(struct session *s, struct xml_node *st, struct
  * addressed to the contact's bare JID, and every available resource of
  * the user itself, addressed to its full JID (`self` too when
  * include_self). f holds st serialized without 'to'.
+ *
+ * Contacts at home here are delivered to at once (the delivery filter
+ * applies both block lists). Contacts elsewhere go into one message per
+ * worker; the sender's block list (XEP-0191 3.3: no presence to a blocked
+ * JID) is applied here, where it is, and only the recipient's is left to
+ * their home.
  */
 static void presence_fan_out(struct worker *w, struct session *from_s, struct xml_node *st,
 			     struct fanout *f, bool include_self)
 {
 	struct sessdir *dir = w->sessions;
 	struct account *acct = session_account(from_s);
+	struct presence_targets *t = NULL;
+	struct blocklist *bl = acct ? acct->blocklist : NULL;
+	bool full_items = blocklist_count(bl) && blocklist_has_full_items(bl);
+	bool t_failed = false;
 	struct session *s2, *next;
+	struct jid cj;
 
 	if (acct && acct->roster) {
 		for (struct roster_item *it = acct->roster->items; it; it = it->next) {
+			struct strbuf *list;
+			unsigned home;
+			bool remote;
+
 			if (it->deleted || !(it->sub & SUB_FROM))
 				continue;
 			/* The user's own account is served below, once. */
@@ -234,21 +390,44 @@ static void presence_fan_out(struct worker *w, struct session *from_s, struct xm
 			    memcmp(it->jid, from_s->jid, it->jid_len) == 0)
 				continue;
 			/* Contacts at other domains get their copy over s2s (s2s.c). */
-			if (contact_is_remote(w, it->jid, it->jid_len)) {
+			remote = contact_is_remote(w, it->jid, it->jid_len);
+			home = remote || w->srv->nworkers == 1 ? w->id : worker_home(w->srv, it->jid);
+			if (!remote && home == w->id) {
+				for (s2 = sessdir_find_bare(dir, it->jid, it->jid_len); s2; s2 = next) {
+					next = s2->next;
+					if (s2->available)
+						presence_deliver_copy(s2, st, f, it->jid, it->jid_len);
+				}
+				continue;
+			}
+			if (blocklist_count(bl) && jid_parse(&cj, it->jid, it->jid_len) == 0 &&
+			    blocking_account_blocks(from_s, &cj))
+				continue;
+			if (remote && w->id == 0) {
 				presence_send_remote(w, f, it->jid, it->jid_len);
 				continue;
 			}
-			for (s2 = sessdir_find_bare(dir, it->jid, it->jid_len); s2; s2 = next) {
-				next = s2->next;
-				if (s2->available)
-					presence_deliver_copy(s2, st, f, it->jid, it->jid_len);
+			if (!t && (t_failed || !(t = calloc(1, sizeof(*t))))) {
+				/* Presence is state: the next broadcast repairs it. */
+				if (!t_failed)
+					log_error("presence.broadcast_failed", "msg=\"out of memory\"");
+				t_failed = true;
+				continue;
 			}
+			list = remote ? &t->remote : &t->home[home];
+			/* A remote server delivers to the resources: only bare items apply there. */
+			presence_targets_add(list, full_items && !remote ? bl : NULL, it->jid,
+					     it->jid_len);
 		}
 	}
 	for (s2 = sessdir_find_bare(dir, from_s->jid, from_s->bare_len); s2; s2 = next) {
 		next = s2->next;
 		if (s2->available && (include_self || s2 != from_s))
 			presence_deliver_copy(s2, st, f, s2->jid, s2->jid_len);
+	}
+	if (t) {
+		presence_targets_post(w, t, f);
+		free(t);
 	}
 }
 
@@ -350,7 +529,16 @@ static void presence_initial(struct worker *w, struct session *s)
 				presence_probe_remote(w, s, contact.buf);
 			continue;
 		}
-		presence_answer_probe(w, &contact, &self, s);
+		/*
+		 * A contact at home elsewhere: its roster and sessions are
+		 * there, which answers a probe from this session's full JID
+		 * (to this session only) as any inbound probe, with the
+		 * "unsubscribed" correction when it does not grant From.
+		 */
+		if (router_home_elsewhere(w, contact.buf, contact.len))
+			presence_probe_from(w, s->jid, contact.buf);
+		else
+			presence_answer_probe(w, &contact, &self, s);
 	}
 	arena_init(&a, PRESENCE_ARENA_CHUNK);
 	/* The account's own other resources (their presence is "contact" presence too). */
@@ -501,6 +689,41 @@ static void presence_track_directed(struct session *s, const struct jid *to, boo
 }
 
 /*
+ * A presence of the user's (data[0..len), serialized without 'to', with
+ * 'from') for `contact`, a bare JID: when it is a local account at home
+ * elsewhere and the user's block list names some of its resources, the
+ * router would check the list against the bare JID only, so the copy goes
+ * as a batch that leaves those resources out. Returns false to route it.
+ */
+static bool presence_send_excluding(struct worker *w, struct account *acct, const char *data,
+				    size_t len, const char *contact)
+{
+	struct blocklist *bl = acct ? acct->blocklist : NULL;
+	size_t clen = strlen(contact), pos = 0;
+	struct strbuf list = STRBUF_INIT;
+	struct fanout f = FANOUT_INIT;
+	const char *item;
+	bool named = false;
+	struct jid cj;
+
+	if (!blocklist_count(bl) || jid_parse(&cj, contact, clen) < 0 || !jid_has_local(&cj) ||
+	    jid_has_resource(&cj) || !jid_is_local(w, &cj) ||
+	    !router_home_elsewhere(w, contact, clen))
+		return false;
+	while (!named && (item = blocklist_next(bl, &pos)))
+		named = strncmp(item, contact, clen) == 0 && item[clen] == '/';
+	if (!named)
+		return false;
+	if (!blocklist_matches(bl, &cj) && fanout_prepare_bytes(&f, data, len) == 0) {
+		presence_targets_add(&list, bl, contact, clen);
+		presence_batch_post(w, worker_home(w->srv, contact), &f, &list, false);
+	}
+	strbuf_free(&list);
+	fanout_release(&f);
+	return true;
+}
+
+/*
  * Sends the user's current presence (each available resource's last) to
  * `contact`, which just gained From (RFC 6121 3.1.5).
  */
@@ -513,7 +736,9 @@ static void presence_send_current(struct worker *w, const char *bare, size_t bar
 	for (struct session *s = sessdir_find_bare(w->sessions, bare, bare_len), *next; s;
 	     s = next) {
 		next = s->next;
-		if (!s->available || !s->pres || !s->pres->last)
+		if (!s->available || !s->pres || !s->pres->last ||
+		    presence_send_excluding(w, session_account(s), s->pres->last,
+					    s->pres->last_len, contact))
 			continue;
 		presence_route_stored(w, &a, s->pres->last, s->pres->last_len, contact);
 		arena_reset(&a);
@@ -530,10 +755,23 @@ static void presence_send_unavailable(struct worker *w, const char *bare, size_t
 	arena_init(&a, PRESENCE_ARENA_CHUNK);
 	for (struct session *s = sessdir_find_bare(w->sessions, bare, bare_len), *next; s;
 	     s = next) {
+		struct strbuf ser = STRBUF_INIT;
+		struct xml_node *p;
+
 		next = s->next;
 		if (!s->available)
 			continue;
-		presence_route(w, presence_new(&a, "unavailable", s->jid, contact));
+		/* Serialized only for presence_send_excluding(), which needs a block list. */
+		p = presence_new(&a, "unavailable", s->jid, NULL);
+		if (p && session_account(s) && blocklist_count(session_account(s)->blocklist))
+			xml_serialize(&ser, p, XML_NS_CLIENT);
+		if (!ser.len || ser.oom ||
+		    !presence_send_excluding(w, session_account(s), ser.data, ser.len, contact)) {
+			if (p && xml_attr_set(&a, p, "to", contact) < 0)
+				p = NULL;
+			presence_route(w, p);
+		}
+		strbuf_free(&ser);
 		arena_reset(&a);
 	}
 	arena_release(&a);

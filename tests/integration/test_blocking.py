@@ -2,7 +2,10 @@
 unblock all, pushes), its errors and limit, enforcement on every stanza
 kind in both directions, JID matching, and persistence across a restart."""
 import asyncio
+import os
 import time
+
+import pytest
 
 from harness import (DOMAIN, NS_CLIENT, NS_DISCO_INFO, NS_STANZAS, connect_and_wait, login, q,
                      tostr)
@@ -540,3 +543,124 @@ def test_slixmpp_blocking_plugin_round_trip(server, xmpp, arun):
         got = (await a2["xep_0191"].get_blocked())["blocklist"]["items"]
         assert {str(j) for j in got} == {"spam.example"}
     arun(scenario())
+
+
+# ---- Account homes spread over the workers (docs/account-homes.md, 2.2) ----
+
+def spread_workers():
+    """The workers of a server started with --workers 2 (STANZAD_TEST_ARGS,
+    appended after, may change the number: the last --workers wins)."""
+    args = ["--workers", "2"] + os.environ.get("STANZAD_TEST_ARGS", "").split()
+    return int([args[i + 1] for i, a in enumerate(args) if a == "--workers"][-1])
+
+
+@pytest.fixture(scope="module")
+def spread_server():
+    from harness import StanzadServer
+    s = StanzadServer(["--workers", "2", "--homes", "hash"],
+                      name="stanzad(homes hash)").start()
+    yield s
+    s.stop()
+
+
+def spread_online(server, creds, resource=None, status=None):
+    from imutil import Client
+    c = Client(server, creds[0], creds[1], resource=resource)
+    c.roster_get()
+    c.available(status=status)
+    c.presence("", c.full)
+    return c
+
+
+def block_items(c, kind, jids):
+    r = c.iq("set", "<%s xmlns='%s'>%s</%s>" % (kind, NS_BLOCKING, items_xml(jids), kind))
+    assert r.get("type") == "result", tostr(r)
+
+
+def is_presence_from(el, jid, type_=""):
+    return el.tag == q(NS_CLIENT, "presence") and (el.get("type") or "") == type_ and \
+        (el.get("from") or "").split("/", 1)[0] == jid
+
+
+def test_blocked_contact_at_another_home_gets_no_presence_either_way(spread_server):
+    from imutil import subscribe_mutually
+    s = spread_server
+    ua, pa, _ = s.new_account("hba", home=0, workers=spread_workers())
+    ub, pb, _ = s.new_account("hbb", home=1, workers=spread_workers())
+    a, b = spread_online(s, (ua, pa)), spread_online(s, (ub, pb))
+    a2 = b2 = None
+    try:
+        subscribe_mutually(a, b)
+        a.available(status="before")
+        assert b.presence("", a.full).findtext(q(NS_CLIENT, "status")) == "before"
+        block_items(a, "block", [b.bare])
+        b.presence("unavailable", a.full)
+        # Broadcasts of the blocking user do not reach the blocked contact ...
+        a.available(status="hidden")
+        b.quiet(lambda el: is_presence_from(el, a.bare), seconds=0.4)
+        # ... nor the blocked contact's reach the user.
+        b.available(status="unseen")
+        a.quiet(lambda el: is_presence_from(el, b.bare), seconds=0.4)
+        # Probes at login, both ways, answer nothing.
+        b2 = spread_online(s, (ub, pb), resource="late")
+        a2 = spread_online(s, (ua, pa), resource="late")
+        b2.quiet(lambda el: is_presence_from(el, a.bare), seconds=0.4)
+        a2.quiet(lambda el: is_presence_from(el, b.bare), seconds=0.1)
+        for x in (a, b):
+            x.quiet(lambda el: is_presence_from(el, (b if x is a else a).bare), seconds=0.1)
+        # Unblocked: the contact learns the current presence again (section 3.4).
+        block_items(a, "unblock", [b.bare])
+        got = {b.presence("", a.bare).get("from") for _ in range(2)}
+        assert got == {a.full, a2.full}, got
+    finally:
+        for x in (a, a2, b, b2):
+            if x:
+                x.close()
+
+
+def test_full_jid_item_of_a_sender_at_another_home_hides_only_that_resource(spread_server):
+    from imutil import subscribe_mutually
+    s = spread_server
+    ua, pa, _ = s.new_account("hfa", home=0, workers=spread_workers())
+    ub, pb, _ = s.new_account("hfb", home=1, workers=spread_workers())
+    a = spread_online(s, (ua, pa))
+    b1 = spread_online(s, (ub, pb), resource="one")
+    b2 = None
+    try:
+        subscribe_mutually(a, b1)
+        b2 = spread_online(s, (ub, pb), resource="two")
+        b2.presence("", a.full)
+        block_items(a, "block", [b1.full])
+        b1.drain(0.3)
+        a.available(status="for two")
+        assert b2.presence("", a.full).findtext(q(NS_CLIENT, "status")) == "for two"
+        b1.quiet(lambda el: is_presence_from(el, a.bare), seconds=0.4)
+        a.close_cleanly()
+        b2.presence("unavailable", a.full)
+        b1.quiet(lambda el: is_presence_from(el, a.bare, "unavailable"), seconds=0.4)
+    finally:
+        for x in (a, b1, b2):
+            if x:
+                x.close()
+
+
+def test_full_jid_item_applies_to_presence_after_an_approval_across_homes(spread_server):
+    """The current presence a new subscriber gets (RFC 6121 3.1.5) skips the
+    blocked resource too, though it is addressed to the bare JID."""
+    s = spread_server
+    ua, pa, _ = s.new_account("hga", home=1, workers=spread_workers())
+    ub, pb, _ = s.new_account("hgb", home=0, workers=spread_workers())
+    a = spread_online(s, (ua, pa), status="approved")
+    b1 = spread_online(s, (ub, pb), resource="one")
+    b2 = spread_online(s, (ub, pb), resource="two")
+    try:
+        block_items(a, "block", [b1.full])
+        b1.send("<presence type='subscribe' to='%s'/>" % a.bare)
+        a.presence("subscribe", b1.bare)
+        a.send("<presence type='subscribed' to='%s'/>" % b1.bare)
+        p = b2.presence("", a.full)
+        assert p.findtext(q(NS_CLIENT, "status")) == "approved", tostr(p)
+        b1.quiet(lambda el: is_presence_from(el, a.bare), seconds=0.4)
+    finally:
+        for x in (a, b1, b2):
+            x.close()

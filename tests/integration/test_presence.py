@@ -7,6 +7,8 @@ import socket
 import sqlite3
 import struct
 
+import pytest
+
 from harness import NS_CLIENT, q, tostr
 from imutil import Client, error_condition, is_presence, subscribe_mutually
 
@@ -296,6 +298,102 @@ def test_login_probe_to_a_contact_that_does_not_grant_from_corrects_the_roster(s
         db.commit()
         db.close()
         a = online(server, ca)
+        a.presence("unsubscribed", b.bare)
+        push = a.push(b.bare)
+        assert push.get("subscription") == "none" and push.get("name") == "stale"
+        a.quiet(lambda el: is_presence(el, "", b.bare), seconds=0.2)
+    finally:
+        a.close()
+        b.close()
+
+
+# ---- Account homes spread over the workers (docs/account-homes.md, 2.3) ----
+
+def spread_workers():
+    """The workers of a server started with --workers 2 (STANZAD_TEST_ARGS,
+    appended after, may change the number: the last --workers wins)."""
+    args = ["--workers", "2"] + os.environ.get("STANZAD_TEST_ARGS", "").split()
+    return int([args[i + 1] for i, a in enumerate(args) if a == "--workers"][-1])
+
+
+@pytest.fixture(scope="module")
+def spread_server():
+    from harness import StanzadServer
+    s = StanzadServer(["--workers", "2", "--homes", "hash"],
+                      name="stanzad(homes hash)").start()
+    yield s
+    s.stop()
+
+
+def spread_account(server, prefix, home):
+    u, p, _ = server.new_account(prefix, home=home, workers=spread_workers())
+    return (u, p)
+
+
+def test_presence_between_contacts_at_home_on_different_workers(spread_server):
+    s = spread_server
+    ca, cb = spread_account(s, "hpa", 0), spread_account(s, "hpb", 1)
+    a, b = online(s, ca, status="a here"), online(s, cb, status="b here")
+    a2 = b2 = None
+    try:
+        # The subscription handshake across homes, both ways.
+        subscribe_mutually(a, b)
+        # A change is broadcast to the contact at its home.
+        a.available(status="changed")
+        p = b.presence("", a.full)
+        assert p.get("to") == b.bare and p.findtext(q(NS_CLIENT, "status")) == "changed"
+        b.available(status="b changed")
+        p = a.presence("", b.full)
+        assert p.get("to") == a.bare and p.findtext(q(NS_CLIENT, "status")) == "b changed"
+        # Every resource of the contact gets it, once.
+        b2 = online(s, cb, resource="second")
+        a.presence("", b2.full)
+        assert b2.presence("", a.full).findtext(q(NS_CLIENT, "status")) == "changed"
+        a.available(status="to both")
+        for x in (b, b2):
+            p = x.presence("", a.full)
+            assert p.findtext(q(NS_CLIENT, "status")) == "to both"
+            x.quiet(lambda el: is_presence(el, "", a.bare), seconds=0.3)
+        b2.close_cleanly()
+        a.presence("unavailable", b2.full)
+        # A login probes the contact, already online at another home: the
+        # answer comes from there, to the new session's full JID.
+        a2 = Client(s, *ca, resource="late")
+        a2.roster_get()
+        a2.available()
+        p = a2.presence("", b.bare)
+        assert p.get("from") == b.full and p.get("to") == a2.full, tostr(p)
+        assert p.findtext(q(NS_CLIENT, "status")) == "b changed"
+        a2.quiet(lambda el: is_presence(el, "", b.bare), seconds=0.3)
+        b.presence("", a2.full)
+        # Unavailable, explicit and at logout.
+        a.send("<presence type='unavailable'><status>brb</status></presence>")
+        p = b.presence("unavailable", a.full)
+        assert p.findtext(q(NS_CLIENT, "status")) == "brb"
+        a2.close_cleanly()
+        b.presence("unavailable", a2.full)
+    finally:
+        for x in (a, a2, b, b2):
+            if x:
+                x.close()
+
+
+def test_login_probe_across_homes_corrects_the_roster(spread_server):
+    """The contact's home answers the probe: without From there, the
+    prober gets "unsubscribed", which cancels its stale To (RFC 6121 4.3.2)."""
+    s = spread_server
+    ca, cb = spread_account(s, "hqa", 1), spread_account(s, "hqb", 0)
+    b = online(s, cb)
+    a = Client(s, *ca)
+    try:
+        r = a.roster_set(b.bare, name="stale")
+        assert r.get("type") == "result"
+        a.close_cleanly()
+        db = sqlite3.connect(os.path.join(s.state_dir, "stanzad.db"), timeout=5)
+        db.execute("UPDATE roster_items SET subscription = 'to' WHERE username = ?", (ca[0],))
+        db.commit()
+        db.close()
+        a = online(s, ca)
         a.presence("unsubscribed", b.bare)
         push = a.push(b.bare)
         assert push.get("subscription") == "none" and push.get("name") == "stale"
