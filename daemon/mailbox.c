@@ -146,9 +146,10 @@ void mailbox_ring_failed(struct worker *from, unsigned to, int err)
 	from->bells_due |= UINT64_C(1) << to;
 }
 
-void mailbox_drain(struct worker *w)
+size_t mailbox_drain(struct worker *w)
 {
 	struct worker_msg *m;
+	size_t n = 0;
 	uint64_t v;
 
 	if (w->mbox.efd >= 0)
@@ -156,8 +157,27 @@ void mailbox_drain(struct worker *w)
 			;
 	/* Cleared before reading: a message posted after this rings again. */
 	atomic_store_explicit(&w->mbox.bell, false, memory_order_seq_cst);
-	while ((m = mailbox_pop(&w->mbox)) != NULL)
+	while ((m = mailbox_pop(&w->mbox)) != NULL) {
 		m->fn(w, m);
+		n++;
+	}
+	return n;
+}
+
+void mailbox_drain_all_stopped(struct server *srv)
+{
+	size_t ran;
+	int rounds = 0;
+
+	do {
+		ran = 0;
+		for (unsigned k = 0; k < srv->nworkers; k++)
+			if (srv->workers[k].loop)
+				ran += mailbox_drain(&srv->workers[k]);
+	} while (ran && ++rounds < MAILBOX_FINAL_ROUNDS);
+	if (ran)
+		log_warn("worker.final_drain", "msg=\"messages between workers still posted after %d "
+			 "rounds at shutdown\"", rounds);
 }
 
 /* ---- Stop the world ---- */

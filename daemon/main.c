@@ -633,8 +633,11 @@ int main(int argc, char **argv)
 	worker_post_now(w);	/* the stop messages, if the loop ended on its own */
 out_workers:
 	join_worker_threads(&srv, starts);
-	/* Connections that moved to worker 0 after its loop ended are closed below. */
-	mailbox_drain(w);
+	/*
+	 * What the workers posted each other while stopping (connections that
+	 * moved to worker 0 after its loop ended are closed below).
+	 */
+	mailbox_drain_all_stopped(&srv);
 	log_info("server.stop", "status=%d", status);
 
 	/*

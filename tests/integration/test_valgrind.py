@@ -43,7 +43,9 @@ pytestmark = [
 
 
 def _valgrind_server(monkeypatch):
-    srv = StanzadServer(["--require-tls", "yes"], name="stanzad(valgrind)")
+    # Two workers, accounts spread: what crosses between homes is checked too.
+    srv = StanzadServer(["--require-tls", "yes", "--workers", "2", "--homes", "hash"],
+                        name="stanzad(valgrind)", suite_args=False)
     log = os.path.join(srv.state_dir, "valgrind.%p.log")
     monkeypatch.setenv("STANZAD_WRAPPER",
                        "valgrind --leak-check=full --errors-for-leak-kinds=definite,indirect "
@@ -56,8 +58,8 @@ def _valgrind_server(monkeypatch):
 def test_short_scenario_under_valgrind_has_no_leaks_and_no_errors(monkeypatch):
     srv = _valgrind_server(monkeypatch)
     try:
-        alice = srv.new_account("vga")
-        bob = srv.new_account("vgb")
+        alice = srv.new_account("vga", home=0)
+        bob = srv.new_account("vgb", home=1)
         carol = srv.new_account("vgc")
         a = Client(srv, alice[0], alice[1], resource="desk")
         b = Client(srv, bob[0], bob[1])
