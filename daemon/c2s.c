@@ -39,6 +39,7 @@
 #include "metrics.h"
 #include "pep.h"
 #include "presence.h"
+#include "provisioning.h"
 #include "roster.h"
 #include "router.h"
 #include "s2s.h"
@@ -1360,10 +1361,13 @@ static bool c2s_ready_stanza(struct conn *c, struct xml_node *st)
 		mam_outbound(&ms, c, st, &from, &to);	/* XEP-0313: archive, stamp for carbons */
 		carbons_sent(c, st, &to);		/* XEP-0280 (carbons.c) */
 		mam_stamp_end(&ms);
-		if (stanza_kind(st) == STANZA_PRESENCE)
+		if (stanza_kind(st) == STANZA_PRESENCE) {
 			presence_outbound(c, st, &from, &to);	/* presence.c */
-		else
+		} else {
+			/* XEP-0324: a thing's table entry is here, at its home (provisioning.c). */
+			provisioning_outbound(c->w, st, &from, &to);
 			router_route(c, st, &from, &to);
+		}
 	} else if (stanza_kind(st) == STANZA_PRESENCE) {
 		c2s_presence_broadcast(c, st, &from);
 	} else if (stanza_kind(st) == STANZA_IQ && xml_child(st, NS_BIND, "bind")) {

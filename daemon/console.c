@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -111,8 +112,10 @@ static struct {
 	char *snapshot;			/* the last snapshot (JSON), NULL before the first */
 	uint64_t version;		/* bumped whenever the snapshot changes */
 	uint64_t last_poll_ms;
-	uint64_t seqnr;			/* of the read-outs asked */
 } console;
+
+/* Of the read-outs asked: they are sent from the devices' home workers. */
+static _Atomic uint64_t console_seqnr;
 
 bool console_enabled(const struct config *cfg)
 {
@@ -327,24 +330,26 @@ static struct console_reading *console_reading_get(const char *bare)
 	return old;
 }
 
-/* Asks each session of an online device for a momentary read-out, from the domain. */
-static void console_poll_device(struct worker *w, const char *bare, size_t len, uint64_t now)
+/*
+ * Asks each session of an online device for a momentary read-out, from
+ * the domain. At the device's home worker, where its sessions are.
+ */
+static void console_poll_sessions(struct worker *w, const char *bare, size_t len)
 {
 	const char *domain = w->srv->cfg->domain;
-	struct console_reading *r = console_reading_get(bare);
 	struct arena a;
 
-	r->asked_ms = now;
 	arena_init(&a, CONSOLE_ARENA_CHUNK);
 	for (struct session *s = sessdir_find_bare(w->sessions, bare, len); s; s = s->next) {
 		struct xml_node *iq, *req;
 		char id[40], seq[24];
+		uint64_t n;
 
 		if (s->ending)
 			continue;
-		console.seqnr++;
-		snprintf(id, sizeof(id), "console-%" PRIu64, console.seqnr);
-		snprintf(seq, sizeof(seq), "%" PRIu64, console.seqnr);
+		n = atomic_fetch_add(&console_seqnr, 1) + 1;
+		snprintf(id, sizeof(id), "console-%" PRIu64, n);
+		snprintf(seq, sizeof(seq), "%" PRIu64, n);
 		iq = xml_node_new(&a, XML_NS_CLIENT, "iq");
 		/* Delivered straight to the session: the hub's admin reads every device. */
 		if (iq && !xml_attr_set(&a, iq, "type", "get") && !xml_attr_set(&a, iq, "id", id) &&
@@ -357,20 +362,24 @@ static void console_poll_device(struct worker *w, const char *bare, size_t len, 
 	arena_release(&a);
 }
 
-/* Adds online state, last seen and readings to the stored rows; asks for read-outs when due. */
-static void console_annotate(struct worker *w, json_t *devices, uint64_t now)
+/*
+ * A device asked for a read-out: its slot keeps the answer (console_sensor_data
+ * takes only devices with a slot). Made before the answer can arrive.
+ */
+static void console_poll_asked(const char *bare, uint64_t now)
 {
-	/* Read-outs only while someone watches the events (not for a script's GET). */
-	bool poll = console.nstreams && now - console.last_poll_ms >= CONSOLE_POLL_MS;
+	console_reading_get(bare)->asked_ms = now;
+}
+
+/* Adds online state, last seen and readings to the stored rows (sessions: per row). */
+static void console_annotate(json_t *devices, const unsigned *counts)
+{
 	size_t i;
 	json_t *d;
 
-	if (poll)
-		console.last_poll_ms = now;
 	json_array_foreach(devices, i, d) {
 		const char *jid = json_string_value(json_object_get(d, "jid"));
-		size_t len = strlen(jid);
-		unsigned sessions = sessdir_count_bare(w->sessions, jid, len);
+		unsigned sessions = counts[i];
 		json_int_t logout = json_integer_value(json_object_get(d, "logout_at"));
 		struct console_reading *r = console_reading_find(jid);
 		json_t *fields = json_array();
@@ -388,8 +397,6 @@ static void console_annotate(struct worker *w, json_t *devices, uint64_t now)
 		json_object_set_new(d, "readings", fields);
 		json_object_set_new(d, "readings_time",
 				    r && r->updated_ms ? json_string(r->stamp) : json_null());
-		if (poll && sessions)
-			console_poll_device(w, jid, len, now);
 	}
 }
 
@@ -448,18 +455,62 @@ static char *console_document(struct worker *w, struct console_req *cr)
 	return text;
 }
 
-/* Worker: the store answered a snapshot request. */
-static void console_done(struct storage_req *req)
-{
-	struct console_req *cr = (struct console_req *)req;
-	struct worker *w = (struct worker *)((char *)req->inbox - offsetof(struct worker, inbox));
-	uint64_t now = loop_now_ms(w->loop);
-	struct http_request *rq = NULL;
-	char *text = NULL;
+/*
+ * The devices' online counts, gathered from the workers where they are at
+ * home (their sessions are there): one message to each worker with
+ * devices of its own, which counts them (and asks them for read-outs when
+ * due) and sends the message back; the snapshot is made once all are
+ * back. A small gather of the console's own (the admin and control
+ * gathers have a helper of their own elsewhere).
+ */
+struct console_gather {
+	struct console_req *cr;
+	uint64_t now;
+	bool poll;			/* read-outs asked this time */
+	unsigned waiting;		/* workers yet to answer */
+	unsigned *sessions;		/* per row of cr->devices */
+};
 
-	/* Nobody waits any more (or the server stops): nothing to annotate or ask. */
+struct console_count {
+	size_t index;			/* the row */
+	unsigned sessions;		/* filled at the home */
+	char *jid;
+};
+
+struct console_count_msg {
+	struct worker_msg msg;		/* first */
+	struct console_gather *g;	/* the asking worker's: only carried */
+	unsigned asker;
+	bool poll;
+	size_t n, cap;
+	struct console_count *dev;
+};
+
+static void console_count_msg_free(struct console_count_msg *cm)
+{
+	for (size_t i = 0; i < cm->n; i++)
+		free(cm->dev[i].jid);
+	free(cm->dev);
+	free(cm);
+}
+
+static void console_gather_free(struct console_gather *g)
+{
+	console_req_free(g->cr);
+	free(g->sessions);
+	free(g);
+}
+
+/* All counts are in: the snapshot is made, for the API request or the streams. */
+static void console_finish(struct worker *w, struct console_gather *g)
+{
+	struct console_req *cr = g->cr;
+	struct http_request *rq = NULL;
+	char *text;
+
+	/* Nobody waits any more (or the server stops). */
 	if (cr->for_api) {
-		rq = http_pending_request(worker_conn(w, req->slot, req->gen));
+		rq = http_pending_request(worker_conn(w, cr->req.slot, cr->req.gen));
 		if (!rq)
 			goto out;
 	} else {
@@ -467,12 +518,8 @@ static void console_done(struct storage_req *req)
 		if (!console.nstreams || w->draining)
 			goto out;
 	}
-	if (req->result < 0) {
-		log_warn("console.snapshot_failed", "err=\"%s\"", strerror(-req->result));
-	} else {
-		console_annotate(w, cr->devices, now);
-		text = console_document(w, cr);
-	}
+	console_annotate(cr->devices, g->sessions);
+	text = console_document(w, cr);
 	if (rq) {
 		if (text)
 			http_respond(rq, 200, CONSOLE_JSON, text, strlen(text), CONSOLE_HEADERS);
@@ -486,8 +533,170 @@ static void console_done(struct storage_req *req)
 			console.version++;
 		free(console.snapshot);
 		console.snapshot = text;
-		console_publish(w, now);
+		console_publish(w, g->now);
 	}
+out:
+	console_gather_free(g);
+}
+
+/* Back at the asking worker: the counts of one worker's devices. */
+static void console_count_back(struct worker *w, struct worker_msg *m)
+{
+	struct console_count_msg *cm = (struct console_count_msg *)m;
+	struct console_gather *g = cm->g;
+
+	for (size_t i = 0; i < cm->n; i++) {
+		g->sessions[cm->dev[i].index] = cm->dev[i].sessions;
+		/* Before its answer: the home sends that after this message. */
+		if (cm->poll && cm->dev[i].sessions)
+			console_poll_asked(cm->dev[i].jid, g->now);
+	}
+	console_count_msg_free(cm);
+	if (--g->waiting == 0)
+		console_finish(w, g);
+}
+
+/* At a home worker: its devices' sessions counted (and asked for read-outs). */
+static void console_count_arrived(struct worker *w, struct worker_msg *m)
+{
+	struct console_count_msg *cm = (struct console_count_msg *)m;
+	struct arena_mark mark = arena_mark(&w->tmp);
+
+	for (size_t i = 0; i < cm->n; i++) {
+		size_t len = strlen(cm->dev[i].jid);
+
+		cm->dev[i].sessions = sessdir_count_bare(w->sessions, cm->dev[i].jid, len);
+		if (cm->poll && cm->dev[i].sessions)
+			console_poll_sessions(w, cm->dev[i].jid, len);
+	}
+	arena_rewind(&w->tmp, mark);
+	worker_post(w, cm->asker, &cm->msg, console_count_back);
+}
+
+/* Adds row i (device jid) to the message for worker `home`, made on first use. 0 or -ENOMEM. */
+static int console_count_add(struct console_count_msg **msgs, unsigned home,
+			     struct console_gather *g, unsigned asker, size_t i, const char *jid)
+{
+	struct console_count_msg *cm = msgs[home];
+
+	if (!cm) {
+		cm = msgs[home] = calloc(1, sizeof(*cm));
+		if (!cm)
+			return -ENOMEM;
+		cm->g = g;
+		cm->asker = asker;
+		cm->poll = g->poll;
+	}
+	if (cm->n == cm->cap) {
+		size_t cap = cm->cap ? cm->cap * 2 : 16;
+		struct console_count *d = realloc(cm->dev, cap * sizeof(*d));
+
+		if (!d)
+			return -ENOMEM;
+		cm->dev = d;
+		cm->cap = cap;
+	}
+	cm->dev[cm->n] = (struct console_count){ .index = i, .jid = strdup(jid) };
+	if (!cm->dev[cm->n].jid)
+		return -ENOMEM;
+	cm->n++;
+	return 0;
+}
+
+/*
+ * Counts the sessions of the snapshot's devices: those at home here at
+ * once, the others through their home workers (console_count_msg).
+ * console_finish() runs when all are counted (at once when all are here).
+ * -ENOMEM: nothing was posted, g is still the caller's.
+ */
+static int console_gather(struct worker *w, struct console_gather *g)
+{
+	struct console_count_msg *msgs[SERVER_MAX_WORKERS] = { 0 };
+	unsigned nworkers = w->srv->nworkers;
+	size_t i;
+	json_t *d;
+	int ret = 0;
+
+	g->sessions = calloc(json_array_size(g->cr->devices) + 1, sizeof(*g->sessions));
+	if (!g->sessions)
+		return -ENOMEM;
+	json_array_foreach(g->cr->devices, i, d) {
+		const char *jid = json_string_value(json_object_get(d, "jid"));
+		size_t len = strlen(jid);
+		unsigned home = nworkers > 1 ? worker_home(w->srv, jid) : w->id;
+
+		if (home != w->id) {
+			ret = console_count_add(msgs, home, g, w->id, i, jid);
+			if (ret < 0)
+				break;
+			continue;
+		}
+		g->sessions[i] = sessdir_count_bare(w->sessions, jid, len);
+		if (g->poll && g->sessions[i]) {
+			console_poll_asked(jid, g->now);
+			console_poll_sessions(w, jid, len);
+		}
+	}
+	if (ret < 0) {
+		for (unsigned k = 0; k < nworkers; k++)
+			if (msgs[k])
+				console_count_msg_free(msgs[k]);
+		return ret;
+	}
+	for (unsigned k = 0; k < nworkers; k++)
+		if (msgs[k])
+			g->waiting++;
+	if (!g->waiting) {
+		console_finish(w, g);
+		return 0;
+	}
+	for (unsigned k = 0; k < nworkers; k++)
+		if (msgs[k])
+			worker_post(w, k, &msgs[k]->msg, console_count_arrived);
+	return 0;
+}
+
+/* Worker: the store answered a snapshot request. */
+static void console_done(struct storage_req *req)
+{
+	struct console_req *cr = (struct console_req *)req;
+	struct worker *w = (struct worker *)((char *)req->inbox - offsetof(struct worker, inbox));
+	uint64_t now = loop_now_ms(w->loop);
+	struct http_request *rq = NULL;
+	struct console_gather *g;
+
+	/* Nobody waits any more (or the server stops): nothing to annotate or ask. */
+	if (cr->for_api) {
+		rq = http_pending_request(worker_conn(w, req->slot, req->gen));
+		if (!rq)
+			goto out;
+	} else if (!console.nstreams || w->draining) {
+		console.refreshing = false;
+		goto out;
+	}
+	if (req->result < 0) {
+		log_warn("console.snapshot_failed", "err=\"%s\"", strerror(-req->result));
+		goto failed;
+	}
+	g = calloc(1, sizeof(*g));
+	if (!g)
+		goto failed;
+	g->cr = cr;
+	g->now = now;
+	/* Read-outs only while someone watches the events. */
+	g->poll = console.nstreams && now - console.last_poll_ms >= CONSOLE_POLL_MS;
+	if (g->poll)
+		console.last_poll_ms = now;
+	/* Still refreshing (streams) until the counts are in: one snapshot at a time. */
+	if (console_gather(w, g) == 0)
+		return;
+	free(g->sessions);
+	free(g);
+failed:
+	if (rq)
+		http_respond_error(rq, 500, "the store failed");
+	else
+		console.refreshing = false;
 out:
 	console_req_free(cr);
 }

@@ -158,7 +158,62 @@ static void iot_change_done(struct storage_req *req)
 	free(cr);
 }
 
-/* Applies ch to bare's item for contact, where the account's roster is. */
+/*
+ * What iot_change and iot_presence_from do for an account at home on
+ * another worker (its roster and sessions are there): done there, in the
+ * order posted (a roster change before the presence it makes visible).
+ */
+struct iot_home_msg {
+	struct worker_msg msg;		/* first */
+	bool presence;			/* iot_presence_from, else iot_change */
+	bool available;
+	struct iot_change ch;
+	char bare[JID_MAX];
+	char other[JID_MAX];		/* the contact, or the presence's 'to' */
+};
+
+static void iot_change(struct worker *w, const char *bare, const char *contact,
+		       struct iot_change ch);
+static void iot_presence_from(struct worker *w, const char *bare, const char *to,
+			      bool available);
+
+static void iot_home_arrived(struct worker *w, struct worker_msg *m)
+{
+	struct iot_home_msg *hm = (struct iot_home_msg *)m;
+	struct arena_mark mark = arena_mark(&w->tmp);
+
+	if (hm->presence)
+		iot_presence_from(w, hm->bare, hm->other, hm->available);
+	else
+		iot_change(w, hm->bare, hm->other, hm->ch);
+	arena_rewind(&w->tmp, mark);
+	free(hm);
+}
+
+/* Posts the work for bare to its home when that is another worker. true when posted. */
+static bool iot_post_home(struct worker *w, const char *bare, const char *other, bool presence,
+			  bool available, const struct iot_change *ch)
+{
+	struct iot_home_msg *hm;
+
+	if (!router_home_elsewhere(w, bare, strlen(bare)))
+		return false;
+	hm = calloc(1, sizeof(*hm));
+	if (!hm) {
+		log_error("iot.roster_failed", "jid=%s msg=\"out of memory\"", bare);
+		return true;
+	}
+	hm->presence = presence;
+	hm->available = available;
+	if (ch)
+		hm->ch = *ch;
+	snprintf(hm->bare, sizeof(hm->bare), "%s", bare);
+	snprintf(hm->other, sizeof(hm->other), "%s", other);
+	worker_post(w, worker_home(w->srv, hm->bare), &hm->msg, iot_home_arrived);
+	return true;
+}
+
+/* Applies ch to bare's item for contact, where the account's roster is (its home). */
 static void iot_change(struct worker *w, const char *bare, const char *contact,
 		       struct iot_change ch)
 {
@@ -167,6 +222,8 @@ static void iot_change(struct worker *w, const char *bare, const char *contact,
 	struct account *a;
 
 	if (!iot_local_user(w, bare, user, sizeof(user)) || strcmp(bare, contact) == 0)
+		return;
+	if (iot_post_home(w, bare, contact, false, false, &ch))
 		return;
 	a = sessdir_find_account(w->sessions, bare, strlen(bare));
 	if (a && a->roster) {
@@ -205,11 +262,18 @@ static void iot_presence(struct worker *w, struct arena *a, const char *type, co
 
 /*
  * Each available resource of `bare` sends its last presence to `to`
- * (available = true), or unavailable (false).
+ * (available = true), or unavailable (false): at bare's home, where its
+ * sessions are.
  */
 static void iot_presence_from(struct worker *w, const char *bare, const char *to, bool available)
 {
+	char user[JID_PART_MAX + 1];
 	struct arena a;
+
+	/* Only accounts of this server have sessions here. */
+	if (!iot_local_user(w, bare, user, sizeof(user)) ||
+	    iot_post_home(w, bare, to, true, available, NULL))
+		return;
 
 	arena_init(&a, IOT_ROSTER_ARENA_CHUNK);
 	for (struct session *s = sessdir_find_bare(w->sessions, bare, strlen(bare)), *next;

@@ -590,7 +590,7 @@ int main(int argc, char **argv)
 		goto out_sessions;
 	}
 	/* And the provisioned things with their rules (XEP-0324, XEP-0347). */
-	ret = provisioning_init(st, &cfg);
+	ret = provisioning_init(&srv, st);
 	if (ret < 0) {
 		fprintf(stderr, "stanzad: cannot load the provisioning rules: %s\n", strerror(-ret));
 		goto out_sessions;

@@ -30,10 +30,15 @@ struct prov_proof {
 	char *jid;			/* bare; NULL: free slot */
 };
 
+/* A set of proofs: a ring of PROV_TOKEN_PROOFS_MAX, allocated on first use. */
+struct prov_proofs {
+	struct prov_proof *ring;
+	size_t next;			/* the slot the next proof takes */
+};
+
 static struct {
 	struct prov_challenge pending[PROV_TOKEN_PENDING_MAX];
-	struct prov_proof *proofs;	/* ring of PROV_TOKEN_PROOFS_MAX, allocated on first use */
-	size_t next_proof;		/* the slot the next proof takes */
+	struct prov_proofs sets[PROV_TOKEN_SETS];	/* 0: the service's own */
 	uint32_t seqnr;
 } tok;
 
@@ -47,9 +52,11 @@ void prov_tokens_reset(void)
 {
 	for (size_t i = 0; i < PROV_TOKEN_PENDING_MAX; i++)
 		prov_challenge_clear(&tok.pending[i]);
-	for (size_t i = 0; tok.proofs && i < PROV_TOKEN_PROOFS_MAX; i++)
-		free(tok.proofs[i].jid);
-	free(tok.proofs);
+	for (size_t k = 0; k < PROV_TOKEN_SETS; k++) {
+		for (size_t i = 0; tok.sets[k].ring && i < PROV_TOKEN_PROOFS_MAX; i++)
+			free(tok.sets[k].ring[i].jid);
+		free(tok.sets[k].ring);
+	}
 	memset(&tok, 0, sizeof(tok));
 }
 
@@ -146,25 +153,28 @@ out:
 	return ret;
 }
 
-/* Remembers that jid proved token (once; a full ring forgets the oldest). 0 or -ENOMEM. */
-static int prov_proof_add(const char *token, const char *jid)
+int prov_token_proof_copy(unsigned set, const char *token, const char *jid)
 {
+	struct prov_proofs *ps;
 	struct prov_proof *slot;
 
-	if (prov_token_held(token, jid))
+	if (set >= PROV_TOKEN_SETS || strlen(token) != PROV_TOKEN_LEN)
+		return -EINVAL;
+	ps = &tok.sets[set];
+	if (prov_token_held_in(set, token, jid))
 		return 0;
-	if (!tok.proofs) {
-		tok.proofs = calloc(PROV_TOKEN_PROOFS_MAX, sizeof(*tok.proofs));
-		if (!tok.proofs)
+	if (!ps->ring) {
+		ps->ring = calloc(PROV_TOKEN_PROOFS_MAX, sizeof(*ps->ring));
+		if (!ps->ring)
 			return -ENOMEM;
 	}
-	slot = &tok.proofs[tok.next_proof];
+	slot = &ps->ring[ps->next];
 	free(slot->jid);
 	slot->jid = strdup(jid);
 	if (!slot->jid)
 		return -ENOMEM;
 	memcpy(slot->token, token, sizeof(slot->token));
-	tok.next_proof = (tok.next_proof + 1) % PROV_TOKEN_PROOFS_MAX;
+	ps->next = (ps->next + 1) % PROV_TOKEN_PROOFS_MAX;
 	return 0;
 }
 
@@ -189,17 +199,24 @@ int prov_token_respond(const char *requester, uint32_t seqnr, const unsigned cha
 		prov_challenge_clear(c);
 		if (!right)
 			return -EACCES;
-		ret = prov_proof_add(token, requester);
+		ret = prov_token_proof_copy(0, token, requester);
 		return ret;
 	}
 	return -ENOENT;
 }
 
-bool prov_token_held(const char *token, const char *jid)
+bool prov_token_held_in(unsigned set, const char *token, const char *jid)
 {
-	for (size_t i = 0; token && tok.proofs && i < PROV_TOKEN_PROOFS_MAX; i++)
-		if (tok.proofs[i].jid && strcmp(tok.proofs[i].token, token) == 0 &&
-		    strcmp(tok.proofs[i].jid, jid) == 0)
+	const struct prov_proof *ring = set < PROV_TOKEN_SETS ? tok.sets[set].ring : NULL;
+
+	for (size_t i = 0; token && ring && i < PROV_TOKEN_PROOFS_MAX; i++)
+		if (ring[i].jid && strcmp(ring[i].token, token) == 0 &&
+		    strcmp(ring[i].jid, jid) == 0)
 			return true;
 	return false;
+}
+
+bool prov_token_held(const char *token, const char *jid)
+{
+	return prov_token_held_in(0, token, jid);
 }

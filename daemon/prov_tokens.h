@@ -14,8 +14,11 @@
  *
  * The token is the SHA-256 of the certificate (DER) in hex: the same
  * certificate always gives the same token, so owners' rules naming it
- * survive restarts. Used by one worker (provisioning.c), like the rest of
- * the provisioning state.
+ * survive restarts. Challenges belong to the service (worker 0). Proofs
+ * are kept in sets: set 0 is the service's own; the workers where things
+ * are at home check requests against a copy of the proofs (set = worker
+ * id), which provisioning.c sends them as each proof is made. Each set
+ * is used by one thread only.
  */
 #ifndef STANZAD_PROV_TOKENS_H
 #define STANZAD_PROV_TOKENS_H
@@ -30,6 +33,7 @@
 #define PROV_TOKEN_PENDING_MAX	64	/* challenges waiting for their response */
 #define PROV_TOKEN_TTL		120	/* seconds a challenge waits (the XEP: at least 60) */
 #define PROV_TOKEN_PROOFS_MAX	4096	/* (token, JID) proofs remembered; the oldest goes */
+#define PROV_TOKEN_SETS		64	/* sets of proofs: one per worker (server.h's maximum) */
 
 /*
  * getToken from bare JID `requester` with certificate der[0..len): a
@@ -50,8 +54,17 @@ int prov_token_challenge(const char *requester, const unsigned char *der, size_t
 int prov_token_respond(const char *requester, uint32_t seqnr, const unsigned char *resp,
 		       size_t len, int64_t now, char token[PROV_TOKEN_LEN + 1]);
 
-/* Whether bare JID jid proved token. */
+/* Whether bare JID jid proved token (the service's set, 0). */
 bool prov_token_held(const char *token, const char *jid);
+
+/* The same in the copy of the proofs of worker `set`. */
+bool prov_token_held_in(unsigned set, const char *token, const char *jid);
+
+/*
+ * Remembers in set that jid proved token (once; a full ring forgets the
+ * oldest). 0, -EINVAL (no such set, not a token) or -ENOMEM.
+ */
+int prov_token_proof_copy(unsigned set, const char *token, const char *jid);
 
 /* Forgets every challenge and proof. */
 void prov_tokens_reset(void);

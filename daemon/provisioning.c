@@ -8,6 +8,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -72,18 +73,49 @@ struct prov_bare_iq {
 	char buf[];
 };
 
-static struct {
-	bool enabled;
-	char domain[JID_MAX];		/* provisioning.DOMAIN */
+/*
+ * The things at home on one worker (worker_home of the thing's JID), with
+ * that worker's questions and bare-JID iqs: routing reads a thing where
+ * its sessions are, the stanzas for it being routed there. Each part is
+ * used by its own worker only; the service (worker 0) changes things at
+ * home elsewhere by posting them a prov_update.
+ */
+struct prov_part {
 	struct prov_thing **buckets;
 	size_t nbuckets, count;
-	uint64_t seed;
-	uint64_t counter;		/* ids of the service's own stanzas */
 	struct prov_question questions[PROV_QUESTIONS_MAX];
 	unsigned next_question;
 	struct prov_bare_iq *bare[PROV_BARE_IQS_MAX];
 	unsigned nbare;
+};
+
+static struct {
+	bool enabled;
+	char domain[JID_MAX];		/* provisioning.DOMAIN */
+	const struct server *srv;	/* for worker_home() */
+	struct prov_part *parts;	/* one per worker */
+	unsigned nparts;
+	uint64_t seed;
+	_Atomic uint64_t counter;	/* ids of the service's own stanzas (all workers) */
 } prov;
+
+/*
+ * A change of a thing made by the service (worker 0) or the control
+ * socket, for the thing's home worker, where its table entry is: owned
+ * (a claim), released (disowned, unregistered), a rule stored, rules
+ * deleted, a clearCache from the owner, an enrollment to read again.
+ */
+enum prov_update_kind {
+	PROV_UP_OWNED,
+	PROV_UP_RELEASED,
+	PROV_UP_RULE,
+	PROV_UP_DELETED,
+	PROV_UP_CLEAR,
+	PROV_UP_REFRESH,
+};
+
+static int prov_post_update(struct worker *w, unsigned home, int kind, const char *thing,
+			    const char *owner, struct iot_rule *rule, char *nodes);
 
 static const char *const control_params[] = {
 	"boolean", "color", "date", "dateTime", "double", "duration", "int", "long", "string",
@@ -107,26 +139,38 @@ static uint64_t prov_hash(const char *s, size_t len)
 	return h;
 }
 
-/* The provisioned thing with bare JID jid[0..len), or NULL. */
-static struct prov_thing *prov_find_len(const char *jid, size_t len)
+/* The worker where a thing (bare JID) is at home: its part of the table. */
+static unsigned prov_home(const char *bare)
 {
-	if (!prov.buckets)
+	return prov.nparts > 1 ? worker_home(prov.srv, bare) : 0;
+}
+
+/* The part of the table of the calling worker, or NULL (not set up). */
+static struct prov_part *prov_at(const struct worker *w)
+{
+	return prov.parts && w->id < prov.nparts ? &prov.parts[w->id] : NULL;
+}
+
+/* The provisioned thing with bare JID jid[0..len) in part p, or NULL. */
+static struct prov_thing *prov_find_len(struct prov_part *p, const char *jid, size_t len)
+{
+	if (!p || !p->buckets)
 		return NULL;
-	for (struct prov_thing *t = prov.buckets[prov_hash(jid, len) & (prov.nbuckets - 1)]; t;
+	for (struct prov_thing *t = p->buckets[prov_hash(jid, len) & (p->nbuckets - 1)]; t;
 	     t = t->hnext)
 		if (t->jid_len == len && memcmp(t->jid, jid, len) == 0)
 			return t;
 	return NULL;
 }
 
-static struct prov_thing *prov_find(const char *jid)
+static struct prov_thing *prov_find(struct prov_part *p, const char *jid)
 {
-	return prov_find_len(jid, strlen(jid));
+	return prov_find_len(p, jid, strlen(jid));
 }
 
-const char *provisioning_owner(const char *thing)
+const char *provisioning_owner(struct worker *w, const char *thing)
 {
-	struct prov_thing *t = prov_find(thing);
+	struct prov_thing *t = prov_find(prov_at(w), thing);
 
 	return t ? t->owner : NULL;
 }
@@ -145,15 +189,15 @@ static void prov_thing_free(struct prov_thing *t)
 }
 
 /* Doubles the bucket array (at load 1). Failure keeps the old one: chains just grow. */
-static void prov_grow(void)
+static void prov_grow(struct prov_part *p)
 {
-	size_t n = prov.nbuckets ? prov.nbuckets * 2 : PROV_BUCKETS_MIN;
+	size_t n = p->nbuckets ? p->nbuckets * 2 : PROV_BUCKETS_MIN;
 	struct prov_thing **b = calloc(n, sizeof(*b));
 
 	if (!b)
 		return;
-	for (size_t i = 0; i < prov.nbuckets; i++) {
-		for (struct prov_thing *t = prov.buckets[i], *next; t; t = next) {
+	for (size_t i = 0; i < p->nbuckets; i++) {
+		for (struct prov_thing *t = p->buckets[i], *next; t; t = next) {
 			uint64_t h = prov_hash(t->jid, t->jid_len) & (n - 1);
 
 			next = t->hnext;
@@ -161,17 +205,17 @@ static void prov_grow(void)
 			b[h] = t;
 		}
 	}
-	free(prov.buckets);
-	prov.buckets = b;
-	prov.nbuckets = n;
+	free(p->buckets);
+	p->buckets = b;
+	p->nbuckets = n;
 }
 
 /* The thing, created when absent, with this owner. NULL on ENOMEM. */
-static struct prov_thing *prov_put(const char *jid, const char *owner)
+static struct prov_thing *prov_put(struct prov_part *p, const char *jid, const char *owner)
 {
 	size_t len = strlen(jid);
-	struct prov_thing *t = prov_find_len(jid, len);
-	char *o = strdup(owner);
+	struct prov_thing *t = prov_find_len(p, jid, len);
+	char *o = p ? strdup(owner) : NULL;
 	uint64_t h;
 
 	if (!o)
@@ -181,9 +225,9 @@ static struct prov_thing *prov_put(const char *jid, const char *owner)
 		t->owner = o;
 		return t;
 	}
-	if (prov.count >= prov.nbuckets)
-		prov_grow();
-	if (!prov.buckets) {
+	if (p->count >= p->nbuckets)
+		prov_grow(p);
+	if (!p->buckets) {
 		free(o);
 		return NULL;
 	}
@@ -195,29 +239,29 @@ static struct prov_thing *prov_put(const char *jid, const char *owner)
 	memcpy(t->jid, jid, len + 1);
 	t->jid_len = len;
 	t->owner = o;
-	h = prov_hash(jid, len) & (prov.nbuckets - 1);
-	t->hnext = prov.buckets[h];
-	prov.buckets[h] = t;
-	prov.count++;
+	h = prov_hash(jid, len) & (p->nbuckets - 1);
+	t->hnext = p->buckets[h];
+	p->buckets[h] = t;
+	p->count++;
 	return t;
 }
 
 /* Removes a thing (and its rules) from the table; unknown JIDs are fine. */
-static void prov_del(const char *jid)
+static void prov_del(struct prov_part *p, const char *jid)
 {
 	size_t len = strlen(jid);
 	struct prov_thing **pp;
 
-	if (!prov.buckets)
+	if (!p || !p->buckets)
 		return;
-	for (pp = &prov.buckets[prov_hash(jid, len) & (prov.nbuckets - 1)]; *pp;
+	for (pp = &p->buckets[prov_hash(jid, len) & (p->nbuckets - 1)]; *pp;
 	     pp = &(*pp)->hnext) {
 		if ((*pp)->jid_len == len && memcmp((*pp)->jid, jid, len) == 0) {
 			struct prov_thing *t = *pp;
 
 			*pp = t->hnext;
 			prov_thing_free(t);
-			prov.count--;
+			p->count--;
 			return;
 		}
 	}
@@ -243,10 +287,13 @@ static void prov_rule_install(struct prov_thing *t, struct iot_rule *r)
 
 /* ---- Startup ---- */
 
-/* iot_db_load() callbacks: the table filled before the storage thread starts. */
+/*
+ * iot_db_load() callbacks: the table filled before the storage thread
+ * starts, each thing in the part of its home worker.
+ */
 static int prov_load_thing(void *arg, const char *jid, const char *owner, bool clear_cache)
 {
-	struct prov_thing *t = prov_put(jid, owner);
+	struct prov_thing *t = prov_put(&prov.parts[prov_home(jid)], jid, owner);
 
 	(void)arg;
 	if (!t)
@@ -258,7 +305,7 @@ static int prov_load_thing(void *arg, const char *jid, const char *owner, bool c
 /* Rules arrive oldest first; installing each at the head leaves the newest first. */
 static int prov_load_rule(void *arg, const char *thing, struct iot_rule *r)
 {
-	struct prov_thing *t = prov_find(thing);
+	struct prov_thing *t = prov_find(&prov.parts[prov_home(thing)], thing);
 	unsigned *n = arg;
 
 	if (!t) {
@@ -275,41 +322,61 @@ bool provisioning_enabled(const struct config *cfg)
 	return cfg->provisioning;
 }
 
-int provisioning_init(struct storage *st, const struct config *cfg)
+int provisioning_init(const struct server *srv, struct storage *st)
 {
+	const struct config *cfg = srv->cfg;
 	unsigned rules = 0;
+	size_t things = 0;
 	int ret;
 
 	provisioning_shutdown();
 	prov.enabled = cfg->provisioning;
+	prov.srv = srv;
 	snprintf(prov.domain, sizeof(prov.domain), "%s.%s", PROV_LABEL, cfg->domain);
 	if (getrandom(&prov.seed, sizeof(prov.seed), 0) != sizeof(prov.seed))
 		prov.seed = (uint64_t)time(NULL);
-	prov_grow();
-	if (!prov.buckets)
+	prov.nparts = srv->nworkers ? srv->nworkers : 1;
+	prov.parts = calloc(prov.nparts, sizeof(*prov.parts));
+	if (!prov.parts) {
+		prov.nparts = 0;
 		return -ENOMEM;
+	}
+	for (unsigned k = 0; k < prov.nparts; k++) {
+		prov_grow(&prov.parts[k]);
+		if (!prov.parts[k].buckets) {
+			provisioning_shutdown();
+			return -ENOMEM;
+		}
+	}
 	ret = iot_db_load(st, prov_load_thing, prov_load_rule, &rules);
 	if (ret < 0) {
 		log_error("provisioning.load_failed", "err=%d", ret);
 		provisioning_shutdown();
 		return ret;
 	}
+	for (unsigned k = 0; k < prov.nparts; k++)
+		things += prov.parts[k].count;
 	log_info("provisioning.start", "domain=%s enabled=%s things=%zu rules=%u", prov.domain,
-		 prov.enabled ? "yes" : "no", prov.count, rules);
+		 prov.enabled ? "yes" : "no", things, rules);
 	return 0;
 }
 
 void provisioning_shutdown(void)
 {
-	for (size_t i = 0; prov.buckets && i < prov.nbuckets; i++) {
-		for (struct prov_thing *t = prov.buckets[i], *next; t; t = next) {
-			next = t->hnext;
-			prov_thing_free(t);
+	for (unsigned k = 0; k < prov.nparts; k++) {
+		struct prov_part *p = &prov.parts[k];
+
+		for (size_t i = 0; p->buckets && i < p->nbuckets; i++) {
+			for (struct prov_thing *t = p->buckets[i], *next; t; t = next) {
+				next = t->hnext;
+				prov_thing_free(t);
+			}
 		}
+		free(p->buckets);
+		for (unsigned i = 0; i < p->nbare; i++)
+			free(p->bare[i]);
 	}
-	free(prov.buckets);
-	for (unsigned i = 0; i < prov.nbare; i++)
-		free(prov.bare[i]);
+	free(prov.parts);
 	memset(&prov, 0, sizeof(prov));
 	prov_tokens_reset();
 }
@@ -341,7 +408,7 @@ static int64_t prov_now(void)
 /* A fresh id for a stanza of the service: a counter and a tag. */
 static void prov_new_id(char *out, size_t size, const char *tag)
 {
-	snprintf(out, size, "%s-%" PRIu64, tag, ++prov.counter);
+	snprintf(out, size, "%s-%" PRIu64, tag, atomic_fetch_add(&prov.counter, 1) + 1);
 }
 
 /* Routes a stanza the service built (its 'from' is the service or a thing). */
@@ -506,7 +573,7 @@ static void prov_refresh_done(struct storage_req *req)
 
 	if (req->result < 0)
 		goto out;
-	t = prov_find(pr->jid);
+	t = prov_find(prov_at(w), pr->jid);
 	/* Enrollment gave it another owner or none: the old one's decisions end. */
 	if (pr->sync && t && strcmp(t->owner, pr->owner) != 0) {
 		log_info("provisioning.reenrolled", "thing=%s owner=%s", t->jid, pr->owner);
@@ -516,7 +583,7 @@ static void prov_refresh_done(struct storage_req *req)
 	/* Provisioned meanwhile (a claim): the table is ahead of this read. */
 	if (!pr->owner[0] || t)
 		goto out;
-	t = prov_put(pr->jid, pr->owner);
+	t = prov_put(prov_at(w), pr->jid, pr->owner);
 	if (!t)
 		goto out;
 	t->rules = pr->rules;
@@ -559,7 +626,7 @@ void provisioning_available(struct worker *w, struct session *s)
 
 	if (!prov.enabled)
 		return;
-	t = prov_find_len(s->jid, s->bare_len);
+	t = prov_find_len(prov_at(w), s->jid, s->bare_len);
 	if (t) {
 		if (t->clear_pending) {
 			prov_cc_send(w, s->jid);
@@ -572,8 +639,14 @@ void provisioning_available(struct worker *w, struct session *s)
 
 int provisioning_refresh(struct worker *w, const char *bare)
 {
+	unsigned home;
+
 	if (!prov.enabled)
 		return 0;
+	/* The table entry is the home's: the store is read, and the answer applied, there. */
+	home = prov_home(bare);
+	if (home != w->id)
+		return prov_post_update(w, home, PROV_UP_REFRESH, bare, "", NULL, NULL);
 	return prov_refresh_submit(w, bare, strlen(bare), true);
 }
 
@@ -587,7 +660,8 @@ int provisioning_refresh(struct worker *w, const char *bare)
  * of PROV_QUESTIONS_MAX; a forgotten one is simply asked again. The scan
  * only runs when no rule answered, never on an allowed request.
  */
-static bool prov_should_ask(const char *thing, enum iot_rule_kind kind, const char *remote)
+static bool prov_should_ask(struct prov_part *p, const char *thing, enum iot_rule_kind kind,
+			    const char *remote)
 {
 	char buf[2 * JID_MAX + 4];
 	int n = snprintf(buf, sizeof(buf), "%s\n%d\n%s", thing, (int)kind, remote);
@@ -595,16 +669,18 @@ static bool prov_should_ask(const char *thing, enum iot_rule_kind kind, const ch
 			       (size_t)n);
 	int64_t now = prov_now();
 
+	if (!p)
+		return false;
 	for (unsigned i = 0; i < PROV_QUESTIONS_MAX; i++) {
-		if (prov.questions[i].hash == h && prov.questions[i].at) {
-			if (now - prov.questions[i].at < PROV_QUESTION_INTERVAL)
+		if (p->questions[i].hash == h && p->questions[i].at) {
+			if (now - p->questions[i].at < PROV_QUESTION_INTERVAL)
 				return false;
-			prov.questions[i].at = now;
+			p->questions[i].at = now;
 			return true;
 		}
 	}
-	prov.questions[prov.next_question] = (struct prov_question){ .hash = h, .at = now };
-	prov.next_question = (prov.next_question + 1) % PROV_QUESTIONS_MAX;
+	p->questions[p->next_question] = (struct prov_question){ .hash = h, .at = now };
+	p->next_question = (p->next_question + 1) % PROV_QUESTIONS_MAX;
 	return true;
 }
 
@@ -662,7 +738,7 @@ static void prov_ask_owner(struct worker *w, struct prov_thing *t, const char *r
 	struct strbuf text = STRBUF_INIT;
 	struct arena a;
 
-	if (!prov_should_ask(t->jid, ask->kind, remote))
+	if (!prov_should_ask(prov_at(w), t->jid, ask->kind, remote))
 		return;
 	if (getrandom(raw, sizeof(raw), 0) != sizeof(raw))
 		memset(raw, 0, sizeof(raw));
@@ -705,11 +781,12 @@ out:
 
 /*
  * A token a request names, when bare proved it (prov_tokens.h): anybody
- * can write a token attribute, so an unproven one does not count.
+ * can write a token attribute, so an unproven one does not count. set is
+ * the deciding worker: its copy of the service's proofs.
  */
-static const char *prov_held(const char *token, const char *bare)
+static const char *prov_held(const char *token, const char *bare, unsigned set)
 {
-	return token && prov_token_held(token, bare) ? token : NULL;
+	return token && prov_token_held_in(set, token, bare) ? token : NULL;
 }
 
 /*
@@ -719,16 +796,16 @@ static const char *prov_held(const char *token, const char *bare)
  * match.
  */
 static void prov_query(struct iot_query *q, enum iot_rule_kind kind, const char *bare,
-		       const char *domain, const struct xml_node *payload)
+		       const char *domain, const struct xml_node *payload, unsigned set)
 {
 	memset(q, 0, sizeof(*q));
 	q->kind = kind;
 	q->jid = bare;
 	q->domain = domain;
 	if (payload) {
-		q->service_token = prov_held(xml_attr_get(payload, "serviceToken"), bare);
-		q->device_token = prov_held(xml_attr_get(payload, "deviceToken"), bare);
-		q->user_token = prov_held(xml_attr_get(payload, "userToken"), bare);
+		q->service_token = prov_held(xml_attr_get(payload, "serviceToken"), bare, set);
+		q->device_token = prov_held(xml_attr_get(payload, "deviceToken"), bare, set);
+		q->user_token = prov_held(xml_attr_get(payload, "userToken"), bare, set);
 	}
 }
 
@@ -964,10 +1041,10 @@ static struct session *prov_best_session(struct worker *w, const char *bare, siz
 }
 
 /* Forgets entry i (the last one takes its place: order does not matter). */
-static void prov_bare_drop(unsigned i)
+static void prov_bare_drop(struct prov_part *p, unsigned i)
 {
-	free(prov.bare[i]);
-	prov.bare[i] = prov.bare[--prov.nbare];
+	free(p->bare[i]);
+	p->bare[i] = p->bare[--p->nbare];
 }
 
 /*
@@ -977,19 +1054,22 @@ static void prov_bare_drop(unsigned i)
  * a bare one). Expired entries go first; a full table drops one entry,
  * whose answer then keeps the device's full JID (still routed).
  */
-static void prov_bare_remember(const char *id, const char *requester, const struct session *s)
+static void prov_bare_remember(struct prov_part *p, const char *id, const char *requester,
+			       const struct session *s)
 {
 	size_t il = strlen(id) + 1, rl = strlen(requester) + 1;
 	int64_t now = prov_now();
 	struct prov_bare_iq *b;
 
-	for (unsigned i = 0; i < prov.nbare;)
-		if (prov.bare[i]->expires < now)
-			prov_bare_drop(i);
+	if (!p)
+		return;
+	for (unsigned i = 0; i < p->nbare;)
+		if (p->bare[i]->expires < now)
+			prov_bare_drop(p, i);
 		else
 			i++;
-	if (prov.nbare == PROV_BARE_IQS_MAX)
-		prov_bare_drop(0);	/* the table is full: one answer will carry the full JID */
+	if (p->nbare == PROV_BARE_IQS_MAX)
+		prov_bare_drop(p, 0);	/* full: one answer will carry the full JID */
 	b = malloc(sizeof(*b) + il + rl + s->jid_len + 1);
 	if (!b)
 		return;
@@ -1001,7 +1081,7 @@ static void prov_bare_remember(const char *id, const char *requester, const stru
 	b->device = b->requester + rl;
 	memcpy(b->device, s->jid, s->jid_len + 1);
 	b->bare_len = s->bare_len;
-	prov.bare[prov.nbare++] = b;
+	p->bare[p->nbare++] = b;
 }
 
 /*
@@ -1014,19 +1094,20 @@ static void prov_bare_answer(struct worker *w, struct xml_node *st, const struct
 			     const struct jid *to)
 {
 	const char *id = xml_attr_get(st, "id");
+	struct prov_part *p = prov_at(w);
 	char bare[JID_MAX];
 
-	if (!id || !jid_has_resource(from))
+	if (!id || !jid_has_resource(from) || !p)
 		return;
-	for (unsigned i = 0; i < prov.nbare; i++) {
-		struct prov_bare_iq *b = prov.bare[i];
+	for (unsigned i = 0; i < p->nbare; i++) {
+		struct prov_bare_iq *b = p->bare[i];
 
 		if (strcmp(b->id, id) != 0 || strcmp(b->device, from->buf) != 0 ||
 		    strcmp(b->requester, to->buf) != 0)
 			continue;
 		snprintf(bare, sizeof(bare), "%.*s", (int)b->bare_len, b->device);
 		xml_attr_set(&w->tmp, st, "from", bare);
-		prov_bare_drop(i);
+		prov_bare_drop(p, i);
 		return;
 	}
 }
@@ -1052,7 +1133,7 @@ static bool prov_bare_deliver(struct worker *w, struct xml_node *st, const struc
 		return false;
 	if (xml_attr_set(&w->tmp, st, "to", s->jid) < 0)
 		return false;
-	prov_bare_remember(id, from->buf, s);
+	prov_bare_remember(prov_at(w), id, from->buf, s);
 	router_deliver(s, st);
 	return true;
 }
@@ -1105,7 +1186,7 @@ static bool prov_enforce(struct worker *w, struct conn *src, struct xml_node *st
 		router_bounce_w(w, src, st, "bad-request");
 		return true;
 	}
-	prov_query(&q, kind, from_bare, from_domain, payload);
+	prov_query(&q, kind, from_bare, from_domain, payload, w->id);
 	iot_decide(t->rules, &q, nodes, n, &d);
 	if (d.unanswered) {
 		struct prov_ask ask = { .kind = kind, .payload = payload, .nodes = nodes,
@@ -1145,20 +1226,37 @@ static void prov_filter_response(struct xml_node *payload, struct prov_thing *t,
 	struct iot_decision d;
 	struct iot_query q;
 
-	prov_query(&q, IOT_RULE_READ, to_bare, to_domain, NULL);
+	prov_query(&q, IOT_RULE_READ, to_bare, to_domain, NULL, 0);
 	iot_decide(t->rules, &q, NULL, 0, &d);
 	if (d.verdict == IOT_ALLOW && (!d.every_name || d.limit_nodes))
 		prov_filter_fields(payload, &d);
+}
+
+/* Sensor data (XEP-0323 <fields/>) from thing t to reader to_bare (prov_filter_response). */
+static void prov_filter_sent(struct prov_thing *t, struct xml_node *payload, const struct jid *to,
+			     const char *from_bare, const char *to_bare)
+{
+	char dom[JID_MAX];
+
+	if (strcmp(to_bare, t->owner) == 0 || strcmp(to_bare, from_bare) == 0)
+		return;
+	prov_domain_of(to, dom);
+	for (struct xml_node *ch = payload; ch; ch = xml_next_element(ch))
+		if (strcmp(ch->ns, NS_IOT_SENSORDATA) == 0 && strcmp(ch->name, "fields") == 0)
+			prov_filter_response(ch, t, to_bare, dom);
 }
 
 /*
  * The out-of-line part of provisioning_route(), for stanzas with an IoT
  * payload: requests to a thing are checked and narrowed (and, for a bare
  * JID, delivered to the best resource), sensor data from a thing is
- * filtered for its reader. Returns true when the stanza was taken.
+ * filtered for its reader when sender_part (else that was done at the
+ * thing's home, provisioning_outbound). Returns true when the stanza was
+ * taken.
  */
 static bool prov_route_iot(struct worker *w, struct conn *src, struct xml_node *st,
-			   struct xml_node *payload, const struct jid *from, const struct jid *to)
+			   struct xml_node *payload, const struct jid *from, const struct jid *to,
+			   bool sender_part)
 {
 	enum stanza_kind kind = stanza_kind(st);
 	const char *type = stanza_type(st);
@@ -1173,7 +1271,7 @@ static bool prov_route_iot(struct worker *w, struct conn *src, struct xml_node *
 
 	prov_bare(from, from_bare);
 	prov_bare(to, to_bare);
-	t = prov.enabled ? prov_find(to_bare) : NULL;
+	t = prov.enabled ? prov_find(prov_at(w), to_bare) : NULL;
 	check = t && strcmp(from_bare, to_bare) != 0 && strcmp(from_bare, t->owner) != 0;
 	if (check)
 		prov_domain_of(from, dom);
@@ -1191,35 +1289,71 @@ static bool prov_route_iot(struct worker *w, struct conn *src, struct xml_node *
 		return kind == STANZA_IQ && !jid_has_resource(to) ?
 		       prov_bare_deliver(w, st, from, to, from_bare, t != NULL) : false;
 	/* Sensor data a thing sends back (XEP-0323 <fields/>), to someone else than its owner. */
-	if (kind != STANZA_MESSAGE || !prov.enabled || !(t = prov_find(from_bare)) ||
-	    strcmp(to_bare, t->owner) == 0 || strcmp(to_bare, from_bare) == 0)
-		return false;
-	prov_domain_of(to, dom);
-	for (struct xml_node *ch = payload; ch; ch = xml_next_element(ch))
-		if (strcmp(ch->ns, NS_IOT_SENSORDATA) == 0 && strcmp(ch->name, "fields") == 0)
-			prov_filter_response(ch, t, to_bare, dom);
+	if (sender_part && kind == STANZA_MESSAGE && prov.enabled &&
+	    (t = prov_find(prov_at(w), from_bare)))
+		prov_filter_sent(t, payload, to, from_bare, to_bare);
 	return false;
+}
+
+/* An iq result or error to a full JID: maybe the answer of an iq delivered for a bare JID. */
+static bool prov_is_bare_answer(const struct prov_part *p, const struct xml_node *st,
+				const struct jid *to)
+{
+	const char *type;
+
+	if (!p || !p->nbare || stanza_kind(st) != STANZA_IQ || !jid_has_resource(to))
+		return false;
+	type = stanza_type(st);
+	return strcmp(type, "result") == 0 || strcmp(type, "error") == 0;
 }
 
 bool provisioning_route(struct worker *w, struct conn *src, struct xml_node *st,
 			const struct jid *from, const struct jid *to)
 {
 	enum stanza_kind kind = stanza_kind(st);
+	/* A local client's stanza had its sender's part at its home (provisioning_outbound). */
+	bool sender_part = !router_from_local_session(w, src, st);
 	struct xml_node *payload;
 
 	if (kind != STANZA_MESSAGE && kind != STANZA_IQ)
 		return false;
 	/* Answers to iqs delivered for a bare JID may have any payload, or none. */
-	if (prov.nbare && kind == STANZA_IQ && jid_has_resource(to)) {
-		const char *type = stanza_type(st);
-
-		if (strcmp(type, "result") == 0 || strcmp(type, "error") == 0) {
-			prov_bare_answer(w, st, from, to);
-			return false;
-		}
+	if (sender_part && prov_is_bare_answer(prov_at(w), st, to)) {
+		prov_bare_answer(w, st, from, to);
+		return false;
 	}
 	payload = prov_iot_payload(st);
-	return payload ? prov_route_iot(w, src, st, payload, from, to) : false;
+	return payload ? prov_route_iot(w, src, st, payload, from, to, sender_part) : false;
+}
+
+void provisioning_outbound(struct worker *w, struct xml_node *st, const struct jid *from,
+			   const struct jid *to)
+{
+	const char *domain = w->srv->cfg->domain;
+	char from_bare[JID_MAX], to_bare[JID_MAX];
+	struct xml_node *payload;
+	struct prov_thing *t;
+
+	if (prov_is_bare_answer(prov_at(w), st, to)) {
+		prov_bare_answer(w, st, from, to);
+		return;
+	}
+	/* Sensor data for a local account, as provisioning_route() saw it there. */
+	if (!prov.enabled || stanza_kind(st) != STANZA_MESSAGE || !jid_has_local(to) ||
+	    to->domain_len != strlen(domain) ||
+	    memcmp(to->buf + to->domain_off, domain, to->domain_len) != 0 ||
+	    !(payload = prov_iot_payload(st)))
+		return;
+	/* A message with a request is checked as one, at its recipient's home. */
+	for (struct xml_node *ch = payload; ch; ch = xml_next_element(ch))
+		if (prov_request_kind(ch) >= 0)
+			return;
+	prov_bare(from, from_bare);
+	t = prov_find(prov_at(w), from_bare);
+	if (!t)
+		return;
+	prov_bare(to, to_bare);
+	prov_filter_sent(t, payload, to, from_bare, to_bare);
 }
 
 /* ---- Friendship ---- */
@@ -1261,10 +1395,10 @@ bool provisioning_subscribe(struct worker *w, struct xml_node *st, const struct 
 	char qb[128];
 
 	(void)st;
-	if (!prov.enabled || !prov.count)
+	if (!prov.enabled || !prov_at(w) || !prov_at(w)->count)
 		return false;
 	prov_bare(user, ubare);
-	t = prov_find(ubare);
+	t = prov_find(prov_at(w), ubare);
 	if (!t)
 		return false;
 	prov_bare(contact, cbare);
@@ -1272,7 +1406,7 @@ bool provisioning_subscribe(struct worker *w, struct xml_node *st, const struct 
 	if (strcmp(cbare, t->owner) == 0 || strcmp(cbare, ubare) == 0 || prov_own_service(contact))
 		return false;
 	prov_domain_of(contact, dom);
-	prov_query(&q, IOT_RULE_FRIEND, cbare, dom, NULL);
+	prov_query(&q, IOT_RULE_FRIEND, cbare, dom, NULL, 0);
 	iot_decide(t->rules, &q, NULL, 0, &d);
 	log_info("provisioning.friendship", "thing=%s from=%s verdict=%s", t->jid,
 		 log_sanitize(qb, sizeof(qb), cbare, strlen(cbare)),
@@ -1305,15 +1439,15 @@ bool provisioning_subscribe(struct worker *w, struct xml_node *st, const struct 
  * clear its decision cache (XEP-0324 4.2: a new trust relationship).
  */
 
-void provisioning_thing_owned(struct worker *w, const char *thing, const char *owner)
+static void prov_owned_here(struct worker *w, const char *thing, const char *owner)
 {
 	struct prov_thing *t;
 
 	if (strcmp(thing, owner) == 0) {
-		prov_del(thing);	/* self-owned: nobody to provision it */
+		prov_del(prov_at(w), thing);	/* self-owned: nobody to provision it */
 		return;
 	}
-	t = prov_put(thing, owner);
+	t = prov_put(prov_at(w), thing, owner);
 	if (!t) {
 		log_error("provisioning.table_failed", "thing=%s msg=\"out of memory\"", thing);
 		return;
@@ -1330,14 +1464,34 @@ void provisioning_thing_owned(struct worker *w, const char *thing, const char *o
 }
 
 /* Disowned or unregistered: the thing decides alone again (its cache cleared). */
-void provisioning_thing_released(struct worker *w, const char *thing)
+static void prov_released_here(struct worker *w, const char *thing)
 {
-	struct prov_thing *t = prov_find(thing);
+	struct prov_thing *t = prov_find(prov_at(w), thing);
 
 	if (!t)
 		return;
 	prov_clear_cache(w, t);
-	prov_del(thing);
+	prov_del(prov_at(w), thing);
+}
+
+void provisioning_thing_owned(struct worker *w, const char *thing, const char *owner)
+{
+	unsigned home = prov_home(thing);
+
+	if (home != w->id)
+		prov_post_update(w, home, PROV_UP_OWNED, thing, owner, NULL, NULL);
+	else
+		prov_owned_here(w, thing, owner);
+}
+
+void provisioning_thing_released(struct worker *w, const char *thing)
+{
+	unsigned home = prov_home(thing);
+
+	if (home != w->id)
+		prov_post_update(w, home, PROV_UP_RELEASED, thing, "", NULL, NULL);
+	else
+		prov_released_here(w, thing);
 }
 
 /* ---- The service: things asking (XEP-0324) ---- */
@@ -1359,7 +1513,7 @@ static struct prov_thing *prov_asking_thing(struct iq_request *rq, struct jid *o
 	}
 	jid_to_bare(other);
 	prov_bare(rq->from, bare);
-	return prov_find(bare);
+	return prov_find(prov_at(rq->w), bare);
 }
 
 /*
@@ -1413,7 +1567,7 @@ static void prov_thing_asks(struct iq_request *rq, enum iot_rule_kind kind)
 		d.every_name = true;
 		d.nodes_allowed = ~UINT64_C(0);
 	} else if (t) {
-		prov_query(&q, kind, other_bare, dom, rq->payload);
+		prov_query(&q, kind, other_bare, dom, rq->payload, rq->w->id);
 		iot_decide(t->rules, &q, nodes, n, &d);
 		if (d.unanswered) {
 			struct prov_ask ask = { .kind = kind, .payload = kind ? rq->payload : NULL,
@@ -1479,6 +1633,7 @@ enum prov_op_kind {
 	PROV_OP_RULE = 1,	/* store a rule */
 	PROV_OP_DELETE,		/* delete rules */
 	PROV_OP_DEVICES,	/* list the owner's things */
+	PROV_OP_CLEAR,		/* clearCache of a thing at home elsewhere (owner checked) */
 };
 
 struct prov_op {
@@ -1489,6 +1644,11 @@ struct prov_op {
 	size_t max_rules;
 	uint32_t offset, max, seen;	/* PROV_OP_DEVICES */
 	bool more;
+	/*
+	 * The thing is at home on another worker, whose table the service
+	 * does not read: the store checks that it is the requester's.
+	 */
+	bool check_owner;
 	struct strbuf out;		/* PROV_OP_DEVICES: the <thing/> elements */
 	int64_t now;
 	char thing[JID_MAX];
@@ -1515,11 +1675,43 @@ static int prov_devices_one(void *arg, const struct iot_found *t)
  * store's count too (the table in memory could lag behind a concurrent
  * request); getDevices walks the owner's things in registration order.
  */
+static int prov_drop_rule(void *arg, const char *thing, struct iot_rule *r)
+{
+	(void)arg;
+	(void)thing;
+	free(r);
+	return 0;
+}
+
+/* Storage side: whether op->thing is provisioned (-ENOENT) and the requester's (-EPERM). */
+static int prov_op_check_owner(struct storage *st, struct prov_op *op)
+{
+	char owner[JID_MAX];
+	bool clear_cache;
+	int ret;
+
+	ret = iot_db_thing_load(st, op->thing, owner, sizeof(owner), &clear_cache, prov_drop_rule,
+				NULL);
+	if (ret < 0)
+		return ret;
+	if (!owner[0])
+		return -ENOENT;
+	return strcmp(owner, op->owner) == 0 ? 0 : -EPERM;
+}
+
 static int prov_op_run(struct storage *st, struct storage_req *req)
 {
 	struct prov_op *op = (struct prov_op *)req;
 
+	if (op->check_owner) {
+		int ret = prov_op_check_owner(st, op);
+
+		if (ret < 0)
+			return ret;
+	}
 	switch (op->kind) {
+	case PROV_OP_CLEAR:
+		return 0;
 	case PROV_OP_RULE:
 		return iot_db_rule_put(st, op->thing, op->user[0] ? op->user : NULL, op->rule,
 				       op->max_rules, op->now);
@@ -1537,16 +1729,17 @@ static int prov_op_run(struct storage *st, struct storage_req *req)
  * thing caching decisions asks again (XEP-0324 3.6). A friendship rule
  * for one JID is also recommended to, or withdrawn from, the thing.
  */
-static void prov_rule_stored(struct worker *w, struct prov_op *op)
+static void prov_rule_stored(struct worker *w, const char *thing, const char *owner,
+			     struct iot_rule **rp)
 {
-	struct prov_thing *t = prov_find(op->thing);
-	struct iot_rule *r = op->rule;
+	struct prov_thing *t = prov_find(prov_at(w), thing);
+	struct iot_rule *r = *rp;
 	struct arena a;
 	struct xml_node *m;
 
-	if (!t || strcmp(t->owner, op->owner) != 0)
+	if (!t || strcmp(t->owner, owner) != 0)
 		return;
-	op->rule = NULL;
+	*rp = NULL;
 	prov_rule_install(t, r);
 	prov_clear_cache(w, t);
 	log_info("provisioning.rule", "thing=%s kind=%s range=%s result=%s", t->jid,
@@ -1565,16 +1758,17 @@ static void prov_rule_stored(struct worker *w, struct prov_op *op)
 }
 
 /* deleteRules done: the same rules leave the table; the thing clears its cache. */
-static void prov_rules_deleted(struct worker *w, struct prov_op *op)
+static void prov_rules_deleted(struct worker *w, const char *thing, const char *owner,
+			       const char *nodes)
 {
-	struct prov_thing *t = prov_find(op->thing);
+	struct prov_thing *t = prov_find(prov_at(w), thing);
 
-	if (!t || strcmp(t->owner, op->owner) != 0)
+	if (!t || strcmp(t->owner, owner) != 0)
 		return;
 	for (struct iot_rule **pp = &t->rules; *pp;) {
 		struct iot_rule *r = *pp;
 
-		if (op->nodes && strcmp(r->nodes, op->nodes) != 0) {
+		if (nodes && strcmp(r->nodes, nodes) != 0) {
 			pp = &r->next;
 			continue;
 		}
@@ -1615,13 +1809,31 @@ static void prov_op_done(struct storage_req *req)
 	struct prov_op *op = (struct prov_op *)req;
 	struct worker *w = iq_async_worker(&op->base);
 	struct session *s = iq_async_session(&op->base);
+	unsigned home = prov_home(op->thing);
 
-	if (req->result == 0 && op->kind == PROV_OP_RULE)
-		prov_rule_stored(w, op);
-	else if (req->result == 0 && op->kind == PROV_OP_DELETE)
-		prov_rules_deleted(w, op);
+	/* The table entry is the thing's home's: changed there. */
+	if (req->result == 0 && op->kind == PROV_OP_RULE) {
+		if (home == w->id)
+			prov_rule_stored(w, op->thing, op->owner, &op->rule);
+		else if (prov_post_update(w, home, PROV_UP_RULE, op->thing, op->owner, op->rule,
+					  NULL) == 0)
+			op->rule = NULL;
+	} else if (req->result == 0 && op->kind == PROV_OP_DELETE) {
+		if (home == w->id)
+			prov_rules_deleted(w, op->thing, op->owner, op->nodes);
+		else if (prov_post_update(w, home, PROV_UP_DELETED, op->thing, op->owner, NULL,
+					  op->nodes) == 0)
+			op->nodes = NULL;
+	} else if (req->result == 0 && op->kind == PROV_OP_CLEAR) {
+		prov_post_update(w, home, PROV_UP_CLEAR, op->thing, op->owner, NULL, NULL);
+	}
 	if (s) {
-		if (req->result == -ENOSPC)
+		if (op->check_owner && req->result == -ENOENT)
+			iq_async_error(&op->base, s, "item-not-found", "not a provisioned thing");
+		else if (op->check_owner && req->result == -EPERM)
+			iq_async_error(&op->base, s, "forbidden",
+				       "only the thing's owner manages its rules");
+		else if (req->result == -ENOSPC)
 			iq_async_error(&op->base, s, "resource-constraint",
 				       "the thing has max_thing_rules rules already");
 		else if (req->result < 0)
@@ -1637,19 +1849,30 @@ static void prov_op_done(struct storage_req *req)
 	iq_async_free(&op->base);
 }
 
-/* The thing an owner names ('jid'), checked: provisioned and owned by the requester. */
-static struct prov_thing *prov_owned_thing(struct iq_request *rq, const char *jid)
+/*
+ * The thing an owner names ('jid'), its bare JID into thing. At home
+ * here: checked (provisioned and owned by the requester) and returned.
+ * At home on another worker: NULL with *elsewhere set, the check left to
+ * the store (check_owner). Else NULL after answering rq with an error.
+ */
+static struct prov_thing *prov_owned_thing(struct iq_request *rq, const char *jid,
+					   char thing[JID_MAX], bool *elsewhere)
 {
 	char bare[JID_MAX];
 	struct prov_thing *t;
 	struct jid j;
 
+	*elsewhere = false;
 	if (!jid || jid_parse(&j, jid, strlen(jid)) < 0) {
 		iq_reply_error(rq, "bad-request", "'jid' must be the thing's JID");
 		return NULL;
 	}
-	prov_bare(&j, bare);
-	t = prov_find(bare);
+	prov_bare(&j, thing);
+	if (prov_home(thing) != rq->w->id) {
+		*elsewhere = true;
+		return NULL;
+	}
+	t = prov_find(prov_at(rq->w), thing);
 	if (!t) {
 		iq_reply_error(rq, "item-not-found", "not a provisioned thing");
 		return NULL;
@@ -1667,6 +1890,7 @@ static const char *prov_static_name(const struct xml_node *p)
 {
 	static const char *const names[] = {
 		"isFriendRule", "canReadRule", "canControlRule", "deleteRules", "getDevices",
+		"clearCache",
 	};
 
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
@@ -1713,12 +1937,12 @@ static struct prov_op *prov_op_new(struct iq_request *rq, enum prov_op_kind kind
  */
 static void prov_owner_rule(struct iq_request *rq)
 {
-	char thing[JID_MAX];
+	char thing[JID_MAX], bare[JID_MAX];
 	const char *key, *err = NULL;
 	struct iot_rule *r = NULL;
 	struct prov_thing *t;
 	struct prov_op *op;
-	bool replaces = false;
+	bool replaces = false, elsewhere;
 	int ret;
 
 	ret = iot_rule_parse(rq->payload, thing, sizeof(thing), &key, &r, &err);
@@ -1730,18 +1954,20 @@ static void prov_owner_rule(struct iq_request *rq)
 		iq_reply_error(rq, "bad-request", err);
 		return;
 	}
-	t = prov_owned_thing(rq, thing);
-	if (!t)
+	t = prov_owned_thing(rq, thing, bare, &elsewhere);
+	if (!t && !elsewhere)
 		goto out;
-	for (struct iot_rule *o = t->rules; o; o = o->next)
+	for (struct iot_rule *o = t ? t->rules : NULL; o; o = o->next)
 		replaces |= iot_rule_same_key(o, r);
-	if (!replaces && t->nrules >= rq->w->srv->cfg->max_thing_rules) {
+	/* At home elsewhere, the store's count decides alone (-ENOSPC). */
+	if (t && !replaces && t->nrules >= rq->w->srv->cfg->max_thing_rules) {
 		iq_reply_error(rq, "resource-constraint", "the thing has max_thing_rules rules already");
 		goto out;
 	}
-	op = prov_op_new(rq, PROV_OP_RULE, t->jid);
+	op = prov_op_new(rq, PROV_OP_RULE, bare);
 	if (!op)
 		goto out;
+	op->check_owner = elsewhere;
 	op->rule = r;
 	op->max_rules = rq->w->srv->cfg->max_thing_rules;
 	iq_async_submit(rq, &op->base);
@@ -1754,10 +1980,13 @@ out:
 static void prov_owner_delete(struct iq_request *rq)
 {
 	struct strbuf nodes = STRBUF_INIT;
-	struct prov_thing *t = prov_owned_thing(rq, xml_attr_get(rq->payload, "jid"));
+	char bare[JID_MAX];
+	bool elsewhere;
+	struct prov_thing *t = prov_owned_thing(rq, xml_attr_get(rq->payload, "jid"), bare,
+						&elsewhere);
 	struct prov_op *op;
 
-	if (!t)
+	if (!t && !elsewhere)
 		return;
 	for (struct xml_node *ch = xml_first_element(rq->payload); ch; ch = xml_next_element(ch)) {
 		const char *id = xml_attr_get(ch, "nodeId");
@@ -1775,7 +2004,7 @@ static void prov_owner_delete(struct iq_request *rq)
 			strbuf_append(&nodes, (char[]){ IOT_SEP }, 1);
 		strbuf_puts(&nodes, id);
 	}
-	op = prov_op_new(rq, PROV_OP_DELETE, t->jid);
+	op = prov_op_new(rq, PROV_OP_DELETE, bare);
 	if (!op || nodes.oom) {
 		strbuf_free(&nodes);
 		if (op) {
@@ -1785,18 +2014,34 @@ static void prov_owner_delete(struct iq_request *rq)
 		return;
 	}
 	op->nodes = nodes.data;	/* taken over (NULL: every rule) */
+	op->check_owner = elsewhere;
 	iq_async_submit(rq, &op->base);
 }
 
-/* clearCache from the owner: passed on to the thing (now, or when it is back). */
+/*
+ * clearCache from the owner: passed on to the thing (now, or when it is
+ * back); at home elsewhere, once the store confirmed the owner.
+ */
 static void prov_owner_clear_cache(struct iq_request *rq)
 {
-	struct prov_thing *t = prov_owned_thing(rq, xml_attr_get(rq->payload, "jid"));
+	char bare[JID_MAX];
+	bool elsewhere;
+	struct prov_thing *t = prov_owned_thing(rq, xml_attr_get(rq->payload, "jid"), bare,
+						&elsewhere);
+	struct prov_op *op;
 
-	if (!t)
+	if (t) {
+		prov_clear_cache(rq->w, t);
+		iq_reply_result(rq, NULL);
 		return;
-	prov_clear_cache(rq->w, t);
-	iq_reply_result(rq, NULL);
+	}
+	if (!elsewhere)
+		return;
+	op = prov_op_new(rq, PROV_OP_CLEAR, bare);
+	if (!op)
+		return;
+	op->check_owner = true;
+	iq_async_submit(rq, &op->base);
 }
 
 /* Parses an optional non-negative integer attribute. 0 or -1. */
@@ -1834,6 +2079,179 @@ static void prov_owner_devices(struct iq_request *rq)
 	op->offset = offset;
 	op->max = max > PROV_DEVICES_MAX ? PROV_DEVICES_MAX : max;
 	iq_async_submit(rq, &op->base);
+}
+
+/* ---- Across workers: things at home elsewhere ---- */
+
+struct prov_update {
+	struct worker_msg msg;		/* first */
+	enum prov_update_kind kind;
+	struct iot_rule *rule;		/* PROV_UP_RULE, owned by the message */
+	char *nodes;			/* PROV_UP_DELETED: these nodes' rules (NULL: all) */
+	char thing[JID_MAX];
+	char owner[JID_MAX];		/* the owner the change was checked for ("" none) */
+};
+
+static void prov_update_arrived(struct worker *w, struct worker_msg *m)
+{
+	struct prov_update *u = (struct prov_update *)m;
+	struct arena_mark mark = arena_mark(&w->tmp);
+	struct prov_thing *t;
+
+	switch (u->kind) {
+	case PROV_UP_OWNED:
+		prov_owned_here(w, u->thing, u->owner);
+		break;
+	case PROV_UP_RELEASED:
+		prov_released_here(w, u->thing);
+		break;
+	case PROV_UP_RULE:
+		prov_rule_stored(w, u->thing, u->owner, &u->rule);
+		break;
+	case PROV_UP_DELETED:
+		prov_rules_deleted(w, u->thing, u->owner, u->nodes);
+		break;
+	case PROV_UP_CLEAR:
+		t = prov_find(prov_at(w), u->thing);
+		if (t && strcmp(t->owner, u->owner) == 0)
+			prov_clear_cache(w, t);
+		break;
+	case PROV_UP_REFRESH:
+		if (prov_refresh_submit(w, u->thing, strlen(u->thing), true) < 0)
+			log_warn("provisioning.refresh_failed", "thing=%s msg=\"out of memory\"",
+				 u->thing);
+		break;
+	}
+	arena_rewind(&w->tmp, mark);
+	free(u->rule);
+	free(u->nodes);
+	free(u);
+}
+
+/*
+ * Posts a change of thing to its home worker (see enum prov_update_kind).
+ * rule and nodes are taken over on success only. 0 or -ENOMEM (logged:
+ * the change is then missing in memory until the thing's next refresh).
+ */
+static int prov_post_update(struct worker *w, unsigned home, int kind, const char *thing,
+			    const char *owner, struct iot_rule *rule, char *nodes)
+{
+	struct prov_update *u = calloc(1, sizeof(*u));
+
+	if (!u) {
+		log_error("provisioning.update_failed", "thing=%s msg=\"out of memory\"", thing);
+		return -ENOMEM;
+	}
+	u->kind = (enum prov_update_kind)kind;
+	u->rule = rule;
+	u->nodes = nodes;
+	snprintf(u->thing, sizeof(u->thing), "%s", thing);
+	snprintf(u->owner, sizeof(u->owner), "%s", owner);
+	worker_post(w, home, &u->msg, prov_update_arrived);
+	return 0;
+}
+
+/* A thing's isFriend/canRead/canControl, carried to its home, where its rules are. */
+struct prov_ask_home {
+	struct worker_msg msg;		/* first */
+	enum iot_rule_kind kind;
+	struct arena a;
+	struct xml_node *iq;
+	char *from, *to;
+};
+
+static void prov_ask_home_arrived(struct worker *w, struct worker_msg *m)
+{
+	struct prov_ask_home *h = (struct prov_ask_home *)m;
+	struct arena_mark mark = arena_mark(&w->tmp);
+	struct jid from, to;
+	struct iq_request rq = {
+		.w = w, .iq = h->iq, .from = &from, .to = &to, .scope = IQ_SCOPE_SERVER,
+	};
+
+	/* Answered by routing (no connection here): to the thing's session, at this worker. */
+	rq.payload = xml_first_element(h->iq);
+	if (rq.payload && jid_parse(&from, h->from, strlen(h->from)) == 0 &&
+	    jid_parse(&to, h->to, strlen(h->to)) == 0)
+		prov_thing_asks(&rq, h->kind);
+	arena_rewind(&w->tmp, mark);
+	arena_release(&h->a);
+	free(h);
+}
+
+/*
+ * A thing asks the service: decided where the thing is at home (its rules
+ * are in that worker's table), here or after a post there.
+ */
+static void prov_thing_asks_home(struct iq_request *rq, enum iot_rule_kind kind)
+{
+	char bare[JID_MAX];
+	unsigned home;
+	struct prov_ask_home *h;
+
+	prov_bare(rq->from, bare);
+	home = prov_home(bare);
+	if (home == rq->w->id) {
+		prov_thing_asks(rq, kind);
+		return;
+	}
+	h = calloc(1, sizeof(*h));
+	if (h) {
+		arena_init(&h->a, PROV_ARENA_CHUNK);
+		h->iq = xml_node_clone(&h->a, rq->iq);
+		h->from = arena_strndup(&h->a, rq->from->buf, rq->from->len);
+		h->to = arena_strndup(&h->a, rq->to->buf, rq->to->len);
+	}
+	if (!h || !h->iq || !h->from || !h->to) {
+		if (h) {
+			arena_release(&h->a);
+			free(h);
+		}
+		iq_reply_error(rq, "internal-server-error", NULL);
+		return;
+	}
+	h->kind = kind;
+	worker_post(rq->w, home, &h->msg, prov_ask_home_arrived);
+}
+
+/* A proof made at the service, for another worker's copy (prov_tokens.h). */
+struct prov_proof_msg {
+	struct worker_msg msg;		/* first */
+	char token[PROV_TOKEN_LEN + 1];
+	char jid[JID_MAX];
+};
+
+static void prov_proof_arrived(struct worker *w, struct worker_msg *m)
+{
+	struct prov_proof_msg *pm = (struct prov_proof_msg *)m;
+
+	if (prov_token_proof_copy(w->id, pm->token, pm->jid) < 0)
+		log_warn("provisioning.proof_failed", "msg=\"could not keep a token proof\"");
+	free(pm);
+}
+
+/*
+ * Sends a new proof to every other worker. Posted before the answer that
+ * gives the requester its token is routed: a request naming the token
+ * reaches a thing's home after the proof (each worker's mailbox keeps the
+ * order of what was queued to it, and the request is queued later).
+ */
+static void prov_share_proof(struct worker *w, const char *token, const char *jid)
+{
+	for (unsigned k = 0; k < prov.nparts; k++) {
+		struct prov_proof_msg *pm;
+
+		if (k == w->id)
+			continue;
+		pm = calloc(1, sizeof(*pm));
+		if (!pm) {
+			log_warn("provisioning.proof_failed", "msg=\"out of memory\"");
+			continue;
+		}
+		snprintf(pm->token, sizeof(pm->token), "%s", token);
+		snprintf(pm->jid, sizeof(pm->jid), "%s", jid);
+		worker_post(w, k, &pm->msg, prov_proof_arrived);
+	}
 }
 
 /* ---- The service: tokens (XEP-0324 3.1.4) ---- */
@@ -1929,6 +2347,9 @@ static void prov_token_answer(struct iq_request *rq)
 	log_info("provisioning.token", "from=%s result=%s",
 		 log_sanitize(qb, sizeof(qb), from, strlen(from)),
 		 ret == 0 ? "ok" : ret == -EACCES ? "wrong" : "no_challenge");
+	/* Requests naming the token are decided at the things' homes: they get the proof too. */
+	if (ret == 0)
+		prov_share_proof(rq->w, token, from);
 	if (ret == -ENOENT)
 		iq_reply_error(rq, "item-not-found", NULL);
 	else if (ret == -EACCES)
@@ -1988,11 +2409,11 @@ static void prov_dispatch(struct iq_request *rq, bool get)
 	else if (get && strcmp(p->ns, NS_DISCO_ITEMS) == 0 && strcmp(p->name, "query") == 0)
 		iq_reply_result(rq, xml_node_new(iq_arena(rq), NS_DISCO_ITEMS, "query"));
 	else if (get && prov_is(p, "isFriend"))
-		prov_thing_asks(rq, IOT_RULE_FRIEND);
+		prov_thing_asks_home(rq, IOT_RULE_FRIEND);
 	else if (get && prov_is(p, "canRead"))
-		prov_thing_asks(rq, IOT_RULE_READ);
+		prov_thing_asks_home(rq, IOT_RULE_READ);
 	else if (get && prov_is(p, "canControl"))
-		prov_thing_asks(rq, IOT_RULE_CONTROL);
+		prov_thing_asks_home(rq, IOT_RULE_CONTROL);
 	else if (get && prov_is(p, "getDevices"))
 		prov_owner_devices(rq);
 	else if (get && prov_is(p, "getToken"))
@@ -2029,8 +2450,11 @@ void provisioning_service_route(struct worker *w, struct conn *src, struct xml_n
 	/* Answers to the service's clearCache: nothing more to do. */
 	if (!get && strcmp(type, "set") != 0)
 		return;
-	/* Answers go back on the requester's stream; only local clients have one. */
-	if (!src || !src->sess)
+	/*
+	 * Only local clients ask, on their stream here or from their home
+	 * worker (the answer is routed back there).
+	 */
+	if (src ? !src->sess : !router_from_local_session(w, src, st))
 		return;
 	rq.payload = xml_first_element(st);
 	if (!rq.payload || jid_has_local(to) || jid_has_resource(to))

@@ -68,8 +68,13 @@ bool provisioning_enabled(const struct config *cfg);
 void provisioning_service_route(struct worker *w, struct conn *src, struct xml_node *st,
 				const struct jid *from, const struct jid *to);
 
-/* Startup (before the storage thread owns the store): things and rules. 0 or -errno. */
-int provisioning_init(struct storage *st, const struct config *cfg);
+/*
+ * Startup (before the storage thread owns the store): things and rules,
+ * each thing in the table of its home worker (worker_home: the workers
+ * must be counted and the homes configured already). 0 or -errno.
+ */
+struct server;
+int provisioning_init(const struct server *srv, struct storage *st);
 void provisioning_shutdown(void);
 
 /*
@@ -77,10 +82,23 @@ void provisioning_shutdown(void);
  * route_local): enforces the rules on XEP-0323/0325 stanzas, delivers
  * IoT iqs addressed to a bare JID. Returns true when it took the stanza
  * (answered, dropped or delivered), false to let routing go on (st may
- * have been narrowed). Costs a few compares for other stanzas.
+ * have been narrowed). Costs a few compares for other stanzas. Runs at
+ * the recipient's home; what depends on the sender being a thing (the
+ * answer to an iq delivered for its bare JID, sensor data it sends) is
+ * done here only for senders that are not local clients.
  */
 bool provisioning_route(struct worker *w, struct conn *src, struct xml_node *st,
 			const struct jid *from, const struct jid *to);
+
+/*
+ * c2s.c's hook for a message or iq a local client sends to `to`, before
+ * it is routed, at the sender's home (where a thing's table entry is):
+ * an answer to an iq delivered for its bare JID gets the bare JID as
+ * 'from', sensor data for another account is narrowed to what the
+ * reader may see.
+ */
+void provisioning_outbound(struct worker *w, struct xml_node *st, const struct jid *from,
+			   const struct jid *to);
 
 /*
  * presence.c's hook for an inbound subscription request from contact to
@@ -103,7 +121,11 @@ void provisioning_available(struct worker *w, struct session *s);
  */
 int provisioning_refresh(struct worker *w, const char *bare);
 
-/* ---- For the registry (registry.c), on the worker ---- */
+/*
+ * ---- For the registry (registry.c), on any worker ----
+ * The change is made at the thing's home worker (posted there when it
+ * is another one).
+ */
 
 /* thing (bare) was claimed by owner: provisioned from now on, without rules. */
 void provisioning_thing_owned(struct worker *w, const char *thing, const char *owner);
@@ -111,7 +133,10 @@ void provisioning_thing_owned(struct worker *w, const char *thing, const char *o
 /* thing was disowned or unregistered: no longer provisioned, its rules gone. */
 void provisioning_thing_released(struct worker *w, const char *thing);
 
-/* The owner of a provisioned thing, or NULL. */
-const char *provisioning_owner(const char *thing);
+/*
+ * The owner of a provisioned thing, or NULL. Only at the thing's home
+ * worker (elsewhere: NULL); other workers ask the store (iot_db_thing_load).
+ */
+const char *provisioning_owner(struct worker *w, const char *thing);
 
 #endif

@@ -7,6 +7,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,13 +78,13 @@ struct registry_op {
 };
 
 /*
- * Process-wide, used by one worker (as the session directory is): the
- * disowns waiting for their thing's answer, and the counter of the ids
- * of the registry's own iqs.
+ * Process-wide: the disowns waiting for their thing's answer (the
+ * service's, worker 0 only), and the counter of the ids of the
+ * registry's own iqs (also sent from things' homes, so atomic).
  */
 static struct {
 	struct registry_op *pending;		/* disowns waiting for their thing */
-	uint64_t counter;
+	_Atomic uint64_t counter;
 } reg;
 
 bool registry_enabled(const struct config *cfg)
@@ -161,10 +162,10 @@ static struct xml_node *reg_iq_to(struct worker *w, struct arena *a, const char 
 /*
  * Tells every session of the thing (XEP-0347 3.6, 3.8): <claimed/> or
  * <removed/>, with the owner for a claim. Answers are not waited for.
+ * At the thing's home, where its sessions are.
  */
-static void reg_tell_thing(struct worker *w, const struct registry_op *op, const char *name)
+static void reg_tell_here(struct worker *w, const struct iot_thing_info *t, const char *name)
 {
-	const struct iot_thing_info *t = &op->info;
 	struct arena a;
 	char id[32];
 
@@ -187,6 +188,43 @@ static void reg_tell_thing(struct worker *w, const struct registry_op *op, const
 		arena_reset(&a);
 	}
 	arena_release(&a);
+}
+
+/* reg_tell_thing for a thing at home on another worker: the sessions are told there. */
+struct reg_tell_msg {
+	struct worker_msg msg;		/* first */
+	bool claimed;			/* else removed */
+	struct iot_thing_info info;
+};
+
+static void reg_tell_arrived(struct worker *w, struct worker_msg *m)
+{
+	struct reg_tell_msg *tm = (struct reg_tell_msg *)m;
+	struct arena_mark mark = arena_mark(&w->tmp);
+
+	reg_tell_here(w, &tm->info, tm->claimed ? "claimed" : "removed");
+	arena_rewind(&w->tmp, mark);
+	free(tm);
+}
+
+/* name: "claimed" or "removed" (see reg_tell_here). */
+static void reg_tell_thing(struct worker *w, const struct registry_op *op, const char *name)
+{
+	const struct iot_thing_info *t = &op->info;
+	struct reg_tell_msg *tm;
+
+	if (!router_home_elsewhere(w, t->jid, strlen(t->jid))) {
+		reg_tell_here(w, t, name);
+		return;
+	}
+	tm = calloc(1, sizeof(*tm));
+	if (!tm) {
+		log_warn("registry.send_failed", "to=%s msg=\"out of memory\"", t->jid);
+		return;
+	}
+	tm->claimed = strcmp(name, "claimed") == 0;
+	tm->info = *t;
+	worker_post(w, worker_home(w->srv, tm->info.jid), &tm->msg, reg_tell_arrived);
 }
 
 /* ---- Requests ---- */
@@ -476,7 +514,12 @@ static void reg_search(struct iq_request *rq)
 	}
 	/* XEP-0347 3.10: searches on KEY never find anything. */
 	if (reg_expr_uses_key(op->expr)) {
-		reg_search_answer(op, rq->conn->sess);
+		struct xml_node *found = xml_node_new(iq_arena(rq), NS_IOT_DISCOVERY, "found");
+
+		if (found && xml_attr_set(iq_arena(rq), found, "more", "false") == 0)
+			iq_reply_result(rq, found);
+		else
+			iq_reply_error(rq, "internal-server-error", NULL);
 		reg_op_discard(op);
 		return;
 	}
@@ -733,17 +776,78 @@ static void reg_disown_timeout(struct loop_timer *t)
  * answer or REGISTRY_DISOWN_TIMEOUT_MS. The new random KEY is made now,
  * so that the store needs nothing from the worker later.
  */
-static void reg_disown_ask(struct worker *w, struct registry_op *op)
+static void reg_disown_send(struct worker *w, struct registry_op *op, const char *best);
+
+/* The thing's available session with the highest priority, here (its home), or NULL. */
+static struct session *reg_best_session(struct worker *w, const char *bare)
 {
 	struct session *best = NULL;
+
+	for (struct session *s = sessdir_find_bare(w->sessions, bare, strlen(bare)); s; s = s->next)
+		if (!s->ending && s->available && (!best || s->priority > best->priority))
+			best = s;
+	return best;
+}
+
+/*
+ * A round to the thing's home worker for its best session: the op stays
+ * the service's (only carried), the full JID ("" when offline) comes back.
+ */
+struct reg_best_msg {
+	struct worker_msg msg;		/* first */
+	struct registry_op *op;
+	unsigned asker;
+	char jid[JID_MAX];		/* the thing's bare JID; back: the session's full JID */
+};
+
+static void reg_best_back(struct worker *w, struct worker_msg *m)
+{
+	struct reg_best_msg *bm = (struct reg_best_msg *)m;
+	struct registry_op *op = bm->op;
+	char full[JID_MAX];
+
+	snprintf(full, sizeof(full), "%s", bm->jid);
+	free(bm);
+	reg_disown_send(w, op, full[0] ? full : NULL);
+}
+
+static void reg_best_arrived(struct worker *w, struct worker_msg *m)
+{
+	struct reg_best_msg *bm = (struct reg_best_msg *)m;
+	struct session *best = reg_best_session(w, bm->jid);
+
+	snprintf(bm->jid, sizeof(bm->jid), "%s", best ? best->jid : "");
+	worker_post(w, bm->asker, &bm->msg, reg_best_back);
+}
+
+static void reg_disown_ask(struct worker *w, struct registry_op *op)
+{
+	struct session *best;
+	struct reg_best_msg *bm;
+
+	if (router_home_elsewhere(w, op->info.jid, strlen(op->info.jid))) {
+		bm = calloc(1, sizeof(*bm));
+		if (!bm) {
+			reg_disown_fail(op, "could not ask the thing", false);
+			return;
+		}
+		bm->op = op;
+		bm->asker = w->id;
+		snprintf(bm->jid, sizeof(bm->jid), "%s", op->info.jid);
+		worker_post(w, worker_home(w->srv, bm->jid), &bm->msg, reg_best_arrived);
+		return;
+	}
+	best = reg_best_session(w, op->info.jid);
+	reg_disown_send(w, op, best ? best->jid : NULL);
+}
+
+/* Asks session `best` (full JID; NULL: the thing is offline), see reg_disown_ask. */
+static void reg_disown_send(struct worker *w, struct registry_op *op, const char *best)
+{
 	struct xml_node *iq, *el;
 	unsigned char raw[REGISTRY_KEY_BYTES];
 	struct arena a;
 
-	for (struct session *s = sessdir_find_bare(w->sessions, op->info.jid,
-						   strlen(op->info.jid)); s; s = s->next)
-		if (!s->ending && s->available && (!best || s->priority > best->priority))
-			best = s;
 	if (!best) {
 		reg_disown_fail(op, "the thing is offline", false);
 		return;
@@ -754,9 +858,9 @@ static void reg_disown_ask(struct worker *w, struct registry_op *op)
 	}
 	for (size_t i = 0; i < sizeof(raw); i++)
 		snprintf(op->key + 2 * i, 3, "%02x", raw[i]);
-	snprintf(op->thing_full, sizeof(op->thing_full), "%s", best->jid);
+	snprintf(op->thing_full, sizeof(op->thing_full), "%s", best);
 	arena_init(&a, REG_ARENA_CHUNK);
-	el = reg_iq_to(w, &a, best->jid, "disowned", op->iq_id, sizeof(op->iq_id), &iq);
+	el = reg_iq_to(w, &a, best, "disowned", op->iq_id, sizeof(op->iq_id), &iq);
 	if (!el || reg_node_attrs(&a, el, op->info.node_id, op->info.source_id,
 				  op->info.cache_type) < 0 || router_route_stanza(w, iq) < 0) {
 		arena_release(&a);
@@ -891,7 +995,11 @@ void registry_route(struct worker *w, struct conn *src, struct xml_node *st,
 		reg_iq_answer(w, st, from);
 		return;
 	}
-	if (!src || !src->sess)
+	/*
+	 * Only local clients ask, on their stream here or from their home
+	 * worker (the answer is routed back there).
+	 */
+	if (src ? !src->sess : !router_from_local_session(w, src, st))
 		return;
 	rq.payload = xml_first_element(st);
 	if (!rq.payload || jid_has_local(to) || jid_has_resource(to))

@@ -413,3 +413,50 @@ def test_browser_logs_in_and_sees_a_device_come_online_and_update(hub):
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     assert os.path.getsize(shot) > 10000
     print("console screenshot: %s" % shot)
+
+
+def test_readouts_reach_a_device_at_home_on_another_worker(tmp_path):
+    """Two workers, homes by hash (whatever STANZAD_TEST_ARGS says): the
+    console runs on worker 0 and the device is at home on worker 1, where
+    its session is counted and asked for its read-outs."""
+    from harness import home_of
+    saved = os.environ.pop("STANZAD_TEST_ARGS", None)
+    boss = uniq("boss")
+    try:
+        srv = StanzadServer(["--workers", "2", "--homes", "hash", "--admin",
+                             "%s@%s" % (boss, DOMAIN)], name="stanzad(console, homes hash)").start()
+    finally:
+        if saved is not None:
+            os.environ["STANZAD_TEST_ARGS"] = saved
+    sim = ev = None
+    try:
+        srv.add_user(boss, "boss-secret-1")
+        prefix = uniq("simdev")
+        while home_of("%s1@%s" % (prefix, DOMAIN), 2) != 1:
+            prefix = uniq("simdev")
+        sim_jid = "%s1@%s" % (prefix, DOMAIN)
+        csv = tmp_path / "sim.csv"
+        csv.write_text("jid,credential,tags,owner\n%s,devpw-1,kind=sim,%s@%s\n" %
+                       (sim_jid, boss, DOMAIN))
+        assert srv.stanzactl("device", "import", str(csv)).returncode == 0
+        token = cookie_of(login(srv.http_port, boss, "boss-secret-1")[1])
+        ev = EventStream(srv.http_port, token)
+        assert ev.resp.status == 200
+        sim = start_sim(srv, prefix)
+        snap = ev.until(lambda s: device(s, sim_jid)["online"])
+        assert device(snap, sim_jid)["sessions"] == 1
+        snap = ev.until(lambda s: device(s, sim_jid)["readings"])
+        names = {f["name"] for f in device(snap, sim_jid)["readings"]}
+        assert {"Temperature", "Humidity"} <= names, names
+        # The API's snapshot counts it too.
+        status, _, body = request(srv.http_port, "GET", "/console/api/devices",
+                                  headers={"Cookie": "stanzad_console=" + token})
+        assert status == 200 and device(json.loads(body), sim_jid)["sessions"] == 1
+        stop_sim(sim)
+        ev.until(lambda s: not device(s, sim_jid)["online"])
+    finally:
+        if sim:
+            stop_sim(sim)
+        if ev:
+            ev.close()
+        srv.stop()

@@ -11,10 +11,10 @@ import secrets
 import pytest
 
 from harness import DOMAIN, NS_STREAM, RawStream, free_ports, tostr
-from iotutil import (NS_DISCOVERY, NS_PROV, NS_PROV_OWNER, NS_SENSORDATA, PROVISIONING, Clients,
-                     bare, clients, control_set, device_events, el, iq_error, next_message,
-                     next_question, owned_device, partial, q, range_el, readout, send_iq,
-                     set_rule, wait_until)
+from iotutil import (NS_DISCOVERY, NS_PROV, NS_PROV_OWNER, NS_SENSORDATA, PROVISIONING, REGISTRY,
+                     Clients, IqError, bare, claim, clients, control_set, device_events, el,
+                     iq_error, next_message, next_question, owned_device, partial, q, range_el,
+                     readout, send_iq, set_rule, wait_until)
 
 assert clients  # the fixture, imported for pytest
 
@@ -429,3 +429,121 @@ def test_rules_persist_across_restart(make_server, loop, arun):
         arun(after())
     finally:
         loop.run_until_complete(cs2.close())
+
+
+@pytest.fixture(scope="module")
+def spread_server():
+    """Two workers, accounts at home by hash (whatever STANZAD_TEST_ARGS
+    says): a thing and the parties around it can be placed on different
+    workers, away from the services on worker 0."""
+    import os
+    from harness import StanzadServer
+    saved = os.environ.pop("STANZAD_TEST_ARGS", None)
+    try:
+        s = StanzadServer(["--workers", "2", "--homes", "hash"],
+                          name="stanzad(homes hash, 2 workers)").start()
+    finally:
+        if saved is not None:
+            os.environ["STANZAD_TEST_ARGS"] = saved
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def spread(spread_server, loop):
+    cs = Clients(spread_server, loop)
+    yield cs
+    try:
+        loop.run_until_complete(asyncio.wait_for(cs.close(), 10))
+    except Exception:
+        pass
+
+
+async def placed(cs, kind, prefix, home, **kw):
+    """A client or device whose account is at home on worker `home`."""
+    user, password, _ = cs.server.new_account(prefix, home=home, workers=2)
+    if kind == "device":
+        return await cs.device(user=user, password=password, **kw)
+    return await cs.client(user=user, password=password)
+
+
+async def register_and_claim(owner, dev):
+    """dev registers (its answer is not waited for: a claim finds the
+    registration once stored), then owner claims it."""
+    import time
+    import xml.etree.ElementTree as ET
+    iq = dev.make_iq_set(ito=dev.registry_jid())
+    dev.tag_elements(ET.SubElement(iq.xml, q(NS_DISCOVERY, "register")))
+    dev.send(iq)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            return await claim(owner, dev)
+        except IqError as e:
+            if e.iq["error"]["condition"] != "item-not-found" or time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.1)
+
+
+def test_thing_at_home_on_another_worker_than_its_owner(spread_server, spread, arun):
+    """The thing on worker 1, its owner and a reader on worker 0 (with the
+    services): the claim reaches the thing's sessions and makes them
+    friends, the owner's rules (set at the service) decide at the thing's
+    home, sensor data is narrowed there, a thing's own question to the
+    service is decided with its rules, a token proven at the service
+    counts there, and a disown asks the thing."""
+    from harness import home_of
+    pytest.importorskip("cryptography")
+
+    async def go():
+        owner = await placed(spread, "client", "owner", 0)
+        reader = await placed(spread, "client", "reader", 0)
+        d = await placed(spread, "device", "dev", 1)
+        sloppy = await placed(spread, "device", "sloppy", 1, honour_hints=False)
+        assert home_of(bare(d), 2) == 1 and home_of(bare(owner), 2) == 0
+        for dev in (d, sloppy):
+            await register_and_claim(owner, dev)  # the device on worker 1 is told of its claim
+        # The claim befriended both sides, each in its own home's roster.
+        assert await roster_sub(owner, bare(d)) == "both"
+        assert await roster_sub(d, bare(owner)) == "both"
+        # No rule yet: refused at the thing's home, the owner asked.
+        req = el(NS_SENSORDATA, "req", {"seqnr": "1", "momentary": "true"})
+        assert await iq_error(reader, d.boundjid.full, "get", req) == "forbidden"
+        ask = await next_question(owner, "canRead")
+        assert ask.get("jid") == bare(d) and ask.get("remoteJid") == bare(reader)
+        # The owner's rule, stored by the service, is what the thing's home applies.
+        before = d.clear_cache_count
+        for dev in (d, sloppy):
+            await set_rule(owner, "canReadRule", dev, True, [partial("read", "Temperature")],
+                           remoteJid=bare(reader))
+        await wait_until(lambda: d.clear_cache_count > before, what="clearCache at the device")
+        r = await readout(reader, d.boundjid.full, 2, momentary=True, status=True)
+        assert set(r.fields) == {"Temperature"}, r.fields
+        # A device that ignores the hint: its answer is filtered where it is at home.
+        r = await readout(reader, sloppy.boundjid.full, 3, momentary=True, status=True)
+        assert set(r.fields) == {"Temperature"}, r.fields
+        # To the bare JID: answered from the bare JID.
+        r = await readout(reader, bare(d), 4, momentary=True)
+        assert str(r.result_from) == bare(d) and set(r.fields) == {"Temperature"}
+        # The thing asks the service: decided with the rules at its home.
+        res = await send_iq(d, PROVISIONING, "get", el(NS_PROV, "canRead", {
+            "jid": bare(reader)}, [el(NS_PROV, "field", {"name": "Humidity"})]))
+        assert res.xml.find(q(NS_PROV, "canReadResponse")).get("result") == "false"
+        # The rules go again: refused again.
+        await send_iq(owner, PROVISIONING, "set", el(NS_PROV_OWNER, "deleteRules",
+                                                     {"jid": bare(d)}))
+        assert await iq_error(reader, d.boundjid.full, "get", el(
+            NS_SENSORDATA, "req", {"seqnr": "5", "momentary": "true"})) == "forbidden"
+        # A token proven at the service (worker 0) counts at the thing's home.
+        key, der = self_signed_der()
+        token = await get_token(reader, key, der)
+        await set_rule(owner, "canReadRule", d, True, [range_el("fromUser", token=token)])
+        r = await send_iq(reader, d.boundjid.full, "get", el(NS_SENSORDATA, "req", {
+            "seqnr": "6", "momentary": "true", "userToken": token}))
+        assert r["type"] == "result"
+        # Disowning asks the thing's session on worker 1; then it decides alone.
+        await send_iq(owner, REGISTRY, "set", el(NS_DISCOVERY, "disown", {"jid": bare(d)}))
+        await wait_until(lambda: bool(device_events(d, "disowned")), what="disown asked")
+        r = await readout(reader, d.boundjid.full, 7, momentary=True)
+        assert "Temperature" in r.fields
+    arun(go())
