@@ -46,9 +46,10 @@ static const struct config_option options[] = {
 	{ "workers", OPT_UINT, OFF(workers), 1, 64, "N",
 	  "event-loop worker threads (default: online CPUs)" },
 	{ "homes", OPT_STRING, OFF(homes), 0, 0, "MODE",
-	  "where accounts are at home: zero (worker 0), hash (spread by a hash of the bare JID), "
-	  "other (all on the last worker: a diagnostic) or loop (worker 0, but every stanza for a "
-	  "local account passes through its home's mailbox: a diagnostic) (default zero)" },
+	  "which worker each account is at home on: hash (spread by a hash of the bare JID), zero "
+	  "(all on worker 0), other (all on the last worker: a diagnostic) or loop (worker 0, but "
+	  "every stanza for a local account passes through its home's mailbox: a diagnostic) "
+	  "(default hash)" },
 	{ "log_level", OPT_STRING, OFF(log_level), 0, 0, "LEVEL",
 	  "debug|info|warn|error (default info)" },
 	{ "listen_c2s", OPT_LIST, OFF(listen_c2s), 0, 0, "ADDR:PORT",
@@ -695,10 +696,10 @@ static int config_validate(struct config *cfg)
 			cfg->mam_default);
 		return -EINVAL;
 	}
-	if (!cfg->homes || strcmp(cfg->homes, "zero") == 0)
-		cfg->homes_mode = HOMES_ZERO;
-	else if (strcmp(cfg->homes, "hash") == 0)
+	if (!cfg->homes || strcmp(cfg->homes, "hash") == 0)
 		cfg->homes_mode = HOMES_HASH;
+	else if (strcmp(cfg->homes, "zero") == 0)
+		cfg->homes_mode = HOMES_ZERO;
 	else if (strcmp(cfg->homes, "other") == 0)
 		cfg->homes_mode = HOMES_OTHER;
 	else if (strcmp(cfg->homes, "loop") == 0)

@@ -24,8 +24,8 @@ struct config_list {
 
 /* Where accounts are at home (worker_home, docs/account-homes.md). */
 enum homes_mode {
-	HOMES_ZERO = 0,		/* every account on worker 0 */
-	HOMES_HASH,		/* FNV-1a of the bare JID modulo the workers */
+	HOMES_HASH = 0,		/* FNV-1a of the bare JID modulo the workers (default) */
+	HOMES_ZERO,		/* every account on worker 0 */
 	HOMES_OTHER,		/* every account on the last worker (diagnostic) */
 	HOMES_LOOP,		/* worker 0, every local route through the mailbox (diagnostic) */
 };
@@ -35,7 +35,7 @@ struct config {
 	char *domain;		/* normalized */
 	char *state_dir;
 	uint32_t workers;
-	char *homes;		/* zero|hash|other|loop (NULL: zero), see worker_home() */
+	char *homes;		/* hash|zero|other|loop (NULL: hash), see worker_home() */
 	enum homes_mode homes_mode;
 	bool homes_loop;	/* homes = loop: local routes go through the home's mailbox */
 	char *log_level;

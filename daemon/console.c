@@ -460,8 +460,9 @@ static char *console_document(struct worker *w, struct console_req *cr)
  * home (their sessions are there): one message to each worker with
  * devices of its own, which counts them (and asks them for read-outs when
  * due) and sends the message back; the snapshot is made once all are
- * back. A small gather of the console's own (the admin and control
- * gathers have a helper of their own elsewhere).
+ * back. Not worker_gather(), which asks every worker the same question:
+ * here each home gets only its own devices, and the asking worker
+ * records the read-outs asked for before the devices' answers can arrive.
  */
 struct console_gather {
 	struct console_req *cr;

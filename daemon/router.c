@@ -141,11 +141,42 @@ void router_deliver(struct session *s, struct xml_node *st)
 	router_deliver_prepared(s, st, NULL, NULL, 0);
 }
 
+/*
+ * A shared tree addressed to one recipient for the length of a call, with
+ * no allocation: an existing 'to' attribute's value is swapped, else one
+ * on the caller's stack is linked in; to_swap_end undoes either.
+ */
+struct to_swap {
+	struct xml_attr tmp;
+	struct xml_attr *attr;
+	const char *old;
+};
+
+static void to_swap_begin(struct to_swap *sw, struct xml_node *st, const char *to)
+{
+	for (sw->attr = st->attrs; sw->attr; sw->attr = sw->attr->next)
+		if (!sw->attr->ns && strcmp(sw->attr->name, "to") == 0)
+			break;
+	if (!sw->attr) {
+		sw->tmp = (struct xml_attr){ .next = st->attrs, .name = "to" };
+		st->attrs = sw->attr = &sw->tmp;
+	}
+	sw->old = sw->attr->value;
+	sw->attr->value = to;
+}
+
+static void to_swap_end(struct to_swap *sw, struct xml_node *st)
+{
+	if (sw->attr == &sw->tmp)
+		st->attrs = sw->tmp.next;
+	else
+		sw->attr->value = sw->old;
+}
+
 void router_deliver_prepared(struct session *s, struct xml_node *st, const char *to,
 			     const char *data, size_t len)
 {
-	struct xml_attr tmp_to = { 0 }, *to_attr = NULL;
-	const char *old_to = NULL;
+	struct to_swap sw;
 
 	/* The stand-in for a requester at home on another worker: routed there. */
 	if (s->remote) {
@@ -159,20 +190,10 @@ void router_deliver_prepared(struct session *s, struct xml_node *st, const char 
 	/*
 	 * A fanned-out tree is shared by all recipients: for the filters,
 	 * and for the hooks that keep a copy of the tree, it carries this
-	 * recipient's 'to' during the call (no allocation: an existing
-	 * attribute's value is swapped, else one on the stack is linked).
+	 * recipient's 'to' during the call.
 	 */
-	if (to) {
-		for (to_attr = st->attrs; to_attr; to_attr = to_attr->next)
-			if (!to_attr->ns && strcmp(to_attr->name, "to") == 0)
-				break;
-		if (!to_attr) {
-			tmp_to = (struct xml_attr){ .next = st->attrs, .name = "to" };
-			st->attrs = to_attr = &tmp_to;
-		}
-		old_to = to_attr->value;
-		to_attr->value = to;
-	}
+	if (to)
+		to_swap_begin(&sw, st, to);
 	/* An ended session (freed at the end of the turn) takes nothing more. */
 	if (s->ending || blocking_filter_delivery(s, st))	/* XEP-0191 (blocking.c) */
 		goto out;
@@ -186,10 +207,8 @@ void router_deliver_prepared(struct session *s, struct xml_node *st, const char 
 	else
 		c2s_send_stanza(s->conn, st);
 out:
-	if (to_attr == &tmp_to)
-		st->attrs = tmp_to.next;
-	else if (to_attr)
-		to_attr->value = old_to;
+	if (to)
+		to_swap_end(&sw, st);
 }
 
 static void deliver(struct session *s, struct xml_node *st)
@@ -612,9 +631,8 @@ bool router_home_elsewhere(struct worker *w, const char *jid, size_t len)
 int router_route_copy(struct worker *w, struct xml_node *st, const char *to, size_t to_len)
 {
 	const char *from_attr = xml_attr_get(st, "from");
-	struct xml_attr tmp_to = { 0 }, *to_attr;
 	const struct route_origin *outer;
-	const char *old_to;
+	struct to_swap sw;
 	struct jid from, dst;
 
 	if (jid_parse(&dst, to, to_len) < 0)
@@ -626,16 +644,7 @@ int router_route_copy(struct worker *w, struct xml_node *st, const char *to, siz
 	} else if (jid_parse(&from, from_attr, strlen(from_attr)) < 0) {
 		return -EINVAL;
 	}
-	/* As router_deliver_prepared: this recipient's 'to' for the call, no allocation. */
-	for (to_attr = st->attrs; to_attr; to_attr = to_attr->next)
-		if (!to_attr->ns && strcmp(to_attr->name, "to") == 0)
-			break;
-	if (!to_attr) {
-		tmp_to = (struct xml_attr){ .next = st->attrs, .name = "to" };
-		st->attrs = to_attr = &tmp_to;
-	}
-	old_to = to_attr->value;
-	to_attr->value = dst.buf;
+	to_swap_begin(&sw, st, dst.buf);	/* this recipient's 'to' for the call */
 	/*
 	 * A new stanza of the service's, even when it reuses the tree of the
 	 * forwarded one it answers (a room reflects a message in place).
@@ -644,10 +653,7 @@ int router_route_copy(struct worker *w, struct xml_node *st, const char *to, siz
 	w->origin = NULL;
 	router_route_w(w, NULL, st, &from, &dst);
 	w->origin = outer;
-	if (to_attr == &tmp_to)
-		st->attrs = tmp_to.next;
-	else
-		to_attr->value = old_to;
+	to_swap_end(&sw, st);
 	return 0;
 }
 

@@ -704,13 +704,14 @@ def render_workers(results, meta):
                    get(meta, "host", "cpus"),
                    _cpus(storms, msgs, 1, "server_cpus"), _cpus(storms, msgs, 1, "loadgen_cpus"),
                    _cpus(storms, msgs, 2, "server_cpus"), _cpus(storms, msgs, 2, "loadgen_cpus")))
-    out.append("- Only the pre-authentication phase (TLS handshake, SASL, stream "
-               "negotiation) runs on the worker that accepted the connection. At "
-               "authentication success the connection moves to the account's home worker, "
-               "which is worker 0 for every account today: bind, roster, presence, every "
-               "session and all routing run on worker 0. Logins can scale with workers; "
-               "message throughput is not expected to (the messages rows show what the "
-               "second worker costs rather than what it gains).")
+    out.append("- The pre-authentication phase (TLS handshake, SASL, stream negotiation) "
+               "runs on the worker that accepted the connection. At authentication success "
+               "the connection moves to the account's home worker (`homes = hash`: spread "
+               "by a hash of the bare JID), where bind, roster, presence and the account's "
+               "routing run; a message between accounts at home on different workers "
+               "crosses once through the recipient's home's mailbox (about half of the "
+               "pairs with two workers). Logins and message routing both run on every "
+               "worker.")
     noisy = sorted({"%s (%s%s)" % (r["scenario"], _col_name(_col(r)),
                                    ", round %s" % get(r, "params", "round")
                                    if nrounds > 1 else "") for r in results
@@ -793,7 +794,7 @@ def render_workers(results, meta):
                    "with one worker there is nothing to steer (the program is off and the "
                    "count stays 0). Connections held are counted after the storm, the "
                    "devices still logged in: every authenticated session has moved to its "
-                   "home worker, worker 0.")
+                   "account's home worker.")
         out.append("")
     base_m = next((c for c in msgs if c[0] == 1), None)
     if msgs:
@@ -836,7 +837,7 @@ def render_workers(results, meta):
 def _capacity(r):
     """Logins/s the server's own CPU would allow with one core per worker and
     the clients elsewhere: the cores' time over the CPU per login, and no
-    faster than its busiest thread (worker 0 holds every session)."""
+    faster than its busiest thread allows."""
     held = get(r, "params", "devices")
     us = r.get("server_us_per_login")
     th = r.get("server_threads_cpu_s") or {}
@@ -907,7 +908,7 @@ def _workers_findings(storms, msgs, base_s, base_m):
         noisy = [x for x in (r, bm) if (x.get("other_cpu_util") or 0) > NOISY_OTHER_CPU]
         out.append("Messages, %s: %.2fx the throughput of one worker (%s vs %s msg/s), "
                    "server CPU per message %.2fx (%s vs %s us); worker 0 spent %s of the "
-                   "server's CPU (routing runs there either way) and the load generator, "
+                   "server's CPU and the load generator, "
                    "which sends and receives every message, shared the server's cores "
                    "(server %s, generator %s of a core; one worker: %s and %s)%s." % (
                        _col_name(c), r["msgs_per_s"] / bm["msgs_per_s"], fmt(r["msgs_per_s"]),
@@ -930,13 +931,11 @@ def _workers_findings(storms, msgs, base_s, base_m):
         if c[0] > 1 and sel and sum(sel):
             out.append("Steering %s: %s of %s new connections steered to worker 0, %s to "
                        "the others." % (c[1], fmt(sel[0]), fmt(sum(sel)), fmt(sum(sel[1:]))))
-            if c[1] == "least-loaded" and sel[0] < 0.1 * sum(sel):
-                out.append("least-loaded compares the connections each worker holds, and "
-                           "every logged-in session is held by worker 0 (its home worker): "
-                           "once the first sessions have moved there, new connections go to "
-                           "the other workers, so worker 0 keeps the sessions and the others "
-                           "do the TLS handshakes and SCRAM. An even split of the logins "
-                           "themselves is what source-hash gives.")
+            if c[1] == "least-loaded":
+                out.append("least-loaded compares the connections each worker holds, "
+                           "sessions included (each at its account's home): a new connection "
+                           "goes to the worker holding fewer. source-hash splits the logins "
+                           "by source address instead, whatever the workers hold.")
     return out
 
 

@@ -83,6 +83,17 @@ def home_of(bare_jid, workers):
     return h % workers
 
 
+SPREAD_WORKERS = 2  # the workers of start_spread()'s daemon
+
+
+def start_spread(*extra, name="stanzad(homes hash)"):
+    """A started daemon with SPREAD_WORKERS workers and accounts at home by
+    hash, whatever STANZAD_TEST_ARGS says, so that new_account(home=K)
+    places accounts on given workers. The caller stops it."""
+    return StanzadServer(["--workers", str(SPREAD_WORKERS), "--homes", "hash"] + list(extra),
+                         name=name, suite_args=False).start()
+
+
 def free_ports(n):
     """n distinct free TCP ports on 127.0.0.1 (bound at once, then released)."""
     socks = []
@@ -302,7 +313,7 @@ class StanzadServer:
         assert r.returncode == 0, ("stanzactl user add %s failed (%d): %s %s" %
                                    (user, r.returncode, r.stdout, r.stderr))
 
-    def new_account(self, prefix="user", password=None, home=None, workers=2):
+    def new_account(self, prefix="user", password=None, home=None, workers=SPREAD_WORKERS):
         """Creates a fresh account with stanzactl; returns (user, password, bare JID).
         home=K: a username whose account is at home on worker K of `workers`
         with `--homes hash` (see home_of)."""

@@ -17,7 +17,7 @@ import time
 import pytest
 
 from harness import (DOMAIN, NS_CLIENT, NS_DISCO_INFO, STANZAD, StanzadServer,
-                     connect_and_wait, home_of, login, next_message, q, tostr, xml_escape)
+                     connect_and_wait, home_of, login, next_message, q, tostr, xml_escape, start_spread)
 from iqutil import error_of, request, result_of
 
 NS_COMMANDS = "http://jabber.org/protocol/commands"
@@ -615,18 +615,12 @@ def test_invalid_admin_jid_is_refused_at_startup(tmp_path):
 
 # ---- accounts at home on different workers ----
 
-def spread_server(*extra):
-    """A daemon with two workers and accounts placed by hash (whatever
-    STANZAD_TEST_ARGS says), so that home_of() tells each account's worker."""
-    return StanzadServer(["--workers", "2", "--homes", "hash"] + list(extra),
-                         name="stanzad(adhoc, homes hash)", suite_args=False).start()
-
-
 @pytest.fixture(scope="module")
 def spread():
     """root@ is at home on worker 0, boss@ on worker 1 (both admins)."""
     assert home_of("root@" + DOMAIN, 2) == 0 and home_of("boss@" + DOMAIN, 2) == 1
-    s = spread_server("--admin", "root@localhost", "--admin", "boss@localhost")
+    s = start_spread("--admin", "root@localhost", "--admin", "boss@localhost",
+                     name="stanzad(adhoc, homes hash)")
     s.add_user("root", "root-pw")
     s.add_user("boss", "boss-pw")
     yield s

@@ -2,13 +2,12 @@
 unblock all, pushes), its errors and limit, enforcement on every stanza
 kind in both directions, JID matching, and persistence across a restart."""
 import asyncio
-import os
 import time
 
 import pytest
 
 from harness import (DOMAIN, NS_CLIENT, NS_DISCO_INFO, NS_STANZAS, connect_and_wait, login, q,
-                     tostr)
+                     tostr, start_spread)
 
 NS_BLOCKING = "urn:xmpp:blocking"
 NS_BLOCKING_ERRORS = "urn:xmpp:blocking:errors"
@@ -547,18 +546,9 @@ def test_slixmpp_blocking_plugin_round_trip(server, xmpp, arun):
 
 # ---- Account homes spread over the workers (docs/account-homes.md, 2.2) ----
 
-def spread_workers():
-    """The workers of a server started with --workers 2 (STANZAD_TEST_ARGS,
-    appended after, may change the number: the last --workers wins)."""
-    args = ["--workers", "2"] + os.environ.get("STANZAD_TEST_ARGS", "").split()
-    return int([args[i + 1] for i, a in enumerate(args) if a == "--workers"][-1])
-
-
 @pytest.fixture(scope="module")
 def spread_server():
-    from harness import StanzadServer
-    s = StanzadServer(["--workers", "2", "--homes", "hash"],
-                      name="stanzad(homes hash)").start()
+    s = start_spread()
     yield s
     s.stop()
 
@@ -585,8 +575,8 @@ def is_presence_from(el, jid, type_=""):
 def test_blocked_contact_at_another_home_gets_no_presence_either_way(spread_server):
     from imutil import subscribe_mutually
     s = spread_server
-    ua, pa, _ = s.new_account("hba", home=0, workers=spread_workers())
-    ub, pb, _ = s.new_account("hbb", home=1, workers=spread_workers())
+    ua, pa, _ = s.new_account("hba", home=0)
+    ub, pb, _ = s.new_account("hbb", home=1)
     a, b = spread_online(s, (ua, pa)), spread_online(s, (ub, pb))
     a2 = b2 = None
     try:
@@ -621,8 +611,8 @@ def test_blocked_contact_at_another_home_gets_no_presence_either_way(spread_serv
 def test_full_jid_item_of_a_sender_at_another_home_hides_only_that_resource(spread_server):
     from imutil import subscribe_mutually
     s = spread_server
-    ua, pa, _ = s.new_account("hfa", home=0, workers=spread_workers())
-    ub, pb, _ = s.new_account("hfb", home=1, workers=spread_workers())
+    ua, pa, _ = s.new_account("hfa", home=0)
+    ub, pb, _ = s.new_account("hfb", home=1)
     a = spread_online(s, (ua, pa))
     b1 = spread_online(s, (ub, pb), resource="one")
     b2 = None
@@ -648,8 +638,8 @@ def test_full_jid_item_applies_to_presence_after_an_approval_across_homes(spread
     """The current presence a new subscriber gets (RFC 6121 3.1.5) skips the
     blocked resource too, though it is addressed to the bare JID."""
     s = spread_server
-    ua, pa, _ = s.new_account("hga", home=1, workers=spread_workers())
-    ub, pb, _ = s.new_account("hgb", home=0, workers=spread_workers())
+    ua, pa, _ = s.new_account("hga", home=1)
+    ub, pb, _ = s.new_account("hgb", home=0)
     a = spread_online(s, (ua, pa), status="approved")
     b1 = spread_online(s, (ub, pb), resource="one")
     b2 = spread_online(s, (ub, pb), resource="two")

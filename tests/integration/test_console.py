@@ -25,7 +25,7 @@ import time
 
 import pytest
 
-from harness import BUILD, DOMAIN, REPO, StanzadServer, uniq
+from harness import BUILD, DOMAIN, REPO, StanzadServer, uniq, start_spread
 
 SIM = os.path.join(REPO, "scripts", "iot_device_sim.py")
 DRIVER_DIR = os.path.join(os.path.dirname(__file__), "console-driver")
@@ -420,14 +420,8 @@ def test_readouts_reach_a_device_at_home_on_another_worker(tmp_path):
     console runs on worker 0 and the device is at home on worker 1, where
     its session is counted and asked for its read-outs."""
     from harness import home_of
-    saved = os.environ.pop("STANZAD_TEST_ARGS", None)
     boss = uniq("boss")
-    try:
-        srv = StanzadServer(["--workers", "2", "--homes", "hash", "--admin",
-                             "%s@%s" % (boss, DOMAIN)], name="stanzad(console, homes hash)").start()
-    finally:
-        if saved is not None:
-            os.environ["STANZAD_TEST_ARGS"] = saved
+    srv = start_spread("--admin", "%s@%s" % (boss, DOMAIN), name="stanzad(console, homes hash)")
     sim = ev = None
     try:
         srv.add_user(boss, "boss-secret-1")

@@ -12,12 +12,12 @@ import subprocess
 
 import pytest
 
-from harness import DOMAIN, NS_CLIENT, login, q, tostr
+from harness import NS_CLIENT, login, q, tostr
+from homesutil import (check_contact_vcard, check_errors_come_back,
+                       check_messages_stay_in_order, db_rows, next_of)
 
 NS_SM = "urn:xmpp:sm:3"
 NS_MAM = "urn:xmpp:mam:2"
-NS_VCARD = "vcard-temp"
-NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 
 
 @pytest.fixture(scope="module")
@@ -26,22 +26,6 @@ def loop_server():
     s = StanzadServer(["--homes", "loop"], name="stanzad(homes loop)", suite_args=False).start()
     yield s
     s.stop()
-
-
-def db_rows(server, sql, *args):
-    db = sqlite3.connect(os.path.join(server.state_dir, "stanzad.db"), timeout=5)
-    try:
-        return db.execute(sql, args).fetchall()
-    finally:
-        db.close()
-
-
-def next_of(stream, tag, timeout=5):
-    """The next element with this tag (skipping others, e.g. presence)."""
-    while True:
-        el = stream.next(timeout)
-        if el.tag == tag:
-            return el
 
 
 def test_loop_mode_is_announced(loop_server):
@@ -57,67 +41,18 @@ def test_homes_rejects_an_unknown_mode():
 
 
 def test_messages_from_one_sender_stay_in_order(loop_server):
-    su, sp, _ = loop_server.new_account("ord")
-    ru, rp, rjid = loop_server.new_account("ord")
-    snd, _ = login(loop_server.c2s_port, su, sp)
-    rcv, rfull = login(loop_server.c2s_port, ru, rp)
-    try:
-        rcv.send("<presence/>")
-        # Bare and full JID interleaved, and a burst in one write.
-        burst = "".join("<message to='%s' type='chat' id='o%d'><body>%d</body></message>"
-                        % (rjid if i % 2 else rfull, i, i) for i in range(200))
-        snd.send(burst)
-        got = []
-        while len(got) < 200:
-            el = next_of(rcv, q(NS_CLIENT, "message"))
-            got.append(int(el.find(q(NS_CLIENT, "body")).text))
-        assert got == list(range(200)), got
-    finally:
-        snd.close()
-        rcv.close()
+    check_messages_stay_in_order(loop_server, loop_server.new_account("ord"),
+                                 loop_server.new_account("ord"))
 
 
 def test_an_error_comes_back_to_the_sender(loop_server):
-    su, sp, _ = loop_server.new_account("bnc")
-    ru, _, rjid = loop_server.new_account("bnc")
-    snd, _ = login(loop_server.c2s_port, su, sp)
-    try:
-        # Not chat, to a resource that is not there: service-unavailable (RFC 6121 8.5.3.2).
-        snd.send("<message to='%s/nowhere' type='normal' id='b1'><body>x</body></message>"
-                 % rjid)
-        el = next_of(snd, q(NS_CLIENT, "message"))
-        assert el.get("type") == "error" and el.get("id") == "b1", tostr(el)
-        assert el.find(q(NS_CLIENT, "error")).find(
-            q(NS_STANZAS, "service-unavailable")) is not None, tostr(el)
-        # An iq to a resource that is not there.
-        snd.send("<iq to='%s/nowhere' type='get' id='b2'><ping xmlns='urn:xmpp:ping'/></iq>"
-                 % rjid)
-        el = next_of(snd, q(NS_CLIENT, "iq"))
-        assert el.get("type") == "error" and el.get("id") == "b2", tostr(el)
-    finally:
-        snd.close()
+    check_errors_come_back(loop_server, loop_server.new_account("bnc"),
+                           loop_server.new_account("bnc")[2])
 
 
 def test_a_contact_iq_is_answered(loop_server):
-    su, sp, _ = loop_server.new_account("ctq")
-    ru, rp, rjid = loop_server.new_account("ctq")
-    owner, _ = login(loop_server.c2s_port, ru, rp)
-    asker, _ = login(loop_server.c2s_port, su, sp)
-    try:
-        owner.send("<iq type='set' id='v1'><vCard xmlns='%s'><FN>Home Loop</FN></vCard></iq>"
-                   % NS_VCARD)
-        el = next_of(owner, q(NS_CLIENT, "iq"))
-        assert el.get("type") == "result", tostr(el)
-        # IQ_SCOPE_CONTACT: forwarded to the owner's home, answered from storage, routed back.
-        asker.send("<iq to='%s' type='get' id='v2'><vCard xmlns='%s'/></iq>" % (rjid, NS_VCARD))
-        el = next_of(asker, q(NS_CLIENT, "iq"))
-        assert el.get("type") == "result" and el.get("id") == "v2", tostr(el)
-        assert el.get("from") == rjid, tostr(el)
-        fn = el.find(q(NS_VCARD, "vCard")).find(q(NS_VCARD, "FN"))
-        assert fn is not None and fn.text == "Home Loop", tostr(el)
-    finally:
-        owner.close()
-        asker.close()
+    check_contact_vcard(loop_server, loop_server.new_account("ctq"),
+                        loop_server.new_account("ctq"), "Home Loop")
 
 
 def test_sm_ack_comes_after_the_offline_write(make_server):

@@ -2,19 +2,17 @@
 each account's sessions and state live on its home worker, stanzas between
 accounts cross through the mailboxes, the services run on worker 0. The
 accounts of each test are placed on given workers with new_account(home=K)."""
-import os
 import re
-import sqlite3
 
 import pytest
 
-from harness import DOMAIN, NS_CLIENT, login, q, tostr, StanzadServer
+from harness import DOMAIN, NS_CLIENT, login, q, tostr, start_spread
+from homesutil import (check_contact_vcard, check_errors_come_back,
+                       check_messages_stay_in_order, db_rows, next_of)
 
 NS_SM = "urn:xmpp:sm:3"
 NS_MAM = "urn:xmpp:mam:2"
-NS_VCARD = "vcard-temp"
 NS_LAST = "jabber:iq:last"
-NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 NS_MUC = "http://jabber.org/protocol/muc"
 NS_MUC_USER = NS_MUC + "#user"
 NS_MUC_OWNER = NS_MUC + "#owner"
@@ -22,32 +20,15 @@ NS_MUC_OWNER = NS_MUC + "#owner"
 
 @pytest.fixture(scope="module")
 def spread():
-    s = StanzadServer(["--workers", "2", "--homes", "hash"], name="stanzad(homes hash)",
-                      suite_args=False).start()
+    s = start_spread()
     yield s
     s.stop()
-
-
-def next_of(stream, tag, timeout=5):
-    """The next element with this tag (skipping others, e.g. presence)."""
-    while True:
-        el = stream.next(timeout)
-        if el.tag == tag:
-            return el
 
 
 def pair(server, prefix, a_home=0, b_home=1):
     a = server.new_account(prefix, home=a_home)
     b = server.new_account(prefix, home=b_home)
     return a, b
-
-
-def db_rows(server, sql, *args):
-    db = sqlite3.connect(os.path.join(server.state_dir, "stanzad.db"), timeout=5)
-    try:
-        return db.execute(sql, args).fetchall()
-    finally:
-        db.close()
 
 
 def sessions_by_worker(server):
@@ -76,68 +57,20 @@ def test_hash_mode_is_announced_and_sessions_live_at_home(spread):
 
 @pytest.mark.parametrize("homes", [(0, 1), (1, 0)])
 def test_messages_cross_homes_in_order(spread, homes):
-    (su, sp, _), (ru, rp, rjid) = pair(spread, "ord", *homes)
-    snd, _ = login(spread.c2s_port, su, sp)
-    rcv, rfull = login(spread.c2s_port, ru, rp)
-    try:
-        rcv.send("<presence/>")
-        burst = "".join("<message to='%s' type='chat' id='o%d'><body>%d</body></message>"
-                        % (rjid if i % 2 else rfull, i, i) for i in range(200))
-        snd.send(burst)
-        got = []
-        while len(got) < 200:
-            el = next_of(rcv, q(NS_CLIENT, "message"))
-            got.append(int(el.find(q(NS_CLIENT, "body")).text))
-        assert got == list(range(200)), got
-    finally:
-        snd.close()
-        rcv.close()
+    check_messages_stay_in_order(spread, *pair(spread, "ord", *homes))
 
 
 def test_an_error_comes_back_across_homes(spread):
-    (su, sp, _), (_, _, rjid) = pair(spread, "bnc")
-    snd, _ = login(spread.c2s_port, su, sp)
-    try:
-        snd.send("<message to='%s/nowhere' type='normal' id='b1'><body>x</body></message>"
-                 % rjid)
-        el = next_of(snd, q(NS_CLIENT, "message"))
-        assert el.get("type") == "error" and el.get("id") == "b1", tostr(el)
-        assert el.find(q(NS_CLIENT, "error")).find(
-            q(NS_STANZAS, "service-unavailable")) is not None, tostr(el)
-        snd.send("<iq to='%s/nowhere' type='get' id='b2'><ping xmlns='urn:xmpp:ping'/></iq>"
-                 % rjid)
-        el = next_of(snd, q(NS_CLIENT, "iq"))
-        assert el.get("type") == "error" and el.get("id") == "b2", tostr(el)
-    finally:
-        snd.close()
+    sender, recipient = pair(spread, "bnc")
+    check_errors_come_back(spread, sender, recipient[2])
 
 
 @pytest.mark.parametrize("homes", [(0, 1), (1, 0)])
 def test_a_storage_backed_contact_iq_is_answered_across_homes(spread, homes):
     # The vCard is read at the owner's home from storage; the answer goes
     # back to the asker's home (iq_async's stand-in for remote requesters).
-    (su, sp, _), (ru, rp, rjid) = pair(spread, "ctq", *homes)
-    owner, _ = login(spread.c2s_port, ru, rp)
-    asker, _ = login(spread.c2s_port, su, sp)
-    try:
-        owner.send("<iq type='set' id='v1'><vCard xmlns='%s'><FN>Far Home</FN></vCard></iq>"
-                   % NS_VCARD)
-        el = next_of(owner, q(NS_CLIENT, "iq"))
-        assert el.get("type") == "result", tostr(el)
-        asker.send("<iq to='%s' type='get' id='v2'><vCard xmlns='%s'/></iq>" % (rjid, NS_VCARD))
-        el = next_of(asker, q(NS_CLIENT, "iq"))
-        assert el.get("type") == "result" and el.get("id") == "v2", tostr(el)
-        assert el.get("from") == rjid, tostr(el)
-        fn = el.find(q(NS_VCARD, "vCard")).find(q(NS_VCARD, "FN"))
-        assert fn is not None and fn.text == "Far Home", tostr(el)
-        # Several in flight at once, all answered, in order of their ids.
-        asker.send("".join("<iq to='%s' type='get' id='m%d'><vCard xmlns='%s'/></iq>"
-                           % (rjid, i, NS_VCARD) for i in range(20)))
-        ids = [next_of(asker, q(NS_CLIENT, "iq")).get("id") for _ in range(20)]
-        assert sorted(ids) == sorted("m%d" % i for i in range(20)), ids
-    finally:
-        owner.close()
-        asker.close()
+    asker, owner = pair(spread, "ctq", *homes)
+    check_contact_vcard(spread, asker, owner, "Far Home", burst=20)
 
 
 def test_an_iq_between_clients_and_its_answer_cross_homes(spread):

@@ -10,7 +10,7 @@ import secrets
 
 import pytest
 
-from harness import DOMAIN, NS_STREAM, RawStream, free_ports, tostr
+from harness import DOMAIN, NS_STREAM, RawStream, free_ports, tostr, start_spread
 from iotutil import (NS_DISCOVERY, NS_PROV, NS_PROV_OWNER, NS_SENSORDATA, PROVISIONING, REGISTRY,
                      Clients, IqError, bare, claim, clients, control_set, device_events, el,
                      iq_error, next_message, next_question, owned_device, partial, q, range_el,
@@ -436,15 +436,7 @@ def spread_server():
     """Two workers, accounts at home by hash (whatever STANZAD_TEST_ARGS
     says): a thing and the parties around it can be placed on different
     workers, away from the services on worker 0."""
-    import os
-    from harness import StanzadServer
-    saved = os.environ.pop("STANZAD_TEST_ARGS", None)
-    try:
-        s = StanzadServer(["--workers", "2", "--homes", "hash"],
-                          name="stanzad(homes hash, 2 workers)").start()
-    finally:
-        if saved is not None:
-            os.environ["STANZAD_TEST_ARGS"] = saved
+    s = start_spread()
     yield s
     s.stop()
 

@@ -9,12 +9,11 @@ blocking, and persistence across a restart.
 Raw streams drive the caps handshake exactly; slixmpp's xep_0163,
 xep_0115, xep_0118 and xep_0223 plugins show the same from a real client."""
 import asyncio
-import os
 import time
 
 import pytest
 
-from harness import DOMAIN, NS_DISCO_INFO, connect_and_wait, q, tostr
+from harness import DOMAIN, NS_DISCO_INFO, connect_and_wait, q, tostr, start_spread
 from imutil import Client, restart, subscribe_mutually
 from pubsubutil import (CLIENT_NODE, NS_CAPS, NS_DELAY, NS_DISCO_ITEMS, PS, PSE, advertise,
                         caps_ver, config_of, create, event, event_item_ids, get_items, items_of,
@@ -520,14 +519,7 @@ def homes_server():
     """Two workers, accounts spread by hash: the PEP service of an account
     lives at its home, pubsub.DOMAIN on worker 0. The suite-wide
     STANZAD_TEST_ARGS are left out so the placement below holds."""
-    from harness import StanzadServer
-    saved = os.environ.pop("STANZAD_TEST_ARGS", None)
-    try:
-        s = StanzadServer(["--workers", "2", "--homes", "hash"],
-                          name="stanzad(homes hash)").start()
-    finally:
-        if saved is not None:
-            os.environ["STANZAD_TEST_ARGS"] = saved
+    s = start_spread()
     yield s
     s.stop()
 
@@ -541,10 +533,9 @@ def placed(server, home, prefix="peph"):
 
 @pytest.mark.parametrize("owner_home", [0, 1])
 def test_pep_and_pubsub_across_homes(homes_server, owner_home):
-    from pubsubutil import SERVICE
     srv = homes_server
-    a = placed(srv, owner_home)		# the PEP owner
-    b = placed(srv, 1 - owner_home)	# its contact, at home on the other worker
+    a = placed(srv, owner_home)  # the PEP owner
+    b = placed(srv, 1 - owner_home)  # its contact, at home on the other worker
     try:
         subscribe_mutually(a, b)
         # Last item when the contact's caps first say +notify.

@@ -9,7 +9,7 @@ import struct
 
 import pytest
 
-from harness import NS_CLIENT, q, tostr
+from harness import NS_CLIENT, q, tostr, start_spread
 from imutil import Client, error_condition, is_presence, subscribe_mutually
 
 
@@ -309,24 +309,15 @@ def test_login_probe_to_a_contact_that_does_not_grant_from_corrects_the_roster(s
 
 # ---- Account homes spread over the workers (docs/account-homes.md, 2.3) ----
 
-def spread_workers():
-    """The workers of a server started with --workers 2 (STANZAD_TEST_ARGS,
-    appended after, may change the number: the last --workers wins)."""
-    args = ["--workers", "2"] + os.environ.get("STANZAD_TEST_ARGS", "").split()
-    return int([args[i + 1] for i, a in enumerate(args) if a == "--workers"][-1])
-
-
 @pytest.fixture(scope="module")
 def spread_server():
-    from harness import StanzadServer
-    s = StanzadServer(["--workers", "2", "--homes", "hash"],
-                      name="stanzad(homes hash)").start()
+    s = start_spread()
     yield s
     s.stop()
 
 
 def spread_account(server, prefix, home):
-    u, p, _ = server.new_account(prefix, home=home, workers=spread_workers())
+    u, p, _ = server.new_account(prefix, home=home)
     return (u, p)
 
 

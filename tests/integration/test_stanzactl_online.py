@@ -22,7 +22,7 @@ import time
 import pytest
 
 from harness import (DOMAIN, NS_STREAMS_ERR, STANZACTL, STANZAD, RawStream, StanzadServer,
-                     ServerError, StreamClosed, WAIT, client_tls_context, login, q, tostr)
+                     ServerError, StreamClosed, WAIT, client_tls_context, login, q, tostr, SPREAD_WORKERS)
 
 NS_ROSTER = "jabber:iq:roster"
 ONLINE = [["status"], ["sessions", "list"], ["users", "list"], ["queues"], ["certs", "show"],
@@ -218,7 +218,7 @@ def test_users_list_shows_online_state(make_server):
 def spread_server(make_server):
     """Two workers, accounts placed by hash whatever STANZAD_TEST_ARGS says
     (home_of() tells each account's worker)."""
-    return make_server("--workers", "2", "--homes", "hash", suite_args=False)
+    return make_server("--workers", str(SPREAD_WORKERS), "--homes", "hash", suite_args=False)
 
 
 def test_sessions_and_users_of_every_worker(make_server):

@@ -46,7 +46,7 @@ def pinned(make_server, *args):
 @pytest.fixture
 def server2_zero(make_server):
     """Two workers, every account at home on worker 0."""
-    srv = pinned(make_server, "--workers", str(NWORKERS))
+    srv = pinned(make_server, "--workers", str(NWORKERS), "--homes", "zero")
     srv.wait_log(r"event=control\.listen")
     return srv
 
@@ -93,7 +93,7 @@ def test_bytes_sent_with_the_auth_go_along(server2):
     (PLAIN needs no round trip): the header arrives at worker 1 before the
     move and must be read on worker 0."""
     drain_worker0(server2)
-    user, pw, _ = server2.new_account()
+    user, pw, _ = server2.new_account(home=0)  # so that the login moves (homes = hash)
     s = RawStream(server2.c2s_port)
     try:
         s.open()
@@ -123,7 +123,7 @@ def test_bytes_sent_with_the_auth_go_along(server2):
 
 def test_sasl2_bind2_and_fast_through_worker1(server2):
     drain_worker0(server2)
-    user, pw, bare = server2.new_account()
+    user, pw, bare = server2.new_account(home=0)  # so that the login moves (homes = hash)
     ua = new_ua_id()
     s, feats = connect_tls(server2.c2s_port)
     try:
