@@ -204,11 +204,15 @@ soak-check: $(BUILD)/stanzad $(BUILD)/stanzactl
 
 # ThreadSanitizer over what several threads share: the mailboxes (unit
 # test) and the daemon with two workers moving connections, steering,
-# reloading and shutting down (integration tests). Its own build folder;
+# reloading and shutting down, and accounts at home on different workers
+# using the services and each other (integration tests). Its own build folder;
 # a race report makes the process exit 66, which fails the test.
 TSAN_BUILD := build-tsan
 TSAN_TESTS := tests/integration/test_workers.py tests/integration/test_steer.py \
-	      tests/integration/test_sasl2.py tests/integration/test_shutdown.py
+	      tests/integration/test_sasl2.py tests/integration/test_shutdown.py \
+	      tests/integration/test_homes_spread.py tests/integration/test_muc.py \
+	      tests/integration/test_pep.py tests/integration/test_presence.py \
+	      tests/integration/test_adhoc.py tests/integration/test_iot_provisioning.py
 tsan-check:
 	$(Q)$(MAKE) --no-print-directory BUILD=$(TSAN_BUILD) CC="$(CC) -fsanitize=thread" \
 		$(TSAN_BUILD)/stanzad $(TSAN_BUILD)/stanzactl $(TSAN_BUILD)/tests/test_mailbox
