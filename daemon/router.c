@@ -455,7 +455,7 @@ static bool route_must_forward(struct worker *w, struct conn *src, const struct 
 		return false;
 	if (w->srv->cfg->homes_loop)
 		return true;
-	return route_home_of(w, to) != w->id;
+	return w->srv->nworkers > 1 && route_home_of(w, to) != w->id;
 }
 
 /*
