@@ -96,6 +96,9 @@ bool router_from_local_session(const struct worker *w, const struct conn *src,
  */
 void router_forwards_settle(struct worker *w);
 
+/* Frees the worker's spare messages of forwarded stanzas (at its end). */
+void router_worker_destroy(struct worker *w);
+
 /*
  * Routes a stanza the server itself holds (e.g. unacknowledged stanzas of
  * an ended session, offline messages): addresses from its attributes,

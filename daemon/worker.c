@@ -30,8 +30,9 @@
 #include "log.h"
 #include "mailbox.h"
 #include "metrics.h"
-#include "reload.h"
 #include "pubsub.h"
+#include "reload.h"
+#include "router.h"
 #include "s2s.h"
 #include "sdnotify.h"
 #include "server.h"
@@ -1163,6 +1164,7 @@ void worker_destroy(struct worker *w)
 	adhoc_worker_destroy(w);
 	c2s_reap_sessions(w);
 	pubsub_worker_destroy(w);	/* caps caches, after the sessions that use them */
+	router_worker_destroy(w);	/* spare messages of forwarded stanzas */
 	session_free(w->remote_requester);
 	w->remote_requester = NULL;
 	loop_free(w->loop);

@@ -29,6 +29,7 @@ struct kmod_worker;
 struct s2s_worker;
 struct conn_move;
 struct route_origin;
+struct route_fwd;
 
 enum worker_watch {
 	WORKER_WATCH_INBOX = 0,		/* storage completions */
@@ -95,6 +96,10 @@ struct worker {
 	struct worker_msg stop_msg;	/* worker 0 asks us to shut down */
 	const struct route_origin *origin;	/* the forwarded stanza being routed (router.c) */
 	bool fwd_self;			/* homes = loop: forwarded to ourselves, not yet routed */
+	/* Messages of forwarded stanzas for reuse (router.c): ours, and those given back. */
+	struct route_fwd *fwd_free;
+	unsigned fwd_nfree;
+	struct route_fwd *_Atomic fwd_returned;
 	struct conn_move *moving;	/* connections leaving for their home worker */
 	uint32_t load_published;	/* connection count last given to the steering */
 };
