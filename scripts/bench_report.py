@@ -925,6 +925,18 @@ def _workers_findings(storms, msgs, base_s, base_m):
         rr = _round_ratios(r, bm)
         if len(rr) > 1:
             out.append("Its msg/s over one worker's, round by round: %s." % ", ".join(rr))
+        if r["server_us_per_msg"] > bm["server_us_per_msg"]:
+            out.append("The CPU per message grows with %s: with accounts spread by hash, "
+                       "about half the messages go to an account at home on the other "
+                       "worker, which costs a copy of the stanza into a message, its "
+                       "post to that worker's mailbox and the doorbell." % _col_name(c))
+        busy = (r.get("server_cpu_util") or 0) + (r.get("loadgen_cpu_util") or 0) + \
+            (r.get("other_cpu_util") or 0)
+        if busy > 1.8:
+            out.append("With %s the two cores were saturated (server + generator + others "
+                       "= %.0f%% of one core out of 200%%), so this ratio is a floor for what "
+                       "two workers give with the clients elsewhere." % (_col_name(c),
+                                                                         busy * 100))
     for c, r in sorted(storms.items()):
         pw = r.get("per_worker") or []
         sel = [w.get("selected") or 0 for w in pw]
