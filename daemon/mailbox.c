@@ -164,22 +164,6 @@ size_t mailbox_drain(struct worker *w)
 	return n;
 }
 
-void mailbox_drain_all_stopped(struct server *srv)
-{
-	size_t ran;
-	int rounds = 0;
-
-	do {
-		ran = 0;
-		for (unsigned k = 0; k < srv->nworkers; k++)
-			if (srv->workers[k].loop)
-				ran += mailbox_drain(&srv->workers[k]);
-	} while (ran && ++rounds < MAILBOX_FINAL_ROUNDS);
-	if (ran)
-		log_warn("worker.final_drain", "msg=\"messages between workers still posted after %d "
-			 "rounds at shutdown\"", rounds);
-}
-
 /* ---- Stop the world ---- */
 
 static void worker_park(struct worker *w, struct worker_msg *m)

@@ -57,17 +57,7 @@ void worker_post_now(struct worker *from);
 
 /* The doorbell rang: runs every queued message. Returns how many ran. */
 size_t mailbox_drain(struct worker *w);
-/*
- * After every worker's loop has ended (shutdown, one thread left): runs
- * what was posted to any worker meanwhile (a session ending at shutdown
- * tells its contacts at home elsewhere; a forwarded stanza is stored
- * offline), as long as that posts more, at most MAILBOX_FINAL_ROUNDS
- * rounds. Nothing is sent then (no connection is left); what needs
- * storage is submitted before the storage thread stops.
- */
-struct server;
-#define MAILBOX_FINAL_ROUNDS 16
-void mailbox_drain_all_stopped(struct server *srv);
+
 
 /* A doorbell could not be posted: ring again at the end of this turn. */
 void mailbox_ring_failed(struct worker *from, unsigned to, int err);

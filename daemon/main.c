@@ -637,7 +637,7 @@ out_workers:
 	 * What the workers posted each other while stopping (connections that
 	 * moved to worker 0 after its loop ended are closed below).
 	 */
-	mailbox_drain_all_stopped(&srv);
+	workers_quiesce(&srv);
 	log_info("server.stop", "status=%d", status);
 
 	/*
@@ -648,6 +648,8 @@ out_workers:
 	storage_queue_stop(srv.store);
 	srv.store = NULL;
 	s2s_server_stop(&srv);	/* the resolver posts to the inbox too */
+	/* The last completions, and what they post each other (answers, acks released). */
+	workers_quiesce(&srv);
 	for (unsigned k = srv.nworkers; k-- > 0;)
 		if (srv.workers[k].loop)
 			worker_destroy(&srv.workers[k]);

@@ -212,7 +212,8 @@ int storage_queue_start(struct storage_queue **out, struct storage *st);
  * and -EINVAL for a malformed request, -EIO for a storage failure, -EBUSY
  * when another process (stanzactl) kept the store locked too long. A
  * request with no inbox has `done` run on the storage thread. A request
- * submitted while storage_queue_stop runs completes with -ESHUTDOWN.
+ * submitted while storage_queue_stop runs, or after it (q NULL: the last
+ * steps of a shutdown), completes with -ESHUTDOWN.
  */
 void storage_queue_submit(struct storage_queue *q, struct storage_req *req);
 /*

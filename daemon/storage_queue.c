@@ -502,6 +502,14 @@ err_free:
 
 void storage_queue_submit(struct storage_queue *q, struct storage_req *req)
 {
+	/* The queue is gone (the last steps of a shutdown): complete here, never drop it. */
+	if (!q) {
+		req->result = -ESHUTDOWN;
+		req->plain_ok = false;
+		wipe_password(req);
+		inbox_post(req);
+		return;
+	}
 	atomic_fetch_add_explicit(&q->submitted, 1, memory_order_relaxed);
 	req->next = NULL;
 	req->submit_ns = storage_now_ns();
@@ -549,11 +557,15 @@ void storage_queue_stop(struct storage_queue *q)
 
 uint64_t storage_queue_submitted(struct storage_queue *q)
 {
+	if (!q)
+		return 0;	/* stopped (shutdown) */
 	return atomic_load_explicit(&q->submitted, memory_order_relaxed);
 }
 
 uint64_t storage_queue_failed(struct storage_queue *q)
 {
+	if (!q)
+		return 0;	/* stopped (shutdown) */
 	return atomic_load_explicit(&q->failed, memory_order_acquire);
 }
 

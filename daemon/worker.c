@@ -709,6 +709,35 @@ unsigned worker_home(const struct server *srv, const char *bare_jid)
 	}
 }
 
+void worker_bind_thread(struct worker *w)
+{
+	pubsub_worker_init(w);			/* the registry of w's accounts (pubsub.c) */
+	metrics_worker_bind(&w->metrics);	/* w's counters (metrics.h) */
+}
+
+void workers_quiesce(struct server *srv)
+{
+	size_t ran;
+	int rounds = 0;
+
+	do {
+		ran = 0;
+		for (unsigned k = 0; k < srv->nworkers; k++) {
+			struct worker *w = &srv->workers[k];
+
+			if (!w->loop)
+				continue;
+			worker_bind_thread(w);
+			ran += storage_inbox_drain(&w->inbox);
+			ran += mailbox_drain(w);
+		}
+	} while (ran && ++rounds < WORKERS_QUIESCE_ROUNDS);
+	if (ran)
+		log_warn("worker.final_drain", "msg=\"work still posted between workers after %d "
+			 "rounds at shutdown\"", rounds);
+	worker_bind_thread(&srv->workers[0]);
+}
+
 size_t server_sessions_total(const struct server *srv)
 {
 	size_t n = 0;
@@ -1023,7 +1052,9 @@ void worker_begin_shutdown(struct worker *w)
 		control_shutdown(w);	/* no more stanzactl requests; the socket file goes */
 		/* The other workers close their connections too, each on its own thread. */
 		for (unsigned k = 1; k < w->srv->nworkers; k++)
-			worker_post(w, k, &w->srv->workers[k].stop_msg, worker_stop_requested);
+			if (w->srv->workers[k].loop)	/* not those that failed to start */
+				worker_post(w, k, &w->srv->workers[k].stop_msg,
+					    worker_stop_requested);
 	}
 	sm_shutdown(w);	/* detached sessions end now */
 	for (uint32_t s = 0; s < w->cap; s++) {
@@ -1063,8 +1094,10 @@ int worker_init(struct worker *w, struct server *srv, unsigned id, int signal_fd
 
 	limits.max_stanza_bytes = srv->cfg->max_stanza_bytes;
 	w->xml = xml_pool_new(&limits);
-	if (!w->xml)
-		return -errno;
+	if (!w->xml) {
+		ret = -errno;
+		goto err_free_scratch;
+	}
 
 	ret = storage_inbox_init(&w->inbox);
 	if (ret < 0)
@@ -1133,6 +1166,10 @@ err_destroy_inbox:
 err_free_pool:
 	xml_pool_free(w->xml);
 	w->xml = NULL;
+err_free_scratch:
+	arena_release(&w->tmp);
+	session_free(w->remote_requester);
+	w->remote_requester = NULL;
 	return ret;
 }
 
@@ -1144,6 +1181,8 @@ int worker_run(struct worker *w)
 void worker_destroy(struct worker *w)
 {
 	struct out_chunk *ch;
+
+	worker_bind_thread(w);	/* the completions drained below run as w */
 
 	for (uint32_t s = 0; s < w->cap; s++) {
 		struct conn *c = w->conns[s];

@@ -170,6 +170,25 @@ unsigned worker_home(const struct server *srv, const char *bare_jid);
  * own thread. The stream layer must not touch c after this call on the
  * old worker. If the connection closes meanwhile, nothing moves.
  */
+/*
+ * Makes the calling thread act for w: its thread-local state (the pubsub
+ * registry in use, the metrics counters) becomes w's. For the shutdown,
+ * when one thread runs what is left of every worker.
+ */
+void worker_bind_thread(struct worker *w);
+
+/*
+ * After every worker's loop has ended (one thread left): runs what was
+ * posted to any worker meanwhile (a session ending at shutdown tells its
+ * contacts at home elsewhere; a forwarded stanza is stored offline) and
+ * the storage completions, each as its worker, for as long as that posts
+ * more (at most WORKERS_QUIESCE_ROUNDS rounds). Nothing is sent then (no
+ * connection is left); what needs storage after the storage thread
+ * stopped completes at once with -ESHUTDOWN.
+ */
+#define WORKERS_QUIESCE_ROUNDS 16
+void workers_quiesce(struct server *srv);
+
 /* Sessions of all workers (for status and metrics, from any thread). */
 size_t server_sessions_total(const struct server *srv);
 
