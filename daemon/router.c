@@ -706,7 +706,7 @@ bool router_home_elsewhere(struct worker *w, const char *jid, size_t len)
 	const char *slash = memchr(jid, '/', len);
 	char bare[JID_MAX];
 
-	if (w->srv->nworkers == 1)
+	if (w->srv->nworkers <= 1)
 		return false;
 	if (slash)
 		len = (size_t)(slash - jid);

@@ -695,7 +695,7 @@ unsigned worker_home(const struct server *srv, const char *bare_jid)
 {
 	uint64_t h = 14695981039346656037ull;	/* FNV-1a: stable, so tests can place accounts */
 
-	if (srv->nworkers == 1)
+	if (srv->nworkers <= 1)
 		return 0;	/* every stanza asks: no hashing for nothing */
 	switch (srv->cfg->homes_mode) {
 	case HOMES_HASH:

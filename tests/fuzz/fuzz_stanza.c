@@ -258,6 +258,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	if (config_load(&cfg, 5, args) != 0)
 		abort();
 	srv.cfg = &cfg;
+	srv.nworkers = 1;	/* one worker: every account at home here */
+	srv.workers = &wk;
 	wk.srv = &srv;
 	arena_init(&wk.tmp, 4096);
 	pool = xml_pool_new(NULL);
@@ -278,8 +280,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
  */
 static void sessions_setup(uint8_t feat)
 {
-	srv.sessions = sessdir_new();
-	if (!srv.sessions)
+	wk.sessions = srv.sessdirs[0] = sessdir_new();
+	if (!wk.sessions)
 		abort();
 	for (size_t i = 0; i < NSESS; i++) {
 		conns[i] = calloc(1, sizeof(*conns[i]));
@@ -289,7 +291,7 @@ static void sessions_setup(uint8_t feat)
 		conns[i]->id = i + 1;
 		conns[i]->authenticated = true;
 		sessions[i] = session_new(conns[i], session_defs[i].jid, session_defs[i].bare_len);
-		if (!sessions[i] || sessdir_add(srv.sessions, sessions[i]) < 0)
+		if (!sessions[i] || sessdir_add(wk.sessions, sessions[i]) < 0)
 			abort();
 		sessions[i]->available = session_defs[i].available;
 		sessions[i]->priority = session_defs[i].priority;
@@ -313,12 +315,12 @@ static void sessions_teardown(void)
 {
 	for (size_t i = 0; i < NSESS; i++) {
 		csi_session_end(sessions[i]);
-		sessdir_remove(srv.sessions, sessions[i]);
+		sessdir_remove(wk.sessions, sessions[i]);
 		session_free(sessions[i]);
 		free(conns[i]);
 	}
-	sessdir_free(srv.sessions);
-	srv.sessions = NULL;
+	sessdir_free(wk.sessions);
+	wk.sessions = srv.sessdirs[0] = NULL;
 }
 
 /* ---- checks of the stanza helpers ---- */
@@ -543,7 +545,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (xml_stream_feed(&s, header, sizeof(header) - 1, NULL) == XML_OK && size > 1)
 		(void)xml_stream_feed(&s, (const char *)data + 1, size - 1, NULL);
 	xml_stream_destroy(&s);
-	fuzz_check(sessdir_size(srv.sessions) == NSESS, "sessions changed");
+	fuzz_check(sessdir_size(wk.sessions) == NSESS, "sessions changed");
 	sessions_teardown();
 	return 0;
 }
