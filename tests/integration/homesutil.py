@@ -7,6 +7,8 @@ import sqlite3
 from harness import NS_CLIENT, login, q, tostr
 
 NS_VCARD = "vcard-temp"
+NS_SM = "urn:xmpp:sm:3"
+NS_MAM = "urn:xmpp:mam:2"
 NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 
 
@@ -89,3 +91,44 @@ def check_contact_vcard(server, asker, owner, name, burst=0):
     finally:
         o.close()
         a.close()
+
+
+def check_both_archives(server, sender, recipient):
+    """A message from sender to recipient (each (user, password, bare JID)),
+    acknowledged under stream management: then archived for both (the
+    recipient's entry written at its home), and found by the recipient's query."""
+    (su, sp, _), (ru, rp, rjid) = sender, recipient
+    snd, _ = login(server.c2s_port, su, sp)
+    rcv, _ = login(server.c2s_port, ru, rp)
+    try:
+        rcv.send("<presence/>")
+        snd.send("<enable xmlns='%s'/>" % NS_SM)
+        snd.expect(q(NS_SM, "enabled"))
+        snd.send("<message to='%s' type='chat' id='m1'><body>keep me</body></message>" % rjid)
+        el = next_of(rcv, q(NS_CLIENT, "message"))
+        assert el.find(q(NS_CLIENT, "body")).text == "keep me", tostr(el)
+        sid = el.find(q("urn:xmpp:sid:0", "stanza-id"))
+        assert sid is not None and sid.get("by") == rjid, tostr(el)
+        snd.send("<r xmlns='%s'/>" % NS_SM)
+        snd.expect(q(NS_SM, "a"))
+        # Both archives: the sender's (outgoing, at its home) and the recipient's.
+        rows = db_rows(server, "SELECT username, outgoing, id FROM mam_messages "
+                       "WHERE username IN (?, ?) ORDER BY username", su, ru)
+        by_user = {u: (o, i) for u, o, i in rows}
+        assert by_user.get(su, (None,))[0] == 1, rows
+        assert by_user.get(ru) == (0, sid.get("id")), rows
+        # And a query by the recipient finds it.
+        rcv.send("<iq type='set' id='q1'><query xmlns='%s' queryid='f'/></iq>" % NS_MAM)
+        bodies = []
+        while True:
+            el = rcv.next(5)
+            if el.tag == q(NS_CLIENT, "iq") and el.get("id") == "q1":
+                assert el.get("type") == "result", tostr(el)
+                break
+            res = el.find(q(NS_MAM, "result"))
+            if res is not None:
+                bodies.append(tostr(res))
+        assert any("keep me" in b for b in bodies), bodies
+    finally:
+        snd.close()
+        rcv.close()

@@ -12,12 +12,11 @@ import subprocess
 
 import pytest
 
-from harness import NS_CLIENT, login, q, tostr
-from homesutil import (check_contact_vcard, check_errors_come_back,
-                       check_messages_stay_in_order, db_rows, next_of)
+from harness import login, q, tostr
+from homesutil import (check_both_archives, check_contact_vcard, check_errors_come_back,
+                       check_messages_stay_in_order, db_rows)
 
 NS_SM = "urn:xmpp:sm:3"
-NS_MAM = "urn:xmpp:mam:2"
 
 
 @pytest.fixture(scope="module")
@@ -101,39 +100,5 @@ def test_sm_ack_comes_after_the_offline_write(make_server):
 
 
 def test_a_forwarded_message_is_archived_for_the_recipient(loop_server):
-    su, sp, sjid = loop_server.new_account("arc")
-    ru, rp, rjid = loop_server.new_account("arc")
-    snd, _ = login(loop_server.c2s_port, su, sp)
-    rcv, _ = login(loop_server.c2s_port, ru, rp)
-    try:
-        rcv.send("<presence/>")
-        snd.send("<enable xmlns='%s'/>" % NS_SM)
-        snd.expect(q(NS_SM, "enabled"))
-        snd.send("<message to='%s' type='chat' id='m1'><body>keep me</body></message>" % rjid)
-        el = next_of(rcv, q(NS_CLIENT, "message"))
-        assert el.find(q(NS_CLIENT, "body")).text == "keep me", tostr(el)
-        sid = el.find(q("urn:xmpp:sid:0", "stanza-id"))
-        assert sid is not None and sid.get("by") == rjid, tostr(el)
-        snd.send("<r xmlns='%s'/>" % NS_SM)
-        snd.expect(q(NS_SM, "a"))
-        # Both archives: the sender's (outgoing, at its home) and the recipient's.
-        rows = db_rows(loop_server, "SELECT username, outgoing, id FROM mam_messages "
-                       "WHERE username IN (?, ?) ORDER BY username", su, ru)
-        by_user = {u: (o, i) for u, o, i in rows}
-        assert by_user.get(su, (None,))[0] == 1, rows
-        assert by_user.get(ru) == (0, sid.get("id")), rows
-        # And a query by the recipient finds it.
-        rcv.send("<iq type='set' id='q1'><query xmlns='%s' queryid='f'/></iq>" % NS_MAM)
-        bodies = []
-        while True:
-            el = rcv.next(5)
-            if el.tag == q(NS_CLIENT, "iq") and el.get("id") == "q1":
-                assert el.get("type") == "result", tostr(el)
-                break
-            res = el.find(q(NS_MAM, "result"))
-            if res is not None:
-                bodies.append(tostr(res))
-        assert any("keep me" in b for b in bodies), bodies
-    finally:
-        snd.close()
-        rcv.close()
+    check_both_archives(loop_server, loop_server.new_account("arc"),
+                        loop_server.new_account("arc"))

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from harness import DOMAIN, NS_CLIENT, login, q, tostr, start_spread
-from homesutil import (check_contact_vcard, check_errors_come_back,
+from homesutil import (check_both_archives, check_contact_vcard, check_errors_come_back,
                        check_messages_stay_in_order, db_rows, next_of)
 
 NS_SM = "urn:xmpp:sm:3"
@@ -119,27 +119,7 @@ def test_offline_message_across_homes_after_the_ack(spread):
 
 
 def test_both_archives_across_homes(spread):
-    (su, sp, _), (ru, rp, rjid) = pair(spread, "arc")
-    snd, _ = login(spread.c2s_port, su, sp)
-    rcv, _ = login(spread.c2s_port, ru, rp)
-    try:
-        rcv.send("<presence/>")
-        snd.send("<enable xmlns='%s'/>" % NS_SM)
-        snd.expect(q(NS_SM, "enabled"))
-        snd.send("<message to='%s' type='chat' id='m1'><body>keep me</body></message>" % rjid)
-        el = next_of(rcv, q(NS_CLIENT, "message"))
-        sid = el.find(q("urn:xmpp:sid:0", "stanza-id"))
-        assert sid is not None and sid.get("by") == rjid, tostr(el)
-        snd.send("<r xmlns='%s'/>" % NS_SM)
-        snd.expect(q(NS_SM, "a"))
-        rows = db_rows(spread, "SELECT username, outgoing, id FROM mam_messages "
-                       "WHERE username IN (?, ?) ORDER BY username", su, ru)
-        by_user = {u: (o, i) for u, o, i in rows}
-        assert by_user.get(su, (None,))[0] == 1, rows
-        assert by_user.get(ru) == (0, sid.get("id")), rows
-    finally:
-        snd.close()
-        rcv.close()
+    check_both_archives(spread, *pair(spread, "arc"))
 
 
 def test_last_activity_of_a_contact_at_another_home(spread):

@@ -150,21 +150,27 @@ static void teardown_workers(void)
 	memset(workers, 0, sizeof(workers));
 }
 
+/* A fresh server of NWORKERS workers, none set up yet. */
+static void workers_reset(bool eventfd_doorbell)
+{
+	memset(&srv, 0, sizeof(srv));
+	memset(workers, 0, sizeof(workers));
+	atomic_store(&ready, 0);
+	atomic_store(&stop_all, false);
+	use_eventfd = eventfd_doorbell;
+	srv.workers = workers;
+	srv.nworkers = NWORKERS;
+}
+
 static void run_order_test(bool eventfd_doorbell)
 {
 	pthread_t th[NWORKERS];
 	time_t end;
 
-	memset(&srv, 0, sizeof(srv));
-	memset(workers, 0, sizeof(workers));
+	workers_reset(eventfd_doorbell);
 	memset(next_seq, 0, sizeof(next_seq));
 	received = out_of_order = 0;
-	atomic_store(&ready, 0);
 	atomic_store(&done_senders, 0);
-	atomic_store(&stop_all, false);
-	use_eventfd = eventfd_doorbell;
-	srv.workers = workers;
-	srv.nworkers = NWORKERS;
 	worker_setup(0);
 	for (unsigned i = 1; i < NWORKERS; i++)
 		assert_int_equal(pthread_create(&th[i], NULL, sender, (void *)(uintptr_t)i), 0);
@@ -213,13 +219,7 @@ static void test_park_stops_every_other_worker(void **state)
 	time_t end;
 
 	(void)state;
-	memset(&srv, 0, sizeof(srv));
-	memset(workers, 0, sizeof(workers));
-	atomic_store(&ready, 0);
-	atomic_store(&stop_all, false);
-	use_eventfd = false;
-	srv.workers = workers;
-	srv.nworkers = NWORKERS;
+	workers_reset(false);
 	pthread_barrier_init(&srv.park_in, NULL, NWORKERS);
 	pthread_barrier_init(&srv.park_out, NULL, NWORKERS);
 	worker_setup(0);
@@ -303,13 +303,7 @@ static void test_gather_runs_each_part_on_its_worker(void **state)
 	time_t end;
 
 	(void)state;
-	memset(&srv, 0, sizeof(srv));
-	memset(workers, 0, sizeof(workers));
-	atomic_store(&ready, 0);
-	atomic_store(&stop_all, false);
-	use_eventfd = false;
-	srv.workers = workers;
-	srv.nworkers = NWORKERS;
+	workers_reset(false);
 	thread_of[0] = pthread_self();
 	worker_setup(0);
 	for (unsigned i = 1; i < NWORKERS; i++)

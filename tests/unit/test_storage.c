@@ -682,6 +682,26 @@ static void test_queue_many_requests_complete_on_draining_thread(void **state)
 	free(gets);
 }
 
+/* After the queue is gone (the end of a shutdown): completed at once, password wiped. */
+static void test_submit_without_queue_completes_with_eshutdown(void **state)
+{
+	struct storage_inbox in;
+	struct test_req t;
+	int completed = 0;
+
+	(void)state;
+	assert_int_equal(storage_inbox_init(&in), 0);
+	req_init(&t, &in, &completed, STORAGE_OP_ACCOUNT_CREATE, "late", "secret");
+	storage_queue_submit(NULL, &t.req);
+	assert_int_equal(storage_queue_submitted(NULL), 0);
+	assert_int_equal(storage_queue_failed(NULL), 0);
+	wait_completions(&in, &completed, 1);
+	assert_int_equal(t.req.result, -ESHUTDOWN);
+	assert_int_equal(t.done_calls, 1);
+	assert_true(t.password_zero);
+	storage_inbox_destroy(&in);
+}
+
 static void wait_taken(struct storage_queue *q, uint64_t requests)
 {
 	long deadline = now_ms() + WAIT_TIMEOUT_MS;
@@ -1057,6 +1077,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_savepoint_undo_keeps_rest_of_batch, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_locked_store_opens_reads_and_writes_fail_busy, setup, teardown),
 		cmocka_unit_test(test_inbox_eventfd_is_nonblocking_cloexec),
+		cmocka_unit_test(test_submit_without_queue_completes_with_eshutdown),
 		cmocka_unit_test_setup_teardown(test_queue_many_requests_complete_on_draining_thread, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_queue_group_commit_survives_failing_request, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_queue_lost_batch_is_redone_one_by_one, setup, teardown),
