@@ -5,6 +5,7 @@
 #   make check      install missing packages, build, run every test
 #   make unit       C unit tests only (cmocka)
 #   make integration  pytest + slixmpp tests only
+#   make integration-postgresql  the same with every daemon on PostgreSQL
 #   make check-kernel the kernel lab in full: kTLS and the offload module under
 #                   Debian's 6.1 kernel in qemu; make bench-kernel: its fan-out benchmark
 #   make fuzz       libFuzzer targets, FUZZ_SECONDS (default 60) each; see tests/fuzz/
@@ -31,7 +32,7 @@ endif
 BUILD   ?= build
 CC      ?= cc
 PYTHON  ?= /usr/bin/python3
-PKGS    := liburing expat openssl sqlite3 libgsasl libidn inih jansson libnl-genl-3.0 libbpf
+PKGS    := liburing expat openssl sqlite3 libpq libgsasl libidn inih jansson libnl-genl-3.0 libbpf
 
 ifeq ($(V),1)
 Q :=
@@ -129,12 +130,25 @@ integration-homes-loop: $(BUILD)/stanzad $(BUILD)/stanzactl
 	$(Q)STANZAD_BUILD=$(abspath $(BUILD)) STANZAD_TEST_ARGS="--homes loop" \
 		$(PYTHON) -m pytest -q -rs -p no:cacheprovider $(HOMES_LOOP_TESTS)
 
+# The integration suite with every daemon (and stanzactl) on PostgreSQL:
+# the tests start a throwaway server (tests/integration/pgserver.py) and
+# give each daemon a fresh database. Without PostgreSQL's binaries it says
+# so and succeeds.
+integration-postgresql: $(BUILD)/stanzad $(BUILD)/stanzactl
+	$(Q)if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+		echo "integration-postgresql: skipped: PostgreSQL is not installed (scripts/install-deps.sh)"; \
+	else \
+		STANZAD_BUILD=$(abspath $(BUILD)) STANZAD_TEST_STORAGE=postgresql \
+			$(PYTHON) -m pytest -q -rs -p no:cacheprovider tests/integration; \
+	fi
+
 check: deps
 	$(Q)scripts/install-deps.sh console
 	$(Q)$(MAKE) --no-print-directory all $(UNIT_BINS)
 	$(Q)$(MAKE) --no-print-directory unit
 	$(Q)$(MAKE) --no-print-directory integration
 	$(Q)$(MAKE) --no-print-directory integration-homes-loop
+	$(Q)$(MAKE) --no-print-directory integration-postgresql
 	$(Q)$(MAKE) --no-print-directory soak-check
 	$(Q)STANZAD_PACKAGE_ALLOW_SKIP=1 $(MAKE) --no-print-directory check-package
 	$(Q)$(MAKE) --no-print-directory fuzz-check
@@ -230,7 +244,7 @@ demo: $(BUILD)/stanzad $(BUILD)/stanzactl
 clean:
 	rm -rf $(BUILD)
 
-.PHONY: all deps unit integration compliance check run clean bench kernel-lab-quick check-kernel bench-kernel demo soak soak-check tsan-check integration-homes-loop
+.PHONY: all deps unit integration compliance check run clean bench kernel-lab-quick check-kernel bench-kernel demo soak soak-check tsan-check integration-homes-loop integration-postgresql
 .PRECIOUS: $(BUILD)/obj/%.o
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

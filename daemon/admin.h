@@ -38,7 +38,7 @@ extern const size_t admin_ncommands;
 /* Whether the normalized bare JID is one of the configured admins. */
 bool admin_is_admin(const struct config *cfg, const char *bare);
 
-/* ---- Storage (storage_sqlite_admin.c; storage thread) ---- */
+/* ---- Storage (storage_admin.c; storage thread) ---- */
 
 /* Number of accounts. 0 or -EIO / -EBUSY. */
 int admin_store_count_accounts(struct storage *st, uint64_t *out);

@@ -6,7 +6,7 @@
  *
  * The list is kept in memory in struct account (account.h) while the
  * account has sessions, so enforcement on the routing path never waits for
- * storage; it is persisted in the blocklist table (storage_sqlite_blocking.c)
+ * storage; it is persisted in the blocklist table (storage_blocking.c)
  * and loaded with the account's state at the first bind.
  *
  * Items are normalized JIDs (jid_parse). A stanza from JID f is blocked by
@@ -80,7 +80,7 @@ bool blocklist_matches(const struct blocklist *bl, const struct jid *j);
  */
 const char *blocklist_next(const struct blocklist *bl, size_t *pos);
 
-/* ---- Storage (storage thread; storage_sqlite_blocking.c) ---- */
+/* ---- Storage (storage thread; storage_blocking.c) ---- */
 
 /* The stored list of `user` into *out (NULL when empty). 0 or -errno. */
 int blocking_load_sync(struct storage *st, const char *user, struct blocklist **out);

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "db.h"
 #include "jid.h"
 #include "log.h"
 
@@ -43,6 +44,9 @@ static const struct config_option options[] = {
 	  "XMPP domain served (default localhost)" },
 	{ "state_dir", OPT_STRING, OFF(state_dir), 0, 0, "DIR",
 	  "database, certificate and other state (default /var/lib/stanzad)" },
+	{ "storage", OPT_STRING, OFF(storage), 0, 0, "STORE",
+	  "sqlite (a file in state_dir) or postgresql://USER@HOST:PORT/DB (a libpq URI; the password "
+	  "belongs in ~/.pgpass or PGPASSFILE) (default sqlite)" },
 	{ "workers", OPT_UINT, OFF(workers), 1, 64, "N",
 	  "event-loop worker threads (default: online CPUs)" },
 	{ "homes", OPT_STRING, OFF(homes), 0, 0, "MODE",
@@ -562,6 +566,8 @@ static int config_fill_strings(struct config *cfg)
 		return -ENOMEM;
 	if (!cfg->state_dir && !(cfg->state_dir = strdup("/var/lib/stanzad")))
 		return -ENOMEM;
+	if (!cfg->storage && !(cfg->storage = strdup("sqlite")))
+		return -ENOMEM;
 	if (!cfg->log_level && !(cfg->log_level = strdup("info")))
 		return -ENOMEM;
 	return 0;
@@ -694,6 +700,10 @@ static int config_validate(struct config *cfg)
 	    strcmp(cfg->mam_default, "roster") != 0 && strcmp(cfg->mam_default, "never") != 0) {
 		fprintf(stderr, "stanzad: mam_default '%s' must be always, roster or never\n",
 			cfg->mam_default);
+		return -EINVAL;
+	}
+	if (!db_storage_ok(cfg->storage)) {
+		fprintf(stderr, "stanzad: storage must be sqlite or a postgresql:// URI\n");
 		return -EINVAL;
 	}
 	if (!cfg->homes || strcmp(cfg->homes, "hash") == 0)
@@ -851,6 +861,10 @@ void config_free(struct config *cfg)
 	free(cfg->mam_default);
 	free(cfg->steering);
 	free(cfg->homes);
+	/* A URI may carry a password (masked wherever it is shown). */
+	if (cfg->storage)
+		explicit_bzero(cfg->storage, strlen(cfg->storage));
+	free(cfg->storage);
 	list_clear(&cfg->metrics_allow);
 	list_clear(&cfg->contact_abuse);
 	list_clear(&cfg->contact_admin);

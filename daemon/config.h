@@ -34,6 +34,7 @@ struct config {
 	char *config_file;	/* --config, NULL if none */
 	char *domain;		/* normalized */
 	char *state_dir;
+	char *storage;		/* "sqlite" or a postgresql:// URI (storage_open_at) */
 	uint32_t workers;
 	char *homes;		/* hash|zero|other|loop (NULL: hash), see worker_home() */
 	enum homes_mode homes_mode;

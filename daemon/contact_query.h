@@ -47,7 +47,7 @@ void contact_query(struct iq_request *rq, bool want_last, const char *ns, const 
 		   contact_answer_fn *answer);
 
 /*
- * The store (storage thread; storage_sqlite_contact_query.c): fills f for
+ * The store (storage thread; storage_contact_query.c): fills f for
  * account `user` and the asker's bare JID. 0 or -EIO/-EBUSY.
  */
 int contact_store_facts(struct storage *st, const char *user, const char *asker_bare,

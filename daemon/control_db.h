@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Storage-thread queries of the control socket (storage_sqlite_control.c).
+ * Storage-thread queries of the control socket (storage_control.c).
  */
 #ifndef STANZAD_CONTROL_DB_H
 #define STANZAD_CONTROL_DB_H

@@ -24,6 +24,7 @@
 
 #include "control.h"
 #include "ctl_online.h"
+#include "db.h"
 #include "device.h"
 #include "fast.h"
 #include "jid.h"
@@ -439,8 +440,8 @@ static int ctl_device_revoke(struct storage *st, const char *arg, const char *so
 	return 0;
 }
 
-int ctl_device_main(const char *state_dir, const char *socket_path, bool json, int argc,
-		    char **argv)
+int ctl_device_main(const char *storage, const char *state_dir, const char *socket_path,
+		    bool json, int argc, char **argv)
 {
 	char why[CTL_DEVICE_WHY_MAX], path[256];
 	const char *sock = ctl_device_socket(state_dir, socket_path, path, sizeof(path));
@@ -458,12 +459,12 @@ int ctl_device_main(const char *state_dir, const char *socket_path, bool json, i
 	if (strcmp(argv[0], "import") && strcmp(argv[0], "list") && strcmp(argv[0], "revoke"))
 		return ctl_device_usage("unknown device subcommand");
 	/* Run as root, act as the server's user (see stanzactl user). */
-	ret = statedir_adopt_owner(state_dir, why, sizeof(why));
+	ret = db_is_pg_uri(storage) ? 0 : statedir_adopt_owner(state_dir, why, sizeof(why));
 	if (ret) {
 		fprintf(stderr, "stanzactl: %s\n", why);
 		return 1;
 	}
-	ret = storage_open_why(&st, state_dir, why, sizeof(why));
+	ret = storage_open_at(&st, storage, state_dir, why, sizeof(why));
 	if (ret) {
 		fprintf(stderr, "stanzactl: cannot open the store: %s\n", why);
 		return 1;

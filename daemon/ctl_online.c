@@ -334,7 +334,7 @@ bool ctl_online_is_command(const char *word)
 /* ---- The config file ---- */
 
 struct ctl_config {
-	char **state_dir, **control_socket;
+	char **state_dir, **control_socket, **storage;
 	int err;
 };
 
@@ -342,7 +342,8 @@ static int ctl_config_key(void *user, const char *section, const char *name, con
 {
 	struct ctl_config *cc = user;
 	char **dst = strcmp(name, "state_dir") == 0 ? cc->state_dir
-		     : strcmp(name, "control_socket") == 0 ? cc->control_socket : NULL;
+		     : strcmp(name, "control_socket") == 0 ? cc->control_socket
+		     : strcmp(name, "storage") == 0 ? cc->storage : NULL;
 
 	if (!dst || section[0])
 		return 1;	/* the daemon checks the rest */
@@ -353,9 +354,9 @@ static int ctl_config_key(void *user, const char *section, const char *name, con
 	return 1;
 }
 
-int ctl_read_config(const char *file, char **state_dir, char **control_socket)
+int ctl_read_config(const char *file, char **state_dir, char **control_socket, char **storage)
 {
-	struct ctl_config cc = { state_dir, control_socket, 0 };
+	struct ctl_config cc = { state_dir, control_socket, storage, 0 };
 	FILE *f = fopen(file, "r");
 	int ret;
 

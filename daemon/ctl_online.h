@@ -32,11 +32,11 @@ int ctl_online_run(const char *socket_path, bool json, int n, char **words);
 int ctl_online_request(const char *socket_path, const char *line, char **out);
 
 /*
- * Reads state_dir and control_socket from a stanzad config file (other
- * keys are ignored); each out value is malloc'd, or left NULL when the
- * file does not set it. 0, or -errno / -EINVAL (printed).
+ * Reads state_dir, control_socket and storage from a stanzad config file
+ * (other keys are ignored); each out value is malloc'd, or left NULL when
+ * the file does not set it. 0, or -errno / -EINVAL (printed).
  */
-int ctl_read_config(const char *file, char **state_dir, char **control_socket);
+int ctl_read_config(const char *file, char **state_dir, char **control_socket, char **storage);
 
 /* Usage lines of the online commands (for stanzactl --help). */
 #define CTL_ONLINE_SYNOPSIS \

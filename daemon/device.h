@@ -5,7 +5,7 @@
  * sasl_external.c), and bulk enrollment from a CSV file (device_import.c,
  * run by `stanzactl device import`).
  *
- * The SQL lives in storage_sqlite_device.c (tables of the "devices"
+ * The SQL lives in storage_device.c (tables of the "devices"
  * migration); every device_db_* call runs on the storage thread or in
  * stanzactl, inside the caller's batch when there is one.
  */
@@ -24,7 +24,7 @@
 #define DEVICE_TAG_MAX		128	/* bytes of one tag */
 #define DEVICE_OWNER_MAX	(JID_MAX - 1)
 
-/* ---- Storage (storage_sqlite_device.c) ---- */
+/* ---- Storage (storage_device.c) ---- */
 
 struct device_row {
 	const char *user;		/* normalized localpart */
@@ -135,7 +135,7 @@ int device_tags_normalize(const char *in, size_t len, char *out, size_t out_size
  * subcommand. socket_path: the daemon's control socket (NULL: the one in
  * state_dir, "off": none). Returns the exit status (0, 1, 2 usage).
  */
-int ctl_device_main(const char *state_dir, const char *socket_path, bool json, int argc,
-		    char **argv);
+int ctl_device_main(const char *storage, const char *state_dir, const char *socket_path,
+		    bool json, int argc, char **argv);
 
 #endif

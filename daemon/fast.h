@@ -136,7 +136,7 @@ int fast_issue_sync(struct storage *st, const char *user, const char *client, co
 		    int64_t now, uint32_t lifetime, char token[FAST_TOKEN_LEN + 1],
 		    int64_t *expires);
 
-/* ---- SQL (storage_sqlite_fast.c) ---- */
+/* ---- SQL (storage_fast.c) ---- */
 
 struct fast_token_row {
 	bool is_new;				/* slot 'new' (else 'current') */

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The IoT tables (storage_sqlite_iot.c): things registered in the thing
+ * The IoT tables (storage_iot.c): things registered in the thing
  * registry (XEP-0347) with their meta tags and owner, and the owners'
  * provisioning rules (XEP-0324). Synchronous: every call runs on the
  * storage thread (or at startup, before it owns the store).

@@ -72,7 +72,7 @@ uint64_t last_activity_uptime(void);
 size_t last_activity_truncate(char *out, size_t out_size, const char *s, size_t max);
 
 /*
- * The store (storage thread; storage_sqlite_last_activity.c).
+ * The store (storage thread; storage_last_activity.c).
  */
 /* 0, -ENOENT (no such account), -EIO, -EBUSY. status may be NULL. */
 int last_activity_store_set(struct storage *st, const char *user, int64_t logout_at,

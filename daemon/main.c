@@ -27,6 +27,7 @@
 #include "bpf_steer.h"
 #include "config.h"
 #include "control.h"
+#include "db.h"
 #include "handover.h"
 #include "http.h"
 #include "iq.h"
@@ -400,6 +401,7 @@ static void log_startup(const struct server *srv)
 {
 	const struct config *cfg = srv->cfg;
 	char c2s[256] = "", tls[256] = "", http[256] = "";
+	char store[512], qstore[512];
 	const char *kmod_on, *kmod_why, *steer_detail, *steer_why;
 	bool steer_on;
 
@@ -413,10 +415,12 @@ static void log_startup(const struct server *srv)
 		snprintf(dst + strlen(dst), 256 - strlen(dst), "%s%s", dst[0] ? "," : "",
 			 srv->listeners[i].addr);
 	}
-	log_info("server.start", "domain=%s c2s=%s c2s_tls=%s state_dir=%s storage=sqlite "
+	db_uri_mask(cfg->storage, store, sizeof(store));
+	log_info("server.start", "domain=%s c2s=%s c2s_tls=%s state_dir=%s storage=%s "
 		 "registration=%s require_tls=%s", cfg->domain, c2s[0] ? c2s : "off",
-		 tls[0] ? tls : "off", cfg->state_dir, cfg->registration_open ? "open" : "closed",
-		 cfg->require_tls ? "yes" : "no");
+		 tls[0] ? tls : "off", cfg->state_dir,
+		 log_sanitize(qstore, sizeof(qstore), store, strlen(store)),
+		 cfg->registration_open ? "open" : "closed", cfg->require_tls ? "yes" : "no");
 	if (cfg->homes_loop)
 		log_info("server.homes", "mode=loop msg=\"diagnostic: every stanza for a local account "
 			 "passes through its home worker's mailbox\"");
@@ -457,6 +461,7 @@ int main(int argc, char **argv)
 	struct worker_start *starts = NULL;
 	bool barriers = false;
 	struct storage *st = NULL;
+	char why[512];
 	enum log_level lvl;
 	sigset_t early;
 	int ret, sfd, status = 1;
@@ -485,10 +490,10 @@ int main(int argc, char **argv)
 	if (disco_serverinfo_init(&cfg) < 0)
 		goto out_config;
 
-	ret = storage_open(&st, cfg.state_dir);
+	ret = storage_open_at(&st, cfg.storage, cfg.state_dir, why, sizeof(why));
 	if (ret < 0) {
-		fprintf(stderr, "stanzad: cannot open storage in %s: %s\n", cfg.state_dir,
-			strerror(-ret));
+		/* why names the file, or the server with the password masked. */
+		fprintf(stderr, "stanzad: cannot open storage in %s (%s)\n", why, strerror(-ret));
 		goto out_config;
 	}
 	if (setup_tls(&srv) < 0)

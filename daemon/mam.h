@@ -232,7 +232,7 @@ void mam_result_serialize(struct strbuf *out, const char *to, const char *from,
 			  const char *queryid, const char *id, int64_t ts_us, const char *stanza,
 			  size_t stanza_len);
 
-/* ---- Storage (storage thread; storage_sqlite_mam.c) ---- */
+/* ---- Storage (storage thread; storage_mam.c) ---- */
 
 /* One archived message as the store returns it (strings valid during the callback). */
 struct mam_row {

@@ -20,7 +20,7 @@
  * (occupants: presence, messages, history, invitations), muc_admin.c
  * (#admin, #owner, configuration form, disco), muc_archive.c (MAM on
  * the room JID), muc_perm.c (the pure rules of roles and affiliations),
- * storage_sqlite_muc.c (SQL). muc_room.h is the model they share.
+ * storage_muc.c (SQL). muc_room.h is the model they share.
  */
 #ifndef STANZAD_MUC_H
 #define STANZAD_MUC_H
@@ -192,7 +192,7 @@ int muc_parse_datetime(const char *s, int64_t *out);
 /* Whether a nickname is usable: not empty, not only white space. */
 bool muc_nick_ok(const char *nick, size_t len);
 
-/* ---- Storage (storage thread; storage_sqlite_muc.c) ---- */
+/* ---- Storage (storage thread; storage_muc.c) ---- */
 
 /* A persistent room as stored (strings NUL-terminated; NULL = none). */
 struct muc_room_row {

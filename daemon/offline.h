@@ -64,7 +64,7 @@ bool offline_holding(const struct account *a);
 /* Stored messages of a user (storage thread, at account load). 0 or -errno. */
 int offline_count_sync(struct storage *st, const char *user, uint32_t *out);
 
-/* ---- Storage (storage thread; storage_sqlite_offline.c) ---- */
+/* ---- Storage (storage thread; storage_offline.c) ---- */
 
 /* 0, -ENOENT (no such account), -EDQUOT (max messages stored), -EIO. */
 int offline_db_put(struct storage *st, const char *user, const char *stanza, size_t len,

@@ -43,7 +43,7 @@ void private_xml_set(struct iq_request *rq);
 bool private_xml_ns_reserved(const char *ns);
 
 /*
- * The store (storage thread; storage_sqlite_private_xml.c). `user` is a
+ * The store (storage thread; storage_private_xml.c). `user` is a
  * normalized localpart.
  */
 /* The stored element text (malloc'd) in *xml. 0, -ENOENT, -EIO. */

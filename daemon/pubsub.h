@@ -5,7 +5,7 @@
  *
  * The data model (hosts, nodes, configuration, affiliations,
  * subscriptions, access decisions) is pubsub_node.c; the store is
- * storage_sqlite_pubsub.c; XEP-0115 capabilities of local clients, which
+ * storage_pubsub.c; XEP-0115 capabilities of local clients, which
  * PEP uses to filter notifications by "+notify" interest, are pep.c.
  * This file is the protocol: iq handling, notifications, disco.
  *

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The store of the pubsub engine (storage_sqlite_pubsub.c): nodes with
+ * The store of the pubsub engine (storage_pubsub.c): nodes with
  * their configuration, affiliations, subscriptions and items, in the
- * tables of the pubsub migration (storage_sqlite.c).
+ * tables of the pubsub migration (storage.c).
  *
  * Everything here runs on the storage thread (or at startup, before it
  * exists). The worker describes what to write as a list of mutations

@@ -63,7 +63,7 @@ void push_notify_offline(struct worker *w, const char *user, const struct xml_no
 /* msg is being queued for s, which stream management keeps detached. */
 void push_notify_detached(struct worker *w, const struct session *s, const struct xml_node *msg);
 
-/* ---- Storage (storage thread; storage_sqlite_push.c) ---- */
+/* ---- Storage (storage thread; storage_push.c) ---- */
 
 /*
  * Adds or replaces the registration (jid, node) of user with `options`

@@ -29,7 +29,7 @@
  *    no answer within REGISTRY_DISOWN_TIMEOUT_MS, an error, or offline:
  *    not-allowed.
  *
- * Registrations persist (iot_things, iot_tags; storage_sqlite_iot.c).
+ * Registrations persist (iot_things, iot_tags; storage_iot.c).
  */
 #ifndef STANZAD_REGISTRY_H
 #define STANZAD_REGISTRY_H

@@ -23,7 +23,7 @@
 
 /*
  * Keys a reload applies. Everything else that differs needs a restart:
- * listeners and addresses, domain, state_dir, workers, services that are
+ * listeners and addresses, domain, state_dir, storage, workers, services that are
  * set up at startup (muc, pubsub, upload, websocket, s2s, components),
  * kTLS, the XML parser limits (built into the parser pool), and sizes
  * that existing rooms and nodes were made with.

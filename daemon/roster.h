@@ -3,7 +3,7 @@
  * Rosters (RFC 6121 section 2): the contact list of an account, kept in
  * memory in struct account (account.h) while the account has sessions,
  * persisted in roster_items / roster_versions / subscription_requests
- * (storage_sqlite_roster.c).
+ * (storage_roster.c).
  *
  * An item is a contact's bare JID with a handle (name), groups, and the
  * subscription state (subscription.h): To, From, Pending Out (ask) and the
@@ -141,7 +141,7 @@ bool roster_request_drop(struct roster *r, const char *jid, size_t len);
  */
 uint8_t roster_state(const struct roster *r, const char *jid, size_t len, bool *approved);
 
-/* ---- Storage (storage thread; storage_sqlite_roster.c) ---- */
+/* ---- Storage (storage thread; storage_roster.c) ---- */
 
 /* The stored row of one item, as the storage layer reads and writes it. */
 struct roster_row {

@@ -2,10 +2,11 @@
 /*
  * stanzactl: the control CLI. Works on the store directly (the synchronous
  * layer of storage.h), so it runs whether or not the daemon does; SQLite's
- * locking and busy timeout let both use the file at once.
+ * locking and busy timeout let both use the file at once (PostgreSQL, with
+ * --storage, lets both connect).
  *
- *   stanzactl [--state-dir DIR] user add|del|passwd USER
- *   stanzactl [--state-dir DIR] user list
+ *   stanzactl [--state-dir DIR] [--storage STORE] user add|del|passwd USER
+ *   stanzactl [--state-dir DIR] [--storage STORE] user list
  *
  * Passwords never come from the command line (other users see it in ps):
  * from the terminal with echo off, asked twice, or from the first line of
@@ -26,6 +27,7 @@
 
 #include "control.h"
 #include "ctl_online.h"
+#include "db.h"
 #include "device.h"
 #include "jid.h"
 #include "kmod_genl.h"
@@ -42,12 +44,13 @@
 #define CTL_WHY_MAX	1024
 
 #define CTL_SYNOPSIS \
-	"usage: stanzactl [--state-dir DIR] user add USER\n" \
-	"       stanzactl [--state-dir DIR] user del USER\n" \
-	"       stanzactl [--state-dir DIR] user passwd USER\n" \
-	"       stanzactl [--state-dir DIR] user list\n" \
+	"usage: stanzactl [--state-dir DIR] [--storage STORE] user add USER\n" \
+	"       stanzactl [--state-dir DIR] [--storage STORE] user del USER\n" \
+	"       stanzactl [--state-dir DIR] [--storage STORE] user passwd USER\n" \
+	"       stanzactl [--state-dir DIR] [--storage STORE] user list\n" \
 	"       stanzactl kmod status|sockets|reset|set KEY VALUE...\n" \
-	"       stanzactl [--state-dir DIR] device import FILE.csv | list | revoke FINGERPRINT\n" \
+	"       stanzactl [--state-dir DIR] [--storage STORE] device import FILE.csv | list |" \
+	" revoke FINGERPRINT\n" \
 	CTL_ONLINE_SYNOPSIS
 
 /*
@@ -79,7 +82,9 @@ static const char ctl_usage[] =
 	"control socket (STATE_DIR/" CONTROL_SOCKET_NAME ", or control_socket in its config).\n"
 	"\n"
 	"  --state-dir DIR   the server's state directory (default " STORAGE_DEFAULT_STATE_DIR ")\n"
-	"  --config FILE     read state_dir and control_socket from the daemon's config\n"
+	"  --storage STORE   the server's store: sqlite (in STATE_DIR, the default) or\n"
+	"                    postgresql://USER@HOST:PORT/DB\n"
+	"  --config FILE     read state_dir, storage and control_socket from the daemon's config\n"
 	"  --socket PATH     the control socket (default STATE_DIR/" CONTROL_SOCKET_NAME ")\n"
 	"  --json            print the daemon's answer as JSON (for scripts)\n"
 	"  -h, --help        show this help\n"
@@ -439,6 +444,7 @@ int main(int argc, char **argv)
 	static const struct option opts[] = {
 		{ "state-dir", required_argument, NULL, 'd' },
 		{ "config", required_argument, NULL, 'c' },
+		{ "storage", required_argument, NULL, 'S' },
 		{ "socket", required_argument, NULL, 's' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "help", no_argument, NULL, 'h' },
@@ -447,7 +453,8 @@ int main(int argc, char **argv)
 	const char *state_dir = STORAGE_DEFAULT_STATE_DIR;
 	const char *socket_path = NULL, *config_file = NULL;
 	/* Static: they live as long as the process (state_dir may point here). */
-	static char *cfg_state_dir, *cfg_socket;
+	static char *cfg_state_dir, *cfg_socket, *cfg_storage;
+	const char *storage = NULL;
 	bool json = false, state_dir_given = false;
 	char user[STORAGE_USER_MAX + 1] = "";
 	char why[CTL_WHY_MAX];
@@ -472,6 +479,11 @@ int main(int argc, char **argv)
 		case 'c':
 			config_file = optarg;
 			break;
+		case 'S':
+			if (!db_storage_ok(optarg))
+				return ctl_usage_error("--storage must be sqlite or a postgresql:// URI");
+			storage = optarg;
+			break;
 		case 's':
 			if (!optarg[0])
 				return ctl_usage_error("--socket needs a path");
@@ -486,7 +498,7 @@ int main(int argc, char **argv)
 		default:
 			if (optopt == 'd')
 				return ctl_usage_error("--state-dir needs a directory");
-			if (optopt == 's' || optopt == 'c')
+			if (optopt == 's' || optopt == 'c' || optopt == 'S')
 				return ctl_usage_error("%s needs a value", argv[optind - 1]);
 			return ctl_usage_error("unknown option '%s'", argv[optind - 1]);
 		}
@@ -501,10 +513,19 @@ int main(int argc, char **argv)
 	if (strcmp(argv[0], "kmod") == 0)
 		return kmod_ctl_main(argc, argv);
 	/* The daemon's config names the state directory and the socket (flags win). */
-	if (config_file && ctl_read_config(config_file, &cfg_state_dir, &cfg_socket) < 0)
+	if (config_file &&
+	    ctl_read_config(config_file, &cfg_state_dir, &cfg_socket, &cfg_storage) < 0)
 		return CTL_EXIT_FAIL;
 	if (cfg_state_dir && !state_dir_given)
 		state_dir = cfg_state_dir;
+	if (cfg_storage && !storage) {
+		if (!db_storage_ok(cfg_storage)) {
+			fprintf(stderr, "stanzactl: storage in %s must be sqlite or a postgresql:// URI\n",
+				config_file);
+			return CTL_EXIT_FAIL;
+		}
+		storage = cfg_storage;
+	}
 	/* The running daemon's state, over its control socket (ctl_online.c). */
 	if (ctl_online_is_command(argv[0])) {
 		char path[PATH_MAX];
@@ -528,8 +549,8 @@ int main(int argc, char **argv)
 	}
 	/* Device fleets: enrollment in the store, online state from the daemon (ctl_device.c). */
 	if (strcmp(argv[0], "device") == 0)
-		return ctl_device_main(state_dir, socket_path ? socket_path : cfg_socket, json,
-				       argc - 1, argv + 1);
+		return ctl_device_main(storage, state_dir, socket_path ? socket_path : cfg_socket,
+				       json, argc - 1, argv + 1);
 	if (strcmp(argv[0], "user") != 0)
 		return ctl_usage_error("unknown command '%s'", argv[0]);
 	if (argc < 2)
@@ -556,12 +577,12 @@ int main(int argc, char **argv)
 	}
 
 	/* Run as root, act as the server's user: files it creates stay the server's. */
-	ret = statedir_adopt_owner(state_dir, why, sizeof(why));
+	ret = db_is_pg_uri(storage) ? 0 : statedir_adopt_owner(state_dir, why, sizeof(why));
 	if (ret) {
 		fprintf(stderr, "stanzactl: %s\n", why);
 		return CTL_EXIT_FAIL;
 	}
-	ret = storage_open_why(&st, state_dir, why, sizeof(why));
+	ret = storage_open_at(&st, storage, state_dir, why, sizeof(why));
 	if (ret) {
 		fprintf(stderr, "stanzactl: cannot open the store: %s\n", why);
 		return CTL_EXIT_FAIL;

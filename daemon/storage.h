@@ -6,8 +6,9 @@
  * Two layers:
  *  - the synchronous store (struct storage): open, migrate, and one call
  *    per operation. The embedded backend is SQLite in WAL mode with
- *    synchronous=FULL under the state directory. stanzactl uses this layer
- *    directly.
+ *    synchronous=FULL under the state directory; PostgreSQL is the shared
+ *    one (storage_open_at). Both run the same SQL (db.h). stanzactl uses
+ *    this layer directly.
  *  - the asynchronous queue (struct storage_queue): one thread owns a
  *    store; event-loop workers submit requests and get completions back in
  *    their inbox (an eventfd the loop watches). The thread takes every
@@ -62,9 +63,25 @@ int storage_open(struct storage **out, const char *state_dir);
  */
 int storage_open_why(struct storage **out, const char *state_dir, char *why,
 		     size_t why_size);
+/*
+ * Opens the store that a `storage` setting names: "sqlite" or NULL, the
+ * SQLite file under state_dir (as storage_open_why); a postgresql:// or
+ * postgres:// URI (libpq syntax), that database, created tables and all
+ * when empty. Errors as storage_open_why, and for PostgreSQL
+ * -ECONNREFUSED (no connection: why says libpq's reason), -EBADMSG (the
+ * database has tables but is not stanzad's), -EPROTO (newer schema).
+ * Messages and log lines show the URI with its password masked.
+ */
+int storage_open_at(struct storage **out, const char *storage, const char *state_dir,
+		    char *why, size_t why_size);
 void storage_close(struct storage *st);
 /* Replaces STORAGE_BUSY_TIMEOUT_MS for this store (before a queue owns it). */
 void storage_set_busy_timeout(struct storage *st, int ms);
+/*
+ * True while the PostgreSQL server is unreachable: calls fail with -EIO
+ * until a batch can begin again (storage_begin reconnects).
+ */
+bool storage_down(struct storage *st);
 /* Schema version the store is at. */
 int storage_schema_version(struct storage *st);
 /* Schema version this build migrates to (the newest it knows). */
@@ -100,7 +117,10 @@ int storage_account_list(struct storage *st, int (*fn)(void *arg, const char *us
  */
 int storage_begin(struct storage *st);
 int storage_commit(struct storage *st);
-/* Harmless when no transaction is open (SQLite may have ended it on error). */
+/*
+ * Harmless when no transaction is open (SQLite may have ended it on error;
+ * a PostgreSQL connection may have gone with it).
+ */
 void storage_rollback(struct storage *st);
 /* True while a batch is open (false again if SQLite rolled it back itself). */
 bool storage_in_batch(struct storage *st);

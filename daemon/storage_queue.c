@@ -359,6 +359,13 @@ static void run_batch(struct storage_queue *q, struct storage_req *batch)
 			log_error("storage.batch_failed", "reason=busy");
 			for (req = apply.head; req; req = req->next, failures++)
 				req->result = -EBUSY;
+		} else if (storage_down(q->st)) {
+			/*
+			 * The server is gone (logged once as storage.down):
+			 * the whole batch fails, and the next one reconnects.
+			 */
+			for (req = apply.head; req; req = req->next, failures++)
+				req->result = -EIO;
 		} else {
 			log_warn("storage.batch_failed", "action=retry_one_by_one");
 			apply_one_by_one(q, &apply);

@@ -104,7 +104,7 @@ void upload_http(struct http_request *rq);
 void upload_worker_start(struct worker *w);
 void upload_worker_stop(struct worker *w);
 
-/* ---- SQL (storage_sqlite_upload.c), on the storage thread ---- */
+/* ---- SQL (storage_upload.c), on the storage thread ---- */
 
 /* Bytes of an account's files and open slots. 0 or -EIO. */
 int storage_upload_usage(struct storage *st, const char *user, uint64_t *bytes);

@@ -29,7 +29,7 @@ void vcard_get(struct iq_request *rq);
 void vcard_set(struct iq_request *rq);
 
 /*
- * The store (storage thread; storage_sqlite_vcard.c). `user` is a
+ * The store (storage thread; storage_vcard.c). `user` is a
  * normalized localpart.
  */
 /* The stored vCard text (malloc'd, NUL-terminated) in *xml. 0, -ENOENT, -EIO. */

@@ -17,7 +17,7 @@ set -eu
 
 # Build: compiler, the daemon's libraries, TLS tooling.
 BUILD_PKGS="gcc make pkg-config openssl ca-certificates
-liburing-dev libexpat1-dev libssl-dev libsqlite3-dev libgsasl-dev
+liburing-dev libexpat1-dev libssl-dev libsqlite3-dev libpq-dev libgsasl-dev
 libidn-dev libinih-dev liburcu-dev libhttp-parser-dev libjansson-dev
 libnl-3-dev libnl-genl-3-dev
 libbpf-dev bpftool clang iproute2"
@@ -34,6 +34,11 @@ TEST_PKGS="libcmocka-dev python3 python3-pytest python3-slixmpp python3-cryptogr
 # the end-to-end encryption test (tests/integration/test_omemo.py; xmlschema
 # for their XML helpers).
 TEST_PKGS="$TEST_PKGS coturn python3-omemo python3-twomemo python3-oldmemo python3-xmlschema"
+# PostgreSQL storage (make integration-postgresql, tests/integration/pgserver.py):
+# the server binaries and psql; the tests run their own throwaway cluster
+# on a free loopback port, so the packaged cluster's service is stopped and
+# disabled below (it would hold port 5432 and run for nothing).
+TEST_PKGS="$TEST_PKGS postgresql postgresql-client"
 # Federation interop (tests/integration/test_federation_prosody.py): prosody as
 # a real peer server, lua-unbound so it resolves the test's domain from a
 # hosts file and a local SRV record. Its system service is stopped and
@@ -158,6 +163,14 @@ case " $missing " in
 		systemctl disable --now coturn >/dev/null 2>&1 || true
 	fi
 	[ -x /etc/init.d/coturn ] && /etc/init.d/coturn stop >/dev/null 2>&1 || true
+	;;
+esac
+case " $missing " in
+*" postgresql "*)
+	if command -v systemctl >/dev/null 2>&1; then
+		systemctl disable --now postgresql >/dev/null 2>&1 || true
+	fi
+	[ -x /etc/init.d/postgresql ] && /etc/init.d/postgresql stop >/dev/null 2>&1 || true
 	;;
 esac
 case " $missing " in

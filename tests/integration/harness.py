@@ -1,7 +1,10 @@
 """Helpers for the stanzad integration tests.
 
 - StanzadServer: one daemon on free loopback ports with a fresh state
-  directory; stderr goes to a log file that failing tests print.
+  directory; stderr goes to a log file that failing tests print. With
+  STANZAD_TEST_STORAGE=postgresql every daemon (and its stanzactl) stores
+  in a fresh database of one PostgreSQL server started for the whole
+  session (pgserver.py); db_query() reads the store on either engine.
 - RawStream: a raw XMPP client socket (plain, STARTTLS by hand, Direct TLS
   with ALPN) with an incremental XML reader, for protocol-level tests.
 - ScramClient: SCRAM-SHA-1/256 (RFC 5802 / RFC 7677) with optional channel
@@ -12,6 +15,7 @@
 Every wait is bounded: a test fails, it never hangs.
 """
 import asyncio
+import atexit
 import base64
 import ctypes
 import hashlib
@@ -36,6 +40,34 @@ STANZACTL = os.path.join(BUILD, "stanzactl")
 
 DOMAIN = "localhost"
 WAIT = 10.0  # default bound for any single wait
+
+# sqlite (the default) or postgresql: the store every daemon of the suite uses.
+TEST_STORAGE = os.environ.get("STANZAD_TEST_STORAGE", "sqlite")
+if TEST_STORAGE not in ("sqlite", "postgresql"):
+    raise RuntimeError("STANZAD_TEST_STORAGE must be sqlite or postgresql, not %r" % TEST_STORAGE)
+_suite_pg = None
+
+
+def suite_pg():
+    """The session's PostgreSQL server, started on first use and stopped
+    (its directory removed) when the session ends."""
+    global _suite_pg
+    if _suite_pg is None:
+        from pgserver import PgServer
+        _suite_pg = PgServer().start()
+        atexit.register(_suite_pg.stop)
+    return _suite_pg
+
+
+def on_postgresql():
+    return TEST_STORAGE == "postgresql"
+
+
+def skip_on_postgresql(reason):
+    """Skips the calling test when the suite runs on PostgreSQL."""
+    if on_postgresql():
+        import pytest
+        pytest.skip("on PostgreSQL: " + reason)
 
 NS_STREAM = "http://etherx.jabber.org/streams"
 NS_CLIENT = "jabber:client"
@@ -123,10 +155,14 @@ class StanzadServer:
     # None: no --log-level, so a configuration file's log_level decides.
     log_level = "debug"
 
-    def __init__(self, extra_args=(), name="stanzad", suite_args=True):
+    def __init__(self, extra_args=(), name="stanzad", suite_args=True, storage=None):
         """suite_args=False: without STANZAD_TEST_ARGS, for a test whose
         daemon must run exactly as its own flags say (e.g. where accounts
-        are at home)."""
+        are at home). storage: a --storage value; by default the suite's
+        (STANZAD_TEST_STORAGE: a fresh PostgreSQL database per daemon)."""
+        if storage is None and on_postgresql():
+            storage = suite_pg().new_database()
+        self.storage = storage  # None: SQLite in state_dir
         self.extra_args = list(extra_args)
         self.suite_args = suite_args
         self.name = name
@@ -160,6 +196,7 @@ class StanzadServer:
                     "--listen-c2s-tls", "127.0.0.1:%d" % self.tls_port,
                     "--listen-http", "127.0.0.1:%d" % self.http_port,
                     "--registration", "open"] + \
+                (["--storage", self.storage] if self.storage else []) + \
                 (["--log-level", self.log_level] if self.log_level else []) + self.extra_args
             # STANZAD_TEST_ARGS: flags for every daemon the suite starts,
             # e.g. "--homes loop" or "--workers 2" (docs/account-homes.md).
@@ -305,8 +342,37 @@ class StanzadServer:
     def stanzactl(self, *args, stdin=None, timeout=30):
         if not os.access(STANZACTL, os.X_OK):
             raise ServerError("no stanzactl binary at %s (run make first)" % STANZACTL)
-        return subprocess.run([STANZACTL, "--state-dir", self.state_dir] + list(args),
+        store = ["--storage", self.storage] if self.storage else []
+        return subprocess.run([STANZACTL, "--state-dir", self.state_dir] + store + list(args),
                               input=stdin, capture_output=True, text=True, timeout=timeout)
+
+    def db_query(self, sql, params=()):
+        """Runs one statement on the daemon's store, SQLite file or
+        PostgreSQL database alike; returns the rows as tuples (numbers as
+        int, NULL as None). params fill the ? placeholders in order."""
+        if not self.storage:
+            import sqlite3
+            db = sqlite3.connect(os.path.join(self.state_dir, "stanzad.db"), timeout=10)
+            try:
+                with db:
+                    return [tuple(r) for r in db.execute(sql, params).fetchall()]
+            finally:
+                db.close()
+        parts = sql.split("?")
+        assert len(parts) == len(params) + 1, "one ? per parameter"
+        text = parts[0]
+        for v, rest in zip(params, parts[1:]):
+            if v is None:
+                lit = "NULL"
+            elif isinstance(v, (int, float)):
+                lit = str(v)
+            elif isinstance(v, bytes):
+                lit = "'\\x%s'::bytea" % v.hex()
+            else:
+                lit = "'%s'" % str(v).replace("'", "''")
+            text += lit + rest
+        out = suite_pg().psql(text, db=self.storage.rsplit("/", 1)[1], rows=True)
+        return out
 
     def add_user(self, user, password):
         r = self.stanzactl("user", "add", user, stdin=password + "\n")

@@ -1,8 +1,6 @@
 """Checks shared by the tests of forwarding between account homes
 (test_homes.py with `homes = loop`, test_homes_spread.py with accounts on
 different workers): each takes the server and the accounts to use."""
-import os
-import sqlite3
 
 from harness import NS_CLIENT, login, q, tostr
 
@@ -21,11 +19,7 @@ def next_of(stream, tag, timeout=5):
 
 
 def db_rows(server, sql, *args):
-    db = sqlite3.connect(os.path.join(server.state_dir, "stanzad.db"), timeout=5)
-    try:
-        return db.execute(sql, args).fetchall()
-    finally:
-        db.close()
+    return server.db_query(sql, args)
 
 
 def check_messages_stay_in_order(server, sender, recipient, count=200):

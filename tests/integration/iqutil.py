@@ -1,8 +1,6 @@
 """Small helpers for the tests of server-answered iqs (vCard, private XML,
 entity time, last activity, caps): send a request on a raw stream and
 wait for its answer, read error conditions, and set up roster state."""
-import os
-import sqlite3
 import time
 
 from harness import NS_CLIENT, NS_STANZAS, q, tostr
@@ -48,19 +46,11 @@ def set_roster_item(server, user, contact_bare, subscription):
     has `contact_bare` with the given subscription ('none', 'to', 'from',
     'both'). Only valid while `user` has no session (a loaded roster is
     kept in memory)."""
-    db = sqlite3.connect(os.path.join(server.state_dir, "stanzad.db"), timeout=10)
-    try:
-        db.execute("INSERT OR REPLACE INTO roster_items (username, jid, subscription)"
-                   " VALUES (?, ?, ?)", (user, contact_bare, subscription))
-        db.commit()
-    finally:
-        db.close()
+    server.db_query("INSERT INTO roster_items (username, jid, subscription) VALUES (?, ?, ?)"
+                    " ON CONFLICT (username, jid) DO UPDATE SET subscription = excluded.subscription",
+                    (user, contact_bare, subscription))
 
 
 def db_rows(server, sql, args=()):
     """Rows of a read-only query on the server's store (for persistence checks)."""
-    db = sqlite3.connect(os.path.join(server.state_dir, "stanzad.db"), timeout=10)
-    try:
-        return db.execute(sql, args).fetchall()
-    finally:
-        db.close()
+    return server.db_query(sql, args)

@@ -386,7 +386,7 @@ def test_guard_is_taken_over_by_a_restarts_successor(netns):
     """The successor attaches only after its predecessor exited (handover.c
     waits for that), so the interface is free again and the guard runs on."""
     srv = guarded_server(netns, "--guard-syn-rate", "1", "--guard-syn-burst", "2")
-    succ = StanzadServer(srv.extra_args, name="stanzad(guard successor)")
+    succ = StanzadServer(srv.extra_args, name="stanzad(guard successor)", storage=srv.storage)
     os.rmdir(succ.state_dir)
     succ.state_dir, succ.log_path = srv.state_dir, srv.log_path + ".successor"
     succ.c2s_port, succ.tls_port, succ.http_port = srv.c2s_port, srv.tls_port, srv.http_port

@@ -4,7 +4,6 @@ in with their secrets or certificates."""
 import json
 import os
 import shutil
-import sqlite3
 import tempfile
 
 import pytest
@@ -37,11 +36,7 @@ def roster_items(s):
 
 
 def db_rows(srv, sql):
-    db = sqlite3.connect("file:%s/stanzad.db?mode=ro" % srv.state_dir, uri=True)
-    try:
-        return db.execute(sql).fetchall()
-    finally:
-        db.close()
+    return srv.db_query(sql)
 
 
 @pytest.fixture(scope="module")

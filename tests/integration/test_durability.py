@@ -1,8 +1,6 @@
 """Durability of acknowledgements: a stanza the server acknowledged with a
 XEP-0198 <a/> is committed to storage (DESIGN: durable once acknowledged)."""
 
-import os
-import sqlite3
 
 from harness import NS_CLIENT, login, q, tostr
 
@@ -10,12 +8,7 @@ NS_SM = "urn:xmpp:sm:3"
 
 
 def offline_rows(server, user):
-    db = sqlite3.connect(os.path.join(server.state_dir, "stanzad.db"), timeout=5)
-    try:
-        return db.execute("SELECT stanza FROM offline_messages WHERE username = ?",
-                          (user,)).fetchall()
-    finally:
-        db.close()
+    return server.db_query("SELECT stanza FROM offline_messages WHERE username = ?", (user,))
 
 
 def test_ack_for_an_offline_message_comes_after_its_commit(server):

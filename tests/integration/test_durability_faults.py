@@ -6,7 +6,6 @@ The tmpfs tests mount small filesystems and skip where mounting is not
 allowed (not root, no tmpfs)."""
 import os
 import shutil
-import sqlite3
 import subprocess
 import tempfile
 import threading
@@ -14,7 +13,7 @@ import time
 
 import pytest
 
-from harness import (DOMAIN, NS_CLIENT, NS_REGISTER, STANZAD, RawStream, StanzadServer,
+from harness import (DOMAIN, skip_on_postgresql, NS_CLIENT, NS_REGISTER, STANZAD, RawStream, StanzadServer,
                      StreamClosed, login, q, register_inband, tostr, uniq, xml_escape)
 from imutil import Client
 
@@ -145,11 +144,8 @@ def test_sigkill_under_load_loses_nothing_acknowledged(make_server):
         % (acked, len(load.acked_roster), len(load.acked_accounts)))
 
     srv.restart()
-    db = sqlite3.connect(os.path.join(srv.state_dir, "stanzad.db"))
-    try:
-        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    finally:
-        db.close()
+    if not srv.storage:
+        assert integrity(srv.state_dir) == "ok"
     for user, pw, jid in rcpts:
         want = load.acked_msgs.get(jid, [])
         got = collect_offline(srv, user, pw, len(want))
@@ -196,12 +192,8 @@ def test_roster_result_and_ack_come_after_the_commit(server):
 
 
 def rows_of(server, user):
-    db = sqlite3.connect(os.path.join(server.state_dir, "stanzad.db"), timeout=5)
-    try:
-        return [r[0] for r in db.execute("SELECT jid FROM roster_items WHERE username = ?",
-                                         (user,))]
-    finally:
-        db.close()
+    return [r[0] for r in server.db_query("SELECT jid FROM roster_items WHERE username = ?",
+                                          (user,))]
 
 
 # --------------------------------------------------------------------------
@@ -266,6 +258,7 @@ def fill(path):
 
 
 def integrity(state_dir, read_only=False):
+    import sqlite3
     path = os.path.join(state_dir, "stanzad.db")
     db = sqlite3.connect("file:%s?immutable=1" % path if read_only else path, uri=read_only,
                          timeout=5)
@@ -284,6 +277,7 @@ def run_once(state_dir, *args, timeout=10):
 
 
 def test_startup_on_a_full_disk_says_so_in_one_line(tmpfs):
+    skip_on_postgresql("the store is not in the state directory")
     d = tmpfs("256k")
     fill(d)
     rc, out = run_once(os.path.join(d, "state"))
@@ -293,6 +287,7 @@ def test_startup_on_a_full_disk_says_so_in_one_line(tmpfs):
 
 
 def test_startup_on_a_read_only_state_dir_says_so_in_one_line(tmpfs):
+    skip_on_postgresql("the store is not in the state directory")
     d = tmpfs("8m")
     state = os.path.join(d, "state")
     srv = server_on(state)
@@ -307,6 +302,7 @@ def test_startup_on_a_read_only_state_dir_says_so_in_one_line(tmpfs):
 
 
 def test_full_disk_at_runtime_is_answered_logged_and_harmless(tmpfs):
+    skip_on_postgresql("the store is not in the state directory")
     d = tmpfs("16m")
     srv = server_on(os.path.join(d, "state"), "--log-level", "info")
     srv.start()

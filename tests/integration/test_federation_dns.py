@@ -50,9 +50,13 @@ def test_srv_direct_tls_priority_and_address_fallback():
         pytest.skip("no unshare binary (Debian package util-linux)")
     if probe.returncode != 0:
         pytest.skip("no user/network namespaces here (unshare -rnm: %s)" % probe.stderr.strip())
+    # The scenario's network namespace cannot reach the suite's PostgreSQL
+    # (nor can its user namespace, which maps root alone, run one): its
+    # daemons store in SQLite whatever STANZAD_TEST_STORAGE says.
+    env = dict(os.environ, STANZAD_TEST_STORAGE="sqlite")
     r = subprocess.run(["unshare", "-rnm", sys.executable, os.path.abspath(__file__),
                         "scenario"], capture_output=True, text=True, timeout=SCENARIO_TIMEOUT,
-                       cwd=HERE)
+                       cwd=HERE, env=env)
     sys.stdout.write(r.stdout)
     sys.stderr.write(r.stderr)
     if r.returncode == SKIP_CODE:

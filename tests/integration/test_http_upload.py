@@ -8,7 +8,6 @@ with its type and length, and persistence and expiry across restarts."""
 import asyncio
 import http.client
 import os
-import sqlite3
 import time
 import urllib.parse
 import xml.etree.ElementTree as ET
@@ -261,11 +260,8 @@ def test_files_and_metadata_survive_a_restart_and_expire(make_server, xmpp, arun
     # Age the file past upload_expire_days (30): the startup cleanup deletes it.
     srv.signal()
     assert srv.wait(10) == 0
-    db = sqlite3.connect(os.path.join(srv.state_dir, "stanzad.db"), timeout=5)
-    with db:
-        db.execute("UPDATE uploads SET uploaded_at = uploaded_at - 31 * 86400 WHERE token = ?",
-                   (token,))
-    db.close()
+    srv.db_query("UPDATE uploads SET uploaded_at = uploaded_at - 31 * 86400 WHERE token = ?",
+                 (token,))
     srv._close_log()
     srv.stop_requested = False
     mark = srv.log_size()
@@ -273,9 +269,7 @@ def test_files_and_metadata_survive_a_restart_and_expire(make_server, xmpp, arun
     srv.wait_log(r"upload\.cleanup expired_files=1", start=mark)
     assert request(srv.http_port, "GET", path)[0] == 404
     assert not os.path.exists(stored)
-    db = sqlite3.connect(os.path.join(srv.state_dir, "stanzad.db"), timeout=5)
-    assert db.execute("SELECT COUNT(*) FROM uploads WHERE token = ?", (token,)).fetchone()[0] == 0
-    db.close()
+    assert srv.db_query("SELECT COUNT(*) FROM uploads WHERE token = ?", (token,))[0][0] == 0
 
 
 def test_open_slots_and_orphans_are_cleared_at_startup(make_server, xmpp, arun):

@@ -10,8 +10,6 @@ asynchronous, so a test waits for the delivery of a message (which
 follows its archive write in the storage queue) before it queries."""
 import asyncio
 import datetime
-import os
-import sqlite3
 import time
 
 from harness import DOMAIN, NS_CLIENT, NS_DISCO_INFO, connect_and_wait, q, tostr
@@ -130,16 +128,8 @@ def stanza_ids(msg):
     return [(s.get("by"), s.get("id")) for s in msg.findall(q(NS_SID, "stanza-id"))]
 
 
-def db_path(server):
-    return os.path.join(server.state_dir, "stanzad.db")
-
-
 def db_query(server, sql, args=()):
-    db = sqlite3.connect(db_path(server), timeout=5)
-    try:
-        return db.execute(sql, args).fetchall()
-    finally:
-        db.close()
+    return server.db_query(sql, args)
 
 
 def wait_offline(server, user, n, timeout=5):
@@ -779,15 +769,11 @@ def test_retention_hides_and_deletes_old_messages(make_server):
     assert srv.wait(10) == 0
     srv._close_log()
     # Age the two oldest entries of each archive by 40 days (order kept).
-    db = sqlite3.connect(db_path(srv))
     for user in (ca[0], cb[0]):
-        rows = db.execute("SELECT ts FROM mam_messages WHERE username = ? ORDER BY ts",
-                          (user,)).fetchall()
+        rows = srv.db_query("SELECT ts FROM mam_messages WHERE username = ? ORDER BY ts", (user,))
         for (ts,) in rows[:2]:
-            db.execute("UPDATE mam_messages SET ts = ? WHERE username = ? AND ts = ?",
-                       (ts - 40 * 86400 * 10**6, user, ts))
-    db.commit()
-    db.close()
+            srv.db_query("UPDATE mam_messages SET ts = ? WHERE username = ? AND ts = ?",
+                         (ts - 40 * 86400 * 10**6, user, ts))
     srv.stop_requested = False
     srv.start()
     b = online(srv, cb)

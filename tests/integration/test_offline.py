@@ -6,7 +6,6 @@ client (slixmpp)."""
 import asyncio
 import datetime
 import os
-import sqlite3
 import time
 
 from harness import (DOMAIN, NS_CLIENT, NS_DISCO_INFO, connect_and_wait, next_message, q,
@@ -24,12 +23,8 @@ def jid(creds):
 
 
 def stored(server, user):
-    db = sqlite3.connect(os.path.join(server.state_dir, "stanzad.db"), timeout=5)
-    try:
-        return db.execute("SELECT count(*) FROM offline_messages WHERE username = ?",
-                          (user,)).fetchone()[0]
-    finally:
-        db.close()
+    return server.db_query("SELECT count(*) FROM offline_messages WHERE username = ?",
+                           (user,))[0][0]
 
 
 def wait_stored(server, user, n, timeout=5):

@@ -2,9 +2,7 @@
 at login, unavailable at logout and when a client vanishes, directed
 presence, priorities, presence from and to entities without a
 subscription, probes from unauthorized entities, several resources."""
-import os
 import socket
-import sqlite3
 import struct
 
 import pytest
@@ -292,10 +290,7 @@ def check_login_probe_corrects_a_stale_to(server, ca, cb):
         r = a.roster_set(b.bare, name="stale")
         assert r.get("type") == "result"
         a.close_cleanly()
-        db = sqlite3.connect(os.path.join(server.state_dir, "stanzad.db"), timeout=5)
-        db.execute("UPDATE roster_items SET subscription = 'to' WHERE username = ?", (ca[0],))
-        db.commit()
-        db.close()
+        server.db_query("UPDATE roster_items SET subscription = 'to' WHERE username = ?", (ca[0],))
         a = online(server, ca)
         a.presence("unsubscribed", b.bare)
         push = a.push(b.bare)

@@ -72,8 +72,9 @@ class Prober:
 
 
 def successor_of(srv, *extra):
-    """A second daemon on srv's state directory, ports and flags (not started)."""
-    succ = StanzadServer(srv.extra_args + list(extra), name=srv.name + "(successor)")
+    """A second daemon on srv's state directory, store, ports and flags (not started)."""
+    succ = StanzadServer(srv.extra_args + list(extra), name=srv.name + "(successor)",
+                         storage=srv.storage)
     os.rmdir(succ.state_dir)
     succ.state_dir = srv.state_dir
     succ.log_path = srv.log_path + ".successor"

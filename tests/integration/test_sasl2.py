@@ -254,12 +254,7 @@ def test_fast_tokens_survive_restart(make_server):
     assert fast_login(s, user, token, extra=inline_xml(ua_id=ua)).tag == q(NS_SASL2, "success")
     s.close()
     # The database holds the token's hash, not the token.
-    import sqlite3
-    db = sqlite3.connect("file:%s/stanzad.db?mode=ro" % srv.state_dir, uri=True)
-    try:
-        rows = db.execute("SELECT key FROM fast_tokens").fetchall()
-    finally:
-        db.close()
+    rows = srv.db_query("SELECT key FROM fast_tokens")
     assert rows and all(token.encode() not in r[0] for r in rows)
     import hashlib
     assert any(r[0] == hashlib.sha256(token.encode()).digest() for r in rows)

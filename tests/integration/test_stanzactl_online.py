@@ -529,7 +529,7 @@ def test_stale_socket_is_replaced_and_a_live_one_is_not(tmp_path):
         a.wait(WAIT)
         a.stop_requested = True
         assert os.path.exists(control_path(a))   # left behind by the crash
-        b = StanzadServer(name="stanzad(b)")
+        b = StanzadServer(name="stanzad(b)", storage=a.storage)
         b.state_dir = a.state_dir
         b.log_path = os.path.join(b.state_dir, "stderr-b.log")
         b.start()

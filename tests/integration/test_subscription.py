@@ -4,8 +4,6 @@ contacts and re-delivered at each login, roster removal side effects,
 accounts that do not exist, other domains, persistence across a restart,
 and a real client (slixmpp)."""
 import asyncio
-import os
-import sqlite3
 import time
 
 from harness import DOMAIN, NS_CLIENT, connect_and_wait, q, tostr
@@ -152,13 +150,8 @@ def test_request_to_offline_contact_is_kept_and_redelivered_until_answered(serve
 def _forget_subscription(server, user, contact):
     """Makes user's stored item for contact say none (a roster that lost
     its state, while the contact's still grants From)."""
-    db = sqlite3.connect(os.path.join(server.state_dir, "stanzad.db"), timeout=5)
-    try:
-        db.execute("UPDATE roster_items SET subscription = 'none', ask = 0 "
-                   "WHERE username = ? AND jid = ?", (user, contact))
-        db.commit()
-    finally:
-        db.close()
+    server.db_query("UPDATE roster_items SET subscription = 'none', ask = 0 "
+                    "WHERE username = ? AND jid = ?", (user, contact))
 
 
 def test_contact_with_from_answers_automatically_online_and_offline(server):
@@ -340,15 +333,11 @@ def test_pending_request_survives_restart(make_server):
     a.push(b_jid)
     a.close_cleanly()
     # The request is durable before the restart (it went through storage).
-    db = sqlite3.connect(os.path.join(srv.state_dir, "stanzad.db"))
-    try:
-        for _ in range(50):
-            if db.execute("SELECT count(*) FROM subscription_requests WHERE username = ?",
-                          (cb[0],)).fetchone()[0]:
-                break
-            time.sleep(0.05)
-    finally:
-        db.close()
+    for _ in range(50):
+        if srv.db_query("SELECT count(*) FROM subscription_requests WHERE username = ?",
+                        (cb[0],))[0][0]:
+            break
+        time.sleep(0.05)
     restart(srv)
     b = online(srv, cb)
     try:

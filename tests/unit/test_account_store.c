@@ -6,6 +6,10 @@
  * (existence, the asker's subscription). Also the pure rules next to
  * them: reserved private-XML namespaces and status truncation. Every
  * test works in a fresh temporary state directory.
+ *
+ * With STANZAD_TEST_PG_DSN set (a postgresql:// URI of a database the
+ * test may empty), the store tests run a second time on PostgreSQL, each
+ * starting from an empty accounts table.
  */
 #include <errno.h>
 #include <ftw.h>
@@ -18,14 +22,16 @@
 #include <string.h>
 
 #include <cmocka.h>
-#include <sqlite3.h>
 
 #include "contact_query.h"
 #include "last_activity.h"
 #include "private_xml.h"
 #include "storage.h"
-#include "storage_sqlite.h"
+#include "storage_db.h"
 #include "vcard.h"
+
+/* The PostgreSQL database of the second run, NULL for SQLite. */
+static const char *pg_dsn;
 
 struct fixture {
 	char root[64];
@@ -55,7 +61,17 @@ static int setup(void **state)
 	strcpy(f->root, "/tmp/test_account_store.XXXXXX");
 	assert_non_null(mkdtemp(f->root));
 	snprintf(f->dir, sizeof(f->dir), "%s/state", f->root);
-	assert_int_equal(storage_open(&f->st, f->dir), 0);
+	if (pg_dsn) {
+		char why[512];
+		int ret = storage_open_at(&f->st, pg_dsn, f->dir, why, sizeof(why));
+
+		if (ret)
+			fail_msg("%s", why);
+		/* Everything an account owns goes with it (ON DELETE CASCADE). */
+		assert_int_equal(db_exec(storage_db(f->st), "DELETE FROM accounts"), 0);
+	} else {
+		assert_int_equal(storage_open(&f->st, f->dir), 0);
+	}
 	add_account(f->st, "alice");
 	add_account(f->st, "bob");
 	*state = f;
@@ -74,7 +90,7 @@ static int teardown(void **state)
 
 static void exec_sql(struct storage *st, const char *sql)
 {
-	assert_int_equal(sqlite3_exec(storage_sqlite_db(st), sql, NULL, NULL, NULL), SQLITE_OK);
+	assert_int_equal(db_exec(storage_db(st), sql), 0);
 }
 
 /* ---- vCards ---- */
@@ -281,5 +297,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_contact_facts, setup, teardown),
 	};
 
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	int failed = cmocka_run_group_tests_name("sqlite", tests, NULL, NULL);
+
+	pg_dsn = getenv("STANZAD_TEST_PG_DSN");
+	if (pg_dsn && pg_dsn[0])
+		failed += cmocka_run_group_tests_name("postgresql", tests, NULL, NULL);
+	return failed;
 }

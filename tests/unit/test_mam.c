@@ -22,7 +22,7 @@
 #include "arena.h"
 #include "mam.h"
 #include "storage.h"
-#include "storage_sqlite.h"
+#include "storage_db.h"
 #include "stored_xml.h"
 #include "strbuf.h"
 #include "xml.h"

@@ -3,7 +3,7 @@
  * XEP-0045 rules that need no room (muc_perm.c): the role and affiliation
  * permission tables, cell by cell where the XEP names a refusal, the
  * choice of discussion history, XEP-0082 times; and the room store
- * (storage_sqlite_muc.c) on a real database: persistent rooms and their
+ * (storage_muc.c) on a real database: persistent rooms and their
  * affiliations round trip, the archive keeps order, pages, filters and
  * prunes to its limit.
  */

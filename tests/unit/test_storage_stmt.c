@@ -13,7 +13,7 @@
 
 #include "log.h"
 #include "storage.h"
-#include "storage_sqlite.h"
+#include "storage_db.h"
 
 #define NSTMT 700
 
@@ -21,7 +21,7 @@ static void test_many_statements_are_cached_by_address(void **state)
 {
 	char dir[] = "/tmp/stanzad-stmt-XXXXXX";
 	static char *sql[NSTMT];
-	sqlite3_stmt *first[NSTMT];
+	struct db_stmt *first[NSTMT];
 	struct storage *st;
 
 	assert_non_null(mkdtemp(dir));
@@ -30,20 +30,20 @@ static void test_many_statements_are_cached_by_address(void **state)
 	for (int i = 0; i < NSTMT; i++) {
 		sql[i] = malloc(32);
 		snprintf(sql[i], 32, "SELECT %d", i);
-		first[i] = storage_sqlite_stmt(st, sql[i]);
+		first[i] = storage_stmt(st, sql[i]);
 		assert_non_null(first[i]);
 	}
 	/* Found again (same prepared statement), and each one runs its own SQL. */
 	for (int i = 0; i < NSTMT; i++) {
-		sqlite3_stmt *s = storage_sqlite_stmt(st, sql[i]);
+		struct db_stmt *s = storage_stmt(st, sql[i]);
 
 		assert_ptr_equal(s, first[i]);
-		assert_int_equal(sqlite3_step(s), SQLITE_ROW);
-		assert_int_equal(sqlite3_column_int(s, 0), i);
-		storage_sqlite_release(s);
+		assert_int_equal(db_step(s), DB_ROW);
+		assert_int_equal(db_column_int(s, 0), i);
+		storage_stmt_release(s);
 	}
 	/* Bad SQL is an error, not a cache entry. */
-	assert_null(storage_sqlite_stmt(st, "SELECT FROM nowhere"));
+	assert_null(storage_stmt(st, "SELECT FROM nowhere"));
 	storage_close(st);
 	for (int i = 0; i < NSTMT; i++)
 		free(sql[i]);

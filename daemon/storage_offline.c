@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Offline messages in SQLite (table offline_messages of schema migration
+ * Offline messages in the store (table offline_messages of schema migration
  * 2): oldest first by their autoincrement id. Storage thread only.
  */
 #include <errno.h>
@@ -8,7 +8,7 @@
 
 #include "offline.h"
 #include "storage.h"
-#include "storage_sqlite.h"
+#include "storage_db.h"
 
 static const char sql_exists[] = "SELECT 1 FROM accounts WHERE username = ?1";
 static const char sql_count[] = "SELECT count(*) FROM offline_messages WHERE username = ?1";
@@ -23,22 +23,22 @@ static const char sql_delete[] =
 static int offline_scalar(struct storage *st, const char *sql, const char *user, int64_t *out,
 			  bool *found)
 {
-	sqlite3_stmt *s = storage_sqlite_stmt(st, sql);
+	struct db_stmt *s = storage_stmt(st, sql);
 	int rc;
 
 	*out = 0;
 	*found = false;
 	if (!s)
 		return -EIO;
-	sqlite3_bind_text(s, 1, user, -1, SQLITE_STATIC);
-	rc = sqlite3_step(s);
-	if (rc == SQLITE_ROW) {
-		*out = sqlite3_column_int64(s, 0);
+	db_bind_text(s, 1, user, -1);
+	rc = db_step(s);
+	if (rc == DB_ROW) {
+		*out = db_column_int64(s, 0);
 		*found = true;
 	}
-	storage_sqlite_release(s);
-	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-		return storage_sqlite_error(st, "offline.query", rc);
+	storage_stmt_release(s);
+	if (rc != DB_ROW && rc != DB_DONE)
+		return storage_db_error(st, "offline.query", rc);
 	return 0;
 }
 
@@ -55,7 +55,7 @@ int offline_count_sync(struct storage *st, const char *user, uint32_t *out)
 int offline_db_put(struct storage *st, const char *user, const char *stanza, size_t len,
 		   uint32_t max)
 {
-	sqlite3_stmt *s;
+	struct db_stmt *s;
 	int64_t n;
 	bool found;
 	int rc;
@@ -70,49 +70,49 @@ int offline_db_put(struct storage *st, const char *user, const char *stanza, siz
 		return rc;
 	if (n >= (int64_t)max)
 		return -EDQUOT;
-	s = storage_sqlite_stmt(st, sql_insert);
+	s = storage_stmt(st, sql_insert);
 	if (!s)
 		return -EIO;
-	sqlite3_bind_text(s, 1, user, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 2, stanza, (int)len, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 3, (sqlite3_int64)time(NULL));
-	return storage_sqlite_exec(st, "offline.insert", s);
+	db_bind_text(s, 1, user, -1);
+	db_bind_text(s, 2, stanza, (int)len);
+	db_bind_int64(s, 3, (int64_t)time(NULL));
+	return storage_stmt_exec(st, "offline.insert", s);
 }
 
 int offline_db_take(struct storage *st, const char *user, uint32_t limit,
 		    int (*fn)(void *arg, const char *stanza, size_t len), void *arg, uint32_t *n)
 {
-	sqlite3_stmt *s = storage_sqlite_stmt(st, sql_take);
+	struct db_stmt *s = storage_stmt(st, sql_take);
 	int64_t last = -1;
 	int rc, err = 0;
 
 	*n = 0;
 	if (!s)
 		return -EIO;
-	sqlite3_bind_text(s, 1, user, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 2, limit);
-	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-		const char *text = (const char *)sqlite3_column_text(s, 1);
+	db_bind_text(s, 1, user, -1);
+	db_bind_int64(s, 2, limit);
+	while ((rc = db_step(s)) == DB_ROW) {
+		const char *text = (const char *)db_column_text(s, 1);
 
-		last = sqlite3_column_int64(s, 0);
+		last = db_column_int64(s, 0);
 		if (!text)
 			continue;
-		err = fn(arg, text, (size_t)sqlite3_column_bytes(s, 1));
+		err = fn(arg, text, (size_t)db_column_bytes(s, 1));
 		if (err < 0)
 			break;
 		(*n)++;
 	}
-	storage_sqlite_release(s);
+	storage_stmt_release(s);
 	if (err < 0)
 		return err;
-	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-		return storage_sqlite_error(st, "offline.take", rc);
+	if (rc != DB_ROW && rc != DB_DONE)
+		return storage_db_error(st, "offline.take", rc);
 	if (last < 0)
 		return 0;
-	s = storage_sqlite_stmt(st, sql_delete);
+	s = storage_stmt(st, sql_delete);
 	if (!s)
 		return -EIO;
-	sqlite3_bind_text(s, 1, user, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 2, last);
-	return storage_sqlite_exec(st, "offline.delete", s);
+	db_bind_text(s, 1, user, -1);
+	db_bind_int64(s, 2, last);
+	return storage_stmt_exec(st, "offline.delete", s);
 }

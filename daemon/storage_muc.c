@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * MUC rooms and their archive in SQLite (tables muc_rooms,
+ * MUC rooms and their archive in the store (tables muc_rooms,
  * muc_affiliations, muc_archive; see the MUC migration in
- * storage_sqlite.c). Persistent rooms only have rows in muc_rooms; the
+ * storage.c). Persistent rooms only have rows in muc_rooms; the
  * archive of any room with archiving on is kept until the room goes
  * away, newest `keep` messages per room. Storage thread only (and the
  * startup load, before that thread runs).
@@ -14,7 +14,7 @@
 
 #include "muc.h"
 #include "storage.h"
-#include "storage_sqlite.h"
+#include "storage_db.h"
 
 static const char sql_rooms[] =
 	"SELECT name, title, description, password, subject, subject_nick, subject_at,"
@@ -62,30 +62,30 @@ static const char sql_archive_back[] =
 static const char sql_archive_count[] = "SELECT count(*) FROM muc_archive" ARCHIVE_WHERE;
 
 /* A text column (NULL for SQL NULL), valid until the statement steps again. */
-static const char *col_text(sqlite3_stmt *s, int i)
+static const char *col_text(struct db_stmt *s, int i)
 {
-	return (const char *)sqlite3_column_text(s, i);
+	return (const char *)db_column_text(s, i);
 }
 
 /* Binds a string, or SQL NULL for NULL (optional configuration texts). */
-static void bind_opt_text(sqlite3_stmt *s, int i, const char *v)
+static void bind_opt_text(struct db_stmt *s, int i, const char *v)
 {
 	if (v)
-		sqlite3_bind_text(s, i, v, -1, SQLITE_STATIC);
+		db_bind_text(s, i, v, -1);
 	else
-		sqlite3_bind_null(s, i);
+		db_bind_null(s, i);
 }
 
 int muc_db_load(struct storage *st, int (*room_fn)(void *arg, const struct muc_room_row *r),
 		int (*aff_fn)(void *arg, const char *room, const struct muc_affiliation_row *a),
 		void *arg)
 {
-	sqlite3_stmt *s = storage_sqlite_stmt(st, sql_rooms);
+	struct db_stmt *s = storage_stmt(st, sql_rooms);
 	int rc, ret = 0;
 
 	if (!s)
 		return -EIO;
-	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+	while ((rc = db_step(s)) == DB_ROW) {
 		struct muc_room_row r = {
 			.name = col_text(s, 0),
 			.title = col_text(s, 1),
@@ -93,16 +93,16 @@ int muc_db_load(struct storage *st, int (*room_fn)(void *arg, const struct muc_r
 			.password = col_text(s, 3),
 			.subject = col_text(s, 4),
 			.subject_nick = col_text(s, 5),
-			.subject_at = sqlite3_column_int64(s, 6),
-			.max_users = (uint32_t)sqlite3_column_int64(s, 7),
-			.history_len = (uint32_t)sqlite3_column_int64(s, 8),
-			.public_room = sqlite3_column_int(s, 10) != 0,
-			.members_only = sqlite3_column_int(s, 11) != 0,
-			.moderated = sqlite3_column_int(s, 12) != 0,
-			.non_anonymous = sqlite3_column_int(s, 13) != 0,
-			.change_subject = sqlite3_column_int(s, 14) != 0,
-			.allow_invites = sqlite3_column_int(s, 15) != 0,
-			.archive = sqlite3_column_int(s, 16) != 0,
+			.subject_at = db_column_int64(s, 6),
+			.max_users = (uint32_t)db_column_int64(s, 7),
+			.history_len = (uint32_t)db_column_int64(s, 8),
+			.public_room = db_column_int(s, 10) != 0,
+			.members_only = db_column_int(s, 11) != 0,
+			.moderated = db_column_int(s, 12) != 0,
+			.non_anonymous = db_column_int(s, 13) != 0,
+			.change_subject = db_column_int(s, 14) != 0,
+			.allow_invites = db_column_int(s, 15) != 0,
+			.archive = db_column_int(s, 16) != 0,
 		};
 		int pm = muc_allow_pm_parse(col_text(s, 9));
 
@@ -113,16 +113,16 @@ int muc_db_load(struct storage *st, int (*room_fn)(void *arg, const struct muc_r
 		if (ret < 0)
 			break;
 	}
-	storage_sqlite_release(s);
+	storage_stmt_release(s);
 	if (ret < 0)
 		return ret;
-	if (rc != SQLITE_DONE && rc != SQLITE_ROW)
-		return storage_sqlite_error(st, "muc.load_rooms", rc);
+	if (rc != DB_DONE && rc != DB_ROW)
+		return storage_db_error(st, "muc.load_rooms", rc);
 
-	s = storage_sqlite_stmt(st, sql_affs);
+	s = storage_stmt(st, sql_affs);
 	if (!s)
 		return -EIO;
-	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+	while ((rc = db_step(s)) == DB_ROW) {
 		int aff = muc_affiliation_parse(col_text(s, 2));
 		struct muc_affiliation_row a = {
 			.jid = col_text(s, 1),
@@ -137,58 +137,58 @@ int muc_db_load(struct storage *st, int (*room_fn)(void *arg, const struct muc_r
 		if (ret < 0)
 			break;
 	}
-	storage_sqlite_release(s);
+	storage_stmt_release(s);
 	if (ret < 0)
 		return ret;
-	if (rc != SQLITE_DONE && rc != SQLITE_ROW)
-		return storage_sqlite_error(st, "muc.load_affiliations", rc);
+	if (rc != DB_DONE && rc != DB_ROW)
+		return storage_db_error(st, "muc.load_affiliations", rc);
 	return 0;
 }
 
 int muc_db_room_put(struct storage *st, const struct muc_room_row *r,
 		    const struct muc_affiliation_row *affs, size_t naff)
 {
-	sqlite3_stmt *s = storage_sqlite_stmt(st, sql_room_put);
+	struct db_stmt *s = storage_stmt(st, sql_room_put);
 	int ret;
 
 	if (!s)
 		return -EIO;
-	sqlite3_bind_text(s, 1, r->name, -1, SQLITE_STATIC);
+	db_bind_text(s, 1, r->name, -1);
 	bind_opt_text(s, 2, r->title);
 	bind_opt_text(s, 3, r->description);
 	bind_opt_text(s, 4, r->password);
 	bind_opt_text(s, 5, r->subject);
 	bind_opt_text(s, 6, r->subject_nick);
-	sqlite3_bind_int64(s, 7, r->subject_at);
-	sqlite3_bind_int64(s, 8, r->max_users);
-	sqlite3_bind_int64(s, 9, r->history_len);
-	sqlite3_bind_text(s, 10, muc_allow_pm_name(r->allow_pm), -1, SQLITE_STATIC);
-	sqlite3_bind_int(s, 11, r->public_room);
-	sqlite3_bind_int(s, 12, r->members_only);
-	sqlite3_bind_int(s, 13, r->moderated);
-	sqlite3_bind_int(s, 14, r->non_anonymous);
-	sqlite3_bind_int(s, 15, r->change_subject);
-	sqlite3_bind_int(s, 16, r->allow_invites);
-	sqlite3_bind_int(s, 17, r->archive);
-	sqlite3_bind_int64(s, 18, (sqlite3_int64)time(NULL));
-	ret = storage_sqlite_exec(st, "muc.room_put", s);
+	db_bind_int64(s, 7, r->subject_at);
+	db_bind_int64(s, 8, r->max_users);
+	db_bind_int64(s, 9, r->history_len);
+	db_bind_text(s, 10, muc_allow_pm_name(r->allow_pm), -1);
+	db_bind_int(s, 11, r->public_room);
+	db_bind_int(s, 12, r->members_only);
+	db_bind_int(s, 13, r->moderated);
+	db_bind_int(s, 14, r->non_anonymous);
+	db_bind_int(s, 15, r->change_subject);
+	db_bind_int(s, 16, r->allow_invites);
+	db_bind_int(s, 17, r->archive);
+	db_bind_int64(s, 18, (int64_t)time(NULL));
+	ret = storage_stmt_exec(st, "muc.room_put", s);
 	if (ret < 0)
 		return ret;
 	/* The list is written whole: rooms change it rarely and it is small. */
-	s = storage_sqlite_stmt(st, sql_affs_clear);
+	s = storage_stmt(st, sql_affs_clear);
 	if (!s)
 		return -EIO;
-	sqlite3_bind_text(s, 1, r->name, -1, SQLITE_STATIC);
-	ret = storage_sqlite_exec(st, "muc.affiliations_clear", s);
+	db_bind_text(s, 1, r->name, -1);
+	ret = storage_stmt_exec(st, "muc.affiliations_clear", s);
 	for (size_t i = 0; ret == 0 && i < naff; i++) {
-		s = storage_sqlite_stmt(st, sql_aff_put);
+		s = storage_stmt(st, sql_aff_put);
 		if (!s)
 			return -EIO;
-		sqlite3_bind_text(s, 1, r->name, -1, SQLITE_STATIC);
-		sqlite3_bind_text(s, 2, affs[i].jid, -1, SQLITE_STATIC);
-		sqlite3_bind_text(s, 3, muc_affiliation_name(affs[i].aff), -1, SQLITE_STATIC);
+		db_bind_text(s, 1, r->name, -1);
+		db_bind_text(s, 2, affs[i].jid, -1);
+		db_bind_text(s, 3, muc_affiliation_name(affs[i].aff), -1);
 		bind_opt_text(s, 4, affs[i].nick);
-		ret = storage_sqlite_exec(st, "muc.affiliation_put", s);
+		ret = storage_stmt_exec(st, "muc.affiliation_put", s);
 	}
 	return ret;
 }
@@ -196,12 +196,12 @@ int muc_db_room_put(struct storage *st, const struct muc_room_row *r,
 /* A statement taking the room name only, run for its effect. */
 static int room_exec(struct storage *st, const char *sql, const char *op, const char *room)
 {
-	sqlite3_stmt *s = storage_sqlite_stmt(st, sql);
+	struct db_stmt *s = storage_stmt(st, sql);
 
 	if (!s)
 		return -EIO;
-	sqlite3_bind_text(s, 1, room, -1, SQLITE_STATIC);
-	return storage_sqlite_exec(st, op, s);
+	db_bind_text(s, 1, room, -1);
+	return storage_stmt_exec(st, op, s);
 }
 
 int muc_db_room_delete(struct storage *st, const char *name, bool with_archive)
@@ -223,83 +223,83 @@ int muc_db_archive_delete(struct storage *st, const char *room)
 int muc_db_archive_put(struct storage *st, const char *room, const struct muc_archive_row *m,
 		       const char *real_bare, uint32_t keep)
 {
-	sqlite3_stmt *s = storage_sqlite_stmt(st, sql_archive_put);
+	struct db_stmt *s = storage_stmt(st, sql_archive_put);
 	int rc, ret;
 
 	if (!s)
 		return -EIO;
-	sqlite3_bind_text(s, 1, room, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 2, m->stanza_id, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 3, m->nick, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 4, m->real_jid, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 5, real_bare, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 6, m->at);
-	sqlite3_bind_text(s, 7, m->stanza, (int)m->stanza_len, SQLITE_STATIC);
-	rc = sqlite3_step(s);
-	storage_sqlite_release(s);
+	db_bind_text(s, 1, room, -1);
+	db_bind_text(s, 2, m->stanza_id, -1);
+	db_bind_text(s, 3, m->nick, -1);
+	db_bind_text(s, 4, m->real_jid, -1);
+	db_bind_text(s, 5, real_bare, -1);
+	db_bind_int64(s, 6, m->at);
+	db_bind_text(s, 7, m->stanza, (int)m->stanza_len);
+	rc = db_step(s);
+	storage_stmt_release(s);
 	/* The unique (room, stanza_id) index: an id can only be used once. */
-	if ((rc & 0xff) == SQLITE_CONSTRAINT)
+	if (rc == -EEXIST)
 		return -EEXIST;
-	if (rc != SQLITE_DONE)
-		return storage_sqlite_error(st, "muc.archive_put", rc);
+	if (rc != DB_DONE)
+		return storage_db_error(st, "muc.archive_put", rc);
 	/* Retention by count: the oldest go, never a hole (XEP-0313 3.2). */
-	s = storage_sqlite_stmt(st, sql_archive_prune);
+	s = storage_stmt(st, sql_archive_prune);
 	if (!s)
 		return -EIO;
-	sqlite3_bind_text(s, 1, room, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 2, keep);
-	ret = storage_sqlite_exec(st, "muc.archive_prune", s);
+	db_bind_text(s, 1, room, -1);
+	db_bind_int64(s, 2, keep);
+	ret = storage_stmt_exec(st, "muc.archive_prune", s);
 	return ret;
 }
 
 int muc_db_archive_seq(struct storage *st, const char *room, const char *stanza_id,
 		       int64_t *seq)
 {
-	sqlite3_stmt *s = storage_sqlite_stmt(st, sql_archive_seq);
+	struct db_stmt *s = storage_stmt(st, sql_archive_seq);
 	int rc;
 
 	if (!s)
 		return -EIO;
-	sqlite3_bind_text(s, 1, room, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 2, stanza_id, -1, SQLITE_STATIC);
-	rc = sqlite3_step(s);
-	if (rc == SQLITE_ROW)
-		*seq = sqlite3_column_int64(s, 0);
-	storage_sqlite_release(s);
-	if (rc == SQLITE_ROW)
+	db_bind_text(s, 1, room, -1);
+	db_bind_text(s, 2, stanza_id, -1);
+	rc = db_step(s);
+	if (rc == DB_ROW)
+		*seq = db_column_int64(s, 0);
+	storage_stmt_release(s);
+	if (rc == DB_ROW)
 		return 0;
-	if (rc == SQLITE_DONE)
+	if (rc == DB_DONE)
 		return -ENOENT;
-	return storage_sqlite_error(st, "muc.archive_seq", rc);
+	return storage_db_error(st, "muc.archive_seq", rc);
 }
 
 /* Binds ?1..?7 of ARCHIVE_WHERE. */
-static void bind_filter(sqlite3_stmt *s, const char *room, const struct muc_archive_filter *f)
+static void bind_filter(struct db_stmt *s, const char *room, const struct muc_archive_filter *f)
 {
-	sqlite3_bind_text(s, 1, room, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 2, f->lo);
-	sqlite3_bind_int64(s, 3, f->hi);
-	sqlite3_bind_int64(s, 4, f->start);
-	sqlite3_bind_int64(s, 5, f->end);
+	db_bind_text(s, 1, room, -1);
+	db_bind_int64(s, 2, f->lo);
+	db_bind_int64(s, 3, f->hi);
+	db_bind_int64(s, 4, f->start);
+	db_bind_int64(s, 5, f->end);
 	bind_opt_text(s, 6, f->with_bare);
 	bind_opt_text(s, 7, f->with_nick);
 }
 
 /* Calls fn for each row of a statement selecting the archive columns. */
-static int archive_rows(struct storage *st, sqlite3_stmt *s,
+static int archive_rows(struct storage *st, struct db_stmt *s,
 			int (*fn)(void *arg, const struct muc_archive_row *m), void *arg)
 {
 	int rc, ret = 0;
 
-	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+	while ((rc = db_step(s)) == DB_ROW) {
 		struct muc_archive_row m = {
-			.seq = sqlite3_column_int64(s, 0),
-			.at = sqlite3_column_int64(s, 1),
+			.seq = db_column_int64(s, 0),
+			.at = db_column_int64(s, 1),
 			.stanza_id = col_text(s, 2),
 			.nick = col_text(s, 3),
 			.real_jid = col_text(s, 4),
 			.stanza = col_text(s, 5),
-			.stanza_len = (size_t)sqlite3_column_bytes(s, 5),
+			.stanza_len = (size_t)db_column_bytes(s, 5),
 		};
 
 		if (!m.stanza_id || !m.nick || !m.real_jid || !m.stanza)
@@ -308,11 +308,11 @@ static int archive_rows(struct storage *st, sqlite3_stmt *s,
 		if (ret != 0)
 			break;
 	}
-	storage_sqlite_release(s);
+	storage_stmt_release(s);
 	if (ret < 0)
 		return ret;
-	if (rc != SQLITE_DONE && rc != SQLITE_ROW)
-		return storage_sqlite_error(st, "muc.archive_query", rc);
+	if (rc != DB_DONE && rc != DB_ROW)
+		return storage_db_error(st, "muc.archive_query", rc);
 	return 0;
 }
 
@@ -320,40 +320,40 @@ int muc_db_archive_query(struct storage *st, const char *room,
 			 const struct muc_archive_filter *f, bool backward, uint32_t limit,
 			 int (*fn)(void *arg, const struct muc_archive_row *m), void *arg)
 {
-	sqlite3_stmt *s = storage_sqlite_stmt(st, backward ? sql_archive_back : sql_archive_fwd);
+	struct db_stmt *s = storage_stmt(st, backward ? sql_archive_back : sql_archive_fwd);
 
 	if (!s)
 		return -EIO;
 	bind_filter(s, room, f);
-	sqlite3_bind_int64(s, 8, limit);
+	db_bind_int64(s, 8, limit);
 	return archive_rows(st, s, fn, arg);
 }
 
 int muc_db_archive_count(struct storage *st, const char *room,
 			 const struct muc_archive_filter *f, uint64_t *out)
 {
-	sqlite3_stmt *s = storage_sqlite_stmt(st, sql_archive_count);
+	struct db_stmt *s = storage_stmt(st, sql_archive_count);
 	int rc;
 
 	if (!s)
 		return -EIO;
 	bind_filter(s, room, f);
-	rc = sqlite3_step(s);
-	*out = rc == SQLITE_ROW ? (uint64_t)sqlite3_column_int64(s, 0) : 0;
-	storage_sqlite_release(s);
-	if (rc != SQLITE_ROW)
-		return storage_sqlite_error(st, "muc.archive_count", rc);
+	rc = db_step(s);
+	*out = rc == DB_ROW ? (uint64_t)db_column_int64(s, 0) : 0;
+	storage_stmt_release(s);
+	if (rc != DB_ROW)
+		return storage_db_error(st, "muc.archive_count", rc);
 	return 0;
 }
 
 int muc_db_archive_get(struct storage *st, const char *room, const char *stanza_id,
 		       int (*fn)(void *arg, const struct muc_archive_row *m), void *arg)
 {
-	sqlite3_stmt *s = storage_sqlite_stmt(st, sql_archive_get);
+	struct db_stmt *s = storage_stmt(st, sql_archive_get);
 
 	if (!s)
 		return -EIO;
-	sqlite3_bind_text(s, 1, room, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 2, stanza_id, -1, SQLITE_STATIC);
+	db_bind_text(s, 1, room, -1);
+	db_bind_text(s, 2, stanza_id, -1);
 	return archive_rows(st, s, fn, arg);
 }

@@ -9,13 +9,14 @@
 #include "blocking.h"
 #include "jid.h"
 #include "log.h"
-#include "storage_sqlite.h"
+#include "storage_db.h"
 
 static const char sql_blocklist_get[] = "SELECT jid FROM blocklist WHERE username = ?1";
 /* Only for an account that exists: a late write after its removal stores nothing. */
 static const char sql_blocklist_add[] =
-	"INSERT OR IGNORE INTO blocklist (username, jid)"
-	" SELECT ?1, ?2 WHERE EXISTS (SELECT 1 FROM accounts WHERE username = ?1)";
+	"INSERT INTO blocklist (username, jid)"
+	" SELECT ?1, ?2 WHERE EXISTS (SELECT 1 FROM accounts WHERE username = ?1)"
+	" ON CONFLICT (username, jid) DO NOTHING";
 static const char sql_blocklist_remove[] = "DELETE FROM blocklist WHERE username = ?1 AND jid = ?2";
 static const char sql_blocklist_clear[] = "DELETE FROM blocklist WHERE username = ?1";
 /* The four item forms that can match a JID (unused ones bound to NULL, which matches nothing). */
@@ -24,17 +25,17 @@ static const char sql_blocklist_match[] =
 
 int blocking_load_sync(struct storage *st, const char *user, struct blocklist **out)
 {
-	sqlite3_stmt *s = storage_sqlite_stmt(st, sql_blocklist_get);
+	struct db_stmt *s = storage_stmt(st, sql_blocklist_get);
 	struct blocklist *bl = NULL;
 	int rc, ret = 0;
 
 	*out = NULL;
 	if (!s)
 		return -EIO;
-	sqlite3_bind_text(s, 1, user, -1, SQLITE_STATIC);
-	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-		const char *jid = (const char *)sqlite3_column_text(s, 0);
-		int n = sqlite3_column_bytes(s, 0);
+	db_bind_text(s, 1, user, -1);
+	while ((rc = db_step(s)) == DB_ROW) {
+		const char *jid = (const char *)db_column_text(s, 0);
+		int n = db_column_bytes(s, 0);
 		int added;
 
 		if (!bl && !(bl = blocklist_new())) {
@@ -50,9 +51,9 @@ int blocking_load_sync(struct storage *st, const char *user, struct blocklist **
 		if (added < 0)
 			log_warn("blocking.bad_row", "user=%s", user);
 	}
-	if (ret == 0 && rc != SQLITE_DONE)
-		ret = storage_sqlite_error(st, "blocklist_get", rc);
-	storage_sqlite_release(s);
+	if (ret == 0 && rc != DB_DONE)
+		ret = storage_db_error(st, "blocklist_get", rc);
+	storage_stmt_release(s);
 	if (ret < 0) {
 		blocklist_free(bl);
 		return ret;
@@ -64,14 +65,14 @@ int blocking_load_sync(struct storage *st, const char *user, struct blocklist **
 static int blocking_store_exec(struct storage *st, const char *op, const char *sql,
 			       const char *user, const char *jid)
 {
-	sqlite3_stmt *s = storage_sqlite_stmt(st, sql);
+	struct db_stmt *s = storage_stmt(st, sql);
 
 	if (!s)
 		return -EIO;
-	sqlite3_bind_text(s, 1, user, -1, SQLITE_STATIC);
+	db_bind_text(s, 1, user, -1);
 	if (jid)
-		sqlite3_bind_text(s, 2, jid, -1, SQLITE_STATIC);
-	return storage_sqlite_exec(st, op, s);
+		db_bind_text(s, 2, jid, -1);
+	return storage_stmt_exec(st, op, s);
 }
 
 int blocking_store_add(struct storage *st, const char *user, const char *jid)
@@ -91,7 +92,7 @@ int blocking_store_clear(struct storage *st, const char *user)
 
 int blocking_store_blocks(struct storage *st, const char *user, const struct jid *from)
 {
-	sqlite3_stmt *s = storage_sqlite_stmt(st, sql_blocklist_match);
+	struct db_stmt *s = storage_stmt(st, sql_blocklist_match);
 	const char *dom = from->buf + from->domain_off;
 	int rc;
 
@@ -99,20 +100,19 @@ int blocking_store_blocks(struct storage *st, const char *user, const struct jid
 		return -EIO;
 	if (!from->len)
 		return 0;
-	sqlite3_bind_text(s, 1, user, -1, SQLITE_STATIC);
+	db_bind_text(s, 1, user, -1);
 	/* Same candidates as blocklist_matches(): full, bare, domain/resource, domain. */
 	if (jid_has_local(from)) {
 		if (jid_has_resource(from))
-			sqlite3_bind_text(s, 2, from->buf, (int)from->len, SQLITE_STATIC);
-		sqlite3_bind_text(s, 3, from->buf, (int)(from->domain_off + from->domain_len),
-				  SQLITE_STATIC);
+			db_bind_text(s, 2, from->buf, (int)from->len);
+		db_bind_text(s, 3, from->buf, (int)(from->domain_off + from->domain_len));
 	} else if (jid_has_resource(from)) {
-		sqlite3_bind_text(s, 4, dom, (int)(from->len - from->domain_off), SQLITE_STATIC);
+		db_bind_text(s, 4, dom, (int)(from->len - from->domain_off));
 	}
-	sqlite3_bind_text(s, 5, dom, (int)from->domain_len, SQLITE_STATIC);
-	rc = sqlite3_step(s);
-	storage_sqlite_release(s);
-	if (rc == SQLITE_ROW)
+	db_bind_text(s, 5, dom, (int)from->domain_len);
+	rc = db_step(s);
+	storage_stmt_release(s);
+	if (rc == DB_ROW)
 		return 1;
-	return rc == SQLITE_DONE ? 0 : storage_sqlite_error(st, "blocklist_match", rc);
+	return rc == DB_DONE ? 0 : storage_db_error(st, "blocklist_match", rc);
 }

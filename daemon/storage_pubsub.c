@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The pubsub tables (migration "pubsub" in storage_sqlite.c): nodes,
+ * The pubsub tables (migration "pubsub" in storage.c): nodes,
  * affiliations, subscriptions, items. See pubsub_store.h.
  *
  * Writes for a node that is gone (deleted by an earlier request, or its
@@ -12,7 +12,7 @@
 #include <string.h>
 
 #include "pubsub_store.h"
-#include "storage_sqlite.h"
+#include "storage_db.h"
 
 static const char sql_node_put[] =
 	"INSERT INTO pubsub_nodes (id, host, username, node, config, creator, created_at)"
@@ -21,16 +21,22 @@ static const char sql_node_put[] =
 static const char sql_node_config[] = "UPDATE pubsub_nodes SET config = ?2 WHERE id = ?1";
 static const char sql_node_del[] = "DELETE FROM pubsub_nodes WHERE id = ?1";
 static const char sql_aff_put[] =
-	"INSERT OR REPLACE INTO pubsub_affiliations (node_id, jid, affiliation)"
-	" SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM pubsub_nodes WHERE id = ?1)";
+	"INSERT INTO pubsub_affiliations (node_id, jid, affiliation)"
+	" SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM pubsub_nodes WHERE id = ?1)"
+	" ON CONFLICT (node_id, jid) DO UPDATE SET affiliation = excluded.affiliation";
 static const char sql_aff_del[] = "DELETE FROM pubsub_affiliations WHERE node_id = ?1 AND jid = ?2";
 static const char sql_sub_put[] =
-	"INSERT OR REPLACE INTO pubsub_subscriptions (node_id, jid, subid, state, options)"
-	" SELECT ?1, ?2, ?3, ?4, ?5 WHERE EXISTS (SELECT 1 FROM pubsub_nodes WHERE id = ?1)";
+	"INSERT INTO pubsub_subscriptions (node_id, jid, subid, state, options)"
+	" SELECT ?1, ?2, ?3, ?4, ?5 WHERE EXISTS (SELECT 1 FROM pubsub_nodes WHERE id = ?1)"
+	" ON CONFLICT (node_id, jid) DO UPDATE SET subid = excluded.subid, state = excluded.state,"
+	" options = excluded.options";
 static const char sql_sub_del[] = "DELETE FROM pubsub_subscriptions WHERE node_id = ?1 AND jid = ?2";
 static const char sql_item_put[] =
-	"INSERT OR REPLACE INTO pubsub_items (node_id, item_id, seq, publisher, payload, created_at)"
-	" SELECT ?1, ?2, ?3, ?4, ?5, ?6 WHERE EXISTS (SELECT 1 FROM pubsub_nodes WHERE id = ?1)";
+	"INSERT INTO pubsub_items (node_id, item_id, seq, publisher, payload, created_at)"
+	" SELECT ?1, ?2, ?3, ?4, ?5, ?6 WHERE EXISTS (SELECT 1 FROM pubsub_nodes WHERE id = ?1)"
+	" ON CONFLICT (node_id, item_id) DO UPDATE SET seq = excluded.seq,"
+	" publisher = excluded.publisher, payload = excluded.payload,"
+	" created_at = excluded.created_at";
 /* Everything at or below the (max+1)-th newest: nothing when there are fewer. */
 static const char sql_item_trim[] =
 	"DELETE FROM pubsub_items WHERE node_id = ?1 AND seq <= (SELECT seq FROM pubsub_items"
@@ -52,37 +58,37 @@ static const char sql_roster_facts[] =
 static const char sql_load_nodes[] =
 	"SELECT id, host, username, node, config, creator, created_at FROM pubsub_nodes ORDER BY id";
 static const char sql_load_affils[] =
-	"SELECT node_id, jid, affiliation FROM pubsub_affiliations ORDER BY node_id, rowid";
+	"SELECT node_id, jid, affiliation FROM pubsub_affiliations ORDER BY node_id, jid";
 static const char sql_load_subs[] =
 	"SELECT node_id, jid, subid, state, options FROM pubsub_subscriptions";
 static const char sql_max_seq[] = "SELECT COALESCE(MAX(seq), 0) FROM pubsub_items";
 
 /* Binds a string that may be NULL (SQL NULL). */
-static void bind_opt(sqlite3_stmt *s, int i, const char *v)
+static void bind_opt(struct db_stmt *s, int i, const char *v)
 {
 	if (v)
-		sqlite3_bind_text(s, i, v, -1, SQLITE_STATIC);
+		db_bind_text(s, i, v, -1);
 	else
-		sqlite3_bind_null(s, i);
+		db_bind_null(s, i);
 }
 
 /* Runs a write and maps "no row changed" to -ENOENT. */
-static int exec_changed(struct storage *st, const char *op, sqlite3_stmt *s)
+static int exec_changed(struct storage *st, const char *op, struct db_stmt *s)
 {
-	int ret = storage_sqlite_exec(st, op, s);
+	int ret = storage_stmt_exec(st, op, s);
 
 	if (ret < 0)
 		return ret;
-	return sqlite3_changes(storage_sqlite_db(st)) > 0 ? 0 : -ENOENT;
+	return db_changes(storage_db(st)) > 0 ? 0 : -ENOENT;
 }
 
 /* The cached statement for sql with ?1 bound to a node id, or NULL (logged). */
-static sqlite3_stmt *stmt_node(struct storage *st, const char *sql, uint64_t node_id)
+static struct db_stmt *stmt_node(struct storage *st, const char *sql, uint64_t node_id)
 {
-	sqlite3_stmt *s = storage_sqlite_stmt(st, sql);
+	struct db_stmt *s = storage_stmt(st, sql);
 
 	if (s)
-		sqlite3_bind_int64(s, 1, (sqlite3_int64)node_id);
+		db_bind_int64(s, 1, (int64_t)node_id);
 	return s;
 }
 
@@ -92,102 +98,102 @@ static sqlite3_stmt *stmt_node(struct storage *st, const char *sql, uint64_t nod
  */
 static int store_item_put(struct storage *st, const struct ps_mut *m)
 {
-	sqlite3_stmt *s = stmt_node(st, sql_item_put, m->node_id);
+	struct db_stmt *s = stmt_node(st, sql_item_put, m->node_id);
 	int ret;
 
 	if (!s)
 		return -EIO;
-	sqlite3_bind_text(s, 2, m->item_id, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 3, (sqlite3_int64)m->seq);
-	sqlite3_bind_text(s, 4, m->publisher ? m->publisher : "", -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 5, m->payload ? m->payload : "", (int)m->payload_len, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 6, m->created);
+	db_bind_text(s, 2, m->item_id, -1);
+	db_bind_int64(s, 3, (int64_t)m->seq);
+	db_bind_text(s, 4, m->publisher ? m->publisher : "", -1);
+	db_bind_text(s, 5, m->payload ? m->payload : "", (int)m->payload_len);
+	db_bind_int64(s, 6, m->created);
 	ret = exec_changed(st, "pubsub_item_put", s);
 	if (ret < 0 || !m->max_items)
 		return ret;
 	s = stmt_node(st, sql_item_trim, m->node_id);
 	if (!s)
 		return -EIO;
-	sqlite3_bind_int64(s, 2, m->max_items);
-	return storage_sqlite_exec(st, "pubsub_item_trim", s);
+	db_bind_int64(s, 2, m->max_items);
+	return storage_stmt_exec(st, "pubsub_item_trim", s);
 }
 
 int pubsub_store_apply(struct storage *st, const struct ps_mut *m)
 {
-	sqlite3_stmt *s;
+	struct db_stmt *s;
 
 	switch (m->kind) {
 	case PS_MUT_NODE_PUT:
 		if (!(s = stmt_node(st, sql_node_put, m->node_id)))
 			return -EIO;
-		sqlite3_bind_text(s, 2, m->host, -1, SQLITE_STATIC);
+		db_bind_text(s, 2, m->host, -1);
 		bind_opt(s, 3, m->user);
-		sqlite3_bind_text(s, 4, m->name, -1, SQLITE_STATIC);
-		sqlite3_bind_text(s, 5, m->config, -1, SQLITE_STATIC);
-		sqlite3_bind_text(s, 6, m->creator ? m->creator : "", -1, SQLITE_STATIC);
-		sqlite3_bind_int64(s, 7, m->created);
+		db_bind_text(s, 4, m->name, -1);
+		db_bind_text(s, 5, m->config, -1);
+		db_bind_text(s, 6, m->creator ? m->creator : "", -1);
+		db_bind_int64(s, 7, m->created);
 		return exec_changed(st, "pubsub_node_put", s);
 	case PS_MUT_NODE_CONFIG:
 		if (!(s = stmt_node(st, sql_node_config, m->node_id)))
 			return -EIO;
-		sqlite3_bind_text(s, 2, m->config, -1, SQLITE_STATIC);
+		db_bind_text(s, 2, m->config, -1);
 		return exec_changed(st, "pubsub_node_config", s);
 	case PS_MUT_NODE_DEL:
 		if (!(s = stmt_node(st, sql_node_del, m->node_id)))
 			return -EIO;
-		return storage_sqlite_exec(st, "pubsub_node_del", s);
+		return storage_stmt_exec(st, "pubsub_node_del", s);
 	case PS_MUT_AFF_PUT:
 		if (m->value && strcmp(m->value, "none") == 0) {
 			if (!(s = stmt_node(st, sql_aff_del, m->node_id)))
 				return -EIO;
-			sqlite3_bind_text(s, 2, m->jid, -1, SQLITE_STATIC);
-			return storage_sqlite_exec(st, "pubsub_aff_del", s);
+			db_bind_text(s, 2, m->jid, -1);
+			return storage_stmt_exec(st, "pubsub_aff_del", s);
 		}
 		if (!(s = stmt_node(st, sql_aff_put, m->node_id)))
 			return -EIO;
-		sqlite3_bind_text(s, 2, m->jid, -1, SQLITE_STATIC);
-		sqlite3_bind_text(s, 3, m->value, -1, SQLITE_STATIC);
+		db_bind_text(s, 2, m->jid, -1);
+		db_bind_text(s, 3, m->value, -1);
 		return exec_changed(st, "pubsub_aff_put", s);
 	case PS_MUT_SUB_PUT:
 		if (!(s = stmt_node(st, sql_sub_put, m->node_id)))
 			return -EIO;
-		sqlite3_bind_text(s, 2, m->jid, -1, SQLITE_STATIC);
-		sqlite3_bind_text(s, 3, m->subid ? m->subid : "", -1, SQLITE_STATIC);
-		sqlite3_bind_text(s, 4, m->value, -1, SQLITE_STATIC);
-		sqlite3_bind_text(s, 5, m->options ? m->options : "", -1, SQLITE_STATIC);
+		db_bind_text(s, 2, m->jid, -1);
+		db_bind_text(s, 3, m->subid ? m->subid : "", -1);
+		db_bind_text(s, 4, m->value, -1);
+		db_bind_text(s, 5, m->options ? m->options : "", -1);
 		return exec_changed(st, "pubsub_sub_put", s);
 	case PS_MUT_SUB_DEL:
 		if (!(s = stmt_node(st, sql_sub_del, m->node_id)))
 			return -EIO;
-		sqlite3_bind_text(s, 2, m->jid, -1, SQLITE_STATIC);
-		return storage_sqlite_exec(st, "pubsub_sub_del", s);
+		db_bind_text(s, 2, m->jid, -1);
+		return storage_stmt_exec(st, "pubsub_sub_del", s);
 	case PS_MUT_ITEM_PUT:
 		return store_item_put(st, m);
 	case PS_MUT_ITEM_DEL:
 		if (!(s = stmt_node(st, m->publisher ? sql_item_del_own : sql_item_del, m->node_id)))
 			return -EIO;
-		sqlite3_bind_text(s, 2, m->item_id, -1, SQLITE_STATIC);
+		db_bind_text(s, 2, m->item_id, -1);
 		if (m->publisher)
-			sqlite3_bind_text(s, 3, m->publisher, -1, SQLITE_STATIC);
+			db_bind_text(s, 3, m->publisher, -1);
 		return exec_changed(st, "pubsub_item_del", s);
 	case PS_MUT_ITEMS_PURGE:
 		if (!(s = stmt_node(st, sql_items_purge, m->node_id)))
 			return -EIO;
-		return storage_sqlite_exec(st, "pubsub_items_purge", s);
+		return storage_stmt_exec(st, "pubsub_items_purge", s);
 	case PS_MUT_ITEMS_TRIM:
 		if (!(s = stmt_node(st, sql_item_trim, m->node_id)))
 			return -EIO;
-		sqlite3_bind_int64(s, 2, m->max_items);
-		return storage_sqlite_exec(st, "pubsub_item_trim", s);
+		db_bind_int64(s, 2, m->max_items);
+		return storage_stmt_exec(st, "pubsub_item_trim", s);
 	}
 	return -EINVAL;
 }
 
 /* A column's text copied into `a` ("" for NULL), or NULL on ENOMEM. */
-static const char *col_dup(struct arena *a, sqlite3_stmt *s, int i, size_t *len)
+static const char *col_dup(struct arena *a, struct db_stmt *s, int i, size_t *len)
 {
-	const unsigned char *t = sqlite3_column_text(s, i);
-	size_t n = (size_t)sqlite3_column_bytes(s, i);
+	const unsigned char *t = db_column_text(s, i);
+	size_t n = (size_t)db_column_bytes(s, i);
 
 	if (len)
 		*len = t ? n : 0;
@@ -195,7 +201,7 @@ static const char *col_dup(struct arena *a, sqlite3_stmt *s, int i, size_t *len)
 }
 
 /* One row of an item query (columns id, publisher, payload, created) into a new struct. */
-static struct ps_item_row *item_row(struct arena *a, sqlite3_stmt *s, uint64_t node_id,
+static struct ps_item_row *item_row(struct arena *a, struct db_stmt *s, uint64_t node_id,
 				    bool ids_only)
 {
 	struct ps_item_row *r = arena_alloc(a, sizeof(*r));
@@ -207,7 +213,7 @@ static struct ps_item_row *item_row(struct arena *a, sqlite3_stmt *s, uint64_t n
 	r->id = col_dup(a, s, 0, NULL);
 	r->publisher = col_dup(a, s, 1, NULL);
 	r->payload = ids_only ? "" : col_dup(a, s, 2, &r->payload_len);
-	r->created = sqlite3_column_int64(s, 3);
+	r->created = db_column_int64(s, 3);
 	if (!r->id || !r->publisher || !r->payload)
 		return NULL;
 	return r;
@@ -218,7 +224,7 @@ int pubsub_store_items(struct storage *st, struct arena *a, uint64_t node_id, ui
 		       struct ps_item_row **out)
 {
 	struct ps_item_row *head = NULL, **tail = &head;
-	sqlite3_stmt *s;
+	struct db_stmt *s;
 	int rc;
 
 	*out = NULL;
@@ -233,20 +239,20 @@ int pubsub_store_items(struct storage *st, struct arena *a, uint64_t node_id, ui
 		for (size_t i = 0; i < nids; i++) {
 			if (!(s = stmt_node(st, sql_item_get, node_id)))
 				return -EIO;
-			sqlite3_bind_text(s, 2, ids[i], -1, SQLITE_STATIC);
-			rc = sqlite3_step(s);
-			if (rc == SQLITE_ROW) {
+			db_bind_text(s, 2, ids[i], -1);
+			rc = db_step(s);
+			if (rc == DB_ROW) {
 				rows[n] = item_row(a, s, node_id, ids_only);
-				seqs[n] = (uint64_t)sqlite3_column_int64(s, 4);
+				seqs[n] = (uint64_t)db_column_int64(s, 4);
 				if (!rows[n]) {
-					storage_sqlite_release(s);
+					storage_stmt_release(s);
 					return -ENOMEM;
 				}
 				n++;
 			}
-			storage_sqlite_release(s);
-			if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-				return storage_sqlite_error(st, "pubsub_item_get", rc);
+			storage_stmt_release(s);
+			if (rc != DB_ROW && rc != DB_DONE)
+				return storage_db_error(st, "pubsub_item_get", rc);
 		}
 		/* Insertion sort by seq: the lists are short (one request's ids). */
 		for (size_t i = 1; i < n; i++)
@@ -268,21 +274,22 @@ int pubsub_store_items(struct storage *st, struct arena *a, uint64_t node_id, ui
 	}
 	if (!(s = stmt_node(st, sql_items_newest, node_id)))
 		return -EIO;
-	sqlite3_bind_int64(s, 2, max ? (sqlite3_int64)max : -1);
+	/* No limit: the largest one (a negative LIMIT is SQLite's alone). */
+	db_bind_int64(s, 2, max ? (int64_t)max : INT64_MAX);
 	/* Newest first from the store; prepended, so the list ends oldest first. */
-	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+	while ((rc = db_step(s)) == DB_ROW) {
 		struct ps_item_row *r = item_row(a, s, node_id, ids_only);
 
 		if (!r) {
-			storage_sqlite_release(s);
+			storage_stmt_release(s);
 			return -ENOMEM;
 		}
 		r->next = head;
 		head = r;
 	}
-	storage_sqlite_release(s);
-	if (rc != SQLITE_DONE)
-		return storage_sqlite_error(st, "pubsub_items", rc);
+	storage_stmt_release(s);
+	if (rc != DB_DONE)
+		return storage_db_error(st, "pubsub_items", rc);
 	*out = head;
 	return 0;
 }
@@ -296,34 +303,34 @@ int pubsub_store_last_item(struct storage *st, struct arena *a, uint64_t node_id
 int pubsub_store_roster_facts(struct storage *st, struct arena *a, const char *owner_user,
 			      const char *contact_bare, bool *has_from, const char **groups)
 {
-	sqlite3_stmt *s = storage_sqlite_stmt(st, sql_roster_facts);
+	struct db_stmt *s = storage_stmt(st, sql_roster_facts);
 	int rc, ret = 0;
 
 	*has_from = false;
 	*groups = NULL;
 	if (!s)
 		return -EIO;
-	sqlite3_bind_text(s, 1, owner_user, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 2, contact_bare, -1, SQLITE_STATIC);
-	rc = sqlite3_step(s);
-	if (rc == SQLITE_ROW) {
-		const char *sub = (const char *)sqlite3_column_text(s, 0);
+	db_bind_text(s, 1, owner_user, -1);
+	db_bind_text(s, 2, contact_bare, -1);
+	rc = db_step(s);
+	if (rc == DB_ROW) {
+		const char *sub = (const char *)db_column_text(s, 0);
 
 		*has_from = sub && (strcmp(sub, "from") == 0 || strcmp(sub, "both") == 0);
 		*groups = col_dup(a, s, 1, NULL);
 		if (!*groups)
 			ret = -ENOMEM;
-	} else if (rc != SQLITE_DONE) {
-		ret = storage_sqlite_error(st, "pubsub_roster_facts", rc);
+	} else if (rc != DB_DONE) {
+		ret = storage_db_error(st, "pubsub_roster_facts", rc);
 	}
-	storage_sqlite_release(s);
+	storage_stmt_release(s);
 	return ret;
 }
 
 /* A column's text, or NULL for SQL NULL (valid until the next step). */
-static const char *col_text(sqlite3_stmt *s, int i)
+static const char *col_text(struct db_stmt *s, int i)
 {
-	const unsigned char *t = sqlite3_column_text(s, i);
+	const unsigned char *t = db_column_text(s, i);
 
 	return t ? (const char *)t : NULL;
 }
@@ -331,46 +338,46 @@ static const char *col_text(sqlite3_stmt *s, int i)
 int pubsub_store_load(struct storage *st, const struct ps_load_cb *cb, void *arg,
 		      uint64_t *max_seq)
 {
-	sqlite3_stmt *s;
+	struct db_stmt *s;
 	int rc, ret = 0;
 
 	*max_seq = 0;
-	if (!(s = storage_sqlite_stmt(st, sql_load_nodes)))
+	if (!(s = storage_stmt(st, sql_load_nodes)))
 		return -EIO;
-	while (!ret && (rc = sqlite3_step(s)) == SQLITE_ROW)
-		ret = cb->node(arg, (uint64_t)sqlite3_column_int64(s, 0), col_text(s, 1),
+	while (!ret && (rc = db_step(s)) == DB_ROW)
+		ret = cb->node(arg, (uint64_t)db_column_int64(s, 0), col_text(s, 1),
 			       col_text(s, 2), col_text(s, 3), col_text(s, 4), col_text(s, 5),
-			       sqlite3_column_int64(s, 6));
-	storage_sqlite_release(s);
-	if (!ret && rc != SQLITE_DONE)
-		return storage_sqlite_error(st, "pubsub_load_nodes", rc);
+			       db_column_int64(s, 6));
+	storage_stmt_release(s);
+	if (!ret && rc != DB_DONE)
+		return storage_db_error(st, "pubsub_load_nodes", rc);
 	if (ret)
 		return ret;
-	if (!(s = storage_sqlite_stmt(st, sql_load_affils)))
+	if (!(s = storage_stmt(st, sql_load_affils)))
 		return -EIO;
-	while (!ret && (rc = sqlite3_step(s)) == SQLITE_ROW)
-		ret = cb->affil(arg, (uint64_t)sqlite3_column_int64(s, 0), col_text(s, 1),
+	while (!ret && (rc = db_step(s)) == DB_ROW)
+		ret = cb->affil(arg, (uint64_t)db_column_int64(s, 0), col_text(s, 1),
 				col_text(s, 2));
-	storage_sqlite_release(s);
-	if (!ret && rc != SQLITE_DONE)
-		return storage_sqlite_error(st, "pubsub_load_affils", rc);
+	storage_stmt_release(s);
+	if (!ret && rc != DB_DONE)
+		return storage_db_error(st, "pubsub_load_affils", rc);
 	if (ret)
 		return ret;
-	if (!(s = storage_sqlite_stmt(st, sql_load_subs)))
+	if (!(s = storage_stmt(st, sql_load_subs)))
 		return -EIO;
-	while (!ret && (rc = sqlite3_step(s)) == SQLITE_ROW)
-		ret = cb->sub(arg, (uint64_t)sqlite3_column_int64(s, 0), col_text(s, 1),
+	while (!ret && (rc = db_step(s)) == DB_ROW)
+		ret = cb->sub(arg, (uint64_t)db_column_int64(s, 0), col_text(s, 1),
 			      col_text(s, 2), col_text(s, 3), col_text(s, 4));
-	storage_sqlite_release(s);
-	if (!ret && rc != SQLITE_DONE)
-		return storage_sqlite_error(st, "pubsub_load_subs", rc);
+	storage_stmt_release(s);
+	if (!ret && rc != DB_DONE)
+		return storage_db_error(st, "pubsub_load_subs", rc);
 	if (ret)
 		return ret;
-	if (!(s = storage_sqlite_stmt(st, sql_max_seq)))
+	if (!(s = storage_stmt(st, sql_max_seq)))
 		return -EIO;
-	rc = sqlite3_step(s);
-	if (rc == SQLITE_ROW)
-		*max_seq = (uint64_t)sqlite3_column_int64(s, 0);
-	storage_sqlite_release(s);
-	return rc == SQLITE_ROW ? 0 : storage_sqlite_error(st, "pubsub_max_seq", rc);
+	rc = db_step(s);
+	if (rc == DB_ROW)
+		*max_seq = (uint64_t)db_column_int64(s, 0);
+	storage_stmt_release(s);
+	return rc == DB_ROW ? 0 : storage_db_error(st, "pubsub_max_seq", rc);
 }

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The IoT tables in SQLite: iot_things, iot_tags, iot_rules (see the iot
- * migration in storage_sqlite.c and iot_store.h). Storage thread only,
+ * The IoT tables in the store: iot_things, iot_tags, iot_rules (see the iot
+ * migration in storage.c and iot_store.h). Storage thread only,
  * and the startup load before that thread runs.
  */
 #include <errno.h>
@@ -12,7 +12,7 @@
 #include "iot_store.h"
 #include "log.h"
 #include "storage.h"
-#include "storage_sqlite.h"
+#include "storage_db.h"
 
 #define IOT_THING_COLS \
 	"id, jid, node_id, source_id, cache_type, owner, public, removed, self_owned"
@@ -20,7 +20,7 @@
 
 /*
  * Every statement is a static string, prepared once and cached by
- * storage_sqlite_stmt(). Things are found by their unique key (JID and
+ * storage_stmt(). Things are found by their unique key (JID and
  * node triple) or by id; claims by the signature index.
  */
 static const char sql_thing_by_key[] =
@@ -32,13 +32,14 @@ static const char sql_thing_insert[] =
 	"INSERT INTO iot_things (jid, node_id, source_id, cache_type, username, owner, public,"
 	" self_owned, sig, created_at, updated_at)"
 	" VALUES (?1, ?2, ?3, ?4, (SELECT username FROM accounts WHERE username = ?5),"
-	" CASE WHEN ?6 THEN ?1 END, 1, ?6, ?7, ?8, ?8)";
+	" CASE WHEN ?6 <> 0 THEN ?1 END, 1, ?6, ?7, ?8, ?8) RETURNING id";
 static const char sql_thing_reregister[] =
-	"UPDATE iot_things SET sig = ?2, self_owned = ?3, owner = CASE WHEN ?3 THEN jid END,"
+	"UPDATE iot_things SET sig = ?2, self_owned = ?3, owner = CASE WHEN ?3 <> 0 THEN jid END,"
 	" public = 1, removed = 0, updated_at = ?4 WHERE id = ?1";
 static const char sql_tags_clear[] = "DELETE FROM iot_tags WHERE thing_id = ?1";
 static const char sql_tag_put[] =
-	"INSERT OR REPLACE INTO iot_tags (thing_id, name, num, value) VALUES (?1, ?2, ?3, ?4)";
+	"INSERT INTO iot_tags (thing_id, name, num, value) VALUES (?1, ?2, ?3, ?4)"
+	" ON CONFLICT (thing_id, name) DO UPDATE SET num = excluded.num, value = excluded.value";
 static const char sql_tag_delete[] = "DELETE FROM iot_tags WHERE thing_id = ?1 AND name = ?2";
 static const char sql_tags_of[] =
 	"SELECT name, num, value FROM iot_tags WHERE thing_id = ?1";
@@ -78,7 +79,8 @@ static const char sql_rule_put[] =
 	"INSERT INTO iot_rules (thing, username, kind, scope, remote, nodes, result, partial,"
 	" created_at) VALUES (?1, (SELECT username FROM accounts WHERE username = ?2), ?3, ?4, ?5,"
 	" ?6, ?7, ?8, ?9) ON CONFLICT (thing, kind, scope, remote, nodes) DO UPDATE SET"
-	" result = excluded.result, partial = excluded.partial, created_at = excluded.created_at";
+	" result = excluded.result, partial = excluded.partial, created_at = excluded.created_at"
+	" RETURNING id";
 static const char sql_rules_delete_all[] = "DELETE FROM iot_rules WHERE thing = ?1";
 static const char sql_rules_delete_nodes[] =
 	"DELETE FROM iot_rules WHERE thing = ?1 AND nodes = ?2";
@@ -96,9 +98,6 @@ static const char sql_rules_of[] =
 static const char sql_claim_of[] =
 	"SELECT owner, clear_cache FROM iot_things WHERE jid = ?1 AND node_id = '' AND"
 	" source_id = '' AND cache_type = '' AND owner IS NOT NULL";
-/* Fleet enrollment's table (device.h), if this schema has it. */
-static const char sql_has_devices[] =
-	"SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'devices'";
 static const char sql_load_enrolled[] =
 	"SELECT d.jid, d.owner FROM devices d WHERE d.owner IS NOT NULL AND d.owner <> ''"
 	" AND d.owner <> d.jid AND NOT EXISTS (SELECT 1 FROM iot_things t WHERE t.jid = d.jid"
@@ -108,44 +107,58 @@ static const char sql_enrolled_of[] =
 	" AND owner <> jid";
 
 /* Copies a text column into out (truncated to its size; NULL gives ""). */
-static void iot_col_copy(sqlite3_stmt *s, int col, char *out, size_t out_size)
+static void iot_col_copy(struct db_stmt *s, int col, char *out, size_t out_size)
 {
-	const unsigned char *t = sqlite3_column_text(s, col);
+	const unsigned char *t = db_column_text(s, col);
 
 	snprintf(out, out_size, "%s", t ? (const char *)t : "");
 }
 
-static const char *iot_col(sqlite3_stmt *s, int col)
+static const char *iot_col(struct db_stmt *s, int col)
 {
-	const unsigned char *t = sqlite3_column_text(s, col);
+	const unsigned char *t = db_column_text(s, col);
 
 	return t ? (const char *)t : "";
 }
 
-static void iot_read_thing(sqlite3_stmt *s, struct iot_thing_info *out)
+static void iot_read_thing(struct db_stmt *s, struct iot_thing_info *out)
 {
-	out->id = sqlite3_column_int64(s, 0);
+	out->id = db_column_int64(s, 0);
 	iot_col_copy(s, 1, out->jid, sizeof(out->jid));
 	iot_col_copy(s, 2, out->node_id, sizeof(out->node_id));
 	iot_col_copy(s, 3, out->source_id, sizeof(out->source_id));
 	iot_col_copy(s, 4, out->cache_type, sizeof(out->cache_type));
 	iot_col_copy(s, 5, out->owner, sizeof(out->owner));
-	out->public_ = sqlite3_column_int(s, 6) != 0;
-	out->removed = sqlite3_column_int(s, 7) != 0;
-	out->self_owned = sqlite3_column_int(s, 8) != 0;
+	out->public_ = db_column_int(s, 6) != 0;
+	out->removed = db_column_int(s, 7) != 0;
+	out->self_owned = db_column_int(s, 8) != 0;
 }
 
-static void iot_bind_key(sqlite3_stmt *s, const struct iot_thing_key *k)
+static void iot_bind_key(struct db_stmt *s, const struct iot_thing_key *k)
 {
-	sqlite3_bind_text(s, 1, k->jid, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 2, k->node_id ? k->node_id : "", -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 3, k->source_id ? k->source_id : "", -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 4, k->cache_type ? k->cache_type : "", -1, SQLITE_STATIC);
+	db_bind_text(s, 1, k->jid, -1);
+	db_bind_text(s, 2, k->node_id ? k->node_id : "", -1);
+	db_bind_text(s, 3, k->source_id ? k->source_id : "", -1);
+	db_bind_text(s, 4, k->cache_type ? k->cache_type : "", -1);
 }
 
 static bool iot_is_jid_level(const struct iot_thing_info *t)
 {
 	return !t->node_id[0] && !t->source_id[0] && !t->cache_type[0];
+}
+
+/*
+ * Runs an INSERT ... RETURNING id and releases it: the new (or updated)
+ * row's id in *id. 0 or -errno.
+ */
+static int iot_insert_id(struct storage *st, const char *op, struct db_stmt *s, int64_t *id)
+{
+	int rc = db_step(s);
+
+	if (rc == DB_ROW)
+		*id = db_column_int64(s, 0);
+	storage_stmt_release(s);
+	return rc == DB_ROW ? 0 : storage_db_error(st, op, rc == DB_DONE ? -EIO : rc);
 }
 
 /*
@@ -155,57 +168,57 @@ static bool iot_is_jid_level(const struct iot_thing_info *t)
 static int iot_exec_id(struct storage *st, const char *sql, const char *op, int64_t id,
 		       const char *text, int64_t now)
 {
-	sqlite3_stmt *s = storage_sqlite_stmt(st, sql);
+	struct db_stmt *s = storage_stmt(st, sql);
 
 	if (!s)
 		return -EIO;
-	sqlite3_bind_int64(s, 1, id);
+	db_bind_int64(s, 1, id);
 	if (text) {
-		sqlite3_bind_text(s, 2, text, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(s, 3, now);
+		db_bind_text(s, 2, text, -1);
+		db_bind_int64(s, 3, now);
 	} else if (now) {
-		sqlite3_bind_int64(s, 2, now);
+		db_bind_int64(s, 2, now);
 	}
-	return storage_sqlite_exec(st, op, s);
+	return storage_stmt_exec(st, op, s);
 }
 
 /* A single integer from a one-column query bound to one text (or, text NULL, one id). */
 static int iot_count(struct storage *st, const char *sql, const char *op, const char *text,
 		     int64_t id, int64_t *out)
 {
-	sqlite3_stmt *s = storage_sqlite_stmt(st, sql);
+	struct db_stmt *s = storage_stmt(st, sql);
 	int rc, ret = 0;
 
 	if (!s)
 		return -EIO;
 	if (text)
-		sqlite3_bind_text(s, 1, text, -1, SQLITE_STATIC);
+		db_bind_text(s, 1, text, -1);
 	else
-		sqlite3_bind_int64(s, 1, id);
-	rc = sqlite3_step(s);
-	if (rc == SQLITE_ROW)
-		*out = sqlite3_column_int64(s, 0);
+		db_bind_int64(s, 1, id);
+	rc = db_step(s);
+	if (rc == DB_ROW)
+		*out = db_column_int64(s, 0);
 	else
-		ret = storage_sqlite_error(st, op, rc);
-	storage_sqlite_release(s);
+		ret = storage_db_error(st, op, rc);
+	storage_stmt_release(s);
 	return ret;
 }
 
 int iot_db_thing_get(struct storage *st, const struct iot_thing_key *k,
 		     struct iot_thing_info *out)
 {
-	sqlite3_stmt *s = storage_sqlite_stmt(st, sql_thing_by_key);
+	struct db_stmt *s = storage_stmt(st, sql_thing_by_key);
 	int rc, ret = 0;
 
 	if (!s)
 		return -EIO;
 	iot_bind_key(s, k);
-	rc = sqlite3_step(s);
-	if (rc == SQLITE_ROW)
+	rc = db_step(s);
+	if (rc == DB_ROW)
 		iot_read_thing(s, out);
 	else
-		ret = rc == SQLITE_DONE ? -ENOENT : storage_sqlite_error(st, "iot_thing_get", rc);
-	storage_sqlite_release(s);
+		ret = rc == DB_DONE ? -ENOENT : storage_db_error(st, "iot_thing_get", rc);
+	storage_stmt_release(s);
 	return ret;
 }
 
@@ -213,16 +226,16 @@ int iot_db_thing_get(struct storage *st, const struct iot_thing_key *k,
 static int iot_tags_put(struct storage *st, int64_t id, const struct reg_tag *tags, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
-		sqlite3_stmt *s = storage_sqlite_stmt(st, sql_tag_put);
+		struct db_stmt *s = storage_stmt(st, sql_tag_put);
 		int ret;
 
 		if (!s)
 			return -EIO;
-		sqlite3_bind_int64(s, 1, id);
-		sqlite3_bind_text(s, 2, tags[i].name, -1, SQLITE_STATIC);
-		sqlite3_bind_int(s, 3, tags[i].num);
-		sqlite3_bind_text(s, 4, tags[i].value, -1, SQLITE_STATIC);
-		ret = storage_sqlite_exec(st, "iot_tag_put", s);
+		db_bind_int64(s, 1, id);
+		db_bind_text(s, 2, tags[i].name, -1);
+		db_bind_int(s, 3, tags[i].num);
+		db_bind_text(s, 4, tags[i].value, -1);
+		ret = storage_stmt_exec(st, "iot_tag_put", s);
 		if (ret < 0)
 			return ret;
 	}
@@ -239,23 +252,23 @@ static int iot_has_devices(struct storage *st);
 static int iot_enrolled_owner(struct storage *st, const char *jid, char *owner,
 			      size_t owner_size)
 {
-	sqlite3_stmt *s;
+	struct db_stmt *s;
 	int rc, ret;
 
 	owner[0] = '\0';
 	ret = iot_has_devices(st);
 	if (ret <= 0)
 		return ret;
-	s = storage_sqlite_stmt(st, sql_enrolled_of);
+	s = storage_stmt(st, sql_enrolled_of);
 	if (!s)
 		return -EIO;
-	sqlite3_bind_text(s, 1, jid, -1, SQLITE_STATIC);
-	rc = sqlite3_step(s);
-	if (rc == SQLITE_ROW)
+	db_bind_text(s, 1, jid, -1);
+	rc = db_step(s);
+	if (rc == DB_ROW)
 		iot_col_copy(s, 0, owner, owner_size);
-	storage_sqlite_release(s);
-	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-		return storage_sqlite_error(st, "iot_enrolled_of", rc);
+	storage_stmt_release(s);
+	if (rc != DB_ROW && rc != DB_DONE)
+		return storage_db_error(st, "iot_enrolled_of", rc);
 	return 0;
 }
 
@@ -271,7 +284,7 @@ int iot_db_register(struct storage *st, const struct iot_thing_key *k, const cha
 		    size_t max_nodes, char *owner, size_t owner_size, int64_t now)
 {
 	struct iot_thing_info *t = malloc(sizeof(*t));
-	sqlite3_stmt *s;
+	struct db_stmt *s;
 	int64_t id = 0, count;
 	int ret;
 
@@ -295,14 +308,14 @@ int iot_db_register(struct storage *st, const struct iot_thing_key *k, const cha
 	}
 	if (ret == 0) {
 		id = t->id;
-		s = storage_sqlite_stmt(st, sql_thing_reregister);
+		s = storage_stmt(st, sql_thing_reregister);
 		ret = -EIO;
 		if (s) {
-			sqlite3_bind_int64(s, 1, id);
-			sqlite3_bind_text(s, 2, sig, -1, SQLITE_STATIC);
-			sqlite3_bind_int(s, 3, self_owned);
-			sqlite3_bind_int64(s, 4, now);
-			ret = storage_sqlite_exec(st, "iot_reregister", s);
+			db_bind_int64(s, 1, id);
+			db_bind_text(s, 2, sig, -1);
+			db_bind_int(s, 3, self_owned);
+			db_bind_int64(s, 4, now);
+			ret = storage_stmt_exec(st, "iot_reregister", s);
 		}
 		if (ret == 0)
 			ret = iot_exec_id(st, sql_tags_clear, "iot_tags_clear", id, NULL, 0);
@@ -310,20 +323,18 @@ int iot_db_register(struct storage *st, const struct iot_thing_key *k, const cha
 		ret = iot_count(st, sql_nodes_of_jid, "iot_nodes", k->jid, 0, &count);
 		if (ret == 0 && (size_t)count >= max_nodes)
 			ret = -ENOSPC;
-		s = ret == 0 ? storage_sqlite_stmt(st, sql_thing_insert) : NULL;
+		s = ret == 0 ? storage_stmt(st, sql_thing_insert) : NULL;
 		if (ret == 0 && !s)
 			ret = -EIO;
 		if (ret == 0) {
 			iot_bind_key(s, k);
 			if (user)
-				sqlite3_bind_text(s, 5, user, -1, SQLITE_STATIC);
-			sqlite3_bind_int(s, 6, self_owned);
-			sqlite3_bind_text(s, 7, sig, -1, SQLITE_STATIC);
-			sqlite3_bind_int64(s, 8, now);
-			ret = storage_sqlite_exec(st, "iot_register", s);
+				db_bind_text(s, 5, user, -1);
+			db_bind_int(s, 6, self_owned);
+			db_bind_text(s, 7, sig, -1);
+			db_bind_int64(s, 8, now);
+			ret = iot_insert_id(st, "iot_register", s, &id);
 		}
-		if (ret == 0)
-			id = sqlite3_last_insert_rowid(storage_sqlite_db(st));
 	}
 	free(t);
 	if (ret == 0)
@@ -340,21 +351,21 @@ int iot_db_register(struct storage *st, const struct iot_thing_key *k, const cha
 int iot_db_claim(struct storage *st, const char *sig, const char *claimant, bool public_,
 		 struct iot_thing_info *out, int64_t now)
 {
-	sqlite3_stmt *s = storage_sqlite_stmt(st, sql_claim_find);
+	struct db_stmt *s = storage_stmt(st, sql_claim_find);
 	int rc, ret;
 
 	if (!s)
 		return -EIO;
-	sqlite3_bind_text(s, 1, sig, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 2, claimant, -1, SQLITE_STATIC);
-	rc = sqlite3_step(s);
-	if (rc == SQLITE_ROW)
+	db_bind_text(s, 1, sig, -1);
+	db_bind_text(s, 2, claimant, -1);
+	rc = db_step(s);
+	if (rc == DB_ROW)
 		iot_read_thing(s, out);
-	storage_sqlite_release(s);
-	if (rc == SQLITE_DONE)
+	storage_stmt_release(s);
+	if (rc == DB_DONE)
 		return -ENOENT;
-	if (rc != SQLITE_ROW)
-		return storage_sqlite_error(st, "iot_claim_find", rc);
+	if (rc != DB_ROW)
+		return storage_db_error(st, "iot_claim_find", rc);
 	if (out->owner[0])
 		return 1;
 	/* Registered before its enrollment gave it an owner: only that owner may claim it. */
@@ -367,14 +378,14 @@ int iot_db_claim(struct storage *st, const char *sig, const char *claimant, bool
 		if (enrolled[0] && strcmp(enrolled, claimant) != 0)
 			return -ENOENT;
 	}
-	s = storage_sqlite_stmt(st, sql_claim);
+	s = storage_stmt(st, sql_claim);
 	if (!s)
 		return -EIO;
-	sqlite3_bind_int64(s, 1, out->id);
-	sqlite3_bind_text(s, 2, claimant, -1, SQLITE_STATIC);
-	sqlite3_bind_int(s, 3, public_);
-	sqlite3_bind_int64(s, 4, now);
-	ret = storage_sqlite_exec(st, "iot_claim", s);
+	db_bind_int64(s, 1, out->id);
+	db_bind_text(s, 2, claimant, -1);
+	db_bind_int(s, 3, public_);
+	db_bind_int64(s, 4, now);
+	ret = storage_stmt_exec(st, "iot_claim", s);
 	if (ret < 0)
 		return ret;
 	snprintf(out->owner, sizeof(out->owner), "%s", claimant);
@@ -394,32 +405,32 @@ static int iot_resign(struct storage *st, int64_t id, int64_t now)
 	struct reg_tag *tags = calloc(IOT_TAGS_PER_THING_MAX, sizeof(*tags));
 	struct strbuf sig = STRBUF_INIT;
 	struct arena a;
-	sqlite3_stmt *s;
+	struct db_stmt *s;
 	size_t n = 0;
 	int rc, ret = 0;
 
 	if (!tags)
 		return -ENOMEM;
 	arena_init(&a, 4096);
-	s = storage_sqlite_stmt(st, sql_tags_of);
+	s = storage_stmt(st, sql_tags_of);
 	if (!s) {
 		ret = -EIO;
 		goto out;
 	}
-	sqlite3_bind_int64(s, 1, id);
-	while ((rc = sqlite3_step(s)) == SQLITE_ROW && n < IOT_TAGS_PER_THING_MAX) {
+	db_bind_int64(s, 1, id);
+	while ((rc = db_step(s)) == DB_ROW && n < IOT_TAGS_PER_THING_MAX) {
 		struct reg_tag *t = &tags[n++];
 
 		t->name = arena_strdup(&a, iot_col(s, 0));
-		t->num = sqlite3_column_int(s, 1) != 0;
+		t->num = db_column_int(s, 1) != 0;
 		t->value = arena_strdup(&a, iot_col(s, 2));
 		t->number = t->num ? strtod(t->value ? t->value : "0", NULL) : 0;
 		if (!t->name || !t->value)
 			ret = -ENOMEM;
 	}
-	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-		ret = storage_sqlite_error(st, "iot_tags_of", rc);
-	storage_sqlite_release(s);
+	if (rc != DB_ROW && rc != DB_DONE)
+		ret = storage_db_error(st, "iot_tags_of", rc);
+	storage_stmt_release(s);
 	if (ret == 0) {
 		reg_tags_signature(tags, n, &sig);
 		ret = sig.oom ? -ENOMEM : iot_exec_id(st, sql_sig_set, "iot_sig", id,
@@ -439,19 +450,19 @@ int iot_db_update_tags(struct storage *st, int64_t id, const struct reg_tag *tag
 	int ret = 0;
 
 	for (size_t i = 0; i < n && ret == 0; i++) {
-		sqlite3_stmt *s;
+		struct db_stmt *s;
 
 		if (tags[i].num || tags[i].value[0]) {
 			ret = iot_tags_put(st, id, &tags[i], 1);
 			continue;
 		}
 		/* XEP-0347 3.9: an empty string value removes the tag. */
-		s = storage_sqlite_stmt(st, sql_tag_delete);
+		s = storage_stmt(st, sql_tag_delete);
 		if (!s)
 			return -EIO;
-		sqlite3_bind_int64(s, 1, id);
-		sqlite3_bind_text(s, 2, tags[i].name, -1, SQLITE_STATIC);
-		ret = storage_sqlite_exec(st, "iot_tag_delete", s);
+		db_bind_int64(s, 1, id);
+		db_bind_text(s, 2, tags[i].name, -1);
+		ret = storage_stmt_exec(st, "iot_tag_delete", s);
 	}
 	if (ret == 0)
 		ret = iot_count(st, sql_tag_count, "iot_tag_count", NULL, id, &count);
@@ -509,11 +520,11 @@ struct iot_walk {
 	struct arena a;
 };
 
-static int iot_walk_start(struct iot_walk *wk, sqlite3_stmt *s)
+static int iot_walk_start(struct iot_walk *wk, struct db_stmt *s)
 {
 	arena_reset(&wk->a);
 	memset(&wk->f, 0, sizeof(wk->f));
-	wk->f.id = sqlite3_column_int64(s, 0);
+	wk->f.id = db_column_int64(s, 0);
 	wk->f.jid = arena_strdup(&wk->a, iot_col(s, 1));
 	wk->f.node_id = arena_strdup(&wk->a, iot_col(s, 2));
 	wk->f.source_id = arena_strdup(&wk->a, iot_col(s, 3));
@@ -524,15 +535,15 @@ static int iot_walk_start(struct iot_walk *wk, sqlite3_stmt *s)
 	       0 : -ENOMEM;
 }
 
-static int iot_walk_tag(struct iot_walk *wk, sqlite3_stmt *s)
+static int iot_walk_tag(struct iot_walk *wk, struct db_stmt *s)
 {
 	struct reg_tag *t;
 
-	if (sqlite3_column_type(s, 6) == SQLITE_NULL || wk->f.ntags == IOT_TAGS_PER_THING_MAX)
+	if (db_column_is_null(s, 6) || wk->f.ntags == IOT_TAGS_PER_THING_MAX)
 		return 0;	/* a thing without tags (LEFT JOIN) */
 	t = &wk->tags[wk->f.ntags++];
 	t->name = arena_strdup(&wk->a, iot_col(s, 6));
-	t->num = sqlite3_column_int(s, 7) != 0;
+	t->num = db_column_int(s, 7) != 0;
 	t->value = arena_strdup(&wk->a, iot_col(s, 8));
 	if (!t->name || !t->value)
 		return -ENOMEM;
@@ -543,29 +554,29 @@ static int iot_walk_tag(struct iot_walk *wk, sqlite3_stmt *s)
 int iot_db_things(struct storage *st, const char *owner, const struct reg_tag *has,
 		  int (*fn)(void *arg, const struct iot_found *t), void *arg)
 {
-	sqlite3_stmt *s = storage_sqlite_stmt(st, owner ? sql_things_owned : has ?
+	struct db_stmt *s = storage_stmt(st, owner ? sql_things_owned : has ?
 					      sql_things_public_with : sql_things_public);
 	struct iot_walk wk = { 0 };
 	bool have = false;
-	int rc = SQLITE_DONE, ret = 0;
+	int rc = DB_DONE, ret = 0;
 
 	if (!s)
 		return -EIO;
 	wk.tags = calloc(IOT_TAGS_PER_THING_MAX, sizeof(*wk.tags));
 	if (!wk.tags) {
-		storage_sqlite_release(s);
+		storage_stmt_release(s);
 		return -ENOMEM;
 	}
 	arena_init(&wk.a, 4096);
 	if (owner) {
-		sqlite3_bind_text(s, 1, owner, -1, SQLITE_STATIC);
+		db_bind_text(s, 1, owner, -1);
 	} else if (has) {
-		sqlite3_bind_text(s, 1, has->name, -1, SQLITE_STATIC);
-		sqlite3_bind_text(s, 2, has->value, -1, SQLITE_STATIC);
+		db_bind_text(s, 1, has->name, -1);
+		db_bind_text(s, 2, has->value, -1);
 	}
 	/* Rows come thing by thing (ORDER BY t.id): one callback per thing. */
-	while (ret == 0 && (rc = sqlite3_step(s)) == SQLITE_ROW) {
-		if (!have || sqlite3_column_int64(s, 0) != wk.f.id) {
+	while (ret == 0 && (rc = db_step(s)) == DB_ROW) {
+		if (!have || db_column_int64(s, 0) != wk.f.id) {
 			if (have && (ret = fn(arg, &wk.f)) != 0)
 				break;
 			ret = iot_walk_start(&wk, s);
@@ -574,11 +585,11 @@ int iot_db_things(struct storage *st, const char *owner, const struct reg_tag *h
 		if (ret == 0)
 			ret = iot_walk_tag(&wk, s);
 	}
-	if (ret == 0 && rc != SQLITE_DONE)
-		ret = storage_sqlite_error(st, "iot_things", rc);
+	if (ret == 0 && rc != DB_DONE)
+		ret = storage_db_error(st, "iot_things", rc);
 	else if (ret == 0 && have)
 		ret = fn(arg, &wk.f);
-	storage_sqlite_release(s);
+	storage_stmt_release(s);
 	arena_release(&wk.a);
 	free(wk.tags);
 	return ret < 0 ? ret : 0;
@@ -593,23 +604,23 @@ int iot_db_things(struct storage *st, const char *owner, const struct reg_tag *h
 int iot_db_rule_put(struct storage *st, const char *thing, const char *user,
 		    struct iot_rule *r, size_t max_rules, int64_t now)
 {
-	sqlite3_stmt *s = storage_sqlite_stmt(st, sql_rule_find);
+	struct db_stmt *s = storage_stmt(st, sql_rule_find);
 	int64_t existing = 0, count;
 	int rc, ret;
 
 	if (!s)
 		return -EIO;
-	sqlite3_bind_text(s, 1, thing, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 2, iot_kind_name(r->kind), -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 3, iot_range_name(r->range), -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 4, r->remote, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 5, r->nodes, -1, SQLITE_STATIC);
-	rc = sqlite3_step(s);
-	if (rc == SQLITE_ROW)
-		existing = sqlite3_column_int64(s, 0);
-	storage_sqlite_release(s);
-	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-		return storage_sqlite_error(st, "iot_rule_find", rc);
+	db_bind_text(s, 1, thing, -1);
+	db_bind_text(s, 2, iot_kind_name(r->kind), -1);
+	db_bind_text(s, 3, iot_range_name(r->range), -1);
+	db_bind_text(s, 4, r->remote, -1);
+	db_bind_text(s, 5, r->nodes, -1);
+	rc = db_step(s);
+	if (rc == DB_ROW)
+		existing = db_column_int64(s, 0);
+	storage_stmt_release(s);
+	if (rc != DB_ROW && rc != DB_DONE)
+		return storage_db_error(st, "iot_rule_find", rc);
 	if (!existing) {
 		ret = iot_count(st, sql_rule_count, "iot_rule_count", thing, 0, &count);
 		if (ret < 0)
@@ -617,63 +628,55 @@ int iot_db_rule_put(struct storage *st, const char *thing, const char *user,
 		if ((size_t)count >= max_rules)
 			return -ENOSPC;
 	}
-	s = storage_sqlite_stmt(st, sql_rule_put);
+	s = storage_stmt(st, sql_rule_put);
 	if (!s)
 		return -EIO;
-	sqlite3_bind_text(s, 1, thing, -1, SQLITE_STATIC);
+	db_bind_text(s, 1, thing, -1);
 	if (user)
-		sqlite3_bind_text(s, 2, user, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 3, iot_kind_name(r->kind), -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 4, iot_range_name(r->range), -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 5, r->remote, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 6, r->nodes, -1, SQLITE_STATIC);
-	sqlite3_bind_int(s, 7, r->result);
+		db_bind_text(s, 2, user, -1);
+	db_bind_text(s, 3, iot_kind_name(r->kind), -1);
+	db_bind_text(s, 4, iot_range_name(r->range), -1);
+	db_bind_text(s, 5, r->remote, -1);
+	db_bind_text(s, 6, r->nodes, -1);
+	db_bind_int(s, 7, r->result);
 	if (r->partial)
-		sqlite3_bind_text(s, 8, r->partial, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 9, now);
-	ret = storage_sqlite_exec(st, "iot_rule_put", s);
-	if (ret == 0)
-		r->id = existing ? existing : sqlite3_last_insert_rowid(storage_sqlite_db(st));
-	return ret;
+		db_bind_text(s, 8, r->partial, -1);
+	db_bind_int64(s, 9, now);
+	return iot_insert_id(st, "iot_rule_put", s, &r->id);
 }
 
 int iot_db_rules_delete(struct storage *st, const char *thing, const char *nodes)
 {
-	sqlite3_stmt *s = storage_sqlite_stmt(st, nodes ? sql_rules_delete_nodes :
+	struct db_stmt *s = storage_stmt(st, nodes ? sql_rules_delete_nodes :
 						sql_rules_delete_all);
 
 	if (!s)
 		return -EIO;
-	sqlite3_bind_text(s, 1, thing, -1, SQLITE_STATIC);
+	db_bind_text(s, 1, thing, -1);
 	if (nodes)
-		sqlite3_bind_text(s, 2, nodes, -1, SQLITE_STATIC);
-	return storage_sqlite_exec(st, "iot_rules_delete", s);
+		db_bind_text(s, 2, nodes, -1);
+	return storage_stmt_exec(st, "iot_rules_delete", s);
 }
 
 int iot_db_clear_cache(struct storage *st, const char *thing, bool pending)
 {
-	sqlite3_stmt *s = storage_sqlite_stmt(st, sql_clear_cache);
+	struct db_stmt *s = storage_stmt(st, sql_clear_cache);
 
 	if (!s)
 		return -EIO;
-	sqlite3_bind_text(s, 1, thing, -1, SQLITE_STATIC);
-	sqlite3_bind_int(s, 2, pending);
-	return storage_sqlite_exec(st, "iot_clear_cache", s);
+	db_bind_text(s, 1, thing, -1);
+	db_bind_int(s, 2, pending);
+	return storage_stmt_exec(st, "iot_clear_cache", s);
 }
 
 /* Whether the devices table of fleet enrollment exists. 1, 0 or -errno. */
+/*
+ * Fleet enrollment's table (device.h) comes with an earlier migration
+ * than the registry's, so a store that has the one has the other.
+ */
 static int iot_has_devices(struct storage *st)
 {
-	sqlite3_stmt *s = storage_sqlite_stmt(st, sql_has_devices);
-	int rc;
-
-	if (!s)
-		return -EIO;
-	rc = sqlite3_step(s);
-	storage_sqlite_release(s);
-	if (rc == SQLITE_ROW)
-		return 1;
-	return rc == SQLITE_DONE ? 0 : storage_sqlite_error(st, "iot_has_devices", rc);
+	return 1;
 }
 
 /* Runs a (jid, owner[, clear_cache]) query and calls thing_fn per row. */
@@ -681,48 +684,48 @@ static int iot_load_owners(struct storage *st, const char *sql, const char *op,
 			   int (*thing_fn)(void *arg, const char *jid, const char *owner,
 					   bool clear_cache), void *arg)
 {
-	sqlite3_stmt *s = storage_sqlite_stmt(st, sql);
-	int rc = SQLITE_DONE, ret = 0;
+	struct db_stmt *s = storage_stmt(st, sql);
+	int rc = DB_DONE, ret = 0;
 
 	if (!s)
 		return -EIO;
-	while (ret == 0 && (rc = sqlite3_step(s)) == SQLITE_ROW)
-		ret = thing_fn(arg, iot_col(s, 0), iot_col(s, 1), sqlite3_column_count(s) > 2 &&
-			       sqlite3_column_int(s, 2) != 0);
-	if (ret == 0 && rc != SQLITE_DONE)
-		ret = storage_sqlite_error(st, op, rc);
-	storage_sqlite_release(s);
+	while (ret == 0 && (rc = db_step(s)) == DB_ROW)
+		ret = thing_fn(arg, iot_col(s, 0), iot_col(s, 1), db_column_count(s) > 2 &&
+			       db_column_int(s, 2) != 0);
+	if (ret == 0 && rc != DB_DONE)
+		ret = storage_db_error(st, op, rc);
+	storage_stmt_release(s);
 	return ret;
 }
 
 /* Rules from a prepared query, oldest first, to rule_fn. */
-static int iot_rules_walk(struct storage *st, sqlite3_stmt *s,
+static int iot_rules_walk(struct storage *st, struct db_stmt *s,
 			  int (*rule_fn)(void *arg, const char *thing, struct iot_rule *r),
 			  void *arg)
 {
-	int rc = SQLITE_DONE, ret = 0;
+	int rc = DB_DONE, ret = 0;
 
-	while (ret == 0 && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+	while (ret == 0 && (rc = db_step(s)) == DB_ROW) {
 		int kind = iot_kind_parse(iot_col(s, 2)), range = iot_range_parse(iot_col(s, 3));
 		struct iot_rule *r;
 
 		if (kind < 0 || range < 0) {
-			log_warn("iot.rule_unreadable", "id=%lld", (long long)sqlite3_column_int64(s, 0));
+			log_warn("iot.rule_unreadable", "id=%lld", (long long)db_column_int64(s, 0));
 			continue;
 		}
-		r = iot_rule_new(kind, range, sqlite3_column_int(s, 6) != 0, iot_col(s, 4),
-				 iot_col(s, 5), sqlite3_column_type(s, 7) == SQLITE_NULL ? NULL :
+		r = iot_rule_new(kind, range, db_column_int(s, 6) != 0, iot_col(s, 4),
+				 iot_col(s, 5), db_column_is_null(s, 7) ? NULL :
 				 iot_col(s, 7));
 		if (!r) {
 			ret = -ENOMEM;
 			break;
 		}
-		r->id = sqlite3_column_int64(s, 0);
+		r->id = db_column_int64(s, 0);
 		ret = rule_fn(arg, iot_col(s, 1), r);
 	}
-	if (ret == 0 && rc != SQLITE_DONE)
-		ret = storage_sqlite_error(st, "iot_load_rules", rc);
-	storage_sqlite_release(s);
+	if (ret == 0 && rc != DB_DONE)
+		ret = storage_db_error(st, "iot_load_rules", rc);
+	storage_stmt_release(s);
 	return ret;
 }
 
@@ -730,7 +733,7 @@ int iot_db_load(struct storage *st,
 		int (*thing_fn)(void *arg, const char *jid, const char *owner, bool clear_cache),
 		int (*rule_fn)(void *arg, const char *thing, struct iot_rule *r), void *arg)
 {
-	sqlite3_stmt *s;
+	struct db_stmt *s;
 	int ret;
 
 	ret = iot_load_owners(st, sql_load_things, "iot_load_things", thing_fn, arg);
@@ -740,7 +743,7 @@ int iot_db_load(struct storage *st,
 		ret = iot_load_owners(st, sql_load_enrolled, "iot_load_enrolled", thing_fn, arg);
 	if (ret < 0)
 		return ret;
-	s = storage_sqlite_stmt(st, sql_load_rules);
+	s = storage_stmt(st, sql_load_rules);
 	return s ? iot_rules_walk(st, s, rule_fn, arg) : -EIO;
 }
 
@@ -748,47 +751,47 @@ int iot_db_thing_load(struct storage *st, const char *jid, char *owner, size_t o
 		      bool *clear_cache,
 		      int (*rule_fn)(void *arg, const char *thing, struct iot_rule *r), void *arg)
 {
-	sqlite3_stmt *s = storage_sqlite_stmt(st, sql_claim_of);
+	struct db_stmt *s = storage_stmt(st, sql_claim_of);
 	int rc, ret;
 
 	owner[0] = '\0';
 	*clear_cache = false;
 	if (!s)
 		return -EIO;
-	sqlite3_bind_text(s, 1, jid, -1, SQLITE_STATIC);
-	rc = sqlite3_step(s);
-	if (rc == SQLITE_ROW) {
+	db_bind_text(s, 1, jid, -1);
+	rc = db_step(s);
+	if (rc == DB_ROW) {
 		/* Claimed by itself (self-owned): not provisioned, whatever enrollment says. */
 		iot_col_copy(s, 0, owner, owner_size);
 		if (strcmp(owner, jid) == 0)
 			owner[0] = '\0';
-		*clear_cache = sqlite3_column_int(s, 1) != 0;
+		*clear_cache = db_column_int(s, 1) != 0;
 	}
-	storage_sqlite_release(s);
-	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-		return storage_sqlite_error(st, "iot_claim_of", rc);
-	if (rc == SQLITE_DONE) {
+	storage_stmt_release(s);
+	if (rc != DB_ROW && rc != DB_DONE)
+		return storage_db_error(st, "iot_claim_of", rc);
+	if (rc == DB_DONE) {
 		ret = iot_has_devices(st);
 		if (ret < 0)
 			return ret;
-		s = ret ? storage_sqlite_stmt(st, sql_enrolled_of) : NULL;
+		s = ret ? storage_stmt(st, sql_enrolled_of) : NULL;
 		if (ret && !s)
 			return -EIO;
 		if (s) {
-			sqlite3_bind_text(s, 1, jid, -1, SQLITE_STATIC);
-			rc = sqlite3_step(s);
-			if (rc == SQLITE_ROW)
+			db_bind_text(s, 1, jid, -1);
+			rc = db_step(s);
+			if (rc == DB_ROW)
 				iot_col_copy(s, 0, owner, owner_size);
-			storage_sqlite_release(s);
-			if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-				return storage_sqlite_error(st, "iot_enrolled_of", rc);
+			storage_stmt_release(s);
+			if (rc != DB_ROW && rc != DB_DONE)
+				return storage_db_error(st, "iot_enrolled_of", rc);
 		}
 	}
 	if (!owner[0])
 		return 0;
-	s = storage_sqlite_stmt(st, sql_rules_of);
+	s = storage_stmt(st, sql_rules_of);
 	if (!s)
 		return -EIO;
-	sqlite3_bind_text(s, 1, jid, -1, SQLITE_STATIC);
+	db_bind_text(s, 1, jid, -1);
 	return iot_rules_walk(st, s, rule_fn, arg);
 }

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * XEP-0313 archives and XEP-0441 preferences in SQLite (tables
+ * XEP-0313 archives and XEP-0441 preferences in the store (tables
  * mam_messages and mam_prefs of the mam migration). Storage thread only.
  *
  * Every page query is one index range scan: (username, ts) for the whole
@@ -14,19 +14,24 @@
 
 #include "mam.h"
 #include "storage.h"
-#include "storage_sqlite.h"
+#include "storage_db.h"
 
 #define MAM_COLUMNS "ts, id, peer, resource, outgoing, stanza"
 
 /*
  * The new entry goes after the newest one of the archive even when the
  * clock says otherwise (a step back, or two messages in one microsecond),
- * and only for an existing account (no foreign-key error to log).
+ * and only for an existing account (no foreign-key error to log). A UID
+ * that is taken inserts nothing rather than failing: on PostgreSQL a failed
+ * statement would end the whole batch's transaction.
  */
 static const char sql_insert[] =
 	"INSERT INTO mam_messages (username, ts, id, peer, resource, outgoing, stanza)"
-	" SELECT ?1, max(?2, coalesce((SELECT max(ts) FROM mam_messages WHERE username = ?1) + 1,"
-	" ?2)), ?3, ?4, ?5, ?6, ?7 WHERE EXISTS (SELECT 1 FROM accounts WHERE username = ?1)";
+	" SELECT ?1, CASE WHEN newer > ?2 THEN newer ELSE ?2 END, ?3, ?4, ?5, ?6, ?7"
+	" FROM (SELECT coalesce(max(ts) + 1, ?2) AS newer FROM mam_messages WHERE username = ?1) n"
+	" WHERE EXISTS (SELECT 1 FROM accounts WHERE username = ?1)"
+	" ON CONFLICT DO NOTHING";
+static const char sql_account[] = "SELECT 1 FROM accounts WHERE username = ?1";
 static const char sql_lookup[] =
 	"SELECT ts FROM mam_messages WHERE username = ?1 AND id = ?2 AND ts > ?3";
 static const char sql_get[] =
@@ -62,8 +67,8 @@ static const char sql_last[] =
 	" ORDER BY ts DESC LIMIT 1";
 /* Oldest first through the ts index, so a sweep never scans live rows. */
 static const char sql_expire[] =
-	"DELETE FROM mam_messages WHERE rowid IN"
-	" (SELECT rowid FROM mam_messages WHERE ts < ?1 ORDER BY ts LIMIT ?2)";
+	"DELETE FROM mam_messages WHERE (username, ts) IN"
+	" (SELECT username, ts FROM mam_messages WHERE ts < ?1 ORDER BY ts LIMIT ?2)";
 /* The count quota (max_mam_messages): everything older than the keep-th newest goes. */
 static const char sql_prune[] =
 	"DELETE FROM mam_messages WHERE username = ?1 AND ts <= (SELECT ts FROM mam_messages"
@@ -76,26 +81,26 @@ static const char sql_prefs_put[] =
 	" never = excluded.never";
 static const char sql_unstamp[] =
 	"UPDATE offline_messages SET stanza = replace(stanza, ?2, '')"
-	" WHERE username = ?1 AND instr(stanza, ?2) > 0";
+	" WHERE username = ?1 AND replace(stanza, ?2, '') <> stanza";
 
 /* A text column, "" for NULL (never dereference what SQLite did not give). */
-static const char *column_text(sqlite3_stmt *s, int col)
+static const char *column_text(struct db_stmt *s, int col)
 {
-	const char *t = (const char *)sqlite3_column_text(s, col);
+	const char *t = (const char *)db_column_text(s, col);
 
 	return t ? t : "";
 }
 
 /* The current row of a MAM_COLUMNS statement. */
-static void read_row(sqlite3_stmt *s, struct mam_row *row)
+static void read_row(struct db_stmt *s, struct mam_row *row)
 {
-	row->ts = sqlite3_column_int64(s, 0);
+	row->ts = db_column_int64(s, 0);
 	row->id = column_text(s, 1);
 	row->peer = column_text(s, 2);
 	row->resource = column_text(s, 3);
-	row->outgoing = sqlite3_column_int(s, 4) != 0;
+	row->outgoing = db_column_int(s, 4) != 0;
 	row->stanza = column_text(s, 5);
-	row->len = (size_t)sqlite3_column_bytes(s, 5);
+	row->len = (size_t)db_column_bytes(s, 5);
 }
 
 /*
@@ -103,23 +108,23 @@ static void read_row(sqlite3_stmt *s, struct mam_row *row)
  * positive return of fn stops early and is success; a negative one is
  * returned. Releases the statement.
  */
-static int each_row(struct storage *st, const char *op, sqlite3_stmt *s,
+static int each_row(struct storage *st, const char *op, struct db_stmt *s,
 		    int (*fn)(void *arg, const struct mam_row *row), void *arg)
 {
 	struct mam_row row;
 	int rc, ret = 0;
 
-	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+	while ((rc = db_step(s)) == DB_ROW) {
 		read_row(s, &row);
 		ret = fn(arg, &row);
 		if (ret)
 			break;
 	}
-	storage_sqlite_release(s);
+	storage_stmt_release(s);
 	if (ret < 0)
 		return ret;
-	if (ret == 0 && rc != SQLITE_DONE)
-		return storage_sqlite_error(st, op, rc);
+	if (ret == 0 && rc != DB_DONE)
+		return storage_db_error(st, op, rc);
 	return 0;
 }
 
@@ -127,81 +132,89 @@ int mam_db_insert(struct storage *st, const char *user, int64_t ts, const char *
 		  const char *peer, const char *resource, bool outgoing, const char *stanza,
 		  size_t len)
 {
-	sqlite3_stmt *s = storage_sqlite_stmt(st, sql_insert);
+	struct db_stmt *s = storage_stmt(st, sql_insert);
 	int rc;
 
 	if (!s)
 		return -EIO;
-	sqlite3_bind_text(s, 1, user, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 2, ts);
-	sqlite3_bind_text(s, 3, id, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 4, peer, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 5, resource, -1, SQLITE_STATIC);
-	sqlite3_bind_int(s, 6, outgoing);
-	sqlite3_bind_text(s, 7, stanza, (int)len, SQLITE_STATIC);
-	rc = sqlite3_step(s);
-	storage_sqlite_release(s);
+	db_bind_text(s, 1, user, -1);
+	db_bind_int64(s, 2, ts);
+	db_bind_text(s, 3, id, -1);
+	db_bind_text(s, 4, peer, -1);
+	db_bind_text(s, 5, resource, -1);
+	db_bind_int(s, 6, outgoing);
+	db_bind_text(s, 7, stanza, (int)len);
+	rc = db_step(s);
+	storage_stmt_release(s);
+	if (rc != DB_DONE)
+		return storage_db_error(st, "mam.insert", rc);
+	if (db_changes(storage_db(st)))
+		return 0;
 	/* A random UID met an existing one (2^-96 per pair): the caller decides. */
-	if (rc == SQLITE_CONSTRAINT_UNIQUE)
+	s = storage_stmt(st, sql_account);
+	if (!s)
+		return -EIO;
+	db_bind_text(s, 1, user, -1);
+	rc = db_step(s);
+	storage_stmt_release(s);
+	if (rc == DB_ROW)
 		return -EEXIST;
-	if (rc != SQLITE_DONE)
-		return storage_sqlite_error(st, "mam.insert", rc);
-	return sqlite3_changes(storage_sqlite_db(st)) ? 0 : -ENOENT;
+	return rc == DB_DONE ? -ENOENT : storage_db_error(st, "mam.insert", rc);
 }
 
 int mam_db_prune(struct storage *st, const char *user, uint32_t keep)
 {
-	sqlite3_stmt *s = storage_sqlite_stmt(st, sql_prune);
+	struct db_stmt *s = storage_stmt(st, sql_prune);
 
 	if (!s)
 		return -EIO;
-	sqlite3_bind_text(s, 1, user, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 2, keep);
-	return storage_sqlite_exec(st, "mam.prune", s);
+	db_bind_text(s, 1, user, -1);
+	db_bind_int64(s, 2, keep);
+	return storage_stmt_exec(st, "mam.prune", s);
 }
 
 int mam_db_lookup(struct storage *st, const char *user, const char *id, int64_t cutoff,
 		  int64_t *ts)
 {
-	sqlite3_stmt *s = storage_sqlite_stmt(st, sql_lookup);
+	struct db_stmt *s = storage_stmt(st, sql_lookup);
 	int rc;
 
 	if (!s)
 		return -EIO;
-	sqlite3_bind_text(s, 1, user, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 2, id, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 3, cutoff);
-	rc = sqlite3_step(s);
-	if (rc == SQLITE_ROW)
-		*ts = sqlite3_column_int64(s, 0);
-	storage_sqlite_release(s);
-	if (rc == SQLITE_DONE)
+	db_bind_text(s, 1, user, -1);
+	db_bind_text(s, 2, id, -1);
+	db_bind_int64(s, 3, cutoff);
+	rc = db_step(s);
+	if (rc == DB_ROW)
+		*ts = db_column_int64(s, 0);
+	storage_stmt_release(s);
+	if (rc == DB_DONE)
 		return -ENOENT;
-	if (rc != SQLITE_ROW)
-		return storage_sqlite_error(st, "mam.lookup", rc);
+	if (rc != DB_ROW)
+		return storage_db_error(st, "mam.lookup", rc);
 	return 0;
 }
 
 int mam_db_get(struct storage *st, const char *user, const char *id, int64_t cutoff,
 	       int (*fn)(void *arg, const struct mam_row *row), void *arg)
 {
-	sqlite3_stmt *s = storage_sqlite_stmt(st, sql_get);
+	struct db_stmt *s = storage_stmt(st, sql_get);
 	struct mam_row row;
 	int rc, ret;
 
 	if (!s)
 		return -EIO;
-	sqlite3_bind_text(s, 1, user, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 2, id, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 3, cutoff);
-	rc = sqlite3_step(s);
-	if (rc != SQLITE_ROW) {
-		storage_sqlite_release(s);
-		return rc == SQLITE_DONE ? -ENOENT : storage_sqlite_error(st, "mam.get", rc);
+	db_bind_text(s, 1, user, -1);
+	db_bind_text(s, 2, id, -1);
+	db_bind_int64(s, 3, cutoff);
+	rc = db_step(s);
+	if (rc != DB_ROW) {
+		storage_stmt_release(s);
+		return rc == DB_DONE ? -ENOENT : storage_db_error(st, "mam.get", rc);
 	}
 	read_row(s, &row);
 	ret = fn(arg, &row);
-	storage_sqlite_release(s);
+	storage_stmt_release(s);
 	return ret < 0 ? ret : 0;
 }
 
@@ -211,21 +224,21 @@ int mam_db_page(struct storage *st, const char *user, const struct mam_filter *f
 {
 	const char *sql = f->peer ? (backwards ? sql_page_peer_desc : sql_page_peer_asc) :
 				    (backwards ? sql_page_desc : sql_page_asc);
-	sqlite3_stmt *s = storage_sqlite_stmt(st, sql);
+	struct db_stmt *s = storage_stmt(st, sql);
 
 	if (!s)
 		return -EIO;
-	sqlite3_bind_text(s, 1, user, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 2, f->lo);
-	sqlite3_bind_int64(s, 3, f->hi);
-	sqlite3_bind_int64(s, 4, limit);
-	sqlite3_bind_int64(s, 5, offset);
+	db_bind_text(s, 1, user, -1);
+	db_bind_int64(s, 2, f->lo);
+	db_bind_int64(s, 3, f->hi);
+	db_bind_int64(s, 4, limit);
+	db_bind_int64(s, 5, offset);
 	if (f->peer) {
-		sqlite3_bind_text(s, 6, f->peer, -1, SQLITE_STATIC);
+		db_bind_text(s, 6, f->peer, -1);
 		if (f->resource)
-			sqlite3_bind_text(s, 7, f->resource, -1, SQLITE_STATIC);
+			db_bind_text(s, 7, f->resource, -1);
 		else
-			sqlite3_bind_null(s, 7);
+			db_bind_null(s, 7);
 	}
 	return each_row(st, "mam.page", s, fn, arg);
 }
@@ -234,28 +247,28 @@ int mam_db_count(struct storage *st, const char *user, const struct mam_filter *
 		 uint32_t *out)
 {
 	const char *sql = !f->peer ? sql_count : f->resource ? sql_count_peer_res : sql_count_peer;
-	sqlite3_stmt *s = storage_sqlite_stmt(st, sql);
+	struct db_stmt *s = storage_stmt(st, sql);
 	int rc;
 
 	*out = 0;
 	if (!s)
 		return -EIO;
-	sqlite3_bind_text(s, 1, user, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 2, f->lo);
-	sqlite3_bind_int64(s, 3, f->hi);
+	db_bind_text(s, 1, user, -1);
+	db_bind_int64(s, 2, f->lo);
+	db_bind_int64(s, 3, f->hi);
 	if (f->peer)
-		sqlite3_bind_text(s, 4, f->peer, -1, SQLITE_STATIC);
+		db_bind_text(s, 4, f->peer, -1);
 	if (f->peer && f->resource)
-		sqlite3_bind_text(s, 5, f->resource, -1, SQLITE_STATIC);
-	rc = sqlite3_step(s);
-	if (rc == SQLITE_ROW) {
-		sqlite3_int64 n = sqlite3_column_int64(s, 0);
+		db_bind_text(s, 5, f->resource, -1);
+	rc = db_step(s);
+	if (rc == DB_ROW) {
+		int64_t n = db_column_int64(s, 0);
 
 		*out = n > UINT32_MAX ? UINT32_MAX : (uint32_t)n;
 	}
-	storage_sqlite_release(s);
-	if (rc != SQLITE_ROW)
-		return storage_sqlite_error(st, "mam.count", rc);
+	storage_stmt_release(s);
+	if (rc != DB_ROW)
+		return storage_db_error(st, "mam.count", rc);
 	return 0;
 }
 
@@ -265,13 +278,13 @@ int mam_db_bounds(struct storage *st, const char *user, int64_t cutoff,
 	static const char *const sqls[2] = { sql_first, sql_last };
 
 	for (int i = 0; i < 2; i++) {
-		sqlite3_stmt *s = storage_sqlite_stmt(st, sqls[i]);
+		struct db_stmt *s = storage_stmt(st, sqls[i]);
 		int ret;
 
 		if (!s)
 			return -EIO;
-		sqlite3_bind_text(s, 1, user, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(s, 2, cutoff);
+		db_bind_text(s, 1, user, -1);
+		db_bind_int64(s, 2, cutoff);
 		ret = each_row(st, "mam.bounds", s, fn, arg);
 		if (ret < 0)
 			return ret;
@@ -281,47 +294,47 @@ int mam_db_bounds(struct storage *st, const char *user, int64_t cutoff,
 
 int mam_db_expire(struct storage *st, int64_t cutoff, uint32_t batch, uint32_t *deleted)
 {
-	sqlite3_stmt *s = storage_sqlite_stmt(st, sql_expire);
+	struct db_stmt *s = storage_stmt(st, sql_expire);
 	int ret;
 
 	*deleted = 0;
 	if (!s)
 		return -EIO;
-	sqlite3_bind_int64(s, 1, cutoff);
-	sqlite3_bind_int64(s, 2, batch);
-	ret = storage_sqlite_exec(st, "mam.expire", s);
+	db_bind_int64(s, 1, cutoff);
+	db_bind_int64(s, 2, batch);
+	ret = storage_stmt_exec(st, "mam.expire", s);
 	if (ret == 0)
-		*deleted = (uint32_t)sqlite3_changes(storage_sqlite_db(st));
+		*deleted = (uint32_t)db_changes(storage_db(st));
 	return ret;
 }
 
 int mam_db_prefs_get(struct storage *st, const char *user, enum mam_mode *mode, char **always,
 		     char **never)
 {
-	sqlite3_stmt *s = storage_sqlite_stmt(st, sql_prefs_get);
+	struct db_stmt *s = storage_stmt(st, sql_prefs_get);
 	int rc, ret = 0;
 
 	*mode = MAM_MODE_SERVER;
 	*always = *never = NULL;
 	if (!s)
 		return -EIO;
-	sqlite3_bind_text(s, 1, user, -1, SQLITE_STATIC);
-	rc = sqlite3_step(s);
-	if (rc == SQLITE_ROW) {
+	db_bind_text(s, 1, user, -1);
+	rc = db_step(s);
+	if (rc == DB_ROW) {
 		*mode = mam_mode_parse(column_text(s, 0));
 		*always = strdup(column_text(s, 1));
 		*never = strdup(column_text(s, 2));
 		if (!*always || !*never)
 			ret = -ENOMEM;
-	} else if (rc == SQLITE_DONE) {
+	} else if (rc == DB_DONE) {
 		*always = strdup("");
 		*never = strdup("");
 		if (!*always || !*never)
 			ret = -ENOMEM;
 	} else {
-		ret = storage_sqlite_error(st, "mam.prefs_get", rc);
+		ret = storage_db_error(st, "mam.prefs_get", rc);
 	}
-	storage_sqlite_release(s);
+	storage_stmt_release(s);
 	if (ret < 0) {
 		free(*always);
 		free(*never);
@@ -333,27 +346,27 @@ int mam_db_prefs_get(struct storage *st, const char *user, enum mam_mode *mode, 
 int mam_db_prefs_put(struct storage *st, const char *user, enum mam_mode mode,
 		     const char *always, const char *never)
 {
-	sqlite3_stmt *s;
+	struct db_stmt *s;
 
 	if (!mam_mode_name(mode))
 		return -EINVAL;
-	s = storage_sqlite_stmt(st, sql_prefs_put);
+	s = storage_stmt(st, sql_prefs_put);
 	if (!s)
 		return -EIO;
-	sqlite3_bind_text(s, 1, user, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 2, mam_mode_name(mode), -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 3, always, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 4, never, -1, SQLITE_STATIC);
-	return storage_sqlite_exec(st, "mam.prefs_put", s);
+	db_bind_text(s, 1, user, -1);
+	db_bind_text(s, 2, mam_mode_name(mode), -1);
+	db_bind_text(s, 3, always, -1);
+	db_bind_text(s, 4, never, -1);
+	return storage_stmt_exec(st, "mam.prefs_put", s);
 }
 
 int mam_db_unstamp_offline(struct storage *st, const char *user, const char *stamp)
 {
-	sqlite3_stmt *s = storage_sqlite_stmt(st, sql_unstamp);
+	struct db_stmt *s = storage_stmt(st, sql_unstamp);
 
 	if (!s)
 		return -EIO;
-	sqlite3_bind_text(s, 1, user, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 2, stamp, -1, SQLITE_STATIC);
-	return storage_sqlite_exec(st, "mam.unstamp", s);
+	db_bind_text(s, 1, user, -1);
+	db_bind_text(s, 2, stamp, -1);
+	return storage_stmt_exec(st, "mam.unstamp", s);
 }

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Enrolled devices and their certificate fingerprints in SQLite (tables
+ * Enrolled devices and their certificate fingerprints in the store (tables
  * devices and device_certs of the "devices" migration). Runs on the
  * storage thread or in stanzactl, inside the caller's batch.
  */
@@ -10,7 +10,7 @@
 
 #include "device.h"
 #include "log.h"
-#include "storage_sqlite.h"
+#include "storage_db.h"
 
 static const char sql_get[] = "SELECT tags, owner, jid FROM devices WHERE username = ?1";
 static const char sql_put[] =
@@ -36,9 +36,9 @@ static const char sql_list[] =
 	" ORDER BY d.username";
 
 /* Copies a text column (NULL as "") into a buffer, truncating. */
-static void device_copy_col(sqlite3_stmt *s, int col, char *out, size_t size)
+static void device_copy_col(struct db_stmt *s, int col, char *out, size_t size)
 {
-	const char *v = (const char *)sqlite3_column_text(s, col);
+	const char *v = (const char *)db_column_text(s, col);
 
 	if (size)
 		snprintf(out, size, "%s", v ? v : "");
@@ -47,47 +47,47 @@ static void device_copy_col(sqlite3_stmt *s, int col, char *out, size_t size)
 int device_db_get(struct storage *st, const char *user, char *jid, size_t jid_size, char *tags,
 		  size_t tags_size, char *owner, size_t owner_size)
 {
-	sqlite3_stmt *s = storage_sqlite_stmt(st, sql_get);
+	struct db_stmt *s = storage_stmt(st, sql_get);
 	int rc, ret = -ENOENT;
 
 	if (!s)
 		return -EIO;
-	sqlite3_bind_text(s, 1, user, -1, SQLITE_STATIC);
-	rc = sqlite3_step(s);
-	if (rc == SQLITE_ROW) {
+	db_bind_text(s, 1, user, -1);
+	rc = db_step(s);
+	if (rc == DB_ROW) {
 		device_copy_col(s, 0, tags, tags_size);
 		device_copy_col(s, 1, owner, owner_size);
 		device_copy_col(s, 2, jid, jid_size);
 		ret = 0;
-	} else if (rc != SQLITE_DONE) {
-		ret = storage_sqlite_error(st, "device.get", rc);
+	} else if (rc != DB_DONE) {
+		ret = storage_db_error(st, "device.get", rc);
 	}
-	storage_sqlite_release(s);
+	storage_stmt_release(s);
 	return ret;
 }
 
 int device_db_put(struct storage *st, const char *user, const char *jid, const char *tags,
 		  const char *owner, int64_t now)
 {
-	sqlite3_stmt *s = storage_sqlite_stmt(st, sql_put);
+	struct db_stmt *s = storage_stmt(st, sql_put);
 
 	if (!s)
 		return -EIO;
-	sqlite3_bind_text(s, 1, user, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 2, tags ? tags : "", -1, SQLITE_STATIC);
+	db_bind_text(s, 1, user, -1);
+	db_bind_text(s, 2, tags ? tags : "", -1);
 	if (owner && owner[0])
-		sqlite3_bind_text(s, 3, owner, -1, SQLITE_STATIC);
+		db_bind_text(s, 3, owner, -1);
 	else
-		sqlite3_bind_null(s, 3);
-	sqlite3_bind_int64(s, 4, now);
-	sqlite3_bind_text(s, 5, jid, -1, SQLITE_STATIC);
-	return storage_sqlite_exec(st, "device.put", s);
+		db_bind_null(s, 3);
+	db_bind_int64(s, 4, now);
+	db_bind_text(s, 5, jid, -1);
+	return storage_stmt_exec(st, "device.put", s);
 }
 
 int device_db_cert_find(struct storage *st, const uint8_t fp[TLS_FINGERPRINT_LEN], char *user,
 			size_t user_size, bool *revoked)
 {
-	sqlite3_stmt *s = storage_sqlite_stmt(st, sql_cert_find);
+	struct db_stmt *s = storage_stmt(st, sql_cert_find);
 	int rc, ret = -ENOENT;
 
 	*revoked = false;
@@ -95,103 +95,103 @@ int device_db_cert_find(struct storage *st, const uint8_t fp[TLS_FINGERPRINT_LEN
 		user[0] = '\0';
 	if (!s)
 		return -EIO;
-	sqlite3_bind_blob(s, 1, fp, TLS_FINGERPRINT_LEN, SQLITE_STATIC);
-	rc = sqlite3_step(s);
-	if (rc == SQLITE_ROW) {
+	db_bind_blob(s, 1, fp, TLS_FINGERPRINT_LEN);
+	rc = db_step(s);
+	if (rc == DB_ROW) {
 		device_copy_col(s, 0, user, user_size);
-		*revoked = sqlite3_column_int(s, 1) != 0;
+		*revoked = db_column_int(s, 1) != 0;
 		ret = 0;
-	} else if (rc != SQLITE_DONE) {
-		ret = storage_sqlite_error(st, "device.cert_find", rc);
+	} else if (rc != DB_DONE) {
+		ret = storage_db_error(st, "device.cert_find", rc);
 	}
-	storage_sqlite_release(s);
+	storage_stmt_release(s);
 	return ret;
 }
 
 int device_db_cert_set(struct storage *st, const char *user,
 		       const uint8_t fp[TLS_FINGERPRINT_LEN], int64_t now)
 {
-	sqlite3_stmt *s = storage_sqlite_stmt(st, sql_cert_drop_others);
+	struct db_stmt *s = storage_stmt(st, sql_cert_drop_others);
 	int ret;
 
 	if (!s)
 		return -EIO;
-	sqlite3_bind_text(s, 1, user, -1, SQLITE_STATIC);
-	sqlite3_bind_blob(s, 2, fp, TLS_FINGERPRINT_LEN, SQLITE_STATIC);
-	ret = storage_sqlite_exec(st, "device.cert_drop", s);
+	db_bind_text(s, 1, user, -1);
+	db_bind_blob(s, 2, fp, TLS_FINGERPRINT_LEN);
+	ret = storage_stmt_exec(st, "device.cert_drop", s);
 	if (ret < 0)
 		return ret;
-	s = storage_sqlite_stmt(st, sql_cert_insert);
+	s = storage_stmt(st, sql_cert_insert);
 	if (!s)
 		return -EIO;
-	sqlite3_bind_blob(s, 1, fp, TLS_FINGERPRINT_LEN, SQLITE_STATIC);
-	sqlite3_bind_text(s, 2, user, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 3, now);
-	return storage_sqlite_exec(st, "device.cert_insert", s);
+	db_bind_blob(s, 1, fp, TLS_FINGERPRINT_LEN);
+	db_bind_text(s, 2, user, -1);
+	db_bind_int64(s, 3, now);
+	return storage_stmt_exec(st, "device.cert_insert", s);
 }
 
 int device_db_cert_is_current(struct storage *st, const char *user,
 			      const uint8_t fp[TLS_FINGERPRINT_LEN])
 {
-	sqlite3_stmt *s = storage_sqlite_stmt(st, sql_cert_current);
+	struct db_stmt *s = storage_stmt(st, sql_cert_current);
 	int rc, ret;
 
 	if (!s)
 		return -EIO;
-	sqlite3_bind_text(s, 1, user, -1, SQLITE_STATIC);
-	sqlite3_bind_blob(s, 2, fp, TLS_FINGERPRINT_LEN, SQLITE_STATIC);
-	rc = sqlite3_step(s);
-	if (rc == SQLITE_ROW)
+	db_bind_text(s, 1, user, -1);
+	db_bind_blob(s, 2, fp, TLS_FINGERPRINT_LEN);
+	rc = db_step(s);
+	if (rc == DB_ROW)
 		ret = 0;
-	else if (rc == SQLITE_DONE)
+	else if (rc == DB_DONE)
 		ret = -ENOENT;
 	else
-		ret = storage_sqlite_error(st, "device.cert_current", rc);
-	storage_sqlite_release(s);
+		ret = storage_db_error(st, "device.cert_current", rc);
+	storage_stmt_release(s);
 	return ret;
 }
 
 int device_db_cert_revoke(struct storage *st, const uint8_t fp[TLS_FINGERPRINT_LEN])
 {
-	sqlite3_stmt *s = storage_sqlite_stmt(st, sql_cert_revoke);
+	struct db_stmt *s = storage_stmt(st, sql_cert_revoke);
 	int ret;
 
 	if (!s)
 		return -EIO;
-	sqlite3_bind_blob(s, 1, fp, TLS_FINGERPRINT_LEN, SQLITE_STATIC);
-	ret = storage_sqlite_exec(st, "device.cert_revoke", s);
+	db_bind_blob(s, 1, fp, TLS_FINGERPRINT_LEN);
+	ret = storage_stmt_exec(st, "device.cert_revoke", s);
 	if (ret < 0)
 		return ret;
-	return sqlite3_changes(storage_sqlite_db(st)) > 0 ? 0 : -ENOENT;
+	return db_changes(storage_db(st)) > 0 ? 0 : -ENOENT;
 }
 
 int device_db_list(struct storage *st, int (*fn)(void *arg, const struct device_row *r),
 		   void *arg)
 {
-	sqlite3_stmt *s = storage_sqlite_stmt(st, sql_list);
+	struct db_stmt *s = storage_stmt(st, sql_list);
 	struct device_row r;
 	int rc, ret;
 
 	if (!s)
 		return -EIO;
-	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-		r.user = (const char *)sqlite3_column_text(s, 0);
-		r.tags = (const char *)sqlite3_column_text(s, 1);
-		r.owner = (const char *)sqlite3_column_text(s, 2);
-		r.logout_at = sqlite3_column_int64(s, 3);
-		r.jid = (const char *)sqlite3_column_text(s, 4);
-		r.certs = (unsigned)sqlite3_column_int(s, 5);
-		r.revoked = (unsigned)sqlite3_column_int(s, 6);
+	while ((rc = db_step(s)) == DB_ROW) {
+		r.user = (const char *)db_column_text(s, 0);
+		r.tags = (const char *)db_column_text(s, 1);
+		r.owner = (const char *)db_column_text(s, 2);
+		r.logout_at = db_column_int64(s, 3);
+		r.jid = (const char *)db_column_text(s, 4);
+		r.certs = (unsigned)db_column_int(s, 5);
+		r.revoked = (unsigned)db_column_int(s, 6);
 		if (!r.user || !r.jid)
 			continue;
 		if (!r.tags)
 			r.tags = "";
 		if (fn(arg, &r) != 0) {
-			rc = SQLITE_DONE;
+			rc = DB_DONE;
 			break;
 		}
 	}
-	ret = rc == SQLITE_DONE ? 0 : storage_sqlite_error(st, "device.list", rc);
-	storage_sqlite_release(s);
+	ret = rc == DB_DONE ? 0 : storage_db_error(st, "device.list", rc);
+	storage_stmt_release(s);
 	return ret;
 }

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Rosters, roster versions and pending subscription requests in SQLite
+ * Rosters, roster versions and pending subscription requests in the store
  * (tables of schema migration 2). Runs on the storage thread, inside the
  * batch transaction of the request that calls it.
  */
@@ -12,7 +12,7 @@
 #include "log.h"
 #include "roster.h"
 #include "storage.h"
-#include "storage_sqlite.h"
+#include "storage_db.h"
 #include "subscription.h"
 
 static const char sql_items[] =
@@ -29,7 +29,8 @@ static const char sql_put[] =
 	" approved = ?6, groups = ?7, version = ?8, deleted = ?9";
 static const char sql_version_raise[] =
 	"INSERT INTO roster_versions (username, version) VALUES (?1, ?2)"
-	" ON CONFLICT (username) DO UPDATE SET version = max(version, ?2)";
+	" ON CONFLICT (username) DO UPDATE SET"
+	" version = CASE WHEN roster_versions.version > ?2 THEN roster_versions.version ELSE ?2 END";
 static const char sql_state[] =
 	"SELECT subscription, ask, approved, deleted FROM roster_items"
 	" WHERE username = ?1 AND jid = ?2";
@@ -44,8 +45,9 @@ static const char sql_set_state[] =
 	"INSERT INTO roster_items (username, jid, subscription, ask, approved, version)"
 	" VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
 	" ON CONFLICT (username, jid) DO UPDATE SET subscription = ?3, ask = ?4, approved = ?5,"
-	" version = ?6, name = CASE WHEN deleted THEN NULL ELSE name END,"
-	" groups = CASE WHEN deleted THEN '' ELSE groups END, deleted = 0";
+	" version = ?6, name = CASE WHEN roster_items.deleted <> 0 THEN NULL ELSE roster_items.name END,"
+	" groups = CASE WHEN roster_items.deleted <> 0 THEN '' ELSE roster_items.groups END,"
+	" deleted = 0";
 static const char sql_request_put[] =
 	"INSERT INTO subscription_requests (username, jid, stanza, created_at)"
 	" VALUES (?1, ?2, ?3, ?4) ON CONFLICT (username, jid) DO UPDATE SET stanza = ?3";
@@ -66,31 +68,31 @@ static const char sql_set_horizon[] =
 	"UPDATE roster_versions SET horizon = ?2 WHERE username = ?1";
 
 /* Every statement here has the username as ?1. */
-static int bind_user(sqlite3_stmt *s, const char *user)
+static int bind_user(struct db_stmt *s, const char *user)
 {
-	return sqlite3_bind_text(s, 1, user, -1, SQLITE_STATIC);
+	return db_bind_text(s, 1, user, -1);
 }
 
 /* Reads a step's result code: row, done, or an error mapped to -errno. */
-static int step(struct storage *st, const char *op, sqlite3_stmt *s)
+static int step(struct storage *st, const char *op, struct db_stmt *s)
 {
-	int rc = sqlite3_step(s);
+	int rc = db_step(s);
 
-	if (rc == SQLITE_ROW || rc == SQLITE_DONE)
+	if (rc == DB_ROW || rc == DB_DONE)
 		return rc;
-	return storage_sqlite_error(st, op, rc);
+	return storage_db_error(st, op, rc);
 }
 
 /*
  * One row of sql_items into the roster. An unreadable subscription value
  * (a hand-edited store) skips the row rather than failing the login.
  */
-static int row_to_item(struct roster *r, sqlite3_stmt *s)
+static int row_to_item(struct roster *r, struct db_stmt *s)
 {
-	const char *jid = (const char *)sqlite3_column_text(s, 0);
-	const char *name = (const char *)sqlite3_column_text(s, 1);
-	const char *subv = (const char *)sqlite3_column_text(s, 2);
-	const char *groups = (const char *)sqlite3_column_text(s, 5);
+	const char *jid = (const char *)db_column_text(s, 0);
+	const char *name = (const char *)db_column_text(s, 1);
+	const char *subv = (const char *)db_column_text(s, 2);
+	const char *groups = (const char *)db_column_text(s, 5);
 	struct roster_item *it;
 	uint8_t bits = 0;
 
@@ -102,13 +104,13 @@ static int row_to_item(struct roster *r, sqlite3_stmt *s)
 	if (!it || roster_item_set_name(it, name) < 0 ||
 	    roster_item_set_groups(it, groups) < 0)
 		return -ENOMEM;
-	it->sub = bits | (sqlite3_column_int(s, 3) ? SUB_PENDING_OUT : 0);
+	it->sub = bits | (db_column_int(s, 3) ? SUB_PENDING_OUT : 0);
 	it->sub = sub_normalize(it->sub);
-	it->approved = sqlite3_column_int(s, 4) != 0;
-	it->version = (uint64_t)sqlite3_column_int64(s, 6);
-	if (sqlite3_column_int(s, 7)) {
+	it->approved = db_column_int(s, 4) != 0;
+	it->version = (uint64_t)db_column_int64(s, 6);
+	if (db_column_int(s, 7)) {
 		roster_remove(r, it);
-		it->version = (uint64_t)sqlite3_column_int64(s, 6);
+		it->version = (uint64_t)db_column_int64(s, 6);
 	}
 	return 0;
 }
@@ -120,7 +122,7 @@ static int row_to_item(struct roster *r, sqlite3_stmt *s)
  */
 static int prune_tombstones(struct storage *st, const char *user, struct roster *r)
 {
-	sqlite3_stmt *s = storage_sqlite_stmt(st, sql_prune_horizon);
+	struct db_stmt *s = storage_stmt(st, sql_prune_horizon);
 	int64_t horizon = -1;
 	int rc;
 
@@ -129,29 +131,29 @@ static int prune_tombstones(struct storage *st, const char *user, struct roster 
 	if (!s)
 		return -EIO;
 	bind_user(s, user);
-	sqlite3_bind_int64(s, 2, ROSTER_TOMBSTONES_MAX / 2);
+	db_bind_int64(s, 2, ROSTER_TOMBSTONES_MAX / 2);
 	rc = step(st, "roster.prune", s);
-	if (rc == SQLITE_ROW)
-		horizon = sqlite3_column_int64(s, 0);
-	storage_sqlite_release(s);
+	if (rc == DB_ROW)
+		horizon = db_column_int64(s, 0);
+	storage_stmt_release(s);
 	if (rc < 0)
 		return rc;
 	if (horizon < 0)
 		return 0;
-	s = storage_sqlite_stmt(st, sql_prune);
+	s = storage_stmt(st, sql_prune);
 	if (!s)
 		return -EIO;
 	bind_user(s, user);
-	sqlite3_bind_int64(s, 2, horizon);
-	rc = storage_sqlite_exec(st, "roster.prune", s);
+	db_bind_int64(s, 2, horizon);
+	rc = storage_stmt_exec(st, "roster.prune", s);
 	if (rc < 0)
 		return rc;
-	s = storage_sqlite_stmt(st, sql_set_horizon);
+	s = storage_stmt(st, sql_set_horizon);
 	if (!s)
 		return -EIO;
 	bind_user(s, user);
-	sqlite3_bind_int64(s, 2, horizon);
-	rc = storage_sqlite_exec(st, "roster.horizon", s);
+	db_bind_int64(s, 2, horizon);
+	rc = storage_stmt_exec(st, "roster.horizon", s);
 	if (rc < 0)
 		return rc;
 	/* The same in memory. */
@@ -164,59 +166,59 @@ static int prune_tombstones(struct storage *st, const char *user, struct roster 
 int roster_load_sync(struct storage *st, const char *user, struct roster **out)
 {
 	struct roster *r = roster_new();
-	sqlite3_stmt *s;
+	struct db_stmt *s;
 	int rc, err = 0;
 
 	*out = NULL;
 	if (!r)
 		return -ENOMEM;
-	s = storage_sqlite_stmt(st, sql_version);
+	s = storage_stmt(st, sql_version);
 	if (!s)
 		goto eio;
 	bind_user(s, user);
 	rc = step(st, "roster.load", s);
-	if (rc == SQLITE_ROW) {
-		r->version = (uint64_t)sqlite3_column_int64(s, 0);
-		r->horizon = (uint64_t)sqlite3_column_int64(s, 1);
+	if (rc == DB_ROW) {
+		r->version = (uint64_t)db_column_int64(s, 0);
+		r->horizon = (uint64_t)db_column_int64(s, 1);
 	}
-	storage_sqlite_release(s);
+	storage_stmt_release(s);
 	if (rc < 0) {
 		err = rc;
 		goto fail;
 	}
 
-	s = storage_sqlite_stmt(st, sql_items);
+	s = storage_stmt(st, sql_items);
 	if (!s)
 		goto eio;
 	bind_user(s, user);
-	while ((rc = step(st, "roster.load", s)) == SQLITE_ROW) {
+	while ((rc = step(st, "roster.load", s)) == DB_ROW) {
 		err = row_to_item(r, s);
 		if (err < 0)
 			break;
 	}
-	storage_sqlite_release(s);
+	storage_stmt_release(s);
 	if (rc < 0)
 		err = rc;
 	if (err < 0)
 		goto fail;
 
-	s = storage_sqlite_stmt(st, sql_requests);
+	s = storage_stmt(st, sql_requests);
 	if (!s)
 		goto eio;
 	bind_user(s, user);
-	while ((rc = step(st, "roster.load", s)) == SQLITE_ROW) {
-		const char *jid = (const char *)sqlite3_column_text(s, 0);
-		const char *stanza = (const char *)sqlite3_column_text(s, 1);
+	while ((rc = step(st, "roster.load", s)) == DB_ROW) {
+		const char *jid = (const char *)db_column_text(s, 0);
+		const char *stanza = (const char *)db_column_text(s, 1);
 
 		if (!jid || !stanza)
 			continue;
 		/* No limit here: what was accepted once is kept. */
 		err = roster_request_put(r, jid, strlen(jid), stanza,
-					 (size_t)sqlite3_column_bytes(s, 1), SIZE_MAX);
+					 (size_t)db_column_bytes(s, 1), SIZE_MAX);
 		if (err < 0)
 			break;
 	}
-	storage_sqlite_release(s);
+	storage_stmt_release(s);
 	if (rc < 0)
 		err = rc;
 	if (err < 0)
@@ -236,35 +238,35 @@ fail:
 /* The roster version only moves forward, whoever writes first. */
 static int raise_version(struct storage *st, const char *user, uint64_t version)
 {
-	sqlite3_stmt *s = storage_sqlite_stmt(st, sql_version_raise);
+	struct db_stmt *s = storage_stmt(st, sql_version_raise);
 
 	if (!s)
 		return -EIO;
 	bind_user(s, user);
-	sqlite3_bind_int64(s, 2, (sqlite3_int64)version);
-	return storage_sqlite_exec(st, "roster.version", s);
+	db_bind_int64(s, 2, (int64_t)version);
+	return storage_stmt_exec(st, "roster.version", s);
 }
 
 int roster_db_put(struct storage *st, const char *user, const struct roster_row *row)
 {
-	sqlite3_stmt *s = storage_sqlite_stmt(st, sql_put);
+	struct db_stmt *s = storage_stmt(st, sql_put);
 	int rc;
 
 	if (!s)
 		return -EIO;
 	bind_user(s, user);
-	sqlite3_bind_text(s, 2, row->jid, -1, SQLITE_STATIC);
+	db_bind_text(s, 2, row->jid, -1);
 	if (row->name)
-		sqlite3_bind_text(s, 3, row->name, -1, SQLITE_STATIC);
+		db_bind_text(s, 3, row->name, -1);
 	else
-		sqlite3_bind_null(s, 3);
-	sqlite3_bind_text(s, 4, sub_attr_value(row->sub), -1, SQLITE_STATIC);
-	sqlite3_bind_int(s, 5, (row->sub & SUB_PENDING_OUT) ? 1 : 0);
-	sqlite3_bind_int(s, 6, row->approved ? 1 : 0);
-	sqlite3_bind_text(s, 7, row->groups ? row->groups : "", -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 8, (sqlite3_int64)row->version);
-	sqlite3_bind_int(s, 9, row->deleted ? 1 : 0);
-	rc = storage_sqlite_exec(st, "roster.put", s);
+		db_bind_null(s, 3);
+	db_bind_text(s, 4, sub_attr_value(row->sub), -1);
+	db_bind_int(s, 5, (row->sub & SUB_PENDING_OUT) ? 1 : 0);
+	db_bind_int(s, 6, row->approved ? 1 : 0);
+	db_bind_text(s, 7, row->groups ? row->groups : "", -1);
+	db_bind_int64(s, 8, (int64_t)row->version);
+	db_bind_int(s, 9, row->deleted ? 1 : 0);
+	rc = storage_stmt_exec(st, "roster.put", s);
 	if (rc < 0)
 		return rc;
 	return raise_version(st, user, row->version);
@@ -273,7 +275,7 @@ int roster_db_put(struct storage *st, const char *user, const struct roster_row 
 int roster_db_state(struct storage *st, const char *user, const char *jid, uint8_t *state,
 		    bool *approved, bool *exists)
 {
-	sqlite3_stmt *s = storage_sqlite_stmt(st, sql_state);
+	struct db_stmt *s = storage_stmt(st, sql_state);
 	int rc;
 
 	*state = 0;
@@ -282,32 +284,32 @@ int roster_db_state(struct storage *st, const char *user, const char *jid, uint8
 	if (!s)
 		return -EIO;
 	bind_user(s, user);
-	sqlite3_bind_text(s, 2, jid, -1, SQLITE_STATIC);
+	db_bind_text(s, 2, jid, -1);
 	rc = step(st, "roster.state", s);
-	if (rc == SQLITE_ROW && !sqlite3_column_int(s, 3)) {
-		const char *v = (const char *)sqlite3_column_text(s, 0);
+	if (rc == DB_ROW && !db_column_int(s, 3)) {
+		const char *v = (const char *)db_column_text(s, 0);
 		uint8_t bits = 0;
 
 		if (v && sub_parse_attr(v, &bits) == 0)
 			*state = bits;
-		if (sqlite3_column_int(s, 1))
+		if (db_column_int(s, 1))
 			*state |= SUB_PENDING_OUT;
-		*approved = sqlite3_column_int(s, 2) != 0;
+		*approved = db_column_int(s, 2) != 0;
 		*exists = true;
 	}
-	storage_sqlite_release(s);
+	storage_stmt_release(s);
 	if (rc < 0)
 		return rc;
 
-	s = storage_sqlite_stmt(st, sql_request_exists);
+	s = storage_stmt(st, sql_request_exists);
 	if (!s)
 		return -EIO;
 	bind_user(s, user);
-	sqlite3_bind_text(s, 2, jid, -1, SQLITE_STATIC);
+	db_bind_text(s, 2, jid, -1);
 	rc = step(st, "roster.state", s);
-	if (rc == SQLITE_ROW)
+	if (rc == DB_ROW)
 		*state |= SUB_PENDING_IN;
-	storage_sqlite_release(s);
+	storage_stmt_release(s);
 	if (rc < 0)
 		return rc;
 	*state = sub_normalize(*state);
@@ -317,7 +319,7 @@ int roster_db_state(struct storage *st, const char *user, const char *jid, uint8
 int roster_db_set_state(struct storage *st, const char *user, const char *jid, uint8_t sub,
 			bool approved)
 {
-	sqlite3_stmt *s = storage_sqlite_stmt(st, sql_version);
+	struct db_stmt *s = storage_stmt(st, sql_version);
 	uint64_t version = 0;
 	int rc;
 
@@ -326,23 +328,23 @@ int roster_db_set_state(struct storage *st, const char *user, const char *jid, u
 		return -EIO;
 	bind_user(s, user);
 	rc = step(st, "roster.set_state", s);
-	if (rc == SQLITE_ROW)
-		version = (uint64_t)sqlite3_column_int64(s, 0);
-	storage_sqlite_release(s);
+	if (rc == DB_ROW)
+		version = (uint64_t)db_column_int64(s, 0);
+	storage_stmt_release(s);
 	if (rc < 0)
 		return rc;
 	version++;
 
-	s = storage_sqlite_stmt(st, sql_set_state);
+	s = storage_stmt(st, sql_set_state);
 	if (!s)
 		return -EIO;
 	bind_user(s, user);
-	sqlite3_bind_text(s, 2, jid, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 3, sub_attr_value(sub), -1, SQLITE_STATIC);
-	sqlite3_bind_int(s, 4, (sub & SUB_PENDING_OUT) ? 1 : 0);
-	sqlite3_bind_int(s, 5, approved ? 1 : 0);
-	sqlite3_bind_int64(s, 6, (sqlite3_int64)version);
-	rc = storage_sqlite_exec(st, "roster.set_state", s);
+	db_bind_text(s, 2, jid, -1);
+	db_bind_text(s, 3, sub_attr_value(sub), -1);
+	db_bind_int(s, 4, (sub & SUB_PENDING_OUT) ? 1 : 0);
+	db_bind_int(s, 5, approved ? 1 : 0);
+	db_bind_int64(s, 6, (int64_t)version);
+	rc = storage_stmt_exec(st, "roster.set_state", s);
 	if (rc < 0)
 		return rc;
 	return raise_version(st, user, version);
@@ -351,31 +353,31 @@ int roster_db_set_state(struct storage *st, const char *user, const char *jid, u
 int roster_db_request_put(struct storage *st, const char *user, const char *jid,
 			  const char *stanza, size_t len)
 {
-	sqlite3_stmt *s = storage_sqlite_stmt(st, sql_request_put);
+	struct db_stmt *s = storage_stmt(st, sql_request_put);
 
 	if (!s)
 		return -EIO;
 	bind_user(s, user);
-	sqlite3_bind_text(s, 2, jid, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 3, stanza, (int)len, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 4, (sqlite3_int64)time(NULL));
-	return storage_sqlite_exec(st, "roster.request_put", s);
+	db_bind_text(s, 2, jid, -1);
+	db_bind_text(s, 3, stanza, (int)len);
+	db_bind_int64(s, 4, (int64_t)time(NULL));
+	return storage_stmt_exec(st, "roster.request_put", s);
 }
 
 int roster_db_request_delete(struct storage *st, const char *user, const char *jid)
 {
-	sqlite3_stmt *s = storage_sqlite_stmt(st, sql_request_delete);
+	struct db_stmt *s = storage_stmt(st, sql_request_delete);
 
 	if (!s)
 		return -EIO;
 	bind_user(s, user);
-	sqlite3_bind_text(s, 2, jid, -1, SQLITE_STATIC);
-	return storage_sqlite_exec(st, "roster.request_delete", s);
+	db_bind_text(s, 2, jid, -1);
+	return storage_stmt_exec(st, "roster.request_delete", s);
 }
 
 static int count(struct storage *st, const char *sql, const char *user, size_t *out)
 {
-	sqlite3_stmt *s = storage_sqlite_stmt(st, sql);
+	struct db_stmt *s = storage_stmt(st, sql);
 	int rc;
 
 	*out = 0;
@@ -383,9 +385,9 @@ static int count(struct storage *st, const char *sql, const char *user, size_t *
 		return -EIO;
 	bind_user(s, user);
 	rc = step(st, "roster.count", s);
-	if (rc == SQLITE_ROW)
-		*out = (size_t)sqlite3_column_int64(s, 0);
-	storage_sqlite_release(s);
+	if (rc == DB_ROW)
+		*out = (size_t)db_column_int64(s, 0);
+	storage_stmt_release(s);
 	return rc < 0 ? rc : 0;
 }
 
@@ -398,15 +400,15 @@ int roster_db_counts(struct storage *st, const char *user, size_t *items, size_t
 
 int roster_db_account_exists(struct storage *st, const char *user)
 {
-	sqlite3_stmt *s = storage_sqlite_stmt(st, sql_account);
+	struct db_stmt *s = storage_stmt(st, sql_account);
 	int rc;
 
 	if (!s)
 		return -EIO;
 	bind_user(s, user);
 	rc = step(st, "roster.account", s);
-	storage_sqlite_release(s);
+	storage_stmt_release(s);
 	if (rc < 0)
 		return rc;
-	return rc == SQLITE_ROW ? 0 : -ENOENT;
+	return rc == DB_ROW ? 0 : -ENOENT;
 }

@@ -1,17 +1,22 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The synchronous store on SQLite: one connection in WAL mode with
- * synchronous=FULL (a commit is on disk when it returns: power-loss
- * durability is a product promise), foreign keys on, and a busy timeout so
- * stanzactl and the daemon can share the file.
+ * The synchronous store, on one of two engines behind db.h:
+ *  - SQLite (the default, nothing to install): one connection in WAL mode
+ *    with synchronous=FULL (a commit is on disk when it returns:
+ *    power-loss durability is a product promise), foreign keys on, and a
+ *    busy timeout so stanzactl and the daemon can share the file;
+ *  - PostgreSQL (--storage postgresql://...): one libpq connection, so
+ *    several nodes can share the data.
  *
- * The schema is versioned with PRAGMA user_version and upgraded at open by
- * an ordered list of migrations, each in its own transaction. Every table
- * that belongs to an account references accounts(username) with ON DELETE
+ * The schema is versioned (SQLite: PRAGMA user_version; PostgreSQL: the
+ * one row of stanzad_schema) and upgraded at open by one ordered list of
+ * migrations for both, each in its own transaction. Every table that
+ * belongs to an account references accounts(username) with ON DELETE
  * CASCADE, so deleting the account row deletes everything it owns.
  *
- * Statements are prepared once at open and reset after each use.
+ * Statements are prepared once and reset after each use.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -25,10 +30,12 @@
 
 #include <sqlite3.h>
 
+#include "db.h"
 #include "fast.h"
 #include "log.h"
 #include "storage.h"
-#include "storage_sqlite.h"
+#include "storage_db.h"
+#include "strbuf.h"
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -133,7 +140,7 @@ static const char *const storage_migrations[] = {
 
 	/*
 	 * pubsub: XEP-0060 nodes at pubsub.DOMAIN and XEP-0163 PEP nodes
-	 * (storage_sqlite_pubsub.c). host is the service domain or the PEP
+	 * (storage_pubsub.c). host is the service domain or the PEP
 	 * owner's bare JID; username is the PEP owner (NULL on the service),
 	 * so removing an account removes its PEP nodes, and with them their
 	 * affiliations, subscriptions and items. config is the node's
@@ -179,7 +186,7 @@ static const char *const storage_migrations[] = {
 
 	/*
 	 * mam: XEP-0313 message archives of accounts and their XEP-0441
-	 * preferences (storage_sqlite_mam.c). ts (microseconds) is the
+	 * preferences (storage_mam.c). ts (microseconds) is the
 	 * archive order, strictly increasing per user; id is the archive UID
 	 * (the XEP-0359 stanza-id, random); peer/resource the other party;
 	 * stanza the message, serialized standalone. Indexes: order and
@@ -207,7 +214,7 @@ static const char *const storage_migrations[] = {
 	");",
 
 	/*
-	 * upload: XEP-0363 files (upload.c, storage_sqlite_upload.c). One row
+	 * upload: XEP-0363 files (upload.c, storage_upload.c). One row
 	 * per slot: 'pending' from the slot request (counted against the
 	 * quota), 'done' once the file is stored as STATE_DIR/upload/TOKEN;
 	 * type is what GET serves. Indexes: quota sums, expiry sweeps.
@@ -227,7 +234,7 @@ static const char *const storage_migrations[] = {
 
 	/*
 	 * muc: XEP-0045 rooms at conference.DOMAIN (muc.c,
-	 * storage_sqlite_muc.c). muc_rooms holds persistent rooms only: the
+	 * storage_muc.c). muc_rooms holds persistent rooms only: the
 	 * configuration (password = the room's shared secret, NULL when not
 	 * protected; allow_pm anyone|participants|moderators|none) and the
 	 * subject; muc_affiliations their lists (bare JIDs or domains,
@@ -279,7 +286,7 @@ static const char *const storage_migrations[] = {
 
 	/*
 	 * devices: fleet enrollment, certificate login and FAST tokens
-	 * (storage_sqlite_device.c). devices: the bare JID as enrolled (the
+	 * (storage_device.c). devices: the bare JID as enrolled (the
 	 * store knows no domain), the tags (sorted, ';'-joined)
 	 * and owner (bare JID, or NULL) of an account enrolled with
 	 * `stanzactl device import`. device_certs: SHA-256 fingerprints of
@@ -320,7 +327,7 @@ static const char *const storage_migrations[] = {
 
 	/*
 	 * iot: the thing registry (XEP-0347, registry.c) and provisioning
-	 * rules (XEP-0324, provisioning.c); SQL in storage_sqlite_iot.c.
+	 * rules (XEP-0324, provisioning.c); SQL in storage_iot.c.
 	 * iot_things: one row per registered thing (a bare JID, or a node
 	 * behind it), owner NULL until claimed, sig the canonical tag set a
 	 * claim must match, removed = taken out of the registry by its
@@ -376,7 +383,7 @@ static const char *const storage_migrations[] = {
 	/*
 	 * push_registrations: XEP-0357 app servers (jid, node) an account
 	 * registered, with the publish-options form (serialized, or NULL)
-	 * sent with each notification (push.c, storage_sqlite_push.c).
+	 * sent with each notification (push.c, storage_push.c).
 	 */
 	"CREATE TABLE push_registrations ("
 	"  username   TEXT NOT NULL REFERENCES accounts(username) ON DELETE CASCADE,"
@@ -389,13 +396,7 @@ static const char *const storage_migrations[] = {
 };
 
 enum storage_stmt {
-	STMT_BEGIN = 0,
-	STMT_COMMIT,
-	STMT_ROLLBACK,
-	STMT_SAVEPOINT,
-	STMT_RELEASE,
-	STMT_ROLLBACK_TO,
-	STMT_ACCOUNT_GET,
+	STMT_ACCOUNT_GET = 0,
 	STMT_ACCOUNT_INSERT,
 	STMT_ACCOUNT_UPDATE,
 	STMT_ACCOUNT_DELETE,
@@ -404,12 +405,6 @@ enum storage_stmt {
 };
 
 static const char *const storage_stmt_sql[STMT_COUNT] = {
-	[STMT_BEGIN] = "BEGIN IMMEDIATE",
-	[STMT_COMMIT] = "COMMIT",
-	[STMT_ROLLBACK] = "ROLLBACK",
-	[STMT_SAVEPOINT] = "SAVEPOINT req",
-	[STMT_RELEASE] = "RELEASE req",
-	[STMT_ROLLBACK_TO] = "ROLLBACK TO req",
 	[STMT_ACCOUNT_GET] =
 		"SELECT iterations, salt, sha1_stored, sha1_server,"
 		" sha256_stored, sha256_server FROM accounts WHERE username = ?1",
@@ -422,32 +417,35 @@ static const char *const storage_stmt_sql[STMT_COUNT] = {
 		" sha1_server = ?5, sha256_stored = ?6, sha256_server = ?7"
 		" WHERE username = ?1",
 	[STMT_ACCOUNT_DELETE] = "DELETE FROM accounts WHERE username = ?1",
+	/* Byte order on both engines: TEXT is COLLATE "C" on PostgreSQL. */
 	[STMT_ACCOUNT_LIST] = "SELECT username FROM accounts ORDER BY username",
 };
 
 /*
  * Statements of feature modules, prepared on first use
- * (storage_sqlite_stmt) and found again by the address of their SQL text:
+ * (storage_stmt) and found again by the address of their SQL text:
  * an open-addressing table that doubles at half load.
  */
 struct storage_stmt_slot {
 	const char *sql;	/* the caller's static string: the key */
-	sqlite3_stmt *stmt;
+	struct db_stmt *stmt;
 };
 
 /*
- * One connection and its statements. Opened with SQLITE_OPEN_NOMUTEX, so
- * SQLite does no locking of its own on it: one thread at a time.
+ * One connection and its statements. SQLite is opened with
+ * SQLITE_OPEN_NOMUTEX and libpq locks nothing either: one thread at a
+ * time.
  */
 struct storage {
-	sqlite3 *db;
-	sqlite3_stmt *stmt[STMT_COUNT];
+	struct db *db;
+	struct db_stmt *stmt[STMT_COUNT];
 	struct storage_stmt_slot *cache;
 	unsigned cache_cap;	/* power of two, 0 before the first use */
 	unsigned ncache;
 	int version;		/* schema version after migration */
 	int busy_timeout_ms;	/* for log lines */
-	char path[];		/* the database file, for log lines */
+	bool pg;		/* on PostgreSQL, not SQLite */
+	char path[];		/* the database file or the masked URI, for log lines */
 };
 
 /* Where a failure to open is reported: the log, or the caller's buffer. */
@@ -522,10 +520,14 @@ static int sqlite_to_errno(sqlite3 *db, int rc)
 static int sql_error(struct storage *st, const char *op, int rc)
 {
 	char qmsg[256];
-	const char *msg = sqlite3_errmsg(st->db);
+	const char *msg;
 
+	/* The outage is logged once (storage.down), not once per request. */
+	if (rc == -ENOTCONN)
+		return -EIO;
+	msg = db_errmsg(st->db);
 	log_sanitize(qmsg, sizeof(qmsg), msg, strlen(msg));
-	if ((rc & 0xff) == SQLITE_BUSY) {
+	if (rc == -EBUSY) {
 		log_warn("storage.busy", "op=%s timeout_ms=%d err=%s", op,
 			 st->busy_timeout_ms, qmsg);
 		return -EBUSY;
@@ -535,20 +537,9 @@ static int sql_error(struct storage *st, const char *op, int rc)
 }
 
 /* Resets a cached statement for its next use and drops its bindings. */
-static void stmt_release(sqlite3_stmt *s)
+static void stmt_release(struct db_stmt *s)
 {
-	sqlite3_reset(s);
-	sqlite3_clear_bindings(s);
-}
-
-/* Runs a statement that returns no rows. SQLite result code. */
-static int stmt_exec(struct storage *st, enum storage_stmt id)
-{
-	sqlite3_stmt *s = st->stmt[id];
-	int rc = sqlite3_step(s);
-
-	stmt_release(s);
-	return rc == SQLITE_DONE ? SQLITE_OK : rc;
+	db_reset(s);
 }
 
 /* ---- Opening: permissions, file, pragmas, migrations ---- */
@@ -869,22 +860,236 @@ err:
 }
 
 /*
- * Prepares every statement once. PERSISTENT tells SQLite they live long,
- * so it allocates them outside its short-lived lookaside memory.
+ * Prepares every statement once (on PostgreSQL the server sees each at its
+ * first use, and again after a reconnect).
  */
 static int prepare_statements(struct storage_open_ctx *ctx, struct storage *st)
 {
 	for (int i = 0; i < STMT_COUNT; i++) {
-		int rc = sqlite3_prepare_v3(st->db, storage_stmt_sql[i], -1,
-					    SQLITE_PREPARE_PERSISTENT, &st->stmt[i], NULL);
-
-		if (rc != SQLITE_OK) {
-			open_fail(ctx, "cannot prepare statement %d: %s", i,
-				  sqlite3_errmsg(st->db));
-			return sqlite_to_errno(st->db, rc);
+		st->stmt[i] = db_prepare(st->db, storage_stmt_sql[i]);
+		if (!st->stmt[i]) {
+			open_fail(ctx, "cannot prepare statement %d: %s", i, db_errmsg(st->db));
+			return -EIO;
 		}
 	}
 	return 0;
+}
+
+/* ---- PostgreSQL: the same migrations, translated ---- */
+
+/*
+ * The PostgreSQL text of a migration: SQLite's DDL with its types
+ * replaced word by word. INTEGER is 64-bit in SQLite, so BIGINT; a rowid
+ * key becomes an identity column (explicit ids still allowed, as pubsub
+ * inserts them); every TEXT compares in byte order as SQLite's BINARY
+ * collation does. Malloc'ed, NULL on ENOMEM.
+ */
+static char *pg_migration_sql(const char *sql)
+{
+	static const struct {
+		const char *from, *to;
+	} words[] = {
+		{ "INTEGER PRIMARY KEY AUTOINCREMENT",
+		  "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY" },
+		{ "INTEGER PRIMARY KEY", "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY" },
+		{ "INTEGER", "BIGINT" },
+		{ "BLOB", "BYTEA" },
+		{ "TEXT", "TEXT COLLATE \"C\"" },
+		{ " WITHOUT ROWID", "" },
+	};
+	struct strbuf b = { 0 };
+	const char *p = sql;
+
+	while (*p) {
+		size_t i;
+
+		for (i = 0; i < ARRAY_SIZE(words); i++) {
+			size_t n = strlen(words[i].from);
+			char next = p[n];
+
+			if (strncmp(p, words[i].from, n) == 0 &&
+			    !(p > sql && (isalnum((unsigned char)p[-1]) || p[-1] == '_')) &&
+			    !(isalnum((unsigned char)next) || next == '_'))
+				break;
+		}
+		if (i < ARRAY_SIZE(words)) {
+			strbuf_append(&b, words[i].to, strlen(words[i].to));
+			p += strlen(words[i].from);
+		} else {
+			strbuf_append(&b, p, 1);
+			p++;
+		}
+	}
+	strbuf_append(&b, "", 0);
+	if (b.oom) {
+		strbuf_free(&b);
+		return NULL;
+	}
+	return b.data;
+}
+
+/* One integer from a query without parameters; -ENOENT when no row. */
+static int pg_query_int(struct db *db, const char *sql, int *out)
+{
+	struct db_stmt *s = db_prepare(db, sql);
+	int rc;
+
+	if (!s)
+		return -ENOMEM;
+	rc = db_step(s);
+	if (rc == DB_ROW)
+		*out = db_column_int(s, 0);
+	db_finalize(s);
+	return rc == DB_ROW ? 0 : rc == DB_DONE ? -ENOENT : rc;
+}
+
+/*
+ * The schema version of a PostgreSQL database: the one row of
+ * stanzad_schema, 0 for an empty database (in the current schema).
+ * Refuses a database with tables but no version (not ours) and a newer
+ * version than this build knows.
+ */
+static int pg_schema_version(struct storage_open_ctx *ctx, struct db *db, int *version)
+{
+	int ours, tables, rc;
+
+	rc = pg_query_int(db, "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()"
+			  " AND tablename = 'stanzad_schema'", &ours);
+	if (!rc)
+		rc = pg_query_int(db, "SELECT count(*) FROM pg_tables"
+				  " WHERE schemaname = current_schema()", &tables);
+	if (!rc && ours)
+		rc = pg_query_int(db, "SELECT version FROM stanzad_schema", version);
+	else
+		*version = 0;
+	if (rc) {
+		open_fail(ctx, "cannot read schema version: %s", db_errmsg(db));
+		return rc == -ENOENT ? -EBADMSG : -EIO;
+	}
+	if (!ours && tables > 0) {
+		open_fail(ctx, "a PostgreSQL database, but not a stanzad one"
+			  " (tables, but no stanzad_schema)");
+		return -EBADMSG;
+	}
+	if (*version > (int)ARRAY_SIZE(storage_migrations)) {
+		open_fail(ctx, "schema version %d is newer than this build supports (%d);"
+			  " use a newer stanzad", *version, (int)ARRAY_SIZE(storage_migrations));
+		return -EPROTO;
+	}
+	return 0;
+}
+
+/*
+ * Brings a PostgreSQL database to the newest version, one migration per
+ * transaction. Nodes sharing the database may start together: each
+ * migration runs under a transaction-level advisory lock and re-reads the
+ * version under it, so exactly one of them applies it.
+ */
+static int pg_migrate(struct storage_open_ctx *ctx, struct db *db, int *version)
+{
+	char lock[64], bump[80];
+	char *ddl;
+	int v, ret;
+
+	ret = pg_schema_version(ctx, db, &v);
+	if (ret)
+		return ret;
+	snprintf(lock, sizeof(lock), "SELECT pg_advisory_xact_lock(%d)",
+		 (int)STORAGE_APPLICATION_ID);
+	while (v < (int)ARRAY_SIZE(storage_migrations)) {
+		ret = db_txn(db, DB_BEGIN);
+		if (!ret)
+			ret = db_exec(db, lock);
+		if (!ret)
+			ret = db_exec(db, "CREATE TABLE IF NOT EXISTS stanzad_schema ("
+				      " one INTEGER PRIMARY KEY CHECK (one = 1),"
+				      " version INTEGER NOT NULL);"
+				      "INSERT INTO stanzad_schema VALUES (1, 0)"
+				      " ON CONFLICT (one) DO NOTHING");
+		if (!ret)
+			ret = pg_query_int(db, "SELECT version FROM stanzad_schema", &v);
+		if (ret)
+			goto err_rollback;
+		if (v >= (int)ARRAY_SIZE(storage_migrations)) {
+			db_txn(db, DB_ROLLBACK);
+			break;
+		}
+		ddl = pg_migration_sql(storage_migrations[v]);
+		if (!ddl) {
+			db_txn(db, DB_ROLLBACK);
+			open_fail(ctx, "out of memory");
+			return -ENOMEM;
+		}
+		ret = db_exec(db, ddl);
+		free(ddl);
+		snprintf(bump, sizeof(bump), "UPDATE stanzad_schema SET version = %d", v + 1);
+		if (!ret)
+			ret = db_exec(db, bump);
+		if (!ret)
+			ret = db_txn(db, DB_COMMIT);
+		if (ret)
+			goto err_rollback;
+		log_info("storage.migrated", "from=%d to=%d", v, v + 1);
+		v++;
+	}
+	if (v > (int)ARRAY_SIZE(storage_migrations)) {
+		open_fail(ctx, "schema version %d is newer than this build supports (%d)",
+			  v, (int)ARRAY_SIZE(storage_migrations));
+		return -EPROTO;
+	}
+	*version = v;
+	return 0;
+
+err_rollback:
+	open_fail(ctx, "schema migration failed: %s", db_errmsg(db));
+	db_txn(db, DB_ROLLBACK);
+	return -EIO;
+}
+
+/* Opens the store on a PostgreSQL server (uri: postgresql://...). */
+static int storage_open_pg(struct storage **out, const char *uri, char *why, size_t why_size)
+{
+	struct storage_open_ctx ctx = { .why = why, .why_size = why_size };
+	char reason[STORAGE_WHY_MAX];
+	struct storage *st;
+	/* Room for "***" in place of a shorter password. */
+	size_t len = strlen(uri) + 8;
+	int ret;
+
+	st = calloc(1, sizeof(*st) + len);
+	if (!st) {
+		ctx.path = "postgresql";
+		open_fail(&ctx, "out of memory");
+		return -ENOMEM;
+	}
+	/* Log lines and messages name the server, never the password. */
+	db_uri_mask(uri, st->path, len);
+	ctx.path = st->path;
+	st->pg = true;
+	st->busy_timeout_ms = STORAGE_BUSY_TIMEOUT_MS;
+	ret = db_pg_connect(&st->db, uri, reason, sizeof(reason));
+	if (ret) {
+		open_fail(&ctx, "%s", reason);
+		goto err_free;
+	}
+	ret = pg_migrate(&ctx, st->db, &st->version);
+	if (ret)
+		goto err_close_db;
+	ret = prepare_statements(&ctx, st);
+	if (ret)
+		goto err_finalize;
+	log_debug("storage.opened", "engine=postgresql version=%d", st->version);
+	*out = st;
+	return 0;
+
+err_finalize:
+	for (int i = 0; i < STMT_COUNT; i++)
+		db_finalize(st->stmt[i]);
+err_close_db:
+	db_close(st->db);
+err_free:
+	free(st);
+	return ret;
 }
 
 int storage_open_why(struct storage **out, const char *state_dir, char *why,
@@ -893,6 +1098,7 @@ int storage_open_why(struct storage **out, const char *state_dir, char *why,
 	struct storage_open_ctx ctx = { .path = state_dir, .why = why, .why_size = why_size };
 	struct storage *st;
 	struct stat dir_sb;
+	sqlite3 *conn = NULL;
 	size_t dlen;
 	int rc, ret;
 
@@ -930,27 +1136,33 @@ int storage_open_why(struct storage **out, const char *state_dir, char *why,
 	 * No SQLITE_OPEN_CREATE: the file exists with the right mode by now.
 	 * NOMUTEX: one thread uses a store at a time (see storage.h).
 	 */
-	rc = sqlite3_open_v2(st->path, &st->db,
+	rc = sqlite3_open_v2(st->path, &conn,
 			     SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX |
 			     SQLITE_OPEN_NOFOLLOW | SQLITE_OPEN_EXRESCODE, NULL);
 	if (rc != SQLITE_OK) {
 		open_fail(&ctx, "cannot open database: %s",
-			  st->db ? sqlite3_errmsg(st->db) : sqlite3_errstr(rc));
-		ret = sqlite_to_errno(st->db, rc);
-		goto err_close_db;
+			  conn ? sqlite3_errmsg(conn) : sqlite3_errstr(rc));
+		ret = sqlite_to_errno(conn, rc);
+		goto err_close_conn;
 	}
 	st->busy_timeout_ms = STORAGE_BUSY_TIMEOUT_MS;
-	sqlite3_busy_timeout(st->db, STORAGE_BUSY_TIMEOUT_MS);
+	sqlite3_busy_timeout(conn, STORAGE_BUSY_TIMEOUT_MS);
 
-	ret = check_identity(&ctx, st->db);
+	ret = check_identity(&ctx, conn);
 	if (ret)
-		goto err_close_db;
-	ret = configure(&ctx, st->db);
+		goto err_close_conn;
+	ret = configure(&ctx, conn);
 	if (ret)
-		goto err_close_db;
-	ret = migrate(&ctx, st->db, &st->version);
+		goto err_close_conn;
+	ret = migrate(&ctx, conn, &st->version);
 	if (ret)
-		goto err_close_db;
+		goto err_close_conn;
+	st->db = db_sqlite_wrap(conn);
+	if (!st->db) {
+		open_fail(&ctx, "out of memory");
+		ret = -ENOMEM;
+		goto err_close_conn;
+	}
 	ret = prepare_statements(&ctx, st);
 	if (ret)
 		goto err_finalize;
@@ -961,10 +1173,13 @@ int storage_open_why(struct storage **out, const char *state_dir, char *why,
 
 err_finalize:
 	for (int i = 0; i < STMT_COUNT; i++)
-		sqlite3_finalize(st->stmt[i]);
-err_close_db:
+		db_finalize(st->stmt[i]);
+	db_close(st->db);
+	free(st);
+	return ret;
+err_close_conn:
 	/* sqlite3_open_v2 may hand back a handle even when it fails. */
-	sqlite3_close(st->db);
+	sqlite3_close(conn);
 err_free:
 	free(st);
 	return ret;
@@ -975,28 +1190,40 @@ int storage_open(struct storage **out, const char *state_dir)
 	return storage_open_why(out, state_dir, NULL, 0);
 }
 
+int storage_open_at(struct storage **out, const char *storage, const char *state_dir,
+		    char *why, size_t why_size)
+{
+	if (db_is_pg_uri(storage)) {
+		*out = NULL;
+		if (why && why_size)
+			why[0] = '\0';
+		return storage_open_pg(out, storage, why, why_size);
+	}
+	return storage_open_why(out, state_dir, why, why_size);
+}
+
 void storage_close(struct storage *st)
 {
 	if (!st)
 		return;
-	if (!sqlite3_get_autocommit(st->db))
-		stmt_exec(st, STMT_ROLLBACK);
+	if (db_in_transaction(st->db))
+		db_txn(st->db, DB_ROLLBACK);
 	for (int i = 0; i < STMT_COUNT; i++)
-		sqlite3_finalize(st->stmt[i]);
+		db_finalize(st->stmt[i]);
 	for (unsigned i = 0; i < st->cache_cap; i++)
 		if (st->cache[i].sql)
-			sqlite3_finalize(st->cache[i].stmt);
+			db_finalize(st->cache[i].stmt);
 	free(st->cache);
-	/* The last connection to close checkpoints the WAL into the file. */
-	if (sqlite3_close(st->db) != SQLITE_OK)
-		log_error("storage.close_failed", "err=busy");
+	/* The last SQLite connection to close checkpoints the WAL into the file. */
+	db_close(st->db);
 	free(st);
 }
 
 void storage_set_busy_timeout(struct storage *st, int ms)
 {
 	st->busy_timeout_ms = ms;
-	sqlite3_busy_timeout(st->db, ms);
+	if (!st->pg)
+		sqlite3_busy_timeout(db_sqlite_handle(st->db), ms);
 }
 
 int storage_schema_version(struct storage *st)
@@ -1009,66 +1236,64 @@ int storage_schema_latest(void)
 	return (int)ARRAY_SIZE(storage_migrations);
 }
 
+bool storage_down(struct storage *st)
+{
+	return db_lost(st->db);
+}
+
 /* ---- Transactions ---- */
 
 int storage_begin(struct storage *st)
 {
-	int rc = stmt_exec(st, STMT_BEGIN);
+	int rc = db_txn(st->db, DB_BEGIN);
 
-	if (rc != SQLITE_OK)
-		return sql_error(st, "begin", rc);
-	return 0;
+	return rc ? sql_error(st, "begin", rc) : 0;
 }
 
 int storage_commit(struct storage *st)
 {
-	int rc = stmt_exec(st, STMT_COMMIT);
+	int rc = db_txn(st->db, DB_COMMIT);
 
-	if (rc != SQLITE_OK)
-		return sql_error(st, "commit", rc);
-	return 0;
+	return rc ? sql_error(st, "commit", rc) : 0;
 }
 
 void storage_rollback(struct storage *st)
 {
-	/* SQLite ends the transaction itself after some errors (full disk). */
-	if (!sqlite3_get_autocommit(st->db))
-		stmt_exec(st, STMT_ROLLBACK);
+	/*
+	 * SQLite ends the transaction itself after some errors (full disk);
+	 * a PostgreSQL transaction lost with its connection is forgotten.
+	 */
+	if (db_in_transaction(st->db) || db_lost(st->db))
+		db_txn(st->db, DB_ROLLBACK);
 }
 
 bool storage_in_batch(struct storage *st)
 {
-	return !sqlite3_get_autocommit(st->db);
+	return db_in_transaction(st->db);
 }
 
 int storage_savepoint(struct storage *st)
 {
-	int rc = stmt_exec(st, STMT_SAVEPOINT);
+	int rc = db_txn(st->db, DB_SAVEPOINT);
 
-	if (rc != SQLITE_OK)
-		return sql_error(st, "savepoint", rc);
-	return 0;
+	return rc ? sql_error(st, "savepoint", rc) : 0;
 }
 
 int storage_savepoint_release(struct storage *st)
 {
-	int rc = stmt_exec(st, STMT_RELEASE);
+	int rc = db_txn(st->db, DB_RELEASE);
 
-	if (rc != SQLITE_OK)
-		return sql_error(st, "release", rc);
-	return 0;
+	return rc ? sql_error(st, "release", rc) : 0;
 }
 
 int storage_savepoint_undo(struct storage *st)
 {
 	/* ROLLBACK TO keeps the savepoint open; RELEASE pops it. */
-	int rc = stmt_exec(st, STMT_ROLLBACK_TO);
+	int rc = db_txn(st->db, DB_ROLLBACK_TO);
 
-	if (rc == SQLITE_OK)
-		rc = stmt_exec(st, STMT_RELEASE);
-	if (rc != SQLITE_OK)
-		return sql_error(st, "rollback_to", rc);
-	return 0;
+	if (!rc)
+		rc = db_txn(st->db, DB_RELEASE);
+	return rc ? sql_error(st, "rollback_to", rc) : 0;
 }
 
 /* ---- Accounts ---- */
@@ -1096,37 +1321,37 @@ static int check_creds(const struct scram_creds *c)
 }
 
 /*
- * Binds ?2..?7 of the insert and update statements. SQLITE_STATIC: the
- * credentials outlive the step, and no copy of the keys is made.
+ * Binds ?2..?7 of the insert and update statements (the credentials
+ * outlive the step; SQLite makes no copy of the keys).
  */
-static int bind_creds(sqlite3_stmt *s, const struct scram_creds *c)
+static int bind_creds(struct db_stmt *s, const struct scram_creds *c)
 {
 	int rc;
 
-	rc = sqlite3_bind_int64(s, 2, c->iterations);
-	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_blob(s, 3, c->salt, sizeof(c->salt), SQLITE_STATIC);
-	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_blob(s, 4, c->sha1_stored_key,
-				       sizeof(c->sha1_stored_key), SQLITE_STATIC);
-	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_blob(s, 5, c->sha1_server_key,
-				       sizeof(c->sha1_server_key), SQLITE_STATIC);
-	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_blob(s, 6, c->sha256_stored_key,
-				       sizeof(c->sha256_stored_key), SQLITE_STATIC);
-	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_blob(s, 7, c->sha256_server_key,
-				       sizeof(c->sha256_server_key), SQLITE_STATIC);
+	rc = db_bind_int64(s, 2, c->iterations);
+	if (rc == 0)
+		rc = db_bind_blob(s, 3, c->salt, sizeof(c->salt));
+	if (rc == 0)
+		rc = db_bind_blob(s, 4, c->sha1_stored_key,
+				       sizeof(c->sha1_stored_key));
+	if (rc == 0)
+		rc = db_bind_blob(s, 5, c->sha1_server_key,
+				       sizeof(c->sha1_server_key));
+	if (rc == 0)
+		rc = db_bind_blob(s, 6, c->sha256_stored_key,
+				       sizeof(c->sha256_stored_key));
+	if (rc == 0)
+		rc = db_bind_blob(s, 7, c->sha256_server_key,
+				       sizeof(c->sha256_server_key));
 	return rc;
 }
 
 /* Copies a blob column that must be exactly `len` bytes long. */
-static bool column_blob_exact(sqlite3_stmt *s, int col, void *dst, size_t len)
+static bool column_blob_exact(struct db_stmt *s, int col, void *dst, size_t len)
 {
-	const void *p = sqlite3_column_blob(s, col);
+	const void *p = db_column_blob(s, col);
 
-	if (!p || (size_t)sqlite3_column_bytes(s, col) != len)
+	if (!p || (size_t)db_column_bytes(s, col) != len)
 		return false;
 	memcpy(dst, p, len);
 	return true;
@@ -1134,27 +1359,27 @@ static bool column_blob_exact(sqlite3_stmt *s, int col, void *dst, size_t len)
 
 int storage_account_get(struct storage *st, const char *user, struct scram_creds *out)
 {
-	sqlite3_stmt *s = st->stmt[STMT_ACCOUNT_GET];
-	sqlite3_int64 iter;
+	struct db_stmt *s = st->stmt[STMT_ACCOUNT_GET];
+	int64_t iter;
 	size_t len;
 	int rc, ret;
 
 	ret = check_user(user, &len);
 	if (ret)
 		return ret;
-	rc = sqlite3_bind_text(s, 1, user, (int)len, SQLITE_STATIC);
-	if (rc == SQLITE_OK)
-		rc = sqlite3_step(s);
-	if (rc == SQLITE_DONE) {
+	rc = db_bind_text(s, 1, user, (int)len);
+	if (rc == 0)
+		rc = db_step(s);
+	if (rc == DB_DONE) {
 		ret = -ENOENT;
 		goto out_release;
 	}
-	if (rc != SQLITE_ROW) {
+	if (rc != DB_ROW) {
 		ret = sql_error(st, "account_get", rc);
 		goto out_release;
 	}
 	/* Stored values are checked like input: a bad row is an error, not a crash. */
-	iter = sqlite3_column_int64(s, 0);
+	iter = db_column_int64(s, 0);
 	if (iter <= 0 || iter > SCRAM_ITERATIONS_MAX ||
 	    !column_blob_exact(s, 1, out->salt, sizeof(out->salt)) ||
 	    !column_blob_exact(s, 2, out->sha1_stored_key, sizeof(out->sha1_stored_key)) ||
@@ -1175,7 +1400,7 @@ out_release:
 
 int storage_account_create(struct storage *st, const char *user, const struct scram_creds *c)
 {
-	sqlite3_stmt *s = st->stmt[STMT_ACCOUNT_INSERT];
+	struct db_stmt *s = st->stmt[STMT_ACCOUNT_INSERT];
 	size_t len;
 	int rc, ret;
 
@@ -1184,21 +1409,21 @@ int storage_account_create(struct storage *st, const char *user, const struct sc
 		ret = check_creds(c);
 	if (ret)
 		return ret;
-	rc = sqlite3_bind_text(s, 1, user, (int)len, SQLITE_STATIC);
-	if (rc == SQLITE_OK)
+	rc = db_bind_text(s, 1, user, (int)len);
+	if (rc == 0)
 		rc = bind_creds(s, c);
-	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(s, 8, (sqlite3_int64)time(NULL));
+	if (rc == 0)
+		rc = db_bind_int64(s, 8, (int64_t)time(NULL));
 	/* The primary key, not a lookup first, decides: no race with stanzactl. */
-	if (rc == SQLITE_OK)
-		rc = sqlite3_step(s);
-	if (rc == SQLITE_DONE) {
+	if (rc == 0)
+		rc = db_step(s);
+	if (rc == DB_DONE) {
 		ret = 0;
-	} else if (rc == SQLITE_CONSTRAINT_PRIMARYKEY) {
+	} else if (rc == -EEXIST) {
 		ret = -EEXIST;
 	} else {
 		ret = sql_error(st, "account_create", rc);
-		if ((rc & 0xff) == SQLITE_CONSTRAINT)
+		if (rc == -EINVAL)
 			ret = -EINVAL;
 	}
 	stmt_release(s);
@@ -1207,7 +1432,7 @@ int storage_account_create(struct storage *st, const char *user, const struct sc
 
 int storage_account_set_creds(struct storage *st, const char *user, const struct scram_creds *c)
 {
-	sqlite3_stmt *s = st->stmt[STMT_ACCOUNT_UPDATE];
+	struct db_stmt *s = st->stmt[STMT_ACCOUNT_UPDATE];
 	size_t len;
 	int rc, ret;
 
@@ -1216,17 +1441,17 @@ int storage_account_set_creds(struct storage *st, const char *user, const struct
 		ret = check_creds(c);
 	if (ret)
 		return ret;
-	rc = sqlite3_bind_text(s, 1, user, (int)len, SQLITE_STATIC);
-	if (rc == SQLITE_OK)
+	rc = db_bind_text(s, 1, user, (int)len);
+	if (rc == 0)
 		rc = bind_creds(s, c);
-	if (rc == SQLITE_OK)
-		rc = sqlite3_step(s);
+	if (rc == 0)
+		rc = db_step(s);
 	/* No row changed: there was no such account. */
-	if (rc == SQLITE_DONE) {
-		ret = sqlite3_changes(st->db) ? 0 : -ENOENT;
+	if (rc == DB_DONE) {
+		ret = db_changes(st->db) ? 0 : -ENOENT;
 	} else {
 		ret = sql_error(st, "account_set_creds", rc);
-		if ((rc & 0xff) == SQLITE_CONSTRAINT)
+		if (rc == -EINVAL)
 			ret = -EINVAL;
 	}
 	stmt_release(s);
@@ -1238,7 +1463,7 @@ int storage_account_set_creds(struct storage *st, const char *user, const struct
 
 int storage_account_delete(struct storage *st, const char *user)
 {
-	sqlite3_stmt *s = st->stmt[STMT_ACCOUNT_DELETE];
+	struct db_stmt *s = st->stmt[STMT_ACCOUNT_DELETE];
 	size_t len;
 	int rc, ret;
 
@@ -1246,11 +1471,11 @@ int storage_account_delete(struct storage *st, const char *user)
 	if (ret)
 		return ret;
 	/* Owned rows in other tables go with it: ON DELETE CASCADE. */
-	rc = sqlite3_bind_text(s, 1, user, (int)len, SQLITE_STATIC);
-	if (rc == SQLITE_OK)
-		rc = sqlite3_step(s);
-	if (rc == SQLITE_DONE) {
-		ret = sqlite3_changes(st->db) ? 0 : -ENOENT;
+	rc = db_bind_text(s, 1, user, (int)len);
+	if (rc == 0)
+		rc = db_step(s);
+	if (rc == DB_DONE) {
+		ret = db_changes(st->db) ? 0 : -ENOENT;
 	} else {
 		ret = sql_error(st, "account_delete", rc);
 	}
@@ -1260,29 +1485,34 @@ int storage_account_delete(struct storage *st, const char *user)
 
 int storage_account_list(struct storage *st, int (*fn)(void *arg, const char *user), void *arg)
 {
-	sqlite3_stmt *s = st->stmt[STMT_ACCOUNT_LIST];
+	struct db_stmt *s = st->stmt[STMT_ACCOUNT_LIST];
 	int rc, ret = 0;
 
 	/* A nested list would reset the statement under the outer loop. */
-	if (sqlite3_stmt_busy(s))
+	if (db_busy(s))
 		return -EBUSY;
-	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-		const char *user = (const char *)sqlite3_column_text(s, 0);
+	while ((rc = db_step(s)) == DB_ROW) {
+		const char *user = (const char *)db_column_text(s, 0);
 
 		if (user && fn(arg, user) != 0)
 			break;
 	}
-	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+	if (rc != DB_ROW && rc != DB_DONE)
 		ret = sql_error(st, "account_list", rc);
 	stmt_release(s);
 	return ret;
 }
 
-/* ---- Feature modules' statements (storage_sqlite.h) ---- */
+/* ---- Feature modules' statements (storage_db.h) ---- */
+
+struct db *storage_db(struct storage *st)
+{
+	return st->db;
+}
 
 sqlite3 *storage_sqlite_db(struct storage *st)
 {
-	return st->db;
+	return st->pg ? NULL : db_sqlite_handle(st->db);
 }
 
 /* Slot index of a statement's SQL address (Fibonacci hashing of the pointer). */
@@ -1316,11 +1546,10 @@ static int stmt_cache_grow(struct storage *st)
 	return 0;
 }
 
-sqlite3_stmt *storage_sqlite_stmt(struct storage *st, const char *sql)
+struct db_stmt *storage_stmt(struct storage *st, const char *sql)
 {
-	sqlite3_stmt *s;
+	struct db_stmt *s;
 	unsigned i;
-	int rc;
 
 	if (st->cache_cap) {
 		i = stmt_slot(st, sql);
@@ -1331,9 +1560,9 @@ sqlite3_stmt *storage_sqlite_stmt(struct storage *st, const char *sql)
 		log_error("storage.stmt_cache", "msg=\"out of memory\"");
 		return NULL;
 	}
-	rc = sqlite3_prepare_v3(st->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &s, NULL);
-	if (rc != SQLITE_OK) {
-		sql_error(st, "prepare", rc);
+	s = db_prepare(st->db, sql);
+	if (!s) {
+		sql_error(st, "prepare", -EIO);
 		return NULL;
 	}
 	i = stmt_slot(st, sql);
@@ -1343,22 +1572,22 @@ sqlite3_stmt *storage_sqlite_stmt(struct storage *st, const char *sql)
 	return s;
 }
 
-void storage_sqlite_release(sqlite3_stmt *s)
+void storage_stmt_release(struct db_stmt *s)
 {
 	stmt_release(s);
 }
 
-int storage_sqlite_error(struct storage *st, const char *op, int rc)
+int storage_db_error(struct storage *st, const char *op, int rc)
 {
 	return sql_error(st, op, rc);
 }
 
-int storage_sqlite_exec(struct storage *st, const char *op, sqlite3_stmt *s)
+int storage_stmt_exec(struct storage *st, const char *op, struct db_stmt *s)
 {
-	int rc = sqlite3_step(s);
+	int rc = db_step(s);
 
 	stmt_release(s);
-	if (rc == SQLITE_DONE || rc == SQLITE_ROW)
+	if (rc == DB_DONE || rc == DB_ROW)
 		return 0;
 	return sql_error(st, op, rc);
 }

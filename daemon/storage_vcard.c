@@ -4,31 +4,32 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "storage_sqlite.h"
+#include "storage_db.h"
 #include "vcard.h"
 
 static const char sql_vcard_get[] = "SELECT vcard FROM vcards WHERE username = ?1";
 /* Only for an account that exists: a late write after its removal stores nothing. */
 static const char sql_vcard_put[] =
-	"INSERT OR REPLACE INTO vcards (username, vcard)"
-	" SELECT ?1, ?2 WHERE EXISTS (SELECT 1 FROM accounts WHERE username = ?1)";
+	"INSERT INTO vcards (username, vcard)"
+	" SELECT ?1, ?2 WHERE EXISTS (SELECT 1 FROM accounts WHERE username = ?1)"
+	" ON CONFLICT (username) DO UPDATE SET vcard = excluded.vcard";
 static const char sql_vcard_delete[] = "DELETE FROM vcards WHERE username = ?1";
 static const char sql_account_exists[] = "SELECT 1 FROM accounts WHERE username = ?1";
 
 int vcard_store_get(struct storage *st, const char *user, char **xml, size_t *len)
 {
-	sqlite3_stmt *s = storage_sqlite_stmt(st, sql_vcard_get);
+	struct db_stmt *s = storage_stmt(st, sql_vcard_get);
 	int rc, ret = -ENOENT;
 
 	*xml = NULL;
 	*len = 0;
 	if (!s)
 		return -EIO;
-	sqlite3_bind_text(s, 1, user, -1, SQLITE_STATIC);
-	rc = sqlite3_step(s);
-	if (rc == SQLITE_ROW) {
-		const unsigned char *text = sqlite3_column_text(s, 0);
-		int n = sqlite3_column_bytes(s, 0);
+	db_bind_text(s, 1, user, -1);
+	rc = db_step(s);
+	if (rc == DB_ROW) {
+		const unsigned char *text = db_column_text(s, 0);
+		int n = db_column_bytes(s, 0);
 
 		*xml = text ? malloc((size_t)n + 1) : NULL;
 		if (*xml) {
@@ -39,49 +40,49 @@ int vcard_store_get(struct storage *st, const char *user, char **xml, size_t *le
 		} else {
 			ret = -ENOMEM;
 		}
-	} else if (rc != SQLITE_DONE) {
-		ret = storage_sqlite_error(st, "vcard_get", rc);
+	} else if (rc != DB_DONE) {
+		ret = storage_db_error(st, "vcard_get", rc);
 	}
-	storage_sqlite_release(s);
+	storage_stmt_release(s);
 	return ret;
 }
 
 /* 0 when the account exists, -ENOENT when not, or a storage error. */
 static int vcard_account_exists(struct storage *st, const char *user)
 {
-	sqlite3_stmt *s = storage_sqlite_stmt(st, sql_account_exists);
+	struct db_stmt *s = storage_stmt(st, sql_account_exists);
 	int rc;
 
 	if (!s)
 		return -EIO;
-	sqlite3_bind_text(s, 1, user, -1, SQLITE_STATIC);
-	rc = sqlite3_step(s);
-	storage_sqlite_release(s);
-	if (rc == SQLITE_ROW)
+	db_bind_text(s, 1, user, -1);
+	rc = db_step(s);
+	storage_stmt_release(s);
+	if (rc == DB_ROW)
 		return 0;
-	return rc == SQLITE_DONE ? -ENOENT : storage_sqlite_error(st, "vcard_account", rc);
+	return rc == DB_DONE ? -ENOENT : storage_db_error(st, "vcard_account", rc);
 }
 
 int vcard_store_set(struct storage *st, const char *user, const char *xml, size_t len)
 {
-	sqlite3_stmt *s;
+	struct db_stmt *s;
 	int ret;
 
 	if (!xml) {
-		s = storage_sqlite_stmt(st, sql_vcard_delete);
+		s = storage_stmt(st, sql_vcard_delete);
 		if (!s)
 			return -EIO;
-		sqlite3_bind_text(s, 1, user, -1, SQLITE_STATIC);
-		ret = storage_sqlite_exec(st, "vcard_delete", s);
+		db_bind_text(s, 1, user, -1);
+		ret = storage_stmt_exec(st, "vcard_delete", s);
 		return ret < 0 ? ret : vcard_account_exists(st, user);
 	}
-	s = storage_sqlite_stmt(st, sql_vcard_put);
+	s = storage_stmt(st, sql_vcard_put);
 	if (!s)
 		return -EIO;
-	sqlite3_bind_text(s, 1, user, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 2, xml, (int)len, SQLITE_STATIC);
-	ret = storage_sqlite_exec(st, "vcard_put", s);
+	db_bind_text(s, 1, user, -1);
+	db_bind_text(s, 2, xml, (int)len);
+	ret = storage_stmt_exec(st, "vcard_put", s);
 	if (ret < 0)
 		return ret;
-	return sqlite3_changes(storage_sqlite_db(st)) > 0 ? 0 : -ENOENT;
+	return db_changes(storage_db(st)) > 0 ? 0 : -ENOENT;
 }

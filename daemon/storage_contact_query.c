@@ -9,36 +9,36 @@
 
 #include "contact_query.h"
 #include "roster.h"
-#include "storage_sqlite.h"
+#include "storage_db.h"
 #include "subscription.h"
 
 static const char sql_contact_account[] = "SELECT 1 FROM accounts WHERE username = ?1";
 
 /* Steps a one-row lookup: 1 row, 0 none, or -errno. */
-static int contact_step(struct storage *st, sqlite3_stmt *s, const char *op)
+static int contact_step(struct storage *st, struct db_stmt *s, const char *op)
 {
-	int rc = sqlite3_step(s);
+	int rc = db_step(s);
 
-	if (rc == SQLITE_ROW)
+	if (rc == DB_ROW)
 		return 1;
-	return rc == SQLITE_DONE ? 0 : storage_sqlite_error(st, op, rc);
+	return rc == DB_DONE ? 0 : storage_db_error(st, op, rc);
 }
 
 int contact_store_facts(struct storage *st, const char *user, const char *asker_bare,
 			bool want_last, struct contact_facts *f)
 {
-	sqlite3_stmt *s;
+	struct db_stmt *s;
 	uint8_t state;
 	bool approved, item;
 	int ret;
 
 	memset(f, 0, sizeof(*f));
-	s = storage_sqlite_stmt(st, sql_contact_account);
+	s = storage_stmt(st, sql_contact_account);
 	if (!s)
 		return -EIO;
-	sqlite3_bind_text(s, 1, user, -1, SQLITE_STATIC);
+	db_bind_text(s, 1, user, -1);
 	ret = contact_step(st, s, "contact_account");
-	storage_sqlite_release(s);
+	storage_stmt_release(s);
 	if (ret <= 0)
 		return ret;
 	f->exists = true;
