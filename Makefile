@@ -32,7 +32,7 @@ endif
 BUILD   ?= build
 CC      ?= cc
 PYTHON  ?= /usr/bin/python3
-PKGS    := liburing expat openssl sqlite3 libpq libgsasl libidn inih jansson libnl-genl-3.0 libbpf
+PKGS    := liburing expat openssl sqlite3 libpq libgsasl libidn inih jansson libnl-genl-3.0 libbpf hiredis
 
 ifeq ($(V),1)
 Q :=

@@ -25,6 +25,7 @@
 #include "account.h"
 #include "blocking.h"
 #include "c2s.h"
+#include "cluster.h"
 #include "caps.h"
 #include "carbons.h"
 #include "config.h"
@@ -549,6 +550,7 @@ void c2s_session_end(struct worker *w, struct session *s)
 	sm_session_end(w, s);	/* unacked stanzas are rerouted as undelivered (sm.c) */
 	csi_session_end(s);	/* held presence is dropped (csi.c) */
 	pep_session_end(w, s);	/* XEP-0115 caps for PEP are forgotten (pep.c) */
+	cluster_session_end(w, s);	/* leaves the cluster's registry (cluster.c) */
 	s->ending_next = w->ending_sessions;
 	w->ending_sessions = s;
 }
@@ -1126,6 +1128,7 @@ struct session *c2s_bind_resource(struct conn *c, const char *full, struct accou
 	c->sess = s;
 	c->state = C2S_READY;
 	log_info("session.bind", "conn=%llu jid=%s", cid(c), s->jid);
+	cluster_session_update(c->w, s);	/* the cluster's registry (cluster.c) */
 	/* From now on the deadline watches idleness. */
 	if (cfg_of(c)->idle_timeout)
 		conn_set_deadline(c, (uint64_t)cfg_of(c)->idle_timeout * 1000);

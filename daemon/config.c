@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "cluster_util.h"
 #include "config.h"
 #include "db.h"
 #include "jid.h"
@@ -54,6 +55,14 @@ static const struct config_option options[] = {
 	  "(all on worker 0), other (all on the last worker: a diagnostic) or loop (worker 0, but "
 	  "every stanza for a local account passes through its home's mailbox: a diagnostic) "
 	  "(default hash)" },
+	{ "cluster", OPT_STRING, OFF(cluster), 0, 0, "URI",
+	  "cluster mode: the Redis server (redis://[:PASSWORD@]HOST:PORT[/DB]) holding node "
+	  "membership, the session registry and the stanzas between nodes (default none)" },
+	{ "node_name", OPT_STRING, OFF(node_name), 0, 0, "NAME",
+	  "this node's name in the cluster, [A-Za-z0-9._-], at most 64 (default: the host name)" },
+	{ "cluster_ttl", OPT_UINT, OFF(cluster_ttl), 1000, 60000, "MS",
+	  "a node whose heartbeat is older than this is dead: its sessions leave the registry "
+	  "(default 5000)" },
 	{ "log_level", OPT_STRING, OFF(log_level), 0, 0, "LEVEL",
 	  "debug|info|warn|error (default info)" },
 	{ "listen_c2s", OPT_LIST, OFF(listen_c2s), 0, 0, "ADDR:PORT",
@@ -489,6 +498,7 @@ static void config_defaults(struct config *cfg)
 	cfg->tcp_keepalive_interval = 30;
 	cfg->tcp_keepalive_count = 4;
 	cfg->tcp_nodelay = true;
+	cfg->cluster_ttl = 5000;
 	cfg->registration_open = false;
 	cfg->sasl2 = true;
 	cfg->fast_token_lifetime = 30 * 86400;
@@ -631,6 +641,47 @@ static int config_validate_admins(struct config *cfg)
 }
 
 /*
+ * Cluster mode: the URI must parse (it is never printed back: it may hold
+ * a password), and the node name defaults to the host name, made valid.
+ * An empty cluster value means off. 0, -EINVAL or -ENOMEM.
+ */
+static int config_validate_cluster(struct config *cfg)
+{
+	char host[256] = "", name[CLUSTER_NODE_NAME_MAX + 1];
+	struct cluster_uri u;
+	size_t n = 0;
+
+	if (cfg->cluster && !cfg->cluster[0]) {
+		free(cfg->cluster);
+		cfg->cluster = NULL;
+	}
+	if (cfg->cluster && cluster_uri_parse(&u, cfg->cluster) < 0) {
+		fprintf(stderr, "stanzad: cluster must be redis://[:PASSWORD@]HOST:PORT[/DB]\n");
+		return -EINVAL;
+	}
+	if (cfg->cluster)
+		cluster_uri_wipe(&u);
+	if (cfg->node_name) {
+		if (!cluster_node_name_valid(cfg->node_name)) {
+			fprintf(stderr, "stanzad: node_name '%s' must be 1 to %d of "
+				"A-Z a-z 0-9 . _ -\n", cfg->node_name, CLUSTER_NODE_NAME_MAX);
+			return -EINVAL;
+		}
+		return 0;
+	}
+	/* The host name, with what a node name cannot hold replaced. */
+	gethostname(host, sizeof(host) - 1);
+	for (const char *p = host; *p && n < CLUSTER_NODE_NAME_MAX; p++, n++) {
+		char one[2] = { *p, '\0' };
+
+		name[n] = cluster_node_name_valid(one) ? *p : '-';
+	}
+	name[n] = '\0';
+	cfg->node_name = strdup(n ? name : "node");
+	return cfg->node_name ? 0 : -ENOMEM;
+}
+
+/*
  * Validation across keys, after everything is applied: the domain must be
  * a valid domainpart, addresses must parse, the log level must exist.
  */
@@ -719,6 +770,8 @@ static int config_validate(struct config *cfg)
 		return -EINVAL;
 	}
 	cfg->homes_loop = cfg->homes_mode == HOMES_LOOP;
+	if (config_validate_cluster(cfg) < 0)
+		return -EINVAL;
 	if (cfg->steering && strcmp(cfg->steering, "least-loaded") != 0 &&
 	    strcmp(cfg->steering, "source-hash") != 0 && strcmp(cfg->steering, "kernel") != 0) {
 		fprintf(stderr, "stanzad: steering '%s' must be least-loaded, source-hash or kernel\n",
@@ -865,6 +918,10 @@ void config_free(struct config *cfg)
 	if (cfg->storage)
 		explicit_bzero(cfg->storage, strlen(cfg->storage));
 	free(cfg->storage);
+	if (cfg->cluster)	/* may hold the Redis password */
+		explicit_bzero(cfg->cluster, strlen(cfg->cluster));
+	free(cfg->cluster);
+	free(cfg->node_name);
 	list_clear(&cfg->metrics_allow);
 	list_clear(&cfg->contact_abuse);
 	list_clear(&cfg->contact_admin);

@@ -41,6 +41,11 @@ struct config {
 	bool homes_loop;	/* homes = loop: local routes go through the home's mailbox */
 	char *log_level;
 
+	/* Cluster mode on Redis (cluster.c): off while cluster is NULL. */
+	char *cluster;		/* redis://[:PASSWORD@]HOST:PORT[/DB] (wiped at free) */
+	char *node_name;	/* this node's name in the cluster (default: the host name) */
+	uint32_t cluster_ttl;	/* ms a heartbeat lives: a node silent this long is dead */
+
 	struct config_list listen_c2s;		/* ADDR:PORT; empty = off */
 	struct config_list listen_c2s_tls;
 	struct config_list listen_http;		/* HTTP: upload, WebSocket, host-meta (http.c) */

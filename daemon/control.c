@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "c2s.h"
+#include "cluster.h"
 #include "config.h"
 #include "conn.h"
 #include "control.h"
@@ -1143,6 +1144,12 @@ static void control_provisioning_refresh(struct conn *c, const char *arg)
 	control_reply(c, json_pack("{s:s}", "refreshing", j.buf));
 }
 
+/* cluster status: this node, Redis, the nodes and their sessions, inter-node lag (cluster.c). */
+static void control_cluster_status(struct conn *c, const char *arg)
+{
+	control_reply(c, cluster_status_json(c->w->srv));
+}
+
 /* ---- Requests ---- */
 
 struct control_cmd {
@@ -1167,6 +1174,7 @@ static const struct control_cmd control_cmds[] = {
 	{ "workers undrain", true, "N", control_workers_undrain },
 	{ "workers", false, NULL, control_workers },
 	{ "provisioning refresh", true, "JID", control_provisioning_refresh },
+	{ "cluster status", false, NULL, control_cluster_status },
 };
 
 #define CONTROL_NCMDS (sizeof(control_cmds) / sizeof(control_cmds[0]))
@@ -1229,7 +1237,8 @@ static void control_dispatch(struct conn *c, char *line)
 		return;
 	}
 	control_fail(c, "unknown command '%s' (status, sessions list, sessions kick JID, users list, "
-		     "roster show USER, queues, certs show, certs reload, paths, guard, workers)", w[0]);
+		     "roster show USER, queues, certs show, certs reload, paths, guard, workers, "
+		     "cluster status)", w[0]);
 }
 
 void control_accepted(struct conn *c)

@@ -302,6 +302,41 @@ static void ctl_print_drained(json_t *r)
 		printf("worker %lld takes new connections again\n", ctl_int(r, "worker"));
 }
 
+static void ctl_print_cluster(json_t *r)
+{
+	json_t *lag = json_object_get(r, "delivery_lag"), *st = json_object_get(r, "stanzas"), *o;
+	size_t i;
+
+	if (!ctl_bool(r, "enabled")) {
+		printf("cluster mode is off (no cluster setting)\n");
+		return;
+	}
+	printf("node %s, redis %s: %s", ctl_str(r, "node"), ctl_str(r, "redis"),
+	       ctl_str(r, "state"));
+	if (ctl_int(r, "down_since_ms")) {
+		time_t t = (time_t)(ctl_int(r, "down_since_ms") / 1000);
+		char when[32];
+
+		strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", gmtime(&t));
+		printf(" since %s UTC", when);
+	}
+	printf("\nheartbeat ttl %lld ms; sessions here %lld, on other nodes %lld\n",
+	       ctl_int(r, "ttl_ms"), ctl_int(r, "sessions"), ctl_int(r, "replica_sessions"));
+	printf("%-20s  %-5s  %8s  %7s  %6s  %s\n", "NODE", "STATE", "SESSIONS", "PENDING", "UNREAD",
+	       "OLDEST_PENDING_MS");
+	json_array_foreach(json_object_get(r, "nodes"), i, o)
+		printf("%-20s  %-5s  %8lld  %7lld  %6lld  %lld%s\n", ctl_str(o, "name"),
+		       ctl_bool(o, "alive") ? "alive" : "dead", ctl_int(o, "sessions"),
+		       ctl_int(o, "pending"), ctl_int(o, "unread"), ctl_int(o, "oldest_pending_ms"),
+		       ctl_bool(o, "self") ? "  (this node)" : "");
+	printf("stanzas: %lld sent, %lld received, %lld from dead nodes, %lld not sent\n",
+	       ctl_int(st, "sent"), ctl_int(st, "received"), ctl_int(st, "reaped"),
+	       ctl_int(st, "send_failed"));
+	printf("delivery lag (last %lld): last %lld ms, avg %lld ms, max %lld ms\n",
+	       ctl_int(lag, "samples"), ctl_int(lag, "last_ms"), ctl_int(lag, "avg_ms"),
+	       ctl_int(lag, "max_ms"));
+}
+
 static const struct ctl_online_cmd ctl_cmds[] = {
 	{ "status", NULL, ctl_print_status },
 	{ "sessions list", NULL, ctl_print_sessions },
@@ -316,6 +351,7 @@ static const struct ctl_online_cmd ctl_cmds[] = {
 	{ "workers drain", "N", ctl_print_drained },	/* before "workers" */
 	{ "workers undrain", "N", ctl_print_drained },
 	{ "workers", NULL, ctl_print_workers },
+	{ "cluster status", NULL, ctl_print_cluster },
 };
 
 #define CTL_NCMDS (sizeof(ctl_cmds) / sizeof(ctl_cmds[0]))

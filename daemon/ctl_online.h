@@ -50,6 +50,7 @@ int ctl_read_config(const char *file, char **state_dir, char **control_socket, c
 	"       stanzactl [OPTIONS] paths\n" \
 	"       stanzactl [OPTIONS] guard\n" \
 	"       stanzactl [OPTIONS] workers\n" \
-	"       stanzactl [OPTIONS] workers drain|undrain N\n"
+	"       stanzactl [OPTIONS] workers drain|undrain N\n" \
+	"       stanzactl [OPTIONS] cluster status\n"
 
 #endif

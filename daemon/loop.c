@@ -356,6 +356,30 @@ int loop_watch(struct loop *l, int fd, unsigned watch_id)
 	return 0;
 }
 
+int loop_poll(struct loop *l, int fd, unsigned events, bool multishot, uint32_t id, uint32_t gen)
+{
+	struct io_uring_sqe *sqe = loop_sqe(l);
+
+	if (!sqe)
+		return -EBUSY;
+	if (multishot)
+		io_uring_prep_poll_multishot(sqe, fd, events);
+	else
+		io_uring_prep_poll_add(sqe, fd, events);
+	io_uring_sqe_set_data64(sqe, loop_ud_pack(LOOP_OP_POLL, gen, id));
+	return 0;
+}
+
+void loop_poll_cancel(struct loop *l, uint32_t id, uint32_t gen)
+{
+	struct io_uring_sqe *sqe = loop_sqe(l);
+
+	if (!sqe)
+		return;
+	io_uring_prep_poll_remove(sqe, loop_ud_pack(LOOP_OP_POLL, gen, id));
+	io_uring_sqe_set_data64(sqe, loop_ud_pack(LOOP_OP_CANCEL, 0, 0));
+}
+
 /* ---- Timers ---- */
 
 static void wheel_insert(struct loop *l, struct loop_timer *t)
@@ -551,6 +575,11 @@ static void loop_handle_cqe(struct loop *l, struct io_uring_cqe *cqe)
 	case LOOP_OP_MSG_SENT:
 		if (cqe->res < 0 && l->h->message_failed)
 			l->h->message_failed(l->ctx, loop_ud_slot(ud), cqe->res);
+		break;
+	case LOOP_OP_POLL:
+		if (l->h->polled)
+			l->h->polled(l->ctx, loop_ud_slot(ud), loop_ud_gen(ud), cqe->res,
+				     cqe->flags & IORING_CQE_F_MORE);
 		break;
 	case LOOP_OP_CANCEL:
 	case LOOP_OP_NONE:

@@ -39,6 +39,7 @@ enum loop_op {
 	LOOP_OP_CONNECT,	/* slot = connection slot; outbound connect (s2s) */
 	LOOP_OP_MSG,		/* slot = sending worker; a doorbell from another ring */
 	LOOP_OP_MSG_SENT,	/* slot = target worker; only a failed doorbell completes */
+	LOOP_OP_POLL,		/* slot = poll id, gen = its owner's generation (loop_poll) */
 };
 
 #define LOOP_GEN_BITS	24
@@ -113,6 +114,12 @@ struct loop_handlers {
 	void (*message)(void *ctx, unsigned from);
 	/* Our doorbell to `to` could not be posted (e.g. its CQ was full). */
 	void (*message_failed)(void *ctx, unsigned to, int err);
+	/*
+	 * A socket armed with loop_poll() is ready: res = the poll mask or
+	 * -errno (-ECANCELED after loop_poll_cancel). `more` is false when the
+	 * poll is no longer armed.
+	 */
+	void (*polled)(void *ctx, uint32_t id, uint32_t gen, int res, bool more);
 };
 
 struct loop_config {
@@ -207,6 +214,18 @@ void loop_cancel_fd(struct loop *l, int fd);
  * multishot poll; `watch` runs on every readiness. 0 or -errno.
  */
 int loop_watch(struct loop *l, int fd, unsigned watch_id);
+
+/*
+ * Polls fd for `events` (POLLIN, POLLOUT) on behalf of a library that
+ * does its own reads and writes (the Redis client, cluster_redis.c):
+ * multishot keeps it armed across readiness, else it completes once.
+ * Completions go to `polled` with id and gen; an owner that reconnects
+ * bumps gen, so what an earlier socket left in flight is told apart.
+ * 0 or -EBUSY when no submission entry is free.
+ */
+int loop_poll(struct loop *l, int fd, unsigned events, bool multishot, uint32_t id, uint32_t gen);
+/* Removes the poll armed with id and gen (its last completion still arrives). */
+void loop_poll_cancel(struct loop *l, uint32_t id, uint32_t gen);
 
 /* Arms t to fire after delay_ms (rounded up to the tick); re-arming moves it. */
 void loop_timer_arm(struct loop *l, struct loop_timer *t, uint64_t delay_ms);

@@ -25,6 +25,7 @@
 #include "bpf_guard.h"
 #include "bpf_sockops.h"
 #include "bpf_steer.h"
+#include "cluster.h"
 #include "config.h"
 #include "control.h"
 #include "db.h"
@@ -499,6 +500,13 @@ int main(int argc, char **argv)
 	if (setup_tls(&srv) < 0)
 		goto out_storage;
 	/*
+	 * Cluster mode: the node name is claimed in Redis before anything is
+	 * served (a second live node of the same name must not start).
+	 */
+	ret = cluster_init(&srv);
+	if (ret < 0)
+		goto out_storage;
+	/*
 	 * A daemon running on this state hands its listening sockets over and
 	 * exits (handover.c); everything that can fail was checked above.
 	 */
@@ -689,6 +697,7 @@ out_listeners:
 	tls_server_free(srv.tls_direct);
 	tls_server_free(srv.tls_starttls);
 out_storage:
+	cluster_shutdown();	/* after the workers: their Redis connections are closed */
 	if (st)
 		storage_close(st);
 out_config:

@@ -35,6 +35,7 @@
 #include "avatar_compat.h"
 #include "blocking.h"
 #include "c2s.h"
+#include "cluster.h"
 #include "config.h"
 #include "conn.h"
 #include "fanout.h"
@@ -145,7 +146,10 @@ static void presence_batch_arrived(struct worker *w, struct worker_msg *m)
 	struct presence_batch *b = (struct presence_batch *)m;
 	const char *p = b->buf + b->tmpl_len + 1, *end = p + b->list_len;
 	struct fanout f = FANOUT_INIT;
+	struct cluster_fanout *cf = NULL;
 	struct xml_node *st = NULL;
+	struct session *s;
+	const char *from;
 	struct arena a;
 	size_t n, len;
 
@@ -168,12 +172,18 @@ static void presence_batch_arrived(struct worker *w, struct worker_msg *m)
 				s2s_send_prepared(w, domain_of(w), jid, len, data, n);
 			continue;
 		}
-		for (struct session *s = sessdir_find_bare(w->sessions, jid, len), *next; s;
-		     s = next) {
+		s = sessdir_find_bare(w->sessions, jid, len);
+		if (!s && cluster_enabled())
+			cluster_fanout_add(&cf, jid, len);	/* on another node, maybe */
+		for (struct session *next; s; s = next) {
 			next = s->next;
 			if (s->available && !(*excl && batch_excluded(excl, s->jid)))
 				presence_deliver_copy(s, st, &f, jid, len);
 		}
+	}
+	if (cf) {
+		from = xml_attr_get(st, "from");
+		cluster_fanout_send(w, cf, b->buf, b->tmpl_len, from ? from : "");
 	}
 out:
 	fanout_release(&f);
@@ -374,6 +384,7 @@ static void presence_fan_out(struct worker *w, struct session *from_s, struct xm
 	struct blocklist *bl = acct ? acct->blocklist : NULL;
 	bool full_items = blocklist_count(bl) && blocklist_has_full_items(bl);
 	bool t_failed = false;
+	struct cluster_fanout *cf = NULL;
 	struct session *s2, *next;
 	struct jid cj;
 
@@ -393,7 +404,14 @@ static void presence_fan_out(struct worker *w, struct session *from_s, struct xm
 			remote = contact_is_remote(w, it->jid, it->jid_len);
 			home = remote || w->srv->nworkers == 1 ? w->id : worker_home(w->srv, it->jid);
 			if (!remote && home == w->id) {
-				for (s2 = sessdir_find_bare(dir, it->jid, it->jid_len); s2; s2 = next) {
+				s2 = sessdir_find_bare(dir, it->jid, it->jid_len);
+				/* No session here: on another node, maybe (cluster.c). */
+				if (!s2 && cluster_enabled() &&
+				    !(blocklist_count(bl) &&
+				      jid_parse(&cj, it->jid, it->jid_len) == 0 &&
+				      blocking_account_blocks(from_s, &cj)))
+					cluster_fanout_add(&cf, it->jid, it->jid_len);
+				for (; s2; s2 = next) {
 					next = s2->next;
 					if (s2->available)
 						presence_deliver_copy(s2, st, f, it->jid, it->jid_len);
@@ -428,6 +446,12 @@ static void presence_fan_out(struct worker *w, struct session *from_s, struct xm
 	if (t) {
 		presence_targets_post(w, t, f);
 		free(t);
+	}
+	if (cf) {
+		size_t tlen;
+		const char *tmpl = fanout_template(f, &tlen);
+
+		cluster_fanout_send(w, cf, tmpl, tlen, from_s->jid);
 	}
 }
 
@@ -537,6 +561,9 @@ static void presence_initial(struct worker *w, struct session *s)
 		 */
 		if (router_home_elsewhere(w, contact.buf, contact.len))
 			presence_probe_from(w, s->jid, contact.buf);
+		else if (cluster_enabled() && !sessdir_find_bare(w->sessions, contact.buf,
+								 contact.len))
+			presence_probe_from(w, s->jid, contact.buf);	/* on another node? */
 		else
 			presence_answer_probe(w, &contact, &self, s);
 	}
@@ -606,6 +633,8 @@ void presence_broadcast(struct conn *c, struct xml_node *st)
 		presence_forget_last(s);
 		presence_directed_unavailable(w, s, &w->tmp, was);
 		fanout_release(&f);
+		if (was)
+			cluster_session_update(w, s);	/* the registry (cluster.c) */
 		return;
 	}
 	if (type[0])
@@ -641,6 +670,8 @@ void presence_broadcast(struct conn *c, struct xml_node *st)
 	}
 	presence_fan_out(w, s, st, &f, true);
 	fanout_release(&f);
+	if (!was || p != old_prio)
+		cluster_session_update(w, s);	/* availability, priority (cluster.c) */
 	if (!was) {
 		presence_initial(w, s);
 		provisioning_available(w, s);	/* XEP-0324: a clearCache may wait (provisioning.c) */

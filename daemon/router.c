@@ -15,6 +15,7 @@
 #include "blocking.h"
 #include "c2s.h"
 #include "carbons.h"
+#include "cluster.h"
 #include "console.h"
 #include "conn.h"
 #include "csi.h"
@@ -401,6 +402,20 @@ const struct route_origin *router_origin(const struct worker *w, const struct xm
 	return w->origin && w->origin->st == st ? w->origin : NULL;
 }
 
+bool router_take_held_ack(struct worker *w, const struct xml_node *st, unsigned *worker,
+			  char *sender, size_t size)
+{
+	/* The origin lives in the forward's message, which is ours while it is routed. */
+	struct route_origin *o = (struct route_origin *)router_origin(w, st);
+
+	if (!o || !o->held_ack || !o->sender || strlen(o->sender) >= size)
+		return false;
+	memcpy(sender, o->sender, strlen(o->sender) + 1);
+	*worker = o->origin_worker;
+	o->held_ack = false;	/* route_fwd_arrived leaves it to the taker */
+	return true;
+}
+
 bool router_from_local_session(const struct worker *w, const struct conn *src,
 			       const struct xml_node *st)
 {
@@ -412,12 +427,33 @@ bool router_from_local_session(const struct worker *w, const struct conn *src,
 	return o && o->from_local_session;
 }
 
+/*
+ * Whether the recipient has no session here that takes the stanza: for a
+ * full JID, that resource; for a bare JID, any (an account with sessions
+ * on two nodes at once gets bare-JID stanzas on the node routing them).
+ */
+static bool route_elsewhere(struct worker *w, const struct jid *to)
+{
+	if (jid_has_resource(to))
+		return !sessdir_find_full(w->sessions, to->buf, to->len);
+	return !sessdir_find_bare(w->sessions, to->buf, to->domain_off + to->domain_len);
+}
+
 /* The recipient's side of routing to a local account: at its home. */
 static void route_home(struct worker *w, struct conn *src, struct xml_node *st,
 		       const struct jid *from, const struct jid *to)
 {
+	const struct route_origin *o = router_origin(w, st);
 	struct mam_stamp ms;
 
+	/*
+	 * Cluster mode: a recipient with no session on this node but some on
+	 * another goes to that node's stream (cluster.c); the recipient's
+	 * side (block list, archive, delivery) runs there.
+	 */
+	if (cluster_enabled() && !(o && o->from_cluster) && route_elsewhere(w, to) &&
+	    cluster_route(w, src, st, from, to))
+		return;
 	/* XEP-0191: once per stanza, so a refused message is answered once. */
 	if (blocking_inbound(w, src, st, from, to))
 		return;
@@ -578,7 +614,19 @@ void router_worker_destroy(struct worker *w)
 static void route_deliver_error(struct worker *w, struct xml_node *r, const struct jid *to)
 {
 	struct session *s = sessdir_find_full(w->sessions, to->buf, to->len);
+	const char *from_attr = xml_attr_get(r, "from");
+	struct jid from;
 
+	/* Cluster mode: a sender on another node (a dead node's stanza, taken over here). */
+	if (!s && cluster_enabled() && from_attr &&
+	    jid_parse(&from, from_attr, strlen(from_attr)) == 0) {
+		const struct route_origin *outer = w->origin;
+
+		w->origin = NULL;
+		router_route_w(w, NULL, r, &from, to);
+		w->origin = outer;
+		return;
+	}
 	if (!s || s->ending)
 		return;	/* the sender is gone */
 	if (s->conn)
@@ -649,6 +697,7 @@ static void route_forward_to(struct worker *w, unsigned home, struct conn *src,
 	}
 	f->kind = kind;
 	f->origin.from_local_session = src != NULL || (o && o->from_local_session);
+	f->origin.from_cluster = o && o->from_cluster;
 	f->origin.origin_worker = w->id;
 	/* Stream management: acked once the home has routed (and stored) it (0b). */
 	if (!deliver_only && src && src->sess && src->sess->sm &&
@@ -695,8 +744,18 @@ static bool route_bounce_home(struct worker *w, const struct xml_node *st,
 	mark = arena_mark(&w->tmp);
 	r = stanza_error_reply(&w->tmp, st, domain, condition, NULL);
 	rfrom = r ? xml_attr_get(r, "from") : NULL;
-	if (rfrom && jid_parse(&self, rfrom, strlen(rfrom)) == 0)
-		route_forward(w, NULL, r, &self, &sender, true);
+	if (rfrom && jid_parse(&self, rfrom, strlen(rfrom)) == 0) {
+		if (o && o->from_cluster) {
+			/* The sender is on another node: the error is routed, and goes there. */
+			const struct route_origin *outer = w->origin;
+
+			w->origin = NULL;
+			router_route_w(w, NULL, r, &self, &sender);
+			w->origin = outer;
+		} else {
+			route_forward(w, NULL, r, &self, &sender, true);
+		}
+	}
 	arena_rewind(&w->tmp, mark);
 	return true;
 }
@@ -819,6 +878,36 @@ void router_route_w(struct worker *w, struct conn *src, struct xml_node *st,
 		return;
 	}
 	route_home(w, src, st, from, to);
+}
+
+void router_route_cluster(struct worker *w, struct xml_node *st, const struct jid *from,
+			  const struct jid *to, bool from_local_session, bool delivered)
+{
+	const char *domain = w->srv->cfg->domain;
+	const struct route_origin *outer = w->origin;
+	struct route_origin o = {
+		.st = st,
+		.from_local_session = from_local_session,
+		.origin_worker = w->id,
+		.from_cluster = delivered,
+	};
+	unsigned home;
+
+	/* Not for a local account (the server itself, a service): routed as new. */
+	if (!jid_has_local(to) || to->domain_len != strlen(domain) ||
+	    memcmp(to->buf + to->domain_off, domain, to->domain_len) != 0) {
+		w->origin = NULL;
+		router_route_w(w, NULL, st, from, to);
+		w->origin = outer;
+		return;
+	}
+	home = route_home_of(w, to);
+	w->origin = &o;
+	if (home != w->id || w->srv->cfg->homes_loop)
+		route_forward_to(w, home, NULL, st, from, to, FWD_HOME);
+	else
+		route_home(w, NULL, st, from, to);
+	w->origin = outer;
 }
 
 void router_route(struct conn *src, struct xml_node *st, const struct jid *from,

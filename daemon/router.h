@@ -82,7 +82,29 @@ struct route_origin {
 	bool held_ack;			/* that session's SM ack waits for a release */
 	unsigned origin_worker;		/* the worker that forwarded it (the sender's home) */
 	const char *sender;		/* the sender's full JID (held_ack) */
+	bool from_cluster;		/* came from another node's stream: never sent on again */
 };
+
+/*
+ * A stanza another node sent (cluster.c): routed as one forwarded from
+ * another worker, at the recipient's home (through its mailbox when that
+ * is another worker), with the sender's origin. delivered = true: it
+ * came for a session here and is never sent to another node again (no
+ * ping-pong on a stale replica); false: a dead node's stanza taken over
+ * by this node (it may go wherever the recipient is now).
+ */
+void router_route_cluster(struct worker *w, struct xml_node *st, const struct jid *from,
+			  const struct jid *to, bool from_local_session, bool delivered);
+
+/*
+ * Takes over the sender's held stream-management ack of the forwarded
+ * stanza st being routed (cluster.c: it is released once the stanza is
+ * in another node's stream, not when the routing here ends). Copies the
+ * sender's full JID into sender (size bytes) and its home worker into
+ * *worker. false when st's ack is not held.
+ */
+bool router_take_held_ack(struct worker *w, const struct xml_node *st, unsigned *worker,
+			  char *sender, size_t size);
 
 /* The origin of `st` when it is a forwarded stanza being routed at home, else NULL. */
 const struct route_origin *router_origin(const struct worker *w, const struct xml_node *st);

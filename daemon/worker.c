@@ -21,6 +21,7 @@
 #include "bpf_sockops.h"
 #include "bpf_steer.h"
 #include "c2s.h"
+#include "cluster.h"
 #include "config.h"
 #include "conn.h"
 #include "control.h"
@@ -598,6 +599,9 @@ static void worker_watch(void *ctx, unsigned id)
 	case WORKER_WATCH_MAILBOX:
 		mailbox_drain(w);
 		break;
+	case WORKER_WATCH_CLUSTER:
+		cluster_watch(w);	/* reconnects, retries, heartbeats (cluster.c) */
+		break;
 	}
 }
 
@@ -662,6 +666,12 @@ static void worker_message_failed(void *ctx, unsigned to, int err)
 	mailbox_ring_failed(ctx, to, err);
 }
 
+/* Readiness of a Redis connection's socket (cluster mode). */
+static void worker_polled(void *ctx, uint32_t id, uint32_t gen, int res, bool more)
+{
+	cluster_polled(ctx, id, gen, res, more);
+}
+
 static const struct loop_handlers worker_loop_handlers = {
 	.accepted = worker_accepted,
 	.accept_error = worker_accept_error,
@@ -673,6 +683,7 @@ static const struct loop_handlers worker_loop_handlers = {
 	.connected = worker_connected,
 	.message = worker_message,
 	.message_failed = worker_message_failed,
+	.polled = worker_polled,
 };
 
 /* ---- Moving a connection to its home worker ---- */
@@ -1050,6 +1061,7 @@ void worker_begin_shutdown(struct worker *w)
 	if (w->id == 0) {
 		sdnotify_stopping();	/* systemd: STOPPING=1 */
 		control_shutdown(w);	/* no more stanzactl requests; the socket file goes */
+		cluster_leave(w);	/* our sessions leave the registry (cluster.c) */
 		/* The other workers close their connections too, each on its own thread. */
 		for (unsigned k = 1; k < w->srv->nworkers; k++)
 			if (w->srv->workers[k].loop)	/* not those that failed to start */
@@ -1152,6 +1164,13 @@ int worker_init(struct worker *w, struct server *srv, unsigned id, int signal_fd
 	ret = kmod_worker_init(w);
 	if (ret < 0)
 		goto err_free_loop;
+	/* Cluster mode: this worker's Redis connection(s) and timer (cluster.c). */
+	ret = cluster_worker_start(w);
+	if (ret < 0) {
+		log_error("cluster.start_failed", "worker=%u msg=\"%s\"", id, strerror(-ret));
+		kmod_worker_destroy(w);
+		goto err_free_loop;
+	}
 	if (id == 0)
 		http_worker_start(w);	/* the upload cleanup timer (worker 0) */
 	control_worker_start(w);	/* log summaries once a second (worker 0) */
@@ -1200,6 +1219,7 @@ void worker_destroy(struct worker *w)
 	s2s_worker_destroy(w);	/* links and queues, after the inbox is drained */
 	http_worker_stop(w);
 	control_worker_stop(w);
+	cluster_worker_stop(w);	/* its Redis connections, while the loop exists */
 	adhoc_worker_destroy(w);
 	c2s_reap_sessions(w);
 	pubsub_worker_destroy(w);	/* caps caches, after the sessions that use them */

@@ -37,6 +37,7 @@ enum worker_watch {
 	WORKER_WATCH_KMOD,		/* the offload module's events (kmod.c) */
 	WORKER_WATCH_HANDOVER,		/* a successor asks for the listeners (handover.c) */
 	WORKER_WATCH_MAILBOX,		/* doorbell eventfd, kernels without MSG_RING (mailbox.c) */
+	WORKER_WATCH_CLUSTER,		/* cluster mode's timer (cluster.c) */
 };
 
 struct worker {

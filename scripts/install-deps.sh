@@ -19,15 +19,18 @@ set -eu
 BUILD_PKGS="gcc make pkg-config openssl ca-certificates
 liburing-dev libexpat1-dev libssl-dev libsqlite3-dev libpq-dev libgsasl-dev
 libidn-dev libinih-dev liburcu-dev libhttp-parser-dev libjansson-dev
-libnl-3-dev libnl-genl-3-dev
+libnl-3-dev libnl-genl-3-dev libhiredis-dev
 libbpf-dev bpftool clang iproute2"
-# (clang compiles bpf/*.bpf.c, bpftool makes vmlinux.h and the skeletons;
+# (libhiredis-dev: the Redis client of cluster mode, daemon/cluster*.c;
+# clang compiles bpf/*.bpf.c, bpftool makes vmlinux.h and the skeletons;
 # iproute2's ip makes the network namespace of the guard's test.)
 # Tests: cmocka for C units, pytest + slixmpp (a real client) for
 # integration, sqlite3 CLI to inspect the store in tests, valgrind for the
 # daemon's leak check (tests/integration/test_valgrind.py), python3-cryptography
-# for the certificates of the XEP-0324 token test.
-TEST_PKGS="libcmocka-dev python3 python3-pytest python3-slixmpp python3-cryptography sqlite3 valgrind"
+# for the certificates of the XEP-0324 token test, redis-server for the
+# cluster tests (tests/integration/test_cluster.py starts its own).
+TEST_PKGS="libcmocka-dev python3 python3-pytest python3-slixmpp python3-cryptography sqlite3 valgrind
+redis-server"
 # Modern-client tests: coturn as the TURN server that must accept the
 # credentials of XEP-0215 (tests/integration/test_extdisco.py; its system
 # service is stopped below), python3-omemo with both OMEMO versions for
@@ -155,6 +158,16 @@ case " $missing " in
 		systemctl disable --now prosody >/dev/null 2>&1 || true
 	fi
 	[ -x /etc/init.d/prosody ] && /etc/init.d/prosody stop >/dev/null 2>&1 || true
+	;;
+esac
+# The cluster tests start their own redis-server on free ports; the
+# packaged service is not needed (and would keep a Redis running for nothing).
+case " $missing " in
+*" redis-server "*)
+	if command -v systemctl >/dev/null 2>&1; then
+		systemctl disable --now redis-server >/dev/null 2>&1 || true
+	fi
+	[ -x /etc/init.d/redis-server ] && /etc/init.d/redis-server stop >/dev/null 2>&1 || true
 	;;
 esac
 case " $missing " in

@@ -34,6 +34,7 @@ fuzz_xml_stream_SRCS     := daemon/xml-defer.c daemon/strbuf.c daemon/log.c \
 fuzz_jid_SRCS            := daemon/jid.c daemon/log.c
 fuzz_sasl_SRCS           := daemon/sasl.c daemon/scram.c daemon/jid.c daemon/log.c
 fuzz_config_SRCS         := daemon/config.c daemon/jid.c daemon/log.c daemon/s2s_config.c \
+			    daemon/cluster_util.c \
 			    daemon/ops_config.c daemon/metrics_acl.c
 # The WebSocket layer alone: the target stubs the connection and c2s calls.
 fuzz_websocket_SRCS      := daemon/websocket.c daemon/strbuf.c daemon/log.c

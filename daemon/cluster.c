@@ -1,0 +1,1750 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Cluster mode on Redis (see cluster.h and docs/clustering.md, section
+ * "Redis: membership, registry, inter-node stanzas").
+ *
+ * Keys, all under PREFIX = "stanzad:DOMAIN:" so that clusters of several
+ * domains can share one Redis:
+ *   nodes              hash  node name -> JSON (workers, started, pid, version)
+ *   alive:NAME         string, this process's token, PX = ttl, refreshed every ttl/3
+ *   reap:NAME          string, who cleans up after dead NAME (SET NX, PX 2*ttl)
+ *   sess:BARE          hash  resource -> "NODE WORKER PRIORITY AVAILABLE"
+ *   nodesess:NAME      set   full JIDs NAME registered (counting, reaping)
+ *   events             channel: "set FULL VALUE", "del FULL NODE", "reset NODE"
+ *   in:NAME:K          stream of stanzas for NAME's worker K (consumer group "g")
+ *   left:NAME          string, PX 2*ttl: NAME stopped on purpose (no crash)
+ *
+ * Everything that reads or writes several keys at once is a Lua script, so
+ * that a node dying in the middle leaves nothing half done. Worker 0 runs
+ * all of it; each worker reads its own stream. The state below is worker
+ * 0's except where marked.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/timerfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <hiredis/hiredis.h>
+
+#include "arena.h"
+#include "cluster.h"
+#include "cluster_redis.h"
+#include "cluster_util.h"
+#include "config.h"
+#include "durable.h"
+#include "jid.h"
+#include "log.h"
+#include "loop.h"
+#include "mailbox.h"
+#include "router.h"
+#include "server.h"
+#include "session.h"
+#include "sm.h"
+#include "stanza.h"
+#include "storage.h"
+#include "stored_xml.h"
+#include "strbuf.h"
+#include "worker.h"
+#include "xml.h"
+
+#ifndef STANZAD_VERSION
+#define STANZAD_VERSION "0.1.0"
+#endif
+
+#define CLUSTER_TICK_MS		100	/* the timer: reconnects, heartbeats */
+#define CLUSTER_MAX_NODES	64	/* nodes shown and tracked */
+#define CLUSTER_PREFIX_MAX	(JID_PART_MAX + 16)
+#define CLUSTER_KEY_MAX		(CLUSTER_PREFIX_MAX + JID_MAX + 16)
+/* XADD MAXLEN ~ of a stream: a node down for long loses the oldest entries. */
+#define CLUSTER_STREAM_MAXLEN	"1000000"
+#define CLUSTER_READ_COUNT	128	/* entries per XREADGROUP */
+#define CLUSTER_READ_BLOCK_MS	2000
+#define CLUSTER_REAP_COUNT	10000	/* entries of a dead node's stream per round */
+#define CLUSTER_LAG_SAMPLES	64	/* XADD-to-delivery times kept */
+#define CLUSTER_MAX_TARGETS	8	/* nodes one bare-JID stanza may go to */
+#define CLUSTER_GROUP		"g"
+#define CLUSTER_DEAD_KEEP_MS	600000	/* a reaped node stays in the status this long */
+#define CLUSTER_RETRY_MS	1000	/* a failed join or read (Redis loading its data) */
+
+enum cluster_conn_id {
+	CL_CONN_REG = 0,	/* worker 0: membership and registry commands, XADD, reaping */
+	CL_CONN_EVENTS,		/* worker 0: subscribed to the events channel */
+	CL_CONN_IN,		/* every worker: blocked in XREADGROUP on its stream */
+	CL_NCONNS,
+};
+
+/*
+ * A worker's inbound stream PREFIX in:NODE:K and the connection blocked
+ * reading it (a blocked connection can do nothing else). Everything but
+ * the counters is the worker's own; the counters are read by the status
+ * on worker 0, hence atomic.
+ */
+struct cluster_inbound {
+	struct worker *w;
+	struct credis c;
+	int tfd;			/* CLUSTER_TICK_MS timerfd: reconnects, retries */
+	bool reading;			/* an XREADGROUP is out */
+	bool backlog;			/* reading our own pending entries first (id 0) */
+	uint64_t retry_ms;		/* a read that failed is tried again then */
+	char key[CLUSTER_KEY_MAX];
+	_Atomic uint64_t received;
+	_Atomic uint64_t lag_ms[CLUSTER_LAG_SAMPLES];	/* XADD-to-routing times */
+	_Atomic unsigned lag_n, lag_next;
+};
+
+struct cluster_node {
+	char name[CLUSTER_NODE_NAME_MAX + 1];
+	bool alive;
+	long long sessions;
+	long long pending;		/* entries of its stream delivered, not acknowledged */
+	long long unread;		/* entries not yet delivered (XINFO GROUPS lag) */
+	long long oldest_ms;		/* age of the oldest pending entry */
+	uint64_t dead_since_ms;		/* wall clock; 0 while alive */
+};
+
+struct cluster {
+	struct server *srv;
+	struct worker *w0;
+	struct cluster_uri uri;
+	char uri_shown[CLUSTER_URI_MAX];	/* password masked */
+	char node[CLUSTER_NODE_NAME_MAX + 1];
+	char prefix[CLUSTER_PREFIX_MAX];
+	char token[48];			/* this process: another one with our name differs */
+	char info[256];			/* our value in `nodes` */
+	uint32_t ttl;
+	struct credis conns[CL_CONN_IN];	/* worker 0's */
+	struct cluster_inbound in[SERVER_MAX_WORKERS];
+	unsigned nworkers;
+
+	bool joining, joined;		/* the join script ran on this registry connection */
+	atomic_bool leaving;
+	uint64_t next_beat_ms;
+	bool beat_in_flight;
+	uint64_t join_retry_ms;		/* a failed join is tried again then (loop time) */
+	bool name_taken_logged;
+	bool claimed, ever_joined;	/* the name claimed at startup; joined since */
+
+	/* Our own sessions (full JID -> value), re-registered after every outage. */
+	struct cluster_table *own;
+
+	/* The other nodes' sessions: written by worker 0, read by every worker. */
+	pthread_rwlock_t lock;
+	struct cluster_table *replica;
+	atomic_bool routable;		/* connected and joined: stanzas can go out */
+	bool loading;			/* events held until the dump answers */
+	struct strbuf held;		/* those events, NUL-separated */
+
+	/* What the last heartbeat saw. */
+	struct cluster_node nodes[CLUSTER_MAX_NODES];
+	unsigned nnodes;
+	uint64_t beat_wall_ms;
+
+	/* Inter-node stanzas sent and taken over (worker 0); received: per inbound. */
+	uint64_t sent, reaped_entries, send_failed;
+};
+
+static struct cluster *cl;
+
+static uint64_t wall_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+bool cluster_enabled(void)
+{
+	return cl != NULL;
+}
+
+/* ---- Scripts ---- */
+
+/*
+ * drop(p, n): forgets what node n registered: its resources (only those
+ * still naming n: a resource may have been bound again elsewhere), its
+ * set, and tells every node's replica. Returns how many there were.
+ */
+#define LUA_DROP \
+	"local function drop(p, n)\n" \
+	"  local fulls = redis.call('SMEMBERS', p..'nodesess:'..n)\n" \
+	"  for _, f in ipairs(fulls) do\n" \
+	"    local s = string.find(f, '/', 1, true)\n" \
+	"    if s then\n" \
+	"      local k = p..'sess:'..string.sub(f, 1, s - 1)\n" \
+	"      local r = string.sub(f, s + 1)\n" \
+	"      local v = redis.call('HGET', k, r)\n" \
+	"      if v and string.sub(v, 1, #n + 1) == n..' ' then redis.call('HDEL', k, r) end\n" \
+	"    end\n" \
+	"  end\n" \
+	"  redis.call('DEL', p..'nodesess:'..n)\n" \
+	"  redis.call('PUBLISH', p..'events', 'reset '..n)\n" \
+	"  return #fulls\n" \
+	"end\n"
+
+/* workers(p, n): how many inbound streams node n has (its `nodes` entry's "workers"). */
+#define LUA_WORKERS \
+	"local function workers(p, n)\n" \
+	"  local v = redis.call('HGET', p..'nodes', n)\n" \
+	"  local ok, j = pcall(cjson.decode, v or '')\n" \
+	"  if ok and type(j) == 'table' and tonumber(j.workers) then return j.workers end\n" \
+	"  return 1\n" \
+	"end\n"
+
+/* ARGV: prefix, name, token, ttl, info. The name must be ours or free. */
+static const char lua_join[] =
+	LUA_DROP
+	"local p, n, tok = ARGV[1], ARGV[2], ARGV[3]\n"
+	"local cur = redis.call('GET', p..'alive:'..n)\n"
+	"if cur and cur ~= tok then return redis.error_reply('NAMETAKEN') end\n"
+	"redis.call('SET', p..'alive:'..n, tok, 'PX', ARGV[4])\n"
+	"redis.call('HSET', p..'nodes', n, ARGV[5])\n"
+	"redis.call('DEL', p..'reap:'..n, p..'left:'..n)\n"
+	"return drop(p, n)\n";
+
+/*
+ * ARGV: prefix, name, token, ttl. Refreshes our heartbeat, then answers
+ * {rejoin, name, alive, sessions, pending, unread, oldest_ms, ...}:
+ * rejoin = 1 when our entry in `nodes` is gone (we were reaped, or Redis
+ * lost its data), so that we register everything again.
+ */
+static const char lua_beat[] =
+	"local p, n, tok = ARGV[1], ARGV[2], ARGV[3]\n"
+	"local cur = redis.call('GET', p..'alive:'..n)\n"
+	"if cur and cur ~= tok then return redis.error_reply('NAMETAKEN') end\n"
+	"redis.call('SET', p..'alive:'..n, tok, 'PX', ARGV[4])\n"
+	"local out = {0}\n"
+	"if redis.call('HEXISTS', p..'nodes', n) == 0 then out[1] = 1 end\n"
+	"local t = redis.call('TIME')\n"
+	"local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+	LUA_WORKERS
+	"for _, m in ipairs(redis.call('HKEYS', p..'nodes')) do\n"
+	"  local pend, age, unread = 0, 0, 0\n"
+	"  for k = 0, workers(p, m) - 1 do\n"
+	"    local key = p..'in:'..m..':'..k\n"
+	"    local ok, x = pcall(redis.call, 'XPENDING', key, 'g')\n"
+	"    if ok and type(x) == 'table' and tonumber(x[1]) and x[1] > 0 then\n"
+	"      pend = pend + x[1]\n"
+	"      local ms = tonumber(string.match(x[2], '^(%d+)'))\n"
+	"      if ms and now - ms > age then age = now - ms end\n"
+	"    end\n"
+	"    local ok2, gs = pcall(redis.call, 'XINFO', 'GROUPS', key)\n"
+	"    if ok2 and type(gs) == 'table' and gs[1] then\n"
+	"      local g = gs[1]\n"
+	"      for i = 1, #g, 2 do\n"
+	"        if g[i] == 'lag' and tonumber(g[i + 1]) then unread = unread + g[i + 1] end\n"
+	"      end\n"
+	"    end\n"
+	"  end\n"
+	"  out[#out + 1] = m\n"
+	"  local alive = redis.call('EXISTS', p..'alive:'..m)\n"
+	"  if alive == 0 and redis.call('EXISTS', p..'left:'..m) == 1 then alive = 2 end\n"
+	"  out[#out + 1] = alive\n"
+	"  out[#out + 1] = redis.call('SCARD', p..'nodesess:'..m)\n"
+	"  out[#out + 1] = pend\n"
+	"  out[#out + 1] = unread\n"
+	"  out[#out + 1] = age\n"
+	"end\n"
+	"return out\n";
+
+/*
+ * ARGV: prefix, dead node, our name, 2*ttl. The survivor that wins the
+ * reap lock removes the dead node's registrations and its entry, and
+ * answers {sessions removed, its inbound streams}; -1 when it is alive
+ * again or another survivor reaps it.
+ */
+static const char lua_reap[] =
+	LUA_DROP
+	LUA_WORKERS
+	"local p, d = ARGV[1], ARGV[2]\n"
+	"if redis.call('EXISTS', p..'alive:'..d) == 1 then return -1 end\n"
+	"if not redis.call('SET', p..'reap:'..d, ARGV[3], 'NX', 'PX', ARGV[4]) then return -1 end\n"
+	"local nw = workers(p, d)\n"
+	"local n = drop(p, d)\n"
+	"redis.call('HDEL', p..'nodes', d)\n"
+	"return {n, nw}\n";
+
+/*
+ * ARGV: prefix, name, token, 2*ttl. Leaving: our sessions go, our stream
+ * waits for a reaper, and `left:NAME` tells the others it was no crash.
+ */
+static const char lua_leave[] =
+	LUA_DROP
+	"local p, n = ARGV[1], ARGV[2]\n"
+	"if redis.call('GET', p..'alive:'..n) ~= ARGV[3] then return 0 end\n"
+	"drop(p, n)\n"
+	"redis.call('DEL', p..'alive:'..n)\n"
+	"redis.call('SET', p..'left:'..n, '1', 'PX', ARGV[4])\n"
+	"return 1\n";
+
+/* ARGV: prefix, name, full JID. Only while the resource is still ours. */
+static const char lua_unregister[] =
+	"local p, n, f = ARGV[1], ARGV[2], ARGV[3]\n"
+	"local s = string.find(f, '/', 1, true)\n"
+	"local k = p..'sess:'..string.sub(f, 1, s - 1)\n"
+	"local r = string.sub(f, s + 1)\n"
+	"local v = redis.call('HGET', k, r)\n"
+	"if v and string.sub(v, 1, #n + 1) == n..' ' then redis.call('HDEL', k, r) end\n"
+	"redis.call('SREM', p..'nodesess:'..n, f)\n"
+	"redis.call('PUBLISH', p..'events', 'del '..f..' '..n)\n"
+	"return 1\n";
+
+/* ARGV: prefix. Every registered resource: {full, value, ...} (SCAN, not KEYS). */
+static const char lua_dump[] =
+	"local p = ARGV[1]\n"
+	"local out, cur = {}, '0'\n"
+	"repeat\n"
+	"  local r = redis.call('SCAN', cur, 'MATCH', p..'sess:*', 'COUNT', 1000)\n"
+	"  cur = r[1]\n"
+	"  for _, k in ipairs(r[2]) do\n"
+	"    local bare = string.sub(k, #p + 6)\n"
+	"    local h = redis.call('HGETALL', k)\n"
+	"    for i = 1, #h, 2 do out[#out + 1] = bare..'/'..h[i]; out[#out + 1] = h[i + 1] end\n"
+	"  end\n"
+	"until cur == '0'\n"
+	"return out\n";
+
+/* ---- Helpers ---- */
+
+static void key_of(char *buf, size_t size, const char *what, const char *name)
+{
+	snprintf(buf, size, "%s%s%s", cl->prefix, what, name);
+}
+
+static void stream_of(char *buf, size_t size, const char *node, unsigned worker)
+{
+	snprintf(buf, size, "%sin:%s:%u", cl->prefix, node, worker);
+}
+
+static bool reply_is_error(const redisReply *r, const char *code)
+{
+	return r && r->type == REDIS_REPLY_ERROR &&
+	       (!code || strncmp(r->str, code, strlen(code)) == 0);
+}
+
+static void log_reply_error(const char *event, const redisReply *r)
+{
+	char msg[200];
+
+	log_warn(event, "msg=%s", r ? log_sanitize(msg, sizeof(msg), r->str, r->len)
+				    : "\"connection lost\"");
+}
+
+static struct credis *conn_reg(void)
+{
+	return &cl->conns[CL_CONN_REG];
+}
+
+/* ---- The replica (other nodes' sessions) ---- */
+
+/* Applies one event "set FULL VALUE" | "del FULL NODE" | "reset NODE" (len bytes). */
+static void replica_apply(const char *ev, size_t len)
+{
+	char buf[JID_MAX + CLUSTER_SESS_TEXT_MAX + 16];
+	struct cluster_sess v;
+	char *sp;
+
+	if (len >= sizeof(buf))
+		return;
+	memcpy(buf, ev, len);
+	buf[len] = '\0';
+	if (strncmp(buf, "reset ", 6) == 0) {
+		if (strcmp(buf + 6, cl->node) == 0)
+			return;
+		pthread_rwlock_wrlock(&cl->lock);
+		cluster_table_drop_node(cl->replica, buf + 6);
+		pthread_rwlock_unlock(&cl->lock);
+		return;
+	}
+	if (strncmp(buf, "set ", 4) == 0) {
+		/* A resource may hold spaces: the value is the last four words. */
+		char *p = buf + len;
+
+		for (int words = 0; words < 4 && p > buf + 4; ) {
+			p--;
+			if (*p == ' ')
+				words++;
+		}
+		if (p <= buf + 4 || cluster_sess_decode(&v, p + 1, strlen(p + 1)) < 0)
+			return;
+		*p = '\0';
+		if (strcmp(v.node, cl->node) == 0)
+			return;
+		pthread_rwlock_wrlock(&cl->lock);
+		cluster_table_set(cl->replica, buf + 4, &v);
+		pthread_rwlock_unlock(&cl->lock);
+		return;
+	}
+	if (strncmp(buf, "del ", 4) == 0 && (sp = strrchr(buf + 4, ' ')) != NULL) {
+		*sp = '\0';
+		if (strcmp(sp + 1, cl->node) == 0)
+			return;
+		pthread_rwlock_wrlock(&cl->lock);
+		cluster_table_del(cl->replica, buf + 4, sp + 1);
+		pthread_rwlock_unlock(&cl->lock);
+	}
+}
+
+static void replica_dumped(struct credis *c, redisReply *r, void *arg)
+{
+	struct cluster_sess v;
+	size_t n = 0;
+
+	if (!r || r->type != REDIS_REPLY_ARRAY) {
+		log_reply_error("cluster.replica_failed", r);
+		/* Held events would wait forever: subscribe (and load) again. */
+		cl->loading = false;
+		strbuf_clear(&cl->held);
+		cluster_redis_reset(&cl->conns[CL_CONN_EVENTS]);
+		return;
+	}
+	pthread_rwlock_wrlock(&cl->lock);
+	cluster_table_clear(cl->replica);
+	for (size_t i = 0; i + 1 < r->elements; i += 2) {
+		redisReply *f = r->element[i], *val = r->element[i + 1];
+
+		if (f->type != REDIS_REPLY_STRING || val->type != REDIS_REPLY_STRING ||
+		    cluster_sess_decode(&v, val->str, val->len) < 0 ||
+		    strcmp(v.node, cl->node) == 0)
+			continue;
+		if (cluster_table_set(cl->replica, f->str, &v) == 0)
+			n++;
+	}
+	pthread_rwlock_unlock(&cl->lock);
+	/* What arrived on the channel meanwhile is newer than the dump or repeats it. */
+	cl->loading = false;
+	for (size_t off = 0; off < cl->held.len;) {
+		size_t l = strlen(cl->held.data + off);
+
+		replica_apply(cl->held.data + off, l);
+		off += l + 1;
+	}
+	strbuf_clear(&cl->held);
+	log_info("cluster.replica_loaded", "sessions=%zu", n);
+}
+
+/*
+ * Loads the registry into the replica: when the events connection has
+ * subscribed (pub/sub missed what happened while it was away), and when
+ * the registry connection joins again (the dump may not have gone out
+ * while it was down). Events arriving meanwhile are held.
+ */
+static void replica_reload(void)
+{
+	if (!cl->conns[CL_CONN_EVENTS].up)
+		return;	/* its subscription reloads */
+	if (!cl->loading)
+		strbuf_clear(&cl->held);
+	if (cluster_redis_cmdf(conn_reg(), replica_dumped, NULL, "EVAL %s 0 %s", lua_dump,
+			       cl->prefix) == 0)
+		cl->loading = true;
+}
+
+static void events_message(struct credis *c, redisReply *r, void *arg)
+{
+	redisReply *kind, *payload;
+
+	if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 3)
+		return;
+	kind = r->element[0];
+	payload = r->element[2];
+	if (kind->type != REDIS_REPLY_STRING)
+		return;
+	if (strcmp(kind->str, "subscribe") == 0) {
+		replica_reload();
+		return;
+	}
+	if (strcmp(kind->str, "message") != 0 || payload->type != REDIS_REPLY_STRING)
+		return;
+	if (cl->loading) {
+		strbuf_append(&cl->held, payload->str, payload->len);
+		strbuf_append(&cl->held, "", 1);
+		return;
+	}
+	replica_apply(payload->str, payload->len);
+}
+
+static void events_up(struct credis *c)
+{
+	char channel[CLUSTER_KEY_MAX];
+
+	key_of(channel, sizeof(channel), "events", "");
+	cluster_redis_subscribe(c, events_message, channel);
+}
+
+/* ---- Registry: our own sessions ---- */
+
+static void register_one(const char *full, const struct cluster_sess *v)
+{
+	char val[CLUSTER_SESS_TEXT_MAX], key[CLUSTER_KEY_MAX], set[CLUSTER_KEY_MAX];
+	char ev[JID_MAX + CLUSTER_SESS_TEXT_MAX + 8];
+	const char *slash = strchr(full, '/');
+
+	if (!slash || cluster_sess_encode(v, val, sizeof(val)) < 0)
+		return;
+	snprintf(key, sizeof(key), "%ssess:%.*s", cl->prefix, (int)(slash - full), full);
+	key_of(set, sizeof(set), "nodesess:", cl->node);
+	snprintf(ev, sizeof(ev), "set %s %s", full, val);
+	/* Pipelined: written together at the end of the turn. */
+	cluster_redis_cmdf(conn_reg(), NULL, NULL, "HSET %s %s %s", key, slash + 1, val);
+	cluster_redis_cmdf(conn_reg(), NULL, NULL, "SADD %s %s", set, full);
+	cluster_redis_cmdf(conn_reg(), NULL, NULL, "PUBLISH %sevents %s", cl->prefix, ev);
+}
+
+static void register_each(void *arg, const char *bare, const struct cluster_entry *e)
+{
+	char full[JID_MAX * 2];
+
+	snprintf(full, sizeof(full), "%s/%s", bare, e->resource);
+	register_one(full, &e->v);
+}
+
+static void unregister_one(const char *full)
+{
+	cluster_redis_cmdf(conn_reg(), NULL, NULL, "EVAL %s 0 %s %s %s", lua_unregister,
+			   cl->prefix, cl->node, full);
+}
+
+/* A session change posted by its home worker (or made on worker 0 itself). */
+struct cluster_sess_msg {
+	struct worker_msg msg;
+	bool gone;
+	struct cluster_sess v;
+	char full[];
+};
+
+static void sess_apply(struct worker *w, struct cluster_sess_msg *m)
+{
+	if (m->gone) {
+		if (cluster_table_del(cl->own, m->full, NULL) && cl->joined)
+			unregister_one(m->full);
+	} else if (cluster_table_set(cl->own, m->full, &m->v) == 0 && cl->joined) {
+		register_one(m->full, &m->v);
+	}
+}
+
+static void sess_arrived(struct worker *w, struct worker_msg *msg)
+{
+	struct cluster_sess_msg *m = (struct cluster_sess_msg *)msg;
+
+	if (cl)
+		sess_apply(w, m);
+	free(m);
+}
+
+static void sess_post(struct worker *w, const struct session *s, bool gone)
+{
+	struct cluster_sess_msg *m;
+
+	if (!cl || s->remote)
+		return;
+	m = calloc(1, sizeof(*m) + s->jid_len + 1);
+	if (!m) {
+		log_warn("cluster.registry_lost", "msg=\"out of memory\"");
+		return;
+	}
+	memcpy(m->full, s->jid, s->jid_len);
+	m->gone = gone;
+	snprintf(m->v.node, sizeof(m->v.node), "%s", cl->node);
+	m->v.worker = w->id;
+	m->v.priority = s->priority;
+	m->v.available = s->available && !s->ending;
+	if (w->id == 0) {
+		sess_apply(w, m);
+		free(m);
+		return;
+	}
+	worker_post(w, 0, &m->msg, sess_arrived);
+}
+
+void cluster_session_update(struct worker *w, const struct session *s)
+{
+	sess_post(w, s, false);
+}
+
+void cluster_session_end(struct worker *w, const struct session *s)
+{
+	sess_post(w, s, true);
+}
+
+/* ---- Membership ---- */
+
+static void node_seen(const char *name, long long state, long long sessions, long long pending,
+		      long long unread, long long oldest, struct cluster_node *next, unsigned *n)
+{
+	const struct cluster_node *before = NULL;
+	bool alive = state == 1;
+	const char *reason = state == 2 ? "left" : "ttl";
+
+	for (unsigned i = 0; i < cl->nnodes; i++)
+		if (strcmp(cl->nodes[i].name, name) == 0)
+			before = &cl->nodes[i];
+	if (strcmp(name, cl->node) != 0) {
+		if (alive && (!before || !before->alive))
+			log_info("cluster.node_up", "name=%s", name);
+		else if (!alive && before && before->alive)
+			log_warn("cluster.node_down", "name=%s reason=%s", name, reason);
+	}
+	if (*n >= CLUSTER_MAX_NODES)
+		return;
+	next = &next[(*n)++];
+	snprintf(next->name, sizeof(next->name), "%s", name);
+	next->alive = alive;
+	next->sessions = sessions;
+	next->pending = pending;
+	next->unread = unread;
+	next->oldest_ms = oldest;
+	next->dead_since_ms = alive ? 0 : before && before->dead_since_ms ? before->dead_since_ms
+								      : wall_ms();
+}
+
+static void reap_stream(const char *dead, unsigned worker);
+
+static void reaped(struct credis *c, redisReply *r, void *arg)
+{
+	char *dead = arg;
+
+	if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+	    r->element[0]->type == REDIS_REPLY_INTEGER &&
+	    r->element[1]->type == REDIS_REPLY_INTEGER) {
+		long long nw = r->element[1]->integer;
+
+		log_warn("cluster.node_reaped", "name=%s sessions=%lld streams=%lld", dead,
+			 (long long)r->element[0]->integer, nw);
+		for (long long k = 0; k < nw && k < SERVER_MAX_WORKERS; k++)
+			reap_stream(dead, (unsigned)k);
+	} else if (!r || r->type == REDIS_REPLY_ERROR) {
+		log_reply_error("cluster.reap_failed", r);
+	}
+	free(dead);
+}
+
+static void join(void);
+
+static void beat_done(struct credis *c, redisReply *r, void *arg)
+{
+	struct cluster_node next[CLUSTER_MAX_NODES];
+	unsigned n = 0, listed;
+
+	cl->beat_in_flight = false;
+	if (!r)
+		return;
+	if (reply_is_error(r, "NAMETAKEN")) {
+		log_error("cluster.name_taken", "name=%s msg=\"another process has taken this "
+			  "node name while this one could not reach Redis; this node stays out\"",
+			  cl->node);
+		cl->joined = false;
+		cl->name_taken_logged = true;
+		cl->join_retry_ms = loop_now_ms(cl->w0->loop) + CLUSTER_RETRY_MS;
+		atomic_store(&cl->routable, false);
+		return;
+	}
+	if (r->type != REDIS_REPLY_ARRAY || r->elements < 1) {
+		log_reply_error("cluster.heartbeat_failed", r);
+		return;
+	}
+	for (size_t i = 1; i + 5 < r->elements; i += 6) {
+		redisReply **e = &r->element[i];
+
+		if (e[0]->type != REDIS_REPLY_STRING)
+			continue;
+		node_seen(e[0]->str, e[1]->integer, e[2]->integer, e[3]->integer,
+			  e[4]->integer, e[5]->integer, next, &n);
+	}
+	/*
+	 * Nodes that vanished from `nodes` (reaped) stay in the view as dead
+	 * for a while, so that the status shows what happened to them.
+	 */
+	listed = n;
+	for (unsigned i = 0; i < cl->nnodes; i++) {
+		struct cluster_node *gone = &cl->nodes[i];
+		bool still = false;
+
+		for (unsigned k = 0; k < n; k++)
+			still |= strcmp(next[k].name, gone->name) == 0;
+		if (still || strcmp(gone->name, cl->node) == 0)
+			continue;
+		if (gone->alive)
+			log_warn("cluster.node_down", "name=%s reason=ttl", gone->name);
+		if (!gone->dead_since_ms)
+			gone->dead_since_ms = wall_ms();
+		if (n < CLUSTER_MAX_NODES &&
+		    wall_ms() - gone->dead_since_ms < CLUSTER_DEAD_KEEP_MS) {
+			next[n] = *gone;
+			next[n].alive = false;
+			next[n].sessions = next[n].pending = next[n].unread = next[n].oldest_ms = 0;
+			n++;
+		}
+	}
+	memcpy(cl->nodes, next, n * sizeof(next[0]));
+	cl->nnodes = n;
+	cl->beat_wall_ms = wall_ms();
+	if (r->element[0]->integer == 1) {
+		log_warn("cluster.rejoin", "name=%s msg=\"our entry was gone (reaped, or Redis "
+			 "lost its data): registering again\"", cl->node);
+		join();
+		return;
+	}
+	/*
+	 * A node whose heartbeat expired is dead: the survivors race to clean
+	 * up. Only those still listed in `nodes`: the others were reaped.
+	 */
+	for (unsigned i = 0; i < listed; i++) {
+		char *dead;
+
+		if (next[i].alive || strcmp(next[i].name, cl->node) == 0)
+			continue;
+		dead = strdup(next[i].name);
+		if (dead && cluster_redis_cmdf(conn_reg(), reaped, dead, "EVAL %s 0 %s %s %s %u",
+					       lua_reap, cl->prefix, dead, cl->node,
+					       2 * cl->ttl) < 0)
+			free(dead);
+	}
+}
+
+static void beat(void)
+{
+	if (cl->beat_in_flight)
+		return;
+	if (cluster_redis_cmdf(conn_reg(), beat_done, NULL, "EVAL %s 0 %s %s %s %u", lua_beat,
+			       cl->prefix, cl->node, cl->token, cl->ttl) == 0)
+		cl->beat_in_flight = true;
+}
+
+static void joined(struct credis *c, redisReply *r, void *arg)
+{
+	cl->joining = false;
+	if (!r)
+		return;	/* the connection went: it joins again when it is back */
+	cl->join_retry_ms = loop_now_ms(cl->w0->loop) + CLUSTER_RETRY_MS;
+	if (reply_is_error(r, "NAMETAKEN")) {
+		if (!cl->name_taken_logged)
+			log_error("cluster.name_taken", "name=%s msg=\"a live node has this name; "
+				  "this node stays out of the cluster until its heartbeat "
+				  "expires\"", cl->node);
+		cl->name_taken_logged = true;
+		return;
+	}
+	if (r->type != REDIS_REPLY_INTEGER) {
+		log_reply_error("cluster.join_failed", r);
+		return;
+	}
+	cl->join_retry_ms = 0;
+	cl->name_taken_logged = false;
+	cl->joined = cl->ever_joined = true;
+	/* Everything we hold, again: after an outage Redis may have lost it or kept stale parts. */
+	cluster_table_each(cl->own, register_each, NULL);
+	atomic_store(&cl->routable, true);
+	log_info("cluster.join", "name=%s sessions=%zu", cl->node, cluster_table_size(cl->own));
+	cl->next_beat_ms = 0;
+	beat();
+	replica_reload();
+}
+
+static void join(void)
+{
+	if (cl->joining || cl->leaving)
+		return;
+	cl->joined = false;
+	if (cluster_redis_cmdf(conn_reg(), joined, NULL, "EVAL %s 0 %s %s %s %u %s", lua_join,
+			       cl->prefix, cl->node, cl->token, cl->ttl, cl->info) == 0)
+		cl->joining = true;
+}
+
+static void reg_up(struct credis *c)
+{
+	if (c->ever_up)	/* not the first connect */
+		log_info("cluster.redis_up", "uri=%s", cl->uri_shown);
+	else
+		log_info("cluster.redis_up", "uri=%s first=yes", cl->uri_shown);
+	cl->beat_in_flight = false;
+	cl->joining = false;
+	join();
+}
+
+static void reg_down(struct credis *c)
+{
+	cl->joined = false;
+	cl->joining = false;
+	cl->beat_in_flight = false;
+	atomic_store(&cl->routable, false);
+	log_warn("cluster.redis_down", "uri=%s msg=\"Redis does not answer: reconnecting; "
+		 "stanzas for other nodes are handled as if their recipients were offline\"",
+		 cl->uri_shown);
+}
+
+/* ---- Inter-node stanzas: sending ---- */
+
+/* A stream a stanza goes to: a node's, the recipient's home worker's there. */
+struct cluster_target {
+	char node[CLUSTER_NODE_NAME_MAX + 1];
+	unsigned worker;
+};
+
+/* A stanza for other nodes, made at the recipient's home worker, XADDed by worker 0. */
+struct cluster_out {
+	struct worker_msg msg;
+	unsigned inflight;		/* XADDs not answered yet: freed with the last answer */
+	bool fell_back;			/* one XADD failed: routed here (out_fallback) */
+	/*
+	 * The sender's stream-management ack, held until the stanza is in
+	 * every target stream (or was handled here instead): released at
+	 * the sender's home worker for its session `sender`.
+	 */
+	bool held;
+	unsigned held_worker;
+	char sender[JID_MAX];
+	uint64_t mark;			/* storage submissions before out_fallback's writes */
+	const char *kind;		/* "stanza", or "fanout": `to` is a list of recipients */
+	unsigned ntargets;
+	struct cluster_target targets[CLUSTER_MAX_TARGETS];
+	bool from_local_session;
+	size_t payload_len;
+	char *from, *to;
+	char payload[];
+};
+
+/*
+ * A stanza that cannot go to its node (Redis went down since it was
+ * routed, or too much is waiting to be written) does not vanish: it is
+ * routed here as if it had arrived from there, so that its recipient,
+ * without a session here, gets it offline (or its sender an error).
+ * A fanned-out presence is dropped: presence is state.
+ */
+static void out_fallback(struct cluster_out *o)
+{
+	struct xml_node *st;
+	struct jid jf, jt;
+	struct arena a;
+
+	if (strcmp(o->kind, "stanza") != 0 || jid_parse(&jf, o->from, strlen(o->from)) < 0 ||
+	    jid_parse(&jt, o->to, strlen(o->to)) < 0)
+		return;
+	arena_init(&a, 4096);
+	st = stored_xml_parse(cl->w0->xml, &a, o->payload, o->payload_len);
+	if (st)
+		router_route_cluster(cl->w0, st, &jf, &jt, o->from_local_session, true);
+	arena_release(&a);
+	arena_reset(&cl->w0->tmp);
+}
+
+/* Logs the failure and routes o here, once, however many of its XADDs failed. */
+static void out_failed(struct cluster_out *o, const char *why)
+{
+	char q[JID_MAX + 16];
+
+	cl->send_failed++;
+	if (o->fell_back)
+		return;
+	o->fell_back = true;
+	/* The recipient's JID may hold anything a JID may: quoted. */
+	log_warn("cluster.send_failed", "to=%s msg=\"%s: handled here as for an offline "
+		 "recipient\"", log_sanitize(q, sizeof(q), o->to, strcspn(o->to, "\n")), why);
+	out_fallback(o);
+}
+
+/* The last XADD answered (or none could be sent): the held ack goes, o is freed. */
+static void out_done(struct cluster_out *o)
+{
+	if (o->held)
+		durable_release_remote(cl->w0, o->held_worker, o->sender, o->mark);
+	free(o);
+}
+
+static void out_added(struct credis *c, redisReply *r, void *arg)
+{
+	struct cluster_out *o = arg;
+
+	/*
+	 * At shutdown (the connection stopping after the loops ended) nothing
+	 * is routed or released any more: the sessions are gone.
+	 */
+	if (!r && c->stopping) {
+		if (--o->inflight == 0)
+			free(o);
+		return;
+	}
+	/* No answer (the connection went) or an error (Redis out of memory): not in the stream. */
+	if (!r || r->type == REDIS_REPLY_ERROR)
+		out_failed(o, r ? "Redis refused the XADD" : "Redis went away before answering");
+	if (--o->inflight == 0)
+		out_done(o);
+}
+
+/* XADDs o to each of its streams; o is ours from here (freed after the answers). */
+static void out_send(struct cluster_out *o)
+{
+	char key[CLUSTER_KEY_MAX], ts[24];
+
+	o->mark = storage_queue_submitted(cl->srv->store);
+	snprintf(ts, sizeof(ts), "%llu", (unsigned long long)wall_ms());
+	for (unsigned i = 0; i < o->ntargets; i++) {
+		const char *argv[] = { "XADD", key, "MAXLEN", "~", CLUSTER_STREAM_MAXLEN, "*",
+				       "kind", o->kind, "node", cl->node,
+				       "local", o->from_local_session ? "1" : "0", "ts", ts,
+				       "from", o->from, "to", o->to, "payload", o->payload };
+		size_t lens[sizeof(argv) / sizeof(argv[0])];
+
+		stream_of(key, sizeof(key), o->targets[i].node, o->targets[i].worker);
+		for (size_t k = 0; k < sizeof(argv) / sizeof(argv[0]); k++)
+			lens[k] = strlen(argv[k]);
+		lens[sizeof(argv) / sizeof(argv[0]) - 1] = o->payload_len;
+		if (cluster_redis_cmd(conn_reg(), out_added, o,
+				      (int)(sizeof(argv) / sizeof(argv[0])), argv, lens) == 0) {
+			o->inflight++;
+			cl->sent++;
+		} else {
+			out_failed(o, "Redis is down or too slow");
+		}
+	}
+	if (o->inflight == 0)
+		out_done(o);
+}
+
+static void out_arrived(struct worker *w, struct worker_msg *m)
+{
+	struct cluster_out *o = (struct cluster_out *)m;
+
+	if (cl)
+		out_send(o);
+	else
+		free(o);
+}
+
+/*
+ * The streams a stanza for `to` goes to, from the replica: the node (and
+ * home worker there) of the resource for a full JID; for a bare JID, the
+ * nodes with resources that take it (available, and for messages a
+ * non-negative priority), once each: an account's resources on a node
+ * are all at its home worker there.
+ */
+static unsigned route_targets(const struct jid *to, enum stanza_kind kind,
+			      struct cluster_target *targets)
+{
+	struct cluster_entry e[32];
+	char bare[JID_MAX];
+	size_t blen = to->domain_off + to->domain_len, n;
+	unsigned nt = 0;
+
+	memcpy(bare, to->buf, blen);
+	bare[blen] = '\0';
+	pthread_rwlock_rdlock(&cl->lock);
+	n = cluster_table_find(cl->replica, bare, e, sizeof(e) / sizeof(e[0]));
+	if (n > sizeof(e) / sizeof(e[0]))
+		n = sizeof(e) / sizeof(e[0]);
+	for (size_t i = 0; i < n && nt < CLUSTER_MAX_TARGETS; i++) {
+		bool dup = false;
+
+		if (jid_has_resource(to)) {
+			if (strlen(e[i].resource) != to->res_len ||
+			    memcmp(e[i].resource, to->buf + to->res_off, to->res_len) != 0)
+				continue;
+		} else if (!e[i].v.available ||
+			   (kind == STANZA_MESSAGE && e[i].v.priority < 0)) {
+			continue;
+		}
+		for (unsigned k = 0; k < nt; k++)
+			dup |= strcmp(targets[k].node, e[i].v.node) == 0;
+		if (dup)
+			continue;
+		memcpy(targets[nt].node, e[i].v.node, sizeof(targets[0].node));
+		targets[nt++].worker = e[i].v.worker;
+	}
+	pthread_rwlock_unlock(&cl->lock);
+	return nt;
+}
+
+/* What may go to another node: stanzas for a session, not those the account's server answers. */
+static bool route_wanted(const struct jid *to, struct xml_node *st, enum stanza_kind kind)
+{
+	const char *type = stanza_type(st);
+
+	if (jid_has_resource(to))
+		return kind != STANZA_OTHER;
+	if (kind == STANZA_MESSAGE)
+		return strcmp(type, "error") != 0 && strcmp(type, "groupchat") != 0;
+	/*
+	 * Directed presence, and probes (answered where the contact's
+	 * sessions are); subscriptions stay with the account's store.
+	 */
+	if (kind == STANZA_PRESENCE)
+		return !type[0] || strcmp(type, "unavailable") == 0 || strcmp(type, "probe") == 0;
+	return false;
+}
+
+bool cluster_route(struct worker *w, struct conn *src, struct xml_node *st,
+		   const struct jid *from, const struct jid *to)
+{
+	struct cluster_target targets[CLUSTER_MAX_TARGETS];
+	enum stanza_kind kind = stanza_kind(st);
+	struct strbuf sb = STRBUF_INIT;
+	struct cluster_out *o;
+	unsigned nt;
+
+	if (!cl || !atomic_load(&cl->routable) || !route_wanted(to, st, kind))
+		return false;
+	nt = route_targets(to, kind, targets);
+	if (!nt)
+		return false;
+	xml_serialize(&sb, st, XML_NS_CLIENT);
+	o = sb.oom ? NULL : calloc(1, sizeof(*o) + sb.len + 1 + from->len + 1 + to->len + 1);
+	if (!o) {
+		strbuf_free(&sb);
+		log_warn("cluster.send_failed", "msg=\"out of memory\"");
+		return false;
+	}
+	/*
+	 * Stream management: the sender's ack waits for the XADD's answer,
+	 * held here for a client of this worker, or taken over from the
+	 * forward that brought the stanza from the sender's home.
+	 */
+	if (src && src->sess && src->sess->sm && src->sess->jid_len < sizeof(o->sender)) {
+		sm_hold_ack(src->sess);
+		memcpy(o->sender, src->sess->jid, src->sess->jid_len + 1);
+		o->held_worker = w->id;
+		o->held = true;
+	} else {
+		o->held = router_take_held_ack(w, st, &o->held_worker, o->sender,
+					       sizeof(o->sender));
+	}
+	o->kind = "stanza";
+	o->ntargets = nt;
+	memcpy(o->targets, targets, sizeof(targets[0]) * nt);
+	o->from_local_session = router_from_local_session(w, src, st);
+	o->payload_len = sb.len;
+	memcpy(o->payload, sb.data, sb.len + 1);
+	o->from = o->payload + sb.len + 1;
+	memcpy(o->from, from->buf, from->len + 1);
+	o->to = o->from + from->len + 1;
+	memcpy(o->to, to->buf, to->len + 1);
+	strbuf_free(&sb);
+	if (w->id == 0)
+		out_send(o);
+	else
+		worker_post(w, 0, &o->msg, out_arrived);
+	return true;
+}
+
+/* ---- Presence broadcast to other nodes ---- */
+
+#define CLUSTER_FANOUT_NODES 16
+
+/* Per node: the stream of its first recipient's home worker (it forwards the others). */
+struct cluster_fanout {
+	unsigned n;
+	struct {
+		struct cluster_target t;
+		struct strbuf rcpt;	/* bare JIDs, each followed by '\n' */
+	} e[CLUSTER_FANOUT_NODES];
+};
+
+void cluster_fanout_add(struct cluster_fanout **cf, const char *jid, size_t len)
+{
+	struct cluster_target targets[CLUSTER_MAX_TARGETS];
+	struct jid to;
+	unsigned nt;
+
+	if (!cl || !atomic_load(&cl->routable) || jid_parse(&to, jid, len) < 0)
+		return;
+	nt = route_targets(&to, STANZA_PRESENCE, targets);
+	for (unsigned i = 0; i < nt; i++) {
+		unsigned k = 0;
+
+		if (!*cf && !(*cf = calloc(1, sizeof(**cf))))
+			return;	/* presence is state: the next broadcast repairs it */
+		while (k < (*cf)->n && strcmp((*cf)->e[k].t.node, targets[i].node) != 0)
+			k++;
+		if (k == (*cf)->n) {
+			if (k == CLUSTER_FANOUT_NODES)
+				continue;
+			(*cf)->e[k].t = targets[i];
+			(*cf)->n++;
+		}
+		strbuf_append(&(*cf)->e[k].rcpt, to.buf, to.len);
+		strbuf_append(&(*cf)->e[k].rcpt, "\n", 1);
+	}
+}
+
+void cluster_fanout_send(struct worker *w, struct cluster_fanout *cf, const char *tmpl,
+			 size_t tlen, const char *from)
+{
+	if (!cf)
+		return;
+	for (unsigned i = 0; i < cf->n; i++) {
+		struct strbuf *r = &cf->e[i].rcpt;
+		size_t flen = strlen(from);
+		struct cluster_out *o = r->oom ? NULL : calloc(1, sizeof(*o) + tlen + 1 + flen + 1 +
+							       r->len + 1);
+
+		if (!o) {
+			log_warn("cluster.send_failed", "msg=\"out of memory\"");
+			strbuf_free(r);
+			continue;
+		}
+		o->kind = "fanout";
+		o->ntargets = 1;
+		o->targets[0] = cf->e[i].t;
+		o->from_local_session = true;
+		o->payload_len = tlen;
+		memcpy(o->payload, tmpl, tlen);
+		o->from = o->payload + tlen + 1;
+		memcpy(o->from, from, flen + 1);
+		o->to = o->from + flen + 1;
+		memcpy(o->to, r->data, r->len - 1);	/* without the last '\n' */
+		strbuf_free(r);
+		if (w->id == 0)
+			out_send(o);
+		else
+			worker_post(w, 0, &o->msg, out_arrived);
+	}
+	free(cf);
+}
+
+/* ---- Inter-node stanzas: receiving ---- */
+
+static const redisReply *field(const redisReply *fields, const char *name)
+{
+	for (size_t i = 0; i + 1 < fields->elements; i += 2)
+		if (fields->element[i]->type == REDIS_REPLY_STRING &&
+		    strcmp(fields->element[i]->str, name) == 0)
+			return fields->element[i + 1];
+	return NULL;
+}
+
+static void lag_record(struct cluster_inbound *ib, uint64_t ms)
+{
+	unsigned next = atomic_load_explicit(&ib->lag_next, memory_order_relaxed);
+
+	atomic_store_explicit(&ib->lag_ms[next], ms, memory_order_relaxed);
+	atomic_store_explicit(&ib->lag_next, (next + 1) % CLUSTER_LAG_SAMPLES,
+			      memory_order_relaxed);
+	if (atomic_load_explicit(&ib->lag_n, memory_order_relaxed) < CLUSTER_LAG_SAMPLES)
+		atomic_fetch_add_explicit(&ib->lag_n, 1, memory_order_relaxed);
+}
+
+/*
+ * Routes one stanza of an entry to `to` (to[0..len)). A presence fanned
+ * out to several recipients gets each one's 'to' (it travels without).
+ */
+static bool entry_route_one(struct worker *w, const redisReply *payload, const struct jid *jf,
+			    const char *to, size_t len, bool local, bool reaped, bool set_to)
+{
+	struct xml_node *st;
+	struct arena a;
+	struct jid jt;
+	bool ok = false;
+
+	if (jid_parse(&jt, to, len) < 0)
+		return false;
+	arena_init(&a, 4096);
+	st = stored_xml_parse(w->xml, &a, payload->str, payload->len);
+	if (st && (!set_to || xml_attr_set(&a, st, "to", jt.buf) == 0)) {
+		router_route_cluster(w, st, jf, &jt, local, !reaped);
+		ok = true;
+	}
+	arena_release(&a);
+	arena_reset(&w->tmp);
+	return ok;
+}
+
+/*
+ * Routes one stream entry [id, [field, value, ...]]. For our stream
+ * (reaped = false) the stanza is routed as one forwarded from another
+ * worker; for a dead node's (reaped = true) it is routed here afresh: its
+ * recipient's resources are gone from the registry, so messages end up
+ * offline and iqs are answered with an error (RFC 6121 8.5).
+ */
+static void entry_route(struct worker *w, const redisReply *entry, struct cluster_inbound *ib)
+{
+	bool reaped = ib == NULL;
+	const redisReply *fields, *payload, *from, *to, *local, *ts, *kind;
+	bool fanout, is_local, ok = true;
+	struct jid jf;
+
+	if (entry->type != REDIS_REPLY_ARRAY || entry->elements < 2 ||
+	    entry->element[1]->type != REDIS_REPLY_ARRAY)
+		return;
+	fields = entry->element[1];
+	payload = field(fields, "payload");
+	from = field(fields, "from");
+	to = field(fields, "to");
+	local = field(fields, "local");
+	ts = field(fields, "ts");
+	kind = field(fields, "kind");
+	if (!payload || !from || !to || !kind || jid_parse(&jf, from->str, from->len) < 0) {
+		log_warn("cluster.entry_invalid", "msg=\"an inbound stream entry without a usable "
+			 "stanza or address\"");
+		return;
+	}
+	fanout = strcmp(kind->str, "fanout") == 0;
+	is_local = local && local->str[0] == '1';
+	if (ts && !reaped) {
+		uint64_t sent = strtoull(ts->str, NULL, 10), now = wall_ms();
+
+		lag_record(ib, now > sent ? now - sent : 0);
+	}
+	if (!fanout) {
+		ok = entry_route_one(w, payload, &jf, to->str, to->len, is_local, reaped, false);
+	} else if (!reaped) {
+		/* One presence for every recipient on this node; a dead node's is dropped. */
+		for (const char *p = to->str, *end = to->str + to->len, *nl; p < end; p = nl + 1) {
+			nl = memchr(p, '\n', (size_t)(end - p));
+			if (!nl)
+				nl = end;
+			ok &= entry_route_one(w, payload, &jf, p, (size_t)(nl - p), is_local, false,
+					      true);
+		}
+	}
+	if (!ok)
+		log_warn("cluster.entry_invalid", "msg=\"an inbound stanza does not parse\"");
+	if (reaped)
+		cl->reaped_entries++;	/* worker 0, the reaper */
+	else
+		atomic_fetch_add_explicit(&ib->received, 1, memory_order_relaxed);
+}
+
+static void in_got(struct credis *c, redisReply *r, void *arg);
+
+/* Reads the next batch of a worker's stream (blocking on its own connection). */
+static void in_read(struct cluster_inbound *ib)
+{
+	if (ib->reading || !ib->c.up || atomic_load(&cl->leaving))
+		return;
+	if (cluster_redis_cmdf(&ib->c, in_got, ib, "XREADGROUP GROUP " CLUSTER_GROUP " %s COUNT %d "
+			       "BLOCK %d STREAMS %s %s", cl->node, CLUSTER_READ_COUNT,
+			       CLUSTER_READ_BLOCK_MS, ib->key, ib->backlog ? "0" : ">") == 0)
+		ib->reading = true;
+}
+
+static void group_made(struct credis *c, redisReply *r, void *arg)
+{
+	if (r && r->type == REDIS_REPLY_ERROR && !reply_is_error(r, "BUSYGROUP"))
+		log_reply_error("cluster.group_failed", r);
+	in_read(arg);
+}
+
+static void group_make(struct cluster_inbound *ib)
+{
+	/* From the start: what was sent while we were away is ours to deliver. */
+	cluster_redis_cmdf(&ib->c, group_made, ib, "XGROUP CREATE %s " CLUSTER_GROUP " 0 MKSTREAM",
+			   ib->key);
+}
+
+static void in_got(struct credis *c, redisReply *r, void *arg)
+{
+	struct cluster_inbound *ib = arg;
+	size_t n = 0;
+
+	ib->reading = false;
+	if (!r)
+		return;
+	if (reply_is_error(r, "NOGROUP")) {
+		/* The stream went (we were reaped, or Redis lost it): start over. */
+		ib->backlog = true;
+		group_make(ib);
+		return;
+	}
+	if (r->type == REDIS_REPLY_ARRAY && r->elements >= 1 &&
+	    r->element[0]->type == REDIS_REPLY_ARRAY && r->element[0]->elements == 2) {
+		const redisReply *entries = r->element[0]->element[1];
+
+		for (size_t i = 0; i < entries->elements; i++) {
+			const redisReply *e = entries->element[i];
+
+			if (e->type != REDIS_REPLY_ARRAY || e->elements < 2 ||
+			    e->element[0]->type != REDIS_REPLY_STRING)
+				continue;
+			/* A pending entry whose data was trimmed away: nothing left to deliver. */
+			if (e->element[1]->type == REDIS_REPLY_ARRAY)
+				entry_route(ib->w, e, ib);
+			/* Routed at its recipient's home: done as far as the stream goes. */
+			cluster_redis_cmdf(c, NULL, NULL, "XACK %s " CLUSTER_GROUP " %s", ib->key,
+					   e->element[0]->str);
+			n++;
+		}
+	} else if (r->type == REDIS_REPLY_ERROR) {
+		/* Redis loading its data, or out of memory: again in a moment, not at once. */
+		log_reply_error("cluster.read_failed", r);
+		ib->retry_ms = loop_now_ms(ib->w->loop) + CLUSTER_RETRY_MS;
+		return;
+	}
+	/* Our own backlog (id 0) ends when it comes back empty. */
+	if (ib->backlog && n == 0)
+		ib->backlog = false;
+	in_read(ib);
+}
+
+static void in_up(struct credis *c)
+{
+	struct cluster_inbound *ib = c->owner;
+
+	ib->reading = false;
+	ib->backlog = true;
+	group_make(ib);
+}
+
+/* ---- A dead node's stream (we won its reap) ---- */
+
+struct reap_ctx {
+	char key[CLUSTER_KEY_MAX];
+	bool claimed;	/* pending entries done; now those never delivered */
+};
+
+static void reap_next(struct reap_ctx *rc);
+
+static void reap_entries(const redisReply *entries)
+{
+	for (size_t i = 0; i < entries->elements; i++)
+		entry_route(cl->w0, entries->element[i], NULL);
+}
+
+static void reap_got(struct credis *c, redisReply *r, void *arg)
+{
+	struct reap_ctx *rc = arg;
+	const redisReply *entries = NULL;
+
+	if (!r) {
+		free(rc);
+		return;	/* another survivor's reap lock expires and it tries again */
+	}
+	if (reply_is_error(r, "NOGROUP") || (r->type == REDIS_REPLY_ERROR && !rc->claimed)) {
+		/* The dead node never made its group: every entry is unread. */
+		cluster_redis_cmdf(conn_reg(), NULL, NULL, "DEL %s", rc->key);
+		free(rc);
+		return;
+	}
+	if (!rc->claimed) {
+		/* XAUTOCLAIM: [next, entries, deleted] */
+		if (r->type == REDIS_REPLY_ARRAY && r->elements >= 2)
+			entries = r->element[1];
+		if (entries)
+			reap_entries(entries);
+		rc->claimed = true;
+		reap_next(rc);
+		return;
+	}
+	/* XREADGROUP: [[key, entries]] or nil when nothing is left */
+	if (r->type == REDIS_REPLY_ARRAY && r->elements >= 1 &&
+	    r->element[0]->type == REDIS_REPLY_ARRAY && r->element[0]->elements == 2)
+		entries = r->element[0]->element[1];
+	if (entries && entries->elements) {
+		reap_entries(entries);
+		reap_next(rc);
+		return;
+	}
+	cluster_redis_cmdf(conn_reg(), NULL, NULL, "DEL %s", rc->key);
+	free(rc);
+}
+
+static void reap_next(struct reap_ctx *rc)
+{
+	int ret;
+
+	if (!rc->claimed)
+		ret = cluster_redis_cmdf(conn_reg(), reap_got, rc,
+					 "XAUTOCLAIM %s " CLUSTER_GROUP " %s 0 0-0 COUNT %d",
+					 rc->key, cl->node, CLUSTER_REAP_COUNT);
+	else
+		ret = cluster_redis_cmdf(conn_reg(), reap_got, rc, "XREADGROUP GROUP " CLUSTER_GROUP
+					 " %s COUNT %d STREAMS %s >", cl->node, CLUSTER_REAP_COUNT,
+					 rc->key);
+	if (ret < 0)
+		free(rc);
+}
+
+static void reap_stream(const char *dead, unsigned worker)
+{
+	struct reap_ctx *rc = calloc(1, sizeof(*rc));
+
+	if (!rc)
+		return;
+	stream_of(rc->key, sizeof(rc->key), dead, worker);
+	reap_next(rc);
+}
+
+/* ---- The timers ---- */
+
+void cluster_watch(struct worker *w)
+{
+	struct cluster_inbound *ib;
+	uint64_t expirations, now;
+
+	if (!cl)
+		return;
+	ib = &cl->in[w->id];
+	if (read(ib->tfd, &expirations, sizeof(expirations)) < 0)
+		return;
+	now = loop_now_ms(w->loop);
+	cluster_redis_tick(&ib->c, now);
+	if (ib->retry_ms && now >= ib->retry_ms) {
+		ib->retry_ms = 0;
+		in_read(ib);
+	}
+	if (w->id != 0)
+		return;
+	for (unsigned i = 0; i < CL_CONN_IN; i++)
+		cluster_redis_tick(&cl->conns[i], now);
+	if (cl->joined && !atomic_load(&cl->leaving) && now >= cl->next_beat_ms) {
+		cl->next_beat_ms = now + cl->ttl / 3;
+		beat();
+	}
+	/* A join the server refused (name taken, Redis loading): again. */
+	if (!cl->joined && !cl->joining && !atomic_load(&cl->leaving) && cl->join_retry_ms &&
+	    now >= cl->join_retry_ms && conn_reg()->up) {
+		cl->join_retry_ms = 0;
+		join();
+	}
+}
+
+void cluster_polled(struct worker *w, uint32_t id, uint32_t gen, int res, bool more)
+{
+	if (!cl || id / 2 > CL_CONN_IN)
+		return;
+	if (id / 2 == CL_CONN_IN)
+		cluster_redis_polled(&cl->in[w->id].c, id, gen, res, more);
+	else if (w->id == 0)
+		cluster_redis_polled(&cl->conns[id / 2], id, gen, res, more);
+}
+
+/* ---- Status ---- */
+
+json_t *cluster_status_json(struct server *srv)
+{
+	json_t *r = json_object(), *nodes, *lag;
+	uint64_t max = 0, sum = 0, samples = 0, received = 0, last = 0;
+	bool last_set = false;
+	struct credis *reg;
+
+	if (!cl) {
+		json_object_set_new(r, "enabled", json_false());
+		return r;
+	}
+	reg = conn_reg();
+	nodes = json_array();
+	json_object_set_new(r, "enabled", json_true());
+	json_object_set_new(r, "node", json_string(cl->node));
+	json_object_set_new(r, "redis", json_string(cl->uri_shown));
+	json_object_set_new(r, "state", json_string(reg->up && cl->joined ? "connected" :
+						    reg->up ? "joining" :
+						    reg->down_since_ms ? "down" : "connecting"));
+	json_object_set_new(r, "down_since_ms", json_integer((json_int_t)reg->down_since_ms));
+	json_object_set_new(r, "ttl_ms", json_integer(cl->ttl));
+	json_object_set_new(r, "sessions", json_integer((json_int_t)cluster_table_size(cl->own)));
+	pthread_rwlock_rdlock(&cl->lock);
+	json_object_set_new(r, "replica_sessions",
+			    json_integer((json_int_t)cluster_table_size(cl->replica)));
+	pthread_rwlock_unlock(&cl->lock);
+	json_object_set_new(r, "heartbeat_ms", json_integer((json_int_t)cl->beat_wall_ms));
+	for (unsigned i = 0; i < cl->nnodes; i++) {
+		const struct cluster_node *n = &cl->nodes[i];
+
+		json_t *o = json_pack("{s:s, s:b, s:I, s:b, s:I, s:I, s:I, s:I}",
+				      "name", n->name, "alive", n->alive,
+				      "dead_since_ms", (json_int_t)n->dead_since_ms,
+				      "self", strcmp(n->name, cl->node) == 0,
+				      "sessions", (json_int_t)n->sessions,
+				      "pending", (json_int_t)n->pending,
+				      "unread", (json_int_t)n->unread,
+				      "oldest_pending_ms", (json_int_t)n->oldest_ms);
+
+		json_array_append_new(nodes, o);
+	}
+	json_object_set_new(r, "nodes", nodes);
+	/*
+	 * Every worker's samples together (each reads its own stream); read
+	 * while they are written, so a sample or two may be from either side
+	 * of the moment: good enough for a gauge.
+	 */
+	for (unsigned k = 0; k < cl->nworkers; k++) {
+		struct cluster_inbound *ib = &cl->in[k];
+		unsigned n = atomic_load_explicit(&ib->lag_n, memory_order_relaxed);
+		unsigned next = atomic_load_explicit(&ib->lag_next, memory_order_relaxed);
+
+		for (unsigned i = 0; i < n; i++) {
+			uint64_t v = atomic_load_explicit(&ib->lag_ms[i], memory_order_relaxed);
+
+			sum += v;
+			max = v > max ? v : max;
+		}
+		samples += n;
+		received += atomic_load_explicit(&ib->received, memory_order_relaxed);
+		if (n && (k == 0 || !last_set)) {
+			last = atomic_load_explicit(&ib->lag_ms[(next + CLUSTER_LAG_SAMPLES - 1) %
+							       CLUSTER_LAG_SAMPLES],
+						    memory_order_relaxed);
+			last_set = true;
+		}
+	}
+	lag = json_pack("{s:I, s:I, s:I, s:I}", "samples", (json_int_t)samples,
+			"last_ms", (json_int_t)last,
+			"avg_ms", (json_int_t)(samples ? sum / samples : 0),
+			"max_ms", (json_int_t)max);
+	json_object_set_new(r, "delivery_lag", lag);
+	json_object_set_new(r, "stanzas", json_pack("{s:I, s:I, s:I, s:I}",
+						    "sent", (json_int_t)cl->sent,
+						    "received", (json_int_t)received,
+						    "reaped", (json_int_t)cl->reaped_entries,
+						    "send_failed", (json_int_t)cl->send_failed));
+	return r;
+}
+
+/* ---- Start and stop ---- */
+
+/*
+ * A blocking client for what happens before the loop runs and after it
+ * ended (the name claim and its release): connected, authenticated, the
+ * database selected. NULL when Redis does not answer (2 s); *fatal is set
+ * when it answers but refuses (wrong password, no such database), with
+ * the reason on stderr.
+ */
+static redisContext *sync_connect(bool *fatal)
+{
+	struct timeval tv = { 2, 0 };
+	redisContext *c = redisConnectWithTimeout(cl->uri.host, cl->uri.port, tv);
+	redisReply *r;
+
+	*fatal = false;
+	if (!c || c->err) {
+		if (c)
+			redisFree(c);
+		return NULL;
+	}
+	redisSetTimeout(c, tv);
+	if (cl->uri.password[0]) {
+		r = redisCommand(c, "AUTH %s", cl->uri.password);
+		*fatal = !r || r->type == REDIS_REPLY_ERROR;
+		if (*fatal)
+			fprintf(stderr, "stanzad: cluster: Redis at %s refused the password\n",
+				cl->uri_shown);
+		if (r)
+			freeReplyObject(r);
+	}
+	if (!*fatal && cl->uri.db) {
+		r = redisCommand(c, "SELECT %u", cl->uri.db);
+		*fatal = !r || r->type == REDIS_REPLY_ERROR;
+		if (*fatal)
+			fprintf(stderr, "stanzad: cluster: Redis at %s has no database %u\n",
+				cl->uri_shown, cl->uri.db);
+		if (r)
+			freeReplyObject(r);
+	}
+	if (*fatal) {
+		redisFree(c);
+		return NULL;
+	}
+	return c;
+}
+
+/*
+ * Claims the node name before anything starts: a second live node of the
+ * same name must not start at all. Redis not answering is no reason to
+ * stay down (it may come up later; the join checks the name then).
+ */
+static int claim_name(void)
+{
+	char key[CLUSTER_KEY_MAX];
+	redisContext *c;
+	redisReply *r;
+	bool fatal;
+	int ret = 0;
+
+	c = sync_connect(&fatal);
+	if (!c) {
+		if (fatal)
+			return -EACCES;
+		log_warn("cluster.claim_skipped", "uri=%s msg=\"Redis does not answer at startup: "
+			 "joining once it does\"", cl->uri_shown);
+		return 0;
+	}
+	key_of(key, sizeof(key), "alive:", cl->node);
+	r = redisCommand(c, "SET %s %s NX PX %u", key, cl->token, cl->ttl);
+	if (r && r->type == REDIS_REPLY_NIL) {
+		fprintf(stderr, "stanzad: cluster: node name '%s' is in use by a live node of %s "
+			"(its heartbeat key %s has not expired): give this node another "
+			"--node-name, or wait %u ms after that node stopped\n", cl->node,
+			cl->srv->cfg->domain, key, cl->ttl);
+		ret = -EADDRINUSE;
+	} else if (!r || r->type == REDIS_REPLY_ERROR) {
+		log_warn("cluster.claim_failed", "msg=\"%s\"", r ? "Redis refused the claim"
+								     : "no answer");
+	} else {
+		cl->claimed = true;
+	}
+	if (r)
+		freeReplyObject(r);
+	redisFree(c);
+	return ret;
+}
+
+/*
+ * A node that claimed its name but never joined (its startup failed
+ * after the claim, e.g. a port in use) gives the name back at once, so
+ * that starting it again does not have to wait for the claim to expire.
+ */
+static void release_claim(void)
+{
+	static const char lua_release[] =
+		"if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end\n"
+		"return 1\n";
+	char key[CLUSTER_KEY_MAX];
+	redisContext *c;
+	redisReply *r;
+	bool fatal;
+
+	if (!cl->claimed || cl->ever_joined || !(c = sync_connect(&fatal)))
+		return;
+	key_of(key, sizeof(key), "alive:", cl->node);
+	r = redisCommand(c, "EVAL %s 1 %s %s", lua_release, key, cl->token);
+	if (r)
+		freeReplyObject(r);
+	redisFree(c);
+}
+
+int cluster_init(struct server *srv)
+{
+	const struct config *cfg = srv->cfg;
+	unsigned char rnd[8];
+	int ret;
+
+	if (!cfg->cluster || !cfg->cluster[0])
+		return 0;
+	cl = calloc(1, sizeof(*cl));
+	if (!cl)
+		return -ENOMEM;
+	cl->srv = srv;
+	cl->nworkers = cfg->workers ? cfg->workers : 1;
+	for (unsigned k = 0; k < SERVER_MAX_WORKERS; k++)
+		cl->in[k].tfd = -1;
+	if (cluster_uri_parse(&cl->uri, cfg->cluster) < 0) {
+		fprintf(stderr, "stanzad: cluster must be redis://[:PASSWORD@]HOST:PORT[/DB]\n");
+		ret = -EINVAL;
+		goto err_free;
+	}
+	cluster_uri_masked(&cl->uri, cl->uri_shown, sizeof(cl->uri_shown));
+	snprintf(cl->node, sizeof(cl->node), "%s", cfg->node_name);
+	snprintf(cl->prefix, sizeof(cl->prefix), "stanzad:%s:", cfg->domain);
+	cl->ttl = cfg->cluster_ttl;
+	if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
+		memset(rnd, 0, sizeof(rnd));
+	snprintf(cl->token, sizeof(cl->token), "%d-%02x%02x%02x%02x%02x%02x%02x%02x", getpid(),
+		 rnd[0], rnd[1], rnd[2], rnd[3], rnd[4], rnd[5], rnd[6], rnd[7]);
+	snprintf(cl->info, sizeof(cl->info),
+		 "{\"workers\":%u,\"started\":%lld,\"pid\":%d,\"version\":\"%s\"}", cl->nworkers,
+		 (long long)srv->started, getpid(), STANZAD_VERSION);
+	cl->own = cluster_table_new();
+	cl->replica = cluster_table_new();
+	if (!cl->own || !cl->replica || pthread_rwlock_init(&cl->lock, NULL) != 0) {
+		ret = -ENOMEM;
+		goto err_tables;
+	}
+	ret = claim_name();
+	if (ret < 0)
+		goto err_lock;
+	log_info("cluster.start", "name=%s uri=%s ttl_ms=%u prefix=%s", cl->node, cl->uri_shown,
+		 cl->ttl, cl->prefix);
+	return 0;
+
+err_lock:
+	pthread_rwlock_destroy(&cl->lock);
+err_tables:
+	cluster_table_free(cl->own);
+	cluster_table_free(cl->replica);
+	cluster_uri_wipe(&cl->uri);
+err_free:
+	free(cl);
+	cl = NULL;
+	return ret;
+}
+
+void cluster_shutdown(void)
+{
+	if (!cl)
+		return;
+	release_claim();
+	for (unsigned k = 0; k < SERVER_MAX_WORKERS; k++)
+		if (cl->in[k].tfd >= 0)
+			close(cl->in[k].tfd);
+	strbuf_free(&cl->held);
+	pthread_rwlock_destroy(&cl->lock);
+	cluster_table_free(cl->own);
+	cluster_table_free(cl->replica);
+	cluster_uri_wipe(&cl->uri);
+	free(cl);
+	cl = NULL;
+}
+
+int cluster_worker_start(struct worker *w)
+{
+	static const char *names[CL_CONN_IN] = { "registry", "events" };
+	struct itimerspec its = {
+		.it_interval = { 0, CLUSTER_TICK_MS * 1000000L },
+		.it_value = { 0, CLUSTER_TICK_MS * 1000000L },
+	};
+	struct cluster_inbound *ib;
+	int ret;
+
+	if (!cl || w->id >= SERVER_MAX_WORKERS)
+		return 0;
+	/* Every worker: its timer and its inbound stream's connection. */
+	ib = &cl->in[w->id];
+	ib->w = w;
+	stream_of(ib->key, sizeof(ib->key), cl->node, w->id);
+	ib->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+	if (ib->tfd < 0)
+		return -errno;
+	if (timerfd_settime(ib->tfd, 0, &its, NULL) < 0)
+		return -errno;
+	ret = loop_watch(w->loop, ib->tfd, WORKER_WATCH_CLUSTER);
+	if (ret < 0)
+		return ret;
+	ib->c = (struct credis){ .w = w, .uri = &cl->uri, .name = "inbound", .id = CL_CONN_IN,
+				 .on_up = in_up, .owner = ib };
+	cluster_redis_start(&ib->c);
+	if (w->id != 0)
+		return 0;
+	/* Worker 0: membership, registry and the events channel. */
+	cl->w0 = w;
+	for (unsigned i = 0; i < CL_CONN_IN; i++)
+		cl->conns[i] = (struct credis){ .w = w, .uri = &cl->uri, .name = names[i],
+						.id = i };
+	cl->conns[CL_CONN_REG].on_up = reg_up;
+	cl->conns[CL_CONN_REG].on_down = reg_down;
+	cl->conns[CL_CONN_EVENTS].on_up = events_up;
+	for (unsigned i = 0; i < CL_CONN_IN; i++)
+		cluster_redis_start(&cl->conns[i]);
+	return 0;
+}
+
+void cluster_leave(struct worker *w)
+{
+	if (!cl || w->id != 0 || atomic_load(&cl->leaving))
+		return;
+	if (cl->joined)
+		cluster_redis_cmdf(conn_reg(), NULL, NULL, "EVAL %s 0 %s %s %s %u", lua_leave,
+				   cl->prefix, cl->node, cl->token, 2 * cl->ttl);
+	/* The loop may stop within this turn: the command goes out now. */
+	cluster_redis_flush(conn_reg());
+	atomic_store(&cl->leaving, true);
+	cl->joined = false;
+	atomic_store(&cl->routable, false);
+	log_info("cluster.leave", "name=%s", cl->node);
+}
+
+void cluster_worker_stop(struct worker *w)
+{
+	if (!cl || w->id >= SERVER_MAX_WORKERS || !cl->in[w->id].w)
+		return;
+	cluster_redis_stop(&cl->in[w->id].c);
+	cl->in[w->id].w = NULL;
+	if (w->id != 0)
+		return;
+	for (unsigned i = 0; i < CL_CONN_IN; i++)
+		cluster_redis_stop(&cl->conns[i]);
+	cl->w0 = NULL;
+}

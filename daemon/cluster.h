@@ -1,0 +1,87 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Cluster mode (docs/clustering.md): several stanzad nodes serving one
+ * domain, with Redis holding the node membership, the session registry
+ * and the queues of stanzas between nodes.
+ *
+ * Worker 0 owns the cluster's state and two Redis connections: one for
+ * membership, registry commands and the XADDs of stanzas for other
+ * nodes, one subscribed to the registry's event channel. Every worker
+ * has one more, blocked reading its own inbound stream, so a stanza from
+ * another node arrives at its recipient's home worker. Workers tell
+ * worker 0 about their sessions and their stanzas for other nodes by
+ * mailbox message, and read the replica of the other nodes' sessions (a
+ * table under a read-write lock) when they route.
+ */
+#ifndef STANZAD_CLUSTER_H
+#define STANZAD_CLUSTER_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct server;
+struct worker;
+struct session;
+struct xml_node;
+struct jid;
+struct conn;
+
+/*
+ * Reads the cluster settings (cluster, node_name, cluster_ttl) and, when
+ * cluster mode is on, claims the node name in Redis: a live node with
+ * the same name makes this fail with a message on stderr (-EADDRINUSE).
+ * Redis being unreachable is not fatal: the node joins once it answers.
+ * Before the workers start. 0 or -errno.
+ */
+int cluster_init(struct server *srv);
+/* After the workers ended. */
+void cluster_shutdown(void);
+
+/* Whether cluster mode is on (cheap: for the hooks on hot paths). */
+bool cluster_enabled(void);
+
+/* Each worker: its timer and inbound connection; worker 0 also the others. */
+int cluster_worker_start(struct worker *w);
+void cluster_worker_stop(struct worker *w);
+/* Worker 0 is shutting down: leave the cluster (best effort, while the loop still runs). */
+void cluster_leave(struct worker *w);
+/* The cluster timer fired (WORKER_WATCH_CLUSTER). */
+void cluster_watch(struct worker *w);
+/* A completion of loop_poll for a Redis connection. */
+void cluster_polled(struct worker *w, uint32_t id, uint32_t gen, int res, bool more);
+
+/*
+ * Registry hooks, on the session's home worker: a session was bound or
+ * its availability or priority changed (update), or it ended (end).
+ */
+void cluster_session_update(struct worker *w, const struct session *s);
+void cluster_session_end(struct worker *w, const struct session *s);
+
+/*
+ * Routing (router.c): a stanza for the local account `to` that has no
+ * session on this node. When the replica shows sessions of that account
+ * on other nodes, the stanza goes to their inbound streams and this
+ * returns true; false: route it here as usual (offline storage, bounce).
+ */
+bool cluster_route(struct worker *w, struct conn *src, struct xml_node *st,
+		   const struct jid *from, const struct jid *to);
+
+/*
+ * Presence broadcast to contacts on other nodes (presence.c): contacts
+ * without a session on this worker are added as they are met (those the
+ * replica shows available on other nodes are kept, grouped by node);
+ * then one stream entry per node carries the presence once with the list
+ * of its recipients there. `tmpl` is the presence serialized without
+ * 'to', `from` the sender's full JID. send frees cf (NULL is fine).
+ */
+struct cluster_fanout;
+void cluster_fanout_add(struct cluster_fanout **cf, const char *jid, size_t len);
+void cluster_fanout_send(struct worker *w, struct cluster_fanout *cf, const char *tmpl,
+			 size_t tlen, const char *from);
+
+/* `stanzactl cluster status`: a JSON object (the caller owns it). Worker 0. */
+json_t *cluster_status_json(struct server *srv);
+
+#endif
