@@ -206,6 +206,15 @@ bool bpf_steer_start(struct server *srv)
 		snprintf(steer.reason, sizeof(steer.reason), "steering = kernel");
 		goto off;
 	}
+	/*
+	 * A group has one program, and ours chooses among our sockets only: on
+	 * a port shared with other nodes it would take every connection.
+	 */
+	if (cfg->cluster) {
+		snprintf(steer.reason, sizeof(steer.reason), "cluster mode (client ports "
+			 "shared with other nodes)");
+		goto off;
+	}
 	if (srv->nworkers < 2) {
 		snprintf(steer.reason, sizeof(steer.reason), "single worker");
 		goto off;

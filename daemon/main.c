@@ -91,6 +91,7 @@ static int open_listener(struct server *srv, const char *addr, enum listener_kin
 	struct listener *l;
 	unsigned len;
 	int fd, one = 1;
+	bool shared;
 
 	if (srv->nlisteners == SERVER_MAX_LISTENERS) {
 		fprintf(stderr, "stanzad: too many listeners (at most %d)\n", SERVER_MAX_LISTENERS);
@@ -108,15 +109,25 @@ static int open_listener(struct server *srv, const char *addr, enum listener_kin
 	fd = sdlisten_claim((struct sockaddr *)&ss);
 	if (fd >= 0)
 		goto record;
-	/* SO_REUSEPORT would let us join another daemon's group: the port must be free. */
-	if (listener_per_worker(kind) && srv->cfg->workers > 1 && address_taken(&ss, len))
-		goto err;
+	/*
+	 * SO_REUSEPORT would let us join another daemon's group: the port must
+	 * be free, except for the client ports of a cluster node, which share
+	 * them with the other nodes on this box (docs/cluster-deployment.md).
+	 */
+	shared = listener_per_worker(kind) && srv->cfg->cluster;
+	if (listener_per_worker(kind) && address_taken(&ss, len)) {
+		if (shared)
+			log_info("listener.shared", "addr=%s msg=\"joining the nodes already "
+				 "listening here\"", addr);
+		else if (srv->cfg->workers > 1)
+			goto err;
+	}
 	fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		goto err;
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	/* Client ports: every worker adds its own socket to this one's group. */
-	if (listener_per_worker(kind) && srv->cfg->workers > 1)
+	/* Client ports: every worker (and, in a cluster, node) adds its socket to one group. */
+	if (listener_per_worker(kind) && (srv->cfg->workers > 1 || shared))
 		setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
 	if (bind(fd, (struct sockaddr *)&ss, len) < 0 || listen(fd, LISTEN_BACKLOG) < 0) {
 		int e = errno;
