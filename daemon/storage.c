@@ -991,11 +991,25 @@ static int pg_migrate(struct storage_open_ctx *ctx, struct db *db, int *version)
 	char *ddl;
 	int v, ret;
 
-	ret = pg_schema_version(ctx, db, &v);
-	if (ret)
-		return ret;
 	snprintf(lock, sizeof(lock), "SELECT pg_advisory_xact_lock(%d)",
 		 (int)STORAGE_APPLICATION_ID);
+	/*
+	 * Under the lock too: its two reads would otherwise straddle another
+	 * node's first migration (no stanzad_schema yet, then its tables),
+	 * which looks like somebody else's database.
+	 */
+	ret = db_txn(db, DB_BEGIN);
+	if (!ret)
+		ret = db_exec(db, lock);
+	if (ret) {
+		open_fail(ctx, "cannot read schema version: %s", db_errmsg(db));
+		db_txn(db, DB_ROLLBACK);
+		return -EIO;
+	}
+	ret = pg_schema_version(ctx, db, &v);
+	db_txn(db, DB_ROLLBACK);
+	if (ret)
+		return ret;
 	while (v < (int)ARRAY_SIZE(storage_migrations)) {
 		ret = db_txn(db, DB_BEGIN);
 		if (!ret)
