@@ -781,6 +781,40 @@ static void reg_down(struct credis *c)
 
 /* ---- Inter-node stanzas: sending ---- */
 
+/*
+ * A stanza for an account the replica shows no session of: the registry
+ * itself decides, in one step with the XADD. The replica lags Redis by
+ * the events not yet read, so a session bound on another node an instant
+ * ago may be missing from it: asking Redis before taking the recipient
+ * for offline closes that window for messages and iqs (what would
+ * otherwise be stored offline or bounced; presence is state, and the
+ * next broadcast repairs it). The same rules as route_targets: the
+ * resource's node for a full JID; for a bare JID the nodes with an
+ * available resource (for a message, of non-negative priority); never
+ * this node (its sessions are known here). Returns how many streams got
+ * it; 0: handled here as for an offline recipient.
+ *   ARGV: prefix, bare JID, resource or "", stanza kind, this node,
+ *         MAXLEN, local, ts, from, to, payload
+ */
+static const char lua_route[] =
+	"local p = ARGV[1]\n"
+	"local h = redis.call('HGETALL', p..'sess:'..ARGV[2])\n"
+	"local sent, seen = 0, {}\n"
+	"for i = 1, #h, 2 do\n"
+	"  local node, worker, prio, avail = string.match(h[i + 1], '^(%S+) (%d+) (%-?%d+) (%d)$')\n"
+	"  local take\n"
+	"  if ARGV[3] ~= '' then take = h[i] == ARGV[3]\n"
+	"  else take = avail == '1' and (ARGV[4] ~= 'message' or tonumber(prio) >= 0) end\n"
+	"  if take and node and node ~= ARGV[5] and not seen[node] then\n"
+	"    seen[node] = true\n"
+	"    redis.call('XADD', p..'in:'..node..':'..worker, 'MAXLEN', '~', ARGV[6], '*',\n"
+	"      'kind', 'stanza', 'node', ARGV[5], 'local', ARGV[7], 'ts', ARGV[8],\n"
+	"      'from', ARGV[9], 'to', ARGV[10], 'payload', ARGV[11])\n"
+	"    sent = sent + 1\n"
+	"  end\n"
+	"end\n"
+	"return sent\n";
+
 /* A stream a stanza goes to: a node's, the recipient's home worker's there. */
 struct cluster_target {
 	char node[CLUSTER_NODE_NAME_MAX + 1];
@@ -802,6 +836,8 @@ struct cluster_out {
 	char sender[JID_MAX];
 	uint64_t mark;			/* storage submissions before out_fallback's writes */
 	const char *kind;		/* "stanza", or "fanout": `to` is a list of recipients */
+	/* No target in the replica: lua_route asks the registry (a message or an iq). */
+	const char *lookup;		/* the stanza kind for lua_route, or NULL */
 	unsigned ntargets;
 	struct cluster_target targets[CLUSTER_MAX_TARGETS];
 	bool from_local_session;
@@ -878,12 +914,57 @@ static void out_added(struct credis *c, redisReply *r, void *arg)
 }
 
 /* XADDs o to each of its streams; o is ours from here (freed after the answers). */
+/* lua_route answered: how many streams took the stanza; none: handled here. */
+static void out_looked_up(struct credis *c, redisReply *r, void *arg)
+{
+	struct cluster_out *o = arg;
+
+	if (!r && c->stopping) {
+		free(o);
+		return;
+	}
+	if (!r || r->type == REDIS_REPLY_ERROR)
+		out_failed(o, r ? "Redis refused the registry lookup" :
+			   "Redis went away before answering");
+	else if (r->type == REDIS_REPLY_INTEGER && r->integer > 0)
+		cl->sent += (uint64_t)r->integer;
+	else
+		out_fallback(o);	/* no session anywhere: offline, or an error */
+	out_done(o);
+}
+
+static void out_lookup(struct cluster_out *o, const char *ts)
+{
+	const char *slash = strchr(o->to, '/');
+	size_t blen = slash ? (size_t)(slash - o->to) : strlen(o->to);
+	char bare[JID_MAX];
+	const char *argv[] = { "EVAL", lua_route, "0", cl->prefix, bare, slash ? slash + 1 : "",
+			       o->lookup, cl->node, CLUSTER_STREAM_MAXLEN,
+			       o->from_local_session ? "1" : "0", ts, o->from, o->to, o->payload };
+	size_t lens[sizeof(argv) / sizeof(argv[0])];
+
+	memcpy(bare, o->to, blen);
+	bare[blen] = '\0';
+	for (size_t k = 0; k < sizeof(argv) / sizeof(argv[0]); k++)
+		lens[k] = strlen(argv[k]);
+	lens[sizeof(argv) / sizeof(argv[0]) - 1] = o->payload_len;
+	if (cluster_redis_cmd(conn_reg(), out_looked_up, o, (int)(sizeof(argv) / sizeof(argv[0])),
+			      argv, lens) < 0) {
+		out_failed(o, "Redis is down or too slow");
+		out_done(o);
+	}
+}
+
 static void out_send(struct cluster_out *o)
 {
 	char key[CLUSTER_KEY_MAX], ts[24];
 
 	o->mark = storage_queue_submitted(cl->srv->store);
 	snprintf(ts, sizeof(ts), "%llu", (unsigned long long)wall_ms());
+	if (o->lookup) {
+		out_lookup(o, ts);
+		return;
+	}
 	for (unsigned i = 0; i < o->ntargets; i++) {
 		const char *argv[] = { "XADD", key, "MAXLEN", "~", CLUSTER_STREAM_MAXLEN, "*",
 				       "kind", o->kind, "node", cl->node,
@@ -990,7 +1071,8 @@ bool cluster_route(struct worker *w, struct conn *src, struct xml_node *st,
 	if (!cl || !atomic_load(&cl->routable) || !route_wanted(to, st, kind))
 		return false;
 	nt = route_targets(to, kind, targets);
-	if (!nt)
+	/* Not in the replica: the registry decides for a message or an iq (lua_route). */
+	if (!nt && kind != STANZA_MESSAGE && kind != STANZA_IQ)
 		return false;
 	xml_serialize(&sb, st, XML_NS_CLIENT);
 	o = sb.oom ? NULL : calloc(1, sizeof(*o) + sb.len + 1 + from->len + 1 + to->len + 1);
@@ -1014,6 +1096,8 @@ bool cluster_route(struct worker *w, struct conn *src, struct xml_node *st,
 					       sizeof(o->sender));
 	}
 	o->kind = "stanza";
+	if (!nt)
+		o->lookup = kind == STANZA_MESSAGE ? "message" : "iq";
 	o->ntargets = nt;
 	memcpy(o->targets, targets, sizeof(targets[0]) * nt);
 	o->from_local_session = router_from_local_session(w, src, st);

@@ -63,6 +63,18 @@ def on_postgresql():
     return TEST_STORAGE == "postgresql"
 
 
+# STANZAD_TEST_CLUSTER=N (N >= 2, with STANZAD_TEST_STORAGE=postgresql):
+# every daemon the suite starts with its suite flags is a cluster of N
+# nodes on one Redis of its own and one PostgreSQL database, sharing the
+# client ports (SO_REUSEPORT), so the tests' clients land on different
+# nodes; the test talks to the first node as "the server".
+TEST_CLUSTER = int(os.environ.get("STANZAD_TEST_CLUSTER", "0") or 0)
+if TEST_CLUSTER == 1 or (TEST_CLUSTER and TEST_STORAGE != "postgresql"):
+    raise RuntimeError("STANZAD_TEST_CLUSTER needs at least 2 nodes and "
+                       "STANZAD_TEST_STORAGE=postgresql (a shared store)")
+CLUSTER_TTL_MS = 1500
+
+
 def skip_on_postgresql(reason):
     """Skips the calling test when the suite runs on PostgreSQL."""
     if on_postgresql():
@@ -148,6 +160,15 @@ class ServerError(Exception):
     pass
 
 
+class _ClusterLogMark(int):
+    """A log offset of the first node that also holds the other nodes'."""
+
+    def __new__(cls, size, siblings):
+        mark = super().__new__(cls, size)
+        mark.siblings = siblings
+        return mark
+
+
 class StanzadServer:
     """A stanzad process. start() waits until both listeners accept."""
 
@@ -174,6 +195,9 @@ class StanzadServer:
         self.returncode = None
         self.stop_requested = False
         self._log = None
+        # STANZAD_TEST_CLUSTER: the other nodes sharing our client ports, and their Redis.
+        self.siblings = []
+        self.redis = None
 
     # -- lifecycle --
 
@@ -202,12 +226,14 @@ class StanzadServer:
             # e.g. "--homes loop" or "--workers 2" (docs/account-homes.md).
             if self.suite_args:
                 args += os.environ.get("STANZAD_TEST_ARGS", "").split()
+                args += self._cluster_args("n1")
             self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL,
                                          stdout=self._log, stderr=subprocess.STDOUT)
             if self not in StanzadServer._all:
                 StanzadServer._all.append(self)
             try:
                 self._wait_ready(timeout)
+                self._start_siblings(timeout)
                 return self
             except ServerError as e:
                 last = e
@@ -217,6 +243,34 @@ class StanzadServer:
                     break
         raise ServerError("%s did not start: %s\n--- log ---\n%s" %
                           (self.name, last, self.log_tail()))
+
+    def _cluster_args(self, node):
+        if not (self.suite_args and TEST_CLUSTER):
+            return []
+        if self.redis is None:
+            from redisserver import RedisServer
+            self.redis = RedisServer().start()
+        return ["--cluster", self.redis.uri, "--node-name", node,
+                "--cluster-ttl", str(CLUSTER_TTL_MS)]
+
+    def _start_siblings(self, timeout):
+        """STANZAD_TEST_CLUSTER: nodes 2..N on our client ports and store."""
+        if not (self.suite_args and TEST_CLUSTER):
+            return
+        if not self.siblings:
+            for k in range(2, TEST_CLUSTER + 1):
+                sib = StanzadServer(self.extra_args + os.environ.get("STANZAD_TEST_ARGS", "")
+                                    .split() + self._cluster_args("n%d" % k),
+                                    name="%s(n%d)" % (self.name, k), suite_args=False,
+                                    storage=self.storage)
+                self.siblings.append(sib)
+        for sib in self.siblings:
+            if sib.alive():
+                continue
+            sib.c2s_port, sib.tls_port = self.c2s_port, self.tls_port
+            if sib.http_port is None:
+                sib.http_port = free_ports(1)[0]
+            sib.start(timeout, keep_ports=True)
 
     def _wait_ready(self, timeout):
         deadline = time.monotonic() + timeout
@@ -243,6 +297,9 @@ class StanzadServer:
 
     def kill(self):
         """SIGKILL, as a crash or power loss would stop it: no shutdown at all."""
+        for sib in self.siblings:
+            if sib.alive():
+                sib.kill()
         self.stop_requested = True
         self.proc.kill()
         self.returncode = self.proc.wait(timeout=10)
@@ -259,6 +316,9 @@ class StanzadServer:
     def signal(self, sig=signal.SIGTERM):
         self.stop_requested = True
         self.proc.send_signal(sig)
+        for sib in self.siblings:
+            if sib.alive():
+                sib.signal(sig)
 
     def wait(self, timeout):
         """Waits for the exit; returns the status or None on timeout."""
@@ -282,6 +342,9 @@ class StanzadServer:
         non-zero (a crash or sanitizer report must fail the test)."""
         if self.proc is None:
             return None
+        for sib in self.siblings:
+            if sib.proc is not None:
+                sib.stop(timeout)
         self.stop_requested = True
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -298,6 +361,9 @@ class StanzadServer:
                                                     self.log_tail()))
         if not os.environ.get("STANZAD_KEEP_STATE"):
             shutil.rmtree(self.state_dir, ignore_errors=True)
+            if self.redis is not None:
+                self.redis.cleanup()
+                self.redis = None
         return self.returncode
 
     def _close_log(self):
@@ -309,17 +375,25 @@ class StanzadServer:
 
     def log_size(self):
         try:
-            return os.path.getsize(self.log_path)
+            size = os.path.getsize(self.log_path)
         except OSError:
-            return 0
+            size = 0
+        if not self.siblings:
+            return size
+        # STANZAD_TEST_CLUSTER: a mark in every node's log (a test's client
+        # may be on any of them), still usable as this node's offset.
+        return _ClusterLogMark(size, [sib.log_size() for sib in self.siblings])
 
     def log_text(self, start=0):
         try:
             with open(self.log_path, "rb") as f:
                 f.seek(start)
-                return f.read().decode("utf-8", "replace")
+                text = f.read().decode("utf-8", "replace")
         except OSError:
-            return ""
+            text = ""
+        for i, sib in enumerate(self.siblings):
+            text += sib.log_text(start.siblings[i] if isinstance(start, _ClusterLogMark) else 0)
+        return text
 
     def log_tail(self, lines=60, start=0):
         return "\n".join(self.log_text(start).splitlines()[-lines:])
