@@ -146,7 +146,10 @@ struct fast_token_row {
 	int64_t counter;
 };
 
-/* The client's tokens (0..2 rows, 'new' first). 0 or -errno. */
+/*
+ * The client's tokens (0..2 rows, 'new' first), locked until the commit on
+ * PostgreSQL. 0 or -errno.
+ */
 int fast_db_get(struct storage *st, const char *user, const char *client,
 		struct fast_token_row rows[2], size_t *n);
 /* Writes a slot (replacing it). 0 or -errno. */

@@ -252,10 +252,15 @@ struct mam_filter {
 	const char *resource;		/* with a peer: only this resource, or NULL */
 };
 
+/* Tries at appending one entry while other nodes append to the same archive. */
+#define MAM_INSERT_TRIES 16
+
 /*
  * Appends a message to user's archive at time ts (raised above the newest
- * entry when needed). 0; -ENOENT when the account does not exist; -EEXIST
- * when the id is taken; -EIO.
+ * entry when needed, and above an entry another node sharing the database
+ * appended meanwhile). 0; -ENOENT when the account does not exist;
+ * -EEXIST when the id is taken; -EBUSY when the archive stayed contended
+ * for MAM_INSERT_TRIES tries; -EIO.
  */
 int mam_db_insert(struct storage *st, const char *user, int64_t ts, const char *id,
 		  const char *peer, const char *resource, bool outgoing, const char *stanza,

@@ -1424,7 +1424,7 @@ int pubsub_init(struct storage *st, const struct server *srv)
 	};
 	const struct config *cfg = srv->cfg;
 	struct ps_load_ctx lc = { .srv = srv };
-	uint64_t max_seq = 0;
+	uint64_t id_block = 0;
 	int ret;
 
 	ps_lim.max_nodes = cfg->max_pubsub_nodes;
@@ -1435,14 +1435,14 @@ int pubsub_init(struct storage *st, const struct server *srv)
 	ret = ps_registry_init(srv->nworkers);
 	if (ret < 0)
 		return ret;
-	ret = pubsub_store_load(st, &cb, &lc, &max_seq);
+	ret = pubsub_store_load(st, &cb, &lc, &id_block);
 	ps_registry_use(0);	/* this thread goes on as worker 0 */
 	if (ret < 0) {
 		log_error("pubsub.load_failed", "err=%d", ret);
 		ps_registry_free();
 		return ret;
 	}
-	ps_seq_seen(max_seq);
+	ps_node_ids_reserved(id_block);
 	log_info("pubsub.loaded", "nodes=%u affiliations=%u subscriptions=%u skipped=%u service=%s",
 		 lc.nodes, lc.affils, lc.subs, lc.skipped, ps_service_jid);
 	return 0;
@@ -1754,8 +1754,7 @@ static int ps_publish_keep(struct ps_ctx *ctx, struct ps_job *j, struct ps_node 
 		    !(m->payload = arena_strndup(&j->a, text, len)))
 			return -ENOMEM;
 		m->payload_len = len;
-		/* Sequence numbers are handed out here, in submission order: the store's order. */
-		m->seq = ps_seq_next();
+		/* The store numbers the item when it writes it: the commit order. */
 		m->created = time(NULL);
 		m->max_items = ps_config_max_items(&n->cfg, &ps_lim);
 		return 0;
@@ -4115,7 +4114,6 @@ static int ps_replace_writes(struct worker *w, const struct ps_replace *r,
 		    !(m->payload = arena_strndup(&j->a, it->text, it->len)))
 			goto out_undo;
 		m->payload_len = it->len;
-		m->seq = ps_seq_next();
 		m->created = time(NULL);
 		m->max_items = ps_config_max_items(&n->cfg, &ps_lim);
 		if (!n->cfg.deliver_notifications)

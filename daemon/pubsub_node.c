@@ -32,14 +32,15 @@ struct ps_registry {
 /*
  * One registry per worker: the PEP hosts of the accounts at home there
  * and, on worker 0, the service's. Each thread works on its own
- * (ps_registry_use); the loader at startup fills them all in turn. Ids,
- * item sequence numbers and the hash seed are shared by all of them.
+ * (ps_registry_use); the loader at startup fills them all in turn. Node
+ * ids and the hash seed are shared by all of them; item sequence numbers
+ * come from the store (pubsub_store.h).
  */
 static struct ps_registry *regs;
 static unsigned nregs;
 static __thread struct ps_registry *cur;
 static _Atomic uint64_t next_id;
-static _Atomic uint64_t seq_last;
+static uint64_t id_end;			/* past the reserved block; 0: none reserved */
 static uint32_t seed;			/* random: chains cannot be forced by chosen names */
 
 #define reg (*cur)
@@ -133,7 +134,7 @@ int ps_registry_init(unsigned n)
 		/* No entropy (early boot): a time-based seed still varies per run. */
 		seed = (uint32_t)time(NULL) * 2654435761u;
 	atomic_store(&next_id, 1);
-	atomic_store(&seq_last, 0);
+	id_end = 0;
 	for (unsigned k = 0; k < nregs; k++) {
 		if (ps_registry_setup(&regs[k]) < 0) {
 			ps_registry_free();
@@ -340,9 +341,10 @@ static void ps_nodes_grow(void)
 }
 
 /*
- * Ids only grow (loading raises next_id past every stored one), so an id
- * is never reused in a process's life: a completion that finds its node
- * by id finds that node or none.
+ * Ids only grow (loading raises next_id past every stored one, and the
+ * reserved block lies above them all), so an id is never reused in a
+ * process's life: a completion that finds its node by id finds that node
+ * or none.
  */
 struct ps_node *ps_node_add(struct ps_host *h, const char *name, size_t len, uint64_t id,
 			    struct ps_config *cfg, const char *creator, int64_t created)
@@ -368,6 +370,13 @@ struct ps_node *ps_node_add(struct ps_host *h, const char *name, size_t len, uin
 			;
 	} else {
 		n->id = atomic_fetch_add(&next_id, 1);
+		/* The block is used up: a restart reserves the next one. */
+		if (id_end && n->id >= id_end) {
+			free(n->creator);
+			ps_config_free(&n->cfg);
+			free(n);
+			return NULL;
+		}
 	}
 	n->refs = 1;
 	n->created = created;
@@ -441,18 +450,10 @@ unsigned ps_host_count_owned(const struct ps_host *h, const char *jid, size_t le
 	return count;
 }
 
-void ps_seq_seen(uint64_t seq)
+void ps_node_ids_reserved(uint64_t block)
 {
-	uint64_t seen = atomic_load(&seq_last);
-
-	while (seen < seq && !atomic_compare_exchange_weak(&seq_last, &seen, seq))
-		;
-}
-
-/* Process-wide: the store orders a node's items by it, whichever worker wrote them. */
-uint64_t ps_seq_next(void)
-{
-	return atomic_fetch_add(&seq_last, 1) + 1;
+	atomic_store(&next_id, (block << 32) + 1);
+	id_end = (block + 1) << 32;
 }
 
 /* ---- Affiliations and subscriptions ---- */

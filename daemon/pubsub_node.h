@@ -209,13 +209,13 @@ void ps_node_unref(struct ps_node *n);
 unsigned ps_host_count_owned(const struct ps_host *h, const char *jid, size_t len);
 
 /*
- * Node ids and item sequence numbers are process-wide: unique across the
- * registries, whichever thread takes them.
+ * Node ids are process-wide: unique across the registries, whichever
+ * thread takes them. After loading, new ids come from the block the
+ * store reserved for this process (pubsub_store_load), so that several
+ * processes sharing one database never create two nodes with one id;
+ * ps_node_add fails once the block (2^32 - 1 ids) is used up.
  */
-/* Makes the next item sequence number start above `seq` (after loading). */
-void ps_seq_seen(uint64_t seq);
-/* The next item sequence number (the store orders items by it). */
-uint64_t ps_seq_next(void);
+void ps_node_ids_reserved(uint64_t block);
 
 /* ---- Affiliations and subscriptions of a node ---- */
 

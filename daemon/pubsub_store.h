@@ -28,7 +28,7 @@ enum ps_mut_kind {
 	PS_MUT_AFF_PUT,		/* node_id jid value (affiliation name; "none" deletes) */
 	PS_MUT_SUB_PUT,		/* node_id jid subid value (state) options */
 	PS_MUT_SUB_DEL,		/* node_id jid */
-	PS_MUT_ITEM_PUT,	/* node_id item_id seq publisher payload created max_items */
+	PS_MUT_ITEM_PUT,	/* node_id item_id publisher payload created max_items (the store numbers it) */
 	PS_MUT_ITEM_DEL,	/* node_id item_id [publisher]: -ENOENT when there is no such item */
 	PS_MUT_ITEMS_PURGE,	/* node_id */
 	PS_MUT_ITEMS_TRIM,	/* node_id max_items */
@@ -51,7 +51,6 @@ struct ps_mut {
 	const char *publisher;
 	const char *payload;
 	size_t payload_len;
-	uint64_t seq;
 	uint32_t max_items;		/* 0 = no trim */
 	int64_t created;
 };
@@ -102,11 +101,13 @@ struct ps_load_cb {
 };
 
 /*
- * Reads every node, affiliation and subscription (nodes first) and the
- * highest item sequence number. 0, the first nonzero callback result, or
- * -errno.
+ * Reads every node, affiliation and subscription (nodes first), then
+ * reserves a block of node ids for this process: the ids it creates are
+ * *id_block << 32 plus 1 up to 2^32 - 1, which no other process sharing
+ * the database uses, now or later. 0, the first nonzero callback result,
+ * or -errno.
  */
 int pubsub_store_load(struct storage *st, const struct ps_load_cb *cb, void *arg,
-		      uint64_t *max_seq);
+		      uint64_t *id_block);
 
 #endif

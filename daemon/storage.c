@@ -393,6 +393,26 @@ static const char *const storage_migrations[] = {
 	"  created_at INTEGER NOT NULL,"
 	"  PRIMARY KEY (username, jid, node)"
 	") WITHOUT ROWID;",
+
+	/*
+	 * Values the database hands out, so that several nodes writing one
+	 * database never hand out the same one. id_blocks: one row per
+	 * kind of id, the next block to reserve; a process reserves a block
+	 * when it starts (pubsub node ids: block b is b << 32 up to
+	 * (b + 1) << 32, the first above every id stored before). last_seq:
+	 * the newest item sequence number of a pubsub node, taken with
+	 * UPDATE ... RETURNING at each item write, which also makes writers
+	 * of one node wait for each other.
+	 */
+	"CREATE TABLE id_blocks ("
+	"  name       TEXT NOT NULL PRIMARY KEY,"
+	"  next_block INTEGER NOT NULL"
+	");"
+	"INSERT INTO id_blocks (name, next_block)"
+	" SELECT 'pubsub_nodes', coalesce(max(id), 0) / 4294967296 + 1 FROM pubsub_nodes;"
+	"ALTER TABLE pubsub_nodes ADD COLUMN last_seq INTEGER NOT NULL DEFAULT 0;"
+	"UPDATE pubsub_nodes SET last_seq = coalesce((SELECT max(seq) FROM pubsub_items"
+	" WHERE pubsub_items.node_id = pubsub_nodes.id), 0);",
 };
 
 enum storage_stmt {
@@ -951,13 +971,18 @@ static int pg_query_int(struct db *db, const char *sql, int *out)
  */
 static int pg_schema_version(struct storage_open_ctx *ctx, struct db *db, int *version)
 {
-	int ours, tables, rc;
+	int what = 0, ours, tables, rc;
 
-	rc = pg_query_int(db, "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()"
-			  " AND tablename = 'stanzad_schema'", &ours);
-	if (!rc)
-		rc = pg_query_int(db, "SELECT count(*) FROM pg_tables"
-				  " WHERE schemaname = current_schema()", &tables);
+	/*
+	 * One statement, so one snapshot: another node may commit the first
+	 * migration (its tables and stanzad_schema together) meanwhile.
+	 */
+	rc = pg_query_int(db, "SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_tables"
+			  " WHERE schemaname = current_schema() AND tablename = 'stanzad_schema')"
+			  " THEN 2 WHEN EXISTS (SELECT 1 FROM pg_tables"
+			  " WHERE schemaname = current_schema()) THEN 1 ELSE 0 END", &what);
+	ours = what == 2;
+	tables = what > 0;
 	if (!rc && ours)
 		rc = pg_query_int(db, "SELECT version FROM stanzad_schema", version);
 	else
@@ -1522,6 +1547,11 @@ int storage_account_list(struct storage *st, int (*fn)(void *arg, const char *us
 struct db *storage_db(struct storage *st)
 {
 	return st->db;
+}
+
+bool storage_on_pg(struct storage *st)
+{
+	return st->pg;
 }
 
 sqlite3 *storage_sqlite_db(struct storage *st)

@@ -21,6 +21,13 @@
 struct storage;
 
 struct db *storage_db(struct storage *st);
+/*
+ * True on PostgreSQL, for the few statements only it needs: row locks
+ * (SELECT ... FOR UPDATE) where another node sharing the database may
+ * write the same rows at once. SQLite needs none: a batch holds the
+ * database's write lock from its BEGIN.
+ */
+bool storage_on_pg(struct storage *st);
 struct sqlite3;
 /* The SQLite connection under the store, NULL on PostgreSQL (for tests). */
 struct sqlite3 *storage_sqlite_db(struct storage *st);

@@ -13,9 +13,16 @@
 #include "fast.h"
 #include "storage_db.h"
 
-static const char sql_get[] =
-	"SELECT slot, mechanism, key, issued_at, expires_at, counter FROM fast_tokens"
-	" WHERE username = ?1 AND client_id = ?2 ORDER BY slot = 'new' DESC";
+#define SQL_GET \
+	"SELECT slot, mechanism, key, issued_at, expires_at, counter FROM fast_tokens" \
+	" WHERE username = ?1 AND client_id = ?2 ORDER BY slot = 'new' DESC"
+static const char sql_get[] = SQL_GET;
+/*
+ * On PostgreSQL the rows stay locked until the login's commit: a login
+ * with the same token on another node waits, then reads the counter and
+ * slots this one wrote (a replayed count is refused there too).
+ */
+static const char sql_get_locked[] = SQL_GET " FOR UPDATE";
 static const char sql_put[] =
 	"INSERT INTO fast_tokens (username, client_id, slot, mechanism, key, issued_at,"
 	" expires_at, counter) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
@@ -45,7 +52,7 @@ static void fast_bind_owner(struct db_stmt *s, const char *user, const char *cli
 int fast_db_get(struct storage *st, const char *user, const char *client,
 		struct fast_token_row rows[2], size_t *n)
 {
-	struct db_stmt *s = storage_stmt(st, sql_get);
+	struct db_stmt *s = storage_stmt(st, storage_on_pg(st) ? sql_get_locked : sql_get);
 	int rc = DB_DONE, ret = 0;
 
 	*n = 0;

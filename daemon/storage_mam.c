@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "log.h"
 #include "mam.h"
 #include "storage.h"
 #include "storage_db.h"
@@ -22,8 +23,12 @@
  * The new entry goes after the newest one of the archive even when the
  * clock says otherwise (a step back, or two messages in one microsecond),
  * and only for an existing account (no foreign-key error to log). A UID
- * that is taken inserts nothing rather than failing: on PostgreSQL a failed
- * statement would end the whole batch's transaction.
+ * or a ts that is taken inserts nothing rather than failing: on
+ * PostgreSQL a failed statement would end the whole batch's transaction.
+ * The ts is taken when another node sharing the database appended to the
+ * same archive at the same moment: PostgreSQL makes this insert wait for
+ * that node's commit, and the next try (a new statement, so a new
+ * snapshot under READ COMMITTED) sees its entry and goes after it.
  */
 static const char sql_insert[] =
 	"INSERT INTO mam_messages (username, ts, id, peer, resource, outgoing, stanza)"
@@ -32,6 +37,7 @@ static const char sql_insert[] =
 	" WHERE EXISTS (SELECT 1 FROM accounts WHERE username = ?1)"
 	" ON CONFLICT DO NOTHING";
 static const char sql_account[] = "SELECT 1 FROM accounts WHERE username = ?1";
+static const char sql_id_taken[] = "SELECT 1 FROM mam_messages WHERE username = ?1 AND id = ?2";
 static const char sql_lookup[] =
 	"SELECT ts FROM mam_messages WHERE username = ?1 AND id = ?2 AND ts > ?3";
 static const char sql_get[] =
@@ -128,38 +134,59 @@ static int each_row(struct storage *st, const char *op, struct db_stmt *s,
 	return 0;
 }
 
-int mam_db_insert(struct storage *st, const char *user, int64_t ts, const char *id,
-		  const char *peer, const char *resource, bool outgoing, const char *stanza,
-		  size_t len)
+/* Whether a one-row lookup by user (and id) finds a row: 1, 0 or -errno. */
+static int found(struct storage *st, const char *sql, const char *user, const char *id)
 {
-	struct db_stmt *s = storage_stmt(st, sql_insert);
+	struct db_stmt *s = storage_stmt(st, sql);
 	int rc;
 
 	if (!s)
 		return -EIO;
 	db_bind_text(s, 1, user, -1);
-	db_bind_int64(s, 2, ts);
-	db_bind_text(s, 3, id, -1);
-	db_bind_text(s, 4, peer, -1);
-	db_bind_text(s, 5, resource, -1);
-	db_bind_int(s, 6, outgoing);
-	db_bind_text(s, 7, stanza, (int)len);
+	if (id)
+		db_bind_text(s, 2, id, -1);
 	rc = db_step(s);
 	storage_stmt_release(s);
-	if (rc != DB_DONE)
-		return storage_db_error(st, "mam.insert", rc);
-	if (db_changes(storage_db(st)))
-		return 0;
-	/* A random UID met an existing one (2^-96 per pair): the caller decides. */
-	s = storage_stmt(st, sql_account);
-	if (!s)
-		return -EIO;
-	db_bind_text(s, 1, user, -1);
-	rc = db_step(s);
-	storage_stmt_release(s);
-	if (rc == DB_ROW)
-		return -EEXIST;
-	return rc == DB_DONE ? -ENOENT : storage_db_error(st, "mam.insert", rc);
+	if (rc == DB_ROW || rc == DB_DONE)
+		return rc == DB_ROW;
+	return storage_db_error(st, "mam.insert", rc);
+}
+
+int mam_db_insert(struct storage *st, const char *user, int64_t ts, const char *id,
+		  const char *peer, const char *resource, bool outgoing, const char *stanza,
+		  size_t len)
+{
+	for (int i = 0; i < MAM_INSERT_TRIES; i++) {
+		struct db_stmt *s = storage_stmt(st, sql_insert);
+		int rc;
+
+		if (!s)
+			return -EIO;
+		db_bind_text(s, 1, user, -1);
+		db_bind_int64(s, 2, ts);
+		db_bind_text(s, 3, id, -1);
+		db_bind_text(s, 4, peer, -1);
+		db_bind_text(s, 5, resource, -1);
+		db_bind_int(s, 6, outgoing);
+		db_bind_text(s, 7, stanza, (int)len);
+		rc = db_step(s);
+		storage_stmt_release(s);
+		if (rc != DB_DONE)
+			return storage_db_error(st, "mam.insert", rc);
+		if (db_changes(storage_db(st)))
+			return 0;
+		/* A random UID met an existing one (2^-96 per pair): the caller decides. */
+		rc = found(st, sql_id_taken, user, id);
+		if (rc)
+			return rc > 0 ? -EEXIST : rc;
+		rc = found(st, sql_account, user, NULL);
+		if (rc <= 0)
+			return rc ? rc : -ENOENT;
+		/* Another node took the ts: again, after its entry. */
+	}
+	/* Nodes kept racing for this archive: the caller's batch tries again alone. */
+	log_warn("mam.insert_contended", "user=%s tries=%d", user, MAM_INSERT_TRIES);
+	return -EBUSY;
 }
 
 int mam_db_prune(struct storage *st, const char *user, uint32_t keep)

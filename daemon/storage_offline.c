@@ -4,6 +4,7 @@
  * 2): oldest first by their autoincrement id. Storage thread only.
  */
 #include <errno.h>
+#include <stdlib.h>
 #include <time.h>
 
 #include "offline.h"
@@ -16,8 +17,14 @@ static const char sql_insert[] =
 	"INSERT INTO offline_messages (username, stanza, created_at) VALUES (?1, ?2, ?3)";
 static const char sql_take[] =
 	"SELECT id, stanza FROM offline_messages WHERE username = ?1 ORDER BY id LIMIT ?2";
+/*
+ * The rows taken, one by one rather than up to the last id: with several
+ * nodes on one PostgreSQL database, ids are handed out at insert and
+ * committed in any order, so a row below the last one taken may become
+ * visible between the read and the delete. It stays for the next take.
+ */
 static const char sql_delete[] =
-	"DELETE FROM offline_messages WHERE username = ?1 AND id <= ?2";
+	"DELETE FROM offline_messages WHERE username = ?1 AND id = ?2";
 
 /* A one-row, one-integer query about user: its value in *out (0 when no row). */
 static int offline_scalar(struct storage *st, const char *sql, const char *user, int64_t *out,
@@ -82,19 +89,28 @@ int offline_db_put(struct storage *st, const char *user, const char *stanza, siz
 int offline_db_take(struct storage *st, const char *user, uint32_t limit,
 		    int (*fn)(void *arg, const char *stanza, size_t len), void *arg, uint32_t *n)
 {
-	struct db_stmt *s = storage_stmt(st, sql_take);
-	int64_t last = -1;
-	int rc, err = 0;
+	struct db_stmt *s;
+	int64_t *ids;
+	uint32_t nids = 0;
+	int rc = DB_DONE, err = 0;
 
 	*n = 0;
-	if (!s)
+	if (!limit)
+		return 0;
+	ids = malloc(limit * sizeof(*ids));
+	if (!ids)
+		return -ENOMEM;
+	s = storage_stmt(st, sql_take);
+	if (!s) {
+		free(ids);
 		return -EIO;
+	}
 	db_bind_text(s, 1, user, -1);
 	db_bind_int64(s, 2, limit);
-	while ((rc = db_step(s)) == DB_ROW) {
+	while (nids < limit && (rc = db_step(s)) == DB_ROW) {
 		const char *text = (const char *)db_column_text(s, 1);
 
-		last = db_column_int64(s, 0);
+		ids[nids++] = db_column_int64(s, 0);
 		if (!text)
 			continue;
 		err = fn(arg, text, (size_t)db_column_bytes(s, 1));
@@ -103,16 +119,18 @@ int offline_db_take(struct storage *st, const char *user, uint32_t limit,
 		(*n)++;
 	}
 	storage_stmt_release(s);
-	if (err < 0)
-		return err;
-	if (rc != DB_ROW && rc != DB_DONE)
-		return storage_db_error(st, "offline.take", rc);
-	if (last < 0)
-		return 0;
-	s = storage_stmt(st, sql_delete);
-	if (!s)
-		return -EIO;
-	db_bind_text(s, 1, user, -1);
-	db_bind_int64(s, 2, last);
-	return storage_stmt_exec(st, "offline.delete", s);
+	if (!err && rc != DB_ROW && rc != DB_DONE)
+		err = storage_db_error(st, "offline.take", rc);
+	for (uint32_t i = 0; !err && i < nids; i++) {
+		s = storage_stmt(st, sql_delete);
+		if (!s) {
+			err = -EIO;
+			break;
+		}
+		db_bind_text(s, 1, user, -1);
+		db_bind_int64(s, 2, ids[i]);
+		err = storage_stmt_exec(st, "offline.delete", s);
+	}
+	free(ids);
+	return err;
 }

@@ -31,9 +31,16 @@ static const char sql_sub_put[] =
 	" ON CONFLICT (node_id, jid) DO UPDATE SET subid = excluded.subid, state = excluded.state,"
 	" options = excluded.options";
 static const char sql_sub_del[] = "DELETE FROM pubsub_subscriptions WHERE node_id = ?1 AND jid = ?2";
+/*
+ * An item's sequence number comes from its node's row: the row lock makes
+ * writers of one node (on any node of a cluster) take turns, so numbers
+ * are never shared and follow the commit order.
+ */
+static const char sql_item_seq[] =
+	"UPDATE pubsub_nodes SET last_seq = last_seq + 1 WHERE id = ?1 RETURNING last_seq";
 static const char sql_item_put[] =
 	"INSERT INTO pubsub_items (node_id, item_id, seq, publisher, payload, created_at)"
-	" SELECT ?1, ?2, ?3, ?4, ?5, ?6 WHERE EXISTS (SELECT 1 FROM pubsub_nodes WHERE id = ?1)"
+	" VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
 	" ON CONFLICT (node_id, item_id) DO UPDATE SET seq = excluded.seq,"
 	" publisher = excluded.publisher, payload = excluded.payload,"
 	" created_at = excluded.created_at";
@@ -61,7 +68,10 @@ static const char sql_load_affils[] =
 	"SELECT node_id, jid, affiliation FROM pubsub_affiliations ORDER BY node_id, jid";
 static const char sql_load_subs[] =
 	"SELECT node_id, jid, subid, state, options FROM pubsub_subscriptions";
-static const char sql_max_seq[] = "SELECT COALESCE(MAX(seq), 0) FROM pubsub_items";
+/* A block of node ids of this process's own (see the id_blocks migration). */
+static const char sql_node_block[] =
+	"UPDATE id_blocks SET next_block = next_block + 1 WHERE name = 'pubsub_nodes'"
+	" RETURNING next_block - 1";
 
 /* Binds a string that may be NULL (SQL NULL). */
 static void bind_opt(struct db_stmt *s, int i, const char *v)
@@ -98,13 +108,24 @@ static struct db_stmt *stmt_node(struct storage *st, const char *sql, uint64_t n
  */
 static int store_item_put(struct storage *st, const struct ps_mut *m)
 {
-	struct db_stmt *s = stmt_node(st, sql_item_put, m->node_id);
-	int ret;
+	struct db_stmt *s = stmt_node(st, sql_item_seq, m->node_id);
+	int64_t seq;
+	int rc, ret;
 
 	if (!s)
 		return -EIO;
+	rc = db_step(s);
+	seq = rc == DB_ROW ? db_column_int64(s, 0) : 0;
+	storage_stmt_release(s);
+	if (rc == DB_DONE)
+		return -ENOENT;
+	if (rc != DB_ROW)
+		return storage_db_error(st, "pubsub_item_seq", rc);
+	s = stmt_node(st, sql_item_put, m->node_id);
+	if (!s)
+		return -EIO;
 	db_bind_text(s, 2, m->item_id, -1);
-	db_bind_int64(s, 3, (int64_t)m->seq);
+	db_bind_int64(s, 3, seq);
 	db_bind_text(s, 4, m->publisher ? m->publisher : "", -1);
 	db_bind_text(s, 5, m->payload ? m->payload : "", (int)m->payload_len);
 	db_bind_int64(s, 6, m->created);
@@ -336,12 +357,12 @@ static const char *col_text(struct db_stmt *s, int i)
 }
 
 int pubsub_store_load(struct storage *st, const struct ps_load_cb *cb, void *arg,
-		      uint64_t *max_seq)
+		      uint64_t *id_block)
 {
 	struct db_stmt *s;
 	int rc, ret = 0;
 
-	*max_seq = 0;
+	*id_block = 0;
 	if (!(s = storage_stmt(st, sql_load_nodes)))
 		return -EIO;
 	while (!ret && (rc = db_step(s)) == DB_ROW)
@@ -373,11 +394,14 @@ int pubsub_store_load(struct storage *st, const struct ps_load_cb *cb, void *arg
 		return storage_db_error(st, "pubsub_load_subs", rc);
 	if (ret)
 		return ret;
-	if (!(s = storage_stmt(st, sql_max_seq)))
+	if (!(s = storage_stmt(st, sql_node_block)))
 		return -EIO;
 	rc = db_step(s);
 	if (rc == DB_ROW)
-		*max_seq = (uint64_t)db_column_int64(s, 0);
+		*id_block = (uint64_t)db_column_int64(s, 0);
 	storage_stmt_release(s);
-	return rc == DB_ROW ? 0 : storage_db_error(st, "pubsub_max_seq", rc);
+	if (rc != DB_ROW)
+		return rc == DB_DONE ? -EBADMSG : storage_db_error(st, "pubsub_node_block", rc);
+	/* Ids are signed 64-bit in the database: 2^31 blocks of 2^32. */
+	return *id_block > 0 && *id_block < ((uint64_t)1 << 31) ? 0 : -EOVERFLOW;
 }

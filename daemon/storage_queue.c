@@ -31,6 +31,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "storage.h"
+#include "storage_db.h"
 
 /* A request still to be applied (results are 0 or -errno). */
 #define REQ_PENDING 1
@@ -239,8 +240,12 @@ static int req_apply(struct storage *st, struct storage_req *req)
 /*
  * Applies every request of the list inside one open transaction, each in
  * its own savepoint. Returns 0, or -EIO when the transaction itself was
- * lost (SQLite rolled it back, or a savepoint failed): the caller must
- * then redo the whole list.
+ * lost (SQLite rolled it back, or a savepoint failed) or, on PostgreSQL,
+ * a request met -EBUSY: the caller must then redo the whole list. That
+ * -EBUSY is a deadlock with another node's batch (or a row another node
+ * kept busy): rolling back to the savepoint would keep the locks of the
+ * requests before, so it could deadlock again; one transaction per
+ * request cannot. (SQLite's batch holds the write lock from its BEGIN.)
  */
 static int apply_in_batch(struct storage *st, struct req_list *list)
 {
@@ -254,7 +259,8 @@ static int apply_in_batch(struct storage *st, struct req_list *list)
 			continue;
 		}
 		/* After I/O errors SQLite may have ended the transaction. */
-		if (!storage_in_batch(st) || storage_savepoint_undo(st))
+		if ((req->result == -EBUSY && storage_on_pg(st)) || !storage_in_batch(st) ||
+		    storage_savepoint_undo(st))
 			return -EIO;
 	}
 	return 0;
@@ -263,7 +269,8 @@ static int apply_in_batch(struct storage *st, struct req_list *list)
 /*
  * The slow path: one transaction per request. Once the lock could not be
  * had, the rest fail with -EBUSY at once instead of each waiting out the
- * busy timeout again.
+ * busy timeout again. On PostgreSQL a request that met -EBUSY after its
+ * transaction began (a deadlock with another node) is tried again.
  */
 static void apply_one_by_one(struct storage_queue *q, struct req_list *list)
 {
@@ -271,16 +278,20 @@ static void apply_one_by_one(struct storage_queue *q, struct req_list *list)
 	bool busy = false;
 
 	for (struct storage_req *req = list->head; req; req = req->next) {
-		req->result = busy ? -EBUSY : storage_begin(q->st);
-		if (req->result)
-			goto next;
-		req->result = req_apply(q->st, req);
-		if (req->result == 0)
-			req->result = storage_commit(q->st);
-		if (req->result)
-			storage_rollback(q->st);
-next:
-		busy |= req->result == -EBUSY;
+		for (int i = 0; i < STORAGE_QUEUE_BUSY_TRIES; i++) {
+			req->result = busy ? -EBUSY : storage_begin(q->st);
+			if (req->result)
+				break;
+			req->result = req_apply(q->st, req);
+			if (req->result == 0)
+				req->result = storage_commit(q->st);
+			if (req->result)
+				storage_rollback(q->st);
+			if (req->result != -EBUSY || !storage_on_pg(q->st))
+				break;
+		}
+		/* A deadlock on PostgreSQL is this request's; SQLite's lock is everyone's. */
+		busy |= req->result == -EBUSY && !storage_on_pg(q->st);
 		if (req->result == -EIO || req->result == -EBUSY)
 			failures++;
 	}

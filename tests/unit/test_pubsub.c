@@ -521,6 +521,33 @@ static void test_caps_ver_rejects_ill_formed_answers(void **state)
 	assert_string_equal(ver, "QgayPKawpkPSDYmwT/WM94uAlu0=");
 }
 
+/* New ids come from the reserved block; loaded ids (other blocks) leave it alone. */
+static void test_node_ids_come_from_the_reserved_block(void **state)
+{
+	struct ps_host *h = ps_host_get("blocks.example", 14, false, 0);
+	const uint64_t base = (uint64_t)5 << 32;
+	struct ps_config c;
+	struct ps_node *n;
+
+	assert_non_null(h);
+	ps_node_ids_reserved(5);
+	ps_config_default(&c, false);
+	n = ps_node_add(h, "loaded", 6, ((uint64_t)4 << 32) + 9, &c, "o@example", 1);
+	assert_non_null(n);
+	ps_config_default(&c, false);
+	n = ps_node_add(h, "new", 3, 0, &c, "o@example", 1);
+	assert_non_null(n);
+	assert_true(n->id == base + 1);
+	assert_ptr_equal(ps_node_by_id(base + 1), n);
+	/* The block used up: no id from the next one (another process's). */
+	ps_node_ids_reserved(6);
+	ps_config_default(&c, false);
+	assert_non_null(ps_node_add(h, "last", 4, ((uint64_t)7 << 32) - 1, &c, "o@example", 1));
+	ps_config_default(&c, false);
+	assert_null(ps_node_add(h, "over", 4, 0, &c, "o@example", 1));
+	assert_null(ps_node_find(h, "over", 4));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -543,6 +570,7 @@ int main(void)
 		cmocka_unit_test(test_caps_ver_simple_example),
 		cmocka_unit_test(test_caps_ver_complex_example_with_form),
 		cmocka_unit_test(test_caps_ver_rejects_ill_formed_answers),
+		cmocka_unit_test(test_node_ids_come_from_the_reserved_block),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);

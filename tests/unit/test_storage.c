@@ -24,6 +24,7 @@
 #include <sqlite3.h>
 
 #include "log.h"
+#include "pubsub_store.h"
 #include "storage.h"
 
 /* Long enough for a few dozen PBKDF2 rounds under valgrind. */
@@ -1052,6 +1053,81 @@ static void test_queue_request_without_inbox_runs_on_storage_thread(void **state
 	assert_false(pthread_equal(r.done_thread, pthread_self()));
 }
 
+/* ---- Values the database hands out (several nodes on one database) ---- */
+
+static int count_node(void *arg, uint64_t id, const char *host, const char *user,
+		      const char *name, const char *config, const char *creator, int64_t created)
+{
+	(*(unsigned *)arg)++;
+	return 0;
+}
+
+static int skip_affil(void *arg, uint64_t node_id, const char *jid, const char *affil)
+{
+	return 0;
+}
+
+static int skip_sub(void *arg, uint64_t node_id, const char *jid, const char *subid,
+		    const char *state, const char *options)
+{
+	return 0;
+}
+
+static void put_item(struct storage *st, uint64_t node_id, const char *item_id, int want)
+{
+	struct ps_mut m = {
+		.kind = PS_MUT_ITEM_PUT, .node_id = node_id, .item_id = item_id,
+		.publisher = "p@example", .payload = "<x/>", .payload_len = 4, .created = 1,
+	};
+
+	assert_int_equal(pubsub_store_apply(st, &m), want);
+}
+
+static void test_pubsub_node_blocks_and_item_seqs_come_from_the_store(void **state)
+{
+	static const struct ps_load_cb cb = {
+		.node = count_node, .affil = skip_affil, .sub = skip_sub,
+	};
+	struct fixture *f = *state;
+	struct storage *st = open_ok(f);
+	struct storage *other = open_ok(f);
+	uint64_t b1 = 0, b2 = 0, b3 = 0, id;
+	unsigned nodes = 0;
+	struct ps_mut node = {
+		.kind = PS_MUT_NODE_PUT, .host = "pubsub.example", .name = "n",
+		.config = "", .creator = "o@example", .created = 1,
+	};
+
+	/* Every process that loads gets a block of its own. */
+	assert_int_equal(pubsub_store_load(st, &cb, &nodes, &b1), 0);
+	assert_int_equal(pubsub_store_load(other, &cb, &nodes, &b2), 0);
+	assert_int_equal(b1, 1);
+	assert_int_equal(b2, 2);
+	id = (b1 << 32) + 1;
+	node.node_id = id;
+	assert_int_equal(pubsub_store_apply(st, &node), 0);
+
+	/* Items are numbered in the node's row, whichever connection writes. */
+	put_item(st, id, "a", 0);
+	put_item(other, id, "b", 0);
+	put_item(st, id, "a", 0);
+	assert_int_equal(raw_int(f->db, "SELECT seq FROM pubsub_items WHERE item_id = 'b'"), 2);
+	assert_int_equal(raw_int(f->db, "SELECT seq FROM pubsub_items WHERE item_id = 'a'"), 3);
+	assert_int_equal(raw_int(f->db, "SELECT last_seq FROM pubsub_nodes"), 3);
+	/* A gone node stores nothing. */
+	put_item(other, id + 1, "c", -ENOENT);
+	storage_close(other);
+	storage_close(st);
+
+	/* A restart takes the next block, above every id stored before. */
+	st = open_ok(f);
+	nodes = 0;
+	assert_int_equal(pubsub_store_load(st, &cb, &nodes, &b3), 0);
+	assert_int_equal(nodes, 1);
+	assert_int_equal(b3, 3);
+	storage_close(st);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1088,6 +1164,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_queue_wipes_password_before_done, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_queue_stop_completes_pending_requests, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_queue_request_without_inbox_runs_on_storage_thread, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_pubsub_node_blocks_and_item_seqs_come_from_the_store,
+						setup, teardown),
 	};
 
 	/* Refusals are the point of several tests: keep their log lines out. */
