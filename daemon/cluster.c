@@ -42,6 +42,7 @@
 #include "log.h"
 #include "loop.h"
 #include "mailbox.h"
+#include "presence.h"
 #include "router.h"
 #include "server.h"
 #include "session.h"
@@ -71,6 +72,7 @@
 #define CLUSTER_GROUP		"g"
 #define CLUSTER_DEAD_KEEP_MS	600000	/* a reaped node stays in the status this long */
 #define CLUSTER_RETRY_MS	1000	/* a failed join or read (Redis loading its data) */
+#define CLUSTER_ENTRY_ID_MAX	48	/* a stream entry id: "MS-SEQ", two 64-bit numbers */
 
 enum cluster_conn_id {
 	CL_CONN_REG = 0,	/* worker 0: membership and registry commands, XADD, reaping */
@@ -91,6 +93,7 @@ struct cluster_inbound {
 	int tfd;			/* CLUSTER_TICK_MS timerfd: reconnects, retries */
 	bool reading;			/* an XREADGROUP is out */
 	bool backlog;			/* reading our own pending entries first (id 0) */
+	bool settling;			/* a batch waits for its writes to commit (in_got) */
 	uint64_t retry_ms;		/* a read that failed is tried again then */
 	char key[CLUSTER_KEY_MAX];
 	_Atomic uint64_t received;
@@ -151,6 +154,12 @@ struct cluster {
 
 static struct cluster *cl;
 
+/* A storage barrier: writes nothing, completes once what was before it committed. */
+static int cluster_noop(struct storage *st, struct storage_req *req)
+{
+	return 0;
+}
+
 static uint64_t wall_ms(void)
 {
 	struct timespec ts;
@@ -169,23 +178,27 @@ bool cluster_enabled(void)
 /*
  * drop(p, n): forgets what node n registered: its resources (only those
  * still naming n: a resource may have been bound again elsewhere), its
- * set, and tells every node's replica. Returns how many there were.
+ * set, and tells every node's replica. Returns how many there were, and
+ * the full JIDs of those that were available (their contacts are told).
  */
 #define LUA_DROP \
 	"local function drop(p, n)\n" \
-	"  local fulls = redis.call('SMEMBERS', p..'nodesess:'..n)\n" \
+	"  local fulls, avail = redis.call('SMEMBERS', p..'nodesess:'..n), {}\n" \
 	"  for _, f in ipairs(fulls) do\n" \
 	"    local s = string.find(f, '/', 1, true)\n" \
 	"    if s then\n" \
 	"      local k = p..'sess:'..string.sub(f, 1, s - 1)\n" \
 	"      local r = string.sub(f, s + 1)\n" \
 	"      local v = redis.call('HGET', k, r)\n" \
-	"      if v and string.sub(v, 1, #n + 1) == n..' ' then redis.call('HDEL', k, r) end\n" \
+	"      if v and string.sub(v, 1, #n + 1) == n..' ' then\n" \
+	"        redis.call('HDEL', k, r)\n" \
+	"        if string.sub(v, -1) == '1' then avail[#avail + 1] = f end\n" \
+	"      end\n" \
 	"    end\n" \
 	"  end\n" \
 	"  redis.call('DEL', p..'nodesess:'..n)\n" \
 	"  redis.call('PUBLISH', p..'events', 'reset '..n)\n" \
-	"  return #fulls\n" \
+	"  return #fulls, avail\n" \
 	"end\n"
 
 /* workers(p, n): how many inbound streams node n has (its `nodes` entry's "workers"). */
@@ -206,7 +219,8 @@ static const char lua_join[] =
 	"redis.call('SET', p..'alive:'..n, tok, 'PX', ARGV[4])\n"
 	"redis.call('HSET', p..'nodes', n, ARGV[5])\n"
 	"redis.call('DEL', p..'reap:'..n, p..'left:'..n)\n"
-	"return drop(p, n)\n";
+	"local dropped = drop(p, n)\n"
+	"return dropped\n";
 
 /*
  * ARGV: prefix, name, token, ttl. Refreshes our heartbeat, then answers
@@ -256,7 +270,8 @@ static const char lua_beat[] =
 /*
  * ARGV: prefix, dead node, our name, 2*ttl. The survivor that wins the
  * reap lock removes the dead node's registrations and its entry, and
- * answers {sessions removed, its inbound streams}; -1 when it is alive
+ * answers {sessions removed, its inbound streams, its available full
+ * JIDs}; -1 when it is alive
  * again or another survivor reaps it.
  */
 static const char lua_reap[] =
@@ -266,9 +281,9 @@ static const char lua_reap[] =
 	"if redis.call('EXISTS', p..'alive:'..d) == 1 then return -1 end\n"
 	"if not redis.call('SET', p..'reap:'..d, ARGV[3], 'NX', 'PX', ARGV[4]) then return -1 end\n"
 	"local nw = workers(p, d)\n"
-	"local n = drop(p, d)\n"
+	"local n, avail = drop(p, d)\n"
 	"redis.call('HDEL', p..'nodes', d)\n"
-	"return {n, nw}\n";
+	"return {n, nw, avail}\n";
 
 /*
  * ARGV: prefix, name, token, 2*ttl. Leaving: our sessions go, our stream
@@ -610,15 +625,32 @@ static void reaped(struct credis *c, redisReply *r, void *arg)
 {
 	char *dead = arg;
 
-	if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+	if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 3 &&
 	    r->element[0]->type == REDIS_REPLY_INTEGER &&
 	    r->element[1]->type == REDIS_REPLY_INTEGER) {
 		long long nw = r->element[1]->integer;
+		const redisReply *avail = r->element[2];
 
 		log_warn("cluster.node_reaped", "name=%s sessions=%lld streams=%lld", dead,
 			 (long long)r->element[0]->integer, nw);
+		/*
+		 * Our replica forgets the node now, not when the reset comes
+		 * back on the events connection: its entries, routed again
+		 * here, must not go back to its streams.
+		 */
+		pthread_rwlock_wrlock(&cl->lock);
+		cluster_table_drop_node(cl->replica, dead);
+		pthread_rwlock_unlock(&cl->lock);
 		for (long long k = 0; k < nw && k < SERVER_MAX_WORKERS; k++)
 			reap_stream(dead, (unsigned)k);
+		/*
+		 * Its available sessions ended without their unavailable
+		 * presence: sent to their contacts as a clean end would have
+		 * (rosters from the shared store).
+		 */
+		for (size_t i = 0; avail->type == REDIS_REPLY_ARRAY && i < avail->elements; i++)
+			if (avail->element[i]->type == REDIS_REPLY_STRING)
+				presence_unavailable_for(cl->w0, avail->element[i]->str);
 	} else if (!r || r->type == REDIS_REPLY_ERROR) {
 		log_reply_error("cluster.reap_failed", r);
 	}
@@ -807,10 +839,11 @@ static const char lua_route[] =
 	"  else take = avail == '1' and (ARGV[4] ~= 'message' or tonumber(prio) >= 0) end\n"
 	"  if take and node and node ~= ARGV[5] and not seen[node] then\n"
 	"    seen[node] = true\n"
-	"    redis.call('XADD', p..'in:'..node..':'..worker, 'MAXLEN', '~', ARGV[6], '*',\n"
-	"      'kind', 'stanza', 'node', ARGV[5], 'local', ARGV[7], 'ts', ARGV[8],\n"
-	"      'from', ARGV[9], 'to', ARGV[10], 'payload', ARGV[11])\n"
-	"    sent = sent + 1\n"
+	"    if redis.call('XADD', p..'in:'..node..':'..worker, 'NOMKSTREAM', 'MAXLEN', '~',\n"
+	"        ARGV[6], '*', 'kind', 'stanza', 'node', ARGV[5], 'local', ARGV[7], 'ts', ARGV[8],\n"
+	"        'from', ARGV[9], 'to', ARGV[10], 'payload', ARGV[11]) then\n"
+	"      sent = sent + 1\n"
+	"    end\n"
 	"  end\n"
 	"end\n"
 	"return sent\n";
@@ -909,6 +942,9 @@ static void out_added(struct credis *c, redisReply *r, void *arg)
 	/* No answer (the connection went) or an error (Redis out of memory): not in the stream. */
 	if (!r || r->type == REDIS_REPLY_ERROR)
 		out_failed(o, r ? "Redis refused the XADD" : "Redis went away before answering");
+	/* NOMKSTREAM: the node's stream is gone (reaped), nobody would read it. */
+	else if (r->type == REDIS_REPLY_NIL)
+		out_failed(o, "the node's stream is gone");
 	if (--o->inflight == 0)
 		out_done(o);
 }
@@ -966,7 +1002,8 @@ static void out_send(struct cluster_out *o)
 		return;
 	}
 	for (unsigned i = 0; i < o->ntargets; i++) {
-		const char *argv[] = { "XADD", key, "MAXLEN", "~", CLUSTER_STREAM_MAXLEN, "*",
+		const char *argv[] = { "XADD", key, "NOMKSTREAM", "MAXLEN", "~",
+				       CLUSTER_STREAM_MAXLEN, "*",
 				       "kind", o->kind, "node", cl->node,
 				       "local", o->from_local_session ? "1" : "0", "ts", ts,
 				       "from", o->from, "to", o->to, "payload", o->payload };
@@ -1005,7 +1042,7 @@ static void out_arrived(struct worker *w, struct worker_msg *m)
  * non-negative priority), once each: an account's resources on a node
  * are all at its home worker there.
  */
-static unsigned route_targets(const struct jid *to, enum stanza_kind kind,
+static unsigned route_targets(const struct jid *to, enum stanza_kind kind, bool any,
 			      struct cluster_target *targets)
 {
 	struct cluster_entry e[32];
@@ -1026,8 +1063,8 @@ static unsigned route_targets(const struct jid *to, enum stanza_kind kind,
 			if (strlen(e[i].resource) != to->res_len ||
 			    memcmp(e[i].resource, to->buf + to->res_off, to->res_len) != 0)
 				continue;
-		} else if (!e[i].v.available ||
-			   (kind == STANZA_MESSAGE && e[i].v.priority < 0)) {
+		} else if (!any && (!e[i].v.available ||
+				    (kind == STANZA_MESSAGE && e[i].v.priority < 0))) {
 			continue;
 		}
 		for (unsigned k = 0; k < nt; k++)
@@ -1041,6 +1078,13 @@ static unsigned route_targets(const struct jid *to, enum stanza_kind kind,
 	return nt;
 }
 
+/* subscribe, subscribed, unsubscribe, unsubscribed (RFC 6121 3) */
+static bool route_is_subscription(const char *type)
+{
+	return strcmp(type, "subscribe") == 0 || strcmp(type, "subscribed") == 0 ||
+	       strcmp(type, "unsubscribe") == 0 || strcmp(type, "unsubscribed") == 0;
+}
+
 /* What may go to another node: stanzas for a session, not those the account's server answers. */
 static bool route_wanted(const struct jid *to, struct xml_node *st, enum stanza_kind kind)
 {
@@ -1051,11 +1095,14 @@ static bool route_wanted(const struct jid *to, struct xml_node *st, enum stanza_
 	if (kind == STANZA_MESSAGE)
 		return strcmp(type, "error") != 0 && strcmp(type, "groupchat") != 0;
 	/*
-	 * Directed presence, and probes (answered where the contact's
-	 * sessions are); subscriptions stay with the account's store.
+	 * Directed presence, probes (answered where the contact's sessions
+	 * are), and subscriptions: the store is shared, but the account's
+	 * roster in memory and the resources to push changes to are where
+	 * its sessions are.
 	 */
 	if (kind == STANZA_PRESENCE)
-		return !type[0] || strcmp(type, "unavailable") == 0 || strcmp(type, "probe") == 0;
+		return !type[0] || strcmp(type, "unavailable") == 0 || strcmp(type, "probe") == 0 ||
+		       route_is_subscription(type);
 	return false;
 }
 
@@ -1067,13 +1114,26 @@ bool cluster_route(struct worker *w, struct conn *src, struct xml_node *st,
 	struct strbuf sb = STRBUF_INIT;
 	struct cluster_out *o;
 	unsigned nt;
+	bool sub;
 
 	if (!cl || !atomic_load(&cl->routable) || !route_wanted(to, st, kind))
 		return false;
-	nt = route_targets(to, kind, targets);
+	/*
+	 * A subscription goes where the account has sessions, available or
+	 * not: they hold its roster and get the roster pushes.
+	 */
+	sub = kind == STANZA_PRESENCE && !jid_has_resource(to) &&
+	      route_is_subscription(stanza_type(st));
+	nt = route_targets(to, kind, sub, targets);
 	/* Not in the replica: the registry decides for a message or an iq (lua_route). */
 	if (!nt && kind != STANZA_MESSAGE && kind != STANZA_IQ)
 		return false;
+	/*
+	 * Handled once, on one node: run on each, the second would find the
+	 * roster already changed and answer differently.
+	 */
+	if (sub)
+		nt = 1;
 	xml_serialize(&sb, st, XML_NS_CLIENT);
 	o = sb.oom ? NULL : calloc(1, sizeof(*o) + sb.len + 1 + from->len + 1 + to->len + 1);
 	if (!o) {
@@ -1136,7 +1196,7 @@ void cluster_fanout_add(struct cluster_fanout **cf, const char *jid, size_t len)
 
 	if (!cl || !atomic_load(&cl->routable) || jid_parse(&to, jid, len) < 0)
 		return;
-	nt = route_targets(&to, STANZA_PRESENCE, targets);
+	nt = route_targets(&to, STANZA_PRESENCE, false, targets);
 	for (unsigned i = 0; i < nt; i++) {
 		unsigned k = 0;
 
@@ -1298,7 +1358,7 @@ static void in_got(struct credis *c, redisReply *r, void *arg);
 /* Reads the next batch of a worker's stream (blocking on its own connection). */
 static void in_read(struct cluster_inbound *ib)
 {
-	if (ib->reading || !ib->c.up || atomic_load(&cl->leaving))
+	if (ib->reading || ib->settling || !ib->c.up || atomic_load(&cl->leaving))
 		return;
 	if (cluster_redis_cmdf(&ib->c, in_got, ib, "XREADGROUP GROUP " CLUSTER_GROUP " %s COUNT %d "
 			       "BLOCK %d STREAMS %s %s", cl->node, CLUSTER_READ_COUNT,
@@ -1320,9 +1380,55 @@ static void group_make(struct cluster_inbound *ib)
 			   ib->key);
 }
 
+/*
+ * A batch of entries routed here, waiting for what routing them wrote
+ * (offline messages, archive rows) to commit before the stream forgets
+ * them: a node killed in between leaves them pending for its reaper.
+ */
+struct cluster_settle {
+	struct storage_req req;		/* first */
+	struct cluster_inbound *ib;
+	unsigned n;
+	char ids[CLUSTER_READ_COUNT][CLUSTER_ENTRY_ID_MAX];
+};
+
+/* XACKs the batch's entries and reads the next one. */
+static void in_acked(struct cluster_inbound *ib, struct cluster_settle *b)
+{
+	const char *argv[3 + CLUSTER_READ_COUNT] = { "XACK", ib->key, CLUSTER_GROUP };
+	size_t lens[3 + CLUSTER_READ_COUNT];
+
+	for (unsigned i = 0; i < b->n; i++)
+		argv[3 + i] = b->ids[i];
+	for (unsigned i = 0; i < 3 + b->n; i++)
+		lens[i] = strlen(argv[i]);
+	/*
+	 * The connection went meanwhile: the entries stay pending and are
+	 * read again from id 0 (delivered twice rather than lost).
+	 */
+	if (b->n && ib->c.up)
+		cluster_redis_cmd(&ib->c, NULL, NULL, (int)(3 + b->n), argv, lens);
+	in_read(ib);
+}
+
+static void in_settled(struct storage_req *req)
+{
+	struct cluster_settle *b = (struct cluster_settle *)req;
+	struct cluster_inbound *ib = b->ib;
+
+	if (cl && ib->w) {
+		ib->settling = false;
+		in_acked(ib, b);
+	}
+	free(b);
+}
+
 static void in_got(struct credis *c, redisReply *r, void *arg)
 {
 	struct cluster_inbound *ib = arg;
+	struct storage_queue *q = ib->w->srv->store;
+	struct cluster_settle *b;
+	uint64_t mark;
 	size_t n = 0;
 
 	ib->reading = false;
@@ -1334,34 +1440,58 @@ static void in_got(struct credis *c, redisReply *r, void *arg)
 		group_make(ib);
 		return;
 	}
-	if (r->type == REDIS_REPLY_ARRAY && r->elements >= 1 &&
-	    r->element[0]->type == REDIS_REPLY_ARRAY && r->element[0]->elements == 2) {
-		const redisReply *entries = r->element[0]->element[1];
-
-		for (size_t i = 0; i < entries->elements; i++) {
-			const redisReply *e = entries->element[i];
-
-			if (e->type != REDIS_REPLY_ARRAY || e->elements < 2 ||
-			    e->element[0]->type != REDIS_REPLY_STRING)
-				continue;
-			/* A pending entry whose data was trimmed away: nothing left to deliver. */
-			if (e->element[1]->type == REDIS_REPLY_ARRAY)
-				entry_route(ib->w, e, ib);
-			/* Routed at its recipient's home: done as far as the stream goes. */
-			cluster_redis_cmdf(c, NULL, NULL, "XACK %s " CLUSTER_GROUP " %s", ib->key,
-					   e->element[0]->str);
-			n++;
-		}
-	} else if (r->type == REDIS_REPLY_ERROR) {
+	if (r->type == REDIS_REPLY_ERROR) {
 		/* Redis loading its data, or out of memory: again in a moment, not at once. */
 		log_reply_error("cluster.read_failed", r);
 		ib->retry_ms = loop_now_ms(ib->w->loop) + CLUSTER_RETRY_MS;
 		return;
 	}
+	b = calloc(1, sizeof(*b));
+	if (!b) {
+		/* Nothing acknowledged: the entries are read again later (id 0). */
+		ib->backlog = true;
+		ib->retry_ms = loop_now_ms(ib->w->loop) + CLUSTER_RETRY_MS;
+		return;
+	}
+	b->ib = ib;
+	mark = storage_queue_submitted(q);
+	if (r->type == REDIS_REPLY_ARRAY && r->elements >= 1 &&
+	    r->element[0]->type == REDIS_REPLY_ARRAY && r->element[0]->elements == 2) {
+		const redisReply *entries = r->element[0]->element[1];
+
+		for (size_t i = 0; i < entries->elements && b->n < CLUSTER_READ_COUNT; i++) {
+			const redisReply *e = entries->element[i];
+
+			if (e->type != REDIS_REPLY_ARRAY || e->elements < 2 ||
+			    e->element[0]->type != REDIS_REPLY_STRING ||
+			    e->element[0]->len >= CLUSTER_ENTRY_ID_MAX)
+				continue;
+			/* A pending entry whose data was trimmed away: nothing left to deliver. */
+			if (e->element[1]->type == REDIS_REPLY_ARRAY)
+				entry_route(ib->w, e, ib);
+			memcpy(b->ids[b->n++], e->element[0]->str, e->element[0]->len + 1);
+			n++;
+		}
+	}
 	/* Our own backlog (id 0) ends when it comes back empty. */
 	if (ib->backlog && n == 0)
 		ib->backlog = false;
-	in_read(ib);
+	/*
+	 * Routed at their recipients' home: done as far as the stream goes
+	 * once what that wrote committed (a barrier behind those writes,
+	 * durable.h), at once when nothing was written.
+	 */
+	if (storage_queue_submitted(q) == mark) {
+		in_acked(ib, b);
+		free(b);
+		return;
+	}
+	b->req.op = STORAGE_OP_RUN;
+	b->req.run = cluster_noop;
+	b->req.done = in_settled;
+	b->req.inbox = &ib->w->inbox;
+	ib->settling = true;
+	storage_queue_submit(q, &b->req);
 }
 
 static void in_up(struct credis *c)
@@ -1381,6 +1511,143 @@ struct reap_ctx {
 };
 
 static void reap_next(struct reap_ctx *rc);
+
+/*
+ * The end of a dead node's stream: deleted only once what routing its
+ * entries wrote committed. The entries were routed on worker 0 and
+ * forwarded to their recipients' home workers, so each worker gets a
+ * message behind those forwards (mailboxes keep each sender's order) and
+ * submits a barrier behind what they wrote; the last barrier deletes the
+ * stream. Killed before that, the reaper leaves the stream to the next
+ * one (duplicates, not losses).
+ */
+struct reap_fin {
+	unsigned left;			/* barriers not completed (worker 0 counts) */
+	char key[CLUSTER_KEY_MAX];
+};
+
+struct reap_fin_msg {
+	union {
+		struct worker_msg msg;
+		struct storage_req req;
+	};
+	struct reap_fin *fin;
+};
+
+/*
+ * ARGV: a dead node's stream. Deleted only when nothing was added since
+ * the reaper's last read (a node that had not seen the reset yet); 0:
+ * read on.
+ */
+static const char lua_reap_del[] =
+	"local k = ARGV[1]\n"
+	"local ok, s = pcall(redis.call, 'XINFO', 'STREAM', k)\n"
+	"if not ok then return 1 end\n"
+	"local last\n"
+	"for i = 1, #s, 2 do if s[i] == 'last-generated-id' then last = s[i + 1] end end\n"
+	"for _, g in ipairs(redis.call('XINFO', 'GROUPS', k)) do\n"
+	"  for i = 1, #g, 2 do\n"
+	"    if g[i] == 'last-delivered-id' and g[i + 1] ~= last then return 0 end\n"
+	"  end\n"
+	"end\n"
+	"redis.call('DEL', k)\n"
+	"return 1\n";
+
+static void reap_deleted(struct credis *c, redisReply *r, void *arg)
+{
+	struct reap_fin *fin = arg;
+	struct reap_ctx *rc;
+
+	if (r && r->type == REDIS_REPLY_INTEGER && r->integer == 0 &&
+	    (rc = calloc(1, sizeof(*rc))) != NULL) {
+		/* Entries arrived after our last read: those too, then again. */
+		memcpy(rc->key, fin->key, sizeof(rc->key));
+		rc->claimed = true;
+		reap_next(rc);
+	} else if (r && r->type == REDIS_REPLY_ERROR) {
+		log_reply_error("cluster.reap_failed", r);
+	}
+	free(fin);
+}
+
+/* Worker 0: one more barrier completed (or could not be made); the last one deletes. */
+static void reap_fin_one(struct reap_fin *fin)
+{
+	if (--fin->left)
+		return;
+	if (!conn_reg()->up || cluster_redis_cmdf(conn_reg(), reap_deleted, fin, "EVAL %s 0 %s",
+						  lua_reap_del, fin->key) < 0)
+		free(fin);	/* the stream stays: the next reaper routes it again */
+}
+
+static void reap_fin_back(struct worker *w, struct worker_msg *msg)
+{
+	struct reap_fin_msg *m = (struct reap_fin_msg *)msg;
+	struct reap_fin *fin = m->fin;
+
+	free(m);
+	reap_fin_one(fin);
+}
+
+/* On the worker that submitted it: back to worker 0, which owns the Redis connection. */
+static void reap_fin_done(struct storage_req *req)
+{
+	struct reap_fin_msg *m = (struct reap_fin_msg *)req;
+	struct worker *w = (struct worker *)((char *)req->inbox - offsetof(struct worker, inbox));
+
+	if (!cl || !cl->w0) {
+		free(m);	/* shutting down: the stream stays for another reaper */
+		return;
+	}
+	memset(&m->msg, 0, sizeof(m->msg));
+	if (w == cl->w0)
+		reap_fin_back(w, &m->msg);
+	else
+		worker_post(w, 0, &m->msg, reap_fin_back);
+}
+
+/* On each worker, behind the forwards worker 0 posted: a barrier. */
+static void reap_fin_arrived(struct worker *w, struct worker_msg *msg)
+{
+	struct reap_fin_msg *m = (struct reap_fin_msg *)msg;
+
+	memset(&m->req, 0, sizeof(m->req));
+	m->req.op = STORAGE_OP_RUN;
+	m->req.run = cluster_noop;
+	m->req.done = reap_fin_done;
+	m->req.inbox = &w->inbox;
+	storage_queue_submit(w->srv->store, &m->req);
+}
+
+static void reap_finish(struct reap_ctx *rc)
+{
+	unsigned nw = cl->srv->nworkers;
+	struct reap_fin *fin = calloc(1, sizeof(*fin));
+
+	if (!fin) {
+		free(rc);
+		return;	/* the stream stays: the next reaper routes it again */
+	}
+	memcpy(fin->key, rc->key, sizeof(fin->key));
+	free(rc);
+	/* One more than the workers: the loop's own, so no barrier finishes it early. */
+	fin->left = nw + 1;
+	for (unsigned k = 0; k < nw; k++) {
+		struct reap_fin_msg *m = calloc(1, sizeof(*m));
+
+		if (!m) {
+			/* Counted as done: a missing barrier must not keep the stream forever. */
+			reap_fin_one(fin);
+			continue;
+		}
+		m->fin = fin;
+		if (k == cl->w0->id)
+			reap_fin_arrived(cl->w0, &m->msg);
+		else
+			worker_post(cl->w0, k, &m->msg, reap_fin_arrived);
+	}
+	reap_fin_one(fin);
+}
 
 static void reap_entries(const redisReply *entries)
 {
@@ -1422,8 +1689,7 @@ static void reap_got(struct credis *c, redisReply *r, void *arg)
 		reap_next(rc);
 		return;
 	}
-	cluster_redis_cmdf(conn_reg(), NULL, NULL, "DEL %s", rc->key);
-	free(rc);
+	reap_finish(rc);
 }
 
 static void reap_next(struct reap_ctx *rc)

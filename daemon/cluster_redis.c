@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <time.h>
 
 #include <hiredis/async.h>
@@ -25,6 +26,12 @@
 #include "log.h"
 #include "loop.h"
 #include "worker.h"
+
+/*
+ * hiredis reads 16 KB per call: 1024 calls cover a 16 MB reply (a dead
+ * node's stream is read 10000 entries at a time, a few MB).
+ */
+#define CREDIS_READS_PER_WAKEUP	1024
 
 /* What travels with a command to its reply. */
 struct credis_call {
@@ -238,6 +245,15 @@ void cluster_redis_polled(struct credis *c, uint32_t poll_id, uint32_t gen, int 
 	if (!more)
 		c->reading = false;	/* the multishot poll ended: armed again below */
 	redisAsyncHandleRead(c->ac);
+	/*
+	 * hiredis reads at most 16 KB a call and the multishot poll fires
+	 * again only when more data arrives: the rest of a large reply (a
+	 * batch of stream entries) would wait for the next one. Read what
+	 * is already there (bounded: other connections get their turn).
+	 */
+	for (int i = 0, n; i < CREDIS_READS_PER_WAKEUP && gen == c->gen && c->ac &&
+			   ioctl(c->ac->c.fd, FIONREAD, &n) == 0 && n > 0; i++)
+		redisAsyncHandleRead(c->ac);
 	/* The read may have freed the context (EOF): then gen moved on. */
 	if (gen == c->gen && c->ac && !c->reading)
 		credis_add_read(c);

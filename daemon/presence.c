@@ -1187,3 +1187,66 @@ void presence_roster_removed(struct worker *w, const char *bare, size_t bare_len
 	if (state & SUB_FROM)
 		presence_send_unavailable(w, bare, bare_len, contact->buf);
 }
+
+/* ---- A dead node's sessions (cluster mode) ---- */
+
+struct gone_req {
+	struct storage_req req;		/* first */
+	struct roster *roster;		/* out: the account's roster */
+	char full[];
+};
+
+static int presence_gone_run(struct storage *st, struct storage_req *req)
+{
+	struct gone_req *g = (struct gone_req *)req;
+
+	return roster_load_sync(st, req->user, &g->roster);
+}
+
+static void presence_gone_done(struct storage_req *req)
+{
+	struct gone_req *g = (struct gone_req *)req;
+	struct worker *w = (struct worker *)((char *)req->inbox - offsetof(struct worker, inbox));
+	unsigned sent = 0;
+
+	if (req->result < 0) {
+		log_warn("presence.gone_failed", "jid=%s err=%d msg=\"the roster could not be read; "
+			 "contacts keep the session's last presence\"", g->full, req->result);
+	} else if (g->roster) {
+		for (const struct roster_item *it = g->roster->items; it; it = it->next) {
+			struct arena a;
+
+			if (it->deleted || !(it->sub & SUB_FROM))
+				continue;
+			arena_init(&a, PRESENCE_ARENA_CHUNK);
+			presence_route(w, presence_new(&a, "unavailable", g->full, it->jid));
+			arena_release(&a);
+			sent++;
+		}
+	}
+	log_info("presence.gone", "jid=%s contacts=%u", g->full, sent);
+	roster_free(g->roster);
+	free(g);
+}
+
+void presence_unavailable_for(struct worker *w, const char *full)
+{
+	size_t len = strlen(full);
+	struct gone_req *g;
+	struct jid j;
+
+	if (jid_parse(&j, full, len) < 0 || !jid_has_local(&j) || !jid_has_resource(&j))
+		return;
+	g = calloc(1, sizeof(*g) + len + 1);
+	if (!g) {
+		log_warn("presence.gone_failed", "jid=%s msg=\"out of memory\"", full);
+		return;
+	}
+	memcpy(g->full, full, len + 1);
+	snprintf(g->req.user, sizeof(g->req.user), "%.*s", (int)j.local_len, j.buf);
+	g->req.op = STORAGE_OP_RUN;
+	g->req.run = presence_gone_run;
+	g->req.done = presence_gone_done;
+	g->req.inbox = &w->inbox;
+	storage_queue_submit(w->srv->store, &g->req);
+}

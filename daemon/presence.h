@@ -91,6 +91,14 @@ void presence_session_end(struct worker *w, struct session *s);
 void presence_roster_removed(struct worker *w, const char *bare, size_t bare_len,
 			     const struct jid *contact, uint8_t state);
 
+/*
+ * Cluster mode: the available session `full` of a node that died ended
+ * without its unavailable presence (cluster.c, the reaper). Sends it, as
+ * the session's end would have, to the contacts with a From subscription
+ * in the account's roster, read from the (shared) store. Worker w.
+ */
+void presence_unavailable_for(struct worker *w, const char *full);
+
 /* Parses a <priority/> value (RFC 6121 4.7.2.3: -128..127). 0 or -1. */
 int presence_parse_priority(const char *text, int *out);
 

@@ -375,7 +375,8 @@ def test_a_message_for_a_node_killed_before_reading_it_ends_up_offline(redis):
     # The iq is answered (RFC 6121 8.5.3.2.1: no such resource any more).
     iq = next_of(a, q(NS_CLIENT, "iq"), pred=lambda e: e.get("id") == "lost-iq")
     assert iq.get("type") == "error" and iq.get("from") == jb, tostr(iq)
-    assert streams(redis, "o2") == []  # handled, then deleted
+    # Handled, then deleted once what handling them wrote committed.
+    wait_until("o2's streams deleted", lambda: streams(redis, "o2") == [])
     b.close()
     # The recipient logs in on the reaper's node and gets it from offline storage.
     b2, _ = online(n1, ub, pb, "again")
