@@ -48,6 +48,7 @@
 #include "server.h"
 #include "session.h"
 #include "storage.h"
+#include "storage_db.h"
 #include "ktls.h"
 #include "tls.h"
 #include "worker.h"
@@ -586,9 +587,18 @@ int main(int argc, char **argv)
 	open_worker_sockets(&srv);
 	bpf_steer_start(&srv);
 
-	ret = load_secret(cfg.state_dir, "decoy.key", srv.decoy_secret);
+	/*
+	 * The nodes of a cluster share their store, and must share this secret
+	 * too (an unknown name gets the same decoy salt from each): in the
+	 * store then. One node alone keeps it in its state directory.
+	 */
+	if (storage_on_pg(st))
+		ret = storage_shared_secret(st, "decoy", srv.decoy_secret);
+	else
+		ret = load_secret(cfg.state_dir, "decoy.key", srv.decoy_secret);
 	if (ret < 0) {
-		fprintf(stderr, "stanzad: cannot read or create %s/decoy.key: %s\n", cfg.state_dir,
+		fprintf(stderr, "stanzad: cannot read or create the SCRAM decoy secret (%s): %s\n",
+			storage_on_pg(st) ? "in the store" : "decoy.key in the state directory",
 			strerror(-ret));
 		goto out_listeners;
 	}

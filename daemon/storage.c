@@ -18,6 +18,7 @@
  */
 #include <ctype.h>
 #include <errno.h>
+#include <sys/random.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -413,6 +414,17 @@ static const char *const storage_migrations[] = {
 	"ALTER TABLE pubsub_nodes ADD COLUMN last_seq INTEGER NOT NULL DEFAULT 0;"
 	"UPDATE pubsub_nodes SET last_seq = coalesce((SELECT max(seq) FROM pubsub_items"
 	" WHERE pubsub_items.node_id = pubsub_nodes.id), 0);",
+
+	/*
+	 * 11: secrets every node serving the store must share (the SCRAM
+	 * decoys of unknown users: a node with its own would answer an
+	 * unknown name with another salt than the others, and tell it
+	 * apart from a real account).
+	 */
+	"CREATE TABLE shared_secrets ("
+	"  name  TEXT NOT NULL PRIMARY KEY,"
+	"  value BLOB NOT NULL"
+	");",
 };
 
 enum storage_stmt {
@@ -1394,6 +1406,42 @@ static bool column_blob_exact(struct db_stmt *s, int col, void *dst, size_t len)
 		return false;
 	memcpy(dst, p, len);
 	return true;
+}
+
+int storage_shared_secret(struct storage *st, const char *name, uint8_t out[32])
+{
+	static const char sql_put[] = "INSERT INTO shared_secrets (name, value) VALUES (?1, ?2)"
+				      " ON CONFLICT (name) DO NOTHING";
+	static const char sql_get[] = "SELECT value FROM shared_secrets WHERE name = ?1";
+	uint8_t fresh[32];
+	struct db_stmt *s;
+	int rc, ret;
+
+	/* The first node to get here decides; the others read what it stored. */
+	if (getrandom(fresh, sizeof(fresh), 0) != (ssize_t)sizeof(fresh))
+		return -errno;
+	s = storage_stmt(st, sql_put);
+	if (!s)
+		return -EIO;
+	rc = db_bind_text(s, 1, name, -1);
+	if (!rc)
+		rc = db_bind_blob(s, 2, fresh, (int)sizeof(fresh));
+	explicit_bzero(fresh, sizeof(fresh));
+	ret = rc ? -EIO : storage_stmt_exec(st, "secret_put", s);
+	if (ret)
+		return ret;
+	s = storage_stmt(st, sql_get);
+	if (!s)
+		return -EIO;
+	rc = db_bind_text(s, 1, name, -1);
+	if (!rc)
+		rc = db_step(s);
+	if (rc == DB_ROW)
+		ret = column_blob_exact(s, 0, out, 32) ? 0 : -EIO;
+	else
+		ret = rc == DB_DONE ? -ENOENT : sql_error(st, "secret_get", rc);
+	storage_stmt_release(s);
+	return ret;
 }
 
 int storage_account_get(struct storage *st, const char *user, struct scram_creds *out)

@@ -135,6 +135,13 @@ int storage_savepoint(struct storage *st);
 int storage_savepoint_release(struct storage *st);
 int storage_savepoint_undo(struct storage *st);
 
+/*
+ * A 32-byte secret shared by every process serving this store, by name:
+ * read, or made at random and stored by the first to ask (nodes of a
+ * cluster on one PostgreSQL database get the same one). 0 or -errno.
+ */
+int storage_shared_secret(struct storage *st, const char *name, uint8_t out[32]);
+
 /* ---- Asynchronous queue ---- */
 
 enum storage_op {
