@@ -45,6 +45,14 @@ generator (build/loadgen, tests/bench/loadgen.c) to separate CPUs, and runs:
              the server gets CPU 0 and the generators CPU 1; with N it gets the
              first N CPUs and the generators the rest, or every CPU when none is
              left (a 2-core host: they share the cores)
+  cluster    (not in the default set) three stanzad nodes on one Redis, both
+             started by the bench (scripts/bench_cluster.py): messages/s in a
+             closed loop and latency p50/p99 at --cluster-rate msg/s between
+             users on the same node and on different nodes, and a presence
+             fan-out to --cluster-contacts contacts spread over the three
+             nodes against all on the publisher's node (time to the last
+             contact, stream entries per update); DIR/CLUSTER.md with
+             --report DIR
 
 The other scenarios run stanzad with one worker (--workers, 1 by default):
 the classic single-core comparison, the peers being pinned to one core too.
@@ -83,6 +91,7 @@ import hashlib
 import hmac
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_cluster  # noqa: E402
 import bench_peers  # noqa: E402  (scripts/, beside this file)
 import bench_report  # noqa: E402
 
@@ -104,7 +113,7 @@ SALT = b"stanzad-bench-sa"  # 16 bytes, like scram.h's SCRAM_SALT_LEN
 ALL_SCENARIOS = ("selftest", "messages", "latency", "presence", "pubsub", "idle", "login",
                  "reconnect")
 # Asked for by name only (--scenario workers): not part of the default run.
-EXTRA_SCENARIOS = ("workers",)
+EXTRA_SCENARIOS = ("workers", "cluster")
 LOGIN_MODES = ("classic", "sasl2", "fast")
 RECONNECT_VARIANTS = ("resume", "relogin")
 BUDGET_US_PER_LOGIN = 200.0  # >= 5,000 logins/s per core (DESIGN)
@@ -1624,6 +1633,22 @@ def parse_args(argv):
                    help="scenario workers: storm devices per loopback source address, "
                         "127.0.0.2 and on (1: one address per device, as on the Internet; "
                         "source-hash needs many)")
+    p.add_argument("--cluster-pairs", type=int, default=60,
+                   help="scenario cluster: client pairs in the message runs (60)")
+    p.add_argument("--cluster-window", type=int, default=16,
+                   help="scenario cluster: messages in flight per client, closed loop (16)")
+    p.add_argument("--cluster-duration", type=float, default=5,
+                   help="scenario cluster: seconds measured per message run (5)")
+    p.add_argument("--cluster-rate", type=int, default=1000,
+                   help="scenario cluster: open-loop rate for the latency, msg/s (1000)")
+    p.add_argument("--cluster-contacts", type=int, default=300,
+                   help="scenario cluster: the publisher's contacts in the fan-out (300)")
+    p.add_argument("--cluster-storage", choices=("sqlite", "postgresql"), default="sqlite",
+                   help="scenario cluster: a SQLite store per node (a copy of the seeded "
+                        "one), or one PostgreSQL database the three share, on a throwaway "
+                        "server the bench starts (sqlite)")
+    p.add_argument("--cluster-updates", type=int, default=200,
+                   help="scenario cluster: presence updates per fan-out layout (200)")
     p.add_argument("--server-cpus", default=None, help="taskset list for the server")
     p.add_argument("--loadgen-cpus", default=None, help="taskset list for the loadgen")
     p.add_argument("--servers", default="stanzad",
@@ -1712,6 +1737,14 @@ def parse_args(argv):
         p.error("--login-users must not exceed the seeded accounts (--clients, --idle-clients)")
     if o.clients < 2 or o.clients % 2:
         p.error("--clients must be even (clients talk in pairs)")
+    if "cluster" in o.scenarios:
+        if min(o.cluster_pairs, o.cluster_window, o.cluster_contacts, o.cluster_updates,
+               o.cluster_rate) < 1 or \
+                o.cluster_duration <= 0:
+            p.error("--cluster-pairs, -contacts, -updates, -rate, -duration must be positive")
+        # Accounts: both layouts' pairs, and the fan-out's contacts.
+        o.clients = max(o.clients, 4 * o.cluster_pairs)
+        o.receivers = max(o.receivers, o.cluster_contacts)
     cpus = sorted(os.sched_getaffinity(0))
     if o.server_cpus is None:
         o.server_cpus = str(cpus[0]) if len(cpus) > 1 else ""
@@ -1751,9 +1784,23 @@ def peer_accounts(opts):
 
 def write_report(opts, meta, lines):
     """--report DIR: the run's JSON lines (meta first) and REPORT.md from them;
-    the workers scenario's go to DIR/workers.jsonl and DIR/WORKERS.md, and a
-    run of that scenario alone writes only those."""
+    the workers scenario's go to DIR/workers.jsonl and DIR/WORKERS.md, the
+    cluster scenario's to DIR/cluster.jsonl and DIR/CLUSTER.md, and a run of
+    those scenarios alone writes only theirs."""
     os.makedirs(opts.report, exist_ok=True)
+    if "cluster" in opts.scenarios:
+        cl = [r for r in lines if r.get("scenario", "").startswith("cluster")]
+        path = os.path.join(opts.report, "cluster.jsonl")
+        with open(path, "w") as f:
+            for r in [meta] + cl:
+                f.write(json.dumps(r) + "\n")
+        meta2, results = bench_report.load(path)
+        with open(os.path.join(opts.report, "CLUSTER.md"), "w") as f:
+            f.write(bench_cluster.render(results, meta2))
+        log("report: %s (figures in %s)" % (os.path.join(opts.report, "CLUSTER.md"), path))
+        lines = [r for r in lines if r not in cl]
+        if not [s for s in opts.scenarios if s != "cluster"]:
+            return
     if "workers" in opts.scenarios:
         wl = [r for r in lines if r.get("scenario") in bench_report.WORKER_SCENARIOS or
               (r.get("scenario", "").startswith(("storm", "messages w")) and "error" in r)]
@@ -1797,6 +1844,7 @@ def main(argv):
                 "fs.nr_open", "fs.file-max", "net.ipv4.ip_local_port_range")]))
     t_start = time.monotonic()
     results, failures, notes, lines = [], [], [], []
+    cluster_lines = []  # not in results: the summary table has no rows for them
     template, roster_ok, pubsub_ok = None, True, True
     host = host_info()
     meta = {"event": "meta", "command": "scripts/bench.py " + " ".join(argv),
@@ -1951,6 +1999,27 @@ def main(argv):
                     failures.append(("workers", "needs a stanzad started by the bench"))
                 else:
                     run_jobs(server, workers_jobs(opts, template, with_server))
+            if "cluster" in opts.scenarios:
+                if opts.target:
+                    failures.append(("cluster", "needs stanzads started by the bench"))
+                else:
+                    quiet("cluster")
+                    try:
+                        for r in bench_cluster.run(opts, template, Server, free_port,
+                                                   cpu_seconds, log):
+                            r["server"] = server
+                            r["host"] = host
+                            print(json.dumps(r), flush=True)
+                            cluster_lines.append(r)
+                            lines.append(r)
+                            if "error" in r:
+                                failures.append(("cluster", r["error"].splitlines()[0]))
+                    except (BenchError, bench_cluster.ClusterError, OSError) as e:
+                        log("cluster failed: %s" % e)
+                        failures.append(("cluster", str(e).splitlines()[0]))
+                        err = {"scenario": "cluster", "server": server, "error": str(e)}
+                        print(json.dumps(err), flush=True)
+                        lines.append(err)
             continue
         peer = bench_peers.make_peer(server, opts, opts.server_cpus)
         try:
@@ -1994,6 +2063,8 @@ def main(argv):
     if template:
         shutil.rmtree(template, ignore_errors=True)
     print(summary(results, failures))
+    if cluster_lines:
+        print(bench_cluster.summary(cluster_lines))
     for n in notes:
         print(n)
     print("total %.0f s" % (time.monotonic() - t_start))

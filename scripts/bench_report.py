@@ -972,9 +972,15 @@ def main(argv):
     p.add_argument("-o", "--output", default=None, help="report file (default: stdout)")
     p.add_argument("--workers", action="store_true",
                    help="the workers report (WORKERS.md) from workers.jsonl")
+    p.add_argument("--cluster", action="store_true",
+                   help="the cluster report (CLUSTER.md) from cluster.jsonl")
     o = p.parse_args(argv)
     meta, results = load(o.results)
-    text = (render_workers if o.workers else render)(results, meta)
+    if o.cluster:
+        import bench_cluster  # beside this file; only the cluster report needs it
+        text = bench_cluster.render(results, meta)
+    else:
+        text = (render_workers if o.workers else render)(results, meta)
     if o.output:
         with open(o.output, "w") as f:
             f.write(text)
