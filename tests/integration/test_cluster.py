@@ -496,3 +496,30 @@ def test_a_stream_management_ack_waits_until_the_stanza_is_in_redis(redis, same_
     b.close()
     n1.stop()
     n2.stop()
+
+
+def test_a_session_the_replica_does_not_know_yet_is_found_in_the_registry(redis):
+    """The replica lags Redis by the events a node has not read: a message
+    for a resource it does not show asks the registry before it is taken
+    for offline. Simulated with a registry entry written without its event:
+    n1's replica never hears of resource `ghost`, Redis says it is on n2,
+    where the message goes; n2 has no such resource and, as for any chat
+    message to a gone resource, hands it to the account's session there.
+    Without the lookup n1 would have stored it offline."""
+    n1, n2 = node(redis, "l1"), node(redis, "l2")
+    ua, pa, ba = account_on(uniq("la"), "pw-a", n1, n2)
+    ub, pb, bb = account_on(uniq("lb"), "pw-b", n1, n2)
+    a, ja = online(n1, ua, pa, "pa")
+    b, jb = online(n2, ub, pb, "real")
+    wait_until("n1 knows b's session", lambda: status(n1)["replica_sessions"] == 1)
+    worker = registry(redis, bb)["real"].split()[1]
+    redis.cli("HSET", "stanzad:%s:sess:%s" % (DOMAIN, bb), "ghost", "l2 %s 0 1" % worker)
+    a.send(("<message to='%s/ghost' type='chat' id='g1'><body>found you</body></message>" %
+            bb).encode())
+    m = next_of(b, q(NS_CLIENT, "message"), pred=lambda e: body_of(e) == "found you")
+    assert m.get("from") == ja, tostr(m)
+    assert status(n1)["replica_sessions"] == 1  # the entry never reached the replica
+    a.close()
+    b.close()
+    n1.stop()
+    n2.stop()
