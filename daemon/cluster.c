@@ -13,6 +13,7 @@
  *   events             channel: "set FULL VALUE", "del FULL NODE", "reset NODE"
  *   in:NAME:K          stream of stanzas for NAME's worker K (consumer group "g")
  *   left:NAME          string, PX 2*ttl: NAME stopped on purpose (no crash)
+ *   owner:services     string, PX ttl: the node that runs the services (a lease)
  *
  * Everything that reads or writes several keys at once is a Lua script, so
  * that a node dying in the middle leaves nothing half done. Worker 0 runs
@@ -43,8 +44,12 @@
 #include "loop.h"
 #include "mailbox.h"
 #include "presence.h"
+#include "muc.h"
+#include "provisioning.h"
+#include "pubsub.h"
 #include "router.h"
 #include "server.h"
+#include "service.h"
 #include "session.h"
 #include "sm.h"
 #include "stanza.h"
@@ -73,6 +78,7 @@
 #define CLUSTER_DEAD_KEEP_MS	600000	/* a reaped node stays in the status this long */
 #define CLUSTER_RETRY_MS	1000	/* a failed join or read (Redis loading its data) */
 #define CLUSTER_ENTRY_ID_MAX	48	/* a stream entry id: "MS-SEQ", two 64-bit numbers */
+#define CLUSTER_OWN_FIND	64	/* resources of one account looked through */
 
 enum cluster_conn_id {
 	CL_CONN_REG = 0,	/* worker 0: membership and registry commands, XADD, reaping */
@@ -461,6 +467,8 @@ static void replica_reload(void)
 		cl->loading = true;
 }
 
+static void provisioning_event(const char *ev);
+
 static void events_message(struct credis *c, redisReply *r, void *arg)
 {
 	redisReply *kind, *payload;
@@ -477,6 +485,10 @@ static void events_message(struct credis *c, redisReply *r, void *arg)
 	}
 	if (strcmp(kind->str, "message") != 0 || payload->type != REDIS_REPLY_STRING)
 		return;
+	if (strncmp(payload->str, "prov ", 5) == 0) {
+		provisioning_event(payload->str + 5);	/* not the registry's: never held */
+		return;
+	}
 	if (cl->loading) {
 		strbuf_append(&cl->held, payload->str, payload->len);
 		strbuf_append(&cl->held, "", 1);
@@ -740,8 +752,12 @@ static void beat_done(struct credis *c, redisReply *r, void *arg)
 	}
 }
 
+static void owner_check(void);
+static void owner_forget(void);
+
 static void beat(void)
 {
+	owner_check();	/* the services' lease rides along with every heartbeat */
 	if (cl->beat_in_flight)
 		return;
 	if (cluster_redis_cmdf(conn_reg(), beat_done, NULL, "EVAL %s 0 %s %s %s %u", lua_beat,
@@ -806,6 +822,7 @@ static void reg_down(struct credis *c)
 	cl->joining = false;
 	cl->beat_in_flight = false;
 	atomic_store(&cl->routable, false);
+	owner_forget();
 	log_warn("cluster.redis_down", "uri=%s msg=\"Redis does not answer: reconnecting; "
 		 "stanzas for other nodes are handled as if their recipients were offline\"",
 		 cl->uri_shown);
@@ -1175,6 +1192,479 @@ bool cluster_route(struct worker *w, struct conn *src, struct xml_node *st,
 	return true;
 }
 
+/* ---- The services: one owner node (docs/clustering.md) ---- */
+
+/*
+ * The lease PREFIX owner:services names the node whose worker 0 runs the
+ * services; every other node sends their stanzas there. Worker 0's
+ * alone: the router calls cluster_service_route on worker 0 (stanzas for
+ * services are forwarded there first), the status runs there.
+ */
+static struct {
+	char owner[CLUSTER_NODE_NAME_MAX + 1];	/* "" while unknown */
+	bool mine;			/* we hold the lease: the services are served here */
+	bool in_flight;
+	uint64_t takeovers;		/* leases taken (each reloads the services' state) */
+	uint64_t forwarded, refused;	/* stanzas sent to the owner; answered unavailable */
+} svc_own;
+
+/*
+ * ARGV: prefix, name, token, ttl. Renews the lease when it is ours, takes
+ * it when it is free (and we are alive: a node that lost its name takes
+ * nothing); answers {owner or '', 1 when we took it just now}.
+ */
+static const char lua_owner[] =
+	"local p, n = ARGV[1], ARGV[2]\n"
+	"local k = p..'owner:services'\n"
+	"local cur = redis.call('GET', k)\n"
+	"if redis.call('GET', p..'alive:'..n) ~= ARGV[3] then return {cur or '', 0} end\n"
+	"if cur == n then redis.call('PEXPIRE', k, ARGV[4]); return {n, 0} end\n"
+	"if cur then return {cur, 0} end\n"
+	"redis.call('SET', k, n, 'PX', ARGV[4])\n"
+	"return {n, 1}\n";
+
+/*
+ * ARGV: prefix, name. Gives the lease back (a stop on purpose): the next
+ * heartbeat elsewhere takes it.
+ */
+static const char lua_owner_release[] =
+	"local k = ARGV[1]..'owner:services'\n"
+	"if redis.call('GET', k) == ARGV[2] then redis.call('DEL', k) end\n"
+	"return 1\n";
+
+/*
+ * We took the lease: the persistent state of the services (rooms, pubsub
+ * nodes with their affiliations and subscriptions) is read again from the
+ * shared store, since the previous owner changed it after we started. A
+ * store of our own (one connection, for the time of the load) because
+ * the storage thread owns the queue's; worker 0's loop waits meanwhile.
+ * Nothing of ours is lost: a node that does not hold the lease serves
+ * nothing, so its copy of that state is unused.
+ */
+static void services_reload(void)
+{
+	const struct config *cfg = cl->srv->cfg;
+	struct storage *st;
+	char why[256] = "";
+	uint64_t t0 = wall_ms();
+	int ret;
+
+	ret = storage_open_at(&st, cfg->storage, cfg->state_dir, why, sizeof(why));
+	if (ret < 0) {
+		log_error("cluster.services_load_failed", "err=%d msg=\"cannot open the store: "
+			  "the services run with the state loaded at startup\"", ret);
+		return;
+	}
+	ret = muc_service_reload(cl->srv, st);
+	if (ret == 0)
+		ret = pubsub_service_reload(st, cl->srv);
+	storage_close(st);
+	if (ret < 0)
+		log_error("cluster.services_load_failed", "err=%d", ret);
+	else
+		log_info("cluster.services_loaded", "ms=%llu",
+			 (unsigned long long)(wall_ms() - t0));
+}
+
+static void owner_seen(struct credis *c, redisReply *r, void *arg)
+{
+	const char *name;
+	bool mine, taken;
+
+	svc_own.in_flight = false;
+	if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+	    r->element[0]->type != REDIS_REPLY_STRING ||
+	    r->element[1]->type != REDIS_REPLY_INTEGER) {
+		if (r)
+			log_reply_error("cluster.owner_failed", r);
+		return;
+	}
+	name = r->element[0]->str;
+	taken = r->element[1]->integer == 1;
+	mine = strcmp(name, cl->node) == 0;
+	if (strcmp(name, svc_own.owner) != 0) {
+		if (name[0])
+			log_info("cluster.services_owner", "name=%s self=%s", name,
+				 mine ? "yes" : "no");
+		else
+			log_warn("cluster.services_owner", "name=none msg=\"no node holds the "
+				 "services' lease: their stanzas are answered "
+				 "service-unavailable\"");
+	}
+	if (svc_own.mine && !mine)
+		log_warn("cluster.services_lost", "owner=%s msg=\"another node took the "
+			 "services' lease (ours expired)\"", name[0] ? name : "none");
+	snprintf(svc_own.owner, sizeof(svc_own.owner), "%s", name);
+	/*
+	 * Taken just now (it was free): whoever held it before may have
+	 * changed the stored state. Still ours (a renewal): nothing to load.
+	 */
+	if (mine && taken) {
+		svc_own.takeovers++;
+		services_reload();
+	}
+	svc_own.mine = mine;
+}
+
+/* Each heartbeat: renew, take or learn the owner. */
+static void owner_check(void)
+{
+	if (svc_own.in_flight || !cl->joined)
+		return;
+	if (cluster_redis_cmdf(conn_reg(), owner_seen, NULL, "EVAL %s 0 %s %s %s %u", lua_owner,
+			       cl->prefix, cl->node, cl->token, cl->ttl) == 0)
+		svc_own.in_flight = true;
+}
+
+/*
+ * Redis is gone: the lease cannot be renewed, and expires within the TTL,
+ * when another node may take it. Until we know again, no node is the owner
+ * as far as we can tell: not even this one.
+ */
+static void owner_forget(void)
+{
+	if (svc_own.mine)
+		log_warn("cluster.services_lost", "owner=unknown msg=\"Redis does not answer\"");
+	svc_own.owner[0] = '\0';
+	svc_own.mine = false;
+	svc_own.in_flight = false;
+}
+
+static void owner_release(void)
+{
+	if (!svc_own.mine || !cl->joined)
+		return;
+	cluster_redis_cmdf(conn_reg(), NULL, NULL, "EVAL %s 0 %s %s", lua_owner_release,
+			   cl->prefix, cl->node);
+	svc_own.mine = false;
+	svc_own.owner[0] = '\0';
+}
+
+static void owner_status(json_t *r)
+{
+	json_object_set_new(r, "services_owner",
+			    svc_own.owner[0] ? json_string(svc_own.owner) : json_null());
+	json_object_set_new(r, "services_here", json_boolean(svc_own.mine));
+	json_object_set_new(r, "services", json_pack("{s:I, s:I, s:I}",
+						     "takeovers", (json_int_t)svc_own.takeovers,
+						     "forwarded", (json_int_t)svc_own.forwarded,
+						     "refused", (json_int_t)svc_own.refused));
+}
+
+/*
+ * An occupant's self-ping (XEP-0410: an iq ping to its own room JID).
+ * XEP-0410 reads service-unavailable as "joined, the occupant just does
+ * not answer pings": while the rooms have no owner, the right answer is
+ * remote-server-timeout ("the service is unreachable, ask again later"),
+ * after which the new owner answers not-acceptable (not an occupant: the
+ * occupants were lost with the old owner) and the client joins again.
+ */
+static bool service_self_ping(struct xml_node *st, const struct jid *to)
+{
+	struct xml_node *p = xml_first_element(st);
+
+	return stanza_kind(st) == STANZA_IQ && strcmp(stanza_type(st), "get") == 0 &&
+	       jid_has_resource(to) && p && strcmp(p->name, "ping") == 0 &&
+	       strcmp(p->ns, "urn:xmpp:ping") == 0 &&
+	       strncmp(to->buf + to->domain_off, MUC_SERVICE_LABEL ".",
+		       strlen(MUC_SERVICE_LABEL) + 1) == 0;
+}
+
+/* No owner: the sender learns the service is not there now (no error for an error or a leave). */
+static void service_refuse(struct worker *w, struct conn *src, struct xml_node *st,
+			   const struct jid *to)
+{
+	svc_own.refused++;
+	if (stanza_kind(st) == STANZA_PRESENCE && strcmp(stanza_type(st), "unavailable") == 0)
+		return;
+	router_bounce_w(w, src, st, service_self_ping(st, to) ? "remote-server-timeout"
+							       : "service-unavailable");
+}
+
+/* A stanza for the owner that did not reach Redis: answered here instead. */
+static void service_unsent(struct cluster_out *o)
+{
+	struct xml_node *st;
+	struct arena a;
+	struct jid jt;
+
+	if (jid_parse(&jt, o->to, strlen(o->to)) < 0)
+		return;
+	arena_init(&a, 4096);
+	st = stored_xml_parse(cl->w0->xml, &a, o->payload, o->payload_len);
+	if (st)
+		service_refuse(cl->w0, NULL, st, &jt);
+	arena_release(&a);
+	arena_reset(&cl->w0->tmp);
+}
+
+/*
+ * ARGV: prefix, owner, its stream, then the entry's fields and values.
+ * Added only while the owner's heartbeat lives: the reaper of a dead
+ * owner deletes its stream, and an entry added after that would wait for
+ * a reader that never comes.
+ */
+static const char lua_service_add[] =
+	"if redis.call('EXISTS', ARGV[1]..'alive:'..ARGV[2]) == 0 then\n"
+	"  return redis.error_reply('NOOWNER')\n"
+	"end\n"
+	"return redis.call('XADD', ARGV[3], 'MAXLEN', '~', '" CLUSTER_STREAM_MAXLEN "', '*', "
+	"unpack(ARGV, 4))\n";
+
+static void service_added(struct credis *c, redisReply *r, void *arg)
+{
+	struct cluster_out *o = arg;
+
+	if (!r && c->stopping) {
+		free(o);	/* shutting down: nothing is routed or released any more */
+		return;
+	}
+	/* The owner died (NOOWNER), or Redis went or refused: answered here. */
+	if (!r || r->type == REDIS_REPLY_ERROR)
+		service_unsent(o);
+	out_done(o);
+}
+
+/*
+ * The registry value of our session `full` ("" when it has none: the
+ * server itself, or a session that ended), from our own table.
+ */
+static void own_value(const char *full, char *val, size_t size)
+{
+	struct cluster_entry e[CLUSTER_OWN_FIND];
+	const char *slash = strchr(full, '/');
+	char bare[JID_MAX];
+	size_t n;
+
+	val[0] = '\0';
+	if (!slash || (size_t)(slash - full) >= sizeof(bare))
+		return;
+	memcpy(bare, full, (size_t)(slash - full));
+	bare[slash - full] = '\0';
+	n = cluster_table_find(cl->own, bare, e, CLUSTER_OWN_FIND);
+	for (size_t i = 0; i < n && i < CLUSTER_OWN_FIND; i++)
+		if (strcmp(e[i].resource, slash + 1) == 0 &&
+		    cluster_sess_encode(&e[i].v, val, size) < 0)
+			val[0] = '\0';
+}
+
+/*
+ * The owner, for an entry of kind service: the sender's session as its
+ * node registered it ("sess"). Its registration and this entry left that
+ * node in that order, but reach us on two connections (the events
+ * channel, the stream), so a client that joins a room at once after
+ * logging in (bookmarks' autojoin) may be read here first: the room
+ * would find no session for it and drop it as gone. Taken into the
+ * replica when it has no entry for that resource yet (the event that
+ * follows says the same; a later "del" removes it).
+ */
+static const redisReply *field(const redisReply *fields, const char *name);
+
+static void service_hint(const redisReply *fields, const redisReply *from)
+{
+	const redisReply *sess = field(fields, "sess");
+	struct cluster_entry e[CLUSTER_OWN_FIND];
+	const char *slash = strchr(from->str, '/');
+	struct cluster_sess v;
+	char bare[JID_MAX];
+	bool known = false;
+	size_t n;
+
+	if (!sess || sess->type != REDIS_REPLY_STRING || !sess->len || !slash ||
+	    (size_t)(slash - from->str) >= sizeof(bare) ||
+	    cluster_sess_decode(&v, sess->str, sess->len) < 0 || strcmp(v.node, cl->node) == 0)
+		return;
+	memcpy(bare, from->str, (size_t)(slash - from->str));
+	bare[slash - from->str] = '\0';
+	pthread_rwlock_wrlock(&cl->lock);
+	n = cluster_table_find(cl->replica, bare, e, CLUSTER_OWN_FIND);
+	for (size_t i = 0; i < n && i < CLUSTER_OWN_FIND; i++)
+		known |= strcmp(e[i].resource, slash + 1) == 0;
+	if (!known)
+		cluster_table_set(cl->replica, from->str, &v);
+	pthread_rwlock_unlock(&cl->lock);
+}
+
+/* XADDs o to the owner's stream for worker 0 (o is ours from here). */
+static void service_send(struct cluster_out *o)
+{
+	char key[CLUSTER_KEY_MAX], ts[24], sess[CLUSTER_SESS_TEXT_MAX];
+	const char *argv[] = { "EVAL", lua_service_add, "0", cl->prefix, o->targets[0].node, key,
+			       "kind", o->kind, "node", cl->node,
+			       "local", o->from_local_session ? "1" : "0", "ts", ts,
+			       "from", o->from, "to", o->to, "sess", sess, "payload", o->payload };
+	size_t lens[sizeof(argv) / sizeof(argv[0])];
+
+	own_value(o->from, sess, sizeof(sess));
+	o->mark = storage_queue_submitted(cl->srv->store);
+	snprintf(ts, sizeof(ts), "%llu", (unsigned long long)wall_ms());
+	stream_of(key, sizeof(key), o->targets[0].node, o->targets[0].worker);
+	for (size_t k = 0; k < sizeof(argv) / sizeof(argv[0]); k++)
+		lens[k] = strlen(argv[k]);
+	lens[sizeof(argv) / sizeof(argv[0]) - 1] = o->payload_len;
+	if (cluster_redis_cmd(conn_reg(), service_added, o, (int)(sizeof(argv) / sizeof(argv[0])),
+			      argv, lens) == 0) {
+		cl->sent++;
+		return;
+	}
+	service_unsent(o);
+	out_done(o);
+}
+
+static void service_arrived(struct worker *w, struct worker_msg *m)
+{
+	struct cluster_out *o = (struct cluster_out *)m;
+
+	if (cl)
+		service_send(o);
+	else
+		free(o);
+}
+
+bool cluster_service_route(struct worker *w, struct conn *src, struct xml_node *st,
+			   const struct jid *from, const struct jid *to)
+{
+	const struct route_origin *ro = router_origin(w, st);
+	struct strbuf sb = STRBUF_INIT;
+	struct cluster_out *o;
+
+	if (!cl || svc_own.mine)
+		return false;
+	/*
+	 * No owner known, or this came from another node that took us for the
+	 * owner (the lease moved meanwhile): never passed on again.
+	 */
+	if (!svc_own.owner[0] || !atomic_load(&cl->routable) || (ro && ro->from_cluster)) {
+		service_refuse(w, src, st, to);
+		return true;
+	}
+	xml_serialize(&sb, st, XML_NS_CLIENT);
+	o = sb.oom ? NULL : calloc(1, sizeof(*o) + sb.len + 1 + from->len + 1 + to->len + 1);
+	if (!o) {
+		strbuf_free(&sb);
+		service_refuse(w, src, st, to);
+		return true;
+	}
+	/* As cluster_route: the sender's ack waits for the XADD. */
+	if (src && src->sess && src->sess->sm && src->sess->jid_len < sizeof(o->sender)) {
+		sm_hold_ack(src->sess);
+		memcpy(o->sender, src->sess->jid, src->sess->jid_len + 1);
+		o->held_worker = w->id;
+		o->held = true;
+	} else {
+		o->held = router_take_held_ack(w, st, &o->held_worker, o->sender,
+					       sizeof(o->sender));
+	}
+	o->kind = "service";
+	o->ntargets = 1;
+	snprintf(o->targets[0].node, sizeof(o->targets[0].node), "%s", svc_own.owner);
+	o->targets[0].worker = 0;	/* the services run on worker 0 */
+	o->from_local_session = router_from_local_session(w, src, st);
+	o->payload_len = sb.len;
+	memcpy(o->payload, sb.data, sb.len + 1);
+	o->from = o->payload + sb.len + 1;
+	memcpy(o->from, from->buf, from->len + 1);
+	o->to = o->from + from->len + 1;
+	memcpy(o->to, to->buf, to->len + 1);
+	strbuf_free(&sb);
+	svc_own.forwarded++;
+	if (w->id == 0)
+		service_send(o);
+	else
+		worker_post(w, 0, &o->msg, service_arrived);
+	return true;
+}
+
+/* ---- The provisioning tables of every node ---- */
+
+struct cluster_prov_msg {
+	struct worker_msg msg;
+	char thing[];
+};
+
+static void prov_publish(const char *thing)
+{
+	char ev[JID_MAX + CLUSTER_NODE_NAME_MAX + 8];
+
+	if (!cl->joined)
+		return;	/* the others read the store when the thing next connects to them */
+	snprintf(ev, sizeof(ev), "prov %s %s", cl->node, thing);
+	cluster_redis_cmdf(conn_reg(), NULL, NULL, "PUBLISH %sevents %s", cl->prefix, ev);
+}
+
+static void prov_arrived(struct worker *w, struct worker_msg *m)
+{
+	struct cluster_prov_msg *pm = (struct cluster_prov_msg *)m;
+
+	if (cl)
+		prov_publish(pm->thing);
+	free(pm);
+}
+
+void cluster_provisioning_changed(struct worker *w, const char *thing)
+{
+	struct cluster_prov_msg *pm;
+
+	if (!cl)
+		return;
+	if (w->id == 0) {
+		prov_publish(thing);
+		return;
+	}
+	pm = calloc(1, sizeof(*pm) + strlen(thing) + 1);
+	if (!pm) {
+		log_warn("cluster.send_failed", "msg=\"out of memory\"");
+		return;
+	}
+	memcpy(pm->thing, thing, strlen(thing) + 1);
+	worker_post(w, 0, &pm->msg, prov_arrived);
+}
+
+/* "NODE THING" from the events channel (worker 0): another node changed the store. */
+static void provisioning_event(const char *ev)
+{
+	const char *sp = strchr(ev, ' ');
+
+	if (!sp || ((size_t)(sp - ev) == strlen(cl->node) &&
+		    memcmp(ev, cl->node, (size_t)(sp - ev)) == 0))
+		return;	/* ours: our table changed already */
+	if (provisioning_reload(cl->w0, sp + 1) < 0)
+		log_warn("cluster.provisioning_failed", "thing=%s msg=\"out of memory\"", sp + 1);
+}
+
+unsigned cluster_each_resource(const char *bare, void (*fn)(void *arg, const char *full),
+			       void *arg)
+{
+	struct cluster_entry e[8];
+	char full[8][JID_MAX];
+	unsigned n = 0;
+	size_t found;
+
+	if (!cl || !atomic_load(&cl->routable))
+		return 0;
+	pthread_rwlock_rdlock(&cl->lock);
+	found = cluster_table_find(cl->replica, bare, e, sizeof(e) / sizeof(e[0]));
+	for (size_t i = 0; i < found && i < sizeof(e) / sizeof(e[0]); i++)
+		if ((size_t)snprintf(full[n], sizeof(full[n]), "%s/%s", bare, e[i].resource) <
+		    sizeof(full[n]))
+			n++;
+	pthread_rwlock_unlock(&cl->lock);
+	/* Outside the lock: fn routes, which reads the replica again. */
+	for (unsigned i = 0; i < n; i++)
+		fn(arg, full[i]);
+	return n;
+}
+
+bool cluster_elsewhere(const char *jid, size_t len)
+{
+	struct cluster_target targets[CLUSTER_MAX_TARGETS];
+	struct jid to;
+
+	if (!cl || !atomic_load(&cl->routable) || jid_parse(&to, jid, len) < 0)
+		return false;
+	return route_targets(&to, STANZA_PRESENCE, false, targets) > 0;
+}
+
 /* ---- Presence broadcast to other nodes ---- */
 
 #define CLUSTER_FANOUT_NODES 16
@@ -1304,6 +1794,8 @@ static bool entry_route_one(struct worker *w, const redisReply *payload, const s
  * recipient's resources are gone from the registry, so messages end up
  * offline and iqs are answered with an error (RFC 6121 8.5).
  */
+static void service_hint(const redisReply *fields, const redisReply *from);
+
 static void entry_route(struct worker *w, const redisReply *entry, struct cluster_inbound *ib)
 {
 	bool reaped = ib == NULL;
@@ -1328,6 +1820,8 @@ static void entry_route(struct worker *w, const redisReply *entry, struct cluste
 	}
 	fanout = strcmp(kind->str, "fanout") == 0;
 	is_local = local && local->str[0] == '1';
+	if (!reaped && strcmp(kind->str, "service") == 0)
+		service_hint(fields, from);	/* the sender, before the room answers it */
 	if (ts && !reaped) {
 		uint64_t sent = strtoull(ts->str, NULL, 10), now = wall_ms();
 
@@ -1791,6 +2285,7 @@ json_t *cluster_status_json(struct server *srv)
 			    json_integer((json_int_t)cluster_table_size(cl->replica)));
 	pthread_rwlock_unlock(&cl->lock);
 	json_object_set_new(r, "heartbeat_ms", json_integer((json_int_t)cl->beat_wall_ms));
+	owner_status(r);
 	for (unsigned i = 0; i < cl->nnodes; i++) {
 		const struct cluster_node *n = &cl->nodes[i];
 
@@ -2075,6 +2570,7 @@ void cluster_leave(struct worker *w)
 {
 	if (!cl || w->id != 0 || atomic_load(&cl->leaving))
 		return;
+	owner_release();
 	if (cl->joined)
 		cluster_redis_cmdf(conn_reg(), NULL, NULL, "EVAL %s 0 %s %s %s %u", lua_leave,
 				   cl->prefix, cl->node, cl->token, 2 * cl->ttl);

@@ -81,6 +81,43 @@ void cluster_fanout_add(struct cluster_fanout **cf, const char *jid, size_t len)
 void cluster_fanout_send(struct worker *w, struct cluster_fanout *cf, const char *tmpl,
 			 size_t tlen, const char *from);
 
+/*
+ * The services (conference., pubsub., upload., the IoT registry and
+ * provisioning) run on one node at a time, the holder of the lease
+ * PREFIX owner:services (docs/clustering.md, "Services: one owner
+ * node"). Worker 0, for a stanza addressed to a service: false when
+ * this node serves it (cluster mode off, or we hold the lease); true
+ * when it was sent to the owner's worker 0, or answered
+ * service-unavailable while no owner is known.
+ */
+bool cluster_service_route(struct worker *w, struct conn *src, struct xml_node *st,
+			   const struct jid *from, const struct jid *to);
+
+/*
+ * Whether a local account's JID (full: that resource; bare: any
+ * available one) has sessions on another node, by the replica: the
+ * services route what they send such a recipient instead of looking for
+ * a session here. Any worker.
+ */
+bool cluster_elsewhere(const char *jid, size_t len);
+
+/*
+ * The services' owner changed a thing's owner or rules in the shared
+ * store (registry.c, provisioning.c): every other node reads that thing
+ * again into its provisioning table (provisioning_reload), through the
+ * events channel ("prov NODE THING"). Any worker.
+ */
+void cluster_provisioning_changed(struct worker *w, const char *thing);
+
+/*
+ * Calls fn for each resource of the local account `bare` on other nodes
+ * (full JIDs, from the replica): the services address such sessions
+ * themselves (the registry's notices to a thing). Any worker; fn may
+ * route. Returns how many.
+ */
+unsigned cluster_each_resource(const char *bare, void (*fn)(void *arg, const char *full),
+			       void *arg);
+
 /* `stanzactl cluster status`: a JSON object (the caller owns it). Worker 0. */
 json_t *cluster_status_json(struct server *srv);
 

@@ -322,6 +322,16 @@ static void ctl_print_cluster(json_t *r)
 	}
 	printf("\nheartbeat ttl %lld ms; sessions here %lld, on other nodes %lld\n",
 	       ctl_int(r, "ttl_ms"), ctl_int(r, "sessions"), ctl_int(r, "replica_sessions"));
+	{
+		json_t *svc = json_object_get(r, "services");
+		const char *owner = ctl_str(r, "services_owner");
+
+		printf("services owner: %s%s; %lld taken over here, %lld stanzas sent to the "
+		       "owner, %lld refused (no owner)\n", owner[0] ? owner : "none",
+		       ctl_bool(r, "services_here") ? " (this node)" : "",
+		       ctl_int(svc, "takeovers"), ctl_int(svc, "forwarded"),
+		       ctl_int(svc, "refused"));
+	}
 	printf("%-20s  %-5s  %8s  %7s  %6s  %s\n", "NODE", "STATE", "SESSIONS", "PENDING", "UNREAD",
 	       "OLDEST_PENDING_MS");
 	json_array_foreach(json_object_get(r, "nodes"), i, o)

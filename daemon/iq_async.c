@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cluster.h"
 #include "config.h"
 #include "conn.h"
 #include "iq_async.h"
@@ -41,7 +42,9 @@ static struct session *iq_async_requester(struct worker *w, const char *from)
 
 	if (!len)
 		return NULL;
-	if (router_home_elsewhere(w, from, len))
+	/* Or on another node (cluster mode): answers are routed there just the same. */
+	if (router_home_elsewhere(w, from, len) ||
+	    (cluster_enabled() && cluster_elsewhere(from, len)))
 		return w->remote_requester;
 	return sessdir_find_full(w->sessions, from, len);
 }

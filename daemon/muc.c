@@ -23,6 +23,7 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "cluster.h"
 #include "config.h"
 #include "log.h"
 #include "muc.h"
@@ -570,6 +571,9 @@ int muc_deliver(struct muc_ctx *c, const char *jid, struct xml_node *st)
 	struct session *s;
 	int ret;
 
+	/* Cluster mode: a session on another node gets it through the router. */
+	if (cluster_enabled() && cluster_elsewhere(jid, strlen(jid)))
+		return router_route_copy(c->w, st, jid, strlen(jid)) < 0 ? -ENOENT : 0;
 	/* A session at home on another worker: posted there (muc_remote.c). */
 	ret = muc_remote_deliver(c, jid, st);
 	if (ret != -EAGAIN)
@@ -1036,6 +1040,20 @@ int muc_service_load(struct server *srv, struct storage *st)
 err_free:
 	muc_service_free(svc);
 	return ret;
+}
+
+int muc_service_reload(struct server *srv, struct storage *st)
+{
+	struct muc_service *old = srv->muc;
+	int ret;
+
+	ret = muc_service_load(srv, st);
+	if (ret < 0) {
+		srv->muc = old;
+		return ret;
+	}
+	muc_service_free(old);
+	return 0;
 }
 
 void muc_service_free(struct muc_service *svc)

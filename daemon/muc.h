@@ -79,6 +79,14 @@ void muc_route(struct worker *w, struct conn *src, struct xml_node *st,
  */
 int muc_service_load(struct server *srv, struct storage *st);
 
+/*
+ * Cluster mode, worker 0, this node took the services' lease: the rooms
+ * are loaded again from st (a store of the caller's), replacing those in
+ * memory (occupants included: a node without the lease has none). On
+ * failure the old ones stay. 0 or -errno.
+ */
+int muc_service_reload(struct server *srv, struct storage *st);
+
 /* Frees the service and every room (NULL is fine). */
 void muc_service_free(struct muc_service *svc);
 

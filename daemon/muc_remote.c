@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cluster.h"
 #include "config.h"
 #include "log.h"
 #include "mailbox.h"
@@ -88,7 +89,9 @@ static unsigned home_of(const struct worker *w, const char *jid, size_t len)
 
 bool muc_home_elsewhere(const struct worker *w, const char *jid, size_t len)
 {
-	return w->srv->nworkers > 1 && home_of(w, jid, len) != w->id;
+	/* Cluster mode: a requester on another node is answered through the router too. */
+	return (w->srv->nworkers > 1 && home_of(w, jid, len) != w->id) ||
+	       (cluster_enabled() && cluster_elsewhere(jid, len));
 }
 
 /* On worker 0: the sessions a home did not have are ghosts (muc.c purges them). */

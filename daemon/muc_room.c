@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cluster.h"
 #include "config.h"
 #include "dataform.h"
 #include "log.h"
@@ -288,6 +289,11 @@ static void deliver_copy(struct muc_ctx *c, struct muc_occupant *o, struct xml_n
 	const char *data = NULL;
 	size_t len = 0;
 
+	/* Cluster mode: a session on another node gets its copy through the router. */
+	if (cluster_enabled() && cluster_elsewhere(o->jid, o->jid_len)) {
+		router_route_copy(c->w, st, o->jid, o->jid_len);
+		return;
+	}
 	/* At home on another worker: in that worker's batch (muc_remote_flush). */
 	if (muc_remote_add(c, f, st, o->jid, o->jid_len))
 		return;

@@ -17,6 +17,7 @@
 
 #include <openssl/crypto.h>
 
+#include "cluster.h"
 #include "config.h"
 #include "conn.h"
 #include "iot_rules.h"
@@ -112,6 +113,7 @@ enum prov_update_kind {
 	PROV_UP_DELETED,
 	PROV_UP_CLEAR,
 	PROV_UP_REFRESH,
+	PROV_UP_RELOAD,
 };
 
 static int prov_post_update(struct worker *w, unsigned home, int kind, const char *thing,
@@ -511,6 +513,11 @@ static void prov_cc_send(struct worker *w, const char *to)
 	arena_release(&a);
 }
 
+static void prov_cc_remote(void *arg, const char *full)
+{
+	prov_cc_send(arg, full);
+}
+
 /*
  * XEP-0324 3.6: the thing's decisions changed. Each session gets a
  * clearCache now; a thing without sessions gets it when it comes back.
@@ -527,6 +534,9 @@ static void prov_clear_cache(struct worker *w, struct prov_thing *t)
 		prov_cc_send(w, s->jid);
 		sent = true;
 	}
+	/* Cluster mode: its sessions on other nodes get theirs through the router. */
+	if (cluster_enabled() && cluster_each_resource(t->jid, prov_cc_remote, w) > 0)
+		sent = true;
 	prov_cc_persist(w, t, !sent);
 }
 
@@ -542,6 +552,7 @@ struct prov_refresh {
 	unsigned nrules;
 	bool clear_cache;
 	bool sync;			/* the store is right: an owner changed or gone too */
+	bool replace;			/* rules too: provisioning_reload */
 	char jid[JID_MAX];
 	char owner[JID_MAX];		/* "" when not provisioned */
 };
@@ -565,6 +576,41 @@ static int prov_refresh_run(struct storage *st, struct storage_req *req)
 				 prov_refresh_rule, pr);
 }
 
+/*
+ * Cluster mode: another node (the services' owner) changed the thing's
+ * owner or rules in the store; this node's entry becomes what the store
+ * says, at once (no moment without the thing's rules). The owner node
+ * alone talks to the thing (clearCache) and the owner.
+ */
+static void prov_refresh_replace(struct worker *w, struct prov_refresh *pr)
+{
+	struct prov_part *p = prov_at(w);
+	struct prov_thing *t = prov_find(p, pr->jid);
+
+	if (!pr->owner[0]) {
+		if (t)
+			log_info("provisioning.reloaded", "thing=%s owner=none", pr->jid);
+		prov_del(p, pr->jid);
+		return;
+	}
+	t = prov_put(p, pr->jid, pr->owner);
+	if (!t) {
+		log_warn("provisioning.reload_failed", "thing=%s msg=\"out of memory\"", pr->jid);
+		return;
+	}
+	while (t->rules) {
+		struct iot_rule *r = t->rules;
+
+		t->rules = r->next;
+		free(r);
+	}
+	t->rules = pr->rules;
+	t->nrules = pr->nrules;
+	pr->rules = NULL;
+	log_info("provisioning.reloaded", "thing=%s owner=%s rules=%u", t->jid, t->owner,
+		 t->nrules);
+}
+
 static void prov_refresh_done(struct storage_req *req)
 {
 	struct prov_refresh *pr = (struct prov_refresh *)req;
@@ -573,6 +619,10 @@ static void prov_refresh_done(struct storage_req *req)
 
 	if (req->result < 0)
 		goto out;
+	if (pr->replace) {
+		prov_refresh_replace(w, pr);
+		goto out;
+	}
 	t = prov_find(prov_at(w), pr->jid);
 	/* Enrollment gave it another owner or none: the old one's decisions end. */
 	if (pr->sync && t && strcmp(t->owner, pr->owner) != 0) {
@@ -635,6 +685,35 @@ void provisioning_available(struct worker *w, struct session *s)
 		return;
 	}
 	prov_refresh_submit(w, s->jid, s->bare_len, false);
+}
+
+/* provisioning_reload at the thing's home: the store is read (async), then the entry replaced. */
+static int prov_reload_submit(struct worker *w, const char *bare)
+{
+	struct prov_refresh *pr = calloc(1, sizeof(*pr));
+
+	if (!pr)
+		return -ENOMEM;
+	snprintf(pr->jid, sizeof(pr->jid), "%s", bare);
+	pr->replace = true;
+	pr->req.op = STORAGE_OP_RUN;
+	pr->req.run = prov_refresh_run;
+	pr->req.done = prov_refresh_done;
+	pr->req.inbox = &w->inbox;
+	storage_queue_submit(w->srv->store, &pr->req);
+	return 0;
+}
+
+int provisioning_reload(struct worker *w, const char *bare)
+{
+	unsigned home;
+
+	if (!prov.enabled)
+		return 0;
+	home = prov_home(bare);
+	if (home != w->id)
+		return prov_post_update(w, home, PROV_UP_RELOAD, bare, "", NULL, NULL);
+	return prov_reload_submit(w, bare);
 }
 
 int provisioning_refresh(struct worker *w, const char *bare)
@@ -1827,6 +1906,9 @@ static void prov_op_done(struct storage_req *req)
 	} else if (req->result == 0 && op->kind == PROV_OP_CLEAR) {
 		prov_post_update(w, home, PROV_UP_CLEAR, op->thing, op->owner, NULL, NULL);
 	}
+	/* Cluster mode: the other nodes' tables follow the store. */
+	if (req->result == 0 && (op->kind == PROV_OP_RULE || op->kind == PROV_OP_DELETE))
+		cluster_provisioning_changed(w, op->thing);
 	if (s) {
 		if (op->check_owner && req->result == -ENOENT)
 			iq_async_error(&op->base, s, "item-not-found", "not a provisioned thing");
@@ -2119,6 +2201,11 @@ static void prov_update_arrived(struct worker *w, struct worker_msg *m)
 	case PROV_UP_REFRESH:
 		if (prov_refresh_submit(w, u->thing, strlen(u->thing), true) < 0)
 			log_warn("provisioning.refresh_failed", "thing=%s msg=\"out of memory\"",
+				 u->thing);
+		break;
+	case PROV_UP_RELOAD:
+		if (prov_reload_submit(w, u->thing) < 0)
+			log_warn("provisioning.reload_failed", "thing=%s msg=\"out of memory\"",
 				 u->thing);
 		break;
 	}

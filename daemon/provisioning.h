@@ -122,6 +122,14 @@ void provisioning_available(struct worker *w, struct session *s);
 int provisioning_refresh(struct worker *w, const char *bare);
 
 /*
+ * Cluster mode (cluster.c): the services' owner changed the thing's owner
+ * or rules in the shared store; this node's table entry is read again
+ * and replaced (or removed), without telling anyone. Any worker. 0 or
+ * -ENOMEM.
+ */
+int provisioning_reload(struct worker *w, const char *bare);
+
+/*
  * ---- For the registry (registry.c), on any worker ----
  * The change is made at the thing's home worker (posted there when it
  * is another one).

@@ -27,6 +27,7 @@
 #include "avatar_compat.h"
 #include "blocking.h"
 #include "bookmarks_compat.h"
+#include "cluster.h"
 #include "config.h"
 #include "conn.h"
 #include "fanout.h"
@@ -171,7 +172,11 @@ static struct xml_node *ps_iq_shell(struct arena *a, const struct iq_async *op,
 /* Whether the requester is a session at home on another worker (answers are routed). */
 static bool ps_requester_remote(struct worker *w, const struct iq_async *op)
 {
-	return op->from[0] && router_home_elsewhere(w, op->from, strlen(op->from));
+	size_t len = strlen(op->from);
+
+	/* Or on another node (cluster mode): routed there just the same. */
+	return len && (router_home_elsewhere(w, op->from, len) ||
+		       (cluster_enabled() && cluster_elsewhere(op->from, len)));
 }
 
 /*
@@ -937,6 +942,11 @@ static void ps_fan_to(struct worker *w, struct ps_fan *fan, const char *jid, siz
 	const char *slash;
 	size_t blen;
 
+	/* Cluster mode: a subscriber on another node gets it through the router. */
+	if (!fan->pep && cluster_enabled() && cluster_elsewhere(jid, len)) {
+		router_route_copy(w, fan->msg, jid, len);
+		return;
+	}
 	if (!router_home_elsewhere(w, jid, len)) {
 		ps_fan_local(w, fan, jid, len, mode);
 		return;
@@ -1445,6 +1455,84 @@ int pubsub_init(struct storage *st, const struct server *srv)
 	ps_node_ids_reserved(id_block);
 	log_info("pubsub.loaded", "nodes=%u affiliations=%u subscriptions=%u skipped=%u service=%s",
 		 lc.nodes, lc.affils, lc.subs, lc.skipped, ps_service_jid);
+	return 0;
+}
+
+/* Reloading the service's nodes (worker 0): the stored ones of pubsub.DOMAIN only. */
+static int ps_reload_node(void *arg, uint64_t id, const char *host, const char *user,
+			  const char *name, const char *config, const char *creator,
+			  int64_t created)
+{
+	if (user || !host || strcmp(host, ps_service_jid) != 0)
+		return 0;
+	return ps_load_node(arg, id, host, user, name, config, creator, created);
+}
+
+/* The service's node of a stored id, in worker 0's registry (where it was just loaded). */
+static struct ps_node *ps_reload_find(uint64_t node_id)
+{
+	struct ps_node *n = ps_node_by_id(node_id);
+
+	return n && !n->host->pep ? n : NULL;
+}
+
+static int ps_reload_affil(void *arg, uint64_t node_id, const char *jid, const char *affil)
+{
+	struct ps_load_ctx *lc = arg;
+	struct ps_node *n = ps_reload_find(node_id);
+	int a = (int)ps_affil_parse(affil);
+
+	if (!n || !jid || a <= 0)
+		return 0;
+	lc->affils++;
+	return ps_affil_set(n, jid, strlen(jid), (enum ps_affil)a);
+}
+
+static int ps_reload_sub(void *arg, uint64_t node_id, const char *jid, const char *subid,
+			 const char *state, const char *options)
+{
+	struct ps_load_ctx *lc = arg;
+	struct ps_node *n = ps_reload_find(node_id);
+	int st = (int)ps_sub_state_parse(state);
+	struct ps_subscription *s;
+
+	if (!n || !jid || st <= 0)
+		return 0;
+	s = ps_sub_add(n, jid, strlen(jid), (enum ps_sub_state)st,
+		       subid && subid[0] ? subid : NULL);
+	if (!s)
+		return -ENOMEM;
+	s->deliver = !(options && strstr(options, "deliver=0"));
+	lc->subs++;
+	return 0;
+}
+
+int pubsub_service_reload(struct storage *st, const struct server *srv)
+{
+	static const struct ps_load_cb cb = {
+		.node = ps_reload_node, .affil = ps_reload_affil, .sub = ps_reload_sub,
+	};
+	struct ps_load_ctx lc = { .srv = srv };
+	struct ps_host *h = ps_host_find(ps_service_jid, ps_service_len);
+	uint64_t spare_block = 0;
+	int ret;
+
+	/* Requests in flight keep their node alive (a reference) until they end. */
+	while (h && h->nodes)
+		ps_node_remove(h->nodes);
+	/*
+	 * The load reserves another block of node ids; this process keeps
+	 * using the one it reserved at start (other workers take ids from it
+	 * meanwhile), so the new one is left unused.
+	 */
+	ret = pubsub_store_load(st, &cb, &lc, &spare_block);
+	ps_registry_use(0);
+	if (ret < 0) {
+		log_error("pubsub.reload_failed", "err=%d", ret);
+		return ret;
+	}
+	log_info("pubsub.reloaded", "nodes=%u affiliations=%u subscriptions=%u service=%s",
+		 lc.nodes, lc.affils, lc.subs, ps_service_jid);
 	return 0;
 }
 

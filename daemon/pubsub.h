@@ -72,6 +72,13 @@ void pubsub_worker_init(struct worker *w);
 void pubsub_worker_destroy(struct worker *w);
 /* Frees everything (after the workers stopped). */
 void pubsub_shutdown(void);
+/*
+ * Cluster mode, worker 0, this node took the services' lease: the nodes
+ * of pubsub.DOMAIN (configuration, affiliations, subscriptions) are
+ * loaded again from st (a store of the caller's), replacing those in
+ * worker 0's registry; PEP nodes stay as they are. 0 or -errno.
+ */
+int pubsub_service_reload(struct storage *st, const struct server *srv);
 
 /* service.c: whether pubsub.DOMAIN runs (config key pubsub), and its stanzas. */
 bool pubsub_enabled(const struct config *cfg);

@@ -14,6 +14,7 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "cluster.h"
 #include "config.h"
 #include "conn.h"
 #include "iot_roster.h"
@@ -164,28 +165,55 @@ static struct xml_node *reg_iq_to(struct worker *w, struct arena *a, const char 
  * <removed/>, with the owner for a claim. Answers are not waited for.
  * At the thing's home, where its sessions are.
  */
+/* One notice for session `full` of the thing. false: out of memory. */
+static bool reg_tell_one(struct worker *w, struct arena *a, const struct iot_thing_info *t,
+			 const char *full, const char *name)
+{
+	struct xml_node *iq, *el;
+	char id[32];
+
+	el = reg_iq_to(w, a, full, name, id, sizeof(id), &iq);
+	if (!el || reg_node_attrs(a, el, t->node_id, t->source_id, t->cache_type) < 0 ||
+	    (t->owner[0] && strcmp(name, "claimed") == 0 &&
+	     (xml_attr_set(a, el, "jid", t->owner) < 0 ||
+	      (!t->public_ && xml_attr_set(a, el, "public", "false") < 0))))
+		return false;
+	if (router_route_stanza(w, iq) < 0)
+		log_warn("registry.send_failed", "to=%s", t->jid);
+	arena_reset(a);
+	return true;
+}
+
+struct reg_tell_ctx {
+	struct worker *w;
+	struct arena *a;
+	const struct iot_thing_info *t;
+	const char *name;
+};
+
+static void reg_tell_remote(void *arg, const char *full)
+{
+	struct reg_tell_ctx *tc = arg;
+
+	reg_tell_one(tc->w, tc->a, tc->t, full, tc->name);
+}
+
 static void reg_tell_here(struct worker *w, const struct iot_thing_info *t, const char *name)
 {
 	struct arena a;
-	char id[32];
 
 	arena_init(&a, REG_ARENA_CHUNK);
 	for (struct session *s = sessdir_find_bare(w->sessions, t->jid, strlen(t->jid)), *next;
 	     s; s = next) {
-		struct xml_node *iq, *el;
-
 		next = s->next;
-		if (s->ending)
-			continue;
-		el = reg_iq_to(w, &a, s->jid, name, id, sizeof(id), &iq);
-		if (!el || reg_node_attrs(&a, el, t->node_id, t->source_id, t->cache_type) < 0 ||
-		    (t->owner[0] && strcmp(name, "claimed") == 0 &&
-		     (xml_attr_set(&a, el, "jid", t->owner) < 0 ||
-		      (!t->public_ && xml_attr_set(&a, el, "public", "false") < 0))))
+		if (!s->ending && !reg_tell_one(w, &a, t, s->jid, name))
 			break;
-		if (router_route_stanza(w, iq) < 0)
-			log_warn("registry.send_failed", "to=%s", t->jid);
-		arena_reset(&a);
+	}
+	/* Cluster mode: its sessions on other nodes are told through the router. */
+	if (cluster_enabled()) {
+		struct reg_tell_ctx tc = { .w = w, .a = &a, .t = t, .name = name };
+
+		cluster_each_resource(t->jid, reg_tell_remote, &tc);
 	}
 	arena_release(&a);
 }
@@ -660,8 +688,10 @@ static void reg_claimed(struct worker *w, struct registry_op *op)
 	log_info("registry.claimed", "thing=%s node=%s owner=%s public=%s", t->jid,
 		 log_sanitize(node, sizeof(node), t->node_id, strlen(t->node_id)), t->owner,
 		 t->public_ ? "true" : "false");
-	if (reg_jid_level(t))
+	if (reg_jid_level(t)) {
 		provisioning_thing_owned(w, t->jid, t->owner);
+		cluster_provisioning_changed(w, t->jid);	/* the other nodes' tables */
+	}
 	iot_befriend(w, t->owner, t->jid);
 	reg_tell_thing(w, op, "claimed");
 }
@@ -691,12 +721,16 @@ static void reg_op_done(struct storage_req *req)
 		reg_claimed(w, op);
 	if (res == 0 && op->kind == REG_OP_REMOVE)
 		reg_tell_thing(w, op, "removed");
-	if (res == 0 && op->kind == REG_OP_UNREGISTER && op->status && reg_jid_level(&op->info))
+	if (res == 0 && op->kind == REG_OP_UNREGISTER && op->status && reg_jid_level(&op->info)) {
 		provisioning_thing_released(w, op->info.jid);
+		cluster_provisioning_changed(w, op->info.jid);
+	}
 	if (res == 0 && op->kind == REG_OP_DISOWN) {
 		log_info("registry.disowned", "thing=%s owner=%s", op->info.jid, op->info.owner);
-		if (reg_jid_level(&op->info))
+		if (reg_jid_level(&op->info)) {
 			provisioning_thing_released(w, op->info.jid);
+			cluster_provisioning_changed(w, op->info.jid);
+		}
 		iot_unfriend(w, op->info.owner, op->info.jid);
 	}
 	if (!s)
@@ -841,13 +875,26 @@ static void reg_disown_ask(struct worker *w, struct registry_op *op)
 	reg_disown_send(w, op, best ? best->jid : NULL);
 }
 
+static void reg_first_resource(void *arg, const char *full)
+{
+	char *out = arg;
+
+	if (!out[0])
+		snprintf(out, JID_MAX, "%s", full);
+}
+
 /* Asks session `best` (full JID; NULL: the thing is offline), see reg_disown_ask. */
 static void reg_disown_send(struct worker *w, struct registry_op *op, const char *best)
 {
 	struct xml_node *iq, *el;
 	unsigned char raw[REGISTRY_KEY_BYTES];
+	char remote[JID_MAX] = "";
 	struct arena a;
 
+	/* Cluster mode: online on another node only; asked there (the answer comes back here). */
+	if (!best && cluster_enabled() &&
+	    cluster_each_resource(op->info.jid, reg_first_resource, remote) > 0)
+		best = remote;
 	if (!best) {
 		reg_disown_fail(op, "the thing is offline", false);
 		return;

@@ -840,6 +840,9 @@ void router_route_w(struct worker *w, struct conn *src, struct xml_node *st,
 			return;
 		}
 		svc = service_for(w->srv->cfg, to);
+		/* Cluster mode: served by the node that holds their lease (cluster.c). */
+		if (svc && cluster_enabled() && cluster_service_route(w, src, st, from, to))
+			return;
 		/* Services at subdomains (conference., pubsub., ...): service.c. */
 		if (svc) {
 			svc->route(w, src, st, from, to);
@@ -893,7 +896,19 @@ void router_route_cluster(struct worker *w, struct xml_node *st, const struct ji
 	};
 	unsigned home;
 
-	/* Not for a local account (the server itself, a service): routed as new. */
+	/*
+	 * For a service (this node holds their lease, cluster.c): served with
+	 * the stanza's origin, so that the service tells a client's request
+	 * from another server's stanza, and its errors go back to the
+	 * sender's node.
+	 */
+	if (service_for(w->srv->cfg, to)) {
+		w->origin = &o;
+		router_route_w(w, NULL, st, from, to);
+		w->origin = outer;
+		return;
+	}
+	/* Not for a local account (the server itself): routed as new. */
 	if (!jid_has_local(to) || to->domain_len != strlen(domain) ||
 	    memcmp(to->buf + to->domain_off, domain, to->domain_len) != 0) {
 		w->origin = NULL;
