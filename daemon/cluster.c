@@ -1123,6 +1123,14 @@ static bool route_wanted(const struct jid *to, struct xml_node *st, enum stanza_
 	return false;
 }
 
+/* Presence sent to one entity (available or unavailable), not a probe or a subscription. */
+static bool route_directed_presence(struct xml_node *st)
+{
+	const char *type = stanza_type(st);
+
+	return !type[0] || strcmp(type, "unavailable") == 0;
+}
+
 bool cluster_route(struct worker *w, struct conn *src, struct xml_node *st,
 		   const struct jid *from, const struct jid *to)
 {
@@ -1142,8 +1150,14 @@ bool cluster_route(struct worker *w, struct conn *src, struct xml_node *st,
 	sub = kind == STANZA_PRESENCE && !jid_has_resource(to) &&
 	      route_is_subscription(stanza_type(st));
 	nt = route_targets(to, kind, sub, targets);
-	/* Not in the replica: the registry decides for a message or an iq (lua_route). */
-	if (!nt && kind != STANZA_MESSAGE && kind != STANZA_IQ)
+	/*
+	 * Not in the replica: the registry decides for a message, an iq or a
+	 * directed presence (lua_route). Not for probes and subscriptions:
+	 * a login probes every contact, mostly offline ones, and a probe the
+	 * window missed is made good by the contact's own broadcast.
+	 */
+	if (!nt && kind != STANZA_MESSAGE && kind != STANZA_IQ &&
+	    !(kind == STANZA_PRESENCE && !sub && route_directed_presence(st)))
 		return false;
 	/*
 	 * Handled once, on one node: run on each, the second would find the
@@ -1174,7 +1188,7 @@ bool cluster_route(struct worker *w, struct conn *src, struct xml_node *st,
 	}
 	o->kind = "stanza";
 	if (!nt)
-		o->lookup = kind == STANZA_MESSAGE ? "message" : "iq";
+		o->lookup = kind == STANZA_MESSAGE ? "message" : kind == STANZA_IQ ? "iq" : "presence";
 	o->ntargets = nt;
 	memcpy(o->targets, targets, sizeof(targets[0]) * nt);
 	o->from_local_session = router_from_local_session(w, src, st);
