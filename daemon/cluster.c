@@ -1123,6 +1123,45 @@ static bool route_wanted(const struct jid *to, struct xml_node *st, enum stanza_
 	return false;
 }
 
+/*
+ * A stanza for another node's stream, serialized once with its addresses
+ * and origin (kind and targets are the caller's). Stream management: the
+ * sender's ack waits for the XADD's answer, held here for a client of
+ * this worker, or taken over from the forward that brought the stanza
+ * from the sender's home. NULL when out of memory (nothing is held then).
+ */
+static struct cluster_out *out_new(struct worker *w, struct conn *src, struct xml_node *st,
+				   const struct jid *from, const struct jid *to)
+{
+	struct strbuf sb = STRBUF_INIT;
+	struct cluster_out *o;
+
+	xml_serialize(&sb, st, XML_NS_CLIENT);
+	o = sb.oom ? NULL : calloc(1, sizeof(*o) + sb.len + 1 + from->len + 1 + to->len + 1);
+	if (!o) {
+		strbuf_free(&sb);
+		return NULL;
+	}
+	if (src && src->sess && src->sess->sm && src->sess->jid_len < sizeof(o->sender)) {
+		sm_hold_ack(src->sess);
+		memcpy(o->sender, src->sess->jid, src->sess->jid_len + 1);
+		o->held_worker = w->id;
+		o->held = true;
+	} else {
+		o->held = router_take_held_ack(w, st, &o->held_worker, o->sender,
+					       sizeof(o->sender));
+	}
+	o->from_local_session = router_from_local_session(w, src, st);
+	o->payload_len = sb.len;
+	memcpy(o->payload, sb.data, sb.len + 1);
+	o->from = o->payload + sb.len + 1;
+	memcpy(o->from, from->buf, from->len + 1);
+	o->to = o->from + from->len + 1;
+	memcpy(o->to, to->buf, to->len + 1);
+	strbuf_free(&sb);
+	return o;
+}
+
 /* Presence sent to one entity (available or unavailable), not a probe or a subscription. */
 static bool route_directed_presence(struct xml_node *st)
 {
@@ -1136,7 +1175,6 @@ bool cluster_route(struct worker *w, struct conn *src, struct xml_node *st,
 {
 	struct cluster_target targets[CLUSTER_MAX_TARGETS];
 	enum stanza_kind kind = stanza_kind(st);
-	struct strbuf sb = STRBUF_INIT;
 	struct cluster_out *o;
 	unsigned nt;
 	bool sub;
@@ -1165,40 +1203,16 @@ bool cluster_route(struct worker *w, struct conn *src, struct xml_node *st,
 	 */
 	if (sub)
 		nt = 1;
-	xml_serialize(&sb, st, XML_NS_CLIENT);
-	o = sb.oom ? NULL : calloc(1, sizeof(*o) + sb.len + 1 + from->len + 1 + to->len + 1);
+	o = out_new(w, src, st, from, to);
 	if (!o) {
-		strbuf_free(&sb);
 		log_warn("cluster.send_failed", "msg=\"out of memory\"");
 		return false;
-	}
-	/*
-	 * Stream management: the sender's ack waits for the XADD's answer,
-	 * held here for a client of this worker, or taken over from the
-	 * forward that brought the stanza from the sender's home.
-	 */
-	if (src && src->sess && src->sess->sm && src->sess->jid_len < sizeof(o->sender)) {
-		sm_hold_ack(src->sess);
-		memcpy(o->sender, src->sess->jid, src->sess->jid_len + 1);
-		o->held_worker = w->id;
-		o->held = true;
-	} else {
-		o->held = router_take_held_ack(w, st, &o->held_worker, o->sender,
-					       sizeof(o->sender));
 	}
 	o->kind = "stanza";
 	if (!nt)
 		o->lookup = kind == STANZA_MESSAGE ? "message" : kind == STANZA_IQ ? "iq" : "presence";
 	o->ntargets = nt;
 	memcpy(o->targets, targets, sizeof(targets[0]) * nt);
-	o->from_local_session = router_from_local_session(w, src, st);
-	o->payload_len = sb.len;
-	memcpy(o->payload, sb.data, sb.len + 1);
-	o->from = o->payload + sb.len + 1;
-	memcpy(o->from, from->buf, from->len + 1);
-	o->to = o->from + from->len + 1;
-	memcpy(o->to, to->buf, to->len + 1);
-	strbuf_free(&sb);
 	if (w->id == 0)
 		out_send(o);
 	else
@@ -1539,7 +1553,6 @@ bool cluster_service_route(struct worker *w, struct conn *src, struct xml_node *
 			   const struct jid *from, const struct jid *to)
 {
 	const struct route_origin *ro = router_origin(w, st);
-	struct strbuf sb = STRBUF_INIT;
 	struct cluster_out *o;
 
 	if (!cl || svc_own.mine)
@@ -1552,35 +1565,15 @@ bool cluster_service_route(struct worker *w, struct conn *src, struct xml_node *
 		service_refuse(w, src, st, to);
 		return true;
 	}
-	xml_serialize(&sb, st, XML_NS_CLIENT);
-	o = sb.oom ? NULL : calloc(1, sizeof(*o) + sb.len + 1 + from->len + 1 + to->len + 1);
+	o = out_new(w, src, st, from, to);
 	if (!o) {
-		strbuf_free(&sb);
 		service_refuse(w, src, st, to);
 		return true;
-	}
-	/* As cluster_route: the sender's ack waits for the XADD. */
-	if (src && src->sess && src->sess->sm && src->sess->jid_len < sizeof(o->sender)) {
-		sm_hold_ack(src->sess);
-		memcpy(o->sender, src->sess->jid, src->sess->jid_len + 1);
-		o->held_worker = w->id;
-		o->held = true;
-	} else {
-		o->held = router_take_held_ack(w, st, &o->held_worker, o->sender,
-					       sizeof(o->sender));
 	}
 	o->kind = "service";
 	o->ntargets = 1;
 	snprintf(o->targets[0].node, sizeof(o->targets[0].node), "%s", svc_own.owner);
 	o->targets[0].worker = 0;	/* the services run on worker 0 */
-	o->from_local_session = router_from_local_session(w, src, st);
-	o->payload_len = sb.len;
-	memcpy(o->payload, sb.data, sb.len + 1);
-	o->from = o->payload + sb.len + 1;
-	memcpy(o->from, from->buf, from->len + 1);
-	o->to = o->from + from->len + 1;
-	memcpy(o->to, to->buf, to->len + 1);
-	strbuf_free(&sb);
 	svc_own.forwarded++;
 	if (w->id == 0)
 		service_send(o);
