@@ -1338,6 +1338,7 @@ static void ps_send_item_to(struct worker *w, struct arena *a, struct ps_node *n
 struct ps_load_ctx {
 	const struct server *srv;
 	unsigned nodes, affils, subs, skipped;
+	bool reload;	/* pubsub_service_reload: the service's nodes, on worker 0 */
 };
 
 /*
@@ -1354,6 +1355,20 @@ static struct ps_node *ps_load_find(uint64_t node_id)
 			return n;
 	}
 	return NULL;
+}
+
+/* The service's node of a stored id, in worker 0's registry (where it was just loaded). */
+static struct ps_node *ps_reload_find(uint64_t node_id)
+{
+	struct ps_node *n = ps_node_by_id(node_id);
+
+	return n && !n->host->pep ? n : NULL;
+}
+
+/* The node a stored affiliation or subscription belongs to, for a load or a reload. */
+static struct ps_node *ps_load_node_of(const struct ps_load_ctx *lc, uint64_t node_id)
+{
+	return lc->reload ? ps_reload_find(node_id) : ps_load_find(node_id);
 }
 
 /* Loading: one stored node into the registry (a corrupt configuration: defaults, logged). */
@@ -1394,7 +1409,7 @@ static int ps_load_node(void *arg, uint64_t id, const char *host, const char *us
 static int ps_load_affil(void *arg, uint64_t node_id, const char *jid, const char *affil)
 {
 	struct ps_load_ctx *lc = arg;
-	struct ps_node *n = ps_load_find(node_id);
+	struct ps_node *n = ps_load_node_of(lc, node_id);
 	int a = (int)ps_affil_parse(affil);
 
 	if (!n || !jid || a <= 0) {
@@ -1410,7 +1425,7 @@ static int ps_load_sub(void *arg, uint64_t node_id, const char *jid, const char 
 		       const char *state, const char *options)
 {
 	struct ps_load_ctx *lc = arg;
-	struct ps_node *n = ps_load_find(node_id);
+	struct ps_node *n = ps_load_node_of(lc, node_id);
 	int st = (int)ps_sub_state_parse(state);
 	struct ps_subscription *s;
 
@@ -1468,51 +1483,12 @@ static int ps_reload_node(void *arg, uint64_t id, const char *host, const char *
 	return ps_load_node(arg, id, host, user, name, config, creator, created);
 }
 
-/* The service's node of a stored id, in worker 0's registry (where it was just loaded). */
-static struct ps_node *ps_reload_find(uint64_t node_id)
-{
-	struct ps_node *n = ps_node_by_id(node_id);
-
-	return n && !n->host->pep ? n : NULL;
-}
-
-static int ps_reload_affil(void *arg, uint64_t node_id, const char *jid, const char *affil)
-{
-	struct ps_load_ctx *lc = arg;
-	struct ps_node *n = ps_reload_find(node_id);
-	int a = (int)ps_affil_parse(affil);
-
-	if (!n || !jid || a <= 0)
-		return 0;
-	lc->affils++;
-	return ps_affil_set(n, jid, strlen(jid), (enum ps_affil)a);
-}
-
-static int ps_reload_sub(void *arg, uint64_t node_id, const char *jid, const char *subid,
-			 const char *state, const char *options)
-{
-	struct ps_load_ctx *lc = arg;
-	struct ps_node *n = ps_reload_find(node_id);
-	int st = (int)ps_sub_state_parse(state);
-	struct ps_subscription *s;
-
-	if (!n || !jid || st <= 0)
-		return 0;
-	s = ps_sub_add(n, jid, strlen(jid), (enum ps_sub_state)st,
-		       subid && subid[0] ? subid : NULL);
-	if (!s)
-		return -ENOMEM;
-	s->deliver = !(options && strstr(options, "deliver=0"));
-	lc->subs++;
-	return 0;
-}
-
 int pubsub_service_reload(struct storage *st, const struct server *srv)
 {
 	static const struct ps_load_cb cb = {
-		.node = ps_reload_node, .affil = ps_reload_affil, .sub = ps_reload_sub,
+		.node = ps_reload_node, .affil = ps_load_affil, .sub = ps_load_sub,
 	};
-	struct ps_load_ctx lc = { .srv = srv };
+	struct ps_load_ctx lc = { .srv = srv, .reload = true };
 	struct ps_host *h = ps_host_find(ps_service_jid, ps_service_len);
 	uint64_t spare_block = 0;
 	int ret;
