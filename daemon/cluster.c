@@ -836,12 +836,13 @@ static void reg_down(struct credis *c)
  * the events not yet read, so a session bound on another node an instant
  * ago may be missing from it: asking Redis before taking the recipient
  * for offline closes that window for messages and iqs (what would
- * otherwise be stored offline or bounced; presence is state, and the
- * next broadcast repairs it). The same rules as route_targets: the
+ * otherwise be stored offline or bounced, or a subscription request
+ * kept for the next login). The same rules as route_targets: the
  * resource's node for a full JID; for a bare JID the nodes with an
- * available resource (for a message, of non-negative priority); never
- * this node (its sessions are known here). Returns how many streams got
- * it; 0: handled here as for an offline recipient.
+ * available resource (for a message, of non-negative priority), and for
+ * a subscription one node with any session of the account; never this
+ * node (its sessions are known here). Returns how many streams got it;
+ * 0: handled here as for an offline recipient.
  *   ARGV: prefix, bare JID, resource or "", stanza kind, this node,
  *         MAXLEN, local, ts, from, to, payload
  */
@@ -853,6 +854,7 @@ static const char lua_route[] =
 	"  local node, worker, prio, avail = string.match(h[i + 1], '^(%S+) (%d+) (%-?%d+) (%d)$')\n"
 	"  local take\n"
 	"  if ARGV[3] ~= '' then take = h[i] == ARGV[3]\n"
+	"  elseif ARGV[4] == 'subscription' then take = sent == 0\n"
 	"  else take = avail == '1' and (ARGV[4] ~= 'message' or tonumber(prio) >= 0) end\n"
 	"  if take and node and node ~= ARGV[5] and not seen[node] then\n"
 	"    seen[node] = true\n"
@@ -1189,13 +1191,13 @@ bool cluster_route(struct worker *w, struct conn *src, struct xml_node *st,
 	      route_is_subscription(stanza_type(st));
 	nt = route_targets(to, kind, sub, targets);
 	/*
-	 * Not in the replica: the registry decides for a message, an iq or a
-	 * directed presence (lua_route). Not for probes and subscriptions:
-	 * a login probes every contact, mostly offline ones, and a probe the
+	 * Not in the replica: the registry decides for a message, an iq, a
+	 * directed presence or a subscription (lua_route). Not for probes: a
+	 * login probes every contact, mostly offline ones, and a probe the
 	 * window missed is made good by the contact's own broadcast.
 	 */
 	if (!nt && kind != STANZA_MESSAGE && kind != STANZA_IQ &&
-	    !(kind == STANZA_PRESENCE && !sub && route_directed_presence(st)))
+	    !(kind == STANZA_PRESENCE && (sub || route_directed_presence(st))))
 		return false;
 	/*
 	 * Handled once, on one node: run on each, the second would find the
@@ -1210,7 +1212,8 @@ bool cluster_route(struct worker *w, struct conn *src, struct xml_node *st,
 	}
 	o->kind = "stanza";
 	if (!nt)
-		o->lookup = kind == STANZA_MESSAGE ? "message" : kind == STANZA_IQ ? "iq" : "presence";
+		o->lookup = kind == STANZA_MESSAGE ? "message" : kind == STANZA_IQ ? "iq" :
+			    sub ? "subscription" : "presence";
 	o->ntargets = nt;
 	memcpy(o->targets, targets, sizeof(targets[0]) * nt);
 	if (w->id == 0)
