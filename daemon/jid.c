@@ -277,12 +277,26 @@ static int resource_prep_fast(char *out, const char *in, size_t len)
  * case) is an A-label that only libidn can verify and decode: -EAGAIN.
  * The caller has stripped the trailing dot and handled IPv6 literals.
  */
+/* Whether some label of in[0..len) starts "xn--" (any case): an A-label. */
+static bool has_ace_label(const char *in, size_t len)
+{
+	for (size_t i = 0; i + 4 <= len; i++)
+		if ((i == 0 || in[i - 1] == '.') && (in[i] | 0x20) == 'x' && (in[i + 1] | 0x20) == 'n' &&
+		    in[i + 2] == '-' && in[i + 3] == '-')
+			return true;
+	return false;
+}
+
 static int domain_prep_fast(char *out, const char *in, size_t len)
 {
 	size_t i, start = 0;
 
+	/*
+	 * Too long as given, but A-labels decode to U-labels that may take
+	 * fewer bytes in UTF-8: only libidn can tell.
+	 */
 	if (len > JID_PART_MAX)
-		return fast_reject(in, len);
+		return has_ace_label(in, len) ? -EAGAIN : fast_reject(in, len);
 	for (i = 0; i <= len; i++) {
 		unsigned char c = i < len ? (unsigned char)in[i] : '.';
 		unsigned char cls;
