@@ -295,6 +295,19 @@ static void pg_type_hints(struct pg_stmt *s)
 	}
 }
 
+/* A statement's memory (nothing on the server: see pg_finalize). */
+static void pg_stmt_free(struct pg_stmt *s)
+{
+	free(s->hints);
+	free(s->types);
+	free(s->values);
+	free(s->lengths);
+	free(s->formats);
+	free(s->bound);
+	free(s->text);
+	free(s);
+}
+
 static struct db_stmt *pg_prepare(struct db *db, const char *sql)
 {
 	struct pg_stmt *s = calloc(1, sizeof(*s));
@@ -320,14 +333,7 @@ static struct db_stmt *pg_prepare(struct db *db, const char *sql)
 	return &s->base;
 
 err_free:
-	free(s->hints);
-	free(s->types);
-	free(s->values);
-	free(s->lengths);
-	free(s->formats);
-	free(s->bound);
-	free(s->text);
-	free(s);
+	pg_stmt_free(s);
 err:
 	set_err(to_db(db), "out of memory");
 	return NULL;
@@ -387,14 +393,7 @@ static void pg_finalize(struct db_stmt *bs)
 	struct pg_stmt *s = to_s(bs);
 
 	pg_reset(bs);
-	free(s->hints);
-	free(s->types);
-	free(s->values);
-	free(s->lengths);
-	free(s->formats);
-	free(s->bound);
-	free(s->text);
-	free(s);
+	pg_stmt_free(s);
 }
 
 /* Takes a copy of a value for parameter i (1-based). */
