@@ -249,7 +249,7 @@ TSAN_TESTS := tests/integration/test_workers.py tests/integration/test_steer.py 
 	      tests/integration/test_homes_spread.py tests/integration/test_muc.py \
 	      tests/integration/test_pep.py tests/integration/test_presence.py \
 	      tests/integration/test_adhoc.py tests/integration/test_iot_provisioning.py \
-	      tests/integration/test_cluster.py
+	      tests/integration/test_cluster.py tests/integration/test_cluster_accounts.py
 tsan-check:
 	$(Q)$(MAKE) --no-print-directory BUILD=$(TSAN_BUILD) CC="$(CC) -fsanitize=thread" \
 		$(TSAN_BUILD)/stanzad $(TSAN_BUILD)/stanzactl $(TSAN_BUILD)/tests/test_mailbox

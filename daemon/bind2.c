@@ -15,6 +15,7 @@
 
 #include "arena.h"
 #include "bind2.h"
+#include "cluster.h"
 #include "c2s.h"
 #include "carbons.h"
 #include "conn.h"
@@ -150,8 +151,10 @@ int bind2_finish(struct conn *c, const struct bind2_request *r, const char *full
 	if (r->sm_enable)
 		bind2_enable_sm(c, r, out);
 	/* XEP-0280 enabling cannot fail: no answer (XEP-0386 section 3). */
-	if (r->carbons)
+	if (r->carbons) {
 		s->carbons = true;
+		cluster_session_update(c->w, s);	/* the account's other nodes (cluster.c) */
+	}
 	if (r->csi) {
 		csi_el.name = r->csi == 2 ? "inactive" : "active";
 		csi_element(c, &csi_el);

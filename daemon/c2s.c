@@ -532,8 +532,10 @@ void c2s_session_end(struct worker *w, struct session *s)
 
 	if (s->ending)
 		return;
-	log_info("session.end", "conn=%llu jid=%s", c ? cid(c) : 0ULL, s->jid);
-	last_activity_session_end(w, s);	/* XEP-0012: the account's last logout */
+	log_info("session.end", "conn=%llu jid=%s%s", c ? cid(c) : 0ULL, s->jid,
+		 s->moved ? " moved=yes" : "");
+	if (!s->moved)
+		last_activity_session_end(w, s);	/* XEP-0012: the account's last logout */
 	presence_session_end(w, s);	/* unavailable to contacts and directed (presence.c) */
 	/*
 	 * From here the session is invisible to routing (unavailable, no
@@ -573,6 +575,7 @@ void c2s_closing(struct conn *c)
 		return;
 	}
 	c2s_auth_free(c);
+	sm_conn_gone(c);	/* a resumption asked of another node (sm.c) */
 	sasl2_conn_closing(c);	/* SASL2/Bind2/FAST state (sasl2.c) */
 	free(c->bind);
 	c->bind = NULL;
@@ -1089,6 +1092,43 @@ static void c2s_replace_session(struct conn *c, struct session *old)
 	/* c2s_closing() took it out of the directory. */
 }
 
+void c2s_replaced_elsewhere(struct worker *w, const char *full, const char *by)
+{
+	struct session *s = sessdir_find_full(w->sessions, full, strlen(full));
+	struct conn *oc;
+
+	if (!s || s->remote || s->ending)
+		return;
+	oc = s->conn;
+	log_info("session.replaced", "conn=%llu jid=%s by_node=%s", oc ? cid(oc) : 0ULL, s->jid, by);
+	if (!oc) {
+		c2s_session_end(w, s);	/* detached (stream management) */
+		return;
+	}
+	oc->close_reason = CONN_CLOSE_REPLACED;
+	c2s_stream_error(oc, "conflict", "replaced by a new session with the same resource");
+}
+
+/*
+ * The account's sessions counted against max_resources: here, and in
+ * cluster mode on the other nodes too (their replica; a resource bound
+ * there is replaced, not added, when `full` names it).
+ */
+static size_t c2s_account_sessions(struct conn *c, const char *full, size_t bare_len)
+{
+	size_t n = sessdir_count_bare(c->w->sessions, c->jid, bare_len), nres = 0;
+	struct cluster_res *res;
+	bool replaces = false;
+
+	if (!cluster_enabled())
+		return n;
+	res = cluster_resources(c->jid, bare_len, &nres);
+	for (size_t i = 0; i < nres; i++)
+		replaces |= strcmp(res[i].full, full) == 0;
+	free(res);
+	return replaces ? 0 : n + nres;	/* a replacement is within the limit, as here */
+}
+
 struct session *c2s_bind_resource(struct conn *c, const char *full, struct account *loaded,
 				  const char **errp)
 {
@@ -1099,7 +1139,7 @@ struct session *c2s_bind_resource(struct conn *c, const char *full, struct accou
 
 	c->state = C2S_BIND;
 	old = sessdir_find_full(dir, full, strlen(full));
-	if (!old && sessdir_count_bare(dir, c->jid, bare_len) >= cfg_of(c)->max_resources)
+	if (!old && c2s_account_sessions(c, full, bare_len) >= cfg_of(c)->max_resources)
 		err = "resource-constraint";
 	s = err ? NULL : session_new(c, full, bare_len);
 	if (!err && !s)

@@ -44,6 +44,13 @@ struct worker;
  */
 void c2s_session_end(struct worker *w, struct session *s);
 
+/*
+ * Cluster mode: the session `full` on this worker was replaced by a
+ * session with the same full JID on node `by` (cluster.c): it ends with
+ * <conflict/>, as when replaced here. Nothing when it is gone already.
+ */
+void c2s_replaced_elsewhere(struct worker *w, const char *full, const char *by);
+
 /* Stream management resumed s on c: c becomes ready with s as its session. */
 void c2s_resume_session(struct conn *c, struct session *s);
 

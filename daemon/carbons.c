@@ -10,9 +10,11 @@
  * block lists, client state indication and stream management see copies
  * like any other delivery.
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "carbons.h"
+#include "cluster.h"
 #include "iq.h"
 #include "jid.h"
 #include "log.h"
@@ -38,6 +40,7 @@ void carbons_enable(struct iq_request *rq)
 	}
 	/* Section 9.1: enabling twice is not an error. */
 	s->carbons = true;
+	cluster_session_update(rq->w, s);	/* the account's other nodes copy to it (cluster.c) */
 	log_debug("carbons.enable", "jid=%s", s->jid);
 	iq_reply_result(rq, NULL);
 }
@@ -51,6 +54,7 @@ void carbons_disable(struct iq_request *rq)
 		return;
 	}
 	s->carbons = false;
+	cluster_session_update(rq->w, s);
 	log_debug("carbons.disable", "jid=%s", s->jid);
 	iq_reply_result(rq, NULL);
 }
@@ -106,6 +110,29 @@ static bool any_enabled(const struct session *list, const struct session *skip)
 		if (s->carbons && s != skip)
 			return true;
 	return false;
+}
+
+/*
+ * Cluster mode: the account's resources on other nodes with carbons on
+ * (the replica); *n of them, NULL when none. free() it.
+ */
+static struct cluster_res *remote_enabled(const char *bare, size_t len, size_t *n)
+{
+	struct cluster_res *res;
+	size_t k = 0;
+
+	*n = 0;
+	if (!cluster_enabled() || !(res = cluster_resources(bare, len, n)))
+		return NULL;
+	for (size_t i = 0; i < *n; i++)
+		if (res[i].v.flags & CLUSTER_SESS_CARBONS)
+			res[k++] = res[i];
+	*n = k;
+	if (!k) {
+		free(res);
+		return NULL;
+	}
+	return res;
 }
 
 /* The wrapper of one carbon: <message><dir><forwarded>copy</forwarded></dir></message>. */
@@ -165,6 +192,8 @@ void carbons_sent(struct conn *c, const struct xml_node *st, const struct jid *t
 {
 	struct session *self = c->sess, *list;
 	struct carbon cb = { .built = false };
+	struct cluster_res *res;
+	size_t nres;
 
 	if (!self || stanza_kind(st) != STANZA_MESSAGE)
 		return;
@@ -174,8 +203,11 @@ void carbons_sent(struct conn *c, const struct xml_node *st, const struct jid *t
 		return;
 	/* The cheap test first: most accounts have no other enabled session. */
 	list = sessdir_find_bare(c->w->sessions, self->jid, self->bare_len);
-	if (!any_enabled(list, self) || !carbons_eligible(st, false))
+	res = remote_enabled(self->jid, self->bare_len, &nres);
+	if ((!any_enabled(list, self) && !nres) || !carbons_eligible(st, false)) {
+		free(res);
 		return;
+	}
 	/* `next` first: a delivery that overflows a stream may end its session. */
 	for (struct session *s = list, *next; s; s = next) {
 		next = s->next;
@@ -185,6 +217,14 @@ void carbons_sent(struct conn *c, const struct xml_node *st, const struct jid *t
 			break;
 		carbon_deliver(&cb, s);
 	}
+	/* On other nodes: through their streams (cluster.c). */
+	for (size_t i = 0; i < nres; i++) {
+		if (!carbon_build(&cb, st, self->jid, self->bare_len, "sent") ||
+		    xml_attr_set(&cb.arena, cb.msg, "to", res[i].full) < 0)
+			break;
+		cluster_deliver(c->w, c, cb.msg, self->jid, &res[i]);
+	}
+	free(res);
 	carbon_done(&cb);
 }
 
@@ -198,14 +238,21 @@ static bool got_original(const struct session *s, int best, bool headline)
 	return best >= 0 && s->available && s->priority >= 0 && (headline || s->priority == best);
 }
 
-/* The same computation as the router's (kept in step with route_message_bare). */
-static int best_priority(const struct session *list)
+/*
+ * The same computation as the router's (kept in step with
+ * route_message_bare): over the sessions here and, in cluster mode, the
+ * account's resources on other nodes (`all`, nall of them).
+ */
+static int best_priority(const struct session *list, const struct cluster_res *all, size_t nall)
 {
 	int best = -1;
 
 	for (const struct session *s = list; s; s = s->next)
 		if (s->available && s->priority >= 0 && s->priority > best)
 			best = s->priority;
+	for (size_t i = 0; i < nall; i++)
+		if (all[i].v.available && all[i].v.priority > best)
+			best = all[i].v.priority;
 	return best;
 }
 
@@ -215,6 +262,9 @@ void carbons_received(struct worker *w, const struct xml_node *st, const struct 
 	size_t bare_len = to->domain_off + to->domain_len;
 	struct session *list, *direct = NULL;
 	struct carbon cb = { .built = false };
+	struct cluster_res *res = NULL;
+	size_t nres = 0;
+	bool remote = false;
 	const char *type;
 	bool headline;
 	int best;
@@ -223,8 +273,12 @@ void carbons_received(struct worker *w, const struct xml_node *st, const struct 
 		return;
 	/* The cheap test first: most accounts have no carbons-enabled session. */
 	list = sessdir_find_bare(w->sessions, to->buf, bare_len);
-	if (!any_enabled(list, NULL))
-		return;
+	/* Cluster mode: the account's resources on other nodes too (cluster.c). */
+	if (cluster_enabled() && (res = cluster_resources(to->buf, bare_len, &nres)) != NULL)
+		for (size_t i = 0; i < nres; i++)
+			remote |= (res[i].v.flags & CLUSTER_SESS_CARBONS) != 0;
+	if (!any_enabled(list, NULL) && !remote)
+		goto out;
 	type = stanza_type(st);
 	if (jid_has_resource(to)) {
 		direct = sessdir_find_full(w->sessions, to->buf, to->len);
@@ -234,19 +288,19 @@ void carbons_received(struct worker *w, const struct xml_node *st, const struct 
 		 * missing resource was bounced or dropped, so no copies.
 		 */
 		if (!direct && strcmp(type, "chat") != 0)
-			return;
+			goto out;
 	}
 	if (!carbons_eligible(st, true))
-		return;
+		goto out;
 	headline = strcmp(type, "headline") == 0;
-	best = direct ? -1 : best_priority(list);
+	best = direct ? -1 : best_priority(list, res, nres);
 	/*
 	 * No resource took the message (the sender got an error, or it went
 	 * to offline storage): copies would show as received what the sender
 	 * was told did not arrive.
 	 */
 	if (!direct && best < 0)
-		return;
+		goto out;
 	for (struct session *s = list, *next; s; s = next) {
 		next = s->next;
 		if (!s->carbons || s == direct || (!direct && got_original(s, best, headline)))
@@ -258,5 +312,20 @@ void carbons_received(struct worker *w, const struct xml_node *st, const struct 
 			break;
 		carbon_deliver(&cb, s);
 	}
+	for (size_t i = 0; i < nres; i++) {
+		const struct cluster_sess *v = &res[i].v;
+
+		if (!(v->flags & CLUSTER_SESS_CARBONS) ||
+		    (!direct && best >= 0 && v->available && v->priority >= 0 &&
+		     (headline || v->priority == best)) ||
+		    (from && strcmp(from->buf, res[i].full) == 0))
+			continue;
+		if (!carbon_build(&cb, st, to->buf, bare_len, "received") ||
+		    xml_attr_set(&cb.arena, cb.msg, "to", res[i].full) < 0)
+			break;
+		cluster_deliver(w, NULL, cb.msg, to->buf, &res[i]);
+	}
 	carbon_done(&cb);
+out:
+	free(res);
 }

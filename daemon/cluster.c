@@ -8,7 +8,7 @@
  *   nodes              hash  node name -> JSON (workers, started, pid, version)
  *   alive:NAME         string, this process's token, PX = ttl, refreshed every ttl/3
  *   reap:NAME          string, who cleans up after dead NAME (SET NX, PX 2*ttl)
- *   sess:BARE          hash  resource -> "NODE WORKER PRIORITY AVAILABLE"
+ *   sess:BARE          hash  resource -> "NODE WORKER PRIORITY AVAILABLE FLAGS"
  *   nodesess:NAME      set   full JIDs NAME registered (counting, reaping)
  *   events             channel: "set FULL VALUE", "del FULL NODE", "reset NODE"
  *   in:NAME:K          stream of stanzas for NAME's worker K (consumer group "g")
@@ -32,8 +32,10 @@
 #include <unistd.h>
 
 #include <hiredis/hiredis.h>
+#include <openssl/crypto.h>
 
 #include "arena.h"
+#include "c2s.h"
 #include "cluster.h"
 #include "cluster_redis.h"
 #include "cluster_util.h"
@@ -47,6 +49,7 @@
 #include "muc.h"
 #include "provisioning.h"
 #include "pubsub.h"
+#include "roster.h"
 #include "router.h"
 #include "server.h"
 #include "service.h"
@@ -198,7 +201,7 @@ bool cluster_enabled(void)
 	"      local v = redis.call('HGET', k, r)\n" \
 	"      if v and string.sub(v, 1, #n + 1) == n..' ' then\n" \
 	"        redis.call('HDEL', k, r)\n" \
-	"        if string.sub(v, -1) == '1' then avail[#avail + 1] = f end\n" \
+	"        if string.match(v, '^%S+ %d+ %-?%d+ (%d)') == '1' then avail[#avail + 1] = f end\n" \
 	"      end\n" \
 	"    end\n" \
 	"  end\n" \
@@ -304,6 +307,27 @@ static const char lua_leave[] =
 	"redis.call('SET', p..'left:'..n, '1', 'PX', ARGV[4])\n"
 	"return 1\n";
 
+/*
+ * ARGV: prefix, name, full JID, value, first. Registers a resource of
+ * ours: a bind (first = 1) takes the full JID whoever had it (that node
+ * ends its session: replica_conflict); an update only while the entry is
+ * missing or ours, so that a session replaced elsewhere does not take
+ * the name back. Answers "" when written, else the value that stays.
+ */
+static const char lua_register[] =
+	"local p, n, f, v = ARGV[1], ARGV[2], ARGV[3], ARGV[4]\n"
+	"local s = string.find(f, '/', 1, true)\n"
+	"local k = p..'sess:'..string.sub(f, 1, s - 1)\n"
+	"local r = string.sub(f, s + 1)\n"
+	"if ARGV[5] ~= '1' then\n"
+	"  local cur = redis.call('HGET', k, r)\n"
+	"  if cur and string.sub(cur, 1, #n + 1) ~= n..' ' then return cur end\n"
+	"end\n"
+	"redis.call('HSET', k, r, v)\n"
+	"redis.call('SADD', p..'nodesess:'..n, f)\n"
+	"redis.call('PUBLISH', p..'events', 'set '..f..' '..v)\n"
+	"return ''\n";
+
 /* ARGV: prefix, name, full JID. Only while the resource is still ours. */
 static const char lua_unregister[] =
 	"local p, n, f = ARGV[1], ARGV[2], ARGV[3]\n"
@@ -364,6 +388,30 @@ static struct credis *conn_reg(void)
 
 /* ---- The replica (other nodes' sessions) ---- */
 
+static void kick(const char *full, const struct cluster_sess *own, const char *by);
+
+/*
+ * A resource we hold was registered by another node (`v`): one full JID
+ * is one session (RFC 6120 7.7.2.2), so one of the two ends with
+ * <conflict/>, the older one, as on one node. Redis orders the
+ * registrations and every node sees their events in that order: ours
+ * not come back yet (unconfirmed) means theirs was first, and ours
+ * replaces it there (this event is ignored); ours seen already means
+ * theirs is newer and our session goes. Returns whether the event is to
+ * be ignored.
+ */
+static bool replica_conflict(const char *full, const struct cluster_sess *v)
+{
+	struct cluster_sess *own = cluster_table_get(cl->own, full);
+
+	if (!own)
+		return false;
+	if (own->unconfirmed)
+		return true;
+	kick(full, own, v->node);
+	return false;
+}
+
 /* Applies one event "set FULL VALUE" | "del FULL NODE" | "reset NODE" (len bytes). */
 static void replica_apply(const char *ev, size_t len)
 {
@@ -384,10 +432,11 @@ static void replica_apply(const char *ev, size_t len)
 		return;
 	}
 	if (strncmp(buf, "set ", 4) == 0) {
-		/* A resource may hold spaces: the value is the last four words. */
+		/* A resource may hold spaces: the value is the last five words. */
 		char *p = buf + len;
+		struct cluster_sess *own;
 
-		for (int words = 0; words < 4 && p > buf + 4; ) {
+		for (int words = 0; words < 5 && p > buf + 4; ) {
 			p--;
 			if (*p == ' ')
 				words++;
@@ -395,7 +444,13 @@ static void replica_apply(const char *ev, size_t len)
 		if (p <= buf + 4 || cluster_sess_decode(&v, p + 1, strlen(p + 1)) < 0)
 			return;
 		*p = '\0';
-		if (strcmp(v.node, cl->node) == 0)
+		if (strcmp(v.node, cl->node) == 0) {
+			/* Our own registration is in Redis: another node's is newer from now on. */
+			if ((own = cluster_table_get(cl->own, buf + 4)) != NULL)
+				own->unconfirmed = false;
+			return;
+		}
+		if (replica_conflict(buf + 4, &v))
 			return;
 		pthread_rwlock_wrlock(&cl->lock);
 		cluster_table_set(cl->replica, buf + 4, &v);
@@ -414,7 +469,7 @@ static void replica_apply(const char *ev, size_t len)
 
 static void replica_dumped(struct credis *c, redisReply *r, void *arg)
 {
-	struct cluster_sess v;
+	struct cluster_sess v, *own;
 	size_t n = 0;
 
 	if (!r || r->type != REDIS_REPLY_ARRAY) {
@@ -431,9 +486,20 @@ static void replica_dumped(struct credis *c, redisReply *r, void *arg)
 		redisReply *f = r->element[i], *val = r->element[i + 1];
 
 		if (f->type != REDIS_REPLY_STRING || val->type != REDIS_REPLY_STRING ||
-		    cluster_sess_decode(&v, val->str, val->len) < 0 ||
-		    strcmp(v.node, cl->node) == 0)
+		    cluster_sess_decode(&v, val->str, val->len) < 0)
 			continue;
+		/*
+		 * Our own entries: their events may have been missed while the
+		 * channel was away, so the dump settles conflicts as they would.
+		 */
+		own = cluster_table_get(cl->own, f->str);
+		if (strcmp(v.node, cl->node) == 0) {
+			if (own)
+				own->unconfirmed = false;
+			continue;
+		}
+		if (own && !own->unconfirmed)
+			kick(f->str, own, v.node);
 		if (cluster_table_set(cl->replica, f->str, &v) == 0)
 			n++;
 	}
@@ -507,21 +573,36 @@ static void events_up(struct credis *c)
 
 /* ---- Registry: our own sessions ---- */
 
-static void register_one(const char *full, const struct cluster_sess *v)
+/* lua_register answered: another node holds the full JID now, our session goes. */
+static void registered(struct credis *c, redisReply *r, void *arg)
 {
-	char val[CLUSTER_SESS_TEXT_MAX], key[CLUSTER_KEY_MAX], set[CLUSTER_KEY_MAX];
-	char ev[JID_MAX + CLUSTER_SESS_TEXT_MAX + 8];
-	const char *slash = strchr(full, '/');
+	char *full = arg;
+	struct cluster_sess *own, other;
 
-	if (!slash || cluster_sess_encode(v, val, sizeof(val)) < 0)
+	if (r && r->type == REDIS_REPLY_STRING && r->len &&
+	    cluster_sess_decode(&other, r->str, r->len) == 0 && strcmp(other.node, cl->node) != 0 &&
+	    (own = cluster_table_get(cl->own, full)) != NULL)
+		kick(full, own, other.node);
+	else if (r && r->type == REDIS_REPLY_ERROR)
+		log_reply_error("cluster.register_failed", r);
+	free(full);
+}
+
+/* first: a bind (it takes the full JID), not an update of our own entry. */
+static void register_one(const char *full, const struct cluster_sess *v, bool first)
+{
+	char val[CLUSTER_SESS_TEXT_MAX];
+	struct cluster_sess *own = cluster_table_get(cl->own, full);
+	char *arg;
+
+	if (!strchr(full, '/') || cluster_sess_encode(v, val, sizeof(val)) < 0)
 		return;
-	snprintf(key, sizeof(key), "%ssess:%.*s", cl->prefix, (int)(slash - full), full);
-	key_of(set, sizeof(set), "nodesess:", cl->node);
-	snprintf(ev, sizeof(ev), "set %s %s", full, val);
-	/* Pipelined: written together at the end of the turn. */
-	cluster_redis_cmdf(conn_reg(), NULL, NULL, "HSET %s %s %s", key, slash + 1, val);
-	cluster_redis_cmdf(conn_reg(), NULL, NULL, "SADD %s %s", set, full);
-	cluster_redis_cmdf(conn_reg(), NULL, NULL, "PUBLISH %sevents %s", cl->prefix, ev);
+	if (own && first)
+		own->unconfirmed = true;	/* until its event comes back (replica_conflict) */
+	arg = strdup(full);
+	if (cluster_redis_cmdf(conn_reg(), arg ? registered : NULL, arg, "EVAL %s 0 %s %s %s %s %s",
+			       lua_register, cl->prefix, cl->node, full, val, first ? "1" : "0") < 0)
+		free(arg);
 }
 
 static void register_each(void *arg, const char *bare, const struct cluster_entry *e)
@@ -529,7 +610,7 @@ static void register_each(void *arg, const char *bare, const struct cluster_entr
 	char full[JID_MAX * 2];
 
 	snprintf(full, sizeof(full), "%s/%s", bare, e->resource);
-	register_one(full, &e->v);
+	register_one(full, &e->v, false);
 }
 
 static void unregister_one(const char *full)
@@ -551,9 +632,41 @@ static void sess_apply(struct worker *w, struct cluster_sess_msg *m)
 	if (m->gone) {
 		if (cluster_table_del(cl->own, m->full, NULL) && cl->joined)
 			unregister_one(m->full);
-	} else if (cluster_table_set(cl->own, m->full, &m->v) == 0 && cl->joined) {
-		register_one(m->full, &m->v);
+	} else {
+		bool first = cluster_table_get(cl->own, m->full) == NULL;
+
+		if (cluster_table_set(cl->own, m->full, &m->v) == 0 && cl->joined)
+			register_one(m->full, &m->v, first);
 	}
+}
+
+/* Our session `full` is replaced by one on node `by`: told to its home worker. */
+struct cluster_kick_msg {
+	struct worker_msg msg;
+	char by[CLUSTER_NODE_NAME_MAX + 1];
+	char full[];
+};
+
+static void kick_arrived(struct worker *w, struct worker_msg *msg)
+{
+	struct cluster_kick_msg *m = (struct cluster_kick_msg *)msg;
+
+	c2s_replaced_elsewhere(w, m->full, m->by);
+	free(m);
+}
+
+static void kick(const char *full, const struct cluster_sess *own, const char *by)
+{
+	struct cluster_kick_msg *m = calloc(1, sizeof(*m) + strlen(full) + 1);
+
+	if (!m) {
+		log_warn("cluster.kick_failed", "msg=\"out of memory\"");
+		return;
+	}
+	snprintf(m->by, sizeof(m->by), "%s", by);
+	memcpy(m->full, full, strlen(full) + 1);
+	/* Through the mailbox even to ourselves: the caller may hold the replica's lock. */
+	worker_post(cl->w0, own->worker < cl->nworkers ? own->worker : 0, &m->msg, kick_arrived);
 }
 
 static void sess_arrived(struct worker *w, struct worker_msg *msg)
@@ -582,6 +695,7 @@ static void sess_post(struct worker *w, const struct session *s, bool gone)
 	m->v.worker = w->id;
 	m->v.priority = s->priority;
 	m->v.available = s->available && !s->ending;
+	m->v.flags = (s->carbons ? CLUSTER_SESS_CARBONS : 0) | (s->interested ? CLUSTER_SESS_ROSTER : 0);
 	if (w->id == 0) {
 		sess_apply(w, m);
 		free(m);
@@ -839,8 +953,10 @@ static void reg_down(struct credis *c)
  * otherwise be stored offline or bounced, or a subscription request
  * kept for the next login). The same rules as route_targets: the
  * resource's node for a full JID; for a bare JID the nodes with an
- * available resource (for a message, of non-negative priority), and for
- * a subscription one node with any session of the account; never this
+ * available resource, but for a message one node with an available
+ * resource of non-negative priority (which delivers to the account's
+ * resources on every node), and for a subscription one node with any
+ * session of the account; never this
  * node (its sessions are known here). Returns how many streams got it;
  * 0: handled here as for an offline recipient.
  *   ARGV: prefix, bare JID, resource or "", stanza kind, this node,
@@ -851,11 +967,12 @@ static const char lua_route[] =
 	"local h = redis.call('HGETALL', p..'sess:'..ARGV[2])\n"
 	"local sent, seen = 0, {}\n"
 	"for i = 1, #h, 2 do\n"
-	"  local node, worker, prio, avail = string.match(h[i + 1], '^(%S+) (%d+) (%-?%d+) (%d)$')\n"
+	"  local node, worker, prio, avail = string.match(h[i + 1], '^(%S+) (%d+) (%-?%d+) (%d) %d+$')\n"
 	"  local take\n"
 	"  if ARGV[3] ~= '' then take = h[i] == ARGV[3]\n"
 	"  elseif ARGV[4] == 'subscription' then take = sent == 0\n"
-	"  else take = avail == '1' and (ARGV[4] ~= 'message' or tonumber(prio) >= 0) end\n"
+	"  elseif ARGV[4] == 'message' then take = sent == 0 and avail == '1' and tonumber(prio) >= 0\n"
+	"  else take = avail == '1' end\n"
 	"  if take and node and node ~= ARGV[5] and not seen[node] then\n"
 	"    seen[node] = true\n"
 	"    if redis.call('XADD', p..'in:'..node..':'..worker, 'NOMKSTREAM', 'MAXLEN', '~',\n"
@@ -898,12 +1015,18 @@ struct cluster_out {
 	char payload[];
 };
 
+static void entry_sm_give(struct worker *w, const char *payload, size_t len, bool taken);
+
 /*
  * A stanza that cannot go to its node (Redis went down since it was
  * routed, or too much is waiting to be written) does not vanish: it is
  * routed here as if it had arrived from there, so that its recipient,
  * without a session here, gets it offline (or its sender an error).
- * A fanned-out presence is dropped: presence is state.
+ * A copy for one session there (cluster_deliver) that is a message is
+ * stored offline here, unless it is a carbon copy. A fanned-out presence
+ * or a roster change is dropped: presence is state, the roster is in
+ * the store. A session's state for another node (a resumption there)
+ * is taken back: its stanzas are rerouted here as undelivered.
  */
 static void out_fallback(struct cluster_out *o)
 {
@@ -911,12 +1034,22 @@ static void out_fallback(struct cluster_out *o)
 	struct jid jf, jt;
 	struct arena a;
 
-	if (strcmp(o->kind, "stanza") != 0 || jid_parse(&jf, o->from, strlen(o->from)) < 0 ||
+	bool deliver = strcmp(o->kind, "deliver") == 0;
+
+	if (strcmp(o->kind, "smgive") == 0) {
+		entry_sm_give(cl->w0, o->payload, o->payload_len, false);
+		return;
+	}
+	if ((!deliver && strcmp(o->kind, "stanza") != 0) ||
+	    jid_parse(&jf, o->from, strlen(o->from)) < 0 ||
 	    jid_parse(&jt, o->to, strlen(o->to)) < 0)
 		return;
 	arena_init(&a, 4096);
 	st = stored_xml_parse(cl->w0->xml, &a, o->payload, o->payload_len);
-	if (st)
+	/* A copy for a session on another node: a message goes offline here. */
+	if (st && deliver)
+		router_deliver_cluster(cl->w0, st, &jf, &jt);
+	else if (st)
 		router_route_cluster(cl->w0, st, &jf, &jt, o->from_local_session, true);
 	arena_release(&a);
 	arena_reset(&cl->w0->tmp);
@@ -1057,9 +1190,11 @@ static void out_arrived(struct worker *w, struct worker_msg *m)
 /*
  * The streams a stanza for `to` goes to, from the replica: the node (and
  * home worker there) of the resource for a full JID; for a bare JID, the
- * nodes with resources that take it (available, and for messages a
- * non-negative priority), once each: an account's resources on a node
- * are all at its home worker there.
+ * nodes with resources that take it (available), once each: an
+ * account's resources on a node are all at its home worker there. A
+ * message goes to one node with an available resource of non-negative
+ * priority: that node delivers it to the account's resources on every
+ * node (router.c, route_message_bare), archived once.
  */
 static unsigned route_targets(const struct jid *to, enum stanza_kind kind, bool any,
 			      struct cluster_target *targets)
@@ -1092,6 +1227,8 @@ static unsigned route_targets(const struct jid *to, enum stanza_kind kind, bool 
 			continue;
 		memcpy(targets[nt].node, e[i].v.node, sizeof(targets[0].node));
 		targets[nt++].worker = e[i].v.worker;
+		if (!any && !jid_has_resource(to) && kind == STANZA_MESSAGE)
+			break;
 	}
 	pthread_rwlock_unlock(&cl->lock);
 	return nt;
@@ -1675,6 +1812,249 @@ bool cluster_elsewhere(const char *jid, size_t len)
 	return route_targets(&to, STANZA_PRESENCE, false, targets) > 0;
 }
 
+/* ---- An account's sessions on several nodes ---- */
+
+struct cluster_res *cluster_resources(const char *bare, size_t len, size_t *count)
+{
+	struct cluster_entry *e = NULL;
+	struct cluster_res *out = NULL;
+	char b[JID_MAX];
+	size_t n, bytes;
+	char *p;
+
+	*count = 0;
+	if (!cl || !atomic_load(&cl->routable) || len >= sizeof(b))
+		return NULL;
+	memcpy(b, bare, len);
+	b[len] = '\0';
+	pthread_rwlock_rdlock(&cl->lock);
+	n = cluster_table_find(cl->replica, b, NULL, 0);
+	if (n && (e = malloc(n * sizeof(*e))) != NULL) {
+		cluster_table_find(cl->replica, b, e, n);
+		bytes = n * sizeof(*out);
+		for (size_t i = 0; i < n; i++)
+			bytes += len + 1 + strlen(e[i].resource) + 1;
+		out = malloc(bytes);
+		p = out ? (char *)(out + n) : NULL;
+		for (size_t i = 0; out && i < n; i++) {
+			size_t rl = strlen(e[i].resource);
+
+			out[i].full = p;
+			out[i].v = e[i].v;
+			memcpy(p, b, len);
+			p[len] = '/';
+			memcpy(p + len + 1, e[i].resource, rl + 1);
+			p += len + 1 + rl + 1;
+		}
+	}
+	pthread_rwlock_unlock(&cl->lock);
+	free(e);
+	if (n && !out)
+		log_warn("cluster.resources_failed", "msg=\"out of memory: the account's sessions "
+			 "on other nodes are left out\"");
+	*count = out ? n : 0;
+	return out;
+}
+
+bool cluster_account_elsewhere(const char *bare, size_t len)
+{
+	struct cluster_target targets[CLUSTER_MAX_TARGETS];
+	struct jid to;
+
+	if (!cl || !atomic_load(&cl->routable) || jid_parse(&to, bare, len) < 0)
+		return false;
+	return route_targets(&to, STANZA_PRESENCE, true, targets) > 0;
+}
+
+bool cluster_resource_elsewhere(const char *full)
+{
+	bool found;
+
+	if (!cl || !atomic_load(&cl->routable))
+		return false;
+	pthread_rwlock_rdlock(&cl->lock);
+	found = cluster_table_get(cl->replica, full) != NULL;
+	pthread_rwlock_unlock(&cl->lock);
+	return found;
+}
+
+/* A stanza for one stream as `kind`; NULL when out of memory (logged). */
+static struct cluster_out *out_to(struct worker *w, struct conn *src, struct xml_node *st,
+				  const char *from, const char *to, const char *kind,
+				  const char *node, unsigned worker)
+{
+	struct jid jf, jt;
+	struct cluster_out *o;
+
+	if (jid_parse(&jf, from, strlen(from)) < 0 || jid_parse(&jt, to, strlen(to)) < 0)
+		return NULL;
+	o = out_new(w, src, st, &jf, &jt);
+	if (!o) {
+		log_warn("cluster.send_failed", "msg=\"out of memory\"");
+		return NULL;
+	}
+	o->kind = kind;
+	o->ntargets = 1;
+	snprintf(o->targets[0].node, sizeof(o->targets[0].node), "%s", node);
+	o->targets[0].worker = worker;
+	return o;
+}
+
+static void out_go(struct worker *w, struct cluster_out *o)
+{
+	if (w->id == 0)
+		out_send(o);
+	else
+		worker_post(w, 0, &o->msg, out_arrived);
+}
+
+void cluster_deliver(struct worker *w, struct conn *src, struct xml_node *st, const char *from,
+		     const struct cluster_res *r)
+{
+	struct cluster_out *o;
+
+	if (!cl || !atomic_load(&cl->routable))
+		return;
+	o = out_to(w, src, st, from, r->full, "deliver", r->v.node, r->v.worker);
+	if (o)
+		out_go(w, o);
+}
+
+bool cluster_route_others(struct worker *w, struct conn *src, struct xml_node *st,
+			  const struct jid *from, const struct jid *to)
+{
+	struct cluster_target targets[CLUSTER_MAX_TARGETS];
+	enum stanza_kind kind = stanza_kind(st);
+	unsigned nt;
+
+	if (!cl || !atomic_load(&cl->routable) || jid_has_resource(to))
+		return false;
+	nt = route_targets(to, kind, false, targets);
+	for (unsigned i = 0; i < nt; i++) {
+		struct cluster_out *o = out_to(w, src, st, from->buf, to->buf, "stanza",
+					       targets[i].node, targets[i].worker);
+
+		if (o)
+			out_go(w, o);
+	}
+	return nt > 0;
+}
+
+/* An entry of `kind` with a payload of our own (not a stanza) for one stream. */
+static void out_raw(struct worker *w, const char *kind, const char *from, const char *to,
+		    const char *payload, size_t len, const char *node, unsigned worker)
+{
+	size_t flen = strlen(from), tlen = strlen(to);
+	struct cluster_out *o = calloc(1, sizeof(*o) + len + 1 + flen + 1 + tlen + 1);
+
+	if (!o) {
+		log_warn("cluster.send_failed", "msg=\"out of memory\"");
+		return;
+	}
+	o->kind = kind;
+	o->ntargets = 1;
+	snprintf(o->targets[0].node, sizeof(o->targets[0].node), "%s", node);
+	o->targets[0].worker = worker;
+	o->payload_len = len;
+	memcpy(o->payload, payload, len);
+	o->from = o->payload + len + 1;
+	memcpy(o->from, from, flen + 1);
+	o->to = o->from + flen + 1;
+	memcpy(o->to, to, tlen + 1);
+	out_go(w, o);
+}
+
+unsigned cluster_sm_take(struct worker *w, struct conn *c, const char *bare, const char *id)
+{
+	struct cluster_target targets[CLUSTER_MAX_TARGETS];
+	char payload[CLUSTER_NODE_NAME_MAX + 96];
+	struct jid to;
+	unsigned nt;
+
+	if (!cl || !atomic_load(&cl->routable) || jid_parse(&to, bare, strlen(bare)) < 0)
+		return 0;
+	/* Every node with a session of the account: a detached one is still registered. */
+	nt = route_targets(&to, STANZA_PRESENCE, true, targets);
+	snprintf(payload, sizeof(payload), "%s %s %u %u %u", id, cl->node, w->id, c->slot, c->gen);
+	for (unsigned i = 0; i < nt; i++)
+		out_raw(w, "smtake", to.buf, to.buf, payload, strlen(payload), targets[i].node,
+			targets[i].worker);
+	return nt;
+}
+
+/*
+ * A "smtake" entry: a node asks for the session with a resumption id
+ * (sm_export); answered "smgive" with its state, or without one. A dead
+ * node's (reaped) is answered without: its sessions died with it.
+ */
+static void entry_sm_take(struct worker *w, const redisReply *payload, const redisReply *from,
+			  bool reaped)
+{
+	char buf[CLUSTER_NODE_NAME_MAX + 96], id[SM_ID_LEN + 2], node[CLUSTER_NODE_NAME_MAX + 2];
+	struct strbuf out = STRBUF_INIT;
+	unsigned worker, slot, gen;
+	size_t hdr;
+
+	if (payload->len >= sizeof(buf))
+		return;
+	memcpy(buf, payload->str, payload->len);
+	buf[payload->len] = '\0';
+	if (sscanf(buf, "%25s %65s %u %u %u", id, node, &worker, &slot, &gen) != 5 ||
+	    !cluster_node_name_valid(node)) {
+		log_warn("cluster.entry_invalid", "msg=\"a resumption request without its fields\"");
+		return;
+	}
+	strbuf_printf(&out, "%u %u %s\n", slot, gen, id);
+	hdr = out.len;
+	if (reaped || !sm_export(w, from->str, id, node, &out))
+		out.len = hdr;	/* not here: an answer without a state */
+	if (!out.oom)
+		out_raw(w, "smgive", from->str, from->str, out.data, out.len, node, worker);
+	OPENSSL_cleanse(out.data, out.len);	/* the resumption id */
+	strbuf_free(&out);
+}
+
+/*
+ * A "smgive" entry: the answer to our request (sm_take_answered). A dead
+ * node's, or one that could not be sent: nobody takes the session, its
+ * stanzas are rerouted as undelivered.
+ */
+static void entry_sm_give(struct worker *w, const char *payload, size_t len, bool taken)
+{
+	const char *nl = memchr(payload, '\n', len);
+	char hdr[96], id[SM_ID_LEN + 2];
+	unsigned slot, gen;
+
+	if (!nl || (size_t)(nl - payload) >= sizeof(hdr))
+		return;
+	memcpy(hdr, payload, (size_t)(nl - payload));
+	hdr[nl - payload] = '\0';
+	if (sscanf(hdr, "%u %u %25s", &slot, &gen, id) != 3)
+		return;
+	if (!taken)
+		slot = UINT32_MAX;	/* no connection waits here for it */
+	sm_take_answered(w, slot, gen, id, nl + 1, len - (size_t)(nl + 1 - payload));
+}
+
+void cluster_roster_push(struct worker *w, const char *bare, size_t len, struct xml_node *iq)
+{
+	struct cluster_target targets[CLUSTER_MAX_TARGETS];
+	struct jid to;
+	unsigned nt;
+
+	if (!cl || !atomic_load(&cl->routable) || jid_parse(&to, bare, len) < 0)
+		return;
+	/* Every node with a session of the account, available or not: it holds the roster. */
+	nt = route_targets(&to, STANZA_PRESENCE, true, targets);
+	for (unsigned i = 0; i < nt; i++) {
+		struct cluster_out *o = out_to(w, NULL, iq, to.buf, to.buf, "roster",
+					       targets[i].node, targets[i].worker);
+
+		if (o)
+			out_go(w, o);
+	}
+}
+
 /* ---- Presence broadcast to other nodes ---- */
 
 #define CLUSTER_FANOUT_NODES 16
@@ -1806,6 +2186,30 @@ static bool entry_route_one(struct worker *w, const redisReply *payload, const s
  */
 static void service_hint(const redisReply *fields, const redisReply *from);
 
+/* A "deliver" entry (to one session here) or a "roster" one (to the account's sessions here). */
+static void entry_deliver(struct worker *w, const redisReply *payload, const struct jid *jf,
+			  const redisReply *to, bool roster)
+{
+	struct xml_node *st;
+	struct arena a;
+	struct jid jt;
+
+	if (jid_parse(&jt, to->str, to->len) < 0) {
+		log_warn("cluster.entry_invalid", "msg=\"an inbound entry without a usable address\"");
+		return;
+	}
+	arena_init(&a, 4096);
+	st = stored_xml_parse(w->xml, &a, payload->str, payload->len);
+	if (!st)
+		log_warn("cluster.entry_invalid", "msg=\"an inbound stanza does not parse\"");
+	else if (roster)
+		roster_pushed_elsewhere(w, &jt, st);
+	else
+		router_deliver_cluster(w, st, jf, &jt);
+	arena_release(&a);
+	arena_reset(&w->tmp);
+}
+
 static void entry_route(struct worker *w, const redisReply *entry, struct cluster_inbound *ib)
 {
 	bool reaped = ib == NULL;
@@ -1828,15 +2232,39 @@ static void entry_route(struct worker *w, const redisReply *entry, struct cluste
 			 "stanza or address\"");
 		return;
 	}
-	fanout = strcmp(kind->str, "fanout") == 0;
-	is_local = local && local->str[0] == '1';
-	if (!reaped && strcmp(kind->str, "service") == 0)
-		service_hint(fields, from);	/* the sender, before the room answers it */
 	if (ts && !reaped) {
 		uint64_t sent = strtoull(ts->str, NULL, 10), now = wall_ms();
 
 		lag_record(ib, now > sent ? now - sent : 0);
 	}
+	if (strcmp(kind->str, "smtake") == 0) {
+		entry_sm_take(w, payload, from, reaped);
+		goto counted;
+	}
+	if (strcmp(kind->str, "smgive") == 0) {
+		entry_sm_give(w, payload->str, payload->len, !reaped);
+		goto counted;
+	}
+	/*
+	 * For sessions here, the recipient's side done on the sender's node:
+	 * a copy for one session (or for the account's sessions to choose
+	 * from), and the account's roster changed there. A dead node's copy
+	 * goes to the same place (router_deliver_cluster: offline, its
+	 * session being gone); its roster changes are in the store already.
+	 */
+	if (strcmp(kind->str, "deliver") == 0) {
+		entry_deliver(w, payload, &jf, to, false);
+		goto counted;
+	}
+	if (strcmp(kind->str, "roster") == 0) {
+		if (!reaped)
+			entry_deliver(w, payload, &jf, to, true);
+		goto counted;
+	}
+	fanout = strcmp(kind->str, "fanout") == 0;
+	is_local = local && local->str[0] == '1';
+	if (!reaped && strcmp(kind->str, "service") == 0)
+		service_hint(fields, from);	/* the sender, before the room answers it */
 	if (!fanout) {
 		ok = entry_route_one(w, payload, &jf, to->str, to->len, is_local, reaped, false);
 	} else if (!reaped) {
@@ -1851,6 +2279,7 @@ static void entry_route(struct worker *w, const redisReply *entry, struct cluste
 	}
 	if (!ok)
 		log_warn("cluster.entry_invalid", "msg=\"an inbound stanza does not parse\"");
+counted:
 	if (reaped)
 		cl->reaped_entries++;	/* worker 0, the reaper */
 	else

@@ -21,6 +21,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cluster_util.h"
+
 struct server;
 struct worker;
 struct session;
@@ -117,6 +119,66 @@ void cluster_provisioning_changed(struct worker *w, const char *thing);
  */
 unsigned cluster_each_resource(const char *bare, void (*fn)(void *arg, const char *full),
 			       void *arg);
+
+/*
+ * One account, sessions on several nodes (docs/clustering.md, "One
+ * account on several nodes"). The node that routes a stanza for the
+ * account does the recipient's side once (block list, archive, the
+ * choice of resources, carbons) and hands copies to the chosen sessions
+ * on other nodes, which deliver them as they are.
+ */
+
+/* A resource of the account on another node, from the replica. */
+struct cluster_res {
+	const char *full;	/* bare/resource */
+	struct cluster_sess v;	/* its node, worker, priority, availability, flags */
+};
+
+/*
+ * The account bare[0..len)'s resources on other nodes: an array of
+ * *count (free() it; NULL and 0 when none, or cluster mode is off or
+ * not joined). Any worker.
+ */
+struct cluster_res *cluster_resources(const char *bare, size_t len, size_t *count);
+
+/* Whether the account bare[0..len) has a session (any) on another node. Any worker. */
+bool cluster_account_elsewhere(const char *bare, size_t len);
+
+/* Whether full JID `full` is bound on another node (the replica). Any worker. */
+bool cluster_resource_elsewhere(const char *full);
+
+/*
+ * Sends st to the session r on its node, delivered there as it is (its
+ * 'to' unchanged; the recipient's side of routing ran here). `src`: the
+ * sender's connection here, whose SM ack waits for the stream (or NULL).
+ */
+void cluster_deliver(struct worker *w, struct conn *src, struct xml_node *st, const char *from,
+		     const struct cluster_res *r);
+
+/*
+ * A stanza for the bare JID `to` routed here (presence): also sent to the
+ * other nodes with available resources of the account, where it reaches
+ * those (and goes no further). Whether any node was sent it.
+ */
+bool cluster_route_others(struct worker *w, struct conn *src, struct xml_node *st,
+			  const struct jid *from, const struct jid *to);
+
+/*
+ * A roster push (an iq with the changed item, no 'to') for the account
+ * bare[0..len): every other node with a session of the account applies
+ * the item to its copy of the roster and pushes it to its interested
+ * resources (roster_pushed_elsewhere).
+ */
+void cluster_roster_push(struct worker *w, const char *bare, size_t len, struct xml_node *iq);
+
+/*
+ * Stream management resumption of a session another node holds (sm.c):
+ * asks every other node with a session of the account `bare` for the
+ * one with resumption id `id`, for connection c of worker w; each
+ * answers sm_take_answered() on w. Returns how many nodes were asked (0:
+ * none, or cluster mode is off or not joined).
+ */
+unsigned cluster_sm_take(struct worker *w, struct conn *c, const char *bare, const char *id);
 
 /* `stanzactl cluster status`: a JSON object (the caller owns it). Worker 0. */
 json_t *cluster_status_json(struct server *srv);

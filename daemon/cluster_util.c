@@ -131,8 +131,10 @@ int cluster_sess_encode(const struct cluster_sess *v, char *buf, size_t size)
 
 	if (!cluster_node_name_valid(v->node))
 		return -EINVAL;
-	n = snprintf(buf, size, "%s %u %d %d", v->node, v->worker, v->priority,
-		     v->available ? 1 : 0);
+	if (v->flags > CLUSTER_SESS_FLAGS_MAX)
+		return -EINVAL;
+	n = snprintf(buf, size, "%s %u %d %d %u", v->node, v->worker, v->priority,
+		     v->available ? 1 : 0, v->flags);
 	if (n < 0 || (size_t)n >= size)
 		return -ENOSPC;
 	return n;
@@ -141,7 +143,7 @@ int cluster_sess_encode(const struct cluster_sess *v, char *buf, size_t size)
 int cluster_sess_decode(struct cluster_sess *v, const char *text, size_t len)
 {
 	char buf[CLUSTER_SESS_TEXT_MAX + 1], node[CLUSTER_NODE_NAME_MAX + 2], tail;
-	unsigned worker;
+	unsigned worker, flags;
 	int prio, avail;
 
 	if (len >= sizeof(buf) || memchr(text, '\0', len))
@@ -149,15 +151,17 @@ int cluster_sess_decode(struct cluster_sess *v, const char *text, size_t len)
 	memcpy(buf, text, len);
 	buf[len] = '\0';
 	/* %65s: one byte more than a name may have, so a longer one is refused below. */
-	if (sscanf(buf, "%65s %u %d %d%c", node, &worker, &prio, &avail, &tail) != 4)
+	if (sscanf(buf, "%65s %u %d %d %u%c", node, &worker, &prio, &avail, &flags, &tail) != 5)
 		return -EINVAL;
 	if (!cluster_node_name_valid(node) || worker > 1023 || prio < -128 || prio > 127 ||
-	    (avail != 0 && avail != 1))
+	    (avail != 0 && avail != 1) || flags > CLUSTER_SESS_FLAGS_MAX)
 		return -EINVAL;
 	memcpy(v->node, node, strlen(node) + 1);
 	v->worker = worker;
 	v->priority = prio;
 	v->available = avail == 1;
+	v->flags = flags;
+	v->unconfirmed = false;
 	return 0;
 }
 
@@ -393,6 +397,20 @@ size_t cluster_table_find(const struct cluster_table *t, const char *bare,
 		if (n < max)
 			out[n] = (struct cluster_entry){ .resource = r->resource, .v = r->v };
 	return n;
+}
+
+struct cluster_sess *cluster_table_get(struct cluster_table *t, const char *full)
+{
+	const char *slash = strchr(full, '/');
+	struct ct_acct *a;
+
+	if (!slash)
+		return NULL;
+	a = *ct_slot(t, full, (size_t)(slash - full));
+	for (struct ct_res *r = a ? a->res : NULL; r; r = r->next)
+		if (strcmp(r->resource, slash + 1) == 0)
+			return &r->v;
+	return NULL;
 }
 
 size_t cluster_table_size(const struct cluster_table *t)

@@ -46,14 +46,24 @@ bool cluster_node_name_valid(const char *name);
 /*
  * One resource in the registry: where its session is and what routing
  * needs of it. Text form, the value of the hash PREFIX sess:BARE:
- * "NODE WORKER PRIORITY AVAILABLE", e.g. "n1 0 5 1".
+ * "NODE WORKER PRIORITY AVAILABLE FLAGS", e.g. "n1 0 5 1 3".
  */
 struct cluster_sess {
 	char node[CLUSTER_NODE_NAME_MAX + 1];
 	unsigned worker;
 	int priority;		/* -128..127 */
 	bool available;
+	unsigned flags;		/* CLUSTER_SESS_*: what the account's other nodes need to know */
+	/*
+	 * Not in the text: our own entry was written but its event has not
+	 * come back on the channel yet (cluster.c, resource conflicts).
+	 */
+	bool unconfirmed;
 };
+
+#define CLUSTER_SESS_CARBONS	1u	/* XEP-0280 enabled: gets the account's carbons */
+#define CLUSTER_SESS_ROSTER	2u	/* requested the roster: gets roster pushes */
+#define CLUSTER_SESS_FLAGS_MAX	255u
 
 #define CLUSTER_SESS_TEXT_MAX	(CLUSTER_NODE_NAME_MAX + 32)
 
@@ -100,6 +110,9 @@ void cluster_table_clear(struct cluster_table *t);
  */
 size_t cluster_table_find(const struct cluster_table *t, const char *bare,
 			  struct cluster_entry *out, size_t max);
+
+/* The value of full JID full (bare/resource), to change in place; NULL when absent. */
+struct cluster_sess *cluster_table_get(struct cluster_table *t, const char *full);
 
 /* Entries in the table, and those of one node. */
 size_t cluster_table_size(const struct cluster_table *t);

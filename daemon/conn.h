@@ -34,6 +34,7 @@ struct session;
 struct c2s_auth;
 struct c2s_bind;
 struct sasl2;
+struct sm_take;
 struct http_conn;
 struct ws_conn;
 struct s2s_conn;
@@ -148,6 +149,7 @@ struct conn {
 	struct c2s_auth *auth;		/* during SASL / registration */
 	struct c2s_bind *bind;		/* a bind waiting for the account's state */
 	struct sasl2 *sasl2;		/* SASL2/Bind2/FAST negotiation in progress (sasl2.c) */
+	struct sm_take *sm_take;	/* a resumption another node is asked for (sm.c) */
 	struct http_conn *http;		/* CONN_HTTP: the request in progress (http.c) */
 	struct ws_conn *ws;		/* WebSocket framing state (websocket.c) */
 	struct s2s_conn *s2s;		/* s2s and component stream state (s2s.c) */

@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "account.h"
+#include "cluster.h"
 #include "config.h"
 #include "conn.h"
 #include "jid.h"
@@ -411,7 +412,12 @@ void offline_deliver(struct worker *w, struct session *s)
 		a->offline_more = true;
 		return;
 	}
-	if (!a->offline_count && !a->offline_more)
+	/*
+	 * Cluster mode: another node may have stored messages for the
+	 * account (its resources there were unavailable or negative): the
+	 * count here does not know, the store does.
+	 */
+	if (!a->offline_count && !a->offline_more && !cluster_enabled())
 		return;
 	fr = calloc(1, sizeof(*fr));
 	if (!fr) {

@@ -173,8 +173,8 @@ static void presence_batch_arrived(struct worker *w, struct worker_msg *m)
 			continue;
 		}
 		s = sessdir_find_bare(w->sessions, jid, len);
-		if (!s && cluster_enabled())
-			cluster_fanout_add(&cf, jid, len);	/* on another node, maybe */
+		if (cluster_enabled())
+			cluster_fanout_add(&cf, jid, len);	/* on other nodes too, maybe */
 		for (struct session *next; s; s = next) {
 			next = s->next;
 			if (s->available && !(*excl && batch_excluded(excl, s->jid)))
@@ -363,6 +363,21 @@ static void presence_deliver_copy(struct session *s, struct xml_node *st, struct
 }
 
 /*
+ * Cluster mode: the account's own available resources on other nodes
+ * get the broadcast too, each addressed to its full JID (cluster.c).
+ */
+static void presence_fan_out_own_elsewhere(struct session *from_s, struct cluster_fanout **cf)
+{
+	size_t n;
+	struct cluster_res *res = cluster_resources(from_s->jid, from_s->bare_len, &n);
+
+	for (size_t i = 0; i < n; i++)
+		if (res[i].v.available)
+			cluster_fanout_add(cf, res[i].full, strlen(res[i].full));
+	free(res);
+}
+
+/*
  * The broadcast of a presence from session `from_s` (RFC 6121 4.2.2,
  * 4.4.2, 4.5.2): every available resource of every contact with From,
  * addressed to the contact's bare JID, and every available resource of
@@ -405,8 +420,8 @@ static void presence_fan_out(struct worker *w, struct session *from_s, struct xm
 			home = remote || w->srv->nworkers == 1 ? w->id : worker_home(w->srv, it->jid);
 			if (!remote && home == w->id) {
 				s2 = sessdir_find_bare(dir, it->jid, it->jid_len);
-				/* No session here: on another node, maybe (cluster.c). */
-				if (!s2 && cluster_enabled() &&
+				/* Sessions on other nodes, maybe (cluster.c). */
+				if (cluster_enabled() &&
 				    !(blocklist_count(bl) &&
 				      jid_parse(&cj, it->jid, it->jid_len) == 0 &&
 				      blocking_account_blocks(from_s, &cj)))
@@ -443,6 +458,8 @@ static void presence_fan_out(struct worker *w, struct session *from_s, struct xm
 		if (s2->available && (include_self || s2 != from_s))
 			presence_deliver_copy(s2, st, f, s2->jid, s2->jid_len);
 	}
+	if (cluster_enabled())
+		presence_fan_out_own_elsewhere(from_s, &cf);
 	if (t) {
 		presence_targets_post(w, t, f);
 		free(t);
@@ -528,6 +545,27 @@ static void presence_answer_probe(struct worker *w, const struct jid *contact,
 }
 
 /*
+ * Cluster mode: a probe from session s to the other nodes with
+ * available resources of `contact` (bare, or s's own full JID for its
+ * own account), whose answers come back to s.
+ */
+static void presence_probe_others(struct worker *w, struct session *s, const struct jid *contact)
+{
+	struct jid from, bare = *contact;
+	struct xml_node *p;
+	struct arena a;
+
+	jid_to_bare(&bare);
+	if (jid_parse(&from, s->jid, s->jid_len) < 0)
+		return;
+	arena_init(&a, PRESENCE_ARENA_CHUNK);
+	p = presence_new(&a, "probe", s->jid, bare.buf);
+	if (p)
+		cluster_route_others(w, NULL, p, &from, &bare);
+	arena_release(&a);
+}
+
+/*
  * What a session's first available presence triggers besides the
  * broadcast (RFC 6121 4.2.2, 3.1.3, XEP-0160): probes to the contacts
  * it is subscribed to, the presence of the account's other resources,
@@ -566,7 +604,13 @@ static void presence_initial(struct worker *w, struct session *s)
 			presence_probe_from(w, s->jid, contact.buf);	/* on another node? */
 		else
 			presence_answer_probe(w, &contact, &self, s);
+		/* The contact's resources on other nodes answer from there (cluster.c). */
+		if (cluster_enabled() && sessdir_find_bare(w->sessions, contact.buf, contact.len))
+			presence_probe_others(w, s, &contact);
 	}
+	/* So do the account's own resources on other nodes. */
+	if (cluster_enabled())
+		presence_probe_others(w, s, &self);
 	arena_init(&a, PRESENCE_ARENA_CHUNK);
 	/* The account's own other resources (their presence is "contact" presence too). */
 	for (struct session *s2 = sessdir_find_bare(w->sessions, s->jid, s->bare_len), *next;
@@ -755,6 +799,22 @@ static bool presence_send_excluding(struct worker *w, struct account *acct, cons
 }
 
 /*
+ * Cluster mode: st for the account `user`'s available resources on other
+ * nodes, delivered there as it is (cluster.c).
+ */
+static void presence_deliver_elsewhere(struct worker *w, struct xml_node *st,
+				       const struct jid *from, const struct jid *user)
+{
+	size_t n;
+	struct cluster_res *res = cluster_resources(user->buf, user->len, &n);
+
+	for (size_t i = 0; i < n; i++)
+		if (res[i].v.available)
+			cluster_deliver(w, NULL, st, from->buf, &res[i]);
+	free(res);
+}
+
+/*
  * Sends the user's current presence (each available resource's last) to
  * `contact`, which just gained From (RFC 6121 3.1.5).
  */
@@ -884,6 +944,8 @@ static void presence_sub_in_memory(struct worker *w, struct account *a, enum sub
 			if (s->available)
 				router_deliver(s, st);
 		}
+		if (cluster_enabled())
+			presence_deliver_elsewhere(w, st, contact, user);
 	}
 	if (r.actions & SUB_ACT_AUTO_SUBSCRIBED)
 		presence_send_sub(w, "subscribed", user->buf, contact->buf);
@@ -1047,7 +1109,12 @@ bool presence_inbound(struct worker *w, struct conn *src, struct xml_node *st,
 	contact = *from;
 	jid_to_bare(&contact);
 	if (ev < 0) {
+		const struct route_origin *o = router_origin(w, st);
+
 		presence_answer_probe(w, &user, from, NULL);
+		/* Cluster mode: the account's resources on other nodes answer from there. */
+		if (cluster_enabled() && !(o && o->from_cluster))
+			cluster_route_others(w, src, st, from, &user);
 		return true;
 	}
 	/* XEP-0324: a provisioned thing's friendships are decided by the rules (provisioning.c). */
@@ -1148,6 +1215,9 @@ void presence_session_end(struct worker *w, struct session *s)
 	struct arena a;
 
 	arena_init(&a, PRESENCE_ARENA_CHUNK);
+	/* Moved to another node (sm.c): it lives on there, for contacts and rooms alike. */
+	if (s->moved)
+		was = false;
 	if (was && !w->srv->shutting_down) {
 		struct xml_node *p = presence_new(&a, "unavailable", s->jid, NULL);
 		struct fanout f = FANOUT_INIT;
@@ -1157,7 +1227,7 @@ void presence_session_end(struct worker *w, struct session *s)
 			presence_fan_out(w, s, p, &f, false);
 		fanout_release(&f);
 	}
-	if (!w->srv->shutting_down)
+	if (!w->srv->shutting_down && !s->moved)
 		presence_directed_unavailable(w, s, &a, was);
 	s->available = false;
 	arena_release(&a);
@@ -1172,6 +1242,32 @@ void presence_session_end(struct worker *w, struct session *s)
 		free(ps);
 		s->pres = NULL;
 	}
+}
+
+void presence_restore(struct session *s, bool available, int priority, const char *last,
+		      size_t len)
+{
+	struct presence_state *ps;
+	char *copy;
+
+	s->priority = priority;
+	s->available = available;
+	if (!last || !(ps = presence_state_get(s)) || !(copy = malloc(len + 1)))
+		return;	/* out of memory: its next presence sets it */
+	memcpy(copy, last, len);
+	copy[len] = '\0';
+	free(ps->last);
+	ps->last = copy;
+	ps->last_len = len;
+}
+
+void presence_from_changed(struct worker *w, const char *bare, size_t bare_len,
+			   const char *contact, bool gained)
+{
+	if (gained)
+		presence_send_current(w, bare, bare_len, contact);
+	else
+		presence_send_unavailable(w, bare, bare_len, contact);
 }
 
 void presence_roster_removed(struct worker *w, const char *bare, size_t bare_len,

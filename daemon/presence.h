@@ -83,6 +83,23 @@ bool presence_inbound(struct worker *w, struct conn *src, struct xml_node *st,
 void presence_session_end(struct worker *w, struct session *s);
 
 /*
+ * A session resumed here that another node held (sm.c): its presence as
+ * it was there (last: serialized without 'to', len bytes; NULL when it
+ * sent none). Nothing is broadcast: its contacts saw it already.
+ */
+void presence_restore(struct session *s, bool available, int priority, const char *last,
+		      size_t len);
+
+/*
+ * Cluster mode: another node changed whether `contact` has From on the
+ * account bare[0..bare_len)'s roster (roster_pushed_elsewhere): the
+ * account's available resources here send it their current presence
+ * (gained) or unavailable (lost), as those on that node did.
+ */
+void presence_from_changed(struct worker *w, const char *bare, size_t bare_len,
+			   const char *contact, bool gained);
+
+/*
  * The user (bare[0..bare_len)) removed contact from the roster, whose
  * state (sub_bits, Pending In included) was `state`: sends unsubscribe /
  * unsubscribed as RFC 6121 2.5.2 requires, and unavailable if the

@@ -89,6 +89,18 @@ struct ps_gate {
 	enum ps_verdict verdict;	/* out */
 };
 
+/*
+ * Cluster mode: a subscriber whose access to the job's node depends on
+ * its owner's roster, which is not in memory here (the owner's sessions
+ * are on other nodes): the store decides before the job's notification
+ * goes to it (ps_notify).
+ */
+struct ps_subgate {
+	struct ps_subgate *next;
+	const char *jid;		/* the subscription's JID, as in n->subs */
+	struct ps_gate *gate;
+};
+
 /* A node whose last item a job reads. */
 struct ps_last {
 	struct ps_last *next;
@@ -118,6 +130,7 @@ struct ps_job {
 	bool read_last;			/* the node's newest item into rows */
 	struct ps_item_row *rows;
 	struct ps_last *lasts;
+	struct ps_subgate *subgates;	/* decided after the writes */
 	/* For the completion. */
 	ps_finish_fn *finish;
 	bool created;			/* the node was created by this request */
@@ -348,6 +361,11 @@ static int ps_job_run(struct storage *st, struct storage_req *req)
 		if (ret < 0)
 			return ret;
 	}
+	for (struct ps_subgate *g = j->subgates; g; g = g->next) {
+		ret = ps_gate_run(st, j, g->gate);
+		if (ret < 0)
+			return ret;
+	}
 	return 0;
 }
 
@@ -466,10 +484,15 @@ static const char *ps_dup(struct ps_job *j, const char *s)
 	return s ? arena_strdup(&j->a, s) : NULL;
 }
 
+static void ps_job_gate_subscribers(struct worker *w, struct ps_job *j);
+
 /* Hands the job to the storage thread, or completes it now when it has nothing to do there. */
 static void ps_job_submit(struct worker *w, struct ps_job *j)
 {
-	if (!j->muts && !j->gate && !j->read_items && !j->read_last && !j->lasts) {
+	if (cluster_enabled() && j->notify && j->node)
+		ps_job_gate_subscribers(w, j);
+	if (!j->muts && !j->gate && !j->read_items && !j->read_last && !j->lasts &&
+	    !j->subgates) {
 		j->op.req.result = 0;
 		ps_job_done(&j->op.req);
 		return;
@@ -1136,6 +1159,46 @@ static bool ps_sub_allowed(struct worker *w, const struct ps_node *n,
 	return gate || ps_access_check(&n->cfg, r) == PS_ALLOW;
 }
 
+/*
+ * Cluster mode, before a job with a notification is submitted: the
+ * subscribers whose access hangs on the owner's roster when that roster
+ * is not in memory here get a gate each, which the store decides with
+ * the job (ps_job_run). On one node such a subscription stands until the
+ * owner's roster is back in memory; in a cluster the owner changes its
+ * roster on its own node while the services run on another.
+ */
+static void ps_job_gate_subscribers(struct worker *w, struct ps_job *j)
+{
+	struct ps_node *n = j->node;
+	struct ps_subgate **tail = &j->subgates;
+	struct ps_requester r;
+	const char *gate;
+	size_t glen;
+
+	if (n->host->pep || n->cfg.access == PS_ACCESS_OPEN || j->subgates)
+		return;
+	for (const struct ps_subscription *sub = n->subs; sub; sub = sub->next) {
+		struct ps_subgate *g;
+		char bare[JID_MAX];
+
+		if (!sub->deliver || sub->state == PS_SUB_NONE ||
+		    !ps_is_local(w, sub->jid, sub->bare_len))
+			continue;
+		ps_requester_facts(w, n, sub->jid, sub->bare_len, false, &r, &gate, &glen);
+		if (!gate)
+			continue;
+		snprintf(bare, sizeof(bare), "%.*s", (int)sub->bare_len, sub->jid);
+		g = arena_alloc(&j->a, sizeof(*g));
+		if (!g || !(g->gate = ps_gate_new(j, n, gate, glen, bare, &r)) ||
+		    !(g->jid = ps_dup(j, sub->jid)))
+			return;	/* out of memory: the others stand, as on one node */
+		/* In the order of n->subs: ps_notify walks both together. */
+		g->next = NULL;
+		*tail = g;
+		tail = &g->next;
+	}
+}
+
 /* Delivery to one explicit subscription (XEP-0060 12.3, XEP-0163 4.3.2). */
 static void ps_fan_sub(struct worker *w, struct ps_fan *fan, const struct ps_subscription *sub)
 {
@@ -1194,13 +1257,15 @@ static void ps_fan_pep(struct worker *w, struct ps_fan *fan)
  * delivery on) and, for PEP nodes, the implicit ones. pending_too adds
  * pending subscriptions (node deletion, XEP-0060 8.4.2).
  */
-static void ps_notify(struct worker *w, struct ps_node *n, struct xml_node *msg, bool pending_too)
+static void ps_notify(struct worker *w, struct ps_node *n, struct xml_node *msg, bool pending_too,
+		      const struct ps_subgate *gates)
 {
 	struct ps_fan fan = {
 		.n = n, .node = n->name, .node_len = n->name_len, .pep = n->host->pep,
 		.msg = msg, .f = FANOUT_INIT, .serial = atomic_fetch_add(&ps_serial, 1) + 1,
 	};
 	struct ps_fan chk = fan;	/* subscribers decided at their owner's home */
+	const struct ps_subgate *next_gate = gates;
 	struct ps_requester r;
 	const char *owner;
 	size_t olen;
@@ -1208,10 +1273,21 @@ static void ps_notify(struct worker *w, struct ps_node *n, struct xml_node *msg,
 	if (!msg)
 		return;
 	for (const struct ps_subscription *sub = n->subs; sub; sub = sub->next) {
+		const struct ps_subgate *g = next_gate;
+
 		if (!sub->deliver || sub->state == PS_SUB_NONE ||
 		    (sub->state == PS_SUB_PENDING && !pending_too) ||
 		    !ps_is_local(w, sub->jid, sub->bare_len))
 			continue;
+		/* Gates follow n->subs: usually the next one (subscriptions may change meanwhile). */
+		while (g && strcmp(g->jid, sub->jid) != 0)
+			g = g->next;
+		if (g) {
+			next_gate = g->next;
+			if (g->gate->verdict == PS_ALLOW)
+				ps_fan_sub(w, &fan, sub);
+			continue;
+		}
 		if (ps_sub_allowed(w, n, sub, &r, &owner, &olen))
 			ps_fan_sub(w, &fan, sub);
 		else if (owner)
@@ -1307,6 +1383,11 @@ static void ps_send_item_to(struct worker *w, struct arena *a, struct ps_node *n
 
 	if (!msg || ps_add_delay(a, msg, n->host->jid, created) < 0)
 		return;
+	/* Cluster mode: on another node, through the router (as ps_fan_to). */
+	if (!n->host->pep && cluster_enabled() && cluster_elsewhere(to, tl)) {
+		router_route_copy(w, msg, to, tl);
+		return;
+	}
 	/* At home elsewhere: a message to that worker, which delivers as below. */
 	if (router_home_elsewhere(w, to, tl)) {
 		struct ps_fan fan = {
@@ -1712,7 +1793,7 @@ static void ps_finish_publish(struct ps_job *j, struct session *s)
 	ps_job_ok(j, s);
 	/* A node deleted meanwhile has no one left to tell. */
 	if (!j->node->deleted && j->node->cfg.deliver_notifications)
-		ps_notify(w, j->node, j->notify, false);
+		ps_notify(w, j->node, j->notify, false, j->subgates);
 	ps_changed_hook(w, j);
 }
 
@@ -1979,7 +2060,7 @@ static void ps_finish_retract(struct ps_job *j, struct session *s)
 	}
 	ps_job_ok(j, s);
 	if (j->notify && !j->node->deleted)
-		ps_notify(ps_job_worker(j), j->node, j->notify, false);
+		ps_notify(ps_job_worker(j), j->node, j->notify, false, j->subgates);
 	ps_changed_hook(ps_job_worker(j), j);
 }
 
@@ -2669,7 +2750,7 @@ static void ps_finish_configure(struct ps_job *j, struct session *s)
 	}
 	ps_job_ok(j, s);
 	if (j->notify && !j->node->deleted)
-		ps_notify(ps_job_worker(j), j->node, j->notify, false);
+		ps_notify(ps_job_worker(j), j->node, j->notify, false, j->subgates);
 }
 
 /*
@@ -2787,7 +2868,7 @@ static void ps_finish_delete(struct ps_job *j, struct session *s)
 	}
 	ps_job_ok(j, s);
 	/* The node left the indexes already; its subscription list is still here. */
-	ps_notify(ps_job_worker(j), j->node, j->notify, true);
+	ps_notify(ps_job_worker(j), j->node, j->notify, true, j->subgates);
 }
 
 /*
@@ -2835,7 +2916,7 @@ static void ps_finish_purge(struct ps_job *j, struct session *s)
 	}
 	ps_job_ok(j, s);
 	if (j->notify && !j->node->deleted)
-		ps_notify(ps_job_worker(j), j->node, j->notify, false);
+		ps_notify(ps_job_worker(j), j->node, j->notify, false, j->subgates);
 }
 
 /* XEP-0060 8.5: remove every item of a node that persists items. */
@@ -4101,7 +4182,7 @@ static void ps_finish_replace(struct ps_job *j, struct session *unused)
 		return;
 	}
 	for (struct ps_notice *nt = j->notices; nt && !j->node->deleted; nt = nt->next)
-		ps_notify(w, j->node, nt->msg, false);
+		ps_notify(w, j->node, nt->msg, false, NULL);
 }
 
 /* The stored row with this id among rows, or NULL. */

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "account.h"
+#include "cluster.h"
 #include "config.h"
 #include "conn.h"
 #include "durable.h"
@@ -28,6 +29,8 @@
 #include "session.h"
 #include "stanza.h"
 #include "storage.h"
+#include "stored_xml.h"
+#include "strbuf.h"
 #include "subscription.h"
 #include "worker.h"
 
@@ -426,21 +429,59 @@ static void roster_request_persist(struct worker *w, const struct account *a, co
 	storage_queue_submit(w->srv->store, &rr->req);
 }
 
+/*
+ * Cluster mode: the account's other nodes keep their copy of its pending
+ * requests in step (roster_pushed_elsewhere): the request as received
+ * (`stanza`), or for one answered or withdrawn an unsubscribe from the
+ * requester.
+ */
+static void roster_request_elsewhere(struct worker *w, const struct account *a,
+				     const char *jid, const char *stanza, size_t stanza_len)
+{
+	char bare[JID_MAX];
+	struct xml_node *st;
+	struct arena ar;
+	int n = snprintf(bare, sizeof(bare), "%s@%s", a->user, w->srv->cfg->domain);
+
+	if (n < 0 || (size_t)n >= sizeof(bare) || !cluster_account_elsewhere(bare, (size_t)n))
+		return;
+	arena_init(&ar, 1024);
+	if (stanza) {
+		st = stored_xml_parse(w->xml, &ar, stanza, stanza_len);
+	} else {
+		st = xml_node_new(&ar, XML_NS_CLIENT, "presence");
+		if (st && (xml_attr_set(&ar, st, "type", "unsubscribe") < 0 ||
+			   xml_attr_set(&ar, st, "from", jid) < 0))
+			st = NULL;
+	}
+	if (st && (stanza == NULL || xml_attr_set(&ar, st, "from", jid) == 0))
+		cluster_roster_push(w, bare, (size_t)n, st);
+	else
+		log_error("roster.push_failed", "msg=\"out of memory\"");
+	arena_release(&ar);
+}
+
 int roster_keep_request(struct worker *w, struct account *a, const char *jid, size_t len,
 			const char *stanza, size_t stanza_len)
 {
 	int ret = roster_request_put(a->roster, jid, len, stanza, stanza_len,
 				     w->srv->cfg->max_roster_items);
 
-	if (ret == 0)
+	if (ret == 0) {
 		roster_request_persist(w, a, jid, len, stanza, stanza_len);
+		if (cluster_enabled())
+			roster_request_elsewhere(w, a, jid, stanza, stanza_len);
+	}
 	return ret;
 }
 
 void roster_drop_request(struct worker *w, struct account *a, const char *jid, size_t len)
 {
-	if (roster_request_drop(a->roster, jid, len))
+	if (roster_request_drop(a->roster, jid, len)) {
 		roster_request_persist(w, a, jid, len, NULL, 0);
+		if (cluster_enabled())
+			roster_request_elsewhere(w, a, jid, NULL, 0);
+	}
 }
 
 /* ---- Wire form ---- */
@@ -490,18 +531,21 @@ static struct xml_node *roster_query_xml(struct arena *a, const struct roster *r
 /*
  * Sends a roster push for `it` to every interested resource of the
  * account bare[0..len) (RFC 6121 2.1.6): no 'from' (it comes from the
- * account itself), ver = the item's version.
+ * account itself), ver = the item's version. In cluster mode (`others`)
+ * the account's other nodes get it too: they hold a copy of the roster.
  */
 static void roster_push(struct worker *w, const char *bare, size_t len,
-			const struct roster_item *it)
+			const struct roster_item *it, bool others)
 {
 	static uint64_t push_seq;
 	struct arena *a = &w->tmp;
 	struct xml_node *iq = NULL, *q;
 	char id[32], ver[24];
+	bool build = others && cluster_enabled() && cluster_account_elsewhere(bare, len);
 
-	for (struct session *s = sessdir_find_bare(w->sessions, bare, len); s; s = s->next) {
-		if (!s->interested)
+	for (struct session *s = sessdir_find_bare(w->sessions, bare, len); build || s;
+	     s = s ? s->next : NULL) {
+		if (s && !s->interested)
 			continue;
 		if (!iq) {
 			/* Unique per process, whichever worker pushes. */
@@ -515,6 +559,11 @@ static void roster_push(struct worker *w, const char *bare, size_t len,
 			q = xml_node_add_child(a, iq, NS_ROSTER, "query");
 			if (!q || xml_attr_set(a, q, "ver", ver) < 0 || !roster_item_xml(a, q, it))
 				goto oom;
+			if (build)
+				cluster_roster_push(w, bare, len, iq);	/* without 'to' (cluster.c) */
+			build = false;
+			if (!s)
+				break;
 		}
 		if (xml_attr_set(a, iq, "to", s->jid) < 0)
 			goto oom;
@@ -530,7 +579,125 @@ void roster_commit(struct worker *w, struct account *a, const char *bare, size_t
 {
 	roster_touch(a->roster, it);
 	roster_persist(w, a, it);
-	roster_push(w, bare, bare_len, it);
+	roster_push(w, bare, bare_len, it, true);
+}
+
+static int roster_parse_ver(const char *v, uint64_t *out);
+
+/* The state an item of a roster push shows: 0, or -EINVAL when it is not one. */
+static int roster_item_from_push(struct worker *w, const struct xml_node *item, uint8_t *sub,
+				 bool *approved, bool *removed, struct strbuf *groups)
+{
+	const char *subscription = xml_attr_get(item, "subscription");
+	const char *ask = xml_attr_get(item, "ask");
+	const char *appr = xml_attr_get(item, "approved");
+
+	*removed = subscription && strcmp(subscription, "remove") == 0;
+	*sub = 0;
+	if (!*removed) {
+		if (!subscription || strcmp(subscription, "none") == 0)
+			*sub = 0;
+		else if (strcmp(subscription, "to") == 0)
+			*sub = SUB_TO;
+		else if (strcmp(subscription, "from") == 0)
+			*sub = SUB_FROM;
+		else if (strcmp(subscription, "both") == 0)
+			*sub = SUB_TO | SUB_FROM;
+		else
+			return -EINVAL;
+	}
+	if (ask && strcmp(ask, "subscribe") == 0)
+		*sub |= SUB_PENDING_OUT;
+	*approved = appr && (strcmp(appr, "true") == 0 || strcmp(appr, "1") == 0);
+	for (const struct xml_node *g = xml_first_element(item); g; g = xml_next_element(g)) {
+		const char *text = strcmp(g->name, "group") == 0 ? xml_text(&w->tmp, g) : NULL;
+
+		if (!text || !text[0])
+			continue;
+		if (groups->len)
+			strbuf_append(groups, (char[]){ ROSTER_GROUP_SEP }, 1);
+		strbuf_append(groups, text, strlen(text));
+	}
+	strbuf_append(groups, "", 1);
+	return groups->oom ? -ENOMEM : 0;
+}
+
+/* A pending request kept (subscribe) or gone (unsubscribe) on another node. */
+static void roster_request_pushed(struct worker *w, struct account *a, struct xml_node *p)
+{
+	const char *type = xml_attr_get(p, "type"), *from = xml_attr_get(p, "from");
+	struct strbuf ser = STRBUF_INIT;
+
+	if (!from || !type)
+		return;
+	if (strcmp(type, "unsubscribe") == 0) {
+		roster_request_drop(a->roster, from, strlen(from));
+		return;
+	}
+	xml_serialize(&ser, p, XML_NS_CLIENT);
+	if (ser.oom || roster_request_put(a->roster, from, strlen(from), ser.data, ser.len,
+					  w->srv->cfg->max_roster_items) < 0)
+		log_warn("roster.request_lost", "user=%s msg=\"a pending request from another node "
+			 "is not kept here\"", a->user);
+	strbuf_free(&ser);
+}
+
+void roster_pushed_elsewhere(struct worker *w, const struct jid *bare, struct xml_node *iq)
+{
+	struct account *a = sessdir_find_account(w->sessions, bare->buf, bare->len);
+	const struct xml_node *q = xml_child(iq, NS_ROSTER, "query");
+	const struct xml_node *item = q ? xml_first_element(q) : NULL;
+	const char *jid = item ? xml_attr_get(item, "jid") : NULL;
+	const char *ver = q ? xml_attr_get(q, "ver") : NULL;
+	struct strbuf groups = STRBUF_INIT;
+	struct roster_item *it;
+	bool approved, removed, had_from;
+	uint64_t version;
+	uint8_t sub;
+	char qj[128];
+
+	if (!a || !a->roster)
+		return;	/* no session of the account here any more: nothing in memory */
+	if (strcmp(iq->name, "presence") == 0) {
+		roster_request_pushed(w, a, iq);
+		return;
+	}
+	if (!jid || !ver || roster_parse_ver(ver, &version) < 0 ||
+	    roster_item_from_push(w, item, &sub, &approved, &removed, &groups) < 0) {
+		log_warn("roster.push_unusable", "user=%s msg=\"a roster change from another node "
+			 "cannot be read\"", log_sanitize(qj, sizeof(qj), bare->buf, bare->len));
+		strbuf_free(&groups);
+		return;
+	}
+	/* Pushes of one item may cross: an older one changes nothing. */
+	it = roster_lookup(a->roster, jid, strlen(jid));
+	if (it && it->version > version) {
+		strbuf_free(&groups);
+		return;
+	}
+	it = roster_upsert(a->roster, jid, strlen(jid));
+	if (!it || (!removed && (roster_item_set_name(it, xml_attr_get(item, "name")) < 0 ||
+				 roster_item_set_groups(it, groups.data) < 0))) {
+		log_error("roster.push_failed", "msg=\"out of memory\"");
+		strbuf_free(&groups);
+		return;
+	}
+	strbuf_free(&groups);
+	had_from = !it->deleted && (it->sub & SUB_FROM);
+	if (removed) {
+		roster_remove(a->roster, it);
+	} else {
+		it->sub = sub;
+		it->approved = approved;
+	}
+	/* The version the database gave the change; ours never goes back. */
+	it->version = version;
+	if (version > a->roster->version)
+		a->roster->version = version;
+	roster_push(w, bare->buf, bare->len, it, false);
+	/* The contact hears of the resources here as of those there (RFC 6121 3.1.5, 3.3.3). */
+	if (had_from != (!it->deleted && (it->sub & SUB_FROM)))
+		presence_from_changed(w, bare->buf, bare->len, it->jid, !had_from);
 }
 
 /* ---- iq handlers ---- */
@@ -632,8 +799,11 @@ void roster_get(struct iq_request *rq)
 
 	if (!a)
 		return;
-	/* RFC 6121 2.1.6: this resource now gets pushes. */
-	s->interested = true;
+	/* RFC 6121 2.1.6: this resource now gets pushes (on other nodes' too: cluster.c). */
+	if (!s->interested) {
+		s->interested = true;
+		cluster_session_update(rq->w, s);
+	}
 	if (xml_first_element(rq->payload)) {
 		iq_reply_error(rq, "bad-request", "a roster get carries no items");
 		return;

@@ -47,6 +47,8 @@ struct account;
 struct iq_request;
 struct storage;
 struct worker;
+struct jid;
+struct xml_node;
 
 struct roster_item {
 	struct roster_item *next;	/* all items, tombstones included */
@@ -110,6 +112,14 @@ bool roster_contact_has_to(const struct account *a, const char *bare_jid);
  * (roster_commit). NULL with errno = ENOMEM.
  */
 struct roster_item *roster_upsert(struct roster *r, const char *jid, size_t len);
+
+/*
+ * Cluster mode: the account `bare` changed an item of its roster on
+ * another node, which sent its roster push `iq` (cluster.c): the copy of
+ * the roster here takes the item as the push shows it, and the
+ * account's interested resources here get the push.
+ */
+void roster_pushed_elsewhere(struct worker *w, const struct jid *bare, struct xml_node *iq);
 
 /* Stamps `it` with a new roster version (roster_commit does it for changes). */
 void roster_touch(struct roster *r, struct roster_item *it);

@@ -218,14 +218,20 @@ static void deliver(struct session *s, struct xml_node *st)
 	router_deliver(s, st);
 }
 
-/* Highest priority among available sessions with priority >= 0, or -1. */
-static int best_priority(struct session *list)
+/*
+ * Highest priority among available sessions with priority >= 0, or -1:
+ * here, and on other nodes (the `nres` of `res`, cluster mode).
+ */
+static int best_priority(struct session *list, const struct cluster_res *res, size_t nres)
 {
 	int best = -1;
 
 	for (struct session *s = list; s; s = s->next)
 		if (s->available && s->priority >= 0 && s->priority > best)
 			best = s->priority;
+	for (size_t i = 0; i < nres; i++)
+		if (res[i].v.available && res[i].v.priority > best)
+			best = res[i].v.priority;
 	return best;
 }
 
@@ -237,34 +243,16 @@ static int best_priority(struct session *list)
  * chat are stored offline (XEP-0160) and headline is dropped. While
  * stored messages are being fetched, normal and chat are stored too, so
  * they cannot overtake the stored ones.
+ *
+ * Cluster mode (`others`): the account's resources on other nodes are
+ * among those chosen from, and get their copy through their node.
  */
-static void route_message_bare(struct worker *w, struct conn *src, struct xml_node *st,
-			       const struct jid *to, struct session *list)
+static void route_store_offline(struct worker *w, struct conn *src, struct xml_node *st,
+				const struct jid *to)
 {
-	const char *type = stanza_type(st);
-	bool headline = strcmp(type, "headline") == 0;
-	int best = best_priority(list);
-	struct session *next;
 	char user[JID_PART_MAX + 1];
 	int ret;
 
-	if (strcmp(type, "error") == 0)
-		return;
-	if (strcmp(type, "groupchat") == 0) {
-		router_bounce_w(w, src, st, "service-unavailable");
-		return;
-	}
-	if (best >= 0 && !(!headline && list && offline_holding(session_account(list)))) {
-		/* Sessions may end inside a delivery (output overflow): take next first. */
-		for (struct session *s = list; s; s = next) {
-			next = s->next;
-			if (s->available && s->priority >= 0 && (headline || s->priority == best))
-				deliver(s, st);
-		}
-		return;
-	}
-	if (headline || !offline_wanted(st))
-		return;
 	snprintf(user, sizeof(user), "%.*s", (int)to->local_len, to->buf);
 	ret = offline_store(w, st, user);
 	if (ret == 0)
@@ -275,10 +263,58 @@ static void route_message_bare(struct worker *w, struct conn *src, struct xml_no
 				"service-unavailable");
 }
 
-/* Presence to a bare JID: every available resource (RFC 6121 8.5.2.1.2). */
-static void route_presence_bare(struct xml_node *st, struct session *list)
+static void route_message_bare(struct worker *w, struct conn *src, struct xml_node *st,
+			       const struct jid *from, const struct jid *to,
+			       struct session *list, bool others)
 {
+	const char *type = stanza_type(st);
+	bool headline = strcmp(type, "headline") == 0;
+	size_t nres = 0;
+	struct cluster_res *res = others && cluster_enabled() ?
+		cluster_resources(to->buf, to->domain_off + to->domain_len, &nres) : NULL;
+	int best = best_priority(list, res, nres);
 	struct session *next;
+
+	if (strcmp(type, "error") == 0)
+		goto out;
+	if (strcmp(type, "groupchat") == 0) {
+		router_bounce_w(w, src, st, "service-unavailable");
+		goto out;
+	}
+	if (best >= 0 && !(!headline && list && offline_holding(session_account(list)))) {
+		/* Sessions may end inside a delivery (output overflow): take next first. */
+		for (struct session *s = list; s; s = next) {
+			next = s->next;
+			if (s->available && s->priority >= 0 && (headline || s->priority == best))
+				deliver(s, st);
+		}
+		for (size_t i = 0; i < nres; i++)
+			if (res[i].v.available && res[i].v.priority >= 0 &&
+			    (headline || res[i].v.priority == best))
+				cluster_deliver(w, src, st, from->buf, &res[i]);
+		goto out;
+	}
+	if (headline || !offline_wanted(st))
+		goto out;
+	route_store_offline(w, src, st, to);
+out:
+	free(res);
+}
+
+/*
+ * Presence to a bare JID: every available resource (RFC 6121 8.5.2.1.2);
+ * in cluster mode, unless another node sent it here, those on other
+ * nodes too (through their nodes).
+ */
+static void route_presence_bare(struct worker *w, struct conn *src, struct xml_node *st,
+				const struct jid *from, const struct jid *to,
+				struct session *list)
+{
+	const struct route_origin *o = router_origin(w, st);
+	struct session *next;
+
+	if (cluster_enabled() && !(o && o->from_cluster))
+		cluster_route_others(w, src, st, from, to);
 
 	for (struct session *s = list; s; s = next) {
 		next = s->next;
@@ -359,7 +395,7 @@ static void route_local(struct worker *w, struct conn *src, struct xml_node *st,
 			const char *type = stanza_type(st);
 
 			if (strcmp(type, "chat") == 0)
-				route_message_bare(w, src, st, to, list);
+				route_message_bare(w, src, st, from, to, list, true);
 			else
 				router_bounce_w(w, src, st, "service-unavailable");
 		} else if (kind == STANZA_IQ && strcmp(stanza_type(st), "result") != 0) {
@@ -371,11 +407,11 @@ static void route_local(struct worker *w, struct conn *src, struct xml_node *st,
 
 	switch (kind) {
 	case STANZA_MESSAGE:
-		route_message_bare(w, src, st, to, list);
+		route_message_bare(w, src, st, from, to, list, true);
 		break;
 	case STANZA_PRESENCE:
 		if (!presence_inbound(w, src, st, from, to))
-			route_presence_bare(st, list);
+			route_presence_bare(w, src, st, from, to, list);
 		break;
 	case STANZA_IQ:
 		/*
@@ -439,6 +475,30 @@ static bool route_elsewhere(struct worker *w, const struct jid *to)
 	return !sessdir_find_bare(w->sessions, to->buf, to->domain_off + to->domain_len);
 }
 
+/*
+ * Cluster mode: a message for the bare JID that none of the account's
+ * sessions here takes (none available with a non-negative priority),
+ * nor any elsewhere by the replica. The replica may lag a session that
+ * became available on another node an instant ago: the registry decides
+ * (cluster_route), before anything is archived or stored here.
+ */
+static bool route_nobody_takes(struct worker *w, const struct xml_node *st, const struct jid *to)
+{
+	const char *type = stanza_type(st);
+	size_t nres = 0;
+	struct cluster_res *res;
+	int best;
+
+	if (stanza_kind(st) != STANZA_MESSAGE || jid_has_resource(to) ||
+	    strcmp(type, "error") == 0 || strcmp(type, "groupchat") == 0 ||
+	    strcmp(type, "headline") == 0)
+		return false;
+	res = cluster_resources(to->buf, to->len, &nres);
+	best = best_priority(sessdir_find_bare(w->sessions, to->buf, to->len), res, nres);
+	free(res);
+	return best < 0;
+}
+
 /* The recipient's side of routing to a local account: at its home. */
 static void route_home(struct worker *w, struct conn *src, struct xml_node *st,
 		       const struct jid *from, const struct jid *to)
@@ -449,9 +509,11 @@ static void route_home(struct worker *w, struct conn *src, struct xml_node *st,
 	/*
 	 * Cluster mode: a recipient with no session on this node but some on
 	 * another goes to that node's stream (cluster.c); the recipient's
-	 * side (block list, archive, delivery) runs there.
+	 * side (block list, archive, delivery) runs there. So does a message
+	 * no session here would take when another node may have one.
 	 */
-	if (cluster_enabled() && !(o && o->from_cluster) && route_elsewhere(w, to) &&
+	if (cluster_enabled() && !(o && o->from_cluster) &&
+	    (route_elsewhere(w, to) || route_nobody_takes(w, st, to)) &&
 	    cluster_route(w, src, st, from, to))
 		return;
 	/* XEP-0191: once per stanza, so a refused message is answered once. */
@@ -504,6 +566,7 @@ enum route_fwd_kind {
 	FWD_HOME,			/* to a local account, at its home: route_home */
 	FWD_ERROR,			/* an error for the sender: to its session `to` */
 	FWD_REROUTE,			/* to a service or another domain: routed on worker 0 */
+	FWD_CLUSTER_DELIVER,		/* another node's copy for a session `to`: at its home */
 };
 
 struct route_fwd {
@@ -648,6 +711,8 @@ static void route_fwd_arrived(struct worker *w, struct worker_msg *m)
 		w->origin = &f->origin;
 		if (f->kind == FWD_ERROR)
 			route_deliver_error(w, f->st, &to);
+		else if (f->kind == FWD_CLUSTER_DELIVER)
+			router_deliver_cluster(w, f->st, &from, &to);
 		else if (f->kind == FWD_REROUTE)
 			router_route_w(w, NULL, f->st, &from, &to);
 		else
@@ -675,7 +740,7 @@ static void route_forward_to(struct worker *w, unsigned home, struct conn *src,
 			     enum route_fwd_kind kind)
 {
 	const struct route_origin *o = router_origin(w, st);
-	bool deliver_only = kind == FWD_ERROR;
+	bool deliver_only = kind == FWD_ERROR || kind == FWD_CLUSTER_DELIVER;
 	struct route_fwd *f = route_fwd_get(w);
 
 	if (f) {
@@ -881,6 +946,35 @@ void router_route_w(struct worker *w, struct conn *src, struct xml_node *st,
 		return;
 	}
 	route_home(w, src, st, from, to);
+}
+
+void router_deliver_cluster(struct worker *w, struct xml_node *st, const struct jid *from,
+			    const struct jid *to)
+{
+	struct session *s = jid_has_resource(to) ?
+			    sessdir_find_full(w->sessions, to->buf, to->len) : NULL;
+	unsigned home = route_home_of(w, to);
+
+	if (s && !s->remote) {
+		deliver(s, st);
+		return;
+	}
+	/* Not at the account's home (a copy that could not go out, cluster.c): taken there. */
+	if (home != w->id) {
+		route_forward_to(w, home, NULL, st, from, to, FWD_CLUSTER_DELIVER);
+		return;
+	}
+	/* A carbon copy, or presence, was for that session only. */
+	if (stanza_kind(st) != STANZA_MESSAGE || xml_child(st, NS_CARBONS, "sent") ||
+	    xml_child(st, NS_CARBONS, "received") || !jid_has_resource(to))
+		return;
+	/*
+	 * Gone since the sender's node chose it (or the copy could not leave
+	 * that node): offline, not to the account's other resources, which
+	 * may have had their own copy (it was archived there already).
+	 */
+	if (offline_wanted(st))
+		route_store_offline(w, NULL, st, to);
 }
 
 void router_route_cluster(struct worker *w, struct xml_node *st, const struct jid *from,

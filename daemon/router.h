@@ -86,6 +86,17 @@ struct route_origin {
 };
 
 /*
+ * What another node routed for the account `to` here, its recipient's
+ * side done there (cluster.c: cluster_deliver), or a copy that could not
+ * leave this node: delivered to the session `to` as it is, or, the
+ * session being gone, a message is stored offline (the account's other
+ * resources may have had their own copy); a carbon copy or presence for
+ * a gone session is dropped. Any worker (taken to the account's home).
+ */
+void router_deliver_cluster(struct worker *w, struct xml_node *st, const struct jid *from,
+			    const struct jid *to);
+
+/*
  * A stanza another node sent (cluster.c): routed as one forwarded from
  * another worker, at the recipient's home (through its mailbox when that
  * is another worker), with the sender's origin. delivered = true: it

@@ -365,6 +365,7 @@ static void sasl2_inline_resume(struct conn *c)
 	struct sasl2 *st = c->sasl2;
 	struct arena *a = &c->w->tmp;
 	struct xml_node *el = xml_node_new(a, NS_SM, "resume");
+	int ret;
 
 	if (!el) {
 		strbuf_puts(&st->out, "<failed xmlns='" NS_SM "'><internal-server-error xmlns='"
@@ -375,7 +376,27 @@ static void sasl2_inline_resume(struct conn *c)
 		xml_attr_set(a, el, "previd", st->previd);
 		xml_attr_set(a, el, "h", st->resume_h);
 	}
-	st->resumed = sm_resume_inline(c, el, &st->out);
+	ret = sm_resume_inline(c, el, &st->out);
+	st->resumed = ret == 1;
+	/* Cluster mode: another node holds the session; sasl2_resume_answered goes on. */
+	if (ret == -EINPROGRESS)
+		sasl2_wait(c);
+}
+
+struct strbuf *sasl2_inline_out(struct conn *c)
+{
+	return c->sasl2 ? &c->sasl2->out : NULL;
+}
+
+void sasl2_resume_answered(struct conn *c, bool resumed)
+{
+	if (!c->sasl2 || !c->sasl2->waiting)
+		return;
+	c->sasl2->waiting = false;
+	c->sasl2->resumed = resumed;
+	sasl2_advance(c);
+	arena_reset(&c->w->tmp);
+	sasl2_resume_input(c);
 }
 
 /* Binds now that the account's state is there (or held by another session). */
@@ -453,7 +474,7 @@ static void sasl2_advance(struct conn *c)
 	if (st->resume && !st->resume_done) {
 		st->resume_done = true;
 		sasl2_inline_resume(c);
-		if (c->closing)
+		if (c->closing || st->waiting)
 			return;
 	}
 	if (st->bind.present && !st->resumed && !st->bind_done) {

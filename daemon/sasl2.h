@@ -42,4 +42,13 @@ bool sasl2_abort(struct conn *c, struct xml_node *el);
 /* The connection is closing: frees the negotiation (in-flight requests find it gone). */
 void sasl2_conn_closing(struct conn *c);
 
+/*
+ * A resumption inside <authenticate/> that another node was asked for
+ * (sm_resume_inline gave -EINPROGRESS): where sm.c appends its answer
+ * (NULL when c has no SASL2 login), and the end of the wait, after
+ * which the login goes on (Bind 2 when not resumed, then <success/>).
+ */
+struct strbuf *sasl2_inline_out(struct conn *c);
+void sasl2_resume_answered(struct conn *c, bool resumed);
+
 #endif

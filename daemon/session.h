@@ -37,6 +37,11 @@ struct session {
 	bool carbons;			/* XEP-0280: carbons enabled (carbons.c) */
 	bool csi_inactive;		/* XEP-0352: client said <inactive/> (csi.c) */
 	bool ending;			/* ended; leaves the directory at the end of the turn */
+	/*
+	 * Its stream management state went to another node, where the client
+	 * resumed it (sm_export): it ends here without a word to anyone.
+	 */
+	bool moved;
 	struct session *ending_next;	/* worker's list of ending sessions */
 	struct csi_held *csi_held;	/* XEP-0352: presence held while inactive, or NULL */
 	struct pep_session *pep;	/* XEP-0115 caps and +notify interests (pep.c), or NULL */

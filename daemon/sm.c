@@ -23,14 +23,17 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "account.h"
 #include "c2s.h"
+#include "cluster.h"
 #include "config.h"
 #include "conn.h"
 #include "csi.h"
 #include "log.h"
 #include "metrics.h"
-#include "metrics.h"
+#include "presence.h"
 #include "router.h"
+#include "sasl2.h"
 #include "server.h"
 #include "session.h"
 #include "sm.h"
@@ -697,22 +700,39 @@ static void sm_resume_resend(struct conn *c)
 	csi_stream_resumed(s);	/* XEP-0352 5.2: active again; held presence follows */
 }
 
+static int sm_take_start(struct conn *c, const char *previd, uint32_t h);
+
+/* <failed><item-not-found/> for a resumption id that is not (or no longer) here. */
+static void sm_resume_not_found(struct conn *c, const char *previd, const char *why)
+{
+	char idbuf[48];
+	uint32_t th;
+	/* Known but timed out: tell the client how far we got (XEP-0198 section 5). */
+	bool known = c->w->sm && sm_tomb_take(c->w->sm, previd, c->jid, &th) == 0;
+
+	sm_send_failed(c, "item-not-found", known ? &th : NULL);
+	METRIC_INC(c->w->metrics.sm_resume_failed);
+	log_info("sm.resume_failed", "conn=%llu jid=%s previd=%s reason=%s", sm_cid(c), c->jid,
+		 log_sanitize(idbuf, sizeof(idbuf), previd, strlen(previd)),
+		 known ? "expired" : why);
+}
+
+static void sm_resume_session(struct conn *c, struct session *s, uint32_t h);
+
 /*
  * <resume previd h/> instead of a bind: takes the session over from its
  * old stream (closed with conflict if it is still open) or from the
  * detached state, drops what the client acknowledged and resends the rest.
+ * In cluster mode a session not found here may be held by another node,
+ * which is asked for it (sm_take_start): the answer comes later.
  */
 static void sm_resume(struct conn *c, struct xml_node *el)
 {
 	const char *previd = xml_attr_get(el, "previd");
 	struct session *s;
-	struct sm_state *sm;
-	struct conn *old;
-	char buf[128], idbuf[48];
-	uint32_t h, th;
-	int64_t n;
+	uint32_t h;
 
-	if (c->sess) {
+	if (c->sess || c->sm_take) {
 		sm_send_failed(c, "unexpected-request", NULL);	/* bound already */
 		return;
 	}
@@ -721,18 +741,23 @@ static void sm_resume(struct conn *c, struct xml_node *el)
 		return;
 	}
 	s = sm_find(c->w, c->jid, previd);
+	if (!s && cluster_enabled() && sm_take_start(c, previd, h) == 0)
+		return;
 	if (!s || s->sm->overflowed) {
-		/* Known but timed out: tell the client how far we got (XEP-0198 section 5). */
-		bool known = sm_tomb_take(c->w->sm, previd, c->jid, &th) == 0;
-
-		sm_send_failed(c, "item-not-found", known ? &th : NULL);
-		METRIC_INC(c->w->metrics.sm_resume_failed);
-		log_info("sm.resume_failed", "conn=%llu jid=%s previd=%s reason=%s", sm_cid(c), c->jid,
-			 log_sanitize(idbuf, sizeof(idbuf), previd, strlen(previd)),
-			 known ? "expired" : "unknown");
+		sm_resume_not_found(c, previd, "unknown");
 		return;
 	}
-	sm = s->sm;
+	sm_resume_session(c, s, h);
+}
+
+/* Resumes s, found for c's <resume/> with the client's count h. */
+static void sm_resume_session(struct conn *c, struct session *s, uint32_t h)
+{
+	struct sm_state *sm = s->sm;
+	struct conn *old;
+	char buf[128];
+	int64_t n;
+
 	n = sm_ack_delta(sm->acked, sm->out_count, h);
 	if (n < 0) {
 		sm_send_failed(c, "undefined-condition", NULL);
@@ -796,11 +821,13 @@ void sm_enable_inline(struct conn *c, struct xml_node *el, struct strbuf *out)
 	sm_inline_out = NULL;
 }
 
-bool sm_resume_inline(struct conn *c, struct xml_node *el, struct strbuf *out)
+int sm_resume_inline(struct conn *c, struct xml_node *el, struct strbuf *out)
 {
 	sm_inline_out = out;
 	sm_resume(c, el);
 	sm_inline_out = NULL;
+	if (c->sm_take)
+		return -EINPROGRESS;
 	return c->sess != NULL;
 }
 
@@ -808,6 +835,401 @@ void sm_resume_inline_finish(struct conn *c)
 {
 	if (c->sess && c->sess->sm)
 		sm_resume_resend(c);
+}
+
+/* ---- Resumption on another node (cluster mode) ---- */
+
+static void sm_reroute(struct worker *w, struct sm_state *sm);
+
+/*
+ * A client resumes where the load balancer puts it, not necessarily on
+ * the node that holds its detached session. The node it reached (Y) asks
+ * the nodes with sessions of the account (cluster_sm_take); the holder
+ * (X) serializes the session (sm_export), ends it there without a word
+ * to anyone (its contacts, rooms and registry entry carry on), and sends
+ * the state to Y, which binds the session to the new stream and resumes
+ * it as if it had been detached here (sm_take_answered). The state:
+ *
+ *   FULL-JID \n
+ *   ID IN OUT ACKED WINDOW PRIORITY AVAILABLE FLAGS LAST-LEN RECORDS \n
+ *   LAST-LEN bytes: the last presence (serialized, without 'to')
+ *   RECORDS times: STAMP LEN \n and LEN bytes: an unacknowledged stanza
+ */
+#define SM_MOVE_CARBONS		1u
+#define SM_MOVE_INTERESTED	2u
+#define SM_MOVE_INACTIVE	4u
+#define SM_TAKE_TIMEOUT_MS	5000	/* no node answered: the client binds anew */
+
+struct sm_take {
+	struct conn *c;
+	struct loop_timer timer;
+	unsigned waiting;		/* nodes asked that did not answer yet */
+	uint32_t h;			/* the client's count, from its <resume/> */
+	bool inline_sasl2;		/* inside SASL2's <authenticate/> */
+	char *state;			/* the answer, while the account's state loads */
+	size_t state_len;
+	char id[SM_ID_LEN + 1];
+};
+
+/* A moved session as read from its state (pointers into the state text). */
+struct sm_moved {
+	char full[JID_MAX];
+	char id[SM_ID_LEN + 1];
+	uint32_t in, out, acked, window;
+	int priority;
+	bool available;
+	unsigned flags;
+	const char *last;
+	size_t last_len;
+	const char *recs;		/* RECORDS records from here to end */
+	const char *end;
+	uint32_t nrecs;
+};
+
+static void sm_export_rec(void *arg, const char *data, size_t len, uint32_t stamp)
+{
+	struct strbuf *out = arg;
+
+	strbuf_printf(out, "%u %zu\n", stamp, len);
+	strbuf_append(out, data, len);
+}
+
+bool sm_export(struct worker *w, const char *bare, const char *id, const char *to_node,
+	       struct strbuf *out)
+{
+	struct session *s = sm_find(w, bare, id);
+	struct sm_state *sm;
+	struct conn *old;
+	const char *last = s && s->pres ? s->pres->last : NULL;
+	size_t last_len = last ? s->pres->last_len : 0;
+	unsigned flags;
+
+	if (!s || s->ending || s->sm->overflowed)
+		return false;
+	sm = s->sm;
+	flags = (s->carbons ? SM_MOVE_CARBONS : 0) | (s->interested ? SM_MOVE_INTERESTED : 0) |
+		(s->csi_inactive ? SM_MOVE_INACTIVE : 0);
+	strbuf_printf(out, "%s\n%s %u %u %u %u %d %d %u %zu %u\n", s->jid, sm->id, sm->in_count,
+		      sm->out_count, sm->acked, sm->window_s, s->priority, s->available ? 1 : 0,
+		      flags, last_len, sm->q.count);
+	if (last_len)
+		strbuf_append(out, last, last_len);
+	sm_queue_each(&sm->q, sm_export_rec, out);
+	if (out->oom)
+		return false;
+	old = s->conn;
+	if (old) {
+		/* A half-open stream this node still believes in: it loses (section 5). */
+		old->sess = NULL;
+		s->conn = NULL;
+		old->close_reason = CONN_CLOSE_REPLACED;
+		c2s_stream_error(old, "conflict", "replaced by a resumed stream");
+	}
+	log_info("sm.moved", "jid=%s to_node=%s unacked=%u", s->jid, to_node, sm->q.count);
+	/* What it held went with the state: the session ends here without a trace. */
+	s->sm = NULL;
+	sm_undetach(sm);
+	sm_unflush(sm);
+	sm_queue_clear(&sm->q, w);
+	sm_free(sm);
+	s->moved = true;
+	c2s_session_end(w, s);
+	return true;
+}
+
+/* Reads a moved session's state; false when it is not one. */
+static bool sm_moved_parse(struct sm_moved *m, const char *state, size_t len)
+{
+	const char *end = state + len, *nl = memchr(state, '\n', len), *nl2;
+	char hdr[160];
+	size_t last_len;
+	int avail;
+
+	if (!nl || (size_t)(nl - state) >= sizeof(m->full))
+		return false;
+	memcpy(m->full, state, (size_t)(nl - state));
+	m->full[nl - state] = '\0';
+	nl2 = memchr(nl + 1, '\n', (size_t)(end - nl - 1));
+	if (!nl2 || (size_t)(nl2 - nl - 1) >= sizeof(hdr))
+		return false;
+	memcpy(hdr, nl + 1, (size_t)(nl2 - nl - 1));
+	hdr[nl2 - nl - 1] = '\0';
+	if (sscanf(hdr, "%24s %u %u %u %u %d %d %u %zu %u", m->id, &m->in, &m->out, &m->acked,
+		   &m->window, &m->priority, &avail, &m->flags, &last_len, &m->nrecs) != 10 ||
+	    strlen(m->id) != SM_ID_LEN || !strchr(m->full, '/') ||
+	    last_len > (size_t)(end - nl2 - 1) || m->priority < -128 || m->priority > 127)
+		return false;
+	m->available = avail == 1;
+	m->last = last_len ? nl2 + 1 : NULL;
+	m->last_len = last_len;
+	m->recs = nl2 + 1 + last_len;
+	m->end = end;
+	return true;
+}
+
+/* The next record of a moved session's state; NULL at the end (or when it is cut). */
+static const char *sm_moved_next(struct sm_moved *m, size_t *len, uint32_t *stamp)
+{
+	const char *nl = m->recs < m->end ? memchr(m->recs, '\n', (size_t)(m->end - m->recs)) :
+			 NULL;
+	const char *data;
+	char hdr[48];
+
+	if (!nl || (size_t)(nl - m->recs) >= sizeof(hdr))
+		return NULL;
+	memcpy(hdr, m->recs, (size_t)(nl - m->recs));
+	hdr[nl - m->recs] = '\0';
+	if (sscanf(hdr, "%u %zu", stamp, len) != 2 || *len > (size_t)(m->end - nl - 1))
+		return NULL;
+	data = nl + 1;
+	m->recs = data + *len;
+	return data;
+}
+
+/*
+ * A moved session no stream took (the client gave up, or the node it
+ * went to could not take it): its unacknowledged stanzas are rerouted
+ * here as undelivered, as when a session ends (sm_reroute).
+ */
+static void sm_moved_lost(struct worker *w, const char *state, size_t len)
+{
+	struct sm_state *sm = sm_worker_get(w) ? calloc(1, sizeof(*sm)) : NULL;
+	struct sm_moved m;
+	const char *data;
+	uint32_t stamp;
+	size_t dlen;
+
+	if (!sm || !sm_moved_parse(&m, state, len)) {
+		free(sm);
+		log_warn("sm.move_lost", "msg=\"a moved session's state is unreadable or out of "
+			 "memory: its unacknowledged stanzas are lost\"");
+		return;
+	}
+	sm->w = w;
+	while ((data = sm_moved_next(&m, &dlen, &stamp)) != NULL)
+		if (sm_queue_push(&sm->q, w, data, dlen, stamp) < 0)
+			break;
+	log_info("sm.move_unclaimed", "jid=%s unacked=%u", m.full, sm->q.count);
+	sm_reroute(w, sm);
+	sm_queue_clear(&sm->q, w);
+	sm_free(sm);
+}
+
+static void sm_take_free(struct sm_take *t)
+{
+	loop_timer_cancel(&t->timer);
+	if (t->state) {
+		OPENSSL_cleanse(t->state, t->state_len);	/* holds the resumption id */
+		free(t->state);
+	}
+	free(t);
+}
+
+/* The resumption c waited for is answered (resumed or not): the login goes on. */
+static void sm_take_finish(struct conn *c)
+{
+	struct sm_take *t = c->sm_take;
+	bool inline_sasl2 = t->inline_sasl2;
+
+	c->sm_take = NULL;
+	sm_take_free(t);
+	if (inline_sasl2)
+		sasl2_resume_answered(c, c->sess != NULL);
+	else
+		conn_resume_input(c);
+}
+
+static void sm_take_failed(struct conn *c, const char *why)
+{
+	sm_inline_out = c->sm_take->inline_sasl2 ? sasl2_inline_out(c) : NULL;
+	sm_resume_not_found(c, c->sm_take->id, why);
+	sm_inline_out = NULL;
+	sm_take_finish(c);
+}
+
+static void sm_take_timeout(struct loop_timer *timer)
+{
+	struct sm_take *t = (struct sm_take *)((char *)timer - offsetof(struct sm_take, timer));
+
+	sm_take_failed(t->c, "no-answer");
+}
+
+/*
+ * Binds the moved session (state[0..len)) to c (its account's state
+ * `loaded`, or NULL when another session here holds it) and resumes it.
+ * false: c was answered with a failure and the state is to be rerouted.
+ * Either way c's wait is over.
+ */
+static bool sm_take_import(struct conn *c, struct account *loaded, const char *state, size_t len)
+{
+	struct sm_take *t = c->sm_take;
+	struct worker *w = c->w;
+	struct sm_state *sm;
+	struct session *s;
+	struct sm_moved m;
+	const char *err = NULL, *data;
+	uint32_t stamp;
+	size_t dlen;
+
+	if (!sm_moved_parse(&m, state, len) || strcmp(m.id, t->id) != 0 ||
+	    strncmp(m.full, c->jid, strlen(c->jid)) != 0 || m.full[strlen(c->jid)] != '/') {
+		account_free(loaded);
+		sm_take_failed(c, "unreadable");
+		return false;
+	}
+	if (sm_ack_delta(m.acked, m.out, t->h) < 0) {
+		account_free(loaded);
+		sm_inline_out = t->inline_sasl2 ? sasl2_inline_out(c) : NULL;
+		sm_send_failed(c, "undefined-condition", NULL);
+		sm_inline_out = NULL;
+		log_info("sm.resume_failed", "conn=%llu jid=%s reason=handled-count-too-high h=%u "
+			 "sent=%u", sm_cid(c), m.full, t->h, m.out);
+		sm_take_finish(c);
+		return false;
+	}
+	sm = sm_worker_get(w) ? calloc(1, sizeof(*sm)) : NULL;
+	s = sm ? c2s_bind_resource(c, m.full, loaded, &err) : NULL;
+	if (!s) {
+		if (!sm)
+			account_free(loaded);
+		free(sm);
+		log_info("sm.resume_failed", "conn=%llu jid=%s reason=bind-%s", sm_cid(c), m.full,
+			 err ? err : "internal-server-error");
+		sm_take_failed(c, "bind-failed");
+		return false;
+	}
+	sm->sess = s;
+	sm->w = w;
+	sm->resumable = true;
+	sm->window_s = m.window;
+	sm->in_count = m.in;
+	sm->out_count = m.out;
+	sm->acked = m.acked;
+	memcpy(sm->id, m.id, sizeof(sm->id));
+	while ((data = sm_moved_next(&m, &dlen, &stamp)) != NULL)
+		if (sm_queue_push(&sm->q, w, data, dlen, stamp) < 0)
+			break;	/* out of memory: the client learns of the gap by its count */
+	s->sm = sm;
+	s->carbons = m.flags & SM_MOVE_CARBONS;
+	s->interested = m.flags & SM_MOVE_INTERESTED;
+	s->csi_inactive = m.flags & SM_MOVE_INACTIVE;
+	presence_restore(s, m.available, m.priority, m.last, m.last_len);
+	cluster_session_update(w, s);	/* availability, priority, flags as they were */
+	log_info("sm.move_taken", "conn=%llu jid=%s unacked=%u", sm_cid(c), s->jid, sm->q.count);
+	/* As if it had been detached here: the normal resumption from now on. */
+	c->sess = NULL;
+	s->conn = NULL;
+	sm_inline_out = t->inline_sasl2 ? sasl2_inline_out(c) : NULL;
+	sm_resume_session(c, s, t->h);
+	sm_inline_out = NULL;
+	sm_take_finish(c);
+	return true;
+}
+
+/* Imports the state c's wait brought; what no session took is rerouted as undelivered. */
+static void sm_take_import_state(struct conn *c, struct account *loaded, int err)
+{
+	struct sm_take *t = c->sm_take;
+	struct worker *w = c->w;
+	char *state = t->state;
+	size_t len = t->state_len;
+
+	t->state = NULL;
+	if (err < 0) {
+		account_free(loaded);
+		sm_take_failed(c, "account-state");
+		sm_moved_lost(w, state, len);
+	} else if (!sm_take_import(c, loaded, state, len)) {
+		sm_moved_lost(w, state, len);
+	}
+	OPENSSL_cleanse(state, len);	/* holds the resumption id */
+	free(state);
+}
+
+static void sm_take_loaded(struct conn *c, struct account *loaded, int err)
+{
+	if (!c->sm_take || !c->sm_take->state) {
+		account_free(loaded);
+		return;
+	}
+	sm_take_import_state(c, loaded, err);
+}
+
+void sm_take_answered(struct worker *w, uint32_t slot, uint32_t gen, const char *id,
+		      const char *state, size_t len)
+{
+	struct conn *c = worker_conn(w, slot, gen);
+	struct sm_take *t = c && !c->closing ? c->sm_take : NULL;
+	char user[JID_PART_MAX + 1];
+	const char *at;
+
+	if (!t || t->state || strcmp(t->id, id) != 0) {
+		/* Nobody waits for it any more (timed out, gone): undelivered. */
+		if (len)
+			sm_moved_lost(w, state, len);
+		return;
+	}
+	if (!len) {
+		if (--t->waiting == 0)
+			sm_take_failed(c, "unknown");
+		return;
+	}
+	t->state = malloc(len);
+	if (!t->state) {
+		sm_take_failed(c, "no-memory");
+		sm_moved_lost(w, state, len);
+		return;
+	}
+	memcpy(t->state, state, len);
+	t->state_len = len;
+	loop_timer_cancel(&t->timer);
+	/* The account's state: here already, or loaded as a bind loads it. */
+	if (sessdir_find_account(w->sessions, c->jid, strlen(c->jid))) {
+		sm_take_import_state(c, NULL, 0);
+		return;
+	}
+	at = strchr(c->jid, '@');
+	snprintf(user, sizeof(user), "%.*s", at ? (int)(at - c->jid) : 0, c->jid);
+	if (account_load_submit(c, user, sm_take_loaded) < 0)
+		sm_take_import_state(c, NULL, -ENOMEM);
+}
+
+/* Starts asking the other nodes for session `previd` of c's account. 0, or -ENOENT. */
+static int sm_take_start(struct conn *c, const char *previd, uint32_t h)
+{
+	struct sm_take *t;
+
+	if (strlen(previd) != SM_ID_LEN || !(t = calloc(1, sizeof(*t))))
+		return -ENOENT;
+	t->c = c;
+	t->h = h;
+	t->inline_sasl2 = sm_inline_out != NULL;
+	memcpy(t->id, previd, SM_ID_LEN + 1);
+	t->waiting = cluster_sm_take(c->w, c, c->jid, previd);
+	if (!t->waiting) {
+		free(t);
+		return -ENOENT;
+	}
+	c->sm_take = t;
+	t->timer.fn = sm_take_timeout;
+	loop_timer_arm(c->w->loop, &t->timer, SM_TAKE_TIMEOUT_MS);
+	if (!t->inline_sasl2)
+		conn_pause_input(c);	/* nothing goes on until <resumed/> or <failed/> */
+	log_info("sm.resume_elsewhere", "conn=%llu jid=%s nodes=%u", sm_cid(c), c->jid, t->waiting);
+	return 0;
+}
+
+void sm_conn_gone(struct conn *c)
+{
+	if (c->sm_take) {
+		struct sm_take *t = c->sm_take;
+
+		c->sm_take = NULL;
+		/* The state arrived, the account's was loading: its stanzas go as undelivered. */
+		if (t->state)
+			sm_moved_lost(c->w, t->state, t->state_len);
+		sm_take_free(t);
+	}
 }
 
 /* ---- Lifetime ---- */

@@ -61,14 +61,38 @@ bool sm_element(struct conn *c, struct xml_node *el);
  * SASL2 and Bind2 inline (XEP-0198 section 7, sasl2.c): the same as the
  * <enable/> and <resume/> elements, except that the answer (<enabled/>,
  * <resumed/> or <failed/>) is appended to out for the caller's
- * <success/>. After a successful inline resumption (true) the caller
+ * <success/>. After a successful inline resumption (1) the caller
  * sends its <success/>, then calls sm_resume_inline_finish(), which
- * resends the stanzas the client has not acknowledged.
+ * resends the stanzas the client has not acknowledged. 0: not resumed;
+ * -EINPROGRESS: another node is asked for the session (cluster mode):
+ * the answer is appended to sasl2_inline_out(c) later, and
+ * sasl2_resume_answered() tells the caller.
  */
 struct strbuf;
 void sm_enable_inline(struct conn *c, struct xml_node *el, struct strbuf *out);
-bool sm_resume_inline(struct conn *c, struct xml_node *el, struct strbuf *out);
+int sm_resume_inline(struct conn *c, struct xml_node *el, struct strbuf *out);
 void sm_resume_inline_finish(struct conn *c);
+
+/*
+ * Cluster mode: resumption on another node than the one that held the
+ * session (sm.c, "Resumption on another node").
+ *
+ * sm_export, on the holder: the account `bare`'s session with
+ * resumption id `id` goes to node `to_node`: its state is appended to
+ * out and the session ends here silently. false: no such session here.
+ *
+ * sm_take_answered, on the node the client reached: a node's answer for
+ * connection (slot, gen) on worker w: the state (len bytes), or len 0
+ * when that node has no such session. A state nobody waits for any more
+ * is rerouted as undelivered.
+ *
+ * sm_conn_gone: c closes (a wait for another node's answer ends).
+ */
+bool sm_export(struct worker *w, const char *bare, const char *id, const char *to_node,
+	       struct strbuf *out);
+void sm_take_answered(struct worker *w, uint32_t slot, uint32_t gen, const char *id,
+		      const char *state, size_t len);
+void sm_conn_gone(struct conn *c);
 
 /* A client stanza was handled in the ready state: counts it for 'h'. */
 void sm_inbound(struct conn *c);

@@ -5,6 +5,7 @@
  */
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "offline.h"
@@ -22,9 +23,12 @@ static const char sql_take[] =
  * nodes on one PostgreSQL database, ids are handed out at insert and
  * committed in any order, so a row below the last one taken may become
  * visible between the read and the delete. It stays for the next take.
+ * A row is handed on only if this delete removed it: two nodes taking
+ * the account's messages at once (a session on each) read the same rows,
+ * and the second delete waits for the first and then finds nothing.
  */
 static const char sql_delete[] =
-	"DELETE FROM offline_messages WHERE username = ?1 AND id = ?2";
+	"DELETE FROM offline_messages WHERE username = ?1 AND id = ?2 RETURNING id";
 
 /* A one-row, one-integer query about user: its value in *out (0 when no row). */
 static int offline_scalar(struct storage *st, const char *sql, const char *user, int64_t *out,
@@ -86,51 +90,77 @@ int offline_db_put(struct storage *st, const char *user, const char *stanza, siz
 	return storage_stmt_exec(st, "offline.insert", s);
 }
 
+/* A row read, kept until its delete says it is ours. */
+struct offline_row {
+	int64_t id;
+	char *stanza;			/* NULL: none stored */
+	size_t len;
+};
+
 int offline_db_take(struct storage *st, const char *user, uint32_t limit,
 		    int (*fn)(void *arg, const char *stanza, size_t len), void *arg, uint32_t *n)
 {
+	struct offline_row *rows;
 	struct db_stmt *s;
-	int64_t *ids;
-	uint32_t nids = 0;
+	uint32_t nrows = 0;
 	int rc = DB_DONE, err = 0;
 
 	*n = 0;
 	if (!limit)
 		return 0;
-	ids = malloc(limit * sizeof(*ids));
-	if (!ids)
+	rows = calloc(limit, sizeof(*rows));
+	if (!rows)
 		return -ENOMEM;
 	s = storage_stmt(st, sql_take);
 	if (!s) {
-		free(ids);
+		free(rows);
 		return -EIO;
 	}
 	db_bind_text(s, 1, user, -1);
 	db_bind_int64(s, 2, limit);
-	while (nids < limit && (rc = db_step(s)) == DB_ROW) {
+	while (nrows < limit && (rc = db_step(s)) == DB_ROW) {
 		const char *text = (const char *)db_column_text(s, 1);
+		struct offline_row *r = &rows[nrows++];
 
-		ids[nids++] = db_column_int64(s, 0);
+		r->id = db_column_int64(s, 0);
 		if (!text)
 			continue;
-		err = fn(arg, text, (size_t)db_column_bytes(s, 1));
-		if (err < 0)
+		r->len = (size_t)db_column_bytes(s, 1);
+		r->stanza = malloc(r->len + 1);
+		if (!r->stanza) {
+			err = -ENOMEM;
 			break;
-		(*n)++;
+		}
+		memcpy(r->stanza, text, r->len);
+		r->stanza[r->len] = '\0';
 	}
 	storage_stmt_release(s);
 	if (!err && rc != DB_ROW && rc != DB_DONE)
 		err = storage_db_error(st, "offline.take", rc);
-	for (uint32_t i = 0; !err && i < nids; i++) {
+	for (uint32_t i = 0; !err && i < nrows; i++) {
 		s = storage_stmt(st, sql_delete);
 		if (!s) {
 			err = -EIO;
 			break;
 		}
 		db_bind_text(s, 1, user, -1);
-		db_bind_int64(s, 2, ids[i]);
-		err = storage_stmt_exec(st, "offline.delete", s);
+		db_bind_int64(s, 2, rows[i].id);
+		rc = db_step(s);
+		storage_stmt_release(s);
+		if (rc != DB_ROW && rc != DB_DONE) {
+			err = storage_db_error(st, "offline.delete", rc);
+			break;
+		}
+		/* Taken by another node meanwhile: it delivers it. */
+		if (rc == DB_DONE || !rows[i].stanza)
+			continue;
+		err = fn(arg, rows[i].stanza, rows[i].len);
+		if (err < 0)
+			break;
+		(*n)++;
 	}
-	free(ids);
+	for (uint32_t i = 0; i < nrows; i++)
+		free(rows[i].stanza);
+	free(rows);
 	return err;
 }

@@ -139,7 +139,7 @@ def test_three_nodes_join_and_status_lists_them_with_session_counts(redis):
     assert st["replica_sessions"] == 3, st
     # The registry itself: resource -> "NODE WORKER PRIORITY AVAILABLE".
     reg = registry(redis, b2)
-    assert list(reg) == ["x"] and reg["x"].startswith("n2 ") and reg["x"].endswith(" 0 1"), reg
+    assert list(reg) == ["x"] and reg["x"].startswith("n2 ") and reg["x"].endswith(" 0 1 0"), reg
     out = n1.stanzactl("cluster", "status").stdout
     for name in ("n1", "n2", "n3"):
         assert name in out, out
@@ -513,7 +513,7 @@ def test_a_session_the_replica_does_not_know_yet_is_found_in_the_registry(redis)
     b, jb = online(n2, ub, pb, "real")
     wait_until("n1 knows b's session", lambda: status(n1)["replica_sessions"] == 1)
     worker = registry(redis, bb)["real"].split()[1]
-    redis.cli("HSET", "stanzad:%s:sess:%s" % (DOMAIN, bb), "ghost", "l2 %s 0 1" % worker)
+    redis.cli("HSET", "stanzad:%s:sess:%s" % (DOMAIN, bb), "ghost", "l2 %s 0 1 0" % worker)
     a.send(("<message to='%s/ghost' type='chat' id='g1'><body>found you</body></message>" %
             bb).encode())
     m = next_of(b, q(NS_CLIENT, "message"), pred=lambda e: body_of(e) == "found you")

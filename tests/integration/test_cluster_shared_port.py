@@ -27,7 +27,8 @@ def cluster():
     nodes = []
     for name in ("s1", "s2", "s3"):
         s = StanzadServer(["--cluster", r.uri, "--node-name", name, "--cluster-ttl",
-                           str(TTL_MS), "--workers", "2"], name="stanzad(%s)" % name,
+                           str(TTL_MS), "--workers", "2", "--max-resources", str(LOGINS)],
+                          name="stanzad(%s)" % name,
                           suite_args=False)
         # The client ports are the cluster's; the HTTP port stays each node's own.
         s.c2s_port, s.tls_port, (s.http_port,) = c2s, tls, free_ports(1)

@@ -119,19 +119,21 @@ static void test_node_names(void **state)
 
 static void test_sess_round_trip(void **state)
 {
-	struct cluster_sess v = { .node = "n2", .worker = 3, .priority = -5, .available = true }, w;
+	struct cluster_sess v = { .node = "n2", .worker = 3, .priority = -5, .available = true,
+				  .flags = CLUSTER_SESS_CARBONS | CLUSTER_SESS_ROSTER }, w;
 	char buf[CLUSTER_SESS_TEXT_MAX];
 	int n = cluster_sess_encode(&v, buf, sizeof(buf));
 
-	assert_int_equal(n, (int)strlen("n2 3 -5 1"));
-	assert_string_equal(buf, "n2 3 -5 1");
+	assert_int_equal(n, (int)strlen("n2 3 -5 1 3"));
+	assert_string_equal(buf, "n2 3 -5 1 3");
 	assert_int_equal(cluster_sess_decode(&w, buf, (size_t)n), 0);
 	assert_string_equal(w.node, "n2");
 	assert_int_equal(w.worker, 3);
 	assert_int_equal(w.priority, -5);
 	assert_true(w.available);
+	assert_int_equal(w.flags, CLUSTER_SESS_CARBONS | CLUSTER_SESS_ROSTER);
 	/* Not NUL-terminated input: only len bytes count. */
-	assert_int_equal(cluster_sess_decode(&w, "n3 0 127 0garbage", 10), 0);
+	assert_int_equal(cluster_sess_decode(&w, "n3 0 127 0 0garbage", 12), 0);
 	assert_string_equal(w.node, "n3");
 	assert_int_equal(w.priority, 127);
 	assert_false(w.available);
@@ -140,8 +142,9 @@ static void test_sess_round_trip(void **state)
 static void test_sess_bad_values_are_refused(void **state)
 {
 	static const char *const bad[] = {
-		"", "n1", "n1 0 0", "n1 0 0 2", "n1 0 128 1", "n1 0 -129 1", "n1 x 0 1",
-		"n1 0 0 1 extra", "bad/name 0 0 1", "n1 0 0 1x", "n1 99999 0 1",
+		"", "n1", "n1 0 0", "n1 0 0 1", "n1 0 0 2 0", "n1 0 128 1 0", "n1 0 -129 1 0",
+		"n1 x 0 1 0", "n1 0 0 1 0 extra", "bad/name 0 0 1 0", "n1 0 0 1 0x",
+		"n1 99999 0 1 0", "n1 0 0 1 256", "n1 0 0 1 -1",
 	};
 	struct cluster_sess v = { .node = "bad name" };
 	char buf[CLUSTER_SESS_TEXT_MAX], big[200];
@@ -152,7 +155,7 @@ static void test_sess_bad_values_are_refused(void **state)
 			fail();
 		}
 	}
-	assert_int_equal(cluster_sess_decode(&v, "n1\0 0 0 1", 9), -EINVAL);
+	assert_int_equal(cluster_sess_decode(&v, "n1\0 0 0 1 0", 11), -EINVAL);
 	memset(big, 'a', sizeof(big) - 1);
 	big[sizeof(big) - 1] = '\0';
 	assert_int_equal(cluster_sess_decode(&v, big, strlen(big)), -EINVAL);
@@ -198,6 +201,15 @@ static void test_table_set_find_del(void **state)
 	assert_int_equal(cluster_table_set(t, "a@d/r2", &v2), 0);
 	assert_int_equal(cluster_table_size(t), 3);
 	assert_int_equal(cluster_table_find(t, "a@d", e, 1), 2);	/* more than fit */
+	/* Found by full JID, changed in place. */
+	assert_non_null(cluster_table_get(t, "a@d/r2"));
+	assert_int_equal(cluster_table_get(t, "a@d/r2")->priority, 5);
+	cluster_table_get(t, "a@d/r2")->unconfirmed = true;
+	assert_true(cluster_table_get(t, "a@d/r2")->unconfirmed);
+	assert_non_null(cluster_table_get(t, "b@d/with space"));
+	assert_null(cluster_table_get(t, "a@d/r3"));
+	assert_null(cluster_table_get(t, "a@d"));
+	assert_null(cluster_table_get(t, "c@d/r1"));
 	/* A delete naming another node leaves it (the resource moved). */
 	assert_false(cluster_table_del(t, "a@d/r2", "n1"));
 	assert_true(cluster_table_del(t, "a@d/r2", "n2"));
