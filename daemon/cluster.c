@@ -956,7 +956,10 @@ static void reg_down(struct credis *c)
  * available resource, but for a message one node with an available
  * resource of non-negative priority (which delivers to the account's
  * resources on every node), and for a subscription one node with any
- * session of the account; never this
+ * session of the account. A bare JID with sessions but none that takes
+ * it by the registry goes to one node with a session all the same: the
+ * registry lags that node's own sessions (one that became available an
+ * instant ago), which it decides from; never this
  * node (its sessions are known here). Returns how many streams got it;
  * 0: handled here as for an offline recipient.
  *   ARGV: prefix, bare JID, resource or "", stanza kind, this node,
@@ -965,21 +968,26 @@ static void reg_down(struct credis *c)
 static const char lua_route[] =
 	"local p = ARGV[1]\n"
 	"local h = redis.call('HGETALL', p..'sess:'..ARGV[2])\n"
-	"local sent, seen = 0, {}\n"
+	"local want, any, seen = {}, nil, {}\n"
 	"for i = 1, #h, 2 do\n"
 	"  local node, worker, prio, avail = string.match(h[i + 1], '^(%S+) (%d+) (%-?%d+) (%d) %d+$')\n"
-	"  local take\n"
-	"  if ARGV[3] ~= '' then take = h[i] == ARGV[3]\n"
-	"  elseif ARGV[4] == 'subscription' then take = sent == 0\n"
-	"  elseif ARGV[4] == 'message' then take = sent == 0 and avail == '1' and tonumber(prio) >= 0\n"
-	"  else take = avail == '1' end\n"
-	"  if take and node and node ~= ARGV[5] and not seen[node] then\n"
-	"    seen[node] = true\n"
-	"    if redis.call('XADD', p..'in:'..node..':'..worker, 'NOMKSTREAM', 'MAXLEN', '~',\n"
-	"        ARGV[6], '*', 'kind', 'stanza', 'node', ARGV[5], 'local', ARGV[7], 'ts', ARGV[8],\n"
-	"        'from', ARGV[9], 'to', ARGV[10], 'payload', ARGV[11]) then\n"
-	"      sent = sent + 1\n"
-	"    end\n"
+	"  if node and node ~= ARGV[5] and not seen[node] then\n"
+	"    local t, take = {node, worker}\n"
+	"    if ARGV[3] ~= '' then take = h[i] == ARGV[3]\n"
+	"    elseif ARGV[4] == 'subscription' then take = #want == 0\n"
+	"    elseif ARGV[4] == 'message' then take = #want == 0 and avail == '1' and tonumber(prio) >= 0\n"
+	"    else take = avail == '1' end\n"
+	"    if take then seen[node] = true; want[#want + 1] = t end\n"
+	"    any = any or t\n"
+	"  end\n"
+	"end\n"
+	"if #want == 0 and any and ARGV[3] == '' then want[1] = any end\n"
+	"local sent = 0\n"
+	"for _, t in ipairs(want) do\n"
+	"  if redis.call('XADD', p..'in:'..t[1]..':'..t[2], 'NOMKSTREAM', 'MAXLEN', '~',\n"
+	"      ARGV[6], '*', 'kind', 'stanza', 'node', ARGV[5], 'local', ARGV[7], 'ts', ARGV[8],\n"
+	"      'from', ARGV[9], 'to', ARGV[10], 'payload', ARGV[11]) then\n"
+	"    sent = sent + 1\n"
 	"  end\n"
 	"end\n"
 	"return sent\n";
@@ -1340,7 +1348,7 @@ bool cluster_route(struct worker *w, struct conn *src, struct xml_node *st,
 	 * Handled once, on one node: run on each, the second would find the
 	 * roster already changed and answer differently.
 	 */
-	if (sub)
+	if (sub && nt > 1)
 		nt = 1;
 	o = out_new(w, src, st, from, to);
 	if (!o) {
@@ -2440,6 +2448,7 @@ static void in_up(struct credis *c)
 
 struct reap_ctx {
 	char key[CLUSTER_KEY_MAX];
+	char alive[CLUSTER_KEY_MAX];	/* the dead node's heartbeat key (back: stop) */
 	bool claimed;	/* pending entries done; now those never delivered */
 };
 
@@ -2457,6 +2466,7 @@ static void reap_next(struct reap_ctx *rc);
 struct reap_fin {
 	unsigned left;			/* barriers not completed (worker 0 counts) */
 	char key[CLUSTER_KEY_MAX];
+	char alive[CLUSTER_KEY_MAX];
 };
 
 struct reap_fin_msg {
@@ -2468,12 +2478,16 @@ struct reap_fin_msg {
 };
 
 /*
- * ARGV: a dead node's stream. Deleted only when nothing was added since
- * the reaper's last read (a node that had not seen the reset yet); 0:
- * read on.
+ * ARGV: a dead node's stream, its heartbeat key, force. Deleted only when
+ * nothing was added since the reaper's last read (a node that had not
+ * seen the reset yet; 0: read on), or at once with force (it never made
+ * its group). Never once the node is back under its name: the stream is
+ * its new run's then (it made its group on it already, or is about to).
  */
 static const char lua_reap_del[] =
 	"local k = ARGV[1]\n"
+	"if redis.call('EXISTS', ARGV[2]) == 1 then return 1 end\n"
+	"if ARGV[3] == '1' then redis.call('DEL', k); return 1 end\n"
 	"local ok, s = pcall(redis.call, 'XINFO', 'STREAM', k)\n"
 	"if not ok then return 1 end\n"
 	"local last\n"
@@ -2495,6 +2509,7 @@ static void reap_deleted(struct credis *c, redisReply *r, void *arg)
 	    (rc = calloc(1, sizeof(*rc))) != NULL) {
 		/* Entries arrived after our last read: those too, then again. */
 		memcpy(rc->key, fin->key, sizeof(rc->key));
+		memcpy(rc->alive, fin->alive, sizeof(rc->alive));
 		rc->claimed = true;
 		reap_next(rc);
 	} else if (r && r->type == REDIS_REPLY_ERROR) {
@@ -2508,8 +2523,8 @@ static void reap_fin_one(struct reap_fin *fin)
 {
 	if (--fin->left)
 		return;
-	if (!conn_reg()->up || cluster_redis_cmdf(conn_reg(), reap_deleted, fin, "EVAL %s 0 %s",
-						  lua_reap_del, fin->key) < 0)
+	if (!conn_reg()->up || cluster_redis_cmdf(conn_reg(), reap_deleted, fin, "EVAL %s 0 %s %s 0",
+						  lua_reap_del, fin->key, fin->alive) < 0)
 		free(fin);	/* the stream stays: the next reaper routes it again */
 }
 
@@ -2562,6 +2577,7 @@ static void reap_finish(struct reap_ctx *rc)
 		return;	/* the stream stays: the next reaper routes it again */
 	}
 	memcpy(fin->key, rc->key, sizeof(fin->key));
+	memcpy(fin->alive, rc->alive, sizeof(fin->alive));
 	free(rc);
 	/* One more than the workers: the loop's own, so no barrier finishes it early. */
 	fin->left = nw + 1;
@@ -2599,7 +2615,8 @@ static void reap_got(struct credis *c, redisReply *r, void *arg)
 	}
 	if (reply_is_error(r, "NOGROUP") || (r->type == REDIS_REPLY_ERROR && !rc->claimed)) {
 		/* The dead node never made its group: every entry is unread. */
-		cluster_redis_cmdf(conn_reg(), NULL, NULL, "DEL %s", rc->key);
+		cluster_redis_cmdf(conn_reg(), NULL, NULL, "EVAL %s 0 %s %s 1", lua_reap_del, rc->key,
+				   rc->alive);
 		free(rc);
 		return;
 	}
@@ -2648,6 +2665,7 @@ static void reap_stream(const char *dead, unsigned worker)
 	if (!rc)
 		return;
 	stream_of(rc->key, sizeof(rc->key), dead, worker);
+	key_of(rc->alive, sizeof(rc->alive), "alive:", dead);
 	reap_next(rc);
 }
 
