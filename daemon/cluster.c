@@ -1810,14 +1810,20 @@ unsigned cluster_each_resource(const char *bare, void (*fn)(void *arg, const cha
 	return n;
 }
 
-bool cluster_elsewhere(const char *jid, size_t len)
+/* Whether jid has sessions on other nodes: available ones, or any. */
+static bool elsewhere(const char *jid, size_t len, bool any)
 {
 	struct cluster_target targets[CLUSTER_MAX_TARGETS];
 	struct jid to;
 
 	if (!cl || !atomic_load(&cl->routable) || jid_parse(&to, jid, len) < 0)
 		return false;
-	return route_targets(&to, STANZA_PRESENCE, false, targets) > 0;
+	return route_targets(&to, STANZA_PRESENCE, any, targets) > 0;
+}
+
+bool cluster_elsewhere(const char *jid, size_t len)
+{
+	return elsewhere(jid, len, false);
 }
 
 /* ---- An account's sessions on several nodes ---- */
@@ -1866,24 +1872,7 @@ struct cluster_res *cluster_resources(const char *bare, size_t len, size_t *coun
 
 bool cluster_account_elsewhere(const char *bare, size_t len)
 {
-	struct cluster_target targets[CLUSTER_MAX_TARGETS];
-	struct jid to;
-
-	if (!cl || !atomic_load(&cl->routable) || jid_parse(&to, bare, len) < 0)
-		return false;
-	return route_targets(&to, STANZA_PRESENCE, true, targets) > 0;
-}
-
-bool cluster_resource_elsewhere(const char *full)
-{
-	bool found;
-
-	if (!cl || !atomic_load(&cl->routable))
-		return false;
-	pthread_rwlock_rdlock(&cl->lock);
-	found = cluster_table_get(cl->replica, full) != NULL;
-	pthread_rwlock_unlock(&cl->lock);
-	return found;
+	return elsewhere(bare, len, true);
 }
 
 /* A stanza for one stream as `kind`; NULL when out of memory (logged). */

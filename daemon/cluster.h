@@ -144,9 +144,6 @@ struct cluster_res *cluster_resources(const char *bare, size_t len, size_t *coun
 /* Whether the account bare[0..len) has a session (any) on another node. Any worker. */
 bool cluster_account_elsewhere(const char *bare, size_t len);
 
-/* Whether full JID `full` is bound on another node (the replica). Any worker. */
-bool cluster_resource_elsewhere(const char *full);
-
 /*
  * Sends st to the session r on its node, delivered there as it is (its
  * 'to' unchanged; the recipient's side of routing ran here). `src`: the

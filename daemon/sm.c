@@ -720,6 +720,24 @@ static void sm_resume_not_found(struct conn *c, const char *previd, const char *
 static void sm_resume_session(struct conn *c, struct session *s, uint32_t h);
 
 /*
+ * A half-open stream the server still believes in loses its session to
+ * the resumption (XEP-0198 section 5): closed with conflict. Returns it
+ * (NULL when the session was detached).
+ */
+static struct conn *sm_take_from_stream(struct session *s)
+{
+	struct conn *old = s->conn;
+
+	if (old) {
+		old->sess = NULL;
+		s->conn = NULL;
+		old->close_reason = CONN_CLOSE_REPLACED;
+		c2s_stream_error(old, "conflict", "replaced by a resumed stream");
+	}
+	return old;
+}
+
+/*
  * <resume previd h/> instead of a bind: takes the session over from its
  * old stream (closed with conflict if it is still open) or from the
  * detached state, drops what the client acknowledged and resends the rest.
@@ -766,14 +784,7 @@ static void sm_resume_session(struct conn *c, struct session *s, uint32_t h)
 			 "sent=%u", sm_cid(c), s->jid, h, sm->out_count);
 		return;
 	}
-	old = s->conn;
-	if (old) {
-		/* A half-open stream the server still believes in: it loses (section 5). */
-		old->sess = NULL;
-		s->conn = NULL;
-		old->close_reason = CONN_CLOSE_REPLACED;
-		c2s_stream_error(old, "conflict", "replaced by a resumed stream");
-	}
+	old = sm_take_from_stream(s);
 	sm_undetach(sm);
 	sm_queue_drop(&sm->q, c->w, (uint32_t)n);
 	sm->acked = h;
@@ -899,7 +910,6 @@ bool sm_export(struct worker *w, const char *bare, const char *id, const char *t
 {
 	struct session *s = sm_find(w, bare, id);
 	struct sm_state *sm;
-	struct conn *old;
 	const char *last = s && s->pres ? s->pres->last : NULL;
 	size_t last_len = last ? s->pres->last_len : 0;
 	unsigned flags;
@@ -917,14 +927,7 @@ bool sm_export(struct worker *w, const char *bare, const char *id, const char *t
 	sm_queue_each(&sm->q, sm_export_rec, out);
 	if (out->oom)
 		return false;
-	old = s->conn;
-	if (old) {
-		/* A half-open stream this node still believes in: it loses (section 5). */
-		old->sess = NULL;
-		s->conn = NULL;
-		old->close_reason = CONN_CLOSE_REPLACED;
-		c2s_stream_error(old, "conflict", "replaced by a resumed stream");
-	}
+	sm_take_from_stream(s);
 	log_info("sm.moved", "jid=%s to_node=%s unacked=%u", s->jid, to_node, sm->q.count);
 	/* What it held went with the state: the session ends here without a trace. */
 	s->sm = NULL;
