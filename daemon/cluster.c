@@ -1917,24 +1917,34 @@ void cluster_deliver(struct worker *w, struct conn *src, struct xml_node *st, co
 		out_go(w, o);
 }
 
-bool cluster_route_others(struct worker *w, struct conn *src, struct xml_node *st,
-			  const struct jid *from, const struct jid *to)
+/*
+ * st as `kind` to every other node with sessions of the account `to`
+ * (available ones, or any). How many nodes.
+ */
+static unsigned out_each_node(struct worker *w, struct conn *src, struct xml_node *st,
+			      const struct jid *from, const struct jid *to, const char *kind,
+			      bool any)
 {
 	struct cluster_target targets[CLUSTER_MAX_TARGETS];
-	enum stanza_kind kind = stanza_kind(st);
 	unsigned nt;
 
 	if (!cl || !atomic_load(&cl->routable) || jid_has_resource(to))
-		return false;
-	nt = route_targets(to, kind, false, targets);
+		return 0;
+	nt = route_targets(to, stanza_kind(st), any, targets);
 	for (unsigned i = 0; i < nt; i++) {
-		struct cluster_out *o = out_to(w, src, st, from->buf, to->buf, "stanza",
+		struct cluster_out *o = out_to(w, src, st, from->buf, to->buf, kind,
 					       targets[i].node, targets[i].worker);
 
 		if (o)
 			out_go(w, o);
 	}
-	return nt > 0;
+	return nt;
+}
+
+bool cluster_route_others(struct worker *w, struct conn *src, struct xml_node *st,
+			  const struct jid *from, const struct jid *to)
+{
+	return out_each_node(w, src, st, from, to, "stanza", false) > 0;
 }
 
 /* An entry of `kind` with a payload of our own (not a stanza) for one stream. */
@@ -2035,21 +2045,11 @@ static void entry_sm_give(struct worker *w, const char *payload, size_t len, boo
 
 void cluster_roster_push(struct worker *w, const char *bare, size_t len, struct xml_node *iq)
 {
-	struct cluster_target targets[CLUSTER_MAX_TARGETS];
 	struct jid to;
-	unsigned nt;
 
-	if (!cl || !atomic_load(&cl->routable) || jid_parse(&to, bare, len) < 0)
-		return;
 	/* Every node with a session of the account, available or not: it holds the roster. */
-	nt = route_targets(&to, STANZA_PRESENCE, true, targets);
-	for (unsigned i = 0; i < nt; i++) {
-		struct cluster_out *o = out_to(w, NULL, iq, to.buf, to.buf, "roster",
-					       targets[i].node, targets[i].worker);
-
-		if (o)
-			out_go(w, o);
-	}
+	if (jid_parse(&to, bare, len) == 0)
+		out_each_node(w, NULL, iq, &to, &to, "roster", true);
 }
 
 /* ---- Presence broadcast to other nodes ---- */

@@ -485,6 +485,7 @@ static bool route_elsewhere(struct worker *w, const struct jid *to)
 static bool route_nobody_takes(struct worker *w, const struct xml_node *st, const struct jid *to)
 {
 	const char *type = stanza_type(st);
+	struct session *list;
 	size_t nres = 0;
 	struct cluster_res *res;
 	int best;
@@ -493,8 +494,12 @@ static bool route_nobody_takes(struct worker *w, const struct xml_node *st, cons
 	    strcmp(type, "error") == 0 || strcmp(type, "groupchat") == 0 ||
 	    strcmp(type, "headline") == 0)
 		return false;
+	/* The common case, a session here takes it, needs no look at the replica. */
+	list = sessdir_find_bare(w->sessions, to->buf, to->len);
+	if (best_priority(list, NULL, 0) >= 0)
+		return false;
 	res = cluster_resources(to->buf, to->len, &nres);
-	best = best_priority(sessdir_find_bare(w->sessions, to->buf, to->len), res, nres);
+	best = best_priority(list, res, nres);
 	free(res);
 	return best < 0;
 }
